@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class OpenledgerWebConfig(AppConfig):
+    name = "openledger_web"
+    verbose_name = "Accounts and platform"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401  (connects the worker heartbeat)

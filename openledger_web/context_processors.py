@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+
+# The three audiences' entry points. An entry appears once its app serves the page, so navigation never links to a
+# page that does not exist yet.
+AUDIENCES = (
+    ("Contribute", "datanets:list"),
+    ("Build", "modelfactory:version_list"),
+    ("Ask", "inference:ask"),
+)
+
+
+def _url_or_none(name: str) -> str | None:
+    try:
+        return reverse(name)
+    except NoReverseMatch:
+        return None
+
+
+def navigation(request: HttpRequest) -> dict[str, object]:
+    entries = [(label, url) for label, name in AUDIENCES if (url := _url_or_none(name))]
+    return {"nav_entries": entries, "broker_kind": settings.BROKER_KIND}

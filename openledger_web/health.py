@@ -1,0 +1,102 @@
+"""The state of every real part, as /healthz and the home page report it."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .models import WorkerHeartbeat
+
+QUEUES = ("default", "chain", "training", "inference")
+
+
+def _timed(check: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        result = check()
+    except Exception as e:  # a health check reports failures; it never raises them
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return result
+
+
+def _redacted(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def database_health() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"ok": True, "vendor": connection.vendor, "name": str(connection.settings_dict["NAME"])}
+
+
+def broker_health() -> dict[str, Any]:
+    from kombu import Connection
+
+    url = settings.CELERY_BROKER_URL
+    with Connection(url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS, connect_timeout=2) as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        if settings.BROKER_KIND == "filesystem":
+            # the filesystem transport "connects" to anything: prove the folder is there and writable
+            folder = settings.BROKER_DIR / "queue"
+            if not folder.is_dir():
+                raise RuntimeError(f"broker folder {folder} does not exist")
+    return {"ok": True, "kind": settings.BROKER_KIND, "url": _redacted(url)}
+
+
+def workers_health() -> dict[str, Any]:
+    fresh_after = timezone.now() - timedelta(seconds=3 * settings.WORKER_HEARTBEAT_SECONDS)
+    workers = list(WorkerHeartbeat.objects.filter(last_seen__gte=fresh_after).order_by("hostname"))
+    served = {queue for worker in workers for queue in worker.queues}
+    missing = [queue for queue in QUEUES if queue not in served]
+    result: dict[str, Any] = {
+        "ok": not missing,
+        "workers": [
+            {"hostname": w.hostname, "queues": w.queues, "pid": w.pid, "last_seen": w.last_seen.isoformat()}
+            for w in workers
+        ],
+    }
+    if missing:
+        result["error"] = "no live worker consumes " + ", ".join(missing)
+    return result
+
+
+def chain_health() -> dict[str, Any]:
+    from ledger import chain
+
+    return chain.chain_status()
+
+
+def model_health() -> dict[str, Any]:
+    from modelfactory import weights
+
+    return weights.default_model_status()
+
+
+CHECKS = {
+    "database": database_health,
+    "broker": broker_health,
+    "workers": workers_health,
+    "chain": chain_health,
+    "model": model_health,
+}
+
+
+def system_health() -> dict[str, Any]:
+    """Every component's state; ``ok`` is true only when all of them are up."""
+    components = {name: _timed(check) for name, check in CHECKS.items()}
+    return {
+        "ok": all(c["ok"] for c in components.values()),
+        "checked_at": timezone.now().isoformat(),
+        "components": components,
+    }

@@ -1,0 +1,281 @@
+"""Settings for openledger_web.
+
+Every value comes from the environment, with an embedded default that lets a fresh checkout run on one machine:
+SQLite and the data directory under ``var/``, Redis on 127.0.0.1:6379 when it answers (else kombu's filesystem
+broker), anvil on 127.0.0.1:8545. docs/configuration.md lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    return os.getenv(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: str) -> int:
+    try:
+        return int(os.getenv(name, default))
+    except ValueError as e:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {os.getenv(name)!r}") from e
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", "True")
+DATA_DIR = Path(os.getenv("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+SECRET_KEY = os.getenv("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DEBUG is off")
+    # Only ever used with DEBUG on: a local checkout needs no configuration to start.
+    SECRET_KEY = "django-insecure-local-development-key-never-use-in-production"
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+SITE_URL = os.getenv("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "template_partials",
+    "openledger_web",
+    "ledger",
+    "datanets",
+    "modelfactory",
+    "inference",
+    "attribution",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "openledger_web.urls"
+WSGI_APPLICATION = "openledger_web.wsgi.application"
+AUTH_USER_MODEL = "openledger_web.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "profile"
+LOGOUT_REDIRECT_URL = "home"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "openledger_web.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", "60"),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL and immediate transactions let the web server and the Celery workers share one SQLite file without
+    # "database is locked" errors under light concurrency.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # a file, not memory, so that a Celery worker started by a test sees the test database
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.getenv("CACHE_URL")}
+        if os.getenv("CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "openledger_cache"}
+    )
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(os.getenv("MEDIA_ROOT", str(DATA_DIR / "media")))
+MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
+FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
+UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024))
+
+# Security: strict in production; a local checkout speaks plain HTTP on 127.0.0.1.
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie; kept readable for the API client
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", "False") else None
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "31536000")
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+LOGIN_RATE_LIMIT_PER_ACCOUNT = envint("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5")
+LOGIN_RATE_LIMIT_PER_IP = envint("LOGIN_RATE_LIMIT_PER_IP", "20")
+LOGIN_RATE_LIMIT_WINDOW_SECONDS = envint("LOGIN_RATE_LIMIT_WINDOW_SECONDS", "900")
+WALLET_NONCE_TTL_SECONDS = envint("WALLET_NONCE_TTL_SECONDS", "600")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OpenLedger Web API",
+    "DESCRIPTION": "Datanets, ModelFactory, inference and Proof of Attribution, with on-chain lineage.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+
+def _redis_reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+BROKER_DIR = DATA_DIR / "broker"
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL") or (
+    DEFAULT_REDIS_URL if _redis_reachable(DEFAULT_REDIS_URL) else "filesystem://"
+)
+BROKER_KIND = "filesystem" if CELERY_BROKER_URL.startswith("filesystem") else urlparse(CELERY_BROKER_URL).scheme
+# The longest job (a training run) must finish before Redis hands its unacknowledged message to another worker.
+TRAINING_MAX_SECONDS = envint("TRAINING_MAX_SECONDS", str(6 * 3600))
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": TRAINING_MAX_SECONDS + 3600}
+if BROKER_KIND == "filesystem":
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        data_folder_in=str(BROKER_DIR / "queue"),
+        data_folder_out=str(BROKER_DIR / "queue"),
+        control_folder=str(BROKER_DIR / "control"),
+        store_processed=False,
+    )
+CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND") or None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "ledger.tasks.*": {"queue": "chain"},
+    "modelfactory.tasks.training_*": {"queue": "training"},
+    "inference.tasks.*": {"queue": "inference"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "anchor-dispatch": {"task": "ledger.tasks.anchor_dispatch_task", "schedule": 10.0},
+    "anchor-confirm": {"task": "ledger.tasks.anchor_confirm_task", "schedule": 5.0},
+    "chain-reset-check": {"task": "ledger.tasks.chain_check_task", "schedule": 30.0},
+}
+WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", "10")
+
+EVM_RPC_URL = os.getenv("EVM_RPC_URL", "http://127.0.0.1:8545")
+EVM_CHAIN_ID = envint("EVM_CHAIN_ID", "31337")
+# anvil's first well-known development account; only ever a default for the local dev chain.
+ANVIL_DEFAULT_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+EVM_SIGNER_KEY = os.getenv("EVM_SIGNER_KEY", "")
+EVM_KEYSTORE_FILE = os.getenv("EVM_KEYSTORE_FILE", "")
+EVM_KEYSTORE_PASSWORD = os.getenv("EVM_KEYSTORE_PASSWORD", "")
+CHAIN_CONFIRMATIONS = envint("CHAIN_CONFIRMATIONS", "1")
+CHAIN_TX_TIMEOUT_SECONDS = envint("CHAIN_TX_TIMEOUT_SECONDS", "120")
+CHAIN_STATE_FILE = DATA_DIR / "chain" / "anvil-state.json"
+ANCHOR_MAX_ATTEMPTS = envint("ANCHOR_MAX_ATTEMPTS", "12")
+
+MODELS_DIR = DATA_DIR / "models"
+DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_BASE_MODEL_DIR = Path(os.getenv("DEFAULT_BASE_MODEL_DIR", str(MODELS_DIR / "smollm2-135m-instruct")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

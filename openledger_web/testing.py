@@ -1,0 +1,82 @@
+"""Helpers for tests that need the real services: a Celery worker in its own process on the test database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """The URL of the database the test session created (test_<name>), for processes started by tests."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def service_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        DATA_DIR=str(settings.DATA_DIR),
+        EVM_RPC_URL=settings.EVM_RPC_URL,
+        EVM_CHAIN_ID=str(settings.EVM_CHAIN_ID),
+        WORKER_HEARTBEAT_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def celery_worker_process(
+    *, queues: str = "default,chain,training,inference", name: str = "test", timeout: float = 60, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a real ``celery worker`` against the test database and broker until the block ends.
+
+    Waits until the worker's heartbeat row appears, so the caller may enqueue at once. Tests using it must commit
+    their data (``transactional_db``), since the worker reads through its own connection.
+    """
+    from openledger_web.models import WorkerHeartbeat
+
+    hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@localhost"
+    log = Path(settings.DATA_DIR) / f"worker-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "openledger_web", "worker", "-Q", queues, "-c", "1",
+             "-P", "prefork", "-n", hostname, "-l", "INFO", "--without-mingle", "--without-gossip"],
+            cwd=ROOT, env=service_env(**env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not WorkerHeartbeat.objects.filter(hostname=hostname).exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"celery worker did not report ready within {timeout} s; see {log}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

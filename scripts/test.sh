@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the pytest suite against the real services: PostgreSQL and Redis when they answer on this machine (else
+# SQLite and the filesystem broker), and an anvil that the test session starts on a free port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+reachable() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if [[ -z "${DATABASE_URL:-}" ]] && reachable 5432; then
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/openledger"
+fi
+if [[ -z "${CELERY_BROKER_URL:-}" ]] && reachable 6379; then
+  # a database number of its own, so a test run never meets the messages of a `make run` on the same Redis
+  export CELERY_BROKER_URL="redis://127.0.0.1:6379/14"
+fi
+export DATA_DIR="${TEST_DATA_DIR:-$PWD/var/test}"
+export DEFAULT_BASE_MODEL_DIR="${DEFAULT_BASE_MODEL_DIR:-$PWD/var/models/smollm2-135m-instruct}"
+export PLAYWRIGHT_BROWSERS_PATH=0 PYTHONUNBUFFERED=1
+rm -rf "$DATA_DIR" && mkdir -p "$DATA_DIR"
+echo "tests: database ${DATABASE_URL:-sqlite}, broker ${CELERY_BROKER_URL:-filesystem}"
+exec .venv/bin/python -m pytest "$@"
