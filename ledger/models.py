@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class ChainDeployment(models.Model):
+    """Where LineageRegistry lives on one chain, and how to tell that the chain under it was reset.
+
+    At most one active row per chain id. A reset (the code gone from the address, or another block at the deploy
+    height) retires the row with a reason and a new row takes over; anchors keep pointing at the deployment they were
+    sent to.
+    """
+
+    chain_id = models.PositiveBigIntegerField()
+    rpc_url = models.CharField(max_length=500, help_text="Scheme and host only: paths and user info may hold keys.")
+    contract_address = models.CharField(max_length=42)
+    deployer = models.CharField(max_length=42)
+    deploy_tx_hash = models.CharField(max_length=66)
+    deploy_block_number = models.PositiveBigIntegerField()
+    deploy_block_hash = models.CharField(max_length=66)
+    artifact_sha256 = models.CharField(max_length=64, help_text="sha256 of the creation bytecode deployed.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_deployment_per_chain"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"LineageRegistry {self.contract_address} on chain {self.chain_id} (block {self.deploy_block_number})"
+
+
+class SignerNonce(models.Model):
+    """The next nonce a signer may use on a deployment's chain: the row every sender locks to take one.
+
+    Reconciled upward with the chain's pending transaction count each time, so transactions sent from elsewhere with
+    the same key are skipped, never reused; never lowered, so a transaction the node forgot keeps its nonce.
+    """
+
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.CASCADE, related_name="nonces")
+    address = models.CharField(max_length=42)
+    next_nonce = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "address"], name="ledger_one_nonce_row_per_signer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} next nonce {self.next_nonce}"
+
+
+class Anchor(models.Model):
+    """One root to put on chain in one transaction: the outbox row, written with the thing it anchors.
+
+    pending (no nonce) -> submitted (nonce, signed transaction and hash stored before broadcast) -> confirmed (the
+    receipt holds our Anchored event and CHAIN_CONFIRMATIONS blocks sit on it) | failed (last_error says why).
+    """
+
+    class Kind(models.TextChoices):
+        GENERIC = "generic", "generic"
+        SNAPSHOT = "snapshot", "Datanet snapshot"
+        MODEL_VERSION = "model_version", "model version lineage"
+        INFERENCE_BATCH = "inference_batch", "inference batch"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUBMITTED = "submitted"
+        CONFIRMED = "confirmed"
+        FAILED = "failed"
+
+    # the uint8 the contract stores; fixed forever, since anchored events carry it
+    KIND_CODES = {Kind.GENERIC: 0, Kind.SNAPSHOT: 1, Kind.MODEL_VERSION: 2, Kind.INFERENCE_BATCH: 3}
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    subject_id = models.CharField(max_length=66, db_index=True, help_text="bytes32, 0x-prefixed lowercase hex.")
+    root = models.CharField(max_length=66, db_index=True, help_text="bytes32 Merkle root, 0x-prefixed lowercase hex.")
+    uri = models.CharField(max_length=2048, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+
+    deployment = models.ForeignKey(
+        ChainDeployment, on_delete=models.PROTECT, null=True, blank=True, related_name="anchors"
+    )
+    signer = models.CharField(max_length=42, blank=True)
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    raw_tx = models.TextField(blank=True, help_text="The signed transaction, rebroadcast as is on every retry.")
+    tx_hash = models.CharField(max_length=66, blank=True, db_index=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True)
+    confirmations = models.PositiveIntegerField(default=0)
+
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    broadcast_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_anchor_due")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["generic", "snapshot", "model_version", "inference_batch"]),
+                name="ledger_anchor_kind_known",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["submitted", "confirmed"])
+                | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(deployment__isnull=False)),
+                name="ledger_anchor_sent_has_transaction",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="pending") | Q(nonce__isnull=True, tx_hash="", raw_tx=""),
+                name="ledger_anchor_pending_has_no_nonce",
+            ),
+            # one nonce, one anchor: the database refuses a second anchor on a nonce already taken
+            models.UniqueConstraint(
+                fields=["deployment", "signer", "nonce"],
+                condition=Q(nonce__isnull=False),
+                name="ledger_anchor_nonce_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Anchor {self.id} {self.kind} {self.root[:10]}… {self.status}"
+
+    @property
+    def kind_code(self) -> int:
+        return self.KIND_CODES[self.Kind(self.kind)]
+
+
+class AnchorEvent(models.Model):
+    """What happened to an anchor, in order: kept when a retry or a chain reset overwrites the anchor's fields."""
+
+    class Type(models.TextChoices):
+        REQUESTED = "requested"
+        SIGNED = "signed"
+        BROADCAST = "broadcast"
+        ERROR = "error"
+        CONFIRMED = "confirmed"
+        REQUEUED = "requeued"
+        FAILED = "failed"
+        RETRIED = "retried"
+
+    anchor = models.ForeignKey(Anchor, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=16, choices=Type.choices)
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} at {self.created_at:%Y-%m-%d %H:%M:%S}"

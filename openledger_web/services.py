@@ -1,8 +1,15 @@
 from __future__ import annotations
 
-from django.utils import timezone
+from datetime import timedelta
 
-from .models import WorkerHeartbeat
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from . import siwe
+from .models import LoginFailure, User, Wallet, WalletChallenge, WorkerHeartbeat
+from .selectors import login_account_key
 
 
 def worker_heartbeat_touch(*, hostname: str, queues: list[str], pid: int) -> None:
@@ -13,3 +20,156 @@ def worker_heartbeat_touch(*, hostname: str, queues: list[str], pid: int) -> Non
 
 def worker_heartbeat_forget(*, hostname: str) -> None:
     WorkerHeartbeat.objects.filter(hostname=hostname).delete()
+
+
+def user_create(*, username: str, email: str, password: str) -> User:
+    """A new contributor. The caller has run the password validators (the sign-up form does)."""
+    return User.objects.create_user(username=username, email=email, password=password)
+
+
+def login_failure_record(*, username: str, ip: str | None) -> None:
+    now = timezone.now()
+    LoginFailure.objects.create(account=login_account_key(username), ip=ip, at=now)
+    # Rows older than the window count for nothing; dropping them here keeps the table at its working size.
+    LoginFailure.objects.filter(at__lte=now - timedelta(seconds=settings.LOGIN_RATE_LIMIT_WINDOW_SECONDS)).delete()
+
+
+def login_failures_clear(*, username: str) -> None:
+    """After a successful login: the account's budget is whole again. Failures from the address still count."""
+    LoginFailure.objects.filter(account=login_account_key(username)).delete()
+
+
+@transaction.atomic
+def api_token_rotate(*, user: User) -> Token:
+    """A fresh DRF token for ``user``; any previous token stops working at once."""
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)
+
+
+def api_token_revoke(*, user: User) -> None:
+    Token.objects.filter(user=user).delete()
+
+
+MAX_OPEN_WALLET_CHALLENGES = 10
+
+
+class WalletError(Exception):
+    """A wallet request that was refused and changed nothing; ``code`` names the reason for API clients."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _linked_elsewhere_error(wallet: Wallet, user: User) -> WalletError:
+    if wallet.user_id == user.id:
+        return WalletError(f"{wallet.address} is already linked to your account", code="already_linked")
+    return WalletError(f"{wallet.address} is already linked to another account", code="linked_to_another_user")
+
+
+def wallet_challenge_issue(*, user: User, address: str, domain: str, uri: str) -> WalletChallenge:
+    """A single-use EIP-4361 message for ``user`` to sign with ``address``, valid for WALLET_NONCE_TTL_SECONDS.
+
+    ``domain`` and ``uri`` come from the request, so that the wallet shows the site the user is actually on.
+    """
+    try:
+        address = siwe.checksum_address(address)
+    except siwe.SiweError as e:
+        raise WalletError(str(e), code=e.code) from e
+    existing = Wallet.objects.filter(address=address).first()
+    if existing:
+        raise _linked_elsewhere_error(existing, user)
+    now = timezone.now()
+    # Issuing costs a row; a cap on open ones keeps a scripted account from filling the table.
+    if (
+        WalletChallenge.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).count()
+        >= MAX_OPEN_WALLET_CHALLENGES
+    ):
+        raise WalletError(
+            "Too many unsigned challenges are open; sign one or wait for them to expire", code="too_many_challenges"
+        )
+    issued_at = now.replace(microsecond=0)
+    expires_at = issued_at + timedelta(seconds=settings.WALLET_NONCE_TTL_SECONDS)
+    nonce = siwe.new_nonce()
+    message = siwe.SiweMessage(
+        domain=domain,
+        address=address,
+        statement=(
+            f"Link this Ethereum account to the OpenLedger account {user.get_username()}. "
+            "Signing proves you hold the key; it sends no transaction and costs no gas."
+        ),
+        uri=uri,
+        chain_id=settings.EVM_CHAIN_ID,
+        nonce=nonce,
+        issued_at=issued_at,
+        expiration_time=expires_at,
+    ).text()
+    return WalletChallenge.objects.create(
+        user=user,
+        address=address,
+        chain_id=settings.EVM_CHAIN_ID,
+        nonce=nonce,
+        message=message,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
+
+
+def wallet_link(*, user: User, nonce: str, message: str, signature: str) -> Wallet:
+    """Verify the signed challenge and link its address to ``user``; the challenge is spent in the same
+    transaction. Every refusal raises WalletError and leaves the database as it was."""
+    try:
+        signature = siwe.normalize_signature(signature)
+    except siwe.SiweError as e:
+        raise WalletError(str(e), code=e.code) from e
+    try:
+        with transaction.atomic():
+            # The row lock makes a replayed signature racing the original wait, then see used_at set.
+            challenge = WalletChallenge.objects.select_for_update().filter(nonce=nonce.strip(), user=user).first()
+            if challenge is None:
+                # Another user's nonce gets the same answer as an unknown one: nonces are not an oracle.
+                raise WalletError("No challenge with this nonce was issued to you", code="unknown_nonce")
+            if challenge.used_at is not None:
+                raise WalletError(
+                    "This challenge was already used; request a new one to link again", code="challenge_used"
+                )
+            now = timezone.now()
+            if challenge.is_expired(now):
+                raise WalletError("This challenge expired; request a new one", code="challenge_expired")
+            # Browsers submit textarea content with CRLF line ends; EIP-4361 messages use LF.
+            if message.replace("\r\n", "\n") != challenge.message:
+                raise WalletError(
+                    "The message differs from the one issued for this nonce; sign it exactly as shown",
+                    code="message_mismatch",
+                )
+            try:
+                signer = siwe.recover_signer(challenge.message, signature)
+            except siwe.SiweError as e:
+                raise WalletError(str(e), code=e.code) from e
+            if signer != challenge.address:
+                raise WalletError(
+                    f"The signature was made by {signer}, not by {challenge.address}", code="wrong_signer"
+                )
+            existing = Wallet.objects.filter(address=challenge.address).first()
+            if existing:
+                raise _linked_elsewhere_error(existing, user)
+            challenge.used_at = now
+            challenge.save(update_fields=["used_at"])
+            return Wallet.objects.create(
+                user=user,
+                address=challenge.address,
+                chain_id=challenge.chain_id,
+                linked_at=now,
+                message=challenge.message,
+                signature=signature,
+            )
+    except IntegrityError as e:
+        # Two users raced to link one address; the unique index let one win.
+        raise WalletError(
+            f"{challenge.address} is already linked to another account", code="linked_to_another_user"
+        ) from e
+
+
+def wallet_unlink(*, wallet: Wallet) -> None:
+    wallet.delete()

@@ -7,6 +7,7 @@ broker), anvil on 127.0.0.1:8545. docs/configuration.md lists every variable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -35,6 +36,9 @@ def envlist(name: str, default: str) -> list[str]:
 
 DEBUG = envbool("DEBUG", "True")
 DATA_DIR = Path(os.getenv("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+for _folder in (DATA_DIR, DATA_DIR / "static"):
+    with contextlib.suppress(OSError):  # a read-only deployment provides its own folders
+        _folder.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.getenv("SECRET_KEY", "")
 if not SECRET_KEY:
@@ -185,6 +189,8 @@ LOGIN_RATE_LIMIT_PER_ACCOUNT = envint("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5")
 LOGIN_RATE_LIMIT_PER_IP = envint("LOGIN_RATE_LIMIT_PER_IP", "20")
 LOGIN_RATE_LIMIT_WINDOW_SECONDS = envint("LOGIN_RATE_LIMIT_WINDOW_SECONDS", "900")
 WALLET_NONCE_TTL_SECONDS = envint("WALLET_NONCE_TTL_SECONDS", "600")
+# Only behind a proxy that overwrites X-Forwarded-For may its first address stand for the client (login limits).
+TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "False")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

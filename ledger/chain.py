@@ -1,0 +1,531 @@
+"""Everything said to the EVM chain goes through here: the only module that imports web3.
+
+web3 and eth-account are imported inside the functions, so that importing this module (from a view, a service, the
+health check) costs nothing and works without a chain. Every RPC failure leaves as :class:`ChainUnavailable` (the
+endpoint is down or slow: retry later) or another :class:`ChainError` (it answered no), never as a web3 or requests
+exception, so callers need not know those libraries.
+
+No code path assumes anvil: the anvil development key is only a default on chain id 31337.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .models import ChainDeployment
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from web3 import Web3
+    from web3.contract import Contract
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_PATH = Path(__file__).resolve().parent / "contracts" / "build" / "LineageRegistry.json"
+ANVIL_CHAIN_ID = 31337
+RPC_TIMEOUT_SECONDS = 10.0
+HEALTH_TIMEOUT_SECONDS = 2.0
+GAS_MARGIN = 1.2
+ALREADY_KNOWN = ("already known", "already imported", "known transaction", "alreadyknown")
+_DEPLOY_LOCK_ID = 0x4C454447  # "LEDG": one advisory lock id for "deploying LineageRegistry"
+
+
+class ChainError(Exception):
+    """The chain answered, but not as needed: a revert, a rejected transaction, the wrong chain."""
+
+
+class ChainUnavailable(ChainError):
+    """The RPC endpoint could not be reached or did not answer in time: worth retrying later."""
+
+
+class ContractReverted(ChainError):
+    """The contract refused the call (e.g. the signer is not an authorised anchorer): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class SignedTransaction:
+    raw: str
+    hash: str
+    nonce: int
+
+
+@dataclass(frozen=True)
+class AnchoredEvent:
+    kind: int
+    subject_id: str
+    root: str
+    uri: str
+    submitter: str
+    contract_address: str
+    tx_hash: str
+    block_number: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_hash: str
+    status: int
+    block_number: int
+    block_hash: str
+    logs: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class RootInfo:
+    kind: int
+    subject_id: str
+    block_number: int
+    submitter: str
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def _bytes32(value: str | bytes) -> bytes:
+    raw = bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value) if isinstance(value, str) else bytes(value)
+    if len(raw) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(raw)}")
+    return raw
+
+
+def redacted_rpc_url(url: str) -> str:
+    """Scheme, host and port only: hosted RPC URLs carry API keys in the path or the user info."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    return f"{parsed.scheme}://{host}" + (f":{parsed.port}" if parsed.port else "")
+
+
+@contextmanager
+def _rpc(what: str) -> Iterator[None]:
+    import requests
+    from web3.exceptions import (
+        ContractLogicError,
+        ProviderConnectionError,
+        RequestTimedOut,
+        TimeExhausted,
+        TooManyRequests,
+        Web3Exception,
+    )
+
+    try:
+        yield
+    except ContractLogicError as e:
+        raise ContractReverted(f"{what}: reverted: {_revert_reason(e)}") from e
+    except (
+        requests.RequestException,
+        OSError,
+        ProviderConnectionError,
+        RequestTimedOut,
+        TimeExhausted,
+        TooManyRequests,
+    ) as e:
+        raise ChainUnavailable(f"{what}: {type(e).__name__}: {e}") from e
+    except (Web3Exception, ValueError) as e:
+        raise ChainError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+def _revert_reason(error: Exception) -> str:
+    """The custom error's name when it is one of ours or OpenZeppelin's, else what web3 said."""
+    data = getattr(error, "data", None)
+    if isinstance(data, str) and len(data) >= 10:
+        from eth_utils import keccak
+
+        for item in load_artifact()["abi"]:
+            if item["type"] == "error":
+                signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+                if data[2:10] == keccak(text=signature)[:4].hex():
+                    return f"{item['name']} ({data})"
+    return getattr(error, "message", None) or str(error)
+
+
+@cache
+def _client(url: str, timeout: float) -> Web3:
+    from web3 import Web3
+
+    # no retries inside web3: the outbox has its own backoff, and the health check must fail fast
+    provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    return Web3(provider)
+
+
+def connect(*, timeout: float = RPC_TIMEOUT_SECONDS) -> Web3:
+    """A web3 client for EVM_RPC_URL (cached per URL and timeout; it opens no connection until used)."""
+    return _client(settings.EVM_RPC_URL, timeout)
+
+
+def chain_id(*, w3: Web3 | None = None) -> int:
+    """The node's chain id, checked against EVM_CHAIN_ID: signing for one chain and sending to another never works."""
+    with _rpc("eth_chainId"):
+        actual = (w3 or connect()).eth.chain_id
+    if actual != settings.EVM_CHAIN_ID:
+        raise ChainError(
+            f"the node at {redacted_rpc_url(settings.EVM_RPC_URL)} is chain {actual}, "
+            f"but EVM_CHAIN_ID is {settings.EVM_CHAIN_ID}"
+        )
+    return actual
+
+
+@cache
+def _account(key: str, keystore_file: str, keystore_password: str, configured_chain_id: int) -> LocalAccount:
+    from eth_account import Account
+
+    if key:
+        return Account.from_key(key)
+    if keystore_file:
+        encrypted = json.loads(Path(keystore_file).read_text())
+        return Account.from_key(Account.decrypt(encrypted, keystore_password))
+    if configured_chain_id == ANVIL_CHAIN_ID:
+        return Account.from_key(settings.ANVIL_DEFAULT_KEY)
+    raise ChainError(
+        f"no signer for chain {configured_chain_id}: set EVM_SIGNER_KEY, or EVM_KEYSTORE_FILE and EVM_KEYSTORE_PASSWORD"
+    )
+
+
+def signer() -> LocalAccount:
+    """The account that deploys and anchors: EVM_SIGNER_KEY, else the keystore file, else (anvil only) its dev key."""
+    return _account(
+        settings.EVM_SIGNER_KEY, settings.EVM_KEYSTORE_FILE, settings.EVM_KEYSTORE_PASSWORD, settings.EVM_CHAIN_ID
+    )
+
+
+@cache
+def load_artifact() -> dict[str, Any]:
+    """The committed compiler output: abi, bytecode, compiler settings (see contracts/compile.js)."""
+    return json.loads(ARTIFACT_PATH.read_text())
+
+
+def artifact_sha256() -> str:
+    return hashlib.sha256(bytes.fromhex(load_artifact()["bytecode"][2:])).hexdigest()
+
+
+def _contract(w3: Web3, address: str) -> Contract:
+    return w3.eth.contract(address=w3.to_checksum_address(address), abi=load_artifact()["abi"])
+
+
+def active_deployment() -> ChainDeployment | None:
+    """The deployment in use for EVM_CHAIN_ID, from the database only (no RPC)."""
+    return ChainDeployment.objects.filter(chain_id=settings.EVM_CHAIN_ID, active=True).first()
+
+
+def _lock_deployments() -> None:
+    # PostgreSQL: one deployer at a time across processes. SQLite runs write transactions one at a time anyway.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DEPLOY_LOCK_ID])
+
+
+def deployment_problem(deployment: ChainDeployment, *, w3: Web3 | None = None) -> str | None:
+    """Why ``deployment`` no longer describes the chain (a reset, a reorg of its block), or None when it still does.
+
+    Compares the code at the address and the block hash at the deploy height, not the genesis hash: anvil changes
+    that one when it reloads a saved state, and a reloaded chain is the same chain.
+    """
+    w3 = w3 or connect()
+    with _rpc("eth_getCode"):
+        code = w3.eth.get_code(w3.to_checksum_address(deployment.contract_address))
+    if not code:
+        return f"no contract code at {deployment.contract_address}"
+    from web3.exceptions import BlockNotFound
+
+    try:
+        with _rpc("eth_getBlockByNumber"):
+            block = w3.eth.get_block(deployment.deploy_block_number)
+    except ChainError as e:
+        if isinstance(e.__cause__, BlockNotFound):
+            return f"block {deployment.deploy_block_number} (the deploy block) does not exist any more"
+        raise
+    if _hex(block["hash"]) != deployment.deploy_block_hash:
+        return (
+            f"block {deployment.deploy_block_number} is {_hex(block['hash'])}, "
+            f"the contract was deployed in {deployment.deploy_block_hash}"
+        )
+    return None
+
+
+def ensure_deployed() -> ChainDeployment:
+    """The active LineageRegistry deployment, deploying it first if this chain has none or was reset.
+
+    Idempotent and safe to call from several processes. On a reset the old deployment is retired with the reason,
+    the contract is deployed again, and every anchor sent to the old one goes back to pending (see
+    ``services.anchors_requeue_after_reset``) to be anchored again on the new one.
+    """
+    w3 = connect()
+    current_chain = chain_id(w3=w3)
+    # the common case, every few seconds from the beat: nothing wrong, so no lock that would hold up the senders
+    current = ChainDeployment.objects.filter(chain_id=current_chain, active=True).first()
+    if current is not None and deployment_problem(current, w3=w3) is None:
+        return current
+    with transaction.atomic():
+        _lock_deployments()
+        current = ChainDeployment.objects.select_for_update().filter(chain_id=current_chain, active=True).first()
+        if current is not None:
+            problem = deployment_problem(current, w3=w3)
+            if problem is None:
+                return current  # another process repaired it while this one waited for the lock
+            logger.warning("chain %s was reset (%s): deploying LineageRegistry again", current_chain, problem)
+            current.active = False
+            current.retired_at = timezone.now()
+            current.retired_reason = problem
+            current.save(update_fields=["active", "retired_at", "retired_reason"])
+        deployment = _deploy(w3, current_chain)
+        if current is not None:
+            from .services import anchors_requeue_after_reset
+
+            anchors_requeue_after_reset(old=current, new=deployment, reason=problem or "")
+    return deployment
+
+
+def _deploy(w3: Web3, current_chain: int) -> ChainDeployment:
+    artifact = load_artifact()
+    account = signer()
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    with _rpc("deploy LineageRegistry"):
+        nonce = w3.eth.get_transaction_count(account.address, "pending")
+        tx = factory.constructor().build_transaction(
+            {"from": account.address, "nonce": nonce, "chainId": current_chain}
+        )
+        tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+        signed = account.sign_transaction(tx)
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=settings.CHAIN_TX_TIMEOUT_SECONDS, poll_latency=0.2
+        )
+        if receipt["status"] != 1 or not receipt["contractAddress"]:
+            raise ChainError(f"deploying LineageRegistry failed in transaction {_hex(tx_hash)}")
+        address = receipt["contractAddress"]
+        if not w3.eth.get_code(address):
+            raise ChainError(f"no code at {address} after deploying it")
+    deployment = ChainDeployment.objects.create(
+        chain_id=current_chain,
+        rpc_url=redacted_rpc_url(settings.EVM_RPC_URL),
+        contract_address=address,
+        deployer=account.address,
+        deploy_tx_hash=_hex(tx_hash),
+        deploy_block_number=receipt["blockNumber"],
+        deploy_block_hash=_hex(receipt["blockHash"]),
+        artifact_sha256=artifact_sha256(),
+    )
+    logger.info("LineageRegistry deployed at %s on chain %s (block %s)", address, current_chain, receipt["blockNumber"])
+    return deployment
+
+
+def account_nonce(address: str, *, block: str = "pending") -> int:
+    """eth_getTransactionCount: ``pending`` counts what the node holds in its mempool, ``latest`` what is mined."""
+    w3 = connect()
+    with _rpc("eth_getTransactionCount"):
+        return w3.eth.get_transaction_count(w3.to_checksum_address(address), block)
+
+
+def anchor_transaction(
+    deployment: ChainDeployment, *, kind: int, subject_id: str, root: str, uri: str
+) -> dict[str, Any]:
+    """An unsigned ``anchor(...)`` transaction without its nonce: gas estimated (with a margin) and fees priced.
+
+    Raises ContractReverted when the contract would refuse it (a signer that may not anchor, a zero root).
+    """
+    w3 = connect()
+    account = signer()
+    call = _contract(w3, deployment.contract_address).functions.anchor(kind, _bytes32(subject_id), _bytes32(root), uri)
+    with _rpc("prepare anchor transaction"):
+        tx = call.build_transaction({"from": account.address, "chainId": deployment.chain_id})
+    tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+    return tx
+
+
+def sign(tx: dict[str, Any], *, nonce: int) -> SignedTransaction:
+    """Sign ``tx`` with ``nonce`` locally (no RPC): the raw bytes are stored before they are ever broadcast."""
+    signed = signer().sign_transaction({**tx, "nonce": nonce})
+    return SignedTransaction(raw=_hex(signed.raw_transaction), hash=_hex(signed.hash), nonce=nonce)
+
+
+def broadcast(raw_tx: str) -> str:
+    """Send a signed transaction; a node that already holds it counts as success. Returns the transaction hash."""
+    from eth_utils import keccak
+
+    w3 = connect()
+    raw = bytes.fromhex(raw_tx[2:])
+    try:
+        with _rpc("eth_sendRawTransaction"):
+            w3.eth.send_raw_transaction(raw)
+    except ChainUnavailable:
+        raise
+    except ChainError as e:
+        # the node holds it already (from an earlier try): that is the outcome we wanted
+        if not any(phrase in str(e).lower() for phrase in ALREADY_KNOWN):
+            raise
+    return _hex(keccak(raw))
+
+
+def transaction_known(tx_hash: str) -> bool:
+    """True when the node knows the transaction, mined or waiting in its mempool."""
+    from web3.exceptions import TransactionNotFound
+
+    w3 = connect()
+    try:
+        with _rpc("eth_getTransactionByHash"):
+            w3.eth.get_transaction(tx_hash)
+    except ChainError as e:
+        if isinstance(e.__cause__, TransactionNotFound):
+            return False
+        raise
+    return True
+
+
+def get_receipt(tx_hash: str) -> Receipt | None:
+    """The mined transaction's receipt, or None while it is not mined (or unknown)."""
+    from web3.exceptions import TransactionNotFound
+
+    w3 = connect()
+    try:
+        with _rpc("eth_getTransactionReceipt"):
+            receipt = w3.eth.get_transaction_receipt(tx_hash)
+    except ChainError as e:
+        if isinstance(e.__cause__, TransactionNotFound):
+            return None
+        raise
+    if receipt is None or receipt.get("blockNumber") is None:
+        return None
+    return Receipt(
+        tx_hash=_hex(receipt["transactionHash"]),
+        status=receipt["status"],
+        block_number=receipt["blockNumber"],
+        block_hash=_hex(receipt["blockHash"]),
+        logs=tuple(receipt["logs"]),
+    )
+
+
+def decode_anchored(receipt: Receipt, *, contract_address: str) -> list[AnchoredEvent]:
+    """Our Anchored events in ``receipt``, emitted by the contract at ``contract_address`` and nothing else.
+
+    A transaction to an address without code succeeds with no logs (anvil redeploys at the same address after a
+    reset), so an anchor is confirmed by this event, never by the receipt's status alone.
+    """
+    from web3.exceptions import MismatchedABI
+
+    w3 = connect()
+    anchored = _contract(w3, contract_address).events.Anchored()
+    wanted = contract_address.lower()
+    events = []
+    for log in receipt.logs:
+        if log["address"].lower() != wanted:
+            continue
+        try:
+            data = anchored.process_log(log)
+        except MismatchedABI:
+            continue  # another event of ours (AnchorerSet, OwnershipTransferred)
+        args = data["args"]
+        events.append(
+            AnchoredEvent(
+                kind=args["kind"],
+                subject_id=_hex(args["subjectId"]),
+                root=_hex(args["root"]),
+                uri=args["uri"],
+                submitter=args["submitter"],
+                contract_address=log["address"],
+                tx_hash=receipt.tx_hash,
+                block_number=receipt.block_number,
+                log_index=log["logIndex"],
+            )
+        )
+    return events
+
+
+def block_number() -> int:
+    w3 = connect()
+    with _rpc("eth_blockNumber"):
+        return w3.eth.block_number
+
+
+def block_hash(number: int) -> str | None:
+    """The hash of block ``number`` on the chain as it is now, or None when the chain is shorter."""
+    from web3.exceptions import BlockNotFound
+
+    w3 = connect()
+    try:
+        with _rpc("eth_getBlockByNumber"):
+            return _hex(w3.eth.get_block(number)["hash"])
+    except ChainError as e:
+        if isinstance(e.__cause__, BlockNotFound):
+            return None
+        raise
+
+
+def _deployment_or_active(deployment: ChainDeployment | None) -> ChainDeployment:
+    deployment = deployment or active_deployment()
+    if deployment is None:
+        raise ChainError("LineageRegistry is not deployed on this chain: run manage.py chain_deploy")
+    return deployment
+
+
+def verify_on_chain(
+    root: str | bytes, leaf: str | bytes, proof: Sequence[str | bytes], *, deployment: ChainDeployment | None = None
+) -> bool:
+    """``LineageRegistry.verify`` by eth_call: true when ``root`` is anchored and ``proof`` leads ``leaf`` to it."""
+    deployment = _deployment_or_active(deployment)
+    w3 = connect()
+    call = _contract(w3, deployment.contract_address).functions.verify(
+        _bytes32(root), _bytes32(leaf), [_bytes32(p) for p in proof]
+    )
+    with _rpc("LineageRegistry.verify"):
+        return bool(call.call())
+
+
+def root_info(root: str | bytes, *, deployment: ChainDeployment | None = None) -> RootInfo | None:
+    """How ``root`` was first anchored on the deployment's contract, or None when it never was."""
+    deployment = _deployment_or_active(deployment)
+    w3 = connect()
+    with _rpc("LineageRegistry.rootInfo"):
+        kind, subject_id, number, submitter = (
+            _contract(w3, deployment.contract_address).functions.rootInfo(_bytes32(root)).call()
+        )
+    if number == 0:
+        return None
+    return RootInfo(kind=kind, subject_id=_hex(subject_id), block_number=number, submitter=submitter)
+
+
+def chain_status() -> dict[str, Any]:
+    """The chain's state for /healthz: never raises, and answers within about two seconds when the node is down."""
+    status: dict[str, Any] = {
+        "ok": False,
+        "rpc_url": redacted_rpc_url(settings.EVM_RPC_URL),
+        "chain_id": None,
+        "latest_block": None,
+        "contract_address": None,
+    }
+    try:
+        w3 = connect(timeout=HEALTH_TIMEOUT_SECONDS)
+        with _rpc("eth_chainId"):
+            status["chain_id"] = w3.eth.chain_id
+        with _rpc("eth_blockNumber"):
+            status["latest_block"] = w3.eth.block_number
+        if status["chain_id"] != settings.EVM_CHAIN_ID:
+            status["error"] = f"the node is chain {status['chain_id']}, but EVM_CHAIN_ID is {settings.EVM_CHAIN_ID}"
+            return status
+        deployment = active_deployment()
+        if deployment is None:
+            status["error"] = "LineageRegistry is not deployed: run manage.py chain_deploy"
+            return status
+        status["contract_address"] = deployment.contract_address
+        with _rpc("eth_getCode"):
+            code = w3.eth.get_code(w3.to_checksum_address(deployment.contract_address))
+        if not code:
+            status["error"] = "no contract code at the deployed address: the chain was reset (it is redeployed soon)"
+            return status
+        status["ok"] = True
+    except Exception as e:  # a health check reports failures; it never raises them
+        status["error"] = str(e) if isinstance(e, ChainError) else f"{type(e).__name__}: {e}"
+    return status

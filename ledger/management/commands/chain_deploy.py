@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ledger import chain
+
+
+class Command(BaseCommand):
+    help = "Deploy LineageRegistry to EVM_RPC_URL unless it is there already (redeploying after a chain reset)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            deployment = chain.ensure_deployed()
+        except chain.ChainError as e:
+            raise CommandError(f"cannot deploy LineageRegistry: {e}") from e
+        self.stdout.write(
+            f"LineageRegistry at {deployment.contract_address} on chain {deployment.chain_id} "
+            f"(deployed in block {deployment.deploy_block_number}, signer {deployment.deployer})"
+        )

@@ -1,0 +1,31 @@
+"""Celery entry points for the outbox (queue ``chain``): ids in, a service call out.
+
+Late acks everywhere: a worker killed mid-task leaves its message to be redelivered, and every service here is
+safe to run twice.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(acks_late=True)
+def anchor_send_task(anchor_id: int) -> None:
+    services.anchor_send(anchor_id=anchor_id)
+
+
+@shared_task(acks_late=True)
+def anchor_dispatch_task() -> dict[str, int]:
+    return services.anchors_dispatch()
+
+
+@shared_task(acks_late=True)
+def anchor_confirm_task() -> dict[str, int]:
+    return services.anchors_confirm()
+
+
+@shared_task(acks_late=True)
+def chain_check_task() -> None:
+    services.chain_check()

@@ -1,0 +1,124 @@
+"""pytest plugin (listed in the root conftest): a real anvil for the session, and a chain with LineageRegistry on it.
+
+``anvil`` can be stopped and started again, with its saved state (the same chain, as after a restart) or without it
+(a reset chain), so that tests can take the chain away from the code under test.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+ANVIL_CHAIN_ID = 31337
+
+
+def anvil_binary() -> Path:
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine().lower()]
+    return ROOT / "node_modules" / "@foundry-rs" / f"anvil-linux-{arch}" / "bin" / "anvil"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Anvil:
+    """One anvil process on a fixed port, saving its state to ``state_file`` every second and when stopped."""
+
+    def __init__(self, *, port: int, state_file: Path, log_file: Path) -> None:
+        self.port = port
+        self.state_file = state_file
+        self.log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, *, state: bool = True) -> None:
+        """Start anvil; ``state=False`` throws the saved chain away first, so it comes back as a new chain."""
+        if self.running:
+            return
+        if not state:
+            self.state_file.unlink(missing_ok=True)
+        argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(ANVIL_CHAIN_ID)]
+        argv += ["--state", str(self.state_file), "--state-interval", "1", "--silent"]
+        with self.log_file.open("ab") as log:
+            self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.rpc("eth_chainId")
+                return
+            except OSError:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"anvil exited with {self._proc.returncode}; see {self.log_file}") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"anvil did not answer within 20 s; see {self.log_file}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop anvil the way an operator would (SIGTERM): it writes its state file on the way out."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        """A raw JSON-RPC call (anvil_mine, evm_snapshot, ...) without going through the code under test."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        answer = requests.post(self.rpc_url, json=body, timeout=5).json()
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer["result"]
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    """A real anvil for the whole session; a test that stops it need not restart it (``deployed_chain`` does)."""
+    folder = tmp_path_factory.mktemp("anvil")
+    node = Anvil(port=free_port(), state_file=folder / "state.json", log_file=folder / "anvil.log")
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def chain_settings(anvil: Anvil, settings: Any) -> Anvil:
+    """Settings pointed at the session's anvil (running), without deploying anything."""
+    anvil.start()
+    settings.EVM_RPC_URL = anvil.rpc_url
+    settings.EVM_CHAIN_ID = ANVIL_CHAIN_ID
+    settings.EVM_SIGNER_KEY = ""
+    settings.EVM_KEYSTORE_FILE = ""
+    return anvil
+
+
+@pytest.fixture
+def deployed_chain(chain_settings: Anvil, db: None) -> Any:
+    """The active ChainDeployment of LineageRegistry on the session's anvil (deployed now if the database has none)."""
+    from ledger import chain
+
+    return chain.ensure_deployed()

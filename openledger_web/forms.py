@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+
+from .models import User
+from .selectors import LoginLimit, login_limit_for
+from .services import login_failure_record, login_failures_clear
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    """The peer address. X-Forwarded-For is anyone's to write, so it counts only behind a proxy we were told of,
+    and then only its last entry: the one our own proxy appended."""
+    if request is None:
+        return None
+    if getattr(settings, "TRUST_X_FORWARDED_FOR", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()
+    return request.META.get("REMOTE_ADDR") or None
+
+
+class SignupForm(UserCreationForm):
+    email = forms.EmailField(
+        required=True, help_text="For account notices; never shown to other users.", widget=forms.EmailInput()
+    )
+
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("username", "email")
+
+
+class RateLimitedLoginMixin:
+    """Refuses an attempt while the account or the address is over its limit, before the password is checked,
+    so that a guess made during a lockout can neither succeed nor count. ``limited`` says which limit hit."""
+
+    limited: LoginLimit | None = None
+    request: HttpRequest | None
+    cleaned_data: dict[str, Any]
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username") or ""
+        ip = client_ip(self.request)
+        self.limited = login_limit_for(username=username, ip=ip) if username else None
+        if self.limited:
+            raise ValidationError(self.limited.message, code="rate_limited")
+        try:
+            cleaned = super().clean()  # type: ignore[misc]
+        except ValidationError:
+            login_failure_record(username=username, ip=ip)
+            raise
+        # clean() also runs when a field is missing; only a user that authenticated proves the password.
+        if getattr(self, "user_cache", None) is not None:
+            login_failures_clear(username=username)
+        return cleaned
+
+
+class LoginForm(RateLimitedLoginMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(RateLimitedLoginMixin, AdminAuthenticationForm):
+    """The admin's own login page counts against the same limits; otherwise it would be the way around them."""
+
+
+class WalletChallengeForm(forms.Form):
+    address = forms.CharField(
+        max_length=64,
+        label="Wallet address",
+        widget=forms.TextInput(attrs={"placeholder": "0x…", "autocomplete": "off", "spellcheck": "false"}),
+    )
+
+
+class WalletLinkForm(forms.Form):
+    nonce = forms.CharField(max_length=64, widget=forms.HiddenInput())
+    message = forms.CharField(strip=False, widget=forms.Textarea(attrs={"readonly": True, "rows": 10}))
+    signature = forms.CharField(
+        max_length=200,
+        label="Signature",
+        widget=forms.TextInput(attrs={"placeholder": "0x… (132 characters)", "autocomplete": "off"}),
+    )

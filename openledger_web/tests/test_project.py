@@ -1,0 +1,118 @@
+"""Project-wide guarantees: production settings pass Django's deploy checks, heavy libraries stay in their homes,
+vendored assets are the pinned packages' files, and the API schema is served without any CDN."""
+
+from __future__ import annotations
+
+import ast
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ("openledger_web", "ledger", "datanets", "modelfactory", "inference", "attribution")
+
+# Where each heavy library may be imported (DESIGN.md): everything else stays importable by the web process.
+HEAVY_HOMES = {
+    "web3": {"ledger/chain.py"},
+    "torch": {"modelfactory/training.py", "modelfactory/weights.py", "inference/engine.py", "attribution/"},
+    "transformers": {"modelfactory/training.py", "modelfactory/weights.py", "inference/engine.py", "attribution/"},
+    "peft": {"modelfactory/training.py", "inference/engine.py", "attribution/"},
+}
+
+
+def test_production_settings_pass_the_deploy_checks() -> None:
+    env = dict(
+        os.environ,
+        DEBUG="False",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="ledger.example.org",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(DEBUG="False", ALLOWED_HOSTS="ledger.example.org")
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_heavy_libraries_are_imported_only_in_their_homes() -> None:
+    offenders = []
+    for app in APPS:
+        for path in (ROOT / app).rglob("*.py"):
+            relative = path.relative_to(ROOT).as_posix()
+            if "/tests/" in relative or "/migrations/" in relative:
+                continue
+            for library in _imports(path) & HEAVY_HOMES.keys():
+                if not any(relative == home or relative.startswith(home) for home in HEAVY_HOMES[library]):
+                    offenders.append(f"{relative} imports {library}")
+    assert offenders == []
+
+
+def test_ledger_imports_no_other_app() -> None:
+    others = set(APPS) - {"ledger", "openledger_web"}
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / "ledger").rglob("*.py")
+        if "/tests/" not in path.as_posix()
+        for name in _imports(path) & others
+    ]
+    assert offenders == []
+
+
+def test_vendored_assets_are_the_pinned_packages_files() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from vendor_static import VENDORED
+    finally:
+        sys.path.pop(0)
+    for name, source in VENDORED.items():
+        vendored = (ROOT / "static" / "vendor" / name).read_bytes()
+        assert vendored == (ROOT / "node_modules" / source).read_bytes(), f"run `make vendor` ({name})"
+
+
+@pytest.mark.django_db
+def test_api_schema_and_docs_are_served_without_a_cdn(client) -> None:
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/health/" in schema.content
+    for url in ("/api/docs/", "/api/redoc/"):
+        page = client.get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "cdn." not in html and "unpkg" not in html, url
+
+
+def test_ci_script_runs_make_test_and_nothing_else() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[-1] == "exec make test"
+    assert all(line.startswith(("set ", "cd ", "exec make test")) for line in lines)
