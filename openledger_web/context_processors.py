@@ -21,5 +21,6 @@ def _url_or_none(name: str) -> str | None:
 
 
 def navigation(request: HttpRequest) -> dict[str, object]:
-    entries = [(label, url) for label, name in AUDIENCES if (url := _url_or_none(name))]
-    return {"nav_entries": entries, "broker_kind": settings.BROKER_KIND}
+    urls = {label: _url_or_none(name) for label, name in AUDIENCES}
+    entries = [(label, url) for label, url in urls.items() if url]
+    return {"nav_entries": entries, "audience_urls": urls, "broker_kind": settings.BROKER_KIND}

@@ -253,6 +253,7 @@ CELERY_TASK_ROUTES = {
     "inference.tasks.*": {"queue": "inference"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "anchor-dispatch": {"task": "ledger.tasks.anchor_dispatch_task", "schedule": 10.0},
@@ -283,5 +284,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # one line per beat tick and per task would bury what matters; task failures still log as errors
+        "celery.app.trace": {"level": os.getenv("CELERY_TASK_LOG_LEVEL", "WARNING")},
+        "celery.worker.strategy": {"level": os.getenv("CELERY_TASK_LOG_LEVEL", "WARNING")},
+        "celery.beat": {"level": os.getenv("CELERY_TASK_LOG_LEVEL", "WARNING")},
+    },
 }
