@@ -82,6 +82,7 @@ class Receipt:
     block_number: int
     block_hash: str
     logs: tuple[Any, ...]
+    gas_used: int = 0
 
 
 @dataclass(frozen=True)
@@ -405,6 +406,7 @@ def get_receipt(tx_hash: str) -> Receipt | None:
         block_number=receipt["blockNumber"],
         block_hash=_hex(receipt["blockHash"]),
         logs=tuple(receipt["logs"]),
+        gas_used=int(receipt.get("gasUsed", 0)),
     )
 
 
