@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .models import Anchor, AnchorEvent, ChainDeployment
+from .models import Anchor, AnchorEvent, ChainDeployment, SignerNonce
 from .services import anchor_retry
 
 
@@ -94,3 +94,19 @@ class AnchorAdmin(ReadOnlyAdmin):
             + (f"; {skipped} submitted or confirmed left alone" if skipped else ""),
             messages.SUCCESS,
         )
+
+
+@admin.register(AnchorEvent)
+class AnchorEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "anchor", "type", "nonce", "tx_hash", "block_number", "detail"]
+    list_filter = ["type", "deployment"]
+    search_fields = ["=tx_hash", "=anchor__root", "detail"]
+    date_hierarchy = "created_at"
+    list_select_related = ["anchor"]
+
+
+@admin.register(SignerNonce)
+class SignerNonceAdmin(ReadOnlyAdmin):
+    list_display = ["address", "deployment", "next_nonce", "updated_at"]
+    list_filter = ["deployment"]
+    search_fields = ["=address"]
