@@ -220,16 +220,7 @@ def _requeue(anchor_id: int, *, tx_hash: str, reason: str, count_attempt: bool) 
         tx_hash=anchor.tx_hash,
         block_number=anchor.block_number,
     )
-    anchor.status = Anchor.Status.PENDING
-    anchor.deployment = None
-    anchor.signer = ""
-    anchor.nonce = None
-    anchor.raw_tx = ""
-    anchor.tx_hash = ""
-    anchor.block_number = None
-    anchor.block_hash = ""
-    anchor.confirmations = 0
-    anchor.submitted_at = anchor.broadcast_at = anchor.confirmed_at = None
+    _back_to_pending(anchor)
     anchor.last_error = reason
     if count_attempt:
         anchor.attempts += 1
@@ -434,15 +425,7 @@ def anchor_retry(*, anchor: Anchor) -> Anchor:
             nonce=anchor.nonce,
             tx_hash=anchor.tx_hash,
         )
-        anchor.status = Anchor.Status.PENDING
-        anchor.deployment = None
-        anchor.signer = ""
-        anchor.nonce = None
-        anchor.raw_tx = ""
-        anchor.tx_hash = ""
-        anchor.block_number = None
-        anchor.block_hash = ""
-        anchor.submitted_at = anchor.broadcast_at = None
+        _back_to_pending(anchor)
     elif anchor.status != Anchor.Status.PENDING:
         return anchor
     anchor.attempts = 0
@@ -459,3 +442,17 @@ def chain_check() -> ChainDeployment | None:
     except chain.ChainError as e:
         logger.warning("chain check failed: %s", e)
         return None
+
+
+def _back_to_pending(anchor: Anchor) -> None:
+    """Forget the anchor's transaction (the caller has logged it in an AnchorEvent): it will take a new nonce."""
+    anchor.status = Anchor.Status.PENDING
+    anchor.deployment = None
+    anchor.signer = ""
+    anchor.nonce = None
+    anchor.raw_tx = ""
+    anchor.tx_hash = ""
+    anchor.block_number = None
+    anchor.block_hash = ""
+    anchor.confirmations = 0
+    anchor.submitted_at = anchor.broadcast_at = anchor.confirmed_at = None
