@@ -1,0 +1,335 @@
+"""Datanets, the contributions made to them, their records, curators' decisions and frozen snapshots.
+
+Single-row rules live here: a contribution that is no longer pending can't be saved again (its row and its records
+are frozen), a Datanet's record type can't change once it has records. Workflows live in ``services.py``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .licences import LICENCE_CHOICES
+from .parsing import RECORD_TYPES
+
+RECORD_TYPE_CHOICES = [(t, t) for t in RECORD_TYPES]
+LANGUAGE_CHOICES = [
+    ("en", "English"),
+    ("fr", "French"),
+    ("de", "German"),
+    ("es", "Spanish"),
+    ("it", "Italian"),
+    ("pt", "Portuguese"),
+    ("nl", "Dutch"),
+]
+DEFAULT_DAILY_QUOTA_BYTES = 10 * 1024 * 1024
+DEFAULT_DAILY_QUOTA_FILES = 20
+DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.85
+PARSE_ERRORS_KEPT = 100
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class ContributionFrozen(ValidationError):
+    """Raised when code tries to change a contribution, or its records, after it left ``pending``."""
+
+
+class Datanet(models.Model):
+    """A community dataset: what records it takes, under which licence, who may see, contribute and curate."""
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "public"
+        PRIVATE = "private", "private (members only)"
+
+    class Policy(models.TextChoices):
+        OPEN = "open", "open to everyone"
+        MEMBERS = "members", "approved members only"
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=140, unique=True)
+    summary = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True, help_text="Markdown source; rendered without raw HTML.")
+    tags = models.JSONField(default=list, blank=True, help_text="A list of short lowercase words.")
+    domain = models.CharField(max_length=60, blank=True, db_index=True)
+    record_type = models.CharField(max_length=20, choices=RECORD_TYPE_CHOICES, default="text")
+    licence = models.CharField(max_length=20, choices=LICENCE_CHOICES, default="CC-BY-4.0")
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    contribution_policy = models.CharField(max_length=10, choices=Policy.choices, default=Policy.OPEN)
+    language = models.CharField(max_length=2, choices=LANGUAGE_CHOICES, blank=True)
+    daily_quota_bytes = models.PositiveBigIntegerField(default=DEFAULT_DAILY_QUOTA_BYTES)
+    daily_quota_files = models.PositiveIntegerField(default=DEFAULT_DAILY_QUOTA_FILES)
+    near_duplicate_threshold = models.FloatField(
+        default=DEFAULT_NEAR_DUPLICATE_THRESHOLD, validators=[MinValueValidator(0.5), MaxValueValidator(1.0)]
+    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_datanets")
+    curators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="curated_datanets", blank=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="member_datanets", blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(near_duplicate_threshold__gte=0.5, near_duplicate_threshold__lte=1.0),
+                name="datanets_threshold_in_range",
+            ),
+            models.CheckConstraint(condition=Q(record_type__in=RECORD_TYPES), name="datanets_known_record_type"),
+            models.CheckConstraint(condition=Q(daily_quota_files__gte=1), name="datanets_quota_files_positive"),
+            models.CheckConstraint(condition=Q(daily_quota_bytes__gte=1), name="datanets_quota_bytes_positive"),
+        ]
+        indexes = [models.Index(fields=["visibility", "-created_at"]), models.Index(fields=["record_type"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.pk is not None:
+            stored = Datanet.objects.filter(pk=self.pk).values_list("record_type", flat=True).first()
+            if stored is not None and stored != self.record_type and self.records.exists():
+                raise ValidationError(
+                    {"record_type": f"the record type is fixed at {stored!r} once the Datanet has records"}
+                )
+        if not isinstance(self.tags, list) or not all(isinstance(tag, str) for tag in self.tags):
+            raise ValidationError({"tags": "tags must be a list of words"})
+
+
+class Contribution(models.Model):
+    """One upload (or pasted text) by one contributor: immutable bytes, parsed records, checks and a decision.
+
+    Once it leaves ``pending`` its row can't be saved again, nor can its records (``ContributionFrozen``).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+        WITHDRAWN = "withdrawn"
+
+    class BadRows(models.TextChoices):
+        REJECT_WHOLE = "reject_whole", "reject the whole file"
+        EXCLUDE_BAD = "exclude_bad", "leave the bad rows out"
+
+    class CheckStatus(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="contributions")
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="contributions")
+    licence = models.CharField(max_length=20, choices=LICENCE_CHOICES)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    source_filename = models.CharField(max_length=255)
+    content_sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.PositiveBigIntegerField()
+    storage_path = models.CharField(max_length=200, help_text="Relative to MEDIA_ROOT: contributions/ab/cd/<sha256>")
+    bad_rows = models.CharField(max_length=12, choices=BadRows.choices, default=BadRows.REJECT_WHOLE)
+    record_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0, help_text="Rows refused by the parser and left out.")
+    duplicate_row_count = models.PositiveIntegerField(default=0, help_text="Repeated rows within the upload.")
+    excluded_count = models.PositiveIntegerField(default=0, help_text="Records a curator excluded.")
+    parse_errors = models.JSONField(default=list, blank=True)
+    checks = models.JSONField(default=dict, blank=True)
+    check_status = models.CharField(max_length=10, choices=CheckStatus.choices, default=CheckStatus.QUEUED)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    quality_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="reviewed_contributions"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_reason = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-submitted_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quality_score__isnull=True) | Q(quality_score__lte=100), name="datanets_quality_score_0_100"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="rejected", reviewer__isnull=False, reviewed_at__isnull=False) & ~Q(review_reason="")
+                | ~Q(status="rejected"),
+                name="datanets_rejection_has_reviewer_and_reason",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="accepted") | Q(reviewer__isnull=False, reviewed_at__isnull=False),
+                name="datanets_acceptance_has_reviewer",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="withdrawn") | Q(withdrawn_at__isnull=False), name="datanets_withdrawal_has_time"
+            ),
+            models.CheckConstraint(condition=Q(content_sha256__regex=r"^[0-9a-f]{64}$"), name="datanets_sha256_hex"),
+        ]
+        indexes = [
+            models.Index(fields=["datanet", "status", "submitted_at"]),
+            models.Index(fields=["contributor", "datanet", "submitted_at"]),
+            models.Index(fields=["status", "submitted_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.source_filename} to {self.datanet_id} ({self.status})"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            stored = Contribution.objects.filter(pk=self.pk).values_list("status", flat=True).first()
+            if stored is not None and stored != self.Status.PENDING:
+                raise ContributionFrozen(f"contribution #{self.pk} is {stored}: it can no longer be changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        if self.status != self.Status.PENDING:
+            raise ContributionFrozen(f"contribution #{self.pk} is {self.status}: it can't be deleted")
+        return super().delete(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.status != self.Status.PENDING
+
+
+class Record(models.Model):
+    """One training example: canonical JSON and its keccak256, where it came from, and what the checks flagged."""
+
+    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="records")
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="records")
+    position = models.PositiveIntegerField(help_text="0-based order within the contribution.")
+    source = models.CharField(max_length=300, help_text="The file, or the entry inside an archive.")
+    line = models.PositiveIntegerField(help_text="Line (or CSV row) where the record starts.")
+    canonical = models.TextField()
+    record_hash = models.CharField(max_length=66)
+    words = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    minhash = models.BinaryField(null=True, blank=True, editable=False)
+    excluded = models.BooleanField(default=False)
+    excluded_reason = models.TextField(blank=True)
+    excluded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    excluded_at = models.DateTimeField(null=True, blank=True)
+    flags = models.JSONField(default=list, blank=True, help_text="Flagged spans: {kind, start, end} in canonical.")
+
+    class Meta:
+        ordering = ["contribution_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["contribution", "position"], name="datanets_record_position_unique"),
+            models.CheckConstraint(condition=Q(record_hash__regex=r"^0x[0-9a-f]{64}$"), name="datanets_record_hash"),
+            models.CheckConstraint(
+                condition=Q(excluded=False) | (Q(excluded_at__isnull=False) & ~Q(excluded_reason="")),
+                name="datanets_exclusion_has_reason",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["datanet", "record_hash"]),
+            models.Index(fields=["record_hash"]),
+            models.Index(fields=["contribution", "excluded"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"record {self.position} of contribution {self.contribution_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self._refuse_if_frozen()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        self._refuse_if_frozen()
+        return super().delete(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _refuse_if_frozen(self) -> None:
+        status = Contribution.objects.filter(pk=self.contribution_id).values_list("status", flat=True).first()
+        if status is not None and status != Contribution.Status.PENDING:
+            raise ContributionFrozen(f"contribution #{self.contribution_id} is {status}: its records can't change")
+
+
+class ContributionDecision(models.Model):
+    """The audit log of a contribution: every decision, by whom, when and why. Rows are only ever added."""
+
+    class Action(models.TextChoices):
+        SUBMIT = "submit"
+        ACCEPT = "accept"
+        REJECT = "reject"
+        WITHDRAW = "withdraw"
+        EXCLUDE_RECORD = "exclude_record", "exclude a record"
+
+    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="decisions")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    reason = models.TextField(blank=True)
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["contribution", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.contribution_id} by {self.actor_id}"
+
+
+class Snapshot(models.Model):
+    """An immutable numbered version of a Datanet: its accepted records at freeze time, their Merkle root, and the
+    anchor that puts the root on chain. ``tree_path`` holds every node of the tree (32 bytes each, node 0 first), so
+    a proof is a few reads from that file."""
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="snapshots")
+    number = models.PositiveIntegerField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    previous = models.OneToOneField(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="next_snapshot"
+    )
+    record_count = models.PositiveIntegerField()
+    contribution_count = models.PositiveIntegerField()
+    contributor_count = models.PositiveIntegerField()
+    words = models.PositiveBigIntegerField()
+    duplicates_skipped = models.PositiveIntegerField(default=0)
+    added_count = models.PositiveIntegerField(default=0, help_text="Records not in the previous snapshot.")
+    removed_count = models.PositiveIntegerField(default=0, help_text="Records of the previous snapshot not here.")
+    merkle_root = models.CharField(max_length=66)
+    tree_path = models.CharField(max_length=200, help_text="Relative to MEDIA_ROOT: snapshots/ab/cd/<sha256>.nodes")
+    tree_sha256 = models.CharField(max_length=64)
+    anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="datanet_snapshot")
+
+    class Meta:
+        ordering = ["datanet_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["datanet", "number"], name="datanets_snapshot_number_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="datanets_snapshot_number_positive"),
+            models.CheckConstraint(condition=Q(record_count__gte=1), name="datanets_snapshot_not_empty"),
+            models.CheckConstraint(condition=Q(merkle_root__regex=r"^0x[0-9a-f]{64}$"), name="datanets_snapshot_root"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.datanet_id} snapshot {self.number}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None and Snapshot.objects.filter(pk=self.pk).exists():
+            raise ValidationError(f"snapshot {self.number} is frozen: it can't be changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class SnapshotRecord(models.Model):
+    """A record's leaf in a snapshot: its value ``(record_hash, address, contribution_id)`` as frozen, and where its
+    leaf hash sits in the tree (``tree_index``) for proofs. ``leaf_index`` is the value's position in build order."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="leaves")
+    record = models.ForeignKey(Record, on_delete=models.PROTECT, related_name="snapshot_leaves")
+    contribution = models.ForeignKey(Contribution, on_delete=models.PROTECT, related_name="snapshot_leaves")
+    address = models.CharField(max_length=42, help_text="The contributor's wallet at freeze time, or the zero address.")
+    leaf_index = models.PositiveIntegerField()
+    tree_index = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["snapshot_id", "leaf_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "record"], name="datanets_snapshot_record_once"),
+            models.UniqueConstraint(fields=["snapshot", "leaf_index"], name="datanets_snapshot_leaf_index_unique"),
+        ]
+        indexes = [models.Index(fields=["contribution", "snapshot"])]
+
+    def __str__(self) -> str:
+        return f"leaf {self.leaf_index} of snapshot {self.snapshot_id}"

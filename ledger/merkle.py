@@ -319,6 +319,15 @@ class StandardMerkleTree:
     def value(self, index: int) -> tuple[Any, ...]:
         return self._values[index]
 
+    def nodes(self) -> Sequence[bytes]:
+        """The flat node array (32 bytes each; root first, children of node i at 2i+1 and 2i+2), read-only, for
+        callers that store the tree and serve proofs later without rebuilding it."""
+        return tuple(self._tree)
+
+    def tree_index(self, index: int) -> int:
+        """Where value ``index``'s leaf sits in ``nodes()``."""
+        return self._tree_indices[index]
+
     def leaf(self, index: int) -> str:
         """The leaf hash of value ``index`` (what ``LineageRegistry.verify`` takes as ``leaf``)."""
         return _hex(self._tree[self._tree_indices[index]])

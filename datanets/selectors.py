@@ -1,0 +1,281 @@
+"""Reads for pages, the API and services: who may do what, what a user sees, and the numbers shown.
+
+Every function that returns rows for a page runs a fixed number of queries whatever the amount of data
+(annotations and subqueries, never a query per row); the tests hold them to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, TruncDate
+
+from openledger_web.models import Wallet
+
+from .models import Contribution, Datanet, Record, Snapshot, SnapshotRecord
+
+SORTS = {
+    "newest": ("-created_at", "-id"),
+    "records": ("-record_count", "-created_at", "-id"),
+    "contributors": ("-contributor_count", "-created_at", "-id"),
+}
+
+
+def _signed_in(user: Any) -> bool:
+    return user is not None and getattr(user, "is_authenticated", False) and user.is_active
+
+
+def _is_curator_of(user: Any, datanet: Datanet) -> bool:
+    return datanet.curators.filter(pk=user.pk).exists()
+
+
+def _is_member_of(user: Any, datanet: Datanet) -> bool:
+    return datanet.members.filter(pk=user.pk).exists()
+
+
+def user_can_manage(*, user: Any, datanet: Datanet) -> bool:
+    """Change settings and curators: the owner, or a global curator."""
+    return _signed_in(user) and (user.pk == datanet.owner_id or user.is_global_curator)
+
+
+def user_can_curate(*, user: Any, datanet: Datanet) -> bool:
+    """Review contributions, exclude records, freeze snapshots, manage members: owner, curators, global curators."""
+    return _signed_in(user) and (user.pk == datanet.owner_id or user.is_global_curator or _is_curator_of(user, datanet))
+
+
+def user_can_view(*, user: Any, datanet: Datanet) -> bool:
+    """A public Datanet is seen by everyone, a private one by its owner, curators, members and global curators."""
+    if datanet.visibility == Datanet.Visibility.PUBLIC:
+        return True
+    return _signed_in(user) and (user_can_curate(user=user, datanet=datanet) or _is_member_of(user, datanet))
+
+
+def user_can_contribute(*, user: Any, datanet: Datanet) -> bool:
+    """Signed in and able to see it; for a members-only Datanet, also a member, curator or owner."""
+    if not _signed_in(user) or not user_can_view(user=user, datanet=datanet):
+        return False
+    if datanet.contribution_policy == Datanet.Policy.OPEN:
+        return True
+    return _is_member_of(user, datanet) or user_can_curate(user=user, datanet=datanet)
+
+
+def _curated_by(user: Any) -> Q:
+    through = Datanet.curators.through
+    return Q(owner=user) | Q(Exists(through.objects.filter(datanet_id=OuterRef("pk"), user_id=user.pk)))
+
+
+def datanets_visible_to(*, user: Any) -> QuerySet[Datanet]:
+    """The Datanets ``user`` may see (anonymous: the public ones)."""
+    datanets = Datanet.objects.all()
+    if not _signed_in(user):
+        return datanets.filter(visibility=Datanet.Visibility.PUBLIC)
+    if user.is_global_curator:
+        return datanets
+    members = Datanet.members.through
+    return datanets.filter(
+        Q(visibility=Datanet.Visibility.PUBLIC)
+        | _curated_by(user)
+        | Q(Exists(members.objects.filter(datanet_id=OuterRef("pk"), user_id=user.pk)))
+    )
+
+
+def datanets_curated_by(*, user: Any) -> QuerySet[Datanet]:
+    if not _signed_in(user):
+        return Datanet.objects.none()
+    if user.is_global_curator:
+        return Datanet.objects.all()
+    return Datanet.objects.filter(_curated_by(user))
+
+
+def _count_subquery(queryset: QuerySet[Any], group: str, expression: Any) -> Coalesce:
+    counted = queryset.order_by().values(group).annotate(n=expression).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def with_numbers(datanets: QuerySet[Datanet]) -> QuerySet[Datanet]:
+    """Annotate ``record_count`` (accepted, not excluded), ``word_count`` and ``contributor_count`` (with an accepted
+    contribution) on each Datanet: one query for the whole list."""
+    live = Record.objects.filter(
+        datanet=OuterRef("pk"), contribution__status=Contribution.Status.ACCEPTED, excluded=False
+    )
+    accepted = Contribution.objects.filter(datanet=OuterRef("pk"), status=Contribution.Status.ACCEPTED)
+    return datanets.annotate(
+        record_count=_count_subquery(live, "datanet", Count("id")),
+        word_count=_count_subquery(live, "datanet", Sum("words")),
+        contributor_count=_count_subquery(accepted, "datanet", Count("contributor", distinct=True)),
+    )
+
+
+def datanet_list(
+    *,
+    user: Any,
+    search: str = "",
+    domain: str = "",
+    record_type: str = "",
+    licence: str = "",
+    sort: str = "newest",
+) -> QuerySet[Datanet]:
+    """The browse list: visible Datanets matching the search (name, summary, tags) and filters, with their numbers,
+    sorted by ``newest``, ``records`` or ``contributors``."""
+    datanets = with_numbers(datanets_visible_to(user=user)).select_related("owner")
+    for word in search.split():
+        datanets = datanets.filter(
+            Q(name__icontains=word) | Q(summary__icontains=word) | Q(tags__icontains=word.lower())
+        )
+    if domain:
+        datanets = datanets.filter(domain=domain.lower())
+    if record_type:
+        datanets = datanets.filter(record_type=record_type)
+    if licence:
+        datanets = datanets.filter(licence=licence)
+    return datanets.order_by(*SORTS.get(sort, SORTS["newest"]))
+
+
+def datanet_stats(*, datanet: Datanet) -> dict[str, int]:
+    """The Datanet's numbers: ``records``/``words``/``contributors`` count accepted, non-excluded data; the
+    contribution counts are by status. Two queries."""
+    records = Record.objects.filter(
+        datanet=datanet, contribution__status=Contribution.Status.ACCEPTED, excluded=False
+    ).aggregate(
+        records=Count("id"),
+        words=Coalesce(Sum("words"), 0),
+        contributors=Count("contribution__contributor", distinct=True),
+    )
+    statuses = datanet.contributions.aggregate(
+        **{status: Count("id", filter=Q(status=status)) for status in Contribution.Status.values}
+    )
+    return {**records, **statuses}
+
+
+def contributions_per_day(*, datanet: Datanet) -> list[tuple[date, int]]:
+    """Contributions submitted per UTC day (withdrawn ones left out), oldest first: the detail page's chart."""
+    rows = (
+        datanet.contributions.exclude(status=Contribution.Status.WITHDRAWN)
+        .annotate(day=TruncDate("submitted_at"))
+        .order_by("day")
+        .values("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+    )
+    return list(rows)
+
+
+def contributions_for_curator(*, user: Any) -> QuerySet[Contribution]:
+    """Pending contributions across the Datanets ``user`` curates, oldest first."""
+    return (
+        Contribution.objects.filter(
+            status=Contribution.Status.PENDING, datanet__in=datanets_curated_by(user=user).values("pk")
+        )
+        .select_related("datanet", "contributor")
+        .order_by("submitted_at", "id")
+    )
+
+
+def contributions_of(*, user: Any) -> QuerySet[Contribution]:
+    """``user``'s own contributions, newest first, with their Datanet and reviewer."""
+    if not _signed_in(user):
+        return Contribution.objects.none()
+    return (
+        Contribution.objects.filter(contributor=user)
+        .select_related("datanet", "reviewer")
+        .order_by("-submitted_at", "-id")
+    )
+
+
+def contribution_snapshots(*, contribution: Contribution) -> QuerySet[Snapshot]:
+    """The snapshots holding at least one record of ``contribution``."""
+    return (
+        Snapshot.objects.filter(
+            Exists(SnapshotRecord.objects.filter(snapshot=OuterRef("pk"), contribution=contribution))
+        )
+        .select_related("anchor")
+        .order_by("-number")
+    )
+
+
+def snapshots_of(*, datanet: Datanet) -> QuerySet[Snapshot]:
+    return datanet.snapshots.select_related("anchor", "created_by").order_by("-number")
+
+
+def snapshot_diff(*, snapshot: Snapshot) -> dict[str, Any]:
+    """What changed since the previous snapshot: ``added``/``removed`` record counts and the records as lazy
+    querysets (``added_records``, ``removed_records``). Without a previous snapshot everything is added."""
+    previous_id = snapshot.previous_id
+    added = SnapshotRecord.objects.filter(snapshot=snapshot)
+    removed = SnapshotRecord.objects.none()
+    if previous_id is not None:
+        added = added.exclude(
+            Exists(SnapshotRecord.objects.filter(snapshot_id=previous_id, record_id=OuterRef("record_id")))
+        )
+        removed = SnapshotRecord.objects.filter(snapshot_id=previous_id).exclude(
+            Exists(SnapshotRecord.objects.filter(snapshot=snapshot, record_id=OuterRef("record_id")))
+        )
+    return {
+        "previous": snapshot.previous.number if previous_id is not None else None,
+        "added": added.count(),
+        "removed": removed.count() if previous_id is not None else 0,
+        "added_records": Record.objects.filter(pk__in=added.values("record_id")),
+        "removed_records": Record.objects.filter(pk__in=removed.values("record_id")),
+    }
+
+
+def leaderboard(*, datanet: Datanet | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Contributors ranked by accepted records (not excluded), with accepted/rejected/pending contribution counts and
+    ``acceptance_rate`` = accepted / (accepted + rejected), None before any decision. One query."""
+    contributions = Contribution.objects.exclude(status=Contribution.Status.WITHDRAWN)
+    if datanet is not None:
+        contributions = contributions.filter(datanet=datanet)
+    rows = (
+        contributions.order_by()
+        .values("contributor_id", "contributor__username")
+        .annotate(
+            accepted=Count("id", filter=Q(status=Contribution.Status.ACCEPTED)),
+            rejected=Count("id", filter=Q(status=Contribution.Status.REJECTED)),
+            pending=Count("id", filter=Q(status=Contribution.Status.PENDING)),
+            accepted_records=Coalesce(
+                Sum(F("record_count") - F("excluded_count"), filter=Q(status=Contribution.Status.ACCEPTED)), 0
+            ),
+        )
+        .order_by("-accepted_records", "-accepted", "contributor__username")[:limit]
+    )
+    board = []
+    for row in rows:
+        decided = row["accepted"] + row["rejected"]
+        board.append(
+            {
+                "user_id": row["contributor_id"],
+                "username": row["contributor__username"],
+                "accepted": row["accepted"],
+                "rejected": row["rejected"],
+                "pending": row["pending"],
+                "accepted_records": row["accepted_records"],
+                "acceptance_rate": row["accepted"] / decided if decided else None,
+            }
+        )
+    return board
+
+
+def primary_addresses(*, user_ids: Iterable[int] | QuerySet[Any]) -> dict[int, str]:
+    """Each user's primary (most recently linked) wallet address; users without a wallet are absent. One query."""
+    addresses: dict[int, str] = {}
+    for user_id, address in (
+        Wallet.objects.filter(user_id__in=user_ids)
+        .order_by("user_id", "-linked_at", "-id")
+        .values_list("user_id", "address")
+    ):
+        addresses.setdefault(user_id, address)
+    return addresses

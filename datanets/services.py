@@ -1,0 +1,713 @@
+"""Every write to Datanets, contributions, records and snapshots.
+
+Keyword-only and typed. A refused action raises ``PermissionDenied`` (who may not) or ``ValidationError`` (what is
+wrong with the input), each with a message meant for a person, and leaves nothing written: writers run in one
+transaction, and the only thing that can outlive a refused upload is its content-addressed file (harmless: the same
+bytes would be stored at the same path, and nothing points at it).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from array import array
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, time
+from functools import partial
+from pathlib import PurePath
+from typing import Any, BinaryIO, Protocol
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+from django.utils.text import slugify
+
+from ledger import merkle
+from ledger.services import anchor_request, anchor_subject_id
+
+from . import selectors
+from .licences import LICENCES, compatible_licences, licence_compatible
+from .models import (
+    PARSE_ERRORS_KEPT,
+    ZERO_ADDRESS,
+    Contribution,
+    ContributionDecision,
+    Datanet,
+    Record,
+    Snapshot,
+    SnapshotRecord,
+)
+from .parsing import ParsedRow, RowError, UploadRejected, parse_upload
+from .storage import TooLarge, media_path, store_bytes_file, store_stream
+
+RECORD_BATCH = 5_000
+SNAPSHOT_BATCH = 5_000
+ERRORS_SHOWN = 10
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 40
+NODE_BYTES = 32
+TREE_FORMAT = "standard-v1"
+
+DATANET_FIELDS = (
+    "name",
+    "summary",
+    "description",
+    "tags",
+    "domain",
+    "record_type",
+    "licence",
+    "visibility",
+    "contribution_policy",
+    "language",
+    "daily_quota_bytes",
+    "daily_quota_files",
+    "near_duplicate_threshold",
+)
+
+
+class Upload(Protocol):
+    """What ``contribution_submit`` reads: Django's ``UploadedFile`` or any binary file with a name and a size."""
+
+    name: str | None
+    size: int | None
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _user_label(user: Any) -> str:
+    return getattr(user, "username", "") or "an anonymous user"
+
+
+# Datanets
+
+
+def _clean_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    cleaned: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise ValidationError({"tags": "tags must be words"})
+        word = tag.strip().lower()
+        if not word or word in cleaned:
+            continue
+        if len(word) > MAX_TAG_LENGTH:
+            raise ValidationError({"tags": f"a tag may have at most {MAX_TAG_LENGTH} characters: {word[:50]!r}"})
+        cleaned.append(word)
+    if len(cleaned) > MAX_TAGS:
+        raise ValidationError({"tags": f"at most {MAX_TAGS} tags"})
+    return cleaned
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:120] or "datanet"
+    taken = set(Datanet.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def _require_user(user: Any, action: str) -> None:
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise PermissionDenied(f"sign in to {action}")
+
+
+@transaction.atomic
+def datanet_create(
+    *,
+    owner: Any,
+    name: str,
+    record_type: str = "text",
+    licence: str = "CC-BY-4.0",
+    summary: str = "",
+    description: str = "",
+    tags: Iterable[str] = (),
+    domain: str = "",
+    visibility: str = Datanet.Visibility.PUBLIC,
+    contribution_policy: str = Datanet.Policy.OPEN,
+    language: str = "",
+    daily_quota_bytes: int | None = None,
+    daily_quota_files: int | None = None,
+    near_duplicate_threshold: float | None = None,
+) -> Datanet:
+    """Create a Datanet owned by ``owner`` with a unique slug derived from its name (never changed afterwards)."""
+    _require_user(owner, "create a Datanet")
+    if not name or not name.strip():
+        raise ValidationError({"name": "a Datanet needs a name"})
+    datanet = Datanet(
+        owner=owner,
+        name=name.strip(),
+        slug=_unique_slug(name),
+        record_type=record_type,
+        licence=licence,
+        summary=summary.strip(),
+        description=description,
+        tags=_clean_tags(tags),
+        domain=domain.strip().lower(),
+        visibility=visibility,
+        contribution_policy=contribution_policy,
+        language=language,
+    )
+    for field, value in (
+        ("daily_quota_bytes", daily_quota_bytes),
+        ("daily_quota_files", daily_quota_files),
+        ("near_duplicate_threshold", near_duplicate_threshold),
+    ):
+        if value is not None:
+            setattr(datanet, field, value)
+    datanet.full_clean()
+    datanet.save()
+    return datanet
+
+
+@transaction.atomic
+def datanet_update(*, datanet: Datanet, user: Any, **changes: Any) -> Datanet:
+    """Change a Datanet's settings (owner or global curator). The slug never changes; the record type is fixed once
+    the Datanet has records; the licence may change only to one every live contribution's licence still fits."""
+    if not selectors.user_can_manage(user=user, datanet=datanet):
+        raise PermissionDenied(f"only the owner of {datanet.name!r} may change its settings")
+    unknown = sorted(set(changes) - set(DATANET_FIELDS))
+    if unknown:
+        raise ValidationError(f"these fields can't be changed here: {', '.join(unknown)}")
+    datanet = Datanet.objects.select_for_update().get(pk=datanet.pk)
+    if "tags" in changes:
+        changes["tags"] = _clean_tags(changes["tags"])
+    if "record_type" in changes and changes["record_type"] != datanet.record_type and datanet.records.exists():
+        raise ValidationError(
+            {"record_type": f"the record type is fixed at {datanet.record_type!r} once the Datanet has records"}
+        )
+    if "licence" in changes and changes["licence"] != datanet.licence:
+        live = set(
+            datanet.contributions.exclude(status__in=[Contribution.Status.REJECTED, Contribution.Status.WITHDRAWN])
+            .values_list("licence", flat=True)
+            .distinct()
+        )
+        unfit = sorted(
+            lic for lic in live if not licence_compatible(datanet_licence=changes["licence"], contribution_licence=lic)
+        )
+        if unfit:
+            raise ValidationError(
+                {"licence": f"contributions under {', '.join(unfit)} can't be part of a {changes['licence']} Datanet"}
+            )
+    for field, value in changes.items():
+        setattr(datanet, field, value.strip() if isinstance(value, str) and field != "description" else value)
+    datanet.full_clean()
+    datanet.save()
+    return datanet
+
+
+def _require_manager(user: Any, datanet: Datanet, action: str) -> None:
+    if not selectors.user_can_manage(user=user, datanet=datanet):
+        raise PermissionDenied(f"only the owner of {datanet.name!r} may {action}")
+
+
+def _require_curator(user: Any, datanet: Datanet, action: str) -> None:
+    if not selectors.user_can_curate(user=user, datanet=datanet):
+        raise PermissionDenied(f"only the owner or a curator of {datanet.name!r} may {action}")
+
+
+@transaction.atomic
+def datanet_add_curator(*, datanet: Datanet, user: Any, curator: Any) -> None:
+    """Name ``curator`` a curator of ``datanet`` (owner or global curator only). Adding twice is harmless."""
+    _require_manager(user, datanet, "name curators")
+    datanet.curators.add(curator)
+
+
+@transaction.atomic
+def datanet_remove_curator(*, datanet: Datanet, user: Any, curator: Any) -> None:
+    _require_manager(user, datanet, "remove curators")
+    datanet.curators.remove(curator)
+
+
+@transaction.atomic
+def datanet_add_member(*, datanet: Datanet, user: Any, member: Any) -> None:
+    """Let ``member`` see a private Datanet and contribute to a members-only one (owner or curator)."""
+    _require_curator(user, datanet, "add members")
+    datanet.members.add(member)
+
+
+@transaction.atomic
+def datanet_remove_member(*, datanet: Datanet, user: Any, member: Any) -> None:
+    _require_curator(user, datanet, "remove members")
+    datanet.members.remove(member)
+
+
+# Contributions
+
+
+def _clean_filename(name: str | None) -> str:
+    # only the last path component, without control characters: the name is shown, never used as a path
+    base = PurePath((name or "").replace("\\", "/")).name
+    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+    return base[:255] or "upload"
+
+
+def _utc_day_start(now: datetime) -> datetime:
+    return datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
+
+
+def _check_quota(*, datanet: Datanet, contributor: Any, size: int, now: datetime) -> None:
+    used = (
+        Contribution.objects.filter(datanet=datanet, contributor=contributor, submitted_at__gte=_utc_day_start(now))
+        .exclude(status=Contribution.Status.WITHDRAWN)
+        .aggregate(files=Count("id"), size=Sum("size_bytes"))
+    )
+    files, used_bytes = used["files"], used["size"] or 0
+    if files + 1 > datanet.daily_quota_files:
+        raise ValidationError(
+            f"daily quota reached: {files} of {datanet.daily_quota_files} files today (UTC) for this Datanet; "
+            "try again tomorrow",
+            code="quota_files",
+        )
+    if used_bytes + size > datanet.daily_quota_bytes:
+        left = max(datanet.daily_quota_bytes - used_bytes, 0)
+        raise ValidationError(
+            f"daily quota exceeded: this upload is {_mb(size)}, and {_mb(left)} of today's "
+            f"{_mb(datanet.daily_quota_bytes)} (UTC) are left for this Datanet",
+            code="quota_bytes",
+        )
+
+
+def _mb(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    if size >= 1024:
+        return f"{size / 1024:.1f}".removesuffix(".0") + " KB"
+    return f"{size} bytes"
+
+
+def _enqueue_checks(contribution_id: int) -> None:
+    from .tasks import contribution_check_task
+
+    contribution_check_task.delay(contribution_id)
+
+
+def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
+    """Parse the stored bytes into Records, in batches, and apply the contribution's bad-rows policy."""
+    datanet = contribution.datanet
+    reject_whole = contribution.bad_rows == Contribution.BadRows.REJECT_WHOLE
+    try:
+        parser = parse_upload(stream, filename=contribution.source_filename, record_type=datanet.record_type)
+        errors: list[dict[str, Any]] = []
+        bad: list[str] = []
+        batch: list[Record] = []
+        position = 0
+        for item in parser:
+            if isinstance(item, RowError):
+                if len(errors) < PARSE_ERRORS_KEPT:
+                    errors.append(
+                        {"source": item.source, "line": item.line, "code": item.code, "message": item.message}
+                    )
+                if item.code != "duplicate" and len(bad) < ERRORS_SHOWN:
+                    bad.append(item.message)
+                continue
+            if reject_whole and bad:
+                continue  # the file will be refused: parse on only to count its problems
+            batch.append(_record(contribution, item, position))
+            position += 1
+            if len(batch) >= RECORD_BATCH:
+                Record.objects.bulk_create(batch)
+                batch = []
+    except UploadRejected as e:
+        raise ValidationError(e.message, code=e.code) from None
+    bad_count = parser.error_count - parser.duplicate_count
+    if bad_count and reject_whole:
+        shown = "; ".join(bad)
+        more = f" (the first {len(bad)} shown)" if bad_count > len(bad) else ""
+        raise ValidationError(
+            f"{bad_count} {'row has a problem' if bad_count == 1 else 'rows have problems'}{more}: {shown}. "
+            "Fix them, or choose to leave bad rows out.",
+            code="bad_rows",
+        )
+    if batch:
+        Record.objects.bulk_create(batch)
+    if position == 0:
+        raise ValidationError(
+            f"no usable records: {bad_count} bad {'row' if bad_count == 1 else 'rows'}"
+            + (f" ({'; '.join(bad)})" if bad else "")
+            + (f" and {parser.duplicate_count} duplicates" if parser.duplicate_count else ""),
+            code="no_records",
+        )
+    contribution.record_count = position
+    contribution.error_count = bad_count
+    contribution.duplicate_row_count = parser.duplicate_count
+    contribution.parse_errors = errors
+
+
+def _record(contribution: Contribution, row: ParsedRow, position: int) -> Record:
+    return Record(
+        contribution=contribution,
+        datanet_id=contribution.datanet_id,
+        position=position,
+        source=row.source[:300],
+        line=row.line,
+        canonical=row.canonical.decode(),
+        record_hash=row.record_hash,
+        words=row.words,
+        size_bytes=row.size,
+    )
+
+
+@transaction.atomic
+def contribution_submit(
+    *,
+    datanet: Datanet,
+    contributor: Any,
+    upload: Upload,
+    licence: str,
+    bad_rows: str = Contribution.BadRows.REJECT_WHOLE,
+) -> Contribution:
+    """Check who may contribute and what, store the bytes content-addressed, parse them into Records and queue the
+    checks once committed.
+
+    Refused before a byte is read: a contributor who may not contribute, an incompatible licence, a declared size
+    over ``UPLOAD_MAX_BYTES``, a day's quota (files, or bytes by the declared size) already used. Refused while
+    reading: more bytes than declared or allowed, an unusable file, and (``reject_whole``) any bad row. Rows that
+    repeat an earlier row of the same upload are left out and listed under either policy.
+    """
+    _require_user(contributor, "contribute")
+    if not selectors.user_can_contribute(user=contributor, datanet=datanet):
+        if not selectors.user_can_view(user=contributor, datanet=datanet):
+            raise PermissionDenied(f"{datanet.name!r} is private: only its members may contribute")
+        raise PermissionDenied(f"only approved members may contribute to {datanet.name!r}")
+    if bad_rows not in Contribution.BadRows.values:
+        raise ValidationError({"bad_rows": f"choose one of {', '.join(Contribution.BadRows.values)}"})
+    if licence not in LICENCES:
+        raise ValidationError({"licence": f"unknown licence {licence!r}"})
+    if not licence_compatible(datanet_licence=datanet.licence, contribution_licence=licence):
+        raise ValidationError(
+            {
+                "licence": f"{licence} data can't join a {datanet.licence} Datanet; choose one of "
+                f"{', '.join(compatible_licences(datanet.licence))}"
+            }
+        )
+    limit = settings.UPLOAD_MAX_BYTES
+    declared = getattr(upload, "size", None)
+    if declared is not None and declared > limit:
+        raise ValidationError(f"the file is {_mb(declared)}; an upload may be at most {_mb(limit)}", code="too_large")
+    # One contributor's uploads queue on their user row, so two at once can't both slip under the quota.
+    get_user_model().objects.select_for_update().filter(pk=contributor.pk).first()
+    now = timezone.now()
+    _check_quota(datanet=datanet, contributor=contributor, size=declared or 0, now=now)
+    try:
+        stored = store_stream(upload, prefix="contributions", max_bytes=limit)  # type: ignore[arg-type]
+    except TooLarge:
+        raise ValidationError(f"the file is over the upload limit of {_mb(limit)}", code="too_large") from None
+    if stored.size != declared:
+        _check_quota(datanet=datanet, contributor=contributor, size=stored.size, now=now)
+    contribution = Contribution.objects.create(
+        datanet=datanet,
+        contributor=contributor,
+        licence=licence,
+        source_filename=_clean_filename(upload.name),
+        content_sha256=stored.sha256,
+        size_bytes=stored.size,
+        storage_path=stored.path,
+        bad_rows=bad_rows,
+        submitted_at=now,
+    )
+    with media_path(stored.path).open("rb") as stream:
+        _ingest(contribution, stream)
+    contribution.save()
+    ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
+    transaction.on_commit(partial(_enqueue_checks, contribution.id), robust=True)
+    return contribution
+
+
+class _PastedUpload(io.BytesIO):
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+        self.size = len(data)
+
+
+def contribution_submit_pasted(
+    *,
+    datanet: Datanet,
+    contributor: Any,
+    text: str,
+    licence: str,
+    bad_rows: str = Contribution.BadRows.REJECT_WHOLE,
+) -> Contribution:
+    """Submit records pasted in a form: JSON Lines, or paragraphs separated by blank lines for a text Datanet."""
+    if not text or not text.strip():
+        raise ValidationError({"text": "paste at least one record"})
+    name = "pasted.txt" if datanet.record_type == "text" else "pasted.jsonl"
+    return contribution_submit(
+        datanet=datanet,
+        contributor=contributor,
+        upload=_PastedUpload(text.encode("utf-8", errors="surrogatepass"), name),
+        licence=licence,
+        bad_rows=bad_rows,
+    )
+
+
+def _locked_pending(contribution: Contribution, action: str) -> Contribution:
+    locked = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    if locked.status != Contribution.Status.PENDING:
+        raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be {action}")
+    return locked
+
+
+@transaction.atomic
+def contribution_withdraw(*, contribution: Contribution, user: Any) -> Contribution:
+    """The contributor takes back a pending contribution; it then counts for no quota and joins no snapshot."""
+    if getattr(user, "pk", None) != contribution.contributor_id:
+        raise PermissionDenied("only the contributor may withdraw a contribution")
+    locked = _locked_pending(contribution, "withdrawn")
+    now = timezone.now()
+    locked.status = Contribution.Status.WITHDRAWN
+    locked.withdrawn_at = now
+    locked.save()
+    ContributionDecision.objects.create(contribution=locked, actor=user, action="withdraw", created_at=now)
+    return locked
+
+
+@transaction.atomic
+def contributions_decide(
+    *, curator: Any, contributions: Iterable[Contribution], action: str, reason: str = ""
+) -> list[Contribution]:
+    """Accept or reject pending contributions, all or none: every one must be pending and curated by ``curator``
+    (owner, curator of its Datanet, or global curator). A rejection needs a reason; each decision is logged."""
+    if action not in ("accept", "reject"):
+        raise ValidationError({"action": "choose accept or reject"})
+    reason = (reason or "").strip()
+    if action == "reject" and not reason:
+        raise ValidationError({"reason": "say why the contribution is rejected: the contributor will read it"})
+    ids = sorted({c.pk for c in contributions})
+    if not ids:
+        raise ValidationError("choose at least one contribution")
+    # locked in id order, so two curators deciding overlapping sets can't deadlock
+    locked = list(Contribution.objects.select_for_update().select_related("datanet").filter(pk__in=ids).order_by("pk"))
+    if len(locked) != len(ids):
+        raise ValidationError("some of these contributions no longer exist")
+    can_curate: dict[int, bool] = {}
+    for contribution in locked:
+        if contribution.datanet_id not in can_curate:
+            can_curate[contribution.datanet_id] = selectors.user_can_curate(user=curator, datanet=contribution.datanet)
+        if not can_curate[contribution.datanet_id]:
+            raise PermissionDenied(f"only the owner or a curator of {contribution.datanet.name!r} may decide on it")
+        if contribution.status != Contribution.Status.PENDING:
+            raise ValidationError(f"contribution #{contribution.pk} is already {contribution.status}")
+    now = timezone.now()
+    status = Contribution.Status.ACCEPTED if action == "accept" else Contribution.Status.REJECTED
+    for contribution in locked:
+        contribution.status = status
+        contribution.reviewer = curator
+        contribution.reviewed_at = now
+        contribution.review_reason = reason
+        contribution.save()
+    ContributionDecision.objects.bulk_create(
+        ContributionDecision(contribution=c, actor=curator, action=action, reason=reason, created_at=now)
+        for c in locked
+    )
+    return locked
+
+
+def contribution_accept(*, curator: Any, contribution: Contribution, reason: str = "") -> Contribution:
+    return contributions_decide(curator=curator, contributions=[contribution], action="accept", reason=reason)[0]
+
+
+def contribution_reject(*, curator: Any, contribution: Contribution, reason: str) -> Contribution:
+    return contributions_decide(curator=curator, contributions=[contribution], action="reject", reason=reason)[0]
+
+
+@transaction.atomic
+def record_exclude(*, curator: Any, record: Record, reason: str) -> Record:
+    """Leave one record of a pending contribution out of every snapshot; a reason is required and logged."""
+    contribution = record.contribution
+    _require_curator(curator, contribution.datanet, "exclude records")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "say why the record is excluded"})
+    locked = _locked_pending(contribution, "changed")
+    record = Record.objects.select_for_update().get(pk=record.pk)
+    if record.excluded:
+        raise ValidationError(f"record {record.position} is already excluded")
+    now = timezone.now()
+    record.excluded = True
+    record.excluded_reason = reason
+    record.excluded_by = curator
+    record.excluded_at = now
+    record.save()
+    locked.excluded_count = locked.records.filter(excluded=True).count()
+    locked.save()
+    ContributionDecision.objects.create(
+        contribution=locked, actor=curator, action="exclude_record", reason=reason, record=record, created_at=now
+    )
+    return record
+
+
+# Snapshots
+
+
+def _snapshot_leaves(datanet: Datanet) -> tuple[array, array, list[bytes], list[str], int, int]:
+    """The leaves of a new snapshot, in build order: every accepted, non-excluded record, first accepted copy of each
+    hash only. Returns record ids, contribution ids, hashes (raw), addresses, words and duplicates skipped."""
+    rows = (
+        Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED, excluded=False)
+        .order_by("contribution__reviewed_at", "contribution_id", "position")
+        .values_list("id", "contribution_id", "record_hash", "words", "contribution__contributor_id")
+    )
+    addresses_by_user = selectors.primary_addresses(
+        user_ids=datanet.contributions.filter(status=Contribution.Status.ACCEPTED).values("contributor_id")
+    )
+    record_ids, contribution_ids = array("q"), array("q")
+    hashes: list[bytes] = []
+    addresses: list[str] = []
+    seen: set[bytes] = set()
+    words = duplicates = 0
+    for record_id, contribution_id, record_hash, record_words, contributor_id in rows.iterator(chunk_size=20_000):
+        raw = bytes.fromhex(record_hash[2:])
+        if raw in seen:
+            duplicates += 1
+            continue
+        seen.add(raw)
+        record_ids.append(record_id)
+        contribution_ids.append(contribution_id)
+        hashes.append(raw)
+        addresses.append(addresses_by_user.get(contributor_id, ZERO_ADDRESS))
+        words += record_words
+    return record_ids, contribution_ids, hashes, addresses, words, duplicates
+
+
+@transaction.atomic
+def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
+    """Freeze the Datanet's accepted records now into the next numbered snapshot, with its Merkle root anchored
+    through the outbox in this same transaction (one anchor whatever the size).
+
+    Leaf values are ``(record_hash, contributor's primary wallet or the zero address, contribution id)``; a hash
+    accepted more than once is in the snapshot once, for the contribution accepted first. Refuses an empty snapshot.
+    """
+    _require_curator(user, datanet, "freeze a snapshot")
+    # one freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions
+    datanet = Datanet.objects.select_for_update().get(pk=datanet.pk)
+    record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet)
+    if not record_ids:
+        raise ValidationError(
+            f"{datanet.name!r} has no accepted records to freeze: accept a contribution first", code="empty"
+        )
+    tree = merkle.StandardMerkleTree.of(zip(hashes, addresses, contribution_ids, strict=True))
+    nodes = tree.nodes()
+    stored = store_bytes_file(lambda out: out.writelines(nodes), prefix="snapshots", suffix=".nodes")
+    previous = datanet.snapshots.order_by("-number").first()
+    number = (previous.number if previous else 0) + 1
+    anchor = anchor_request(
+        kind="snapshot",
+        subject_id=anchor_subject_id("snapshot", datanet.id, number),
+        root=tree.root,
+        uri=f"datanet:{datanet.slug}/snapshot/{number}",
+    )
+    snapshot = Snapshot.objects.create(
+        datanet=datanet,
+        number=number,
+        created_by=user,
+        previous=previous,
+        record_count=len(record_ids),
+        contribution_count=len(set(contribution_ids)),
+        contributor_count=datanet.contributions.filter(pk__in=set(contribution_ids))
+        .values("contributor_id")
+        .distinct()
+        .count(),
+        words=words,
+        duplicates_skipped=duplicates,
+        merkle_root=tree.root,
+        tree_path=stored.path,
+        tree_sha256=stored.sha256,
+        anchor=anchor,
+    )
+    batch: list[SnapshotRecord] = []
+    for i, record_id in enumerate(record_ids):
+        batch.append(
+            SnapshotRecord(
+                snapshot=snapshot,
+                record_id=record_id,
+                contribution_id=contribution_ids[i],
+                address=addresses[i],
+                leaf_index=i,
+                tree_index=tree.tree_index(i),
+            )
+        )
+        if len(batch) >= SNAPSHOT_BATCH:
+            SnapshotRecord.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        SnapshotRecord.objects.bulk_create(batch)
+    if previous is not None:
+        diff = selectors.snapshot_diff(snapshot=snapshot)
+        Snapshot.objects.filter(pk=snapshot.pk).update(added_count=diff["added"], removed_count=diff["removed"])
+        snapshot.added_count, snapshot.removed_count = diff["added"], diff["removed"]
+    else:
+        Snapshot.objects.filter(pk=snapshot.pk).update(added_count=snapshot.record_count)
+        snapshot.added_count = snapshot.record_count
+    return snapshot
+
+
+def _read_nodes(snapshot: Snapshot, indices: Sequence[int]) -> list[bytes]:
+    with media_path(snapshot.tree_path).open("rb") as nodes:
+        out = []
+        for index in indices:
+            nodes.seek(index * NODE_BYTES)
+            node = nodes.read(NODE_BYTES)
+            if len(node) != NODE_BYTES:
+                raise ValueError(f"the tree file of snapshot {snapshot.pk} is truncated")
+            out.append(node)
+        return out
+
+
+def record_proof(*, snapshot: Snapshot, record: Record) -> dict[str, Any]:
+    """The inclusion proof of ``record`` in ``snapshot`` in OpenZeppelin's format: ``root``, the leaf ``value``
+    (JSON form), its ``leaf`` hash, the sibling ``proof`` and the tree ``format``/``leafEncoding``. Raises
+    ``Record.DoesNotExist`` when the record is not in the snapshot; the answer is checked before it is returned."""
+    leaf = SnapshotRecord.objects.filter(snapshot=snapshot, record=record).first()
+    if leaf is None:
+        raise Record.DoesNotExist(f"record {record.pk} is not in snapshot {snapshot.number}")
+    siblings, node = [], leaf.tree_index
+    while node > 0:
+        siblings.append(node + 1 if node % 2 else node - 1)
+        node = (node - 1) // 2
+    read = _read_nodes(snapshot, [leaf.tree_index, *siblings])
+    value = (record.record_hash, leaf.address, leaf.contribution_id)
+    proof = ["0x" + n.hex() for n in read[1:]]
+    leaf_hash = merkle.leaf_hash(merkle.DEFAULT_LEAF_TYPES, value)
+    if leaf_hash != "0x" + read[0].hex() or not merkle.verify(
+        snapshot.merkle_root, merkle.DEFAULT_LEAF_TYPES, value, proof
+    ):
+        raise ValueError(f"the stored tree of snapshot {snapshot.pk} does not prove record {record.pk}")
+    from eth_utils import to_checksum_address
+
+    return {
+        "format": TREE_FORMAT,
+        "leafEncoding": list(merkle.DEFAULT_LEAF_TYPES),
+        "root": snapshot.merkle_root,
+        "value": [record.record_hash, to_checksum_address(leaf.address), str(leaf.contribution_id)],
+        "leaf": leaf_hash,
+        "proof": proof,
+        "treeIndex": leaf.tree_index,
+        "snapshot": {"datanet": snapshot.datanet.slug, "number": snapshot.number},
+    }
+
+
+def proof_verify_on_chain(*, snapshot: Snapshot, record: Record) -> bool:
+    """Ask ``LineageRegistry.verify`` (an eth_call) whether the record's proof leads to the snapshot's anchored root.
+    Raises ``ledger.chain.ChainError`` when the chain can't be reached."""
+    from ledger.chain import verify_on_chain
+
+    proof = record_proof(snapshot=snapshot, record=record)
+    return verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
+
+
+def snapshot_rebuild_root(*, snapshot: Snapshot) -> str:
+    """The snapshot's Merkle root recomputed from its stored leaves and records (not from the tree file)."""
+    rows = (
+        SnapshotRecord.objects.filter(snapshot=snapshot)
+        .order_by("leaf_index")
+        .values_list("record__record_hash", "address", "contribution_id")
+    )
+    return merkle.StandardMerkleTree.of(list(rows.iterator(chunk_size=20_000))).root

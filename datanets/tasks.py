@@ -1,0 +1,16 @@
+"""Celery entry points for Datanets (queue ``default``): ids in, a service call out.
+
+Late acks: a worker killed mid-check leaves the message to be redelivered, and ``contribution_check`` finds the
+contribution already checked, or runs again over the same fields.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .checks import contribution_check
+
+
+@shared_task(acks_late=True)
+def contribution_check_task(contribution_id: int) -> None:
+    contribution_check(contribution_id=contribution_id)
