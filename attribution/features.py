@@ -1,0 +1,394 @@
+"""Per-record gradient features over a model's LoRA parameters, count-sketched to a fixed width.
+
+A record is its already-tokenized ``input_ids`` and ``labels`` (-100 where no loss is taken: the training job labels
+the assistant tokens and the end token only), so this module needs no knowledge of chat formatting. Its loss is the
+mean cross-entropy over its labelled tokens (next-token shifted, as Hugging Face computes it); the feature is the
+projection (``attribution.projection.CountSketch``) of that loss's gradient with respect to the LoRA A and B
+matrices of one adapter, and nothing else.
+
+Per-example gradients come from one forward and one backward pass per batch: forward hooks on every LoRA A/B
+``Linear`` keep its input ``x`` and output ``y``; ``autograd.grad`` of the summed per-example losses with respect to
+the outputs gives ``g = dL/dy`` per example (examples do not interact, so each row of ``g`` is that example's own
+gradient); the weight gradient of example ``b`` is ``sum_t g[b, t] x[b, t]^T``. No loop of backward passes, and
+no per-parameter ``.grad`` accumulation.
+
+torch is imported only inside functions: importing this module (for ``FeatureMatrix.load`` and scoring) stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from attribution.projection import METHOD, CountSketch, cosine_scores, row_norms
+
+if TYPE_CHECKING:
+    import torch
+
+IGNORE_INDEX = -100
+FORMAT_VERSION = 1
+DEFAULT_K = 1024
+FEATURES_FILE = "features.npy"
+RECORD_IDS_FILE = "record_ids.npy"
+META_FILE = "features.json"
+
+
+class FeatureIndexError(ValueError):
+    """A feature index that is missing, of another format or layout, or whose content does not match its hash."""
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """One training record or answer, tokenized as it was trained: ``labels`` is ``input_ids`` with -100 where no
+    loss is taken. An example with no labelled token has a zero gradient."""
+
+    input_ids: Sequence[int]
+    labels: Sequence[int]
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.labels):
+            raise ValueError("input_ids and labels must have the same length")
+
+
+def answer_example(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> TokenizedExample:
+    """The example whose loss is the answer given the prompt: the answer's tokens (with the end token, when the
+    generation stopped on it) are labelled, the prompt's are not."""
+    return TokenizedExample(
+        input_ids=[*prompt_ids, *answer_ids], labels=[IGNORE_INDEX] * len(prompt_ids) + list(answer_ids)
+    )
+
+
+def _clean_module_name(name: str) -> str:
+    # peft wraps the base model twice ("base_model.model."): drop it so block names survive re-wrapping
+    prefix = "base_model.model."
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def lora_blocks(model: Any, adapter_name: str = "default") -> dict[str, Any]:
+    """The LoRA ``Linear`` modules of ``adapter_name``, keyed by a block name that does not depend on the adapter's
+    name (``model.layers.0.self_attn.q_proj.lora_A``), in module order. An index built under one adapter name scores
+    against the same adapter loaded under another."""
+    from peft.tuners.lora import LoraLayer
+
+    blocks: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer) or adapter_name not in module.lora_A:
+            continue
+        if adapter_name in getattr(module, "lora_variant", {}):
+            raise ValueError(f"{name} uses a LoRA variant (DoRA, ...); only plain LoRA is supported")
+        blocks[f"{_clean_module_name(name)}.lora_A"] = module.lora_A[adapter_name]
+        blocks[f"{_clean_module_name(name)}.lora_B"] = module.lora_B[adapter_name]
+    if not blocks:
+        raise ValueError(f"the model has no LoRA layers for adapter {adapter_name!r}")
+    return blocks
+
+
+def sketch_for(model: Any, *, seed: int, k: int = DEFAULT_K, adapter_name: str = "default") -> CountSketch:
+    """The projection of this model's LoRA blocks: the same for the training job and for answer time."""
+    sizes = {name: int(linear.weight.numel()) for name, linear in lora_blocks(model, adapter_name).items()}
+    return CountSketch(seed=seed, k=k, sizes=sizes)
+
+
+def layout_hash(sizes: dict[str, int]) -> str:
+    """Identifies the block names and sizes a feature matrix was projected from."""
+    return hashlib.sha256(json.dumps(sorted(sizes.items())).encode()).hexdigest()
+
+
+@contextmanager
+def _gradient_mode(model: Any, linears: Sequence[Any]) -> Iterator[None]:
+    """Eval mode (no dropout: features must be deterministic) with the adapter's weights requiring grad; restores
+    both after."""
+    was_training = model.training
+    previous = [(p, p.requires_grad) for linear in linears for p in linear.parameters()]
+    model.eval()
+    for p, _ in previous:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, flag in previous:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _batch_tensors(examples: Sequence[TokenizedExample], device: Any) -> tuple[torch.Tensor, ...]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels``: padding is masked and unlabelled, and with
+    right padding the real tokens' positions are those of training."""
+    import torch
+
+    width = max(1, *(len(e.input_ids) for e in examples))
+    input_ids = torch.zeros((len(examples), width), dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(list(example.input_ids), dtype=torch.long)
+        attention[row, :n] = 1
+        labels[row, :n] = torch.tensor(list(example.labels), dtype=torch.long)
+    return input_ids.to(device), attention.to(device), labels.to(device)
+
+
+def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's mean next-token cross-entropy over its labelled tokens (0 where none is labelled)."""
+    import torch
+
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    token_losses = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
+    counts = (shift_labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
+    return token_losses.sum(dim=1) / counts
+
+
+def _labelled_logits(
+    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels at the positions some example is scored on, plus the next position (for the shift).
+
+    The vocabulary projection is a fifth of this model's forward cost and an answer's prompt is never scored, so
+    only the needed positions are projected where the model supports ``logits_to_keep``.
+    """
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters or len(scored) == 0:
+        return model(input_ids=input_ids, attention_mask=attention).logits, labels
+    keep = torch.unique(torch.cat([scored, scored + 1]))
+    logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
+    # kept positions are consecutive pairs (t, t+1) where t is scored: shifting inside the kept subset still pairs
+    # each scored position's logits with its own next label, and pairs that are not adjacent get no label
+    kept_labels = labels[:, keep].clone()
+    gaps = (keep[1:] != keep[:-1] + 1).nonzero().flatten() + 1
+    kept_labels[:, gaps] = IGNORE_INDEX
+    return logits, kept_labels
+
+
+def per_example_gradients(
+    model: Any, examples: Sequence[TokenizedExample], *, adapter_name: str = "default"
+) -> dict[str, torch.Tensor]:
+    """The gradient of each example's loss with respect to each LoRA block's weight, ``[n, out, in]`` per block,
+    from one forward and one backward pass (see the module docstring). Needs each LoRA layer to run once per forward
+    pass: not under gradient checkpointing, which re-runs them."""
+    import torch
+
+    blocks = lora_blocks(model, adapter_name)
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(name: str) -> Any:
+        def hook(_module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            captured[name] = (args[0].detach(), output)
+
+        return hook
+
+    device = next(iter(blocks.values())).weight.device
+    handles = [linear.register_forward_hook(keep(name)) for name, linear in blocks.items()]
+    try:
+        with _gradient_mode(model, list(blocks.values())):
+            input_ids, attention, labels = _batch_tensors(examples, device)
+            logits, labels = _labelled_logits(model, input_ids, attention, labels)
+            losses = per_example_losses(logits, labels)
+            missing = set(blocks) - set(captured)
+            if missing:
+                raise ValueError(f"adapter {adapter_name!r} is not active: {len(missing)} LoRA blocks never ran")
+            names = list(blocks)
+            output_grads = torch.autograd.grad(losses.sum(), [captured[n][1] for n in names], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    gradients: dict[str, torch.Tensor] = {}
+    for name, grad in zip(names, output_grads, strict=True):
+        x, y = captured[name]
+        if grad is None:
+            grad = torch.zeros_like(y)
+        gradients[name] = torch.einsum("bto,bti->boi", grad.float(), x.float())
+    return gradients
+
+
+class _TorchSketch:
+    """A CountSketch's buckets and signs as tensors, built once per feature run."""
+
+    def __init__(self, sketch: CountSketch, device: Any) -> None:
+        import torch
+
+        self.k = sketch.k
+        self.hashes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name in sketch.sizes:
+            buckets, signs = sketch.hashes(name)
+            self.hashes[name] = (torch.from_numpy(buckets).to(device), torch.from_numpy(signs).to(device))
+
+    def project(self, gradients: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        n = next(iter(gradients.values())).shape[0]
+        device = next(iter(gradients.values())).device
+        out = torch.zeros((n, self.k), dtype=torch.float32, device=device)
+        # sorted like CountSketch.project, so both sum the blocks in the same order
+        for name in sorted(gradients):
+            buckets, signs = self.hashes[name]
+            out.index_add_(1, buckets, gradients[name].reshape(n, -1) * signs)
+        return out
+
+
+def gradient_features(
+    model: Any,
+    examples: Sequence[TokenizedExample],
+    *,
+    sketch: CountSketch,
+    batch_size: int = 8,
+    adapter_name: str = "default",
+) -> np.ndarray:
+    """Projected per-example LoRA gradients, float32 ``[len(examples), sketch.k]`` in the order given.
+
+    Examples are batched by length (less padding); the result does not depend on the batching beyond float
+    rounding, and the same inputs, model and batch size give the same numbers.
+    """
+    import torch
+
+    device = next(iter(lora_blocks(model, adapter_name).values())).weight.device
+    projector = _TorchSketch(sketch, device)
+    out = np.zeros((len(examples), sketch.k), dtype=np.float32)
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        gradients = per_example_gradients(model, [examples[i] for i in rows], adapter_name=adapter_name)
+        with torch.no_grad():
+            out[rows] = projector.project(gradients).cpu().numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """The gradient features of a model version's training records, with everything needed to project an answer
+    the same way: the seed, the width, the method and the block layout.
+
+    ``features`` may be memory-mapped (``load``); ``norms`` are its row norms, so cosine scores need no normalised
+    copy of the matrix.
+    """
+
+    features: np.ndarray
+    record_ids: np.ndarray
+    seed: int
+    k: int
+    method: str
+    layout: str
+    norms: np.ndarray
+    content_hash: str
+
+    @classmethod
+    def create(cls, features: np.ndarray, record_ids: Sequence[int], *, sketch: CountSketch) -> FeatureMatrix:
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        ids = np.asarray(record_ids, dtype=np.int64)
+        if features.shape != (len(ids), sketch.k):
+            raise ValueError(f"features are {features.shape}, expected {(len(ids), sketch.k)}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("record ids must be unique")
+        layout = layout_hash(dict(sketch.sizes))
+        return cls(
+            features=features,
+            record_ids=ids,
+            seed=sketch.seed,
+            k=sketch.k,
+            method=sketch.method,
+            layout=layout,
+            norms=row_norms(features),
+            content_hash=_content_hash(features, ids, sketch.seed, sketch.k, sketch.method, layout),
+        )
+
+    def check_sketch(self, sketch: CountSketch) -> None:
+        """Raise FeatureIndexError unless ``sketch`` projects exactly as the one that built these features."""
+        if (sketch.seed, sketch.k, sketch.method, layout_hash(dict(sketch.sizes))) != (
+            self.seed,
+            self.k,
+            self.method,
+            self.layout,
+        ):
+            raise FeatureIndexError("the answer's projection differs from the index's (seed, width, method, layers)")
+
+    def scores(self, answer_feature: np.ndarray) -> np.ndarray:
+        """Cosine of the answer's feature with every record's, in ``record_ids`` order: one matrix-vector product."""
+        return cosine_scores(self.features, self.norms, answer_feature)
+
+    def record_scores(self, answer_feature: np.ndarray) -> dict[int, float]:
+        """``scores`` keyed by record id."""
+        return dict(zip(self.record_ids.tolist(), self.scores(answer_feature).tolist(), strict=True))
+
+    def top_record_scores(self, answer_feature: np.ndarray, limit: int) -> dict[int, float]:
+        """The ``limit`` best-scoring records (ties by record id), for a policy that keeps only its top records:
+        a partial sort instead of a dictionary of every record."""
+        scores = self.scores(answer_feature)
+        if limit < len(scores):
+            candidates = np.argpartition(-scores, limit - 1)[:limit]
+            # records tied with the cut-off score may sit outside the partition: take them all, then cut by id
+            candidates = np.flatnonzero(scores >= scores[candidates].min())
+        else:
+            candidates = np.arange(len(scores))
+        ranked = sorted((-float(scores[i]), int(self.record_ids[i])) for i in candidates)[:limit]
+        return {record_id: -negative for negative, record_id in ranked}
+
+    def save(self, directory: Path) -> str:
+        """Write ``features.npy``, ``record_ids.npy`` and ``features.json`` (seed, k, method, layout, hash) into
+        ``directory``; return the content hash."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / FEATURES_FILE, self.features)
+        np.save(directory / RECORD_IDS_FILE, self.record_ids)
+        meta = {
+            "format": FORMAT_VERSION,
+            "seed": self.seed,
+            "k": self.k,
+            "method": self.method,
+            "layout": self.layout,
+            "n_records": len(self.record_ids),
+            "content_hash": self.content_hash,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return self.content_hash
+
+    @classmethod
+    def load(cls, directory: Path, *, expected_hash: str | None = None, mmap: bool = True) -> FeatureMatrix:
+        """Read what ``save`` wrote; raise FeatureIndexError if it is missing or does not match its hash."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+            features = np.load(directory / FEATURES_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+            ids = np.load(directory / RECORD_IDS_FILE, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise FeatureIndexError(f"cannot read the feature index in {directory}: {e}") from e
+        if meta.get("format") != FORMAT_VERSION or meta.get("method") != METHOD:
+            raise FeatureIndexError(f"{directory} holds format {meta.get('format')} / method {meta.get('method')}")
+        actual = _content_hash(features, ids, meta["seed"], meta["k"], meta["method"], meta["layout"])
+        for wanted in (meta.get("content_hash"), expected_hash):
+            if wanted is not None and wanted != actual:
+                raise FeatureIndexError(f"the feature index in {directory} does not match its hash")
+        return cls(
+            features=features,
+            record_ids=ids,
+            seed=int(meta["seed"]),
+            k=int(meta["k"]),
+            method=meta["method"],
+            layout=meta["layout"],
+            norms=row_norms(features),
+            content_hash=actual,
+        )
+
+
+def _content_hash(features: np.ndarray, ids: np.ndarray, seed: int, k: int, method: str, layout: str) -> str:
+    digest = hashlib.sha256(json.dumps([FORMAT_VERSION, seed, k, method, layout]).encode())
+    digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    for start in range(0, len(features), 16384):
+        digest.update(np.ascontiguousarray(features[start : start + 16384], dtype=np.float32).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,114 @@
+"""Splitting a run's fee between contributors, the model builder and the protocol pool: integers only.
+
+Rule (floor, remainder to the pool), for a fee ``F`` in the token's smallest unit and a versioned policy in basis
+points (1/10,000):
+- the builder gets ``floor(F * builder_bps / 10000)``;
+- the contributor pool is ``floor(F * contributors_bps / 10000)``, and contributor ``c`` with exact attribution share
+  ``s_c`` (a ``Fraction``; the shares sum to 1, or to 0 when the answer is unattributed) gets
+  ``floor(pool * s_c)``;
+- the protocol pool gets everything else: its own basis points, the part of the contributor pool no contributor
+  was credited with (all of it when unattributed), and every rounding remainder.
+So the parts always sum to ``F`` exactly, none is negative, and a contributor with share 0 gets 0. Floor with the
+remainder to the pool was chosen over largest remainder because it never pays anyone more than their exact
+entitlement and makes "where did the dust go" a one-line answer: the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+BASIS_POINTS = 10_000
+
+
+@dataclass(frozen=True)
+class RewardPolicy:
+    """A fee split in basis points; the protocol pool's part is what the other two leave."""
+
+    version: int
+    contributors_bps: int
+    builder_bps: int
+
+    def __post_init__(self) -> None:
+        if self.contributors_bps < 0 or self.builder_bps < 0 or self.contributors_bps + self.builder_bps > BASIS_POINTS:
+            raise ValueError("basis points must be non-negative and leave the protocol a non-negative part")
+
+    @property
+    def protocol_bps(self) -> int:
+        return BASIS_POINTS - self.contributors_bps - self.builder_bps
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "contributors_bps": self.contributors_bps,
+            "builder_bps": self.builder_bps,
+            "protocol_bps": self.protocol_bps,
+        }
+
+
+REWARD_POLICY_V1 = RewardPolicy(version=1, contributors_bps=7_000, builder_bps=2_000)
+REWARD_POLICIES = {REWARD_POLICY_V1.version: REWARD_POLICY_V1}
+
+
+@dataclass(frozen=True)
+class RewardSplit:
+    """The parts of one fee. ``contributors`` is ordered by contributor id; ``protocol`` includes ``unattributed``
+    (the contributor pool's uncredited part) and ``remainder`` (the dust of flooring the contributors' amounts),
+    shown separately so the page can say where the pool's part came from."""
+
+    fee: int
+    policy_version: int
+    contributors: tuple[tuple[int, int], ...]
+    builder: int
+    protocol: int
+    unattributed: int
+    remainder: int
+
+    @property
+    def total(self) -> int:
+        return self.builder + self.protocol + sum(amount for _, amount in self.contributors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fee": self.fee,
+            "policy_version": self.policy_version,
+            "contributors": [[c, amount] for c, amount in self.contributors],
+            "builder": self.builder,
+            "protocol": self.protocol,
+            "unattributed": self.unattributed,
+            "remainder": self.remainder,
+        }
+
+
+def split_fee(fee: int, shares: Mapping[int, Fraction], policy: RewardPolicy = REWARD_POLICY_V1) -> RewardSplit:
+    """Split ``fee`` by ``policy`` given each contributor's exact attribution share (see the module docstring).
+
+    ``shares`` must be non-negative ``Fraction``\\ s (or ints) summing to at most 1; ValueError otherwise. Promises:
+    the parts sum to ``fee``, none is negative, a share of 0 gets 0.
+    """
+    if not isinstance(fee, int) or isinstance(fee, bool) or fee < 0:
+        raise ValueError("the fee must be a non-negative integer")
+    if any(isinstance(s, float) for s in shares.values()):
+        raise ValueError("shares must be exact (Fraction or int), not float")
+    exact = {int(c): Fraction(s) for c, s in shares.items()}
+    if any(s < 0 for s in exact.values()) or sum(exact.values(), Fraction(0)) > 1:
+        raise ValueError("shares must be non-negative and sum to at most 1")
+    builder = fee * policy.builder_bps // BASIS_POINTS
+    pool = fee * policy.contributors_bps // BASIS_POINTS
+    # Fraction's floor is exact: no float ever touches an amount
+    paid = {c: (pool * s.numerator) // s.denominator for c, s in sorted(exact.items())}
+    attributed = sum(exact.values(), Fraction(0))
+    unattributed = pool - (pool * attributed.numerator) // attributed.denominator
+    protocol = fee - builder - sum(paid.values())
+    base = fee - builder - pool
+    return RewardSplit(
+        fee=fee,
+        policy_version=policy.version,
+        contributors=tuple(paid.items()),
+        builder=builder,
+        protocol=protocol,
+        unattributed=unattributed,
+        remainder=protocol - base - unattributed,
+    )
