@@ -1,0 +1,259 @@
+"""Serving many adapters on one base: the engine's mixed batches against grouped batches and the naive way.
+
+Builds 128 synthetic attention-only LoRA adapters (peft's own format and shapes: q_proj/v_proj, rank 8, random
+non-zero B) for the bundled SmolLM2-135M-Instruct, then, in one engine, with the same prompts and the same number of
+generated tokens per request (end tokens ignored, so every mode generates exactly the same count):
+  (a) mixed: batches whose rows use different adapters (request i uses adapter i mod N);
+  (b) grouped: batches of the same size whose rows all use one adapter (the best case for a server that can only
+      batch requests of one adapter);
+  (c) naive: per request, the base loaded from disk, the adapter applied with peft and merged (merge_and_unload),
+      the request generated alone. It does not depend on N and costs seconds a request, so it runs a few requests
+      and its tokens/s stands for every N.
+for N = 1, 8, 32 and 128 adapters, and prints tokens/s, (a)/(b) and (a)/(c). Tokens/s are given per second of wall
+time and per second of this process's CPU time; on a shared machine the ratios use CPU time, which other processes
+do not inflate (with one torch thread the two agree on an idle machine). Then the adapter cache: cold load (file
+in the page cache, not yet in the engine) and warm load (a cache hit) of an adapter against peft's `load_adapter`,
+the process memory per cached adapter over its file size, and the extra memory of serving all 128.
+
+Run from the repository root: .venv/bin/python bench/serve.py (CPU: one torch thread unless BENCH_THREADS is set,
+because the machine's cores are shared and spinning threads make the numbers noisy).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BASE = Path(os.getenv("DEFAULT_BASE_MODEL_DIR", ROOT / "var/models/smollm2-135m-instruct"))
+COUNTS = (1, 8, 32, 128)
+BATCH = 16
+BATCHES_PER_MODE = 2
+NEW_TOKENS = 16
+NAIVE_REQUESTS = 3
+TARGETS = ("q_proj", "v_proj")
+RANK = 8
+# A short system prompt instead of the template's default, so that decoding (where adapters differ), not prefill,
+# dominates the time.
+SYSTEM = "Answer briefly."
+PROMPTS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "What is 2+2?",
+    "Say hello politely.",
+    "Why is the sky blue?",
+    "Give me a word that rhymes with cat.",
+    "What do bees make?",
+    "How many legs does a spider have?",
+    "What is water made of?",
+    "Name a large animal.",
+    "What is the opposite of hot?",
+    "Suggest a name for a dog.",
+    "What day comes after Monday?",
+    "What is a triangle?",
+    "Where do penguins live?",
+    "What is the boiling point of water?",
+]
+
+
+def make_adapters(folder: str, count: int) -> None:
+    """In a child process, so the peft model used to make them does not stay in the measured process's memory."""
+    sys.path.insert(0, str(ROOT))
+    from inference.engine import make_synthetic_adapter
+
+    for i in range(count):
+        make_synthetic_adapter(BASE, Path(folder) / f"a{i:03d}", rank=RANK, targets=TARGETS, seed=i)
+
+
+def rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def requests_for(mode: str, n: int) -> list[list]:
+    from inference.engine import GenerationRequest
+
+    def request(prompt: str, adapter: int) -> GenerationRequest:
+        return GenerationRequest(
+            adapter_id=f"a{adapter:03d}",
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+            max_new_tokens=NEW_TOKENS,
+            ignore_eos=True,
+        )
+
+    # The odd stride spreads a mixed batch's rows over the adapters: all distinct when there are enough of them.
+    batches = []
+    for b in range(BATCHES_PER_MODE):
+        if mode == "mixed":
+            batches.append([request(p, (b * BATCH + i) * 7919 % n) for i, p in enumerate(PROMPTS[:BATCH])])
+        else:
+            batches.append([request(p, b % n) for p in PROMPTS[:BATCH]])
+    return batches
+
+
+def engine_tokens_per_s(engine, n: int) -> dict[str, tuple[float, float]]:
+    """Tokens per second of wall time and of this process's CPU time, per mode. Mixed and grouped batches alternate,
+    so that both see the same load from whatever else runs on the machine."""
+    plans = {mode: requests_for(mode, n) for mode in ("mixed", "grouped")}
+    spent = {mode: [0, 0.0, 0.0] for mode in plans}
+    for b in range(BATCHES_PER_MODE):
+        for mode, batches in plans.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            results = engine.generate_batch(batches[b])
+            if not all(r.ok for r in results):
+                raise SystemExit(f"{mode} batch failed: {[r.error for r in results if not r.ok]}")
+            spent[mode][0] += sum(r.completion_tokens for r in results)
+            spent[mode][1] += time.perf_counter() - wall
+            spent[mode][2] += time.process_time() - cpu
+    return {mode: (tokens / wall, tokens / cpu) for mode, (tokens, wall, cpu) in spent.items()}
+
+
+def naive_tokens_per_s(folder: Path, n: int) -> tuple[float, float]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(BASE, local_files_only=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    tokens = 0
+    for i in range(NAIVE_REQUESTS):
+        base = AutoModelForCausalLM.from_pretrained(BASE, local_files_only=True, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, folder / f"a{i % n:03d}").merge_and_unload().eval()
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[i]}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        with torch.inference_mode():
+            out = model.generate(**prompt, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        tokens += out.shape[1] - prompt["input_ids"].shape[1]
+        del model, base
+        gc.collect()
+    return tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu)
+
+
+def peft_load_adapter_ms(folder: Path) -> float:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(BASE, local_files_only=True, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, folder / "a000")
+    times = []
+    for i in range(1, 6):
+        started = time.perf_counter()
+        model.load_adapter(folder / f"a{i:03d}", adapter_name=f"x{i}")
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    import torch
+
+    from inference.engine import Engine
+
+    torch.set_num_threads(int(os.getenv("BENCH_THREADS", "1")))
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    started = time.perf_counter()
+    maker = multiprocessing.get_context("spawn").Process(target=make_adapters, args=(str(work), max(COUNTS)))
+    maker.start()
+    maker.join()
+    if maker.exitcode != 0:
+        raise SystemExit("making the synthetic adapters failed")
+    file_bytes = (work / "a000" / "adapter_model.safetensors").stat().st_size
+    print(f"made {max(COUNTS)} adapters ({', '.join(TARGETS)}, rank {RANK}, {file_bytes / 1e6:.2f} MB each) in {work}")
+    print(f"in {time.perf_counter() - started:.1f} s; torch threads: {torch.get_num_threads()}")
+
+    engine = Engine(BASE, max_adapters=256, max_adapter_bytes=4 << 30, max_batch_size=BATCH)
+    for i in range(max(COUNTS)):
+        engine.register_adapter(f"a{i:03d}", work / f"a{i:03d}")
+    engine.generate_batch(requests_for("mixed", 1)[0][:2])  # warm up allocator and kernels
+    engine.unload_adapter("a000")
+    gc.collect()
+    base_rss = rss()
+
+    cold = []
+    for i in range(max(COUNTS)):
+        t = time.perf_counter()
+        engine.load_adapter(f"a{i:03d}")
+        cold.append((time.perf_counter() - t) * 1000)
+    loaded_rss = rss()
+    warm = []
+    for i in range(max(COUNTS)):
+        t = time.perf_counter()
+        engine.load_adapter(f"a{i:03d}")
+        warm.append((time.perf_counter() - t) * 1000)
+    tensor_bytes = engine.adapters()[0].bytes
+    per_adapter = (loaded_rss - base_rss) / max(COUNTS)
+
+    print("\ntokens/s of wall time (of this process's CPU time): the machine is shared, so ratios use CPU time")
+    print(f"{'adapters':>8} {'(a) mixed':>18} {'(b) grouped':>18} {'(a)/(b)':>8}")
+    figures: dict[str, float] = {}
+    for n in COUNTS:
+        rates = engine_tokens_per_s(engine, n)
+        (mixed_wall, mixed), (grouped_wall, grouped) = rates["mixed"], rates["grouped"]
+        figures[f"mixed_tokens_per_s_{n}"] = round(mixed, 1)
+        figures[f"grouped_tokens_per_s_{n}"] = round(grouped, 1)
+        figures[f"mixed_wall_tokens_per_s_{n}"] = round(mixed_wall, 1)
+        figures[f"grouped_wall_tokens_per_s_{n}"] = round(grouped_wall, 1)
+        figures[f"mixed_over_grouped_{n}"] = round(mixed / grouped, 3)
+        print(
+            f"{n:>8} {mixed_wall:>8.1f} ({mixed:>7.1f}) {grouped_wall:>8.1f} ({grouped:>7.1f}) {mixed / grouped:>8.2f}"
+        )
+    served_rss = rss()
+    state = engine.state()
+    del engine
+    gc.collect()
+
+    naive_wall, naive = naive_tokens_per_s(work, 32)
+    peft_ms = peft_load_adapter_ms(work)
+    print(
+        f"\n(c) naive, merged model per request ({NAIVE_REQUESTS} requests, stands for every N): "
+        f"{naive_wall:.2f} ({naive:.2f}) tok/s"
+    )
+    for n in COUNTS:
+        figures[f"engine_over_naive_{n}"] = round(figures[f"mixed_tokens_per_s_{n}"] / naive, 1)
+        print(f"(a)/(c) at {n:>3} adapters: {figures[f'engine_over_naive_{n}']:.1f}x")
+
+    cold_ms, warm_ms = statistics.median(cold), statistics.median(warm)
+    print(f"\ncold load (median of {len(cold)}, file in page cache): {cold_ms:.2f} ms, max {max(cold):.2f} ms")
+    print(f"peft load_adapter (median of 5): {peft_ms:.1f} ms")
+    print(f"warm load (cache hit, median): {warm_ms * 1000:.1f} us")
+    print(
+        f"memory per cached adapter: {per_adapter / 1e6:.2f} MB RSS ({tensor_bytes / 1e6:.2f} MB tensors) for a "
+        f"{file_bytes / 1e6:.2f} MB file: {per_adapter / file_bytes:.2f}x"
+    )
+    extra_mb = (served_rss - base_rss) / 1e6
+    print(f"extra memory serving {max(COUNTS)} adapters (after all runs): {extra_mb:.0f} MB over the base engine")
+    print(f"engine counters: hits {state['hits']}, misses {state['misses']}, evictions {state['evictions']}")
+    figures.update(
+        mixed_over_grouped=min(figures[f"mixed_over_grouped_{n}"] for n in COUNTS),
+        engine_over_naive_32=figures["engine_over_naive_32"],
+        naive_tokens_per_s=round(naive, 2),
+        naive_wall_tokens_per_s=round(naive_wall, 2),
+        adapter_memory_over_file=round(per_adapter / file_bytes, 3),
+        adapter_tensor_bytes_over_file=round(tensor_bytes / file_bytes, 3),
+        extra_memory_128_mb=round(extra_mb, 1),
+        cold_load_ms=round(cold_ms, 2),
+        warm_load_ms=round(warm_ms, 4),
+        peft_load_adapter_ms=round(peft_ms, 1),
+        device=state["device"],
+        torch_threads=torch.get_num_threads(),
+        batch_size=BATCH,
+        new_tokens=NEW_TOKENS,
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,956 @@
+"""The serving engine: one base model in memory, many LoRA adapters on demand, mixed-adapter batches, streamed tokens.
+
+A long-lived worker process holds one ``Engine`` per base model and device. Requests name an adapter by id (the caller
+resolves the id to a folder, content-addressed, and passes the path along or registers it); the engine loads the
+adapter's safetensors straight into an LRU cache bounded by count and by bytes, and applies every cached adapter itself
+rather than through peft: each Linear layer of the base model carries a forward hook that adds, per row of the batch,
+that row's LoRA delta (the S-LoRA/Punica idea). So loading an adapter is a file read and a dict insert, a cached adapter
+costs its tensor bytes and nothing more, and one forward pass serves rows that use different adapters, or none.
+
+torch, transformers and peft are imported inside functions: this module stays importable by the web process, which
+only needs the request and result types.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import queue
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Above this many bytes of per-row stacked LoRA weights in one batch, rows are grouped by adapter instead: slower
+# with many adapters, but its memory does not grow with the batch.
+ROW_STACK_BUDGET_BYTES = 512 * 1024 * 1024
+# With this few adapters in a batch a loop over adapter groups is cheaper than stacking weights per row.
+GROUP_LOOP_MAX_ADAPTERS = 2
+# LoRA variants whose forward pass differs from base(x) + B(A(x)) * scaling: served wrongly if ignored, so refused.
+UNSUPPORTED_CONFIG_FLAGS = (
+    "use_dora",
+    "lora_bias",
+    "fan_in_fan_out",
+    "modules_to_save",
+    "trainable_token_indices",
+    "target_parameters",
+    "layer_replication",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "use_bdlora",
+    "kasa_config",
+    "monteclora_config",
+    "velora_config",
+    "use_qalora",
+)
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
+
+# The adapters of the rows of the batch now in a forward pass; read by the LoRA hooks on the base model's layers.
+_PLAN: contextvars.ContextVar[_Plan | None] = contextvars.ContextVar("inference_engine_plan", default=None)
+
+
+class AdapterError(ValueError):
+    """An adapter that cannot be served: missing files, an unsupported config, weights that do not fit the base."""
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed: it takes no more requests."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion to generate.
+
+    Give ``prompt`` (raw text, sent as is) or ``messages`` (chat messages, rendered with the model's chat template).
+    ``adapter_id`` None means the base model. ``adapter_path`` is the adapter's folder when the engine cannot resolve
+    the id itself. ``temperature`` 0 is greedy; ``seed`` makes sampling reproducible. ``ignore_eos`` generates exactly
+    ``max_new_tokens`` (unless a stop sequence ends it first): for benchmarks.
+    """
+
+    adapter_id: str | None = None
+    prompt: str | None = None
+    messages: Sequence[dict[str, str]] | None = None
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    adapter_path: str | Path | None = None
+    ignore_eos: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError for a request no model could answer, before it takes a place in a batch."""
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt and messages")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ValueError("temperature must be a finite number >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("stop sequences must be non-empty strings")
+
+
+@dataclass
+class GenerationResult:
+    """What a request produced. ``finish_reason`` is "stop" (end token or stop sequence), "length" or "error".
+
+    ``completion_tokens`` counts every generated token, the end token included; ``token_ids`` leave the end token out;
+    ``text`` stops before a stop sequence. Times are seconds from submission.
+    """
+
+    text: str
+    finish_reason: str
+    adapter_id: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    time_to_first_token_s: float | None = None
+    queue_s: float = 0.0
+    seed: int | None = None
+    error: str | None = None
+    token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class GenerationHandle:
+    """A submitted request. Iterate it for text deltas as they are generated; ``result()`` waits for the end.
+
+    Iteration ends when the request ends, whether it succeeded or not: check ``result().error`` afterwards.
+    Each handle is meant for one consumer.
+    """
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.submitted_at = time.perf_counter()
+        self._events: queue.SimpleQueue[str | GenerationResult] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            item = self._events.get()
+            if isinstance(item, GenerationResult):
+                return
+            yield item
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        """The final result; raises TimeoutError if it is not there within ``timeout`` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("the request has not finished")
+        assert self._result is not None
+        return self._result
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _push(self, delta: str) -> None:
+        if delta:
+            self._events.put(delta)
+
+    def _finish(self, result: GenerationResult) -> None:
+        self._result = result
+        self._done.set()
+        self._events.put(result)
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    adapter_id: str
+    path: str
+    bytes: int
+    file_bytes: int
+    rank: int
+    modules: int
+    last_used: float
+    pinned: bool
+
+
+@dataclass
+class _Adapter:
+    adapter_id: str
+    path: Path
+    # module name -> (A [r, in], B * scaling [out, r]) on the engine's device and dtype
+    layers: dict[str, tuple[Any, Any]]
+    nbytes: int
+    file_bytes: int
+    rank: int
+    last_used: float = 0.0
+    pinned: bool = False
+
+    def info(self) -> AdapterInfo:
+        return AdapterInfo(
+            adapter_id=self.adapter_id,
+            path=str(self.path),
+            bytes=self.nbytes,
+            file_bytes=self.file_bytes,
+            rank=self.rank,
+            modules=len(self.layers),
+            last_used=self.last_used,
+            pinned=self.pinned,
+        )
+
+
+@dataclass
+class _Plan:
+    """Per layer, how to add the LoRA deltas of the batch's rows: ("one", A, B) when every row uses the same adapter,
+    ("rows", A_stack, B_stack) with one zero-padded slice per row, or ("groups", [(row_index, A, B), ...])."""
+
+    layers: dict[str, tuple]
+
+
+def _lora_hook(key: str, module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    plan = _PLAN.get()
+    if plan is None:
+        return None
+    entry = plan.layers.get(key)
+    if entry is None:
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    x = args[0]
+    kind = entry[0]
+    if kind == "one":
+        return output + F.linear(F.linear(x, entry[1]), entry[2])
+    if kind == "rows":
+        return output + torch.bmm(torch.bmm(x, entry[1]), entry[2])
+    for rows, a, b in entry[1]:
+        output.index_add_(0, rows, F.linear(F.linear(x.index_select(0, rows), a), b))
+    return output
+
+
+class _Row:
+    """A request in a running batch: its tokens, its text as streamed so far, its sampler."""
+
+    def __init__(self, handle: GenerationHandle, prompt_ids: list[int], adapter: _Adapter | None, engine: Engine):
+        import torch
+
+        self.handle = handle
+        self.request = handle.request
+        self.prompt_ids = prompt_ids
+        self.adapter = adapter
+        self.tokenizer = engine.tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+        self.sent = 0
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.started_at = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.generated = 0
+        self.finished = False
+        self.seed = self.request.seed
+        self.generator = None
+        if self.request.temperature > 0:
+            if self.seed is None:
+                self.seed = secrets.randbits(63)
+            self.generator = torch.Generator(device=engine.device)
+            self.generator.manual_seed(self.seed)
+
+    def add_token(self, token: int, eos_ids: set[int]) -> None:
+        """Take one generated token: stream the text it completes, and finish on an end token, a stop sequence or
+        the token limit."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.generated += 1
+        if token in eos_ids and not self.request.ignore_eos:
+            self._flush_text()
+            self.finish("stop")
+            return
+        self.tokens.append(token)
+        self.text += self._decode_increment()
+        stops = self.request.stop
+        if stops:
+            cut = min((i for i in (self.text.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                self.text = self.text[:cut]
+                self.finish("stop")
+                return
+        if len(self.tokens) >= self.request.max_new_tokens:
+            self._flush_text()
+            self.finish("length")
+            return
+        # Hold back a tail that might be the start of a stop sequence, so a stop is never half-streamed.
+        hold = max((_overlap(self.text, s) for s in stops), default=0)
+        self._send(len(self.text) - hold)
+
+    def _decode_increment(self) -> str:
+        # Decode a short window before the new tokens and diff, as vLLM does: linear in the length, keeps the spaces
+        # a tokenizer only renders in context, and waits while a multi-byte character is still incomplete.
+        decode = partial(self.tokenizer.decode, skip_special_tokens=True)
+        before = decode(self.tokens[self.prefix_offset : self.read_offset])
+        now = decode(self.tokens[self.prefix_offset :])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.prefix_offset = self.read_offset
+            self.read_offset = len(self.tokens)
+            return now[len(before) :]
+        return ""
+
+    def _flush_text(self) -> None:
+        decode = partial(self.tokenizer.decode, skip_special_tokens=True)
+        before = decode(self.tokens[self.prefix_offset : self.read_offset])
+        now = decode(self.tokens[self.prefix_offset :])
+        if len(now) > len(before):
+            self.text += now[len(before) :]
+
+    def _send(self, upto: int) -> None:
+        if upto > self.sent:
+            self.handle._push(self.text[self.sent : upto])
+            self.sent = upto
+
+    def finish(self, reason: str) -> None:
+        self._send(len(self.text))
+        self.finished = True
+        now = time.perf_counter()
+        self.handle._finish(
+            GenerationResult(
+                text=self.text,
+                finish_reason=reason,
+                adapter_id=self.request.adapter_id,
+                prompt_tokens=len(self.prompt_ids),
+                completion_tokens=self.generated,
+                latency_s=now - self.handle.submitted_at,
+                time_to_first_token_s=(self.first_token_at - self.handle.submitted_at) if self.first_token_at else None,
+                queue_s=self.started_at - self.handle.submitted_at,
+                seed=self.seed,
+                token_ids=list(self.tokens),
+            )
+        )
+
+
+def _overlap(text: str, stop: str) -> int:
+    """The length of the longest end of ``text`` that is a beginning of ``stop``."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+def _fail(handle: GenerationHandle, error: str, prompt_tokens: int = 0) -> None:
+    handle._finish(
+        GenerationResult(
+            text="",
+            finish_reason="error",
+            adapter_id=handle.request.adapter_id,
+            prompt_tokens=prompt_tokens,
+            latency_s=time.perf_counter() - handle.submitted_at,
+            error=error,
+        )
+    )
+
+
+class Engine:
+    """One base model on one device, serving many LoRA adapters.
+
+    Promises: the base model is loaded once; adapters load on first use (or ``load_adapter``/``pin``) and stay cached
+    until the least recently used unpinned one must go to keep within ``max_adapters`` and ``max_adapter_bytes``;
+    a batch's rows may use different adapters or none and are computed in one forward pass per step, each row giving
+    the tokens it gives alone (up to floating-point reordering); a request whose adapter cannot load fails alone.
+    ``submit`` queues a request for the background scheduler, which gathers requests for ``batch_window_ms`` (up to
+    ``max_batch_size``) into one batch; ``generate_batch`` runs a batch now, in the calling thread.
+    Thread-safe; batches run one at a time.
+    """
+
+    def __init__(
+        self,
+        base_model_dir: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str = "float32",
+        max_adapters: int = 64,
+        max_adapter_bytes: int = 1 << 30,
+        batch_window_ms: float = 10.0,
+        max_batch_size: int = 16,
+        max_context_tokens: int | None = None,
+        adapter_resolver: Any = None,
+        base_model_aliases: Sequence[str] = (),
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.base_model_dir = Path(base_model_dir).resolve()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = getattr(torch, dtype)
+        self.max_adapters = max_adapters
+        self.max_adapter_bytes = max_adapter_bytes
+        self.batch_window_s = batch_window_ms / 1000
+        self.max_batch_size = max_batch_size
+        self.adapter_resolver = adapter_resolver
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_model_dir, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.base_model_dir, local_files_only=True, dtype=self.dtype
+        ).to(self.device)
+        self.model.eval()
+        self.max_context_tokens = max_context_tokens or int(
+            getattr(self.model.config, "max_position_embeddings", 0) or 4096
+        )
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        self.eos_ids = self._end_token_ids()
+        self._base_names = self._known_base_names(base_model_aliases)
+        # Hook every Linear of the decoder (not lm_head, which adapters here never target): a hook costs a dict lookup
+        # when no row of the batch adapts its layer.
+        self._linears: dict[str, Any] = {}
+        for name, module in self.model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name != "lm_head" and not name.endswith(".lm_head"):
+                self._linears[name] = module
+                module.register_forward_hook(partial(_lora_hook, name))
+
+        self._cache: OrderedDict[str, _Adapter] = OrderedDict()
+        self._paths: dict[str, Path] = {}
+        self._cache_lock = threading.RLock()
+        self._model_lock = threading.Lock()
+        self._stats = {"hits": 0, "misses": 0, "evictions": 0, "load_failures": 0, "batches": 0, "tokens": 0}
+        self._last_load_ms: float | None = None
+        self._running = 0
+        self._queue: queue.Queue[GenerationHandle | None] = queue.Queue()
+        self._closed = False
+        self._scheduler: threading.Thread | None = None
+
+    # -- adapters ---------------------------------------------------------------------------------------------------
+
+    def register_adapter(self, adapter_id: str, path: str | Path) -> None:
+        """Remember where adapter ``adapter_id`` lives; nothing is read until it is used."""
+        with self._cache_lock:
+            self._paths[adapter_id] = Path(path)
+
+    def load_adapter(self, adapter_id: str, path: str | Path | None = None) -> AdapterInfo:
+        """Make ``adapter_id`` resident (a cache hit if it already is) and mark it most recently used.
+
+        Raises AdapterError when the adapter cannot be served or no room can be made for it.
+        """
+        return self._acquire(adapter_id, path).info()
+
+    def pin(self, adapter_id: str, path: str | Path | None = None) -> AdapterInfo:
+        """Load ``adapter_id`` if needed and keep it resident until ``unpin``; pinned adapters are never evicted."""
+        with self._cache_lock:
+            adapter = self._acquire(adapter_id, path)
+            adapter.pinned = True
+            return adapter.info()
+
+    def unpin(self, adapter_id: str) -> None:
+        """Make ``adapter_id`` evictable again (no-op if it is not resident)."""
+        with self._cache_lock:
+            if adapter_id in self._cache:
+                self._cache[adapter_id].pinned = False
+                self._evict_over(0, 0)
+
+    def unload_adapter(self, adapter_id: str) -> bool:
+        """Drop ``adapter_id`` from the cache, pinned or not; returns whether it was resident."""
+        with self._cache_lock:
+            return self._cache.pop(adapter_id, None) is not None
+
+    def adapters(self) -> list[AdapterInfo]:
+        """Resident adapters, least recently used first."""
+        with self._cache_lock:
+            return [a.info() for a in self._cache.values()]
+
+    def _acquire(self, adapter_id: str, path: str | Path | None) -> _Adapter:
+        with self._cache_lock:
+            if path is not None:
+                self._paths[adapter_id] = Path(path)
+            adapter = self._cache.get(adapter_id)
+            if adapter is not None:
+                self._stats["hits"] += 1
+                self._cache.move_to_end(adapter_id)
+                adapter.last_used = time.time()
+                return adapter
+            self._stats["misses"] += 1
+            try:
+                folder = self._resolve(adapter_id)
+                started = time.perf_counter()
+                adapter = self._read_adapter(adapter_id, folder)
+                self._last_load_ms = (time.perf_counter() - started) * 1000
+                self._make_room(1, adapter.nbytes)
+            except AdapterError:
+                self._stats["load_failures"] += 1
+                raise
+            adapter.last_used = time.time()
+            self._cache[adapter_id] = adapter
+            return adapter
+
+    def _resolve(self, adapter_id: str) -> Path:
+        if adapter_id in self._paths:
+            return self._paths[adapter_id]
+        if self.adapter_resolver is not None:
+            path = self.adapter_resolver(adapter_id)
+            if path is not None:
+                return Path(path)
+        raise AdapterError(f"adapter {adapter_id!r} is unknown to this engine (no path given or registered)")
+
+    def _make_room(self, count: int, nbytes: int) -> None:
+        """Evict least recently used unpinned adapters until ``count`` more adapters of ``nbytes`` fit the bounds;
+        raise AdapterError, evicting nothing, when even that cannot make room."""
+        pinned = [a for a in self._cache.values() if a.pinned]
+        if nbytes > self.max_adapter_bytes:
+            raise AdapterError(f"adapter needs {nbytes} bytes, more than the cache holds ({self.max_adapter_bytes})")
+        if len(pinned) + count > self.max_adapters or sum(a.nbytes for a in pinned) + nbytes > self.max_adapter_bytes:
+            raise AdapterError("no room in the adapter cache: pinned adapters fill it")
+        self._evict_over(count, nbytes)
+
+    def _evict_over(self, count: int, nbytes: int) -> None:
+        while (
+            len(self._cache) + count > self.max_adapters
+            or sum(a.nbytes for a in self._cache.values()) + nbytes > self.max_adapter_bytes
+        ):
+            victim = next((k for k, a in self._cache.items() if not a.pinned), None)
+            if victim is None:
+                return
+            del self._cache[victim]
+            self._stats["evictions"] += 1
+
+    def _read_adapter(self, adapter_id: str, folder: Path) -> _Adapter:
+        """Read and check a peft LoRA folder; the weights go to the engine's device and dtype, scaling folded in B."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        config_file, weights_file = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+        if not config_file.is_file() or not weights_file.is_file():
+            raise AdapterError(f"adapter {adapter_id!r}: {folder} lacks {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise AdapterError(f"adapter {adapter_id!r}: {ADAPTER_CONFIG} is not valid JSON: {e}") from e
+        self._check_config(adapter_id, config)
+        try:
+            tensors = load_file(weights_file, device=str(self.device))
+        except (OSError, SafetensorError) as e:
+            raise AdapterError(f"adapter {adapter_id!r}: cannot read {ADAPTER_WEIGHTS}: {e}") from e
+
+        parts: dict[str, dict[str, Any]] = {}
+        for key, tensor in tensors.items():
+            match = _LORA_KEY.match(key)
+            if match is None:
+                raise AdapterError(f"adapter {adapter_id!r}: unexpected tensor {key} (only LoRA A/B are served)")
+            parts.setdefault(match["module"], {})[match["part"]] = tensor
+        if not parts:
+            raise AdapterError(f"adapter {adapter_id!r} has no LoRA weights")
+
+        alpha = float(config.get("lora_alpha") or config.get("r") or 1)
+        alpha_pattern = config.get("alpha_pattern") or {}
+        layers: dict[str, tuple[Any, Any]] = {}
+        nbytes, rank = 0, 0
+        for module, ab in parts.items():
+            linear = self._linears.get(module)
+            if linear is None:
+                raise AdapterError(f"adapter {adapter_id!r} targets {module}, which is not a Linear layer of the base")
+            if set(ab) != {"A", "B"}:
+                raise AdapterError(f"adapter {adapter_id!r}: {module} lacks its lora_A or lora_B weight")
+            a, b = ab["A"], ab["B"]
+            r = a.shape[0]
+            if a.ndim != 2 or b.ndim != 2 or a.shape[1] != linear.in_features or b.shape != (linear.out_features, r):
+                raise AdapterError(
+                    f"adapter {adapter_id!r}: {module} has A {tuple(a.shape)} and B {tuple(b.shape)}, which do not fit "
+                    f"a {linear.in_features}->{linear.out_features} layer (a different base model?)"
+                )
+            module_alpha = float(_pattern_value(alpha_pattern, module, alpha))
+            scaling = module_alpha / math.sqrt(r) if config.get("use_rslora") else module_alpha / r
+            a = a.to(self.dtype).contiguous()
+            b = b.to(self.dtype)
+            b = (b * scaling if scaling != 1 else b).contiguous()
+            layers[module] = (a, b)
+            nbytes += a.nbytes + b.nbytes
+            rank = max(rank, r)
+        return _Adapter(adapter_id, folder, layers, nbytes, weights_file.stat().st_size, rank)
+
+    def _check_config(self, adapter_id: str, config: dict) -> None:
+        peft_type = str(config.get("peft_type", "")).upper()
+        if peft_type != "LORA":
+            raise AdapterError(f"adapter {adapter_id!r} is a {peft_type or 'unknown'} adapter; only LoRA is served")
+        for flag in UNSUPPORTED_CONFIG_FLAGS:
+            if config.get(flag):
+                raise AdapterError(f"adapter {adapter_id!r} uses {flag}, which this engine does not serve")
+        if config.get("bias", "none") != "none":
+            raise AdapterError(f"adapter {adapter_id!r} trains biases (bias={config['bias']!r}), which is not served")
+        base = str(config.get("base_model_name_or_path") or "")
+        if base and not self._is_our_base(base):
+            raise AdapterError(f"adapter {adapter_id!r} was trained on {base!r}, not on {self.base_model_dir.name!r}")
+
+    def _known_base_names(self, aliases: Sequence[str]) -> set[str]:
+        names = {self.base_model_dir.name.lower(), *(a.lower() for a in aliases)}
+        marker = self.base_model_dir / "openledger.json"
+        if marker.is_file():
+            name = json.loads(marker.read_text(encoding="utf-8")).get("name")
+            if name:
+                names.add(str(name).lower())
+        return names
+
+    def _is_our_base(self, base: str) -> bool:
+        # An adapter names its base by the path or hub id it was trained from: the same folder, or a name we know.
+        candidate = Path(base)
+        if candidate.is_dir() and candidate.resolve() == self.base_model_dir:
+            return True
+        return base.lower() in self._base_names or candidate.name.lower() in self._base_names
+
+    # -- generation -------------------------------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> GenerationHandle:
+        """Queue ``request`` for the next batch and return its handle at once.
+
+        Raises ValueError for an invalid request and EngineClosed after ``close``.
+        """
+        request.validate()
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        handle = GenerationHandle(request)
+        self._ensure_scheduler()
+        self._queue.put(handle)
+        return handle
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Run ``requests`` as one batch now, in this thread; results in the same order, failures as error results."""
+        handles = []
+        for request in requests:
+            request.validate()
+            handles.append(GenerationHandle(request))
+        self._run(handles)
+        return [h.result() for h in handles]
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Run one request alone, now."""
+        return self.generate_batch([request])[0]
+
+    def close(self, timeout: float | None = 30) -> None:
+        """Stop taking requests, finish the batch in flight, and answer every still-queued request with an error."""
+        self._closed = True
+        if self._scheduler is not None:
+            self._queue.put(None)
+            self._scheduler.join(timeout)
+        while True:
+            try:
+                handle = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if handle is not None:
+                _fail(handle, "the engine was closed before this request ran")
+
+    def _ensure_scheduler(self) -> None:
+        with self._cache_lock:
+            if self._scheduler is None or not self._scheduler.is_alive():
+                self._scheduler = threading.Thread(target=self._schedule, name="inference-engine", daemon=True)
+                self._scheduler.start()
+
+    def _schedule(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.perf_counter() + self.batch_window_s
+            stop = False
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, handles: list[GenerationHandle]) -> None:
+        """Prepare each request alone (its adapter, its prompt), so a bad one fails alone; then decode the rest."""
+        with self._model_lock:
+            self._running = len(handles)
+            try:
+                rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
+                if rows:
+                    self._decode(rows)
+            except Exception as e:
+                # A failure of the batch as a whole (out of memory, a bug) must still answer every request.
+                for handle in handles:
+                    if not handle.done():
+                        _fail(handle, f"the batch failed: {type(e).__name__}: {e}")
+            finally:
+                self._running = 0
+
+    def _prepare(self, handle: GenerationHandle) -> _Row | None:
+        request = handle.request
+        adapter = None
+        if request.adapter_id is not None:
+            try:
+                adapter = self._acquire(request.adapter_id, request.adapter_path)
+            except AdapterError as e:
+                _fail(handle, str(e))
+                return None
+        try:
+            prompt_ids = self._encode(request)
+        except Exception as e:
+            _fail(handle, f"cannot encode the prompt: {e}")
+            return None
+        if not prompt_ids:
+            _fail(handle, "the prompt is empty")
+            return None
+        if len(prompt_ids) + request.max_new_tokens > self.max_context_tokens:
+            _fail(
+                handle,
+                f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({request.max_new_tokens}) exceeds the "
+                f"context of {self.max_context_tokens} tokens",
+                prompt_tokens=len(prompt_ids),
+            )
+            return None
+        return _Row(handle, prompt_ids, adapter, self)
+
+    def _encode(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            encoded = self.tokenizer.apply_chat_template(
+                [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+            return list(encoded["input_ids"])
+        return list(self.tokenizer(request.prompt)["input_ids"])
+
+    def _decode(self, rows: list[_Row]) -> None:
+        """Prefill the left-padded prompts, then decode one token per step with the KV cache; a finished row leaves
+        the batch (and the cache) at once."""
+        import torch
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            width = max(len(r.prompt_ids) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
+                mask[i, width - len(row.prompt_ids) :] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache(config=self.model.config)
+            plan = self._plan([r.adapter for r in rows])
+            self._stats["batches"] += 1
+            while True:
+                token = _PLAN.set(plan)
+                try:
+                    out = self.model(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        cache=cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
+                finally:
+                    _PLAN.reset(token)
+                next_ids = self._pick(out.logits[:, -1, :], rows)
+                for row, tok in zip(rows, next_ids, strict=True):
+                    row.add_token(tok, self.eos_ids)
+                self._stats["tokens"] += len(rows)
+                keep = [i for i, r in enumerate(rows) if not r.finished]
+                if not keep:
+                    return
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    mask, positions = mask[index], positions[index]
+                    rows = [rows[i] for i in keep]
+                    next_ids = [next_ids[i] for i in keep]
+                    plan = self._plan([r.adapter for r in rows])
+                ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                positions = positions[:, -1:] + 1
+
+    def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+        """Greedy rows take the argmax; sampling rows draw from temperature- and top-p-shaped probabilities with
+        their own seeded generator, so a seed gives the same tokens whatever else is in the batch."""
+        import torch
+
+        picks = logits.argmax(dim=-1).tolist()
+        for i, row in enumerate(rows):
+            request = row.request
+            if request.temperature <= 0:
+                continue
+            probs = torch.softmax(logits[i].float() / request.temperature, dim=-1)
+            if request.top_p < 1:
+                sorted_probs, order = probs.sort(descending=True)
+                # Keep the smallest head whose mass reaches top_p (always at least the most likely token).
+                drop = sorted_probs.cumsum(-1) - sorted_probs >= request.top_p
+                sorted_probs[drop] = 0
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            picks[i] = int(torch.multinomial(probs, 1, generator=row.generator).item())
+        return picks
+
+    def _plan(self, adapters: list[_Adapter | None]) -> _Plan | None:
+        """Decide, per adapted layer, how the batch's rows get their LoRA deltas (see ``_Plan``)."""
+        import torch
+
+        distinct = {id(a): a for a in adapters if a is not None}
+        if not distinct:
+            return None
+        keys = {k for a in distinct.values() for k in a.layers}
+        n = len(adapters)
+        layers: dict[str, tuple] = {}
+        stacked_bytes = 0
+        for key in keys:
+            have = [a for a in distinct.values() if key in a.layers]
+            if len(have) == 1 and all(a is have[0] for a in adapters):
+                layers[key] = ("one", *have[0].layers[key])
+                continue
+            linear = self._linears[key]
+            r = max(a.layers[key][0].shape[0] for a in have)
+            stacked_bytes += n * r * (linear.in_features + linear.out_features) * have[0].layers[key][0].element_size()
+            layers[key] = ("groups", have)
+        grouped = len(distinct) <= GROUP_LOOP_MAX_ADAPTERS or stacked_bytes > ROW_STACK_BUDGET_BYTES
+        for key, entry in layers.items():
+            if entry[0] != "groups":
+                continue
+            have = entry[1]
+            if grouped:
+                groups = []
+                for a in have:
+                    rows = torch.tensor([i for i, x in enumerate(adapters) if x is a], device=self.device)
+                    groups.append((rows, *a.layers[key]))
+                layers[key] = ("groups", groups)
+            else:
+                layers[key] = ("rows", *self._stack(key, adapters))
+        return _Plan(layers)
+
+    def _stack(self, key: str, adapters: list[_Adapter | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row A^T [n, in, r] and B^T [n, r, out], zero for rows whose adapter skips this layer and zero-padded to
+        the batch's largest rank, so one bmm pair serves every row exactly."""
+        import torch
+
+        linear = self._linears[key]
+        r = max(a.layers[key][0].shape[0] for a in adapters if a is not None and key in a.layers)
+        a_stack = torch.zeros((len(adapters), linear.in_features, r), dtype=self.dtype, device=self.device)
+        b_stack = torch.zeros((len(adapters), r, linear.out_features), dtype=self.dtype, device=self.device)
+        for i, adapter in enumerate(adapters):
+            if adapter is not None and key in adapter.layers:
+                a, b = adapter.layers[key]
+                a_stack[i, :, : a.shape[0]] = a.t()
+                b_stack[i, : a.shape[0], :] = b.t()
+        return a_stack, b_stack
+
+    def forward_logits(self, prompt: str, adapter_id: str | None = None) -> torch.Tensor:
+        """Logits [1, tokens, vocab] of ``prompt`` under ``adapter_id`` (None: the base): for checking the LoRA math."""
+        import torch
+
+        adapter = self._acquire(adapter_id, None) if adapter_id is not None else None
+        ids = torch.tensor([self._encode(GenerationRequest(prompt=prompt))], device=self.device)
+        with self._model_lock, torch.inference_mode():
+            token = _PLAN.set(self._plan([adapter]))
+            try:
+                return self.model(input_ids=ids).logits.float().cpu()
+            finally:
+                _PLAN.reset(token)
+
+    def _end_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        for name in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(name)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return ids
+
+    # -- state ------------------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for the status page: adapters, cache counters, memory, queue, device."""
+        import psutil
+        import torch
+
+        with self._cache_lock:
+            adapters = [a.info().__dict__ for a in self._cache.values()]
+            stats = dict(self._stats)
+        memory = {
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "adapter_bytes": sum(a["bytes"] for a in adapters),
+            "adapter_bytes_limit": self.max_adapter_bytes,
+        }
+        if self.device.type == "cuda":
+            memory["device_allocated_bytes"] = torch.cuda.memory_allocated(self.device)
+        return {
+            "base_model": str(self.base_model_dir),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "adapters": adapters,
+            "adapter_count": len(adapters),
+            "max_adapters": self.max_adapters,
+            **stats,
+            "last_load_ms": self._last_load_ms,
+            "memory": memory,
+            "queue_length": self._queue.qsize(),
+            "running": self._running,
+            "closed": self._closed,
+        }
+
+
+def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
+    """peft's rank/alpha pattern lookup: a pattern matches a module name by its last dotted parts."""
+    for pattern, value in patterns.items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            return value
+    return default
+
+
+_SYNTHETIC_MODELS: dict[tuple, Any] = {}
+
+
+def make_synthetic_adapter(
+    base_model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    rank: int = 8,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+    seed: int = 0,
+    alpha: int | None = None,
+    scale: float = 0.2,
+) -> Path:
+    """Save a real peft LoRA adapter for ``base_model_dir`` into ``out_dir`` with seeded random A and non-zero B.
+
+    peft starts B at zero, which would make every fresh adapter equal the base; here B ~ N(0, ``scale``), so
+    different seeds give adapters that answer differently. The peft model is kept per (base, rank, targets, alpha) to
+    make many adapters quickly; ``release_synthetic_models()`` frees it.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    key = (str(Path(base_model_dir).resolve()), rank, tuple(targets), alpha)
+    model = _SYNTHETIC_MODELS.get(key)
+    if model is None:
+        base = AutoModelForCausalLM.from_pretrained(base_model_dir, local_files_only=True, dtype=torch.float32)
+        config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=list(targets), task_type="CAUSAL_LM")
+        model = _SYNTHETIC_MODELS[key] = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_A." in name:
+                bound = 1 / math.sqrt(param.shape[1])
+                param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * bound)
+            elif ".lora_B." in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    return out
+
+
+def release_synthetic_models() -> None:
+    """Free the models ``make_synthetic_adapter`` keeps."""
+    _SYNTHETIC_MODELS.clear()
