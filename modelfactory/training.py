@@ -1,0 +1,895 @@
+"""LoRA fine-tuning, adapter merging and small-scale generation: the only torch/transformers/peft code of modelfactory.
+
+The Celery job calls ``train_lora`` and ``merge_adapters``; both write into a hidden sibling folder and rename it
+into place at the very end, so a crash or a cancellation never leaves a half-made adapter where one is expected.
+Adapters are saved with peft's ``save_pretrained`` (``adapter_model.safetensors`` and ``adapter_config.json``) and
+load with a plain ``PeftModel.from_pretrained``.
+
+Labels are built by hand (see DESIGN.md): SmolLM2's pad token is its end token ``<|im_end|>``, so a collator that
+masks padding would also mask the end of every answer and the model would never learn to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.utils import load_peft_weights
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler
+
+from .config import FORMATTING_MODES, RECORD_TYPES, TrainingConfig, eval_split_sizes
+
+IGNORE_INDEX = -100
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+MERGE_METHODS = ("linear", "ties", "cat")
+# Truncation keeps at least this share of max_length for the answer, so a long prompt cannot squeeze it out.
+ANSWER_SHARE = 0.25
+_SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+class TrainingError(Exception):
+    """A fine-tune that cannot run as asked; the message is meant for the person who launched it."""
+
+
+class TrainingCancelled(TrainingError):
+    """``should_stop()`` answered True: training stopped at a step boundary and nothing was written to output_dir."""
+
+
+class InvalidTrainingConfig(TrainingError):
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {message}" for name, message in sorted(errors.items())))
+
+
+class AdapterBaseMismatch(TrainingError):
+    """Adapters (or an adapter and the base model) that were not made from the same base model."""
+
+
+class RecordError(ValueError):
+    """One record that cannot become a training example; the message says why."""
+
+
+@dataclass(frozen=True)
+class EncodedRecord:
+    """One training example: ``index`` is the record's position in the input list."""
+
+    index: int
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+
+    @property
+    def trainable_tokens(self) -> int:
+        # the first label is never predicted: a causal LM scores token i from tokens before it
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class DroppedRecord:
+    index: int
+    reason: str
+
+
+@dataclass
+class EncodedRecords:
+    examples: list[EncodedRecord]
+    dropped: list[DroppedRecord]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Reported after every optimizer step (phase "train"), once before the first ("start", with the base model's
+    eval loss) and while finishing ("samples", "saving"). Losses are token-weighted means."""
+
+    phase: str
+    step: int
+    total_steps: int
+    train_loss: float | None
+    learning_rate: float
+    tokens_per_s: float
+    eta_s: float
+    elapsed_s: float
+    eval_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    output_dir: str
+    adapter_sha256: str
+    device: str
+    dtype: str
+    steps: int
+    resumed_from_step: int
+    train_records: int
+    eval_records: int
+    dropped: list[DroppedRecord]
+    truncated_records: int
+    trainable_params: int
+    total_params: int
+    tokens_seen: int
+    seconds: float
+    metrics: dict[str, float | None]
+    loss_history: list[dict[str, float | int | None]]
+    samples: list[dict[str, str]]
+    lora: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    output_dir: str
+    adapter_sha256: str
+    combination_type: str
+    rank: int
+
+
+@dataclass
+class LoadedBase:
+    """A base model and tokenizer held in memory, to share between calls (a worker, a test module).
+
+    The functions here wrap it with LoRA layers and strip them again before returning, so the model stays the
+    plain base model between calls. Not safe for two calls at once.
+    """
+
+    path: str
+    model: Any
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA whenever available, else CPU; ``device`` forces one ("cpu", "cuda", "cuda:1")."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_base(base_model_dir: str | Path, *, device: str | None = None) -> LoadedBase:
+    """Load a local Hugging Face causal LM and its tokenizer (never downloads). Weights stay float32; on a CUDA
+    device with bf16 support the forward passes run under bf16 autocast, which keeps the trained LoRA weights in
+    float32 and stable."""
+    path = str(Path(base_model_dir).resolve())
+    target = pick_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(target)
+    model.eval()
+    autocast = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return LoadedBase(path=path, model=model, tokenizer=tokenizer, device=target, autocast_dtype=autocast)
+
+
+# --- records -> examples ---------------------------------------------------------------------------------------
+
+
+def record_messages(record: dict[str, Any], record_type: str) -> list[dict[str, str]]:
+    """The conversation a chat, instruction or classification record stands for (classification trains as an
+    instruction: the text is the prompt, the label the answer)."""
+    if record_type == "chat":
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RecordError("a chat record needs a non-empty 'messages' list")
+        for message in messages:
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise RecordError("every chat message needs a 'role' and a text 'content'")
+            if message.get("role") not in ("system", "user", "assistant"):
+                raise RecordError(f"unknown chat role {message.get('role')!r}")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise RecordError("the conversation has no assistant turn to learn from")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    prompt, response = _prompt_response(record, record_type)
+    messages = []
+    if isinstance(record.get("system"), str) and record["system"]:
+        messages.append({"role": "system", "content": record["system"]})
+    return [*messages, {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def _prompt_response(record: dict[str, Any], record_type: str) -> tuple[str, str]:
+    keys = ("prompt", "response") if record_type == "instruction" else ("text", "label")
+    values = [record.get(key) for key in keys]
+    if record_type == "classification" and isinstance(values[1], int | float) and not isinstance(values[1], bool):
+        values[1] = str(values[1])
+    if not all(isinstance(v, str) for v in values):
+        raise RecordError(f"{record_type} records need text fields {keys[0]!r} and {keys[1]!r}")
+    return values[0], values[1]
+
+
+def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, prompt: bool) -> str:
+    if not messages and prompt:
+        return ""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+
+
+def _chat_text_and_spans(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
+) -> tuple[str, list[tuple[int, int]]]:
+    """The templated conversation and the character spans of its assistant turns, each ending just after the end
+    token (so ``<|im_end|>`` is learned) and before whatever the template puts between turns."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise RecordError("the base model's tokenizer has no chat template; format these records as plain text")
+    full = _render_chat(tokenizer, messages, prompt=False)
+    spans = []
+    eos = tokenizer.eos_token or ""
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render_chat(tokenizer, messages[:i], prompt=True)
+        upto = _render_chat(tokenizer, messages[: i + 1], prompt=False)
+        if not (upto.startswith(before) and full.startswith(upto)):
+            # templates that rewrite earlier turns (some drop old reasoning) cannot be masked by prefix
+            raise RecordError("the chat template does not render this conversation turn by turn")
+        end = upto.rfind(eos, len(before)) if eos else -1
+        spans.append((len(before), end + len(eos) if end >= 0 else len(upto)))
+    return full, spans
+
+
+def _plain_text_and_spans(
+    tokenizer: PreTrainedTokenizerBase, record: dict[str, Any], record_type: str
+) -> tuple[str, list[tuple[int, int]]]:
+    eos = tokenizer.eos_token or ""
+    if record_type == "text":
+        text = record.get("text")
+        if not isinstance(text, str):
+            raise RecordError("a text record needs a 'text' field")
+        return text + eos, [(0, len(text) + len(eos))]
+    prompt, response = _prompt_response(record, record_type)
+    system = record.get("system") if isinstance(record.get("system"), str) else ""
+    head = (system + "\n\n" if system else "") + prompt + "\n\n"
+    return head + response + eos, [(len(head), len(head) + len(response) + len(eos))]
+
+
+def encode_record(
+    record: dict[str, Any], *, record_type: str, tokenizer: PreTrainedTokenizerBase, max_length: int, mode: str
+) -> EncodedRecord:
+    """Tokenize one record with labels: -100 everywhere except the answer tokens (all tokens of a text record).
+
+    A row longer than ``max_length`` loses the end of its answer first; when the answer starts too late to fit,
+    the start of the prompt is cut instead, keeping at least a quarter of ``max_length`` (or the whole answer, if
+    shorter) for the answer. Raises ``RecordError`` when no trainable token is left.
+    """
+    if record_type not in RECORD_TYPES:
+        raise RecordError(f"unknown record type {record_type!r}")
+    if mode not in FORMATTING_MODES[record_type]:
+        raise RecordError(f"{record_type} records cannot be formatted as {mode!r}")
+    if mode == "chat_template":
+        text, spans = _chat_text_and_spans(tokenizer, record_messages(record, record_type))
+        special = False  # the template writes its own special tokens
+    else:
+        text, spans = _plain_text_and_spans(tokenizer, record, record_type)
+        special = True
+    encoding = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    ids = list(encoding["input_ids"])
+    labels = [
+        token if end > start and any(a <= start < b for a, b in spans) else IGNORE_INDEX
+        for token, (start, end) in zip(ids, encoding["offset_mapping"], strict=True)
+    ]
+    truncated = len(ids) > max_length
+    if truncated:
+        trainable = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+        first = trainable[0] if trainable else 0
+        keep = min(len(ids) - first, max(2, int(max_length * ANSWER_SHARE)))
+        start = max(0, min(first, first + keep - max_length))
+        ids, labels = ids[start : start + max_length], labels[start : start + max_length]
+    example = EncodedRecord(index=-1, input_ids=ids, labels=labels, truncated=truncated)
+    if example.trainable_tokens == 0:
+        raise RecordError("no answer token left to learn from (empty answer, or cut by the max length)")
+    return example
+
+
+def encode_records(
+    records: Sequence[dict[str, Any]],
+    *,
+    record_type: str,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    formatting: dict[str, str] | None = None,
+) -> EncodedRecords:
+    """Encode every record; the ones that cannot train are dropped and reported with their index and reason."""
+    mode = (formatting or {}).get(record_type) or FORMATTING_MODES.get(record_type, ("plain",))[0]
+    examples, dropped = [], []
+    for index, record in enumerate(records):
+        try:
+            example = encode_record(
+                record, record_type=record_type, tokenizer=tokenizer, max_length=max_length, mode=mode
+            )
+        except RecordError as e:
+            dropped.append(DroppedRecord(index=index, reason=str(e)))
+            continue
+        examples.append(EncodedRecord(index, example.input_ids, example.labels, example.truncated))
+    return EncodedRecords(examples=examples, dropped=dropped)
+
+
+def _sample_prompt(record: dict[str, Any], record_type: str, mode: str) -> tuple[str | list[dict[str, str]], str]:
+    """(prompt, reference answer) of a record, the prompt as chat messages when the record trains as a chat."""
+    if record_type == "text":
+        words = str(record.get("text", "")).split()
+        cut = max(1, len(words) // 2)
+        return " ".join(words[:cut]), " ".join(words[cut:])
+    if mode == "plain":
+        prompt, response = _prompt_response(record, record_type)
+        return prompt + "\n\n", response
+    messages = record_messages(record, record_type)
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+
+
+def _batch(examples: Sequence[EncodedRecord], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    # right padding; padded label positions are -100 by construction, never by comparing with the pad id
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def _autocast(base: LoadedBase) -> contextlib.AbstractContextManager[Any]:
+    if base.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=base.device.type, dtype=base.autocast_dtype)
+
+
+def _loss_sum(model: Any, batch: dict[str, torch.Tensor], base: LoadedBase) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the batch's trainable tokens, and their count.
+
+    The output head runs only on the positions that have a label: with a 49k vocabulary the full logits cost as
+    much as a third of the model, and prompts are masked anyway. Models that post-process logits (soft-capping)
+    take the ordinary full path.
+    """
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    with _autocast(base):
+        if getattr(inner.config, "final_logit_softcapping", None):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
+        else:
+            hidden = inner.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            logits = inner.get_output_embeddings()(hidden.last_hidden_state[:, :-1][keep])
+    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss, int(keep.sum())
+
+
+@torch.no_grad()
+def _eval_loss(model: Any, examples: Sequence[EncodedRecord], base: LoadedBase, batch_size: int) -> float | None:
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        loss, n = _loss_sum(model, _batch(examples[start : start + batch_size], _pad_id(base), base.device), base)
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _pad_id(base: LoadedBase) -> int:
+    return int(base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id)
+
+
+def _step_plan(n_train: int, config: TrainingConfig) -> list[list[list[int]]]:
+    """Optimizer steps, each a list of micro-batches of train-example positions.
+
+    Every epoch shuffles with a generator seeded by (seed, epoch), so the order never depends on global RNG state
+    and a resumed run replays exactly the same batches.
+    """
+    micro_per_epoch = math.ceil(n_train / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation)
+    total = config.max_steps if config.max_steps is not None else steps_per_epoch * config.epochs
+    plan: list[list[list[int]]] = []
+    epoch = 0
+    while len(plan) < total:
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).tolist()
+        micro = [order[i : i + config.batch_size] for i in range(0, n_train, config.batch_size)]
+        for i in range(0, len(micro), config.gradient_accumulation):
+            plan.append(micro[i : i + config.gradient_accumulation])
+        epoch += 1
+    return plan[:total]
+
+
+def _split(n: int, config: TrainingConfig) -> tuple[list[int], list[int]]:
+    """(train, eval) positions: a seeded shuffle, so the split depends on the seed and the record order only."""
+    order = list(range(n))
+    random.Random(config.seed).shuffle(order)
+    n_eval = eval_split_sizes(n, config.eval_fraction)[1]
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    config_file = Path(adapter_dir) / ADAPTER_CONFIG
+    if not config_file.is_file():
+        raise TrainingError(f"{adapter_dir} is not a saved adapter (no {ADAPTER_CONFIG})")
+    return _normal_base(json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+
+
+def _normal_base(name: str) -> str:
+    return str(Path(name).resolve()) if name and Path(name).is_dir() else name
+
+
+def _check_same_base(
+    adapter_dirs: Sequence[Path], base_path: str, base_id: str | None, adapter_base_ids: Sequence[str] | None
+) -> None:
+    """Refuse adapters made from another base model, by the ids the caller passes (e.g. base weights hashes) or,
+    without them, by the base path recorded in each adapter_config.json."""
+    if adapter_base_ids is not None:
+        if len(adapter_base_ids) != len(adapter_dirs):
+            raise TrainingError("give one base id per adapter")
+        expected = base_id if base_id is not None else adapter_base_ids[0]
+        bases = list(adapter_base_ids)
+    else:
+        expected, bases = _normal_base(base_path), [_adapter_base(d) for d in adapter_dirs]
+    wrong = [f"{Path(d).name} (made from {b})" for d, b in zip(adapter_dirs, bases, strict=True) if b != expected]
+    if wrong:
+        raise AdapterBaseMismatch(
+            f"these adapters were made from a different base model than {expected}: {', '.join(wrong)}; "
+            "only adapters of the same base model can be combined"
+        )
+
+
+@contextlib.contextmanager
+def _staging(output_dir: Path) -> Iterator[Path]:
+    """A hidden sibling of ``output_dir`` to write into; renamed into place on success, deleted on any failure."""
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise TrainingError(f"{output_dir} already exists; adapters are never overwritten")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f".{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        yield staging
+        os.replace(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _wrapped(base: LoadedBase, build: Callable[[Any], Any]) -> Iterator[Any]:
+    """Wrap the shared base model with LoRA layers for the duration of the block, then restore the plain model."""
+    peft_model = build(base.model)
+    try:
+        yield peft_model
+    finally:
+        base.model = peft_model.unload()
+        base.model.eval()
+
+
+def _fingerprint(config: TrainingConfig, base: LoadedBase, examples: Sequence[EncodedRecord], parent: str) -> str:
+    digest = hashlib.sha256(json.dumps([config.to_dict(), base.path, parent], sort_keys=True).encode())
+    for example in examples:
+        digest.update(json.dumps([example.input_ids, example.labels]).encode())
+    return digest.hexdigest()
+
+
+def train_lora(
+    *,
+    base_model_dir: str | Path,
+    records: Sequence[dict[str, Any]],
+    record_type: str,
+    config: TrainingConfig,
+    output_dir: str | Path,
+    parent_adapter_dir: str | Path | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 50,
+    samples: int = 3,
+    sample_tokens: int = 32,
+    base: LoadedBase | None = None,
+    device: str | None = None,
+) -> TrainingResult:
+    """Fine-tune a LoRA adapter on ``records`` and save it to ``output_dir`` (which must not exist yet).
+
+    Promises: the same inputs, seed and device give the same adapter bytes; ``output_dir`` appears complete or
+    not at all; ``should_stop()`` is asked before every optimizer step and a True raises ``TrainingCancelled``;
+    ``progress`` hears every step. With ``parent_adapter_dir`` training continues that adapter (its rank, alpha and
+    targets win over the config's; the result's ``lora`` says what was used). With ``checkpoint_dir`` the state is
+    saved every ``checkpoint_every`` steps and a later call with the same inputs resumes from it (the folder is
+    removed after success). ``base`` reuses a loaded model (it is left as it was found).
+    Raises ``InvalidTrainingConfig``, ``TrainingError`` (nothing to train on, existing output, foreign parent).
+    """
+    started = time.monotonic()
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise TrainingError(f"{output_dir} already exists; adapters are never overwritten")
+    if base is None:
+        base = load_base(base_model_dir, device=device)
+    if errors := config.validate(context_length=base.context_length):
+        raise InvalidTrainingConfig(errors)
+    parent = Path(parent_adapter_dir) if parent_adapter_dir else None
+    if parent is not None:
+        _check_same_base([parent], base.path, None, None)
+
+    encoded = encode_records(
+        records,
+        record_type=record_type,
+        tokenizer=base.tokenizer,
+        max_length=config.max_length,
+        formatting=config.formatting,
+    )
+    train_pos, eval_pos = _split(len(encoded.examples), config)
+    train = [encoded.examples[i] for i in train_pos]
+    evals = [encoded.examples[i] for i in eval_pos]
+    if not train:
+        reasons = sorted({d.reason for d in encoded.dropped})
+        raise TrainingError(f"no record can be trained on ({'; '.join(reasons) or 'no records'})")
+
+    plan = _step_plan(len(train), config)
+    total_steps = len(plan)
+    checkpoint = Path(checkpoint_dir) if checkpoint_dir else None
+    fingerprint = _fingerprint(config, base, encoded.examples, str(parent or ""))
+
+    def build(model: Any) -> Any:
+        # LoRA's A matrices are drawn from the global generator, as is dropout: seed it right before
+        torch.manual_seed(config.seed)
+        if parent is not None:
+            return PeftModel.from_pretrained(model, str(parent), is_trainable=True)
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.resolved_target_modules(),
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+
+    def emit(event: ProgressEvent) -> None:
+        if progress is not None:
+            progress(event)
+
+    eval_bs = max(config.batch_size, 8)
+    with _staging(output_dir) as staging, _wrapped(base, build) as model:
+        lora_config = model.peft_config["default"]
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        trainable_params = sum(p.numel() for p in trainable)
+        total_params = sum(p.numel() for p in model.parameters())
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = get_scheduler(
+            _SCHEDULER_NAMES[config.schedule],
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=total_steps,
+        )
+        with model.disable_adapter():
+            base_eval = _eval_loss(model, evals, base, eval_bs)
+        history: list[dict[str, float | int | None]] = []
+        done, tokens_seen = 0, 0
+        if checkpoint is not None:
+            done, tokens_seen, history = _checkpoint_load(checkpoint, fingerprint, model, optimizer, scheduler)
+        resumed_from = done
+        emit(
+            ProgressEvent(
+                "start",
+                done,
+                total_steps,
+                None,
+                scheduler.get_last_lr()[0],
+                0.0,
+                0.0,
+                time.monotonic() - started,
+                base_eval,
+            )
+        )
+        loop_started, loop_tokens = time.monotonic(), 0
+        model.train()
+        for step in range(done + 1, total_steps + 1):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"cancelled before step {step} of {total_steps}")
+            micro_batches = [[train[i] for i in micro] for micro in plan[step - 1]]
+            step_tokens = sum(e.trainable_tokens for micro in micro_batches for e in micro)
+            step_loss = 0.0
+            for micro in micro_batches:
+                batch = _batch(micro, _pad_id(base), base.device)
+                loss, _ = _loss_sum(model, batch, base)
+                # token-weighted over the whole accumulated step, whatever the micro-batch lengths
+                (loss / step_tokens).backward()
+                step_loss += float(loss.detach())
+                loop_tokens += int(batch["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            eval_loss = None
+            if step == total_steps or (config.eval_every and step % config.eval_every == 0):
+                eval_loss = _eval_loss(model, evals, base, eval_bs)
+            history.append(
+                {
+                    "step": step,
+                    "train_loss": step_loss / step_tokens,
+                    "learning_rate": learning_rate,
+                    "eval_loss": eval_loss,
+                }
+            )
+            elapsed_loop = time.monotonic() - loop_started
+            emit(
+                ProgressEvent(
+                    phase="train",
+                    step=step,
+                    total_steps=total_steps,
+                    train_loss=step_loss / step_tokens,
+                    learning_rate=learning_rate,
+                    tokens_per_s=loop_tokens / elapsed_loop if elapsed_loop else 0.0,
+                    eta_s=elapsed_loop / (step - done) * (total_steps - step),
+                    elapsed_s=time.monotonic() - started,
+                    eval_loss=eval_loss,
+                )
+            )
+            if checkpoint is not None and step % checkpoint_every == 0 and step < total_steps:
+                _checkpoint_save(
+                    checkpoint, fingerprint, model, optimizer, scheduler, step, tokens_seen + loop_tokens, history
+                )
+        tokens_seen += loop_tokens
+        model.eval()
+        tuned_eval = history[-1]["eval_loss"] if history and evals else None
+
+        mode = config.formatting_for(record_type)
+        sample_records = [records[e.index] for e in (evals or train)[:samples]]
+        emit(ProgressEvent("samples", total_steps, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
+        prompts = [_sample_prompt(r, record_type, mode) for r in sample_records]
+        tuned = _generate_with(model, base, [p for p, _ in prompts], sample_tokens)
+        with model.disable_adapter():
+            before = _generate_with(model, base, [p for p, _ in prompts], sample_tokens)
+        sample_rows = [
+            {"prompt": _prompt_text(p), "reference": ref, "base": b, "tuned": t}
+            for (p, ref), b, t in zip(prompts, before, tuned, strict=True)
+        ]
+
+        emit(ProgressEvent("saving", total_steps, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
+        model.save_pretrained(str(staging))
+        lora = {
+            "rank": int(lora_config.r),
+            "alpha": float(lora_config.lora_alpha),
+            "dropout": float(lora_config.lora_dropout),
+            "target_modules": sorted(lora_config.target_modules),
+        }
+    if checkpoint is not None:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+    final_train = history[-1]["train_loss"] if history else None
+    return TrainingResult(
+        output_dir=str(output_dir),
+        adapter_sha256=adapter_sha256(output_dir),
+        device=str(base.device),
+        dtype="float32" if base.autocast_dtype is None else "float32 weights, bfloat16 autocast",
+        steps=total_steps,
+        resumed_from_step=resumed_from,
+        train_records=len(train),
+        eval_records=len(evals),
+        dropped=encoded.dropped,
+        truncated_records=sum(e.truncated for e in encoded.examples),
+        trainable_params=trainable_params,
+        total_params=total_params,
+        tokens_seen=tokens_seen,
+        seconds=round(time.monotonic() - started, 2),
+        metrics={
+            "train_loss": final_train,
+            "eval_loss": tuned_eval,
+            "eval_perplexity": _perplexity(tuned_eval),
+            "base_eval_loss": base_eval,
+            "base_eval_perplexity": _perplexity(base_eval),
+        },
+        loss_history=history,
+        samples=sample_rows,
+        lora=lora,
+    )
+
+
+def _perplexity(loss: float | None) -> float | None:
+    return None if loss is None else math.exp(min(loss, 50.0))
+
+
+def _checkpoint_save(
+    folder: Path,
+    fingerprint: str,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    step: int,
+    tokens: int,
+    history: list[dict[str, Any]],
+) -> None:
+    # written beside the previous checkpoint and swapped in, so a kill mid-save keeps the older one usable
+    staging = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    model.save_pretrained(str(staging / "adapter"))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
+        staging / "state.pt",
+    )
+    state = {"fingerprint": fingerprint, "step": step, "tokens": tokens, "history": history}
+    (staging / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_load(
+    folder: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Restore a checkpoint made by the same inputs; anything else (none, another run's) means starting at 0."""
+    state_file = folder / "state.json"
+    if not state_file.is_file():
+        return 0, 0, []
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    if state.get("fingerprint") != fingerprint:
+        shutil.rmtree(folder, ignore_errors=True)
+        return 0, 0, []
+    set_peft_model_state_dict(model, load_peft_weights(str(folder / "adapter"), device=str(model.device)))
+    saved = torch.load(folder / "state.pt", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    return int(state["step"]), int(state["tokens"]), list(state["history"])
+
+
+# --- generation --------------------------------------------------------------------------------------------------
+
+
+def _prompt_text(prompt: str | list[dict[str, str]]) -> str:
+    if isinstance(prompt, str):
+        return prompt.strip()
+    return "\n".join(m["content"] for m in prompt if m["role"] == "user")
+
+
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]]) -> list[int]:
+    if isinstance(prompt, list):
+        return tokenizer(_render_chat(tokenizer, prompt, prompt=True), add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+
+@torch.no_grad()
+def _generate_with(
+    model: Any, base: LoadedBase, prompts: Sequence[str | list[dict[str, str]]], max_new_tokens: int
+) -> list[str]:
+    if not prompts:
+        return []
+    rows = [_prompt_ids(base.tokenizer, p) for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = _pad_id(base)
+    # left padding, so every row's new tokens start at the same column
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=base.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=base.device)
+    with _autocast(base):
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=base.tokenizer.eos_token_id,
+        )
+    return [base.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def generate(
+    *,
+    base_model_dir: str | Path,
+    prompts: Sequence[str | list[dict[str, str]]],
+    adapter_dir: str | Path | None = None,
+    max_new_tokens: int = 32,
+    base: LoadedBase | None = None,
+) -> list[str]:
+    """Greedy answers, one per prompt. A string prompt is a user message sent through the chat template (plain
+    text when the tokenizer has none); a list is taken as chat messages. ``adapter_dir`` is loaded with a plain
+    ``PeftModel.from_pretrained``."""
+    if base is None:
+        base = load_base(base_model_dir)
+    has_template = bool(getattr(base.tokenizer, "chat_template", None))
+    chats = [[{"role": "user", "content": p}] if isinstance(p, str) and has_template else p for p in prompts]
+    if adapter_dir is None:
+        return _generate_with(base.model, base, chats, max_new_tokens)
+    with _wrapped(base, lambda model: PeftModel.from_pretrained(model, str(adapter_dir))) as model:
+        model.eval()
+        return _generate_with(model, base, chats, max_new_tokens)
+
+
+# --- adapters ----------------------------------------------------------------------------------------------------
+
+
+def adapter_sha256(adapter_dir: str | Path) -> str:
+    """SHA-256 of the adapter's weights file (``adapter_model.safetensors``): the adapter's identity."""
+    digest = hashlib.sha256()
+    with (Path(adapter_dir) / ADAPTER_WEIGHTS).open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def merge_adapters(
+    *,
+    base_model_dir: str | Path,
+    adapter_dirs: Sequence[str | Path],
+    weights: Sequence[float],
+    output_dir: str | Path,
+    method: str = "linear",
+    density: float = 0.5,
+    base_id: str | None = None,
+    adapter_base_ids: Sequence[str] | None = None,
+    base: LoadedBase | None = None,
+) -> MergeResult:
+    """Combine two or more adapters of one base model into a new adapter saved like a trained one.
+
+    ``method``: "linear" (peft's weighted sum of the A and B matrices; needs equal ranks, so adapters of different
+    ranks fall back to "cat", the exact weighted sum of their updates at the summed rank), "ties" (TIES: trim to
+    ``density``, elect signs, disjoint mean; different ranks fall back to "ties_svd" at the largest rank) or "cat".
+    The base check compares ``adapter_base_ids`` (e.g. base weights hashes) with ``base_id`` when given, else the
+    base recorded in each adapter_config.json with ``base_model_dir``; a mismatch raises ``AdapterBaseMismatch``.
+    """
+    dirs = [Path(d) for d in adapter_dirs]
+    if method not in MERGE_METHODS:
+        raise TrainingError(f"unknown merge method {method!r}; choose {', '.join(MERGE_METHODS)}")
+    if len(dirs) < 2:
+        raise TrainingError("a merge needs at least two adapters")
+    if len(weights) != len(dirs) or not all(math.isfinite(w) for w in weights):
+        raise TrainingError("give one finite weight per adapter")
+    if method == "ties" and not 0 < density <= 1:
+        raise TrainingError("TIES density is the share of each update kept: above 0 and at most 1")
+    for d in dirs:
+        if not (d / ADAPTER_WEIGHTS).is_file():
+            raise TrainingError(f"{d} is not a saved adapter (no {ADAPTER_WEIGHTS})")
+    base_path = str(Path(base_model_dir).resolve()) if base is None else base.path
+    _check_same_base(dirs, base_path, base_id, adapter_base_ids)
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise TrainingError(f"{output_dir} already exists; adapters are never overwritten")
+    ranks = {json.loads((d / ADAPTER_CONFIG).read_text(encoding="utf-8"))["r"] for d in dirs}
+    combination = method
+    if len(ranks) > 1 and method in ("linear", "ties"):
+        combination = "cat" if method == "linear" else "ties_svd"
+    if base is None:
+        base = load_base(base_model_dir)
+    names = [f"source{i}" for i in range(len(dirs))]
+
+    def build(model: Any) -> Any:
+        peft_model = PeftModel.from_pretrained(model, str(dirs[0]), adapter_name=names[0])
+        for name, d in zip(names[1:], dirs[1:], strict=True):
+            peft_model.load_adapter(str(d), adapter_name=name)
+        return peft_model
+
+    with _staging(output_dir) as staging, _wrapped(base, build) as model:
+        # "default" so that save_pretrained writes into the folder itself rather than a subfolder named after it
+        model.add_weighted_adapter(
+            adapters=names,
+            weights=list(weights),
+            adapter_name="default",
+            combination_type=combination,
+            density=density if combination != "linear" and combination != "cat" else None,
+        )
+        model.set_adapter("default")
+        for name in names:
+            model.delete_adapter(name)
+        rank = int(model.peft_config["default"].r)
+        model.save_pretrained(str(staging), selected_adapters=["default"])
+    return MergeResult(
+        output_dir=str(output_dir), adapter_sha256=adapter_sha256(output_dir), combination_type=combination, rank=rank
+    )
