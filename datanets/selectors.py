@@ -235,10 +235,15 @@ def snapshot_diff(*, snapshot: Snapshot) -> dict[str, Any]:
 
 def leaderboard(*, datanet: Datanet | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Contributors ranked by accepted records (not excluded), with accepted/rejected/pending contribution counts and
-    ``acceptance_rate`` = accepted / (accepted + rejected), None before any decision. One query."""
+    ``acceptance_rate`` = accepted / (accepted + rejected), None before any decision. One query.
+
+    The overall board (no ``datanet``) counts public Datanets only: it is the same for every viewer, so it must not
+    reveal activity in private ones."""
     contributions = Contribution.objects.exclude(status=Contribution.Status.WITHDRAWN)
     if datanet is not None:
         contributions = contributions.filter(datanet=datanet)
+    else:
+        contributions = contributions.filter(datanet__visibility=Datanet.Visibility.PUBLIC)
     rows = (
         contributions.order_by()
         .values("contributor_id", "contributor__username")

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Protocol
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 from django.utils.text import slugify
@@ -102,9 +102,16 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
     return cleaned
 
 
+# Path segments the web pages use beside /datanets/<slug>/: a Datanet named "mine" gets the slug "mine-2".
+# Path segments the HTML pages and the API mount beside `<slug>/`: a Datanet named like one would be shadowed.
+RESERVED_SLUGS = frozenset(
+    {"new", "create", "mine", "curation", "leaderboard", "contributions", "records", "snapshots", "queue", "decide"}
+)
+
+
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:120] or "datanet"
-    taken = set(Datanet.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    taken = set(Datanet.objects.filter(slug__startswith=base).values_list("slug", flat=True)) | RESERVED_SLUGS
     if base not in taken:
         return base
     n = 2
@@ -296,7 +303,7 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
         parser = parse_upload(stream, filename=contribution.source_filename, record_type=datanet.record_type)
         errors: list[dict[str, Any]] = []
         bad: list[str] = []
-        batch: list[Record] = []
+        batch: list[tuple[ParsedRow, int]] = []
         position = 0
         for item in parser:
             if isinstance(item, RowError):
@@ -309,10 +316,10 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
                 continue
             if reject_whole and bad:
                 continue  # the file will be refused: parse on only to count its problems
-            batch.append(_record(contribution, item, position))
+            batch.append((item, position))
             position += 1
             if len(batch) >= RECORD_BATCH:
-                Record.objects.bulk_create(batch)
+                _insert_records(contribution, batch)
                 batch = []
     except UploadRejected as e:
         raise ValidationError(e.message, code=e.code) from None
@@ -320,13 +327,16 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
     if bad_count and reject_whole:
         shown = "; ".join(bad)
         more = f" (the first {len(bad)} shown)" if bad_count > len(bad) else ""
-        raise ValidationError(
+        refused = ValidationError(
             f"{bad_count} {'row has a problem' if bad_count == 1 else 'rows have problems'}{more}: {shown}. "
             "Fix them, or choose to leave bad rows out.",
             code="bad_rows",
         )
+        # the same rows, structured (source, line, code, message), for pages that show them as a table
+        refused.row_errors = [e for e in errors if e["code"] != "duplicate"]  # type: ignore[attr-defined]
+        raise refused
     if batch:
-        Record.objects.bulk_create(batch)
+        _insert_records(contribution, batch)
     if position == 0:
         raise ValidationError(
             f"no usable records: {bad_count} bad {'row' if bad_count == 1 else 'rows'}"
@@ -338,6 +348,29 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
     contribution.error_count = bad_count
     contribution.duplicate_row_count = parser.duplicate_count
     contribution.parse_errors = errors
+
+
+_RECORD_COPY_COLUMNS = (
+    "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes, excluded, "
+    "excluded_reason, flags"
+)
+
+
+def _insert_records(contribution: Contribution, batch: list[tuple[ParsedRow, int]]) -> None:
+    """Insert new records: COPY straight from the parsed rows on PostgreSQL (no model instances, no INSERT
+    statements: several times faster for a big upload, and the ids are not needed afterwards), ``bulk_create``
+    elsewhere."""
+    if connection.vendor != "postgresql":
+        Record.objects.bulk_create(_record(contribution, row, position) for row, position in batch)
+        return
+    ids = (contribution.pk, contribution.datanet_id)
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY datanets_record ({_RECORD_COPY_COLUMNS}) FROM STDIN") as copy,
+    ):
+        for row, position in batch:
+            text = (row.source[:300], row.line, row.canonical.decode(), row.record_hash, row.words, row.size)
+            copy.write_row((*ids, position, *text, False, "", "[]"))
 
 
 def _record(contribution: Contribution, row: ParsedRow, position: int) -> Record:

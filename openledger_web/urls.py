@@ -9,6 +9,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("openledger_web.account_urls")),
     path("admin/", admin.site.urls),
+    path("datanets/", include("datanets.urls")),
+    path("api/datanets/", include("datanets.api_urls")),
     path("api/", include("openledger_web.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),

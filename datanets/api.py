@@ -1,0 +1,1106 @@
+"""The Datanets REST API, mounted at ``/api/datanets/``: one view per operation, each calling a selector or a service.
+
+Who may do what is decided by ``selectors.user_can_*`` (docs/datanets.md): a Datanet the user may not see is a 404,
+as if it did not exist; an action on one they may see but not act on is a 403. Every refusal is a JSON body
+``{"detail": <for people>, "code": <for programs>}`` (plus ``fields`` for per-field problems), and leaves nothing
+written: the services run in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import QuerySet
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.json import strict_constant
+from rest_framework.views import APIView
+
+from openledger_web.api import ErrorSerializer
+
+from . import exports, selectors, services
+from .licences import LICENCE_CHOICES
+from .markdown import render_markdown
+from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Record, Snapshot
+from .parsing import _json_depth
+
+TAGS = ["datanets"]
+# Room for the multipart boundaries, part headers and the small fields sent beside the file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+MAX_DECISIONS = 500
+MAX_PASTED_RECORDS = 10_000
+# A record may nest 64 levels (ParseLimits.max_json_depth); the request body wraps records in a few more.
+MAX_BODY_DEPTH = 72
+
+
+# Errors
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "the request is too large"
+    default_code = "too_large"
+
+
+class ChainUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "the chain can't be reached now; try again later"
+    default_code = "chain_unavailable"
+
+
+class SafeJSONParser(JSONParser):
+    """DRF's JSON parser, refusing JSON nested deeper than ``MAX_BODY_DEPTH`` before decoding it: the C decoder
+    recurses once per level, and a deep enough body overflows the C stack (a segfault, not an exception) when the
+    recursion limit has been raised anywhere in the process. The body's size is bounded by ``max_body_bytes``."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        raw = stream.read() if stream is not None else b""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.ParseError("the body is not UTF-8 text", code="not_utf8") from None
+        if _json_depth(text) > MAX_BODY_DEPTH:
+            raise exceptions.ParseError(
+                f"the JSON is nested too deeply: at most {MAX_BODY_DEPTH} levels", code="too_deep"
+            )
+        try:
+            return json.loads(text, parse_constant=strict_constant)
+        except ValueError as e:
+            raise exceptions.ParseError(f"JSON parse error - {e}") from None
+
+
+def _error_code(error: DjangoValidationError) -> str:
+    if hasattr(error, "error_dict"):
+        first = next(iter(error.error_dict.values()))[0]
+        return first.code or "invalid"
+    if hasattr(error, "error_list") and error.error_list:
+        return error.error_list[0].code or "invalid"
+    return getattr(error, "code", None) or "invalid"
+
+
+def _django_validation_body(error: DjangoValidationError) -> dict[str, Any]:
+    if hasattr(error, "error_dict"):
+        fields = error.message_dict
+        detail = "; ".join(
+            message if field == "__all__" else f"{field}: {message}"
+            for field, messages in fields.items()
+            for message in messages
+        )
+        return {"detail": detail, "code": _error_code(error), "fields": fields}
+    return {"detail": "; ".join(error.messages), "code": _error_code(error)}
+
+
+def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(field, message, code) for each message of a DRF validation error's nested dicts and lists."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = key if key == "non_field_errors" or not prefix else f"{prefix}.{key}"
+            yield from _flatten(value, "" if key == "non_field_errors" else name)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _flatten(value, f"{prefix}[{index}]" if isinstance(value, dict | list) else prefix)
+    else:
+        yield prefix, str(data), getattr(data, "code", "invalid") or "invalid"
+
+
+def _drf_error_body(exc: exceptions.APIException, data: Any) -> dict[str, Any]:
+    if isinstance(data, dict) and set(data) <= {"detail"} and "detail" in data:
+        return {"detail": str(data["detail"]), "code": getattr(data["detail"], "code", exc.default_code)}
+    problems = list(_flatten(data))
+    detail = "; ".join(f"{field}: {message}" if field else message for field, message, _ in problems)
+    body: dict[str, Any] = {"detail": detail or str(exc), "code": problems[0][2] if problems else exc.default_code}
+    if isinstance(data, dict):
+        body["fields"] = data
+    return body
+
+
+def _content_length(request: Request) -> int:
+    try:
+        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0
+
+
+class DatanetsApi(APIView):
+    """The base of every Datanets view: JSON bodies only (bounded in size), refusals in one shape."""
+
+    parser_classes = [SafeJSONParser]
+
+    def max_body_bytes(self) -> int:
+        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Before authentication: session auth's CSRF check reads a POST body, and the point is to never read this one.
+        limit = self.max_body_bytes()
+        if _content_length(request) > limit:
+            raise PayloadTooLarge(f"the request is {_size(_content_length(request))}; at most {_size(limit)} here")
+        super().initial(request, *args, **kwargs)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DjangoValidationError):
+            status = 413 if _error_code(exc) == "too_large" else 400
+            return Response(_django_validation_body(exc), status=status)
+        if isinstance(exc, DjangoPermissionDenied):
+            exc = exceptions.PermissionDenied(str(exc) or None)
+        elif isinstance(exc, Http404):
+            exc = exceptions.NotFound(str(exc) or None)
+        response = super().handle_exception(exc)
+        if isinstance(exc, exceptions.APIException):
+            response.data = _drf_error_body(exc, response.data)
+        return response
+
+
+def _size(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+
+
+def _errors(description: str = "Refused; nothing changed") -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+READ_ERRORS = {404: _errors("No such thing, or not visible to you")}
+WRITE_ERRORS = {
+    400: _errors("The input is wrong; nothing changed"),
+    401: _errors("Not signed in"),
+    403: _errors("Signed in, but not allowed to do this"),
+    404: _errors("No such thing, or not visible to you"),
+}
+
+
+def _page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
+    """The response envelope of a paginated list of ``item`` (what ``PageNumberPagination`` sends)."""
+    return type(
+        f"{name}PageSerializer",
+        (serializers.Serializer,),
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item(many=True),
+        },
+    )
+
+
+def _paginated(
+    view: APIView, request: Request, items: QuerySet[Any] | list[Any], serializer: type[serializers.Serializer]
+) -> Response:
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(items, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+# Lookups: what the user may see, or a 404.
+
+
+def _datanet_for(user: Any, slug: str, *, with_numbers: bool = False) -> Datanet:
+    datanets = selectors.datanets_visible_to(user=user).select_related("owner")
+    if with_numbers:
+        datanets = selectors.with_numbers(datanets)
+    return get_object_or_404(datanets, slug=slug)
+
+
+def _contribution_for(user: Any, contribution_id: int) -> Contribution:
+    """A contribution in a Datanet ``user`` can see (else 404); whether they may act on it is the service's call."""
+    visible = selectors.datanets_visible_to(user=user).values("pk")
+    return get_object_or_404(
+        Contribution.objects.select_related("datanet", "contributor", "reviewer").filter(datanet__in=visible),
+        pk=contribution_id,
+    )
+
+
+def _readable_contribution(user: Any, contribution_id: int) -> Contribution:
+    """Its contributor and its Datanet's curators read a contribution; to anyone else it does not exist."""
+    contribution = _contribution_for(user, contribution_id)
+    if contribution.contributor_id != user.pk and not selectors.user_can_curate(
+        user=user, datanet=contribution.datanet
+    ):
+        raise Http404("no such contribution")
+    return contribution
+
+
+def _snapshot_for(user: Any, slug: str, number: int) -> Snapshot:
+    datanet = _datanet_for(user, slug)
+    return get_object_or_404(selectors.snapshots_of(datanet=datanet).select_related("datanet"), number=number)
+
+
+def _require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise exceptions.PermissionDenied(message)
+
+
+# Shared output shapes
+
+
+@extend_schema_serializer(component_name="Datanet")
+class DatanetSerializer(serializers.Serializer):
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    summary = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    domain = serializers.CharField()
+    record_type = serializers.CharField()
+    licence = serializers.CharField()
+    visibility = serializers.CharField()
+    contribution_policy = serializers.CharField()
+    language = serializers.CharField()
+    owner = serializers.CharField(source="owner.username")
+    record_count = serializers.IntegerField(help_text="Accepted records, not excluded")
+    word_count = serializers.IntegerField()
+    contributor_count = serializers.IntegerField(help_text="Contributors with an accepted contribution")
+    created_at = serializers.DateTimeField()
+
+
+@extend_schema_serializer(component_name="DatanetDetail")
+class DatanetDetailSerializer(DatanetSerializer):
+    description = serializers.CharField(help_text="Markdown source")
+    description_html = serializers.SerializerMethodField(help_text="The description rendered: no raw HTML, no script")
+    daily_quota_bytes = serializers.IntegerField()
+    daily_quota_files = serializers.IntegerField()
+    near_duplicate_threshold = serializers.FloatField()
+    curators = serializers.SerializerMethodField()
+    stats = serializers.SerializerMethodField()
+    permissions = serializers.SerializerMethodField(help_text="What the requesting user may do here")
+    updated_at = serializers.DateTimeField()
+
+    def get_description_html(self, datanet: Datanet) -> str:
+        return render_markdown(datanet.description)
+
+    def get_curators(self, datanet: Datanet) -> list[str]:
+        return sorted(datanet.curators.values_list("username", flat=True))
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
+    def get_stats(self, datanet: Datanet) -> dict[str, int]:
+        return selectors.datanet_stats(datanet=datanet)
+
+    @extend_schema_field(serializers.DictField(child=serializers.BooleanField()))
+    def get_permissions(self, datanet: Datanet) -> dict[str, bool]:
+        user = self.context["user"]
+        return {
+            "manage": selectors.user_can_manage(user=user, datanet=datanet),
+            "curate": selectors.user_can_curate(user=user, datanet=datanet),
+            "contribute": selectors.user_can_contribute(user=user, datanet=datanet),
+        }
+
+
+@extend_schema_serializer(component_name="ParseError")
+class ParseErrorSerializer(serializers.Serializer):
+    source = serializers.CharField()
+    line = serializers.IntegerField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="Contribution")
+class ContributionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    datanet = serializers.CharField(source="datanet.slug")
+    contributor = serializers.CharField(source="contributor.username")
+    licence = serializers.CharField()
+    status = serializers.CharField()
+    source_filename = serializers.CharField()
+    content_sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    bad_rows = serializers.CharField()
+    record_count = serializers.IntegerField()
+    error_count = serializers.IntegerField(help_text="Bad rows left out")
+    duplicate_row_count = serializers.IntegerField(help_text="Repeated rows left out")
+    excluded_count = serializers.IntegerField(help_text="Records a curator excluded")
+    parse_errors = ParseErrorSerializer(many=True)
+    check_status = serializers.CharField()
+    checks = serializers.DictField(help_text="Evidence of each automatic check, by name")
+    quality_score = serializers.IntegerField(allow_null=True)
+    reviewer = serializers.CharField(source="reviewer.username", allow_null=True, default=None)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+    review_reason = serializers.CharField()
+    submitted_at = serializers.DateTimeField()
+    withdrawn_at = serializers.DateTimeField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="Anchor")
+class AnchorSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    chain_id = serializers.IntegerField(source="deployment.chain_id", allow_null=True, default=None)
+    contract_address = serializers.CharField(source="deployment.contract_address", allow_null=True, default=None)
+    tx_hash = serializers.CharField()
+    block_number = serializers.IntegerField(allow_null=True)
+    confirmations = serializers.IntegerField()
+    confirmed_at = serializers.DateTimeField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="Snapshot")
+class SnapshotSerializer(serializers.Serializer):
+    datanet = serializers.CharField(source="datanet.slug")
+    number = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(source="created_by.username")
+    previous = serializers.IntegerField(source="previous.number", allow_null=True, default=None)
+    record_count = serializers.IntegerField()
+    contribution_count = serializers.IntegerField()
+    contributor_count = serializers.IntegerField()
+    words = serializers.IntegerField()
+    duplicates_skipped = serializers.IntegerField()
+    added_count = serializers.IntegerField()
+    removed_count = serializers.IntegerField()
+    merkle_root = serializers.CharField()
+    anchor = AnchorSerializer()
+
+
+@extend_schema_serializer(component_name="Record")
+class RecordSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    source = serializers.CharField()
+    line = serializers.IntegerField()
+    canonical = serializers.CharField(help_text="Canonical JSON; record_hash = keccak256 of its UTF-8 bytes")
+    record_hash = serializers.CharField()
+    words = serializers.IntegerField()
+    excluded = serializers.BooleanField()
+    excluded_reason = serializers.CharField()
+    flags = serializers.ListField(child=serializers.DictField(), help_text="{kind, start, end} in canonical")
+
+
+@extend_schema_serializer(component_name="LeaderboardRow")
+class LeaderboardRowSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    accepted = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    accepted_records = serializers.IntegerField()
+    acceptance_rate = serializers.FloatField(allow_null=True, help_text="accepted / decided; null before any decision")
+
+
+@extend_schema_serializer(component_name="ContributionDecision")
+class DecisionSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    actor = serializers.CharField(source="actor.username")
+    reason = serializers.CharField()
+    record = serializers.IntegerField(source="record_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+@extend_schema_serializer(component_name="ContributionSnapshot")
+class HoldingSnapshotSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    merkle_root = serializers.CharField()
+    anchor_status = serializers.CharField(source="anchor.status")
+
+
+DatanetPage = _page_serializer(DatanetSerializer, "Datanet")
+ContributionPage = _page_serializer(ContributionSerializer, "Contribution")
+SnapshotPage = _page_serializer(SnapshotSerializer, "Snapshot")
+RecordPage = _page_serializer(RecordSerializer, "Record")
+
+
+class _DatanetFields(serializers.Serializer):
+    """The settings a Datanet's owner chooses; every field optional (an update sends only what changes)."""
+
+    name = serializers.CharField(max_length=120, required=False)
+    summary = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    description = serializers.CharField(
+        max_length=50_000, required=False, allow_blank=True, trim_whitespace=False, help_text="Markdown"
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=services.MAX_TAG_LENGTH), max_length=services.MAX_TAGS, required=False
+    )
+    domain = serializers.CharField(max_length=60, required=False, allow_blank=True)
+    record_type = serializers.ChoiceField(choices=RECORD_TYPE_CHOICES, required=False)
+    licence = serializers.ChoiceField(choices=LICENCE_CHOICES, required=False)
+    visibility = serializers.ChoiceField(choices=Datanet.Visibility.choices, required=False)
+    contribution_policy = serializers.ChoiceField(choices=Datanet.Policy.choices, required=False)
+    language = serializers.ChoiceField(choices=LANGUAGE_CHOICES, required=False, allow_blank=True)
+    daily_quota_bytes = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
+    daily_quota_files = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+    near_duplicate_threshold = serializers.FloatField(min_value=0.5, max_value=1.0, required=False)
+
+
+def _detail(datanet: Datanet, user: Any) -> dict[str, Any]:
+    datanet = selectors.with_numbers(Datanet.objects.filter(pk=datanet.pk)).select_related("owner").get()
+    return DatanetDetailSerializer(datanet, context={"user": user}).data
+
+
+# Datanets
+
+
+class DatanetListApi(DatanetsApi):
+    """Browse the Datanets you can see: full-text search over name, summary and tags, filters, sorting."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="DatanetFilter")
+    class FilterSerializer(serializers.Serializer):
+        search = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        domain = serializers.CharField(required=False, allow_blank=True, max_length=60)
+        record_type = serializers.ChoiceField(choices=RECORD_TYPE_CHOICES, required=False)
+        licence = serializers.ChoiceField(choices=LICENCE_CHOICES, required=False)
+        sort = serializers.ChoiceField(choices=list(selectors.SORTS), required=False, default="newest")
+        page = serializers.IntegerField(required=False, min_value=1)
+
+    @extend_schema(
+        summary="List Datanets",
+        operation_id="datanets_list",
+        parameters=[FilterSerializer],
+        responses={200: DatanetPage, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        query = {k: v for k, v in filters.validated_data.items() if k != "page"}
+        return _paginated(self, request, selectors.datanet_list(user=request.user, **query), DatanetSerializer)
+
+
+class DatanetCreateApi(DatanetsApi):
+    """Create a Datanet owned by you; its slug comes from the name and never changes."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="DatanetCreateRequest")
+    class InputSerializer(_DatanetFields):
+        name = serializers.CharField(max_length=120)
+
+    @extend_schema(
+        summary="Create a Datanet",
+        request=InputSerializer,
+        responses={201: DatanetDetailSerializer, **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        datanet = services.datanet_create(owner=request.user, **serializer.validated_data)
+        return Response(_detail(datanet, request.user), status=201)
+
+
+class DatanetDetailApi(DatanetsApi):
+    """One Datanet with its numbers, curators and what you may do with it."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(summary="Get a Datanet", responses={200: DatanetDetailSerializer, **READ_ERRORS}, tags=TAGS)
+    def get(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug, with_numbers=True)
+        return Response(DatanetDetailSerializer(datanet, context={"user": request.user}).data)
+
+
+class DatanetUpdateApi(DatanetsApi):
+    """Change a Datanet's settings (owner or global curator); send only the fields that change."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="DatanetUpdateRequest")
+    class InputSerializer(_DatanetFields):
+        pass
+
+    @extend_schema(
+        summary="Update a Datanet",
+        request=InputSerializer,
+        responses={200: DatanetDetailSerializer, **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        _require(
+            selectors.user_can_manage(user=request.user, datanet=datanet),
+            f"only the owner of {datanet.name!r} may change its settings",
+        )
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        datanet = services.datanet_update(datanet=datanet, user=request.user, **serializer.validated_data)
+        return Response(_detail(datanet, request.user))
+
+
+@extend_schema_serializer(component_name="UsernameRequest")
+class UsernameSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+
+
+def _named_user(username: str) -> Any:
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise DjangoValidationError({"username": f"there is no user named {username!r}"}, code="unknown_user")
+    return user
+
+
+class _RoleApi(DatanetsApi):
+    """Add or remove a curator or member; the subclasses name the service and who may call it."""
+
+    permission_classes = [IsAuthenticated]
+    service: Any = None
+    role = ""
+    managers_only = False
+
+    def post(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        if self.managers_only:
+            allowed = selectors.user_can_manage(user=request.user, datanet=datanet)
+            who = "the owner"
+        else:
+            allowed = selectors.user_can_curate(user=request.user, datanet=datanet)
+            who = "the owner or a curator"
+        _require(allowed, f"only {who} of {datanet.name!r} may change its {self.role}s")
+        serializer = UsernameSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        other = _named_user(serializer.validated_data["username"])
+        type(self).service(datanet=datanet, user=request.user, **{self.role: other})
+        return Response(_detail(datanet, request.user))
+
+
+def _role_schema(summary: str) -> Any:
+    return extend_schema(
+        summary=summary,
+        request=UsernameSerializer,
+        responses={200: DatanetDetailSerializer, **WRITE_ERRORS},
+        tags=TAGS,
+    )
+
+
+class DatanetCuratorAddApi(_RoleApi):
+    """Name a curator (owner or global curator). Adding twice is harmless."""
+
+    service = services.datanet_add_curator
+    role = "curator"
+    managers_only = True
+
+    @_role_schema("Add a curator")
+    def post(self, request: Request, slug: str) -> Response:
+        return super().post(request, slug)
+
+
+class DatanetCuratorRemoveApi(_RoleApi):
+    """Remove a curator (owner or global curator)."""
+
+    service = services.datanet_remove_curator
+    role = "curator"
+    managers_only = True
+
+    @_role_schema("Remove a curator")
+    def post(self, request: Request, slug: str) -> Response:
+        return super().post(request, slug)
+
+
+class DatanetMemberAddApi(_RoleApi):
+    """Add a member (owner or curator): members see a private Datanet and contribute to a members-only one."""
+
+    service = services.datanet_add_member
+    role = "member"
+
+    @_role_schema("Add a member")
+    def post(self, request: Request, slug: str) -> Response:
+        return super().post(request, slug)
+
+
+class DatanetMemberRemoveApi(_RoleApi):
+    """Remove a member (owner or curator)."""
+
+    service = services.datanet_remove_member
+    role = "member"
+
+    @_role_schema("Remove a member")
+    def post(self, request: Request, slug: str) -> Response:
+        return super().post(request, slug)
+
+
+class DatanetLeaderboardApi(DatanetsApi):
+    """Contributors of one Datanet ranked by accepted records, with their acceptance rate."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Datanet leaderboard",
+        operation_id="datanets_leaderboard",
+        responses={200: LeaderboardRowSerializer(many=True), **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        return Response(LeaderboardRowSerializer(selectors.leaderboard(datanet=datanet), many=True).data)
+
+
+class LeaderboardApi(DatanetsApi):
+    """Contributors across every Datanet ranked by accepted records, with their acceptance rate."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Overall leaderboard",
+        operation_id="datanets_leaderboard_overall",
+        responses={200: LeaderboardRowSerializer(many=True)},
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        return Response(LeaderboardRowSerializer(selectors.leaderboard(), many=True).data)
+
+
+# Contributions
+
+
+class ContributionUploadApi(DatanetsApi):
+    """Upload one file (``.jsonl``, ``.csv``, ``.txt``, ``.md``, or a ``.zip`` of those) as a contribution.
+
+    A body over ``UPLOAD_MAX_BYTES`` is refused (413) before it is read. ``bad_rows`` says what happens to a file
+    with some bad rows: ``reject_whole`` refuses it (400, naming the first rows by line), ``exclude_bad`` keeps the
+    good rows and lists the bad ones on the contribution.
+    """
+
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema_serializer(component_name="ContributionUploadRequest")
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(max_length=255)
+        licence = serializers.ChoiceField(
+            choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
+        )
+        bad_rows = serializers.ChoiceField(
+            choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE
+        )
+
+    def max_body_bytes(self) -> int:
+        return settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES
+
+    @extend_schema(
+        summary="Upload a contribution",
+        request={"multipart/form-data": InputSerializer},
+        responses={201: ContributionSerializer, 413: _errors("Over the upload size limit; not read"), **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        # checked before request.data, which reads the whole body
+        _require_contributor(request.user, datanet)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        contribution = services.contribution_submit(
+            datanet=datanet,
+            contributor=request.user,
+            upload=data["file"],
+            licence=data.get("licence", datanet.licence),
+            bad_rows=data["bad_rows"],
+        )
+        return Response(ContributionSerializer(contribution).data, status=201)
+
+
+def _require_contributor(user: Any, datanet: Datanet) -> None:
+    _require(
+        selectors.user_can_contribute(user=user, datanet=datanet),
+        f"only approved members may contribute to {datanet.name!r}",
+    )
+
+
+class ContributionPasteApi(DatanetsApi):
+    """Contribute records sent in the body: ``records`` (a list of objects of the Datanet's record type) or
+    ``text`` (JSON Lines, or for a text Datanet paragraphs separated by blank lines)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ContributionPasteRequest")
+    class InputSerializer(serializers.Serializer):
+        records = serializers.ListField(
+            child=serializers.DictField(), required=False, min_length=1, max_length=MAX_PASTED_RECORDS
+        )
+        text = serializers.CharField(required=False, trim_whitespace=False)
+        licence = serializers.ChoiceField(
+            choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
+        )
+        bad_rows = serializers.ChoiceField(
+            choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if ("records" in attrs) == ("text" in attrs):
+                raise serializers.ValidationError("send either records or text", code="records_or_text")
+            return attrs
+
+    @extend_schema(
+        summary="Contribute records in the body",
+        request=InputSerializer,
+        responses={201: ContributionSerializer, 413: _errors("The body is too large; not read"), **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        _require_contributor(request.user, datanet)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        licence = data.get("licence", datanet.licence)
+        if "text" in data:
+            contribution = services.contribution_submit_pasted(
+                datanet=datanet, contributor=request.user, text=data["text"], licence=licence, bad_rows=data["bad_rows"]
+            )
+        else:
+            # One JSON object per line, read by the same parser as an uploaded file. ASCII escapes keep a lone
+            # surrogate encodable, so the parser (not the encoder) refuses it with the row's line number.
+            lines = "".join(json.dumps(record) + "\n" for record in data["records"])
+            contribution = services.contribution_submit(
+                datanet=datanet,
+                contributor=request.user,
+                upload=SimpleUploadedFile("pasted.jsonl", lines.encode()),
+                licence=licence,
+                bad_rows=data["bad_rows"],
+            )
+        return Response(ContributionSerializer(contribution).data, status=201)
+
+
+class ContributionListApi(DatanetsApi):
+    """Your own contributions, newest first."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ContributionFilter")
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Contribution.Status.choices, required=False)
+        datanet = serializers.SlugField(required=False)
+        page = serializers.IntegerField(required=False, min_value=1)
+
+    @extend_schema(
+        summary="My contributions",
+        operation_id="datanets_contributions_mine",
+        parameters=[FilterSerializer],
+        responses={200: ContributionPage, 401: _errors("Not signed in")},
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        contributions = selectors.contributions_of(user=request.user)
+        if "status" in filters.validated_data:
+            contributions = contributions.filter(status=filters.validated_data["status"])
+        if "datanet" in filters.validated_data:
+            contributions = contributions.filter(datanet__slug=filters.validated_data["datanet"])
+        return _paginated(self, request, contributions, ContributionSerializer)
+
+
+class ContributionQueueApi(DatanetsApi):
+    """Pending contributions across the Datanets you curate, oldest first."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Curation queue", responses={200: ContributionPage, 401: _errors("Not signed in")}, tags=TAGS
+    )
+    def get(self, request: Request) -> Response:
+        return _paginated(self, request, selectors.contributions_for_curator(user=request.user), ContributionSerializer)
+
+
+class ContributionDetailApi(DatanetsApi):
+    """One contribution with its checks, decisions and the snapshots that hold it (contributor and curators)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ContributionDetail")
+    class OutputSerializer(ContributionSerializer):
+        decisions = serializers.SerializerMethodField()
+        snapshots = serializers.SerializerMethodField(help_text="The snapshots holding its records")
+
+        @extend_schema_field(DecisionSerializer(many=True))
+        def get_decisions(self, contribution: Contribution) -> Any:
+            decisions = contribution.decisions.select_related("actor")
+            return DecisionSerializer(decisions, many=True).data
+
+        @extend_schema_field(HoldingSnapshotSerializer(many=True))
+        def get_snapshots(self, contribution: Contribution) -> Any:
+            snapshots = selectors.contribution_snapshots(contribution=contribution)
+            return HoldingSnapshotSerializer(snapshots, many=True).data
+
+    @extend_schema(
+        summary="Get a contribution",
+        responses={200: OutputSerializer, 401: _errors("Not signed in"), **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, contribution_id: int) -> Response:
+        contribution = _readable_contribution(request.user, contribution_id)
+        return Response(self.OutputSerializer(contribution).data)
+
+
+class ContributionRecordListApi(DatanetsApi):
+    """The records of a contribution, in file order, with flagged spans (contributor and curators)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="List a contribution's records",
+        responses={200: RecordPage, 401: _errors("Not signed in"), **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, contribution_id: int) -> Response:
+        contribution = _readable_contribution(request.user, contribution_id)
+        return _paginated(self, request, contribution.records.order_by("position"), RecordSerializer)
+
+
+class ContributionWithdrawApi(DatanetsApi):
+    """Take back your own pending contribution; it then joins no snapshot and counts for no quota."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Withdraw a contribution",
+        request=None,
+        responses={200: ContributionSerializer, **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request, contribution_id: int) -> Response:
+        contribution = _contribution_for(request.user, contribution_id)
+        contribution = services.contribution_withdraw(contribution=contribution, user=request.user)
+        return Response(ContributionSerializer(contribution).data)
+
+
+class ContributionDecideApi(DatanetsApi):
+    """Accept or reject one or many pending contributions at once, all or none; a rejection needs a reason, which
+    the contributor reads."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ContributionDecideRequest")
+    class InputSerializer(serializers.Serializer):
+        contribution_ids = serializers.ListField(
+            child=serializers.IntegerField(min_value=1), min_length=1, max_length=MAX_DECISIONS
+        )
+        action = serializers.ChoiceField(choices=[("accept", "accept"), ("reject", "reject")])
+        reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+    @extend_schema(
+        summary="Accept or reject contributions",
+        request=InputSerializer,
+        responses={200: ContributionSerializer(many=True), **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        ids = set(data["contribution_ids"])
+        visible = selectors.datanets_visible_to(user=request.user).values("pk")
+        contributions = list(Contribution.objects.filter(pk__in=ids, datanet__in=visible))
+        missing = sorted(ids - {c.pk for c in contributions})
+        if missing:
+            raise exceptions.NotFound(f"no such contribution: {', '.join(f'#{i}' for i in missing)}")
+        decided = services.contributions_decide(
+            curator=request.user, contributions=contributions, action=data["action"], reason=data["reason"]
+        )
+        decided = Contribution.objects.select_related("datanet", "contributor", "reviewer").filter(
+            pk__in=[c.pk for c in decided]
+        )
+        return Response(ContributionSerializer(decided.order_by("pk"), many=True).data)
+
+
+class RecordExcludeApi(DatanetsApi):
+    """Leave one record of a pending contribution out of every snapshot (owner or curator), with a reason."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="RecordExcludeRequest")
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=5000)
+
+    @extend_schema(
+        summary="Exclude a record",
+        request=InputSerializer,
+        responses={200: RecordSerializer, **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request, record_id: int) -> Response:
+        visible = selectors.datanets_visible_to(user=request.user).values("pk")
+        record = get_object_or_404(
+            Record.objects.select_related("contribution__datanet").filter(datanet__in=visible), pk=record_id
+        )
+        _require(
+            selectors.user_can_curate(user=request.user, datanet=record.contribution.datanet),
+            f"only the owner or a curator of {record.contribution.datanet.name!r} may exclude records",
+        )
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        record = services.record_exclude(
+            curator=request.user, record=record, reason=serializer.validated_data["reason"]
+        )
+        return Response(RecordSerializer(record).data)
+
+
+# Snapshots and proofs
+
+
+class SnapshotListApi(DatanetsApi):
+    """A Datanet's snapshots, newest first, with their anchor state."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="List snapshots",
+        operation_id="datanets_snapshots_list",
+        responses={200: SnapshotPage, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        snapshots = selectors.snapshots_of(datanet=datanet).select_related("datanet", "previous", "anchor__deployment")
+        return _paginated(self, request, snapshots, SnapshotSerializer)
+
+
+class SnapshotFreezeApi(DatanetsApi):
+    """Freeze the accepted records now into the next numbered snapshot, its root anchored in one transaction."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Freeze a snapshot", request=None, responses={201: SnapshotSerializer, **WRITE_ERRORS}, tags=TAGS
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        _require(
+            selectors.user_can_curate(user=request.user, datanet=datanet),
+            f"only the owner or a curator of {datanet.name!r} may freeze a snapshot",
+        )
+        snapshot = services.snapshot_freeze(datanet=datanet, user=request.user)
+        return Response(SnapshotSerializer(snapshot).data, status=201)
+
+
+class SnapshotDetailApi(DatanetsApi):
+    """One snapshot: its numbers, what changed since the previous one, and its anchor."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(summary="Get a snapshot", responses={200: SnapshotSerializer, **READ_ERRORS}, tags=TAGS)
+    def get(self, request: Request, slug: str, number: int) -> Response:
+        return Response(SnapshotSerializer(_snapshot_for(request.user, slug, number)).data)
+
+
+def _batched(lines: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Join lines into chunks of about ``size`` bytes: one write per line would make a big download slow."""
+    chunk: list[bytes] = []
+    held = 0
+    for line in lines:
+        chunk.append(line)
+        held += len(line)
+        if held >= size:
+            yield b"".join(chunk)
+            chunk, held = [], 0
+    if chunk:
+        yield b"".join(chunk)
+
+
+class SnapshotDownloadApi(DatanetsApi):
+    """The snapshot's records as JSON Lines, streamed: one object per leaf with the record's fields, its
+    ``record_hash``, ``contribution_id``, ``contributor`` address, ``licence`` and ``leaf_index``. Loads with
+    ``datasets.load_dataset("json", data_files=...)`` as it is."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Download a snapshot (JSONL)",
+        responses={(200, "application/jsonl"): OpenApiTypes.BINARY, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str, number: int) -> StreamingHttpResponse:
+        snapshot = _snapshot_for(request.user, slug, number)
+        response = StreamingHttpResponse(
+            _batched(exports.snapshot_jsonl_lines(snapshot=snapshot), DOWNLOAD_CHUNK_BYTES),
+            content_type="application/jsonl; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{exports.jsonl_filename(snapshot)}"'
+        return response
+
+
+class SnapshotManifestApi(DatanetsApi):
+    """What the snapshot's JSONL holds and where its root is anchored: counts, the JSONL's SHA-256, contributors,
+    licences, the Merkle root and leaf encoding, chain, contract, transaction and block."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(summary="Get a snapshot's manifest", responses={200: OpenApiTypes.OBJECT, **READ_ERRORS}, tags=TAGS)
+    def get(self, request: Request, slug: str, number: int) -> Response:
+        snapshot = _snapshot_for(request.user, slug, number)
+        response = Response(exports.snapshot_manifest(snapshot=snapshot))
+        response["Content-Disposition"] = f'inline; filename="{exports.jsonl_filename(snapshot)[:-6]}.manifest.json"'
+        return response
+
+
+def _record_in(snapshot: Snapshot, record_id: int) -> Record:
+    return get_object_or_404(Record, pk=record_id, datanet_id=snapshot.datanet_id)
+
+
+def _proof(snapshot: Snapshot, record: Record) -> dict[str, Any]:
+    try:
+        return services.record_proof(snapshot=snapshot, record=record)
+    except Record.DoesNotExist:
+        raise exceptions.NotFound(f"record {record.pk} is not in snapshot {snapshot.number}") from None
+
+
+class RecordProofApi(DatanetsApi):
+    """A record's inclusion proof in a snapshot, in OpenZeppelin's StandardMerkleTree format: verify it with
+    ``StandardMerkleTree.verify(root, leafEncoding, value, proof)`` or ``LineageRegistry.verify(root, leaf, proof)``
+    (docs/proofs.md)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="RecordProof")
+    class OutputSerializer(serializers.Serializer):
+        format = serializers.CharField()
+        leafEncoding = serializers.ListField(child=serializers.CharField())
+        root = serializers.CharField()
+        value = serializers.ListField(child=serializers.CharField(), help_text="[record_hash, address, contribution]")
+        leaf = serializers.CharField()
+        proof = serializers.ListField(child=serializers.CharField())
+        treeIndex = serializers.IntegerField()
+        snapshot = serializers.DictField()
+        anchor = AnchorSerializer()
+
+    @extend_schema(
+        summary="Get a record's inclusion proof", responses={200: OutputSerializer, **READ_ERRORS}, tags=TAGS
+    )
+    def get(self, request: Request, slug: str, number: int, record_id: int) -> Response:
+        snapshot = _snapshot_for(request.user, slug, number)
+        proof = _proof(snapshot, _record_in(snapshot, record_id))
+        return Response(self.OutputSerializer({**proof, "anchor": snapshot.anchor}).data)
+
+
+class RecordProofVerifyApi(DatanetsApi):
+    """Ask the chain (``LineageRegistry.verify``, an eth_call) whether the record's proof leads to an anchored
+    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ProofVerification")
+    class OutputSerializer(serializers.Serializer):
+        valid = serializers.BooleanField()
+        root = serializers.CharField()
+        leaf = serializers.CharField()
+
+    @extend_schema(
+        summary="Verify a record's proof on chain",
+        request=None,
+        responses={
+            200: OutputSerializer,
+            401: _errors("Not signed in"),
+            503: _errors("Chain unreachable"),
+            **READ_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request: Request, slug: str, number: int, record_id: int) -> Response:
+        from ledger.chain import ChainError  # web3 stays out of the web process until a view needs it
+
+        snapshot = _snapshot_for(request.user, slug, number)
+        record = _record_in(snapshot, record_id)
+        proof = _proof(snapshot, record)
+        try:
+            valid = services.proof_verify_on_chain(snapshot=snapshot, record=record)
+        except ChainError as e:
+            raise ChainUnavailable(f"the chain can't be reached now: {e}") from None
+        return Response(self.OutputSerializer({"valid": valid, "root": proof["root"], "leaf": proof["leaf"]}).data)

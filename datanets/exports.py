@@ -1,0 +1,129 @@
+"""A frozen snapshot as files anyone can use: its records as JSON Lines and a manifest that ties them to the chain.
+
+The JSONL has one object per leaf, in leaf order: the record's own fields, then ``record_hash``, ``contribution_id``,
+``contributor`` (the leaf's address, EIP-55) , ``licence`` (the contribution's) and ``leaf_index``. Every row of a
+snapshot has the same keys with the same types, so Hugging Face ``datasets`` (``load_dataset("json", ...)``) and
+pyarrow load it as it is: an optional field the record left out is written as an empty string (the parser refuses
+empty text, so an empty string never is real data). The bytes are deterministic: the same snapshot always gives the
+same file, so the manifest's ``jsonl_sha256`` holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import Count
+
+from ledger import merkle
+
+from .models import Snapshot, SnapshotRecord
+
+EXPORT_BATCH = 2_000
+# The record fields of each type, in output order; every row carries all of them (see the module docstring).
+FIELDS_BY_RECORD_TYPE: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "instruction": ("prompt", "response", "system"),
+    "chat": ("messages",),
+    "classification": ("text", "label"),
+}
+EXTRA_FIELDS = ("record_hash", "contribution_id", "contributor", "licence", "leaf_index")
+LEAF_VALUE_FIELDS = ("record_hash", "contributor", "contribution_id")
+
+
+def jsonl_filename(snapshot: Snapshot) -> str:
+    return f"{snapshot.datanet.slug}-snapshot-{snapshot.number}.jsonl"
+
+
+def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
+    """Each leaf of ``snapshot`` as one UTF-8 JSON line (ending in ``\\n``), in leaf order. Rows are read with a
+    database cursor in batches, so memory stays constant whatever the snapshot's size."""
+    from eth_utils import to_checksum_address
+
+    fields = FIELDS_BY_RECORD_TYPE[snapshot.datanet.record_type]
+    checksummed: dict[str, str] = {}  # few contributors, many rows: checksum each address once
+    rows = (
+        SnapshotRecord.objects.filter(snapshot=snapshot)
+        .order_by("leaf_index")
+        .values_list("leaf_index", "record__canonical", "record__record_hash", "contribution_id", "address")
+    )
+    licences = dict(
+        SnapshotRecord.objects.filter(snapshot=snapshot)
+        .order_by()
+        .values_list("contribution_id", "contribution__licence")
+        .distinct()
+    )
+    for leaf_index, canonical, record_hash, contribution_id, address in rows.iterator(chunk_size=EXPORT_BATCH):
+        record = json.loads(canonical)
+        row: dict[str, Any] = {name: record.get(name, "") for name in fields}
+        if address not in checksummed:
+            checksummed[address] = to_checksum_address(address)
+        row["record_hash"] = record_hash
+        row["contribution_id"] = contribution_id
+        row["contributor"] = checksummed[address]
+        row["licence"] = licences[contribution_id]
+        row["leaf_index"] = leaf_index
+        yield (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def snapshot_manifest(*, snapshot: Snapshot) -> dict[str, Any]:
+    """What the snapshot holds and where its root is anchored: counts, the JSONL's SHA-256 (computed by streaming it),
+    contributors and licences with their record counts, the Merkle root and leaf encoding, and the anchor's chain,
+    contract, transaction, block and status (null until it is sent)."""
+    from eth_utils import to_checksum_address
+
+    digest = hashlib.sha256()
+    size = 0
+    for line in snapshot_jsonl_lines(snapshot=snapshot):
+        digest.update(line)
+        size += len(line)
+    leaves = SnapshotRecord.objects.filter(snapshot=snapshot).order_by()
+    contributors = [
+        {"address": to_checksum_address(row["address"]), "records": row["records"], "contributions": row["n"]}
+        for row in leaves.values("address")
+        .annotate(records=Count("id"), n=Count("contribution", distinct=True))
+        .order_by("-records", "address")
+    ]
+    licences = {
+        row["contribution__licence"]: row["records"]
+        for row in leaves.values("contribution__licence")
+        .annotate(records=Count("id"))
+        .order_by("contribution__licence")
+    }
+    anchor = snapshot.anchor
+    deployment = anchor.deployment
+    datanet = snapshot.datanet
+    return {
+        "datanet": {"slug": datanet.slug, "name": datanet.name, "licence": datanet.licence},
+        "snapshot": snapshot.number,
+        "created_at": snapshot.created_at.isoformat(),
+        "record_type": datanet.record_type,
+        "fields": [*FIELDS_BY_RECORD_TYPE[datanet.record_type], *EXTRA_FIELDS],
+        "records": snapshot.record_count,
+        "contributions": snapshot.contribution_count,
+        "words": snapshot.words,
+        "duplicates_skipped": snapshot.duplicates_skipped,
+        "jsonl": {"filename": jsonl_filename(snapshot), "sha256": digest.hexdigest(), "bytes": size},
+        "contributors": contributors,
+        "licences": licences,
+        "merkle": {
+            "root": snapshot.merkle_root,
+            "format": "standard-v1",
+            "leaf_encoding": list(merkle.DEFAULT_LEAF_TYPES),
+            "leaf_value_fields": list(LEAF_VALUE_FIELDS),
+            "tree_sha256": snapshot.tree_sha256,
+        },
+        "anchor": {
+            "status": anchor.status,
+            "chain_id": deployment.chain_id if deployment else None,
+            "contract_address": deployment.contract_address if deployment else None,
+            "tx_hash": anchor.tx_hash or None,
+            "block_number": anchor.block_number,
+            "block_hash": anchor.block_hash or None,
+            "confirmations": anchor.confirmations,
+            "subject_id": anchor.subject_id,
+            "uri": anchor.uri,
+        },
+    }

@@ -1,0 +1,290 @@
+"""Every /api/datanets/ endpoint, as the owner, a curator, the contributor, another user and an anonymous visitor.
+
+A public Datanet: reads are open, each action answers 2xx only to whom docs/datanets.md allows, 403 to other
+signed-in users and 401 to anonymous ones. A private Datanet: to a non-member every endpoint is a 404, as if the
+Datanet did not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from datanets import services
+from datanets.models import Contribution, Datanet, Snapshot
+from openledger_web.tests.factories import UserFactory
+
+from .factories import DatanetFactory, accepted, submit, texts
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("owner", "curator", "contributor", "other", "anonymous")
+
+
+@dataclass
+class World:
+    users: dict[str, Any]
+    datanet: Datanet
+    pending: Contribution
+    accepted: Contribution
+    snapshot: Snapshot
+
+
+def _world(*, visibility: str, prefix: str) -> World:
+    users = {role: UserFactory(username=f"{prefix}-{role}") for role in ROLES if role != "anonymous"}
+    datanet = DatanetFactory(owner=users["owner"], visibility=visibility, slug=f"{prefix}-net")
+    datanet.curators.add(users["curator"])
+    if visibility == Datanet.Visibility.PRIVATE:
+        datanet.members.add(users["contributor"])
+    done = accepted(datanet, users["contributor"], texts("an accepted record of words", "and another one here"))
+    snapshot = services.snapshot_freeze(datanet=datanet, user=users["owner"])
+    pending = submit(datanet, users["contributor"], texts("a pending record of words", "a second pending one"))
+    return World(users=users, datanet=datanet, pending=pending, accepted=done, snapshot=snapshot)
+
+
+def _upload() -> dict[str, Any]:
+    return {"file": SimpleUploadedFile("more.jsonl", texts("one more record of several words")), "licence": "CC0-1.0"}
+
+
+# name: (method, url(world), body(world), format, {role: status} for the public Datanet)
+Endpoint = tuple[str, Callable[[World], str], Callable[[World], Any], str, dict[str, int]]
+SIGNED_IN_OK = {"owner": 200, "curator": 200, "contributor": 200, "other": 200, "anonymous": 401}
+EVERYONE_OK = {role: 200 for role in ROLES}
+
+
+def _dn(name: str, *extra: object) -> Callable[[World], str]:
+    return lambda w: reverse(f"datanets_api:{name}", args=[w.datanet.slug, *extra])
+
+
+def _snap(name: str) -> Callable[[World], str]:
+    return lambda w: reverse(f"datanets_api:{name}", args=[w.datanet.slug, w.snapshot.number])
+
+
+def _leaf(name: str) -> Callable[[World], str]:
+    return lambda w: reverse(
+        f"datanets_api:{name}", args=[w.datanet.slug, w.snapshot.number, w.accepted.records.first().pk]
+    )
+
+
+def _contribution(name: str) -> Callable[[World], str]:
+    return lambda w: reverse(f"datanets_api:{name}", args=[w.pending.pk])
+
+
+def _none(w: World) -> None:
+    return None
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "datanet_list": ("get", lambda w: reverse("datanets_api:datanet_list"), _none, "json", EVERYONE_OK),
+    "datanet_create": (
+        "post",
+        lambda w: reverse("datanets_api:datanet_create"),
+        lambda w: {"name": "A new one"},
+        "json",
+        {"owner": 201, "curator": 201, "contributor": 201, "other": 201, "anonymous": 401},
+    ),
+    "datanet_detail": ("get", _dn("datanet_detail"), _none, "json", EVERYONE_OK),
+    "datanet_update": (
+        "patch",
+        _dn("datanet_update"),
+        lambda w: {"summary": "changed"},
+        "json",
+        {"owner": 200, "curator": 403, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "curator_add": (
+        "post",
+        _dn("curator_add"),
+        lambda w: {"username": w.users["other"].username},
+        "json",
+        {"owner": 200, "curator": 403, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "curator_remove": (
+        "post",
+        _dn("curator_remove"),
+        lambda w: {"username": w.users["curator"].username},
+        "json",
+        {"owner": 200, "curator": 403, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "member_add": (
+        "post",
+        _dn("member_add"),
+        lambda w: {"username": w.users["other"].username},
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "member_remove": (
+        "post",
+        _dn("member_remove"),
+        lambda w: {"username": w.users["contributor"].username},
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "datanet_leaderboard": ("get", _dn("datanet_leaderboard"), _none, "json", EVERYONE_OK),
+    "leaderboard": ("get", lambda w: reverse("datanets_api:leaderboard"), _none, "json", EVERYONE_OK),
+    "contribution_upload": (
+        "post",
+        _dn("contribution_upload"),
+        lambda w: _upload(),
+        "multipart",
+        {"owner": 201, "curator": 201, "contributor": 201, "other": 201, "anonymous": 401},
+    ),
+    "contribution_paste": (
+        "post",
+        _dn("contribution_paste"),
+        lambda w: {"records": [{"text": "a pasted record of words"}]},
+        "json",
+        {"owner": 201, "curator": 201, "contributor": 201, "other": 201, "anonymous": 401},
+    ),
+    "contribution_list": ("get", lambda w: reverse("datanets_api:contribution_list"), _none, "json", SIGNED_IN_OK),
+    "contribution_queue": ("get", lambda w: reverse("datanets_api:contribution_queue"), _none, "json", SIGNED_IN_OK),
+    "contribution_detail": (
+        "get",
+        _contribution("contribution_detail"),
+        _none,
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 200, "other": 404, "anonymous": 401},
+    ),
+    "contribution_records": (
+        "get",
+        _contribution("contribution_records"),
+        _none,
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 200, "other": 404, "anonymous": 401},
+    ),
+    "contribution_withdraw": (
+        "post",
+        _contribution("contribution_withdraw"),
+        _none,
+        "json",
+        {"owner": 403, "curator": 403, "contributor": 200, "other": 403, "anonymous": 401},
+    ),
+    "contribution_decide": (
+        "post",
+        lambda w: reverse("datanets_api:contribution_decide"),
+        lambda w: {"contribution_ids": [w.pending.pk], "action": "reject", "reason": "off topic"},
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "record_exclude": (
+        "post",
+        lambda w: reverse("datanets_api:record_exclude", args=[w.pending.records.first().pk]),
+        lambda w: {"reason": "personal data"},
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "snapshot_list": ("get", _dn("snapshot_list"), _none, "json", EVERYONE_OK),
+    "snapshot_freeze": (
+        "post",
+        _dn("snapshot_freeze"),
+        _none,
+        "json",
+        {"owner": 201, "curator": 201, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "snapshot_detail": ("get", _snap("snapshot_detail"), _none, "json", EVERYONE_OK),
+    "snapshot_download": ("get", _snap("snapshot_download"), _none, "json", EVERYONE_OK),
+    "snapshot_manifest": ("get", _snap("snapshot_manifest"), _none, "json", EVERYONE_OK),
+    "record_proof": ("get", _leaf("record_proof"), _none, "json", EVERYONE_OK),
+    "record_proof_verify": ("post", _leaf("record_proof_verify"), _none, "json", SIGNED_IN_OK),
+}
+
+
+def _client(world: World, role: str) -> APIClient:
+    client = APIClient()
+    if role != "anonymous":
+        client.force_authenticate(world.users[role])
+    return client
+
+
+def _call(client: APIClient, endpoint: Endpoint, world: World) -> Any:
+    method, url, body, fmt, _ = endpoint
+    data = body(world)
+    kwargs: dict[str, Any] = {"format": fmt} if data is not None else {}
+    # the chain is an edge here; the end-to-end test in test_api_chain.py calls the real one
+    with patch("ledger.chain.verify_on_chain", autospec=True, return_value=True):
+        return getattr(client, method)(url(world), data, **kwargs)
+
+
+def test_every_endpoint_is_in_the_matrix() -> None:
+    from datanets import api_urls
+
+    assert {p.name for p in api_urls.urlpatterns} == set(ENDPOINTS)
+
+
+def _answers(world: World, name: str, roles: tuple[str, ...]) -> dict[str, Any]:
+    """Each role's response to the endpoint, each call rolled back so that every role meets the same world."""
+    answers = {}
+    for role in roles:
+        with transaction.atomic():
+            answers[role] = _call(_client(world, role), ENDPOINTS[name], world)
+            transaction.set_rollback(True)
+    return answers
+
+
+@pytest.mark.parametrize("name", sorted(ENDPOINTS))
+def test_public_datanet_endpoint_answers_each_role(name: str) -> None:
+    world = _world(visibility=Datanet.Visibility.PUBLIC, prefix="pub")
+    answers = _answers(world, name, ROLES)
+    assert {role: r.status_code for role, r in answers.items()} == ENDPOINTS[name][4]
+    for response in answers.values():
+        if response.status_code >= 400:
+            assert set(response.json()) >= {"detail", "code"} and response.json()["detail"]
+
+
+DATANET_SCOPED = sorted(name for name in ENDPOINTS if name not in {"datanet_list", "datanet_create", "leaderboard"})
+OWN_LISTS = {"contribution_list", "contribution_queue"}
+
+
+@pytest.mark.parametrize("name", DATANET_SCOPED)
+def test_a_private_datanet_does_not_exist_for_outsiders(name: str) -> None:
+    world = _world(visibility=Datanet.Visibility.PRIVATE, prefix="priv")
+    answers = _answers(world, name, ("other", "anonymous"))
+    anonymous = 401 if ENDPOINTS[name][4]["anonymous"] == 401 else 404
+    assert {role: r.status_code for role, r in answers.items()} == {
+        "other": 200 if name in OWN_LISTS else 404,
+        "anonymous": anonymous,
+    }
+    if name in OWN_LISTS:  # lists of one's own things: the private Datanet's contributions are simply not in them
+        assert answers["other"].json()["count"] == 0
+    for response in answers.values():
+        assert world.datanet.name not in response.content.decode()
+
+
+@pytest.mark.parametrize("role", ["owner", "curator", "contributor"])
+def test_a_private_datanet_answers_its_people(role: str) -> None:
+    world = _world(visibility=Datanet.Visibility.PRIVATE, prefix="priv")
+    client = _client(world, role)
+    for name in ("datanet_detail", "snapshot_detail", "snapshot_download", "record_proof", "contribution_detail"):
+        response = _call(client, ENDPOINTS[name], world)
+        assert response.status_code == 200, (name, role)
+    listed = client.get(reverse("datanets_api:datanet_list")).json()
+    assert [d["slug"] for d in listed["results"]] == [world.datanet.slug]
+
+
+def test_the_curation_queue_shows_only_the_datanets_one_curates() -> None:
+    world = _world(visibility=Datanet.Visibility.PUBLIC, prefix="pub")
+    counts = {
+        role: _client(world, role).get(reverse("datanets_api:contribution_queue")).json()["count"]
+        for role in ("owner", "curator", "contributor", "other")
+    }
+    assert counts == {"owner": 1, "curator": 1, "contributor": 0, "other": 0}
+
+
+def test_a_members_only_datanet_refuses_contributions_from_non_members() -> None:
+    world = _world(visibility=Datanet.Visibility.PUBLIC, prefix="pub")
+    Datanet.objects.filter(pk=world.datanet.pk).update(contribution_policy=Datanet.Policy.MEMBERS)
+    before = Contribution.objects.count()
+    response = _call(_client(world, "other"), ENDPOINTS["contribution_upload"], world)
+    assert response.status_code == 403
+    assert response.json() == {
+        "detail": f"only approved members may contribute to {world.datanet.name!r}",
+        "code": "permission_denied",
+    }
+    assert Contribution.objects.count() == before

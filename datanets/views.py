@@ -1,0 +1,648 @@
+"""The Datanet pages: browse, create and edit, contribute, review, snapshots, proofs and leaderboards.
+
+Reads go through ``selectors``, writes through ``services``; a view only fetches what the user may see (a private
+Datanet is a 404 for anyone else, so its existence does not leak), calls one service and renders. htmx requests get
+the template's fragment, plain requests the whole page, so every page works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.core.paginator import Page, Paginator
+from django.db.models import Case, F, IntegerField, Value, When, Window
+from django.db.models.functions import RowNumber
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
+
+from . import selectors, services
+from .forms import (
+    BAD_ROWS_HELP,
+    MAX_FILES_PER_UPLOAD,
+    MB,
+    UPLOAD_EXTENSIONS,
+    BrowseForm,
+    ContributeForm,
+    DatanetForm,
+    DecisionForm,
+    PersonForm,
+    ReasonForm,
+)
+from .licences import LICENCES
+from .markdown import render_markdown
+from .models import Contribution, Datanet, Record, Snapshot, SnapshotRecord
+
+PAGE_SIZE = 12
+QUEUE_PAGE_SIZE = 20
+SAMPLE_RECORDS = 5
+DETAIL_SAMPLE_RECORDS = 20
+PROOF_ROWS = 20
+# room for the form's own fields and the multipart headers beside the files themselves
+FORM_OVERHEAD_BYTES = 64 * 1024
+FINAL_ANCHOR_STATES = ("confirmed", "failed")
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _page(request: HttpRequest, items: Any, size: int) -> Page:
+    return Paginator(items, size).get_page(request.GET.get("page"))
+
+
+def _template(request: HtmxHttpRequest, name: str, fragment: str) -> str:
+    return f"datanets/{name}.html" + (f"#{fragment}" if request.htmx else "")
+
+
+def _refused(request: HtmxHttpRequest, message: str, status: int) -> HttpResponse:
+    return render(request, _template(request, "refused", "message"), {"message": message}, status=status)
+
+
+def _message(error: ValidationError) -> str:
+    return "; ".join(error.messages)
+
+
+def _datanet_for(request: HttpRequest, slug: str) -> Datanet:
+    return get_object_or_404(selectors.datanets_visible_to(user=request.user), slug=slug)
+
+
+def _contribution_for(request: HttpRequest, contribution_id: int) -> Contribution:
+    """The contribution, for its contributor or whoever curates its Datanet; a 404 for anyone else."""
+    contribution = get_object_or_404(
+        Contribution.objects.select_related("datanet", "contributor", "reviewer"), pk=contribution_id
+    )
+    if contribution.contributor_id != request.user.pk and not selectors.user_can_curate(
+        user=request.user, datanet=contribution.datanet
+    ):
+        raise Http404("no such contribution")
+    return contribution
+
+
+def _snapshot_for(request: HttpRequest, slug: str, number: int) -> Snapshot:
+    datanet = _datanet_for(request, slug)
+    return get_object_or_404(
+        Snapshot.objects.select_related("datanet", "anchor", "anchor__deployment", "created_by"),
+        datanet=datanet,
+        number=number,
+    )
+
+
+def _segments(canonical: str, flags: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The canonical text cut into (text, flag kind or "") pieces, so a template can mark flagged spans while
+    escaping everything. Overlapping spans are merged into the first one."""
+    pieces: list[tuple[str, str]] = []
+    at = 0
+    for flag in sorted(flags or [], key=lambda f: (f["start"], f["end"])):
+        start, end = max(flag["start"], at), min(flag["end"], len(canonical))
+        if start >= end:
+            continue
+        pieces.append((canonical[at:start], ""))
+        pieces.append((canonical[start:end], flag["kind"]))
+        at = end
+    pieces.append((canonical[at:], ""))
+    return [p for p in pieces if p[0]]
+
+
+def _with_segments(records: list[Record]) -> list[Record]:
+    for record in records:
+        record.segments = _segments(record.canonical, record.flags)  # type: ignore[attr-defined]
+    return records
+
+
+def _samples(contribution_ids: list[int], per: int) -> dict[int, list[Record]]:
+    """Up to ``per`` records of each contribution, flagged ones first: one query however many contributions."""
+    flagged_first = Case(When(flags=[], then=Value(1)), default=Value(0), output_field=IntegerField())
+    rows = (
+        Record.objects.filter(contribution_id__in=contribution_ids)
+        .annotate(
+            rank=Window(RowNumber(), partition_by=[F("contribution_id")], order_by=[flagged_first, F("position")])
+        )
+        .filter(rank__lte=per)
+        .order_by("contribution_id", "rank")
+    )
+    samples: dict[int, list[Record]] = {i: [] for i in contribution_ids}
+    for record in _with_segments(list(rows)):
+        samples[record.contribution_id].append(record)
+    return samples
+
+
+def _checks(contribution: Contribution) -> list[dict[str, Any]]:
+    """Each check's evidence split into its status, its numbers and its examples, labelled for display."""
+    shown = []
+    for name, evidence in (contribution.checks or {}).items():
+        if not isinstance(evidence, dict):
+            continue
+        examples = [
+            {
+                "record_id": example.get("record_id"),
+                "position": example.get("position"),
+                "fields": _labelled(example, skip=("record_id", "position")),
+            }
+            for example in evidence.get("examples", [])
+            if isinstance(example, dict)
+        ]
+        shown.append(
+            {
+                "name": name.replace("_", " "),
+                "status": evidence.get("status", ""),
+                "numbers": _labelled(evidence, skip=("status", "examples")),
+                "examples": examples,
+            }
+        )
+    return shown
+
+
+def _labelled(values: dict[str, Any], skip: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """(label, value) pairs; a nested count table (``{"email": 1, "phone": 0}``) becomes its non-zero entries."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if key in skip:
+            continue
+        if isinstance(value, dict):
+            pairs.extend((str(k).replace("_", " "), v) for k, v in value.items() if v)
+        else:
+            pairs.append((key.replace("_", " "), value))
+    return pairs
+
+
+# Browse
+
+
+@require_GET
+def datanet_list(request: HtmxHttpRequest) -> HttpResponse:
+    form = BrowseForm(request.GET)
+    form.is_valid()  # every field is optional: what doesn't clean is simply not applied
+    datanets = selectors.datanet_list(user=request.user, **form.selector_filters())
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": _page(request, datanets, PAGE_SIZE),
+        "query": query.urlencode(),
+        "is_curator": request.user.is_authenticated and selectors.datanets_curated_by(user=request.user).exists(),
+    }
+    return render(request, _template(request, "list", "results"), context)
+
+
+@require_GET
+def datanet_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    datanet = _datanet_for(request, slug)
+    per_day = selectors.contributions_per_day(datanet=datanet)
+    context = {
+        "datanet": datanet,
+        "stats": selectors.datanet_stats(datanet=datanet),
+        # render_markdown escapes raw HTML and sanitises its output with nh3: the template may print it as is
+        "description_html": render_markdown(datanet.description),
+        "chart": {"labels": [day.isoformat() for day, _ in per_day], "counts": [n for _, n in per_day]},
+        "snapshots": list(selectors.snapshots_of(datanet=datanet)[:10]),
+        "leaders": selectors.leaderboard(datanet=datanet, limit=10),
+        "can_curate": selectors.user_can_curate(user=request.user, datanet=datanet),
+        "can_manage": selectors.user_can_manage(user=request.user, datanet=datanet),
+        "can_contribute": selectors.user_can_contribute(user=request.user, datanet=datanet),
+        "licence": LICENCES.get(datanet.licence),
+    }
+    return render(request, "datanets/detail.html", context)
+
+
+# Create and edit
+
+
+def _apply_errors(form: DatanetForm, error: ValidationError) -> None:
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
+    for field, errors in error.error_dict.items():
+        name = "daily_quota_mb" if field == "daily_quota_bytes" else field
+        form.add_error(name if name in form.fields else None, errors)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def datanet_create(request: HtmxHttpRequest) -> HttpResponse:
+    form = DatanetForm(request.POST or None)
+    if form.is_bound and form.is_valid():
+        try:
+            datanet = services.datanet_create(owner=request.user, **form.service_fields())
+        except ValidationError as e:
+            _apply_errors(form, e)
+        else:
+            messages.success(request, f"{datanet.name} is created. Add a first contribution, or invite curators.")
+            return redirect("datanets:detail", slug=datanet.slug)
+    return render(request, "datanets/form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def datanet_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    datanet = _datanet_for(request, slug)
+    if not selectors.user_can_manage(user=request.user, datanet=datanet):
+        return _refused(request, f"Only the owner of {datanet.name} may change its settings.", 403)
+    has_records = datanet.records.exists()
+    form = DatanetForm(request.POST or None, datanet=datanet, has_records=has_records)
+    if form.is_bound and form.is_valid():
+        try:
+            services.datanet_update(datanet=datanet, user=request.user, **form.service_fields())
+        except ValidationError as e:
+            _apply_errors(form, e)
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("datanets:detail", slug=datanet.slug)
+    context = {"form": form, "datanet": datanet}
+    return render(request, "datanets/form.html", context, status=400 if form.errors else 200)
+
+
+def _people_context(datanet: Datanet, **extra: Any) -> dict[str, Any]:
+    return {
+        "datanet": datanet,
+        "curators": list(datanet.curators.order_by("username")),
+        "members": list(datanet.members.order_by("username")),
+        **extra,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def datanet_people(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    datanet = _datanet_for(request, slug)
+    if not selectors.user_can_curate(user=request.user, datanet=datanet):
+        return _refused(request, f"Only the owner and curators of {datanet.name} manage its people.", 403)
+    form = PersonForm(request.POST or None)
+    if not form.is_bound:
+        return render(request, "datanets/people.html", _people_context(datanet, form=form))
+    try:
+        _change_person(datanet, request.user, form)
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        context = _people_context(datanet, form=form, error=_message(e))
+        return render(request, "datanets/people.html", context, status=400)
+    return redirect("datanets:people", slug=datanet.slug)
+
+
+def _change_person(datanet: Datanet, user: Any, form: PersonForm) -> None:
+    if not form.is_valid():
+        raise ValidationError("choose a role and an action, and give a username")
+    person = get_user_model().objects.filter(username=form.cleaned_data["username"]).first()
+    if person is None:
+        raise ValidationError(f"there is no user called {form.cleaned_data['username']!r}")
+    change = {
+        ("curator", "add"): services.datanet_add_curator,
+        ("curator", "remove"): services.datanet_remove_curator,
+        ("member", "add"): services.datanet_add_member,
+        ("member", "remove"): services.datanet_remove_member,
+    }[form.cleaned_data["role"], form.cleaned_data["op"]]
+    change(datanet=datanet, user=user, **{form.cleaned_data["role"]: person})
+
+
+# Contribute
+
+
+class _FileSizeLimit(FileUploadHandler):
+    """Stops reading the body as soon as one file passes UPLOAD_MAX_BYTES: an oversized file is refused before it
+    is read in full, even when the client sent no size for it (browsers never do for multipart parts)."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__(request)
+        self.received = 0
+        self.too_large = ""
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        super().new_file(*args, **kwargs)
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        self.received += len(raw_data)
+        if self.received > settings.UPLOAD_MAX_BYTES:
+            self.too_large = self.file_name or "a file"
+            raise StopUpload(connection_reset=True)
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None  # the next handler stores the file
+
+
+def _contribute_context(datanet: Datanet, form: ContributeForm, **extra: Any) -> dict[str, Any]:
+    return {
+        "datanet": datanet,
+        "form": form,
+        "bad_rows_help": BAD_ROWS_HELP,
+        "max_mb": settings.UPLOAD_MAX_BYTES / MB,
+        "max_bytes": settings.UPLOAD_MAX_BYTES,
+        "max_files": MAX_FILES_PER_UPLOAD,
+        **extra,
+    }
+
+
+@csrf_exempt  # the CSRF check reads the whole body: _contribute_post runs it once the size limits are in place
+@require_http_methods(["GET", "POST"])
+@login_required
+def contribute(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    datanet = _datanet_for(request, slug)
+    if not selectors.user_can_contribute(user=request.user, datanet=datanet):
+        return _refused(request, f"Only approved members may contribute to {datanet.name}.", 403)
+    if request.method == "GET":
+        context = _contribute_context(datanet, ContributeForm(datanet=datanet))
+        return render(request, "datanets/contribute.html", context)
+    length = request.META.get("CONTENT_LENGTH") or ""
+    declared = int(length) if length.isdigit() else 0
+    if declared > settings.UPLOAD_MAX_BYTES * MAX_FILES_PER_UPLOAD + FORM_OVERHEAD_BYTES:
+        message = (
+            f"This upload is {declared / MB:.1f} MB: at most {MAX_FILES_PER_UPLOAD} files of "
+            f"{settings.UPLOAD_MAX_BYTES / MB:g} MB each are taken at once. Nothing was stored."
+        )
+        return _refused(request, message, 413)
+    limit = _FileSizeLimit(request)
+    request.upload_handlers.insert(0, limit)
+    return _contribute_post(request, datanet, limit)
+
+
+@csrf_protect
+def _contribute_post(request: HtmxHttpRequest, datanet: Datanet, limit: _FileSizeLimit) -> HttpResponse:
+    form = ContributeForm(request.POST, request.FILES, datanet=datanet)
+    if limit.too_large:
+        message = f"{limit.too_large} is over the {settings.UPLOAD_MAX_BYTES / MB:g} MB limit. Nothing was stored."
+        return _refused(request, message, 413)
+    if not form.is_valid():
+        context = _contribute_context(datanet, form)
+        return render(request, _template(request, "contribute", "result"), context, status=400)
+    options = {"licence": form.cleaned_data["licence"], "bad_rows": form.cleaned_data["bad_rows"]}
+    results = [_submit_one(datanet, request.user, upload.name, options, upload=upload) for upload in form.uploads]
+    if form.cleaned_data["text"].strip():
+        results.append(_submit_one(datanet, request.user, "pasted records", options, text=form.cleaned_data["text"]))
+    refused = [r for r in results if r["status"] != 200]
+    context = _contribute_context(datanet, ContributeForm(datanet=datanet), results=results, refused=refused)
+    status = refused[0]["status"] if refused else 200
+    return render(request, _template(request, "contribute", "result"), context, status=status)
+
+
+def _submit_one(datanet: Datanet, user: Any, name: str, options: dict[str, str], **source: Any) -> dict[str, Any]:
+    """One file (or the pasted text) as one contribution; a refusal is returned, not raised, so the other files
+    still go through."""
+    if "upload" in source and not name.lower().endswith(UPLOAD_EXTENSIONS):
+        message = f"only {', '.join(UPLOAD_EXTENSIONS)} files are taken (or a .zip of those)"
+        return {"name": name, "status": 400, "message": message, "row_errors": []}
+    try:
+        if "upload" in source:
+            contribution = services.contribution_submit(
+                datanet=datanet, contributor=user, upload=source["upload"], **options
+            )
+        else:
+            contribution = services.contribution_submit_pasted(
+                datanet=datanet, contributor=user, text=source["text"], **options
+            )
+    except PermissionDenied as e:
+        return {"name": name, "status": 403, "message": str(e), "row_errors": []}
+    except ValidationError as e:
+        status = 413 if getattr(e, "code", None) == "too_large" else 400
+        return {"name": name, "status": status, "message": _message(e), "row_errors": getattr(e, "row_errors", [])}
+    return {"name": name, "status": 200, "contribution": contribution, "row_errors": contribution.parse_errors}
+
+
+# Contributions
+
+
+@require_GET
+@login_required
+def contribution_detail(request: HtmxHttpRequest, contribution_id: int) -> HttpResponse:
+    contribution = _contribution_for(request, contribution_id)
+    checks_done = contribution.check_status in ("done", "failed") or contribution.is_frozen
+    if request.htmx and request.GET.get("part") == "checks":
+        context = {
+            "contribution": contribution,
+            "checks": _checks(contribution),
+            "checks_done": checks_done,
+            "samples": _detail_samples(contribution),
+            "can_curate": selectors.user_can_curate(user=request.user, datanet=contribution.datanet),
+        }
+        response = render(request, "datanets/contribution.html#checks", context)
+        response.status_code = 286 if checks_done else 200  # htmx stops polling once the checks are in
+        return response
+    snapshots = list(selectors.contribution_snapshots(contribution=contribution))
+    for snapshot in snapshots:
+        snapshot.proof_leaves = list(  # type: ignore[attr-defined]
+            SnapshotRecord.objects.filter(snapshot=snapshot, contribution=contribution)
+            .select_related("record")
+            .order_by("leaf_index")[:PROOF_ROWS]
+        )
+    context = {
+        "contribution": contribution,
+        "checks": _checks(contribution),
+        "checks_done": checks_done,
+        "samples": _detail_samples(contribution),
+        "decisions": list(contribution.decisions.select_related("actor", "record")),
+        "snapshots": snapshots,
+        "can_curate": selectors.user_can_curate(user=request.user, datanet=contribution.datanet),
+        "is_contributor": contribution.contributor_id == request.user.pk,
+        "proof_rows": PROOF_ROWS,
+    }
+    return render(request, "datanets/contribution.html", context)
+
+
+def _detail_samples(contribution: Contribution) -> list[Record]:
+    return _samples([contribution.pk], DETAIL_SAMPLE_RECORDS)[contribution.pk]
+
+
+@require_POST
+@login_required
+def contribution_withdraw(request: HtmxHttpRequest, contribution_id: int) -> HttpResponse:
+    contribution = _contribution_for(request, contribution_id)
+    try:
+        services.contribution_withdraw(contribution=contribution, user=request.user)
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        return _refused(request, _message(e), 409)
+    messages.success(request, f"Contribution #{contribution.pk} is withdrawn.")
+    return redirect("datanets:contribution", contribution_id=contribution.pk)
+
+
+@require_GET
+@login_required
+def my_contributions(request: HtmxHttpRequest) -> HttpResponse:
+    page = _page(request, selectors.contributions_of(user=request.user), QUEUE_PAGE_SIZE)
+    ids = [c.pk for c in page]
+    in_snapshots: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    for row in (
+        SnapshotRecord.objects.filter(contribution_id__in=ids)
+        .values("contribution_id", "snapshot__number", "snapshot__datanet__slug")
+        .distinct()
+        .order_by("contribution_id", "snapshot__number")
+    ):
+        in_snapshots[row["contribution_id"]].append(row)
+    for contribution in page:
+        contribution.in_snapshots = in_snapshots[contribution.pk]  # type: ignore[attr-defined]
+    return render(request, "datanets/mine.html", {"page": page})
+
+
+# Curation
+
+
+def _render_curation(request: HtmxHttpRequest, *, status: int = 200, error: str = "") -> HttpResponse:
+    page = _page(request, selectors.contributions_for_curator(user=request.user), QUEUE_PAGE_SIZE)
+    samples = _samples([c.pk for c in page], SAMPLE_RECORDS)
+    for contribution in page:
+        contribution.sample = samples[contribution.pk]  # type: ignore[attr-defined]
+        contribution.check_list = _checks(contribution)  # type: ignore[attr-defined]
+    context = {"page": page, "error": error}
+    return render(request, _template(request, "curation", "queue"), context, status=status)
+
+
+@require_GET
+@login_required
+def curation(request: HtmxHttpRequest) -> HttpResponse:
+    if not selectors.datanets_curated_by(user=request.user).exists():
+        return _refused(request, "The curation panel is for owners and curators of a Datanet.", 403)
+    return _render_curation(request)
+
+
+@require_POST
+@login_required
+def curation_decide(request: HtmxHttpRequest) -> HttpResponse:
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _render_curation(request, status=400, error="Tick at least one contribution, then accept or reject.")
+    chosen = Contribution.objects.filter(pk__in=form.cleaned_data["contribution"])
+    action, reason = form.cleaned_data["action"], form.cleaned_data["reason"]
+    try:
+        decided = services.contributions_decide(
+            curator=request.user, contributions=chosen, action=action, reason=reason
+        )
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        return _render_curation(request, status=400, error=_message(e))
+    verb = "accepted" if action == "accept" else "rejected"
+    messages.success(request, f"{len(decided)} contribution{'s' if len(decided) != 1 else ''} {verb}.")
+    return redirect(request.POST.get("next") or reverse("datanets:curation"))
+
+
+@require_POST
+@login_required
+def record_exclude(request: HtmxHttpRequest, record_id: int) -> HttpResponse:
+    record = get_object_or_404(Record.objects.select_related("contribution__datanet"), pk=record_id)
+    if not selectors.user_can_view(user=request.user, datanet=record.contribution.datanet):
+        raise Http404("no such record")
+    form = ReasonForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ValidationError("say why the record is excluded")
+        services.record_exclude(curator=request.user, record=record, reason=form.cleaned_data["reason"])
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        return _refused(request, _message(e), 400)
+    messages.success(request, f"Record {record.position} of contribution #{record.contribution_id} is excluded.")
+    return redirect(request.POST.get("next") or reverse("datanets:curation"))
+
+
+# Snapshots and proofs
+
+
+@require_POST
+@login_required
+def snapshot_freeze(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    datanet = _datanet_for(request, slug)
+    try:
+        snapshot = services.snapshot_freeze(datanet=datanet, user=request.user)
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        return _refused(request, _message(e), 400)
+    messages.success(request, f"Snapshot {snapshot.number} is frozen; its root is on its way to the chain.")
+    return redirect("datanets:snapshot", slug=datanet.slug, number=snapshot.number)
+
+
+@require_GET
+def snapshot_detail(request: HtmxHttpRequest, slug: str, number: int) -> HttpResponse:
+    snapshot = _snapshot_for(request, slug, number)
+    if request.htmx:
+        response = render(request, "datanets/snapshot.html#anchor", {"snapshot": snapshot})
+        if snapshot.anchor.status in FINAL_ANCHOR_STATES:
+            response.status_code = 286  # htmx stops polling
+        return response
+    diff = selectors.snapshot_diff(snapshot=snapshot)
+    context = {
+        "snapshot": snapshot,
+        "datanet": snapshot.datanet,
+        "diff": diff,
+        "added": list(diff["added_records"].order_by("id")[:10]),
+        "removed": list(diff["removed_records"].order_by("id")[:10]),
+        "can_curate": selectors.user_can_curate(user=request.user, datanet=snapshot.datanet),
+    }
+    return render(request, "datanets/snapshot.html", context)
+
+
+@require_GET
+def snapshot_jsonl(request: HttpRequest, slug: str, number: int) -> StreamingHttpResponse:
+    from . import exports
+
+    snapshot = _snapshot_for(request, slug, number)
+    response = StreamingHttpResponse(exports.snapshot_jsonl_lines(snapshot=snapshot), content_type="application/jsonl")
+    response["Content-Disposition"] = f'attachment; filename="{snapshot.datanet.slug}-{snapshot.number}.jsonl"'
+    return response
+
+
+@require_GET
+def snapshot_manifest(request: HttpRequest, slug: str, number: int) -> JsonResponse:
+    from . import exports
+
+    snapshot = _snapshot_for(request, slug, number)
+    response = JsonResponse(exports.snapshot_manifest(snapshot=snapshot), json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="{snapshot.datanet.slug}-{snapshot.number}.manifest.json"'
+    return response
+
+
+def _proof_record(request: HttpRequest, slug: str, number: int, record_id: int) -> tuple[Snapshot, Record]:
+    snapshot = _snapshot_for(request, slug, number)
+    record = get_object_or_404(Record, pk=record_id, datanet=snapshot.datanet)
+    return snapshot, record
+
+
+@require_GET
+def record_proof(request: HttpRequest, slug: str, number: int, record_id: int) -> HttpResponse:
+    snapshot, record = _proof_record(request, slug, number, record_id)
+    try:
+        proof = services.record_proof(snapshot=snapshot, record=record)
+    except Record.DoesNotExist:
+        raise Http404("this record is not in this snapshot") from None
+    response = HttpResponse(json.dumps(proof, indent=2), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="proof-{slug}-{number}-record-{record.pk}.json"'
+    return response
+
+
+@require_POST
+@login_required  # an eth_call per request: not for anonymous scripts
+def proof_verify(request: HtmxHttpRequest, slug: str, number: int, record_id: int) -> HttpResponse:
+    from ledger.chain import ChainError
+
+    snapshot, record = _proof_record(request, slug, number, record_id)
+    context: dict[str, Any] = {"snapshot": snapshot, "record": record, "verified": None, "error": ""}
+    status = 200
+    try:
+        context["verified"] = services.proof_verify_on_chain(snapshot=snapshot, record=record)
+    except Record.DoesNotExist:
+        raise Http404("this record is not in this snapshot") from None
+    except ChainError as e:
+        context["error"], status = f"The chain could not be asked: {e}", 503
+    return render(request, _template(request, "verify", "answer"), context, status=status)
+
+
+# Leaderboards
+
+
+@require_GET
+def leaderboard(request: HtmxHttpRequest, slug: str | None = None) -> HttpResponse:
+    datanet = _datanet_for(request, slug) if slug else None
+    context = {"datanet": datanet, "leaders": selectors.leaderboard(datanet=datanet, limit=100)}
+    return render(request, "datanets/leaderboard.html", context)
