@@ -102,7 +102,6 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
     return cleaned
 
 
-# Path segments the web pages use beside /datanets/<slug>/: a Datanet named "mine" gets the slug "mine-2".
 # Path segments the HTML pages and the API mount beside `<slug>/`: a Datanet named like one would be shadowed.
 RESERVED_SLUGS = frozenset(
     {"new", "create", "mine", "curation", "leaderboard", "contributions", "records", "snapshots", "queue", "decide"}
