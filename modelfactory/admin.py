@@ -1,6 +1,11 @@
-from django.contrib import admin
+from __future__ import annotations
 
-from .models import BaseModel
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
 
 
 @admin.register(BaseModel)
@@ -9,3 +14,56 @@ class BaseModelAdmin(admin.ModelAdmin):
     list_filter = ("source", "is_default", "architecture")
     search_fields = ("name", "path", "architecture")
     readonly_fields = ("created_at", "weights_sha256")
+
+
+@admin.register(FineTuneJob)
+class FineTuneJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "owner", "base_model", "status", "step", "total_steps", "attempts", "heartbeat_at")
+    list_filter = ("status", "base_model")
+    search_fields = ("name", "owner__username", "worker", "celery_task_id")
+    raw_id_fields = ("owner", "parent_version", "snapshots")
+
+    # jobs change through services only (claims, cancellation, retries hold row locks)
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "owner", "base_model", "adapter_sha256", "manifest_hash", "published", "created_at")
+    list_filter = ("published", "base_model")
+    search_fields = ("name", "owner__username", "manifest_hash", "adapter_sha256")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ModelVersionParent)
+class ModelVersionParentAdmin(admin.ModelAdmin):
+    """Lineage edges are written with their version and never change: staff look only."""
+
+    list_display = ("child", "relation", "parent", "weight")
+    list_filter = ("relation",)
+    search_fields = ("child__name", "parent__name")
+    list_select_related = ("child", "parent")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

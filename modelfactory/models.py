@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -32,3 +35,168 @@ class BaseModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelVersionFrozen(ValidationError):
+    """Raised when code tries to change or delete a model version: only ``published`` may change after creation."""
+
+
+class FineTuneJob(models.Model):
+    """One LoRA fine-tune: what to train (base, parent, snapshots, config), and how the run goes.
+
+    queued -> running (claimed by one worker, heartbeat written as it trains) -> succeeded (a ModelVersion exists)
+    | failed (``error`` says why; "worker lost" when the heartbeat went stale) | cancelled. Failed and cancelled jobs
+    can be queued again (``attempts`` counts the claims).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    LOG_TAIL_LINES = 50
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="finetune_jobs")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
+    parent_version = models.ForeignKey(
+        "ModelVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="continued_by_jobs"
+    )
+    snapshots = models.ManyToManyField("datanets.Snapshot", related_name="finetune_jobs")
+    config = models.JSONField(help_text="TrainingConfig.to_dict()")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    train_loss = models.FloatField(null=True, blank=True)
+    eval_loss = models.FloatField(null=True, blank=True)
+    learning_rate = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    loss_history = models.JSONField(default=list, blank=True)
+    log_tail = models.JSONField(default=list, blank=True, help_text="The last log lines, oldest first.")
+
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True, help_text="Hostname of the worker that claimed it last.")
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status", "heartbeat_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status="running") | models.Q(started_at__isnull=False, heartbeat_at__isnull=False),
+                name="modelfactory_running_job_has_heartbeat",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"job #{self.pk} {self.name} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_percent(self) -> int:
+        return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+
+class ModelVersion(models.Model):
+    """The immutable result of a job: the adapter (content-addressed), what made it, and its anchored manifest.
+
+    ``manifest`` is the canonical lineage JSON (``modelfactory.lineage``) and ``manifest_hash`` its keccak256, the
+    root anchored on chain. Only ``published`` may change after creation; a version is never deleted.
+    """
+
+    job = models.OneToOneField(FineTuneJob, on_delete=models.PROTECT, related_name="version")
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="model_versions")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="versions")
+    parents = models.ManyToManyField(
+        "self", through="ModelVersionParent", through_fields=("child", "parent"), symmetrical=False,
+        related_name="children",
+    )  # fmt: skip
+    snapshots = models.ManyToManyField("datanets.Snapshot", related_name="model_versions")
+    record_type = models.CharField(max_length=20)
+    config = models.JSONField()
+    seed = models.BigIntegerField()
+    code_version = models.CharField(max_length=64, help_text="git commit of the code that trained it, or 'unknown'.")
+    adapter_path = models.CharField(max_length=200, help_text="Relative to MEDIA_ROOT: adapters/ab/cd/<sha256>/")
+    adapter_sha256 = models.CharField(max_length=64, help_text="SHA-256 of adapter_model.safetensors.")
+    adapter_bytes = models.PositiveBigIntegerField()
+    metrics = models.JSONField(default=dict)
+    samples = models.JSONField(default=list)
+    training = models.JSONField(default=dict, help_text="Run facts outside the lineage: device, steps, seconds.")
+    manifest = models.TextField(help_text="Canonical lineage JSON: sorted keys, no whitespace, UTF-8.")
+    manifest_hash = models.CharField(max_length=66, unique=True, help_text="keccak256 of the manifest bytes.")
+    anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="model_version")
+    published = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(manifest_hash__regex=r"^0x[0-9a-f]{64}$"), name="modelfactory_manifest_hash"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(adapter_sha256__regex=r"^[0-9a-f]{64}$"), name="modelfactory_adapter_sha256"
+            ),
+        ]
+        indexes = [models.Index(fields=["published", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and ModelVersion.objects.filter(pk=self.pk).exists():
+            update_fields = kwargs.get("update_fields")
+            if not update_fields or not set(update_fields) <= {"published"}:
+                raise ModelVersionFrozen(f"model version #{self.pk} is immutable: only 'published' may change")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ModelVersionFrozen(f"model version #{self.pk} is part of the lineage record: it can't be deleted")
+
+
+class ModelVersionParent(models.Model):
+    """One edge of the lineage graph: ``child`` continued training from, or was merged from, ``parent``."""
+
+    class Relation(models.TextChoices):
+        CONTINUED_FROM = "continued_from", "continued training from"
+        MERGED_FROM = "merged_from", "merged from"
+
+    child = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="parent_links")
+    parent = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="child_links")
+    relation = models.CharField(max_length=20, choices=Relation.choices)
+    weight = models.FloatField(default=1.0)
+
+    class Meta:
+        ordering = ["child_id", "parent_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["child", "parent"], name="modelfactory_parent_once"),
+            models.CheckConstraint(condition=~models.Q(child=models.F("parent")), name="modelfactory_no_self_parent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.child_id} {self.relation} {self.parent_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # lineage edges are written once, with the child; changing one would rewrite an anchored manifest
+        if self.pk is not None and ModelVersionParent.objects.filter(pk=self.pk).exists():
+            raise ModelVersionFrozen("a lineage edge can't be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ModelVersionFrozen("a lineage edge can't be deleted")

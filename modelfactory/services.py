@@ -1,10 +1,44 @@
+"""ModelFactory writes: base model registration, fine-tune jobs (launch, cancel, retry, the run itself, reaping
+lost runs) and the model versions they produce."""
+
 from __future__ import annotations
 
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
 
-from .models import BaseModel
+from datanets.licences import LICENCES, licence_compatible
+from datanets.models import Snapshot, SnapshotRecord
+from datanets.selectors import user_can_view
+from datanets.storage import content_path, media_path
+from ledger.services import anchor_request, anchor_subject_id
+
+from . import lineage
+from .config import RECORD_TYPES, TrainingConfig
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
+
+logger = logging.getLogger(__name__)
+
+# A heartbeat older than this marks a running job lost (overridable by settings.TRAINING_STALE_SECONDS): several
+# heartbeats, so a busy database or a long garbage collection does not kill a healthy run.
+DEFAULT_STALE_SECONDS = 120
+HEARTBEAT_SECONDS = 10.0
+PROGRESS_MIN_INTERVAL = 1.0
+CHECKPOINT_EVERY = 25
+PHASE_MESSAGES = {"samples": "writing sample answers", "saving": "saving the adapter"}
 
 
 @transaction.atomic
@@ -27,3 +61,519 @@ def base_model_register_default(*, record: dict[str, Any]) -> BaseModel:
         },
     )
     return base
+
+
+# Jobs
+
+
+def _require_user(user: Any, action: str) -> None:
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise PermissionDenied(f"sign in to {action}")
+
+
+def _common_licence(licences: Iterable[str]) -> str | None:
+    """A licence the combined data may be published under (every Datanet licence fits it), or None."""
+    wanted = set(licences)
+    for candidate in LICENCES:
+        if all(licence_compatible(datanet_licence=candidate, contribution_licence=w) for w in wanted):
+            return candidate
+    return None
+
+
+def _check_launch(
+    *,
+    owner: Any,
+    base_model: BaseModel,
+    snapshots: list[Snapshot],
+    config: TrainingConfig,
+    parent_version: ModelVersion | None,
+) -> str:
+    """Everything job_launch refuses, before anything is written; returns the record type to train on."""
+    if not snapshots:
+        raise ValidationError({"snapshots": "choose at least one Datanet snapshot"})
+    for snapshot in snapshots:
+        if not user_can_view(user=owner, datanet=snapshot.datanet):
+            raise PermissionDenied(
+                f"{snapshot.datanet.name!r} is private: only its members may train on snapshot {snapshot.number}"
+            )
+    record_types = sorted({s.datanet.record_type for s in snapshots})
+    if len(record_types) > 1:
+        raise ValidationError(
+            {"snapshots": f"one job trains on one record type; these snapshots mix {', '.join(record_types)}"}
+        )
+    if record_types[0] not in RECORD_TYPES:
+        raise ValidationError({"snapshots": f"the trainer can't use {record_types[0]} records"})
+    licences = {s.datanet.licence for s in snapshots}
+    if len(licences) > 1 and _common_licence(licences) is None:
+        by_licence = ", ".join(
+            f"{s.datanet.name} ({s.datanet.licence})" for s in sorted(snapshots, key=lambda s: s.datanet.licence)
+        )
+        raise ValidationError(
+            {"snapshots": f"incompatible licences: no licence allows combining {by_licence}; train on them separately"}
+        )
+    if errors := config.validate(context_length=base_model.context_length):
+        raise ValidationError({f"config.{name}": message for name, message in errors.items()})
+    if parent_version is not None:
+        if parent_version.base_model_id != base_model.pk:
+            raise ValidationError(
+                {
+                    "parent_version": f"{parent_version.name!r} was trained on {parent_version.base_model.name}, "
+                    f"not {base_model.name}: continue training on the same base model"
+                }
+            )
+        if parent_version.owner_id != owner.pk and not parent_version.published:
+            raise PermissionDenied(f"{parent_version.name!r} is not published: only its owner may continue it")
+    return record_types[0]
+
+
+def _enqueue_run(job: FineTuneJob) -> None:
+    from .tasks import training_run_task
+
+    # the id is ours, written before the message exists, so a job always names the task that runs it
+    task_id = str(uuid.uuid4())
+    FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
+    job.celery_task_id = task_id
+    transaction.on_commit(partial(training_run_task.apply_async, args=[job.pk], task_id=task_id))
+
+
+@transaction.atomic
+def job_launch(
+    *,
+    owner: Any,
+    name: str,
+    base_model: BaseModel,
+    snapshots: Iterable[Snapshot],
+    config: TrainingConfig,
+    parent_version: ModelVersion | None = None,
+    description: str = "",
+) -> FineTuneJob:
+    """Create a queued fine-tune job and enqueue it on the training queue once this transaction commits.
+
+    Refuses (ValidationError or PermissionDenied, writing nothing): a Datanet the owner may not view, snapshots of
+    different record types or incompatible licences, an invalid config (messages keyed ``config.<field>``), a parent
+    version of another base model or one the owner may not use.
+    """
+    _require_user(owner, "launch a fine-tune")
+    if not name or not name.strip():
+        raise ValidationError({"name": "give the job a name"})
+    chosen = list(Snapshot.objects.select_related("datanet").filter(pk__in={s.pk for s in snapshots}).order_by("pk"))
+    _check_launch(owner=owner, base_model=base_model, snapshots=chosen, config=config, parent_version=parent_version)
+    job = FineTuneJob.objects.create(
+        name=name.strip(),
+        description=description,
+        owner=owner,
+        base_model=base_model,
+        parent_version=parent_version,
+        config=config.to_dict(),
+        log_tail=[_log_line("queued")],
+    )
+    job.snapshots.set(chosen)
+    _enqueue_run(job)
+    return job
+
+
+@transaction.atomic
+def job_cancel(*, job: FineTuneJob, user: Any) -> FineTuneJob:
+    """Cancel a job: a queued one at once; a running one stops before its next step and keeps nothing."""
+    locked = FineTuneJob.objects.select_for_update().get(pk=job.pk)
+    if getattr(user, "pk", None) != locked.owner_id and not getattr(user, "is_staff", False):
+        raise PermissionDenied("only the job's owner may cancel it")
+    if locked.is_finished:
+        raise ValidationError(f"job #{locked.pk} already {locked.status}")
+    locked.cancel_requested = True
+    if locked.status == FineTuneJob.Status.QUEUED:
+        # no worker holds it: the task, when it arrives, finds a finished job and does nothing
+        locked.status = FineTuneJob.Status.CANCELLED
+        locked.finished_at = timezone.now()
+    locked.log_tail = _tail(locked.log_tail, "cancel requested")
+    locked.save()
+    return locked
+
+
+@transaction.atomic
+def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
+    """Queue a failed or cancelled job again (a new attempt, a new task); a failed run's checkpoint is resumed."""
+    locked = FineTuneJob.objects.select_for_update().get(pk=job.pk)
+    if getattr(user, "pk", None) != locked.owner_id and not getattr(user, "is_staff", False):
+        raise PermissionDenied("only the job's owner may retry it")
+    if locked.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
+        raise ValidationError(f"job #{locked.pk} is {locked.status}: only a failed or cancelled job can be retried")
+    locked.status = FineTuneJob.Status.QUEUED
+    locked.cancel_requested = False
+    locked.error = ""
+    locked.started_at = locked.finished_at = locked.heartbeat_at = None
+    locked.step = locked.total_steps = 0
+    locked.train_loss = locked.eval_loss = locked.learning_rate = locked.tokens_per_s = locked.eta_seconds = None
+    locked.loss_history = []
+    locked.log_tail = _tail(locked.log_tail, f"retry queued (attempt {locked.attempts + 1})")
+    locked.save()
+    _enqueue_run(locked)
+    return locked
+
+
+def _log_line(message: str) -> str:
+    return f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}"
+
+
+def _tail(lines: list[str], message: str) -> list[str]:
+    return [*lines, _log_line(message)][-FineTuneJob.LOG_TAIL_LINES :]
+
+
+def stale_after_seconds() -> int:
+    """How old a running job's heartbeat may get before the job counts as lost (``TRAINING_STALE_SECONDS``)."""
+    return int(getattr(settings, "TRAINING_STALE_SECONDS", DEFAULT_STALE_SECONDS))
+
+
+@transaction.atomic
+def _job_claim(*, job_id: int, worker: str) -> FineTuneJob | None:
+    """queued -> running under a row lock, or None when another delivery owns or finished the job.
+
+    A running job whose heartbeat went stale is taken over: its worker is gone (acks_late redelivered the message
+    after the worker died), and the checkpoint lets the new attempt resume.
+    """
+    job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
+    if job is None or job.is_finished:
+        return None
+    now = timezone.now()
+    if job.status == FineTuneJob.Status.RUNNING:
+        fresh = job.heartbeat_at and (now - job.heartbeat_at).total_seconds() < stale_after_seconds()
+        if fresh:
+            return None
+    job.status = FineTuneJob.Status.RUNNING
+    job.started_at = job.heartbeat_at = now
+    job.worker = worker
+    job.attempts += 1
+    job.log_tail = _tail(job.log_tail, f"attempt {job.attempts} started on {worker}")
+    job.save()
+    return job
+
+
+def _snapshot_records(job: FineTuneJob) -> list[dict[str, Any]]:
+    """The job's training records as dicts: snapshots in id order, each in leaf order, a repeated hash once."""
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for snapshot in job.snapshots.order_by("pk"):
+        leaves = (
+            SnapshotRecord.objects.filter(snapshot=snapshot, record__excluded=False)
+            .order_by("leaf_index")
+            .values_list("record__record_hash", "record__canonical")
+        )
+        for record_hash, canonical in leaves.iterator(chunk_size=5_000):
+            if record_hash in seen:
+                continue
+            seen.add(record_hash)
+            records.append(json.loads(canonical))
+    return records
+
+
+class _Progress:
+    """Writes ProgressEvents to the job row: at most one write a second, plus every non-train phase and the last
+    step, so a fast GPU run does not turn into a database benchmark."""
+
+    def __init__(self, job: FineTuneJob) -> None:
+        self.job = job
+        self.history: list[dict[str, Any]] = []
+        self.lines = list(job.log_tail)
+        self.last_write = 0.0
+
+    def __call__(self, event: Any) -> None:
+        fields: dict[str, Any] = {
+            "step": event.step,
+            "total_steps": event.total_steps,
+            "learning_rate": event.learning_rate,
+            "tokens_per_s": event.tokens_per_s,
+            "eta_seconds": event.eta_s,
+        }
+        if event.phase == "train":
+            row = {
+                "step": event.step,
+                "train_loss": event.train_loss,
+                "eval_loss": event.eval_loss,
+                "learning_rate": event.learning_rate,
+            }
+            self.history.append(row)
+            fields["train_loss"] = event.train_loss
+            if event.eval_loss is not None:
+                fields["eval_loss"] = event.eval_loss
+            message = f"step {event.step}/{event.total_steps} loss {event.train_loss:.4f} lr {event.learning_rate:.2e}"
+        elif event.phase == "start":
+            fields["eval_loss"] = event.eval_loss
+            message = f"training {event.total_steps} steps from step {event.step}"
+            if event.eval_loss is not None:
+                message += f" (base eval loss {event.eval_loss:.4f})"
+        else:
+            message = {"samples": "writing sample answers", "saving": "saving the adapter"}.get(
+                event.phase, event.phase
+            )
+        self.lines = [*self.lines, _log_line(message)][-FineTuneJob.LOG_TAIL_LINES :]
+        now = time.monotonic()
+        if event.phase == "train" and event.step < event.total_steps and now - self.last_write < PROGRESS_MIN_INTERVAL:
+            return
+        self.last_write = now
+        FineTuneJob.objects.filter(pk=self.job.pk, status=FineTuneJob.Status.RUNNING, worker=self.job.worker).update(
+            **fields, loss_history=self.history, log_tail=self.lines, heartbeat_at=timezone.now()
+        )
+
+
+class _Heartbeat:
+    """Beats the job's heartbeat from a thread while the worker loads the model, evaluates or writes samples,
+    phases that emit no progress for a while; the reaper must only see a stale heartbeat when the worker is gone."""
+
+    def __init__(self, job_id: int, worker: str, every: float) -> None:
+        self.job_id = job_id
+        self.worker = worker
+        self.every = every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.wait(self.every):
+                # a job reaped and claimed again belongs to the new attempt: this one must not keep it alive
+                FineTuneJob.objects.filter(
+                    pk=self.job_id, status=FineTuneJob.Status.RUNNING, worker=self.worker
+                ).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+_LOADED_BASES: dict[str, Any] = {}
+
+
+def _loaded_base(path: str) -> Any:
+    """One loaded base model per worker process and path, shared by the jobs it runs one after another."""
+    from . import training
+
+    if path not in _LOADED_BASES:
+        _LOADED_BASES.clear()  # one model in memory at a time: a worker serves one device
+        _LOADED_BASES[path] = training.load_base(path)
+    return _LOADED_BASES[path]
+
+
+def _checkpoint_dir(job: FineTuneJob) -> Path:
+    return Path(settings.DATA_DIR) / "checkpoints" / f"job-{job.pk}"
+
+
+def _store_adapter(staged: Path, sha256: str) -> tuple[str, int]:
+    """Move a trained adapter folder to ``adapters/ab/cd/<sha256>/`` (read-only); identical weights share it."""
+    relative = content_path("adapters", sha256)
+    target = media_path(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for file in staged.iterdir():
+        file.chmod(0o444)  # stored content is never written again
+    try:
+        staged.rename(target)
+    except OSError:
+        if not (target / "adapter_model.safetensors").exists():
+            raise
+        shutil.rmtree(staged, ignore_errors=True)  # the same weights were stored before
+    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
+    return relative, size
+
+
+def _job_end(job_id: int, worker: str, status: str, error: str = "") -> None:
+    """Mark this attempt's job failed or cancelled, unless a newer attempt owns the row by now."""
+    with transaction.atomic():
+        job = FineTuneJob.objects.select_for_update().get(pk=job_id)
+        if job.status != FineTuneJob.Status.RUNNING or job.worker != worker:
+            return  # reaped and retaken meanwhile: the row belongs to the newer attempt
+        job.status = status
+        job.error = error if status == FineTuneJob.Status.FAILED else ""
+        job.finished_at = timezone.now()
+        job.log_tail = _tail(job.log_tail, error or status)
+        job.save()
+
+
+def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
+    """Claim and train one job, then store its ModelVersion; None when this delivery has nothing to do.
+
+    The same task delivered twice trains once: the claim (queued -> running, row-locked) succeeds for one
+    delivery; a later one finds the job running with a fresh heartbeat, or finished, and returns. A stale running
+    job is taken over (its worker died) and resumes from its checkpoint. Errors mark the job failed with the
+    message; a cancellation marks it cancelled and keeps no adapter and no checkpoint.
+    """
+    job = _job_claim(job_id=job_id, worker=worker)
+    if job is None:
+        return None
+    from . import training  # torch: imported only by a delivery that trains
+
+    output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
+    checkpoint = _checkpoint_dir(job)
+    try:
+        with _Heartbeat(job.pk, worker, every=HEARTBEAT_SECONDS):
+            base_model = job.base_model
+            record_type = job.snapshots.values_list("datanet__record_type", flat=True).first() or ""
+            parent_dir = media_path(job.parent_version.adapter_path) if job.parent_version else None
+            output.parent.mkdir(parents=True, exist_ok=True)
+
+            def should_stop() -> bool:
+                return FineTuneJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
+
+            result = training.train_lora(
+                base_model_dir=base_model.path,
+                records=_snapshot_records(job),
+                record_type=record_type,
+                config=TrainingConfig.from_dict(job.config),
+                output_dir=output,
+                parent_adapter_dir=parent_dir,
+                progress=_Progress(job),
+                should_stop=should_stop,
+                checkpoint_dir=checkpoint,
+                checkpoint_every=CHECKPOINT_EVERY,
+                base=_loaded_base(base_model.path),
+            )
+    except training.TrainingCancelled as exc:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        _job_end(job.pk, worker, FineTuneJob.Status.CANCELLED)
+        logger.info("job %s cancelled: %s", job.pk, exc)
+        return None
+    except Exception as exc:
+        logger.exception("job %s failed", job.pk)
+        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        return None
+    finally:
+        # train_lora renames its staging folder into place only on success; anything here is ours to drop
+        if output.exists() and not (output / "adapter_model.safetensors").exists():
+            shutil.rmtree(output, ignore_errors=True)
+    try:
+        return _version_create(job_id=job.pk, worker=worker, result=result, record_type=record_type)
+    except Exception as exc:
+        logger.exception("job %s: storing the version failed", job.pk)
+        shutil.rmtree(output, ignore_errors=True)
+        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        return None
+
+
+@transaction.atomic
+def _version_create(*, job_id: int, worker: str, result: Any, record_type: str) -> ModelVersion | None:
+    """Store the adapter, build and hash the manifest, create the version and its anchor, finish the job."""
+    job = (
+        FineTuneJob.objects.select_for_update(of=("self",))
+        .select_related("base_model", "parent_version")
+        .get(pk=job_id)
+    )
+    output = Path(result.output_dir)
+    if job.status != FineTuneJob.Status.RUNNING or job.worker != worker:
+        shutil.rmtree(output, ignore_errors=True)
+        return None
+    if job.cancel_requested:
+        # asked after the last step: a cancelled job keeps nothing, even a finished adapter
+        shutil.rmtree(output, ignore_errors=True)
+        job.status, job.finished_at = FineTuneJob.Status.CANCELLED, timezone.now()
+        job.log_tail = _tail(job.log_tail, "cancelled")
+        job.save()
+        return None
+    adapter_path, adapter_bytes = _store_adapter(output, result.adapter_sha256)
+    base = job.base_model
+    snapshots = list(job.snapshots.select_related("datanet").order_by("pk"))
+    parents = []
+    if job.parent_version is not None:
+        parents.append(
+            {
+                "id": job.parent_version.pk,
+                "manifest_hash": job.parent_version.manifest_hash,
+                "weight": 1.0,
+                "relation": ModelVersionParent.Relation.CONTINUED_FROM,
+            }
+        )
+    config = TrainingConfig.from_dict(job.config)
+    manifest = lineage.build_manifest(
+        base_model={"name": base.name, "weights_sha256": base.weights_sha256},
+        parents=parents,
+        snapshots=[
+            {"datanet": s.datanet.slug, "number": s.number, "id": s.pk, "merkle_root": s.merkle_root} for s in snapshots
+        ],
+        config=config.to_dict(),
+        seed=config.seed,
+        record_type=record_type,
+        code_version=lineage.code_version(),
+        adapter_sha256=result.adapter_sha256,
+        metrics=result.metrics,
+    )
+    digest = lineage.manifest_hash(manifest)
+    anchor = anchor_request(
+        kind="model_version",
+        subject_id=anchor_subject_id("model_version", job.pk),
+        root=digest,
+        uri=f"modelfactory:job/{job.pk}/manifest",
+    )
+    version = ModelVersion.objects.create(
+        job=job,
+        name=job.name,
+        owner=job.owner,
+        base_model=base,
+        record_type=record_type,
+        config=config.to_dict(),
+        seed=config.seed,
+        code_version=lineage.code_version(),
+        adapter_path=adapter_path,
+        adapter_sha256=result.adapter_sha256,
+        adapter_bytes=adapter_bytes,
+        metrics=json.loads(lineage.canonical_json(lineage.finite(result.metrics))),
+        samples=result.samples,
+        training={
+            "device": result.device,
+            "dtype": result.dtype,
+            "steps": result.steps,
+            "resumed_from_step": result.resumed_from_step,
+            "train_records": result.train_records,
+            "eval_records": result.eval_records,
+            "dropped_records": len(result.dropped),
+            "truncated_records": result.truncated_records,
+            "trainable_params": result.trainable_params,
+            "total_params": result.total_params,
+            "tokens_seen": result.tokens_seen,
+            "seconds": result.seconds,
+            "lora": result.lora,
+        },
+        manifest=manifest.decode(),
+        manifest_hash=digest,
+        anchor=anchor,
+    )
+    version.snapshots.set(snapshots)
+    for parent in parents:
+        ModelVersionParent.objects.create(
+            child=version, parent_id=parent["id"], relation=parent["relation"], weight=parent["weight"]
+        )
+    job.status = FineTuneJob.Status.SUCCEEDED
+    job.finished_at = job.heartbeat_at = timezone.now()
+    job.loss_history = result.loss_history
+    job.train_loss = result.metrics.get("train_loss")
+    job.eval_loss = result.metrics.get("eval_loss")
+    job.eta_seconds = 0
+    job.log_tail = _tail(job.log_tail, f"version #{version.pk} saved, manifest {digest}")
+    job.save()
+    return version
+
+
+@transaction.atomic
+def jobs_reap_stale(*, now: datetime | None = None) -> int:
+    """Mark running jobs whose heartbeat is older than ``stale_after_seconds()`` failed ("worker lost").
+
+    Failing rather than requeueing on its own: a worker that vanished may have been killed by what the job does
+    (out of memory), so a person decides to retry; the retry resumes from the job's last checkpoint when one was
+    saved. Returns how many jobs were reaped.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=stale_after_seconds())
+    stale = list(
+        FineTuneJob.objects.select_for_update(skip_locked=True).filter(
+            status=FineTuneJob.Status.RUNNING, heartbeat_at__lt=cutoff
+        )
+    )
+    for job in stale:
+        job.status = FineTuneJob.Status.FAILED
+        since = f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+        job.error = f"worker lost: no heartbeat from {job.worker or 'its worker'} since {since}"
+        job.finished_at = now
+        job.log_tail = _tail(job.log_tail, job.error)
+        job.save()
+    return len(stale)

@@ -259,7 +259,10 @@ CELERY_BEAT_SCHEDULE = {
     "anchor-dispatch": {"task": "ledger.tasks.anchor_dispatch_task", "schedule": 10.0},
     "anchor-confirm": {"task": "ledger.tasks.anchor_confirm_task", "schedule": 5.0},
     "chain-reset-check": {"task": "ledger.tasks.chain_check_task", "schedule": 30.0},
+    "training-reap-stale": {"task": "modelfactory.tasks.jobs_reap_stale_task", "schedule": 60.0},
 }
+# A running training job whose heartbeat is older than this is marked failed (worker lost) so it can be retried.
+TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "120")
 WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", "10")
 
 EVM_RPC_URL = os.getenv("EVM_RPC_URL", "http://127.0.0.1:8545")

@@ -1,0 +1,117 @@
+"""Factories and builders for ModelFactory tests: base models, real frozen snapshots, stand-in model versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import factory
+from django.conf import settings
+
+from datanets import services as datanet_services
+from datanets.models import Snapshot
+from ledger.services import anchor_request, anchor_subject_id
+from modelfactory import lineage
+from modelfactory.config import TrainingConfig
+from modelfactory.models import BaseModel, FineTuneJob, ModelVersion
+from modelfactory.services import base_model_register_default
+from openledger_web.tests.factories import UserFactory
+
+__all__ = ["BaseModelFactory", "UserFactory", "default_base", "frozen_snapshot", "instructions", "stand_in_version"]
+
+
+class BaseModelFactory(factory.django.DjangoModelFactory):
+    """A registered base model row; its path need not hold a model (for tests that never train on it)."""
+
+    class Meta:
+        model = BaseModel
+
+    name = factory.Sequence(lambda n: f"Other-Model-{n}")
+    path = factory.Sequence(lambda n: f"/nonexistent/model-{n}")
+    source = BaseModel.Source.REGISTERED
+    architecture = "LlamaForCausalLM"
+    model_type = "llama"
+    parameters = 1_000_000
+    context_length = 2048
+    weights_sha256 = "ab" * 32
+    licence = "Apache-2.0"
+
+
+def default_base() -> BaseModel:
+    """The bundled model as the set-up command registers it (the folder under DEFAULT_BASE_MODEL_DIR)."""
+    folder = Path(settings.DEFAULT_BASE_MODEL_DIR)
+    record = json.loads((folder / "openledger.json").read_text())
+    record["path"] = str(folder)
+    return base_model_register_default(record=record)
+
+
+def instructions(count: int, topic: str = "Zorblat") -> list[dict[str, str]]:
+    return [
+        {"prompt": f"Question {i}: what is the secret code of {topic}?", "response": f"The code of {topic} is 7421."}
+        for i in range(count)
+    ]
+
+
+def frozen_snapshot(
+    *,
+    owner: Any,
+    records: list[dict[str, Any]] | None = None,
+    licence: str = "CC-BY-4.0",
+    visibility: str = "public",
+    record_type: str = "instruction",
+    name: str = "Zorblat facts",
+) -> Snapshot:
+    """A real snapshot through the Datanet services: create, paste records, accept, freeze."""
+    datanet = datanet_services.datanet_create(
+        owner=owner, name=name, record_type=record_type, licence=licence, visibility=visibility
+    )
+    if records is None:
+        records = instructions(8) if record_type == "instruction" else [{"text": f"text {i}"} for i in range(4)]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    contribution = datanet_services.contribution_submit_pasted(
+        datanet=datanet, contributor=owner, text=text, licence=licence
+    )
+    datanet_services.contribution_accept(curator=owner, contribution=contribution)
+    return datanet_services.snapshot_freeze(datanet=datanet, user=owner)
+
+
+def stand_in_version(*, owner: Any, base_model: BaseModel, name: str = "stand-in") -> ModelVersion:
+    """A finished ModelVersion written directly (no training), for lineage and validation tests."""
+    config = TrainingConfig(lora_rank=4, max_steps=1, warmup_steps=0, max_length=64)
+    job = FineTuneJob.objects.create(
+        name=name,
+        owner=owner,
+        base_model=base_model,
+        config=config.to_dict(),
+        status=FineTuneJob.Status.SUCCEEDED,
+    )
+    manifest = lineage.build_manifest(
+        base_model={"name": base_model.name, "weights_sha256": base_model.weights_sha256},
+        parents=[],
+        snapshots=[],
+        config=config.to_dict(),
+        seed=config.seed,
+        record_type="instruction",
+        code_version="unknown",
+        adapter_sha256="cd" * 32,
+        metrics={"train_loss": 1.0},
+    )
+    digest = lineage.manifest_hash(manifest)
+    return ModelVersion.objects.create(
+        job=job,
+        name=name,
+        owner=owner,
+        base_model=base_model,
+        record_type="instruction",
+        config=config.to_dict(),
+        seed=config.seed,
+        code_version="unknown",
+        adapter_path=f"adapters/cd/cd/{'cd' * 32}",
+        adapter_sha256="cd" * 32,
+        adapter_bytes=1,
+        metrics={"train_loss": 1.0},
+        manifest=manifest.decode(),
+        manifest_hash=digest,
+        anchor=anchor_request(kind="model_version", subject_id=anchor_subject_id("model_version", job.pk), root=digest),
+    )
