@@ -41,8 +41,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import ctypes
-import importlib.util
 import json
 import lzma
 import re
@@ -50,7 +48,6 @@ import shutil
 import stat
 import tempfile
 import unicodedata
-import weakref
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -60,6 +57,8 @@ from json.encoder import encode_basestring
 from typing import BinaryIO, Final, NamedTuple
 
 from eth_hash.auto import keccak as _eth_keccak
+
+from ledger.merkle import keccak256_hasher
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -222,7 +221,8 @@ class UploadParser:
         self._started = False
         self._header_only_csv = False
         self._check = _RECORD_CHECKS[record_type]
-        self._keccak256 = _new_keccak256()
+        # one hashing state per parser: the fast hasher must not be shared between threads
+        self._keccak256 = keccak256_hasher()
         self._finish = self._make_finish()
         self._zip: zipfile.ZipFile | None = None
         self._zip_entries: list[tuple[zipfile.ZipInfo, str]] = []
@@ -1110,69 +1110,6 @@ def _size(size: int, other: int | None = None) -> str:
     if other is not None and shown == _size(other) and size != other:
         return f"{size:,} bytes"
     return shown
-
-
-def _fast_keccak256() -> Callable[[bytes], bytes]:
-    """keccak256 computed by pycryptodome's compiled code, called directly through ctypes.
-
-    eth_hash's wrapper around the same code costs ~8 us a call, three times what parsing a record's JSON costs;
-    this costs ~3 us. The function holds one hashing state, so it must not be shared between threads: each parser
-    makes its own. ``_fast_keccak_works()`` checks it against eth_hash before the module relies on it.
-    """
-    lib = _KECCAK_LIB
-    assert lib is not None
-    size_t, uint8 = ctypes.c_size_t, ctypes.c_uint8
-    state = ctypes.c_void_p()
-    if lib.keccak_init(ctypes.byref(state), size_t(64), uint8(24)):  # capacity 2 x 32 bytes, 24 rounds
-        raise MemoryError("keccak_init failed")
-    out = ctypes.create_string_buffer(32)
-    out_size = size_t(32)
-    padding = uint8(0x01)  # Keccak's padding, not SHA-3's 0x06
-    reset, absorb, digest = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
-
-    def keccak256(data: bytes) -> bytes:
-        # Every argument is passed as its exact C type: cheaper than argtypes conversions, and as safe.
-        reset(state)
-        absorb(state, data, size_t(len(data)))
-        digest(state, out, out_size, padding)
-        return out.raw
-
-    weakref.finalize(keccak256, lib.keccak_destroy, state)
-    return keccak256
-
-
-def _load_keccak_lib() -> ctypes.PyDLL | None:
-    """Our own handle on pycryptodome's keccak library, so nothing we set on it touches pycryptodome's.
-
-    A PyDLL keeps the GIL during calls: releasing and retaking it would cost more than hashing a record.
-    """
-    spec = importlib.util.find_spec("Crypto.Hash._keccak")
-    if spec is None or not spec.origin:
-        return None
-    lib = ctypes.PyDLL(spec.origin)
-    for name in ("keccak_init", "keccak_destroy", "keccak_reset", "keccak_absorb", "keccak_digest"):
-        getattr(lib, name).restype = ctypes.c_int
-    return lib
-
-
-def _fast_keccak_works() -> bool:
-    try:
-        keccak = _fast_keccak256()
-        samples = (b"", b"abc", bytes(range(256)) * 3, "é数据".encode() * 1000)
-        return all(keccak(sample) == _eth_keccak(sample) for sample in samples)
-    except (OSError, AttributeError, MemoryError, ctypes.ArgumentError):
-        return False
-
-
-def _new_keccak256() -> Callable[[bytes], bytes]:
-    return _fast_keccak256() if _FAST_KECCAK else _eth_keccak
-
-
-try:
-    _KECCAK_LIB = _load_keccak_lib()
-except (OSError, AttributeError):
-    _KECCAK_LIB = None
-_FAST_KECCAK: Final = _KECCAK_LIB is not None and _fast_keccak_works()
 
 
 _RECORD_CHECKS: Final[dict[str, Callable[[object], tuple]]] = {

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from Crypto.Hash import keccak as _pycryptodome_keccak
@@ -35,6 +36,66 @@ def keccak256(data: bytes) -> bytes:
     return _pycryptodome_keccak.new(data=data, digest_bits=256).digest()
 
 
+def keccak256_hasher() -> Callable[[bytes], bytes]:
+    """A keccak256 function for hashing many short inputs fast: pycryptodome's compiled code called directly through
+    ctypes (~3 us a call against ~8 us through eth_hash), else plain ``keccak256``.
+
+    The fast function holds one hashing state, so it must not be shared between threads: make one per job.
+    """
+    return _fast_hasher(_KECCAK_LIB) if _FAST_KECCAK else keccak256
+
+
+def _fast_hasher(lib: Any) -> Callable[[bytes], bytes]:
+    size_t, uint8 = ctypes.c_size_t, ctypes.c_uint8
+    state = ctypes.c_void_p()
+    if lib.keccak_init(ctypes.byref(state), size_t(64), uint8(24)):  # capacity 2 x 32 bytes, 24 rounds
+        return keccak256
+    out = ctypes.create_string_buffer(32)
+    out_size = size_t(32)
+    padding = uint8(0x01)  # Keccak's padding, not SHA-3's 0x06
+    reset, absorb, digest = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
+
+    def fast_keccak256(data: bytes) -> bytes:
+        # Every argument is passed as its exact C type: cheaper than argtypes conversions, and as safe.
+        reset(state)
+        absorb(state, data, size_t(len(data)))
+        digest(state, out, out_size, padding)
+        return out.raw
+
+    weakref.finalize(fast_keccak256, lib.keccak_destroy, state)
+    return fast_keccak256
+
+
+def _load_keccak_lib() -> Any:
+    """Our own handle on pycryptodome's keccak library, so nothing we set on it touches pycryptodome's.
+
+    A PyDLL keeps the GIL during calls: releasing and retaking it would cost more than one short hash.
+    """
+    spec = importlib.util.find_spec("Crypto.Hash._keccak")
+    if spec is None or not spec.origin:
+        return None
+    lib = ctypes.PyDLL(spec.origin)
+    for name in ("keccak_init", "keccak_destroy", "keccak_reset", "keccak_absorb", "keccak_digest"):
+        getattr(lib, name).restype = ctypes.c_int
+    return lib
+
+
+def _fast_keccak_works(lib: Any) -> bool:
+    try:
+        hasher = _fast_hasher(lib)
+        samples = (b"", b"abc", bytes(range(256)) * 3, "é数据".encode() * 1000)
+        return all(hasher(sample) == keccak256(sample) for sample in samples)
+    except (OSError, AttributeError, ctypes.ArgumentError):
+        return False
+
+
+try:
+    _KECCAK_LIB = _load_keccak_lib()
+except (OSError, AttributeError):
+    _KECCAK_LIB = None
+_FAST_KECCAK = _KECCAK_LIB is not None and _fast_keccak_works(_KECCAK_LIB)
+
+
 class _Keccak:
     """One reusable Keccak-256 state in pycryptodome's compiled library, driven through ctypes: three foreign calls
     per hash and no Python object per hash, the cheapest way to hash millions of short inputs without a compiler.
@@ -44,21 +105,14 @@ class _Keccak:
     """
 
     def __init__(self) -> None:
-        self.fast = False
-        try:
-            spec = importlib.util.find_spec("Crypto.Hash._keccak")
-            if spec is None or spec.origin is None:
-                return
-            lib = ctypes.PyDLL(spec.origin)
-            state = ctypes.c_void_p()
-            if lib.keccak_init(ctypes.byref(state), ctypes.c_size_t(64), ctypes.c_ubyte(24)) != 0:
-                return
-        except (OSError, AttributeError):
+        self.fast = _FAST_KECCAK
+        if not self.fast:
+            return
+        lib, state = _KECCAK_LIB, ctypes.c_void_p()
+        if lib.keccak_init(ctypes.byref(state), ctypes.c_size_t(64), ctypes.c_uint8(24)):
+            self.fast = False
             return
         self._lib, self._state, self._out = lib, state, ctypes.create_string_buffer(32)
-        self.fast = True
-        if self(b"abc") != keccak256(b"abc"):
-            self.fast = False
 
     def __call__(self, data: bytes) -> bytes:
         if not self.fast:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from eth_hash.auto import keccak
 
-from datanets import parsing
 from datanets.parsing import (
     ALLOWED_EXTENSIONS,
     RECORD_TYPES,
@@ -24,6 +23,7 @@ from datanets.parsing import (
     parse_upload,
     record_hash,
 )
+from ledger.merkle import keccak256_hasher
 
 MiB = 1024 * 1024
 
@@ -843,7 +843,7 @@ def test_record_hash_is_keccak256() -> None:
 
 
 def test_the_fast_keccak_agrees_with_eth_hash() -> None:
-    hasher = parsing._new_keccak256()
+    hasher = keccak256_hasher()
     for size in (0, 1, 135, 136, 137, 10_000):
         data = bytes(i % 251 for i in range(size))
         assert hasher(data) == keccak(data)
