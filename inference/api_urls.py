@@ -1,0 +1,6 @@
+"""Inference REST API: runs, mounted at /api/runs/."""
+
+
+app_name = "inference-api"
+
+urlpatterns: list = []
