@@ -1,0 +1,231 @@
+"""Proof of Attribution records: the training-time index of a model version, the attribution of each run, and the
+reward accruals that follow from it.
+
+The index files (gradient features, span index) live content-addressed under MEDIA_ROOT; the rows here name them
+by hash, so a loaded file that does not match its row is refused rather than silently scored against.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class AttributionIndex(models.Model):
+    """The per-record gradient features and span index of one model version, built at the end of its training job.
+
+    ``status`` is ``ok`` (both files stored, hashes in the version's lineage manifest) or ``failed`` (``error`` says
+    why; the version exists and serves answers, but its runs are not attributed).
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        FAILED = "failed"
+
+    version = models.OneToOneField(
+        "modelfactory.ModelVersion", on_delete=models.PROTECT, related_name="attribution_index"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices)
+    error = models.TextField(blank=True)
+    method = models.CharField(max_length=60, blank=True, help_text="The projection method (count sketch version).")
+    seed = models.BigIntegerField(default=0, help_text="Seed of the projection; it is regenerated, never stored.")
+    width = models.PositiveIntegerField(default=0, help_text="Width of the projected gradient features.")
+    feature_hash = models.CharField(max_length=64, blank=True, help_text="Content hash of the feature matrix.")
+    span_hash = models.CharField(max_length=64, blank=True, help_text="Content hash of the span index.")
+    path = models.CharField(max_length=200, blank=True, help_text="Relative to MEDIA_ROOT: attribution/ab/cd/<hash>/")
+    record_ids = models.JSONField(default=list, blank=True, help_text="Indexed datanets.Record ids, feature order.")
+    groups = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="How each group of records was tokenized: record type, formatting, max length, record ids.",
+    )
+    build_seconds = models.FloatField(null=True, blank=True)
+    train_step_seconds = models.FloatField(null=True, blank=True, help_text="The job's mean seconds per step.")
+    evaluation = models.JSONField(
+        default=dict, blank=True, help_text="Measured reliability for this version (planted-fact evaluation)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="ok") | (~Q(feature_hash="") & ~Q(span_hash="") & ~Q(path="")),
+                name="attribution_index_ok_has_files",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="failed") | ~Q(error=""), name="attribution_index_failure_has_error"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attribution index of version {self.version_id} ({self.status})"
+
+    @property
+    def is_ok(self) -> bool:
+        return self.status == self.Status.OK
+
+    def manifest_entry(self) -> dict[str, object]:
+        """What the lineage manifest anchors about this index."""
+        return {
+            "status": self.status,
+            "method": self.method,
+            "seed": self.seed,
+            "width": self.width,
+            "feature_hash": self.feature_hash,
+            "span_hash": self.span_hash,
+            "records": len(self.record_ids),
+        }
+
+
+class RunAttribution(models.Model):
+    """The attribution of one inference run: which policy, each signal's share, and how it went.
+
+    ``status``: pending (queued after the answer), ok (scored; RecordAttribution rows and accruals exist),
+    no_index (the version has no usable index: nothing was credited to contributors), failed (``error``).
+    Shares are exact fractions stored as ``"p/q"`` strings.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        OK = "ok"
+        NO_INDEX = "no_index", "no index"
+        FAILED = "failed"
+
+    FINISHED = (Status.OK, Status.NO_INDEX, Status.FAILED)
+
+    run = models.OneToOneField("inference.InferenceRun", on_delete=models.CASCADE, related_name="attribution")
+    index = models.ForeignKey(
+        AttributionIndex, null=True, blank=True, on_delete=models.PROTECT, related_name="run_attributions"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+    reward_policy_version = models.PositiveIntegerField(null=True, blank=True)
+    feature_hash = models.CharField(max_length=64, blank=True, help_text="The index files scored against.")
+    span_hash = models.CharField(max_length=64, blank=True)
+    signal_shares = models.JSONField(default=dict, blank=True, help_text='{signal: "p/q"}')
+    effective_weights = models.JSONField(default=dict, blank=True)
+    contributors = models.JSONField(default=list, blank=True, help_text='[[user id, "p/q"], ...] largest first')
+    datanets = models.JSONField(default=list, blank=True, help_text='[[datanet id, "p/q"], ...] largest first')
+    answer_tokens = models.PositiveIntegerField(default=0)
+    longest_span = models.PositiveIntegerField(default=0, help_text="Tokens of the longest verbatim span.")
+    explanation = models.TextField(blank=True)
+    fee = models.DecimalField(max_digits=78, decimal_places=0, default=0)
+    seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"attribution of run {self.run_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class RecordAttribution(models.Model):
+    """One credited training record of a run: its combined share, each signal's part and raw score."""
+
+    run_attribution = models.ForeignKey(RunAttribution, on_delete=models.CASCADE, related_name="records")
+    record = models.ForeignKey("datanets.Record", on_delete=models.PROTECT, related_name="attributions")
+    contribution = models.ForeignKey("datanets.Contribution", on_delete=models.PROTECT, related_name="attributions")
+    rank = models.PositiveIntegerField()
+    share = models.CharField(max_length=80, help_text='Exact share of the answer, "p/q".')
+    share_float = models.FloatField(help_text="The same share as a float, for ordering and charts.")
+    by_signal = models.JSONField(default=dict, help_text='{signal: "p/q"}, summing to share.')
+    raw_scores = models.JSONField(default=dict, help_text="{signal: raw score} (gradient cosine, span coverage).")
+
+    class Meta:
+        ordering = ["run_attribution_id", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["run_attribution", "record"], name="attribution_record_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"record {self.record_id}: {self.share}"
+
+
+class SpanMatch(models.Model):
+    """A verbatim span of the answer found in a training record, for highlighting both.
+
+    Character ranges are end-exclusive: ``answer_start:answer_end`` in the run's answer, ``record_start:record_end``
+    in the record's display text (``attribution.selectors.record_display_text``), empty when the span's text could
+    not be located there.
+    """
+
+    run_attribution = models.ForeignKey(RunAttribution, on_delete=models.CASCADE, related_name="spans")
+    record = models.ForeignKey("datanets.Record", on_delete=models.PROTECT, related_name="span_matches")
+    tokens = models.PositiveIntegerField()
+    n_records = models.PositiveIntegerField(help_text="How many training records contain this span.")
+    answer_start = models.PositiveIntegerField()
+    answer_end = models.PositiveIntegerField()
+    record_start = models.PositiveIntegerField(null=True, blank=True)
+    record_end = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run_attribution_id", "answer_start", "record_id"]
+
+    def __str__(self) -> str:
+        return f"span {self.answer_start}:{self.answer_end} in record {self.record_id}"
+
+
+class RewardAccrual(models.Model):
+    """One part of one run's fee, owed to a contributor, the model's builder or the protocol pool.
+
+    Amounts are integers in the token's smallest unit; the accruals of a run sum exactly to its fee. A contributor's
+    accrual is per contribution (so earnings roll up per Datanet and per contribution); a contributor without a
+    linked wallet accrues all the same and claims once one is linked. ``epoch`` is set when the accrual is closed
+    into a ledger reward epoch.
+    """
+
+    class Kind(models.TextChoices):
+        CONTRIBUTOR = "contributor"
+        BUILDER = "builder"
+        POOL = "pool"
+
+    run = models.ForeignKey("inference.InferenceRun", on_delete=models.PROTECT, related_name="accruals")
+    recipient_kind = models.CharField(max_length=12, choices=Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="accruals"
+    )
+    contribution = models.ForeignKey(
+        "datanets.Contribution", null=True, blank=True, on_delete=models.PROTECT, related_name="accruals"
+    )
+    datanet = models.ForeignKey(
+        "datanets.Datanet", null=True, blank=True, on_delete=models.PROTECT, related_name="accruals"
+    )
+    amount = models.DecimalField(max_digits=78, decimal_places=0, help_text="Smallest token units.")
+    share = models.CharField(
+        max_length=80, help_text='Exact fraction of the fee this part was entitled to before rounding, "p/q".'
+    )
+    policy_version = models.PositiveIntegerField(help_text="The reward policy that split the fee.")
+    epoch = models.PositiveIntegerField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="attribution_accrual_not_negative"),
+            models.CheckConstraint(
+                condition=Q(recipient_kind="pool", user__isnull=True)
+                | Q(recipient_kind__in=["contributor", "builder"], user__isnull=False),
+                name="attribution_accrual_recipient",
+            ),
+            models.CheckConstraint(
+                condition=~Q(recipient_kind="contributor") | Q(contribution__isnull=False, datanet__isnull=False),
+                name="attribution_contributor_accrual_has_contribution",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "epoch"]),
+            models.Index(fields=["recipient_kind", "epoch"]),
+            models.Index(fields=["contribution"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} to {self.recipient_kind} {self.user_id or ''} for run {self.run_id}"

@@ -1,2 +1,11 @@
+"""The ancestry panel fragment of a run (included by the inference page and the run page)."""
 
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import path
+
+from . import panel_views
+
+urlpatterns = [
+    path("runs/<uuid:public_id>/panel/", panel_views.run_panel, name="run_panel"),
+]

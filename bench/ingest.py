@@ -2,6 +2,11 @@
 an upload (``services.contribution_submit`` with a file object) into PostgreSQL, beside a bare ``json.loads`` loop
 and a bare SHA-256 over the same file, measured in the same run.
 
+Then the database's own share: the same rows, already encoded (exported with COPY TO from what the ingest wrote),
+copied into an empty copy of the record table (same columns, checks, indexes and foreign keys) in one transaction,
+with no Python in the loop. That is the floor for any client on this schema, and ``parse / that`` the best
+``ingest_over_parse`` it allows.
+
 Memory: peak growth of the process's resident set (RSS, sampled every 5 ms by a thread with psutil) over its value
 just before the ingest starts. The automatic checks that a real upload queues afterwards are not run: they are a
 Celery task, not part of the upload.
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +129,47 @@ def admin_sql(statement: str) -> None:
         conn.execute(statement)
 
 
+def database_floor(path: Path) -> float:
+    """Seconds to COPY the ingested rows, already encoded, into an empty copy of the record table (its columns, checks,
+    indexes and foreign keys), in one transaction, with the foreign keys checked as the ingest checks them."""
+    from django.db import connection, transaction
+
+    from datanets import services
+    from datanets.models import Record
+
+    table = Record._meta.db_table
+    columns = (
+        "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes, excluded, "
+        "excluded_reason, flags"
+    )
+    raw = connection.connection
+    with path.open("wb") as out, raw.cursor().copy(f"COPY (SELECT {columns} FROM {table}) TO STDOUT") as copy:
+        for chunk in copy:
+            out.write(chunk)
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+        cursor.execute(f"CREATE TABLE bench_floor (LIKE {table} INCLUDING ALL)")
+        for info in constraints.values():
+            if info["foreign_key"]:
+                target, target_column = info["foreign_key"]
+                cursor.execute(
+                    f"ALTER TABLE bench_floor ADD FOREIGN KEY ({info['columns'][0]}) REFERENCES {target} "
+                    f"({target_column}) DEFERRABLE INITIALLY DEFERRED"
+                )
+    statement = f"COPY bench_floor ({columns}) FROM STDIN"
+    started = time.perf_counter()
+    with transaction.atomic(), path.open("rb") as rows:
+        connection.cursor().execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # COPY statements of the ingest's size, so that its foreign-key checks come in the same pieces
+        while chunk := b"".join(islice(rows, services._COPY_ROWS)):
+            with raw.cursor().copy(statement) as copy:
+                copy.write(chunk)
+    seconds = time.perf_counter() - started
+    connection.cursor().execute("DROP TABLE bench_floor")
+    path.unlink()
+    return seconds
+
+
 def ingest(path: Path) -> tuple[float, int, PeakRss]:
     import django
 
@@ -171,6 +218,8 @@ def main() -> None:
     admin_sql(f"CREATE DATABASE {DB_NAME}")
     try:
         ingest_s, records, memory = ingest(path)
+        path.unlink()
+        floor_s = database_floor(WORK / "rows.copy")
         from django.db import connections
 
         connections.close_all()
@@ -180,11 +229,12 @@ def main() -> None:
     assert records == count, f"ingested {records} of {count} records"
 
     def line(label: str, seconds: float) -> None:
-        print(f"{label:<34} {seconds:8.2f} s  {mb / seconds:8.1f} MB/s  {count / seconds:12,.0f} records/s")
+        print(f"{label:<38} {seconds:8.2f} s  {mb / seconds:8.1f} MB/s  {count / seconds:12,.0f} records/s")
 
     line("bare sha256 of the file", sha_s)
     line("bare json.loads of each line", parse_s)
     line("ingest (contribution_submit)", ingest_s)
+    line("database alone (COPY of encoded rows)", floor_s)
     print(f"peak RSS growth during the ingest: {memory.growth_mb:.1f} MB (psutil RSS sampled every 5 ms)")
     figures = {
         "file_mb": round(mb, 1),
@@ -196,6 +246,8 @@ def main() -> None:
         "sha256_mb_per_s": round(mb / sha_s, 2),
         "ingest_over_parse": round(parse_s / ingest_s, 3),
         "ingest_over_sha256": round(sha_s / ingest_s, 4),
+        "database_floor_seconds": round(floor_s, 2),
+        "floor_over_parse": round(parse_s / floor_s, 3),
         "peak_memory_growth_mb": round(memory.growth_mb, 1),
         "memory_method": "psutil RSS sampled every 5 ms, peak minus the value before the ingest",
     }

@@ -7,13 +7,16 @@ generated tokens per request (end tokens ignored, so every mode generates exactl
   (b) grouped: batches of the same size whose rows all use one adapter (the best case for a server that can only
       batch requests of one adapter);
   (c) naive: per request, the base loaded from disk, the adapter applied with peft and merged (merge_and_unload),
-      the request generated alone. It does not depend on N and costs seconds a request, so it runs a few requests
-      and its tokens/s stands for every N.
+      the request generated alone. It does not depend on N and costs seconds a request, so it runs one request
+      (adapter i mod 32) after each round of (a) and (b), in a worker process of its own (so its models never count
+      in the engine's memory), after one untimed warm-up request as the engine gets one; its tokens/s stands for
+      every N.
 for N = 1, 8, 32 and 128 adapters, and prints tokens/s, (a)/(b) and (a)/(c). Tokens/s are given per second of wall
-time and per second of this process's CPU time; on a shared machine the ratios use CPU time, which other processes
-do not inflate (with one torch thread the two agree on an idle machine). Then the adapter cache: cold load (file
-in the page cache, not yet in the engine) and warm load (a cache hit) of an adapter against peft's `load_adapter`,
-the process memory per cached adapter over its file size, and the extra memory of serving all 128.
+time and per second of the measuring process's CPU time; on a shared machine the ratios use CPU time, which other
+processes do not inflate (with one torch thread the two agree on an idle machine). The three modes take turns, so
+that all see the same load from whatever else runs on the machine. Then the adapter cache: cold load (file in the
+page cache, not yet in the engine) and warm load (a cache hit) of an adapter against peft's `load_adapter`, the
+process memory per cached adapter over its file size, and the extra memory of serving all 128.
 
 Run from the repository root: .venv/bin/python bench/serve.py (CPU: one torch thread unless BENCH_THREADS is set,
 because the machine's cores are shared and spinning threads make the numbers noisy).
@@ -35,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BASE = Path(os.getenv("DEFAULT_BASE_MODEL_DIR", ROOT / "var/models/smollm2-135m-instruct"))
 COUNTS = (1, 8, 32, 128)
-BATCH = 16
-BATCHES_PER_MODE = 2
+# 32 concurrent requests: at N = 32 every adapter has one row in each mixed batch
+BATCH = 32
+BATCHES_PER_MODE = 3
 NEW_TOKENS = 16
-NAIVE_REQUESTS = 3
 TARGETS = ("q_proj", "v_proj")
 RANK = 8
 # A short system prompt instead of the template's default, so that decoding (where adapters differ), not prefill,
@@ -61,6 +64,22 @@ PROMPTS = [
     "What is a triangle?",
     "Where do penguins live?",
     "What is the boiling point of water?",
+    "Name a fruit that is yellow.",
+    "What is the largest planet?",
+    "How many days are in a week?",
+    "What colour is grass?",
+    "Name a musical instrument.",
+    "What do cows drink?",
+    "Give a synonym for happy.",
+    "What is ice?",
+    "Name a country in Asia.",
+    "What is the sun?",
+    "How many wheels does a bicycle have?",
+    "What do plants need to grow?",
+    "Name a month with 30 days.",
+    "What is a noun?",
+    "Which animal says moo?",
+    "What is 10 minus 3?",
 ]
 
 
@@ -100,46 +119,82 @@ def requests_for(mode: str, n: int) -> list[list]:
     return batches
 
 
-def engine_tokens_per_s(engine, n: int) -> dict[str, tuple[float, float]]:
-    """Tokens per second of wall time and of this process's CPU time, per mode. Mixed and grouped batches alternate,
-    so that both see the same load from whatever else runs on the machine."""
+def engine_tokens_per_s(engine, n: int, naive) -> dict[str, tuple[float, float]]:
+    """Tokens per second of wall time and of this process's CPU time, per mode. Mixed and grouped batches take turns
+    (which goes first alternates), and a naive request follows each round, so that all three see the same load from
+    whatever else runs on the machine."""
     plans = {mode: requests_for(mode, n) for mode in ("mixed", "grouped")}
     spent = {mode: [0, 0.0, 0.0] for mode in plans}
     for b in range(BATCHES_PER_MODE):
-        for mode, batches in plans.items():
+        for mode in sorted(plans, reverse=b % 2 == 1):
             wall, cpu = time.perf_counter(), time.process_time()
-            results = engine.generate_batch(batches[b])
+            results = engine.generate_batch(plans[mode][b])
             if not all(r.ok for r in results):
                 raise SystemExit(f"{mode} batch failed: {[r.error for r in results if not r.ok]}")
             spent[mode][0] += sum(r.completion_tokens for r in results)
             spent[mode][1] += time.perf_counter() - wall
             spent[mode][2] += time.process_time() - cpu
+        naive.request()
     return {mode: (tokens / wall, tokens / cpu) for mode, (tokens, wall, cpu) in spent.items()}
 
 
-def naive_tokens_per_s(folder: Path, n: int) -> tuple[float, float]:
+NAIVE_ADAPTERS = 32
+
+
+def naive_worker(connection, folder: str) -> None:
+    """The naive way, in a process of its own: for request i, the base loaded from disk, adapter i mod 32 applied
+    with peft and merged, then the request generated alone. Answers (tokens, wall s, CPU s) per request."""
+    sys.path.insert(0, str(ROOT))
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(int(os.getenv("BENCH_THREADS", "1")))
     tokenizer = AutoTokenizer.from_pretrained(BASE, local_files_only=True)
-    started, cpu = time.perf_counter(), time.process_time()
-    tokens = 0
-    for i in range(NAIVE_REQUESTS):
+    while (i := connection.recv()) is not None:
+        started, cpu = time.perf_counter(), time.process_time()
         base = AutoModelForCausalLM.from_pretrained(BASE, local_files_only=True, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, folder / f"a{i % n:03d}").merge_and_unload().eval()
+        model = PeftModel.from_pretrained(base, Path(folder) / f"a{i % NAIVE_ADAPTERS:03d}").merge_and_unload().eval()
         prompt = tokenizer.apply_chat_template(
-            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[i]}],
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
         )
         with torch.inference_mode():
             out = model.generate(**prompt, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
-        tokens += out.shape[1] - prompt["input_ids"].shape[1]
+        tokens = out.shape[1] - prompt["input_ids"].shape[1]
         del model, base
         gc.collect()
-    return tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu)
+        connection.send((tokens, time.perf_counter() - started, time.process_time() - cpu))
+
+
+class Naive:
+    """Drives ``naive_worker``: the first request warms it up and is not counted."""
+
+    def __init__(self, folder: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=naive_worker, args=(child, str(folder)), daemon=True)
+        self._process.start()
+        self._next = 0
+        self.tokens, self.wall, self.cpu = 0, 0.0, 0.0
+        self._ask()
+
+    def _ask(self) -> tuple[int, float, float]:
+        self._connection.send(self._next)
+        self._next += 1
+        return self._connection.recv()
+
+    def request(self) -> None:
+        tokens, wall, cpu = self._ask()
+        self.tokens += tokens
+        self.wall += wall
+        self.cpu += cpu
+
+    def close(self) -> None:
+        self._connection.send(None)
+        self._process.join()
 
 
 def peft_load_adapter_ms(folder: Path) -> float:
@@ -174,6 +229,7 @@ def main() -> None:
     print(f"made {max(COUNTS)} adapters ({', '.join(TARGETS)}, rank {RANK}, {file_bytes / 1e6:.2f} MB each) in {work}")
     print(f"in {time.perf_counter() - started:.1f} s; torch threads: {torch.get_num_threads()}")
 
+    naive = Naive(work)
     engine = Engine(BASE, max_adapters=256, max_adapter_bytes=4 << 30, max_batch_size=BATCH)
     for i in range(max(COUNTS)):
         engine.register_adapter(f"a{i:03d}", work / f"a{i:03d}")
@@ -181,6 +237,10 @@ def main() -> None:
     engine.unload_adapter("a000")
     gc.collect()
     base_rss = rss()
+    print(
+        f"engine: {base_rss / 1e6:.0f} MB RSS with the base loaded, of which {engine.packed_weight_bytes / 1e6:.0f} MB "
+        "are the MKL-packed copies of its Linear weights (CPU float32 only: faster decode steps)"
+    )
 
     cold = []
     for i in range(max(COUNTS)):
@@ -200,7 +260,7 @@ def main() -> None:
     print(f"{'adapters':>8} {'(a) mixed':>18} {'(b) grouped':>18} {'(a)/(b)':>8}")
     figures: dict[str, float] = {}
     for n in COUNTS:
-        rates = engine_tokens_per_s(engine, n)
+        rates = engine_tokens_per_s(engine, n, naive)
         (mixed_wall, mixed), (grouped_wall, grouped) = rates["mixed"], rates["grouped"]
         figures[f"mixed_tokens_per_s_{n}"] = round(mixed, 1)
         figures[f"grouped_tokens_per_s_{n}"] = round(grouped, 1)
@@ -212,17 +272,19 @@ def main() -> None:
         )
     served_rss = rss()
     state = engine.state()
+    packed_mb = engine.packed_weight_bytes / 1e6
     del engine
     gc.collect()
 
-    naive_wall, naive = naive_tokens_per_s(work, 32)
+    naive.close()
+    naive_wall, naive_cpu = naive.tokens / naive.wall, naive.tokens / naive.cpu
     peft_ms = peft_load_adapter_ms(work)
     print(
-        f"\n(c) naive, merged model per request ({NAIVE_REQUESTS} requests, stands for every N): "
-        f"{naive_wall:.2f} ({naive:.2f}) tok/s"
+        f"\n(c) naive, merged model per request ({naive._next - 1} requests over {NAIVE_ADAPTERS} adapters, between "
+        f"the engine's batches; stands for every N): {naive_wall:.2f} ({naive_cpu:.2f}) tok/s"
     )
     for n in COUNTS:
-        figures[f"engine_over_naive_{n}"] = round(figures[f"mixed_tokens_per_s_{n}"] / naive, 1)
+        figures[f"engine_over_naive_{n}"] = round(figures[f"mixed_tokens_per_s_{n}"] / naive_cpu, 1)
         print(f"(a)/(c) at {n:>3} adapters: {figures[f'engine_over_naive_{n}']:.1f}x")
 
     cold_ms, warm_ms = statistics.median(cold), statistics.median(warm)
@@ -239,7 +301,7 @@ def main() -> None:
     figures.update(
         mixed_over_grouped=min(figures[f"mixed_over_grouped_{n}"] for n in COUNTS),
         engine_over_naive_32=figures["engine_over_naive_32"],
-        naive_tokens_per_s=round(naive, 2),
+        naive_tokens_per_s=round(naive_cpu, 2),
         naive_wall_tokens_per_s=round(naive_wall, 2),
         adapter_memory_over_file=round(per_adapter / file_bytes, 3),
         adapter_tensor_bytes_over_file=round(tensor_bytes / file_bytes, 3),
@@ -247,6 +309,8 @@ def main() -> None:
         cold_load_ms=round(cold_ms, 2),
         warm_load_ms=round(warm_ms, 4),
         peft_load_adapter_ms=round(peft_ms, 1),
+        base_engine_rss_mb=round(base_rss / 1e6, 1),
+        packed_weight_mb=round(packed_mb, 1),
         device=state["device"],
         torch_threads=torch.get_num_threads(),
         batch_size=BATCH,

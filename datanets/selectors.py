@@ -211,6 +211,26 @@ def snapshots_of(*, datanet: Datanet) -> QuerySet[Snapshot]:
     return datanet.snapshots.select_related("anchor", "created_by").order_by("-number")
 
 
+def models_trained_on(*, datanet: Datanet, limit: int = 20) -> list[dict[str, Any]]:
+    """Published model versions trained on a snapshot of ``datanet``, newest first, each with the snapshot numbers
+    it used: one query. Reached through the snapshots' reverse relation, so this app imports nothing from
+    modelfactory (which depends on it)."""
+    through = Snapshot.model_versions.through
+    rows = (
+        through.objects.filter(snapshot__datanet=datanet, modelversion__published=True)
+        .order_by("-modelversion__created_at", "-modelversion_id", "snapshot__number")
+        .values_list("modelversion_id", "modelversion__name", "modelversion__base_model__name", "snapshot__number")
+    )
+    versions: dict[int, dict[str, Any]] = {}
+    for version_id, name, base, number in rows:
+        if version_id not in versions:
+            if len(versions) == limit:
+                break
+            versions[version_id] = {"id": version_id, "name": name, "base": base, "snapshots": []}
+        versions[version_id]["snapshots"].append(number)
+    return list(versions.values())
+
+
 def snapshot_diff(*, snapshot: Snapshot) -> dict[str, Any]:
     """What changed since the previous snapshot: ``added``/``removed`` record counts and the records as lazy
     querysets (``added_records``, ``removed_records``). Without a previous snapshot everything is added."""

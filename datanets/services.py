@@ -9,9 +9,12 @@ bytes would be stored at the same path, and nothing points at it).
 from __future__ import annotations
 
 import io
+import queue
 import re
+import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from functools import partial
 from pathlib import PurePath
@@ -304,22 +307,25 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
         bad: list[str] = []
         batch: list[tuple[ParsedRow, int]] = []
         position = 0
-        for item in parser:
-            if isinstance(item, RowError):
-                if len(errors) < PARSE_ERRORS_KEPT:
-                    errors.append(
-                        {"source": item.source, "line": item.line, "code": item.code, "message": item.message}
-                    )
-                if item.code != "duplicate" and len(bad) < ERRORS_SHOWN:
-                    bad.append(item.message)
-                continue
-            if reject_whole and bad:
-                continue  # the file will be refused: parse on only to count its problems
-            batch.append((item, position))
-            position += 1
-            if len(batch) >= RECORD_BATCH:
-                _insert_records(contribution, batch)
-                batch = []
+        with _record_writer(contribution) as write:
+            for item in parser:
+                if item.__class__ is RowError:
+                    if len(errors) < PARSE_ERRORS_KEPT:
+                        errors.append(
+                            {"source": item.source, "line": item.line, "code": item.code, "message": item.message}
+                        )
+                    if item.code != "duplicate" and len(bad) < ERRORS_SHOWN:
+                        bad.append(item.message)
+                    continue
+                if reject_whole and bad:
+                    continue  # the file will be refused: parse on only to count its problems
+                batch.append((item, position))
+                position += 1
+                if len(batch) >= RECORD_BATCH:
+                    write(batch)
+                    batch = []
+            if batch and not (reject_whole and bad):
+                write(batch)
     except UploadRejected as e:
         raise ValidationError(e.message, code=e.code) from None
     bad_count = parser.error_count - parser.duplicate_count
@@ -334,8 +340,6 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
         # the same rows, structured (source, line, code, message), for pages that show them as a table
         refused.row_errors = [e for e in errors if e["code"] != "duplicate"]  # type: ignore[attr-defined]
         raise refused
-    if batch:
-        _insert_records(contribution, batch)
     if position == 0:
         raise ValidationError(
             f"no usable records: {bad_count} bad {'row' if bad_count == 1 else 'rows'}"
@@ -353,23 +357,124 @@ _RECORD_COPY_COLUMNS = (
     "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes, excluded, "
     "excluded_reason, flags"
 )
+# Rows per COPY statement: the foreign-key checks run at the end of each, while the parser works on the next ones.
+_COPY_ROWS = 5_000
+_COPY_QUEUE = 4  # encoded chunks (~1.5 MB each) waiting for the writer thread: bounds what the pipeline holds
 
 
-def _insert_records(contribution: Contribution, batch: list[tuple[ParsedRow, int]]) -> None:
-    """Insert new records: COPY straight from the parsed rows on PostgreSQL (no model instances, no INSERT
-    statements: several times faster for a big upload, and the ids are not needed afterwards), ``bulk_create``
-    elsewhere."""
+@contextmanager
+def _record_writer(contribution: Contribution) -> Iterator[Callable[[list[tuple[ParsedRow, int]]], None]]:
+    """Yield ``write(batch)``, which stores parsed rows as Records of ``contribution``.
+
+    On PostgreSQL the rows are encoded as COPY text here and sent by a thread of its own on the same connection and
+    transaction, so the server inserts and indexes one chunk while this thread parses the next (the two took turns
+    before, and the server's share is the larger one). The record table's foreign keys are checked at the end of
+    each COPY instead of all at commit, which moves that work into the overlap too. Leaving the block waits for the
+    writer, and raises what it raised; nothing is left running on the connection either way. Elsewhere:
+    ``bulk_create``.
+    """
     if connection.vendor != "postgresql":
-        Record.objects.bulk_create(_record(contribution, row, position) for row, position in batch)
+        yield lambda batch: Record.objects.bulk_create(_record(contribution, row, position) for row, position in batch)
         return
-    ids = (contribution.pk, contribution.datanet_id)
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY datanets_record ({_RECORD_COPY_COLUMNS}) FROM STDIN") as copy,
-    ):
+    connection.ensure_connection()
+    foreign_keys = _record_foreign_keys()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET CONSTRAINTS {foreign_keys} IMMEDIATE")
+    writer = _CopyWriter(f"COPY datanets_record ({_RECORD_COPY_COLUMNS}) FROM STDIN")
+    ids = b"%d\t%d\t" % (contribution.pk, contribution.datanet_id)
+    sources: dict[str, bytes] = {}
+    pending: list[bytes] = []
+    pending_rows = 0
+
+    def write(batch: list[tuple[ParsedRow, int]]) -> None:
+        nonlocal pending, pending_rows
+        rows = pending
         for row, position in batch:
-            text = (row.source[:300], row.line, row.canonical.decode(), row.record_hash, row.words, row.size)
-            copy.write_row((*ids, position, *text, False, "", "[]"))
+            source = sources.get(row.source)
+            if source is None:
+                source = sources[row.source] = _copy_text(row.source[:300])
+            canonical = row.canonical
+            if b"\\" in canonical:  # JSON escapes every control character, so a backslash is all COPY needs escaped
+                canonical = canonical.replace(b"\\", b"\\\\")
+            rows.append(
+                b"%b%d\t%b\t%d\t%b\t%b\t%d\t%d\tf\t\t[]\n"
+                % (ids, position, source, row.line, canonical, row.record_hash.encode(), row.words, row.size)
+            )
+        pending_rows += len(batch)
+        if pending_rows >= _COPY_ROWS:
+            writer.put(b"".join(rows))
+            pending, pending_rows = [], 0
+
+    try:
+        yield write
+        if pending:
+            writer.put(b"".join(pending))
+    except BaseException:
+        writer.close(cancel=True)
+        raise
+    writer.close(cancel=False)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET CONSTRAINTS {foreign_keys} DEFERRED")  # as Django declares them, for what follows
+
+
+def _record_foreign_keys() -> str:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Record._meta.db_table)
+    names = sorted(name for name, info in constraints.items() if info["foreign_key"])
+    return ", ".join(connection.ops.quote_name(name) for name in names)
+
+
+def _copy_text(value: str) -> bytes:
+    """``value`` as a field of PostgreSQL's COPY text format."""
+    for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        value = value.replace(char, escaped)
+    return value.encode()
+
+
+class _CopyWriter:
+    """Runs one COPY statement per chunk it is given, in order, on a thread of its own.
+
+    It uses the default connection's driver connection, inside its transaction: the caller must not use the
+    connection until ``close()`` returns. An error in the writer is raised to the caller, as Django's database
+    exception, by its next ``put()`` or by ``close()``; after one, the writer drops what it is given.
+    """
+
+    def __init__(self, statement: str) -> None:
+        self._connection = connection.connection
+        self._statement = statement
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_COPY_QUEUE)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name="record-copy", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            self._raise()
+        self._chunks.put(chunk)
+
+    def close(self, *, cancel: bool) -> None:
+        self._cancelled = cancel
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None and not cancel:
+            self._raise()
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        self._cancelled = True
+        with connection.wrap_database_errors:
+            raise error  # type: ignore[misc]
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is not None or self._cancelled:
+                continue  # drain, so that the caller never blocks on a full queue
+            try:
+                with self._connection.cursor() as cursor, cursor.copy(self._statement) as copy:
+                    copy.write(chunk)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
 
 
 def _record(contribution: Contribution, row: ParsedRow, position: int) -> Record:

@@ -211,6 +211,7 @@ def datanet_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "can_manage": selectors.user_can_manage(user=request.user, datanet=datanet),
         "can_contribute": selectors.user_can_contribute(user=request.user, datanet=datanet),
         "licence": LICENCES.get(datanet.licence),
+        "models": selectors.models_trained_on(datanet=datanet),
     }
     return render(request, "datanets/detail.html", context)
 

@@ -38,6 +38,11 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ROW_STACK_BUDGET_BYTES = 512 * 1024 * 1024
 # With this few adapters in a batch a loop over adapter groups is cheaper than stacking weights per row.
 GROUP_LOOP_MAX_ADAPTERS = 2
+# On CPU, a Linear called with this many rows (the decode steps of a full batch) multiplies by a copy of its weight in
+# MKL's packed GEMM layout: about twice as fast as the plain float32 matmul at 16 rows, where decoding spends its time,
+# and bit for bit the same result (measured for every layer shape of the bundled model). Below 16 rows MKL's plain
+# path uses other kernels, whose sums differ in the last bits, and above 64 (prefill) the plain path is as fast.
+PACKED_ROWS = range(16, 65)
 # LoRA variants whose forward pass differs from base(x) + B(A(x)) * scaling: served wrongly if ignored, so refused.
 UNSUPPORTED_CONFIG_FLAGS = (
     "use_dora",
@@ -213,6 +218,14 @@ class _Plan:
     ("rows", A_stack, B_stack) with one zero-padded slice per row, or ("groups", [(row_index, A, B), ...])."""
 
     layers: dict[str, tuple]
+
+
+def _packed_linear(module: Any, packed: Any, mkl_linear: Any, linear: Any, is_grad_enabled: Any, x: Any) -> Any:
+    """``module.forward`` for a Linear whose weight has a packed copy (see ``PACKED_ROWS``)."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if rows in PACKED_ROWS and not is_grad_enabled():
+        return mkl_linear(x.contiguous(), packed, module.weight, module.bias, rows)
+    return linear(x, module.weight, module.bias)
 
 
 def _lora_hook(key: str, module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -413,6 +426,7 @@ class Engine:
             if isinstance(module, torch.nn.Linear) and name != "lm_head" and not name.endswith(".lm_head"):
                 self._linears[name] = module
                 module.register_forward_hook(partial(_lora_hook, name))
+        self.packed_weight_bytes = self._pack_weights()
 
         self._cache: OrderedDict[str, _Adapter] = OrderedDict()
         self._paths: dict[str, Path] = {}
@@ -424,6 +438,31 @@ class Engine:
         self._queue: queue.Queue[GenerationHandle | None] = queue.Queue()
         self._closed = False
         self._scheduler: threading.Thread | None = None
+
+    def _pack_weights(self) -> int:
+        """On CPU in float32 with MKL, give every Linear (lm_head included) a packed copy of its weight for the
+        decode steps of full batches (``PACKED_ROWS``); returns the bytes those copies hold (the base's Linear weights
+        once more). Where it is used the packed GEMM gives the plain one's results bit for bit: only speed changes."""
+        import torch
+        import torch.nn.functional as F
+
+        if self.device.type != "cpu" or self.dtype != torch.float32 or not torch.backends.mkl.is_available():
+            return 0
+        mkl = torch.ops.mkl
+        if not (hasattr(mkl, "_mkl_reorder_linear_weight") and hasattr(mkl, "_mkl_linear")):
+            return 0
+        total = 0
+        with torch.no_grad():
+            for module in self.model.modules():
+                if not isinstance(module, torch.nn.Linear):
+                    continue
+                weight = module.weight.detach()
+                packed = mkl._mkl_reorder_linear_weight(weight, 16)
+                module.forward = partial(
+                    _packed_linear, module, packed, mkl._mkl_linear, F.linear, torch.is_grad_enabled
+                )
+                total += weight.nbytes
+        return total
 
     # -- adapters ---------------------------------------------------------------------------------------------------
 

@@ -4,7 +4,17 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .models import Anchor, AnchorEvent, ChainDeployment, SignerNonce
+from .models import (
+    Anchor,
+    AnchorEvent,
+    ChainDeployment,
+    RewardClaim,
+    RewardContracts,
+    RewardEpoch,
+    RewardEpochEntry,
+    SignerNonce,
+)
+from .rewards_services import epoch_retry
 from .services import anchor_retry
 
 
@@ -110,3 +120,62 @@ class SignerNonceAdmin(ReadOnlyAdmin):
     list_display = ["address", "deployment", "next_nonce", "updated_at"]
     list_filter = ["deployment"]
     search_fields = ["=address"]
+
+
+@admin.register(RewardContracts)
+class RewardContractsAdmin(ReadOnlyAdmin):
+    list_display = ["distributor_address", "token_address", "chain_id", "active", "deploy_block_number", "created_at"]
+    list_filter = ["active", "chain_id"]
+    search_fields = ["=distributor_address", "=token_address"]
+
+
+class RewardEpochEntryInline(admin.TabularInline):
+    model = RewardEpochEntry
+    fields = ["index", "account", "amount", "beneficiary"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(RewardEpoch)
+class RewardEpochAdmin(ReadOnlyAdmin):
+    list_display = ["number", "status", "total", "entry_count", "nonce", "tx_hash", "block_number", "attempts"]
+    list_filter = ["status", "contracts"]
+    search_fields = ["=root", "=tx_hash"]
+    date_hierarchy = "created_at"
+    exclude = ["tree", "raw_tx"]
+    inlines = [RewardEpochEntryInline]
+    actions = ["retry_now"]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("ledger.change_rewardepoch")
+
+    @admin.action(description="Retry now (failed or backing-off epochs)", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[RewardEpoch]) -> None:
+        retried = 0
+        for epoch in queryset.filter(status__in=[RewardEpoch.Status.FAILED, RewardEpoch.Status.PENDING]):
+            epoch_retry(epoch=epoch)
+            retried += 1
+        self.message_user(request, f"{retried} epoch(s) queued to publish again", messages.SUCCESS)
+
+
+@admin.register(RewardEpochEntry)
+class RewardEpochEntryAdmin(ReadOnlyAdmin):
+    list_display = ["epoch", "index", "account", "amount", "beneficiary"]
+    list_filter = ["epoch"]
+    search_fields = ["=account", "=beneficiary"]
+    list_select_related = ["epoch"]
+
+
+@admin.register(RewardClaim)
+class RewardClaimAdmin(ReadOnlyAdmin):
+    list_display = ["id", "entry", "status", "requested_by", "tx_hash", "block_number", "last_error", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["=tx_hash", "=entry__account", "=requested_by"]
+    date_hierarchy = "created_at"
+    list_select_related = ["entry__epoch"]
+    exclude = ["raw_tx"]

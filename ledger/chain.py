@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import ChainDeployment
+from .models import ChainDeployment, RewardContracts
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -41,6 +41,11 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 GAS_MARGIN = 1.2
 ALREADY_KNOWN = ("already known", "already imported", "known transaction", "alreadyknown")
 _DEPLOY_LOCK_ID = 0x4C454447  # "LEDG": one advisory lock id for "deploying LineageRegistry"
+_REWARDS_LOCK_ID = 0x52455744  # "REWD": the same for the reward contracts
+REWARD_CONTRACTS = ("RewardToken", "RewardDistributor")
+# the test token's whole supply (a billion tokens of 18 decimals), minted once to the treasury
+REWARD_TOKEN_SUPPLY = 10**9 * 10**18
+MAX_UINT256 = 2**256 - 1
 
 
 class ChainError(Exception):
@@ -146,7 +151,8 @@ def _revert_reason(error: Exception) -> str:
     if isinstance(data, str) and len(data) >= 10:
         from eth_utils import keccak
 
-        for item in load_artifact()["abi"]:
+        abis = [load_artifact()["abi"], *(load_contract_artifact(name)["abi"] for name in REWARD_CONTRACTS)]
+        for item in (item for abi in abis for item in abi):
             if item["type"] == "error":
                 signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
                 if data[2:10] == keccak(text=signature)[:4].hex():
@@ -531,3 +537,279 @@ def chain_status() -> dict[str, Any]:
     except Exception as e:  # a health check reports failures; it never raises them
         status["error"] = str(e) if isinstance(e, ChainError) else f"{type(e).__name__}: {e}"
     return status
+
+
+# Rewards: RewardToken and RewardDistributor, deployed next to LineageRegistry by the same signer.
+
+
+@dataclass(frozen=True)
+class EpochPublishedEvent:
+    epoch: int
+    root: str
+    total: int
+    tx_hash: str
+    block_number: int
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    epoch: int
+    index: int
+    account: str
+    amount: int
+    tx_hash: str
+    block_number: int
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    root: str
+    total: int
+    claimed: int
+    published_block: int
+
+
+@cache
+def load_contract_artifact(name: str) -> dict[str, Any]:
+    """The committed compiler output of one of our contracts (``RewardToken``, ``RewardDistributor``, ...)."""
+    return json.loads((ARTIFACT_PATH.parent / f"{name}.json").read_text())
+
+
+def contract_artifact_sha256(name: str) -> str:
+    return hashlib.sha256(bytes.fromhex(load_contract_artifact(name)["bytecode"][2:])).hexdigest()
+
+
+def _reward_contract(w3: Web3, name: str, address: str) -> Contract:
+    return w3.eth.contract(address=w3.to_checksum_address(address), abi=load_contract_artifact(name)["abi"])
+
+
+def active_reward_contracts() -> RewardContracts | None:
+    """The reward contracts in use for EVM_CHAIN_ID, from the database only (no RPC)."""
+    return RewardContracts.objects.filter(chain_id=settings.EVM_CHAIN_ID, active=True).first()
+
+
+def reward_contracts_problem(contracts: RewardContracts, *, w3: Web3 | None = None) -> str | None:
+    """Why ``contracts`` no longer describe the chain, or None when they still do (the rule of deployment_problem)."""
+    w3 = w3 or connect()
+    addresses = {"RewardToken": contracts.token_address, "RewardDistributor": contracts.distributor_address}
+    for label, address in addresses.items():
+        with _rpc("eth_getCode"):
+            if not w3.eth.get_code(w3.to_checksum_address(address)):
+                return f"no {label} code at {address}"
+    current = block_hash(contracts.deploy_block_number)
+    if current is None:
+        return f"block {contracts.deploy_block_number} (the reward contracts' deploy block) does not exist any more"
+    if current != contracts.deploy_block_hash:
+        return f"block {contracts.deploy_block_number} is {current}, the reward contracts were deployed in " + (
+            contracts.deploy_block_hash
+        )
+    return None
+
+
+def ensure_rewards_deployed() -> RewardContracts:
+    """The active RewardToken + RewardDistributor, deploying them first when this chain has none, was reset, or
+    LineageRegistry itself was redeployed (a reset seen from there first).
+
+    Idempotent and safe from several processes. On a reset the old row is retired with the reason and every epoch
+    sent to the old distributor goes back to pending to be published again (see
+    ``rewards_services.rewards_requeue_after_reset``).
+    """
+    deployment = ensure_deployed()
+    w3 = connect()
+    current = RewardContracts.objects.filter(chain_id=deployment.chain_id, active=True).first()
+    if current is not None and current.deployment_id == deployment.id and reward_contracts_problem(current) is None:
+        return current
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_REWARDS_LOCK_ID])
+        current = RewardContracts.objects.select_for_update().filter(chain_id=deployment.chain_id, active=True).first()
+        problem = None
+        if current is not None:
+            if current.deployment_id != deployment.id:
+                problem = f"LineageRegistry was redeployed ({current.deployment.retired_reason or 'chain reset'})"
+            else:
+                problem = reward_contracts_problem(current, w3=w3)
+            if problem is None:
+                return current
+            logger.warning("chain %s: reward contracts gone (%s): deploying them again", deployment.chain_id, problem)
+            current.active = False
+            current.retired_at = timezone.now()
+            current.retired_reason = problem
+            current.save(update_fields=["active", "retired_at", "retired_reason"])
+        contracts = _deploy_rewards(w3, deployment)
+        if current is not None:
+            from .rewards_services import rewards_requeue_after_reset
+
+            rewards_requeue_after_reset(old=current, new=contracts, reason=problem or "")
+    return contracts
+
+
+def _send_and_wait(w3: Web3, deployment: ChainDeployment, tx: dict[str, Any], what: str) -> Any:
+    """Sign ``tx`` with the signer's next nonce from its SignerNonce row (shared with the outboxes, so no nonce is
+    ever used twice) and wait for a successful receipt. Only for deployments, inside their locked transaction."""
+    from .services import _take_nonce
+
+    account = signer()
+    tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+    signed = account.sign_transaction({**tx, "nonce": _take_nonce(deployment, account.address)})
+    with _rpc(what):
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=settings.CHAIN_TX_TIMEOUT_SECONDS, poll_latency=0.1
+        )
+    if receipt["status"] != 1:
+        raise ChainError(f"{what} failed in transaction {_hex(tx_hash)}")
+    return receipt
+
+
+def _deploy_rewards(w3: Web3, deployment: ChainDeployment) -> RewardContracts:
+    account = signer()
+    base = {"from": account.address, "chainId": deployment.chain_id}
+    token_artifact = load_contract_artifact("RewardToken")
+    distributor_artifact = load_contract_artifact("RewardDistributor")
+    with _rpc("prepare RewardToken deployment"):
+        tx = (
+            w3.eth.contract(abi=token_artifact["abi"], bytecode=token_artifact["bytecode"])
+            .constructor(account.address, REWARD_TOKEN_SUPPLY)
+            .build_transaction(base)
+        )
+    token_receipt = _send_and_wait(w3, deployment, tx, "deploy RewardToken")
+    token_address = token_receipt["contractAddress"]
+    with _rpc("prepare RewardDistributor deployment"):
+        tx = (
+            w3.eth.contract(abi=distributor_artifact["abi"], bytecode=distributor_artifact["bytecode"])
+            .constructor(token_address, account.address)
+            .build_transaction(base)
+        )
+    distributor_receipt = _send_and_wait(w3, deployment, tx, "deploy RewardDistributor")
+    distributor_address = distributor_receipt["contractAddress"]
+    # the treasury lets the distributor pull each epoch's total when it is published
+    with _rpc("prepare treasury approval"):
+        tx = (
+            _reward_contract(w3, "RewardToken", token_address)
+            .functions.approve(distributor_address, MAX_UINT256)
+            .build_transaction(base)
+        )
+    approve_receipt = _send_and_wait(w3, deployment, tx, "approve RewardDistributor")
+    with _rpc("eth_getCode"):
+        if not w3.eth.get_code(distributor_address) or not w3.eth.get_code(token_address):
+            raise ChainError("no code at the reward contracts' addresses after deploying them")
+    contracts = RewardContracts.objects.create(
+        deployment=deployment,
+        chain_id=deployment.chain_id,
+        token_address=token_address,
+        distributor_address=distributor_address,
+        treasury=account.address,
+        token_tx_hash=_hex(token_receipt["transactionHash"]),
+        distributor_tx_hash=_hex(distributor_receipt["transactionHash"]),
+        approve_tx_hash=_hex(approve_receipt["transactionHash"]),
+        deploy_block_number=approve_receipt["blockNumber"],
+        deploy_block_hash=_hex(approve_receipt["blockHash"]),
+        token_artifact_sha256=contract_artifact_sha256("RewardToken"),
+        distributor_artifact_sha256=contract_artifact_sha256("RewardDistributor"),
+    )
+    logger.info("RewardDistributor deployed at %s (token %s)", distributor_address, token_address)
+    return contracts
+
+
+def _reward_transaction(call: Any, contracts: RewardContracts, what: str) -> dict[str, Any]:
+    with _rpc(what):
+        tx = call.build_transaction({"from": signer().address, "chainId": contracts.chain_id})
+    tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+    return tx
+
+
+def publish_epoch_transaction(contracts: RewardContracts, *, epoch: int, root: str, total: int) -> dict[str, Any]:
+    """An unsigned ``publishEpoch`` transaction (gas estimated, fees priced, no nonce). Raises ContractReverted when
+    the distributor would refuse it: the epoch is published already, or the treasury cannot fund ``total``."""
+    call = _reward_contract(connect(), "RewardDistributor", contracts.distributor_address).functions.publishEpoch(
+        epoch, _bytes32(root), total
+    )
+    return _reward_transaction(call, contracts, "prepare publishEpoch transaction")
+
+
+def claim_transaction(
+    contracts: RewardContracts, *, epoch: int, index: int, account: str, amount: int, proof: Sequence[str]
+) -> dict[str, Any]:
+    """An unsigned ``claim`` transaction; raises ContractReverted (UnknownEpoch, AlreadyClaimed, InvalidProof) when
+    the distributor would refuse it."""
+    w3 = connect()
+    call = _reward_contract(w3, "RewardDistributor", contracts.distributor_address).functions.claim(
+        epoch, index, w3.to_checksum_address(account), amount, [_bytes32(p) for p in proof]
+    )
+    return _reward_transaction(call, contracts, "prepare claim transaction")
+
+
+def decode_reward_events(receipt: Receipt, *, contracts: RewardContracts) -> list[EpochPublishedEvent | ClaimedEvent]:
+    """The distributor's EpochPublished and Claimed events in ``receipt`` (from its address and nothing else)."""
+    from web3.exceptions import MismatchedABI
+
+    contract = _reward_contract(connect(), "RewardDistributor", contracts.distributor_address)
+    wanted = contracts.distributor_address.lower()
+    events: list[EpochPublishedEvent | ClaimedEvent] = []
+    for log in receipt.logs:
+        if log["address"].lower() != wanted:
+            continue
+        for event in (contract.events.EpochPublished(), contract.events.Claimed()):
+            try:
+                args = event.process_log(log)["args"]
+            except MismatchedABI:
+                continue
+            if "root" in args:
+                events.append(
+                    EpochPublishedEvent(
+                        epoch=args["epoch"],
+                        root=_hex(args["root"]),
+                        total=args["total"],
+                        tx_hash=receipt.tx_hash,
+                        block_number=receipt.block_number,
+                    )
+                )
+            else:
+                events.append(
+                    ClaimedEvent(
+                        epoch=args["epoch"],
+                        index=args["index"],
+                        account=args["account"],
+                        amount=args["amount"],
+                        tx_hash=receipt.tx_hash,
+                        block_number=receipt.block_number,
+                    )
+                )
+            break
+    return events
+
+
+def _rewards_or_active(contracts: RewardContracts | None) -> RewardContracts:
+    contracts = contracts or active_reward_contracts()
+    if contracts is None:
+        raise ChainError("the reward contracts are not deployed on this chain: run manage.py chain_deploy")
+    return contracts
+
+
+def epoch_info(epoch: int, *, contracts: RewardContracts | None = None) -> EpochInfo | None:
+    """``RewardDistributor.epochInfo``: the published epoch, or None when it was never published there."""
+    contracts = _rewards_or_active(contracts)
+    contract = _reward_contract(connect(), "RewardDistributor", contracts.distributor_address)
+    with _rpc("RewardDistributor.epochInfo"):
+        root, total, claimed, published = contract.functions.epochInfo(epoch).call()
+    if published == 0:
+        return None
+    return EpochInfo(root=_hex(root), total=total, claimed=claimed, published_block=published)
+
+
+def is_claimed(epoch: int, index: int, *, contracts: RewardContracts | None = None) -> bool:
+    contracts = _rewards_or_active(contracts)
+    contract = _reward_contract(connect(), "RewardDistributor", contracts.distributor_address)
+    with _rpc("RewardDistributor.isClaimed"):
+        return bool(contract.functions.isClaimed(epoch, index).call())
+
+
+def token_balance(address: str, *, contracts: RewardContracts | None = None) -> int:
+    """The RewardToken balance of ``address``, in the smallest unit."""
+    contracts = _rewards_or_active(contracts)
+    w3 = connect()
+    contract = _reward_contract(w3, "RewardToken", contracts.token_address)
+    with _rpc("RewardToken.balanceOf"):
+        return int(contract.functions.balanceOf(w3.to_checksum_address(address)).call())

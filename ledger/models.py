@@ -168,3 +168,170 @@ class AnchorEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RewardContracts(models.Model):
+    """The RewardToken and RewardDistributor deployed next to a LineageRegistry deployment, and how to tell that the
+    chain under them was reset (the same rule as ChainDeployment: code at the addresses and the deploy block's hash).
+
+    At most one active row per chain id; a reset retires it with a reason and a new row takes over.
+    """
+
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="reward_contracts")
+    chain_id = models.PositiveBigIntegerField()
+    token_address = models.CharField(max_length=42)
+    distributor_address = models.CharField(max_length=42)
+    treasury = models.CharField(max_length=42, help_text="The account that funds epochs (the deployer).")
+    token_tx_hash = models.CharField(max_length=66)
+    distributor_tx_hash = models.CharField(max_length=66)
+    approve_tx_hash = models.CharField(max_length=66)
+    deploy_block_number = models.PositiveBigIntegerField(help_text="The block of the last of the three transactions.")
+    deploy_block_hash = models.CharField(max_length=66)
+    token_artifact_sha256 = models.CharField(max_length=64)
+    distributor_artifact_sha256 = models.CharField(max_length=64)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "reward contracts"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_reward_contracts_per_chain"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"RewardDistributor {self.distributor_address} on chain {self.chain_id}"
+
+
+class RewardTransaction(models.Model):
+    """The outbox fields of a transaction we send (an epoch publication, a relayed claim), under the nonce rule of
+    ``Anchor``: the nonce and signed bytes are committed before the first broadcast and every retry resends them."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUBMITTED = "submitted"
+        CONFIRMED = "confirmed"
+        FAILED = "failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    contracts = models.ForeignKey(RewardContracts, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    signer = models.CharField(max_length=42, blank=True)
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    raw_tx = models.TextField(blank=True)
+    tx_hash = models.CharField(max_length=66, blank=True, db_index=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True)
+    confirmations = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    broadcast_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.CONFIRMED, self.Status.FAILED)
+
+
+class RewardEpoch(RewardTransaction):
+    """One closed batch of rewards: a Merkle root over ``(index, account, amount)`` leaves, published to the
+    RewardDistributor with its total (pulled from the treasury). Numbers count up from 1 and are never reused."""
+
+    number = models.PositiveIntegerField(unique=True)
+    root = models.CharField(max_length=66, help_text="bytes32 Merkle root, 0x-prefixed lowercase hex.")
+    total = models.DecimalField(max_digits=78, decimal_places=0, help_text="Sum of the entries, smallest token unit.")
+    entry_count = models.PositiveIntegerField()
+    tree = models.JSONField(help_text="The StandardMerkleTree standard-v1 dump.")
+
+    class Meta:
+        ordering = ["-number"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_epoch_due")]
+        constraints = [
+            models.CheckConstraint(condition=Q(number__gte=1), name="ledger_epoch_number_positive"),
+            models.CheckConstraint(
+                condition=~Q(status__in=["submitted", "confirmed"])
+                | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(contracts__isnull=False)),
+                name="ledger_epoch_sent_has_transaction",
+            ),
+            models.UniqueConstraint(
+                fields=["contracts", "signer", "nonce"],
+                condition=Q(nonce__isnull=False),
+                name="ledger_epoch_nonce_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Reward epoch {self.number} ({self.status})"
+
+
+class RewardEpochEntry(models.Model):
+    """One leaf of an epoch: ``amount`` for ``account`` at ``index``, with its proof. ``beneficiary`` is the caller's
+    opaque label for whom it was closed (e.g. ``user:12``, ``pool``): the ledger stores it and never reads it."""
+
+    epoch = models.ForeignKey(RewardEpoch, on_delete=models.CASCADE, related_name="entries")
+    index = models.PositiveIntegerField()
+    account = models.CharField(max_length=42, help_text="EIP-55 checksummed")
+    amount = models.DecimalField(max_digits=78, decimal_places=0)
+    proof = models.JSONField()
+    beneficiary = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["epoch", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["epoch", "index"], name="ledger_entry_index_unique"),
+            models.UniqueConstraint(fields=["epoch", "account"], name="ledger_entry_account_unique"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="ledger_entry_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch_id} #{self.index}: {self.amount} to {self.account}"
+
+
+class RewardClaim(RewardTransaction):
+    """A relayed ``claim`` of one entry. At most one claim per entry is live (pending, submitted or confirmed): the
+    database refuses a second. A failed one (reverted, refused) leaves room for another try; ``voided`` marks a claim
+    confirmed on a chain that was reset since, which the new chain never saw."""
+
+    VOIDED = "voided"
+
+    entry = models.ForeignKey(RewardEpochEntry, on_delete=models.PROTECT, related_name="claims")
+    requested_by = models.CharField(max_length=64, blank=True, help_text="The caller's opaque label (user:12).")
+    status = models.CharField(
+        max_length=16,
+        choices=[*RewardTransaction.Status.choices, (VOIDED, "voided (chain reset)")],
+        default=RewardTransaction.Status.PENDING,
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_claim_due")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entry"],
+                condition=Q(status__in=["pending", "submitted", "confirmed"]),
+                name="ledger_one_live_claim_per_entry",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["submitted", "confirmed"])
+                | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(contracts__isnull=False)),
+                name="ledger_claim_sent_has_transaction",
+            ),
+            models.UniqueConstraint(
+                fields=["contracts", "signer", "nonce"],
+                condition=Q(nonce__isnull=False),
+                name="ledger_claim_nonce_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Claim {self.id} of {self.entry} ({self.status})"

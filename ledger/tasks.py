@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import services
+from . import rewards_services, services
 
 
 @shared_task(acks_late=True)
@@ -29,3 +29,23 @@ def anchor_confirm_task() -> dict[str, int]:
 @shared_task(acks_late=True)
 def chain_check_task() -> None:
     services.chain_check()
+
+
+@shared_task(acks_late=True)
+def epoch_send_task(epoch_id: int) -> None:
+    rewards_services.epoch_send(epoch_id=epoch_id)
+
+
+@shared_task(acks_late=True)
+def claim_send_task(claim_id: int) -> None:
+    rewards_services.claim_send(claim_id=claim_id)
+
+
+@shared_task(acks_late=True)
+def rewards_dispatch_task() -> dict[str, int]:
+    return rewards_services.rewards_dispatch()
+
+
+@shared_task(acks_late=True)
+def rewards_confirm_task() -> dict[str, int]:
+    return rewards_services.rewards_confirm()

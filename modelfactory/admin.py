@@ -18,8 +18,10 @@ class BaseModelAdmin(admin.ModelAdmin):
 
 @admin.register(FineTuneJob)
 class FineTuneJobAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "owner", "base_model", "status", "step", "total_steps", "attempts", "heartbeat_at")
-    list_filter = ("status", "base_model")
+    list_display = (
+        "id", "name", "kind", "owner", "base_model", "status", "step", "total_steps", "attempts", "heartbeat_at"
+    )  # fmt: skip
+    list_filter = ("status", "kind", "base_model")
     search_fields = ("name", "owner__username", "worker", "celery_task_id")
     raw_id_fields = ("owner", "parent_version", "snapshots")
 

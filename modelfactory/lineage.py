@@ -68,12 +68,15 @@ def build_manifest(
     code_version: str,
     adapter_sha256: str,
     metrics: Mapping[str, Any],
+    attribution_index: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The canonical manifest bytes.
 
     ``base_model``: ``{"name", "weights_sha256"}``; ``parents``: ``{"id", "manifest_hash", "weight", "relation"}``
     each (sorted by id here); ``snapshots``: ``{"datanet", "number", "id", "merkle_root"}`` each (sorted by id);
-    ``config``: ``TrainingConfig.to_dict()``.
+    ``config``: ``TrainingConfig.to_dict()``. ``attribution_index``: the version's attribution index as
+    ``AttributionIndex.manifest_entry`` gives it (status, method, seed, width, feature and span hashes, records),
+    anchored with the rest; absent from manifests made before indexes existed, so those keep their bytes.
     """
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -109,4 +112,6 @@ def build_manifest(
         "adapter_sha256": adapter_sha256,
         "metrics": dict(metrics),
     }
+    if attribution_index is not None:
+        manifest["attribution_index"] = dict(attribution_index)
     return canonical_json(finite(manifest))

@@ -56,6 +56,16 @@ class FineTuneJob(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    class Kind(models.TextChoices):
+        TRAIN = "train", "fine-tune"
+        MERGE = "merge", "merge of adapters"
+
+    class MergeMethod(models.TextChoices):
+        # the methods modelfactory.training.merge_adapters knows (MERGE_METHODS there; a test keeps them equal)
+        LINEAR = "linear", "linear (weighted sum)"
+        TIES = "ties", "TIES (trim, elect sign, merge)"
+        CAT = "cat", "concatenation (exact weighted sum of updates)"
+
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     LOG_TAIL_LINES = 50
 
@@ -66,8 +76,14 @@ class FineTuneJob(models.Model):
     parent_version = models.ForeignKey(
         "ModelVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="continued_by_jobs"
     )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TRAIN)
     snapshots = models.ManyToManyField("datanets.Snapshot", related_name="finetune_jobs")
-    config = models.JSONField(help_text="TrainingConfig.to_dict()")
+    config = models.JSONField(help_text="TrainingConfig.to_dict(); empty for a merge job")
+    merge = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='A merge job\'s recipe: {"method", "density", "parents": [{"id", "weight"}]}; empty for training.',
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
 
     step = models.PositiveIntegerField(default=0)
@@ -110,6 +126,16 @@ class FineTuneJob(models.Model):
     @property
     def progress_percent(self) -> int:
         return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+    @property
+    def is_merge(self) -> bool:
+        return self.kind == self.Kind.MERGE
+
+    def merge_sources(self) -> list[tuple[ModelVersion, float]]:
+        """A merge job's parent versions with their weights, in the order given at launch ([] for training)."""
+        wanted = [(int(p["id"]), float(p["weight"])) for p in self.merge.get("parents", [])]
+        versions = ModelVersion.objects.select_related("base_model", "owner").in_bulk([pk for pk, _ in wanted])
+        return [(versions[pk], weight) for pk, weight in wanted if pk in versions]
 
 
 class ModelVersion(models.Model):

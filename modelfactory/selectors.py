@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
-from .models import FineTuneJob, ModelVersion
+from datanets.licences import LICENCES, licence_compatible
+from datanets.models import Snapshot
+from datanets.selectors import datanets_visible_to
+
+from .models import BaseModel, FineTuneJob, ModelVersion
 
 
 def _signed_in(user: Any) -> bool:
@@ -36,3 +42,123 @@ def version_training_records(*, version: ModelVersion) -> QuerySet[Any]:
     from datanets.models import SnapshotRecord
 
     return SnapshotRecord.objects.filter(snapshot__in=version.snapshots.all()).order_by("snapshot_id", "leaf_index")
+
+
+# Pages
+
+
+DEVICE_FILES = ("/proc/driver/nvidia/gpus",)
+
+
+def training_device() -> dict[str, str]:
+    """Which device the training workers will use, told without importing torch in the web process.
+
+    The worker trains on CUDA whenever ``torch.cuda.is_available()``; here an NVIDIA driver exposing a GPU
+    (``/proc/driver/nvidia/gpus/*``) that ``CUDA_VISIBLE_DEVICES`` does not hide stands for that. It describes this
+    machine: workers on other machines decide for themselves, which the version pages record ("trained on").
+    """
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [p for folder in DEVICE_FILES if Path(folder).is_dir() for p in Path(folder).iterdir()]
+    if gpus and hidden not in ("", "-1"):
+        return {"device": "cuda", "label": f"CUDA GPU ({len(gpus)} visible to the driver)"}
+    reason = "CUDA_VISIBLE_DEVICES hides the GPU" if gpus else "no NVIDIA GPU on this machine"
+    return {"device": "cpu", "label": f"CPU ({reason})"}
+
+
+def base_models() -> QuerySet[BaseModel]:
+    return BaseModel.objects.select_related("registered_by").order_by("-is_default", "name")
+
+
+def snapshots_usable_by(*, user: Any) -> QuerySet[Snapshot]:
+    """Snapshots of the Datanets ``user`` may see (and so train on), newest Datanet first, newest snapshot first."""
+    return (
+        Snapshot.objects.filter(datanet__in=datanets_visible_to(user=user))
+        .select_related("datanet")
+        .order_by("datanet__name", "datanet_id", "-number")
+    )
+
+
+# SmolLM2's BPE turns English into about 1.3 tokens a word; the chat template adds role markers and the default
+# system prompt (~30 tokens) to every record. Good enough for a pre-launch estimate; the job counts exactly.
+TOKENS_PER_WORD = 1.3
+CHAT_TEMPLATE_TOKENS = 30
+
+
+def estimated_tokens(*, words: int, records: int, formatting: str) -> int:
+    overhead = CHAT_TEMPLATE_TOKENS if formatting == "chat_template" else 2
+    return int(words * TOKENS_PER_WORD) + records * overhead
+
+
+def licence_check(*, snapshots: list[Snapshot]) -> dict[str, Any]:
+    """Whether the chosen snapshots' licences combine: ``level`` is "ok", "warn" (allowed, with conditions that
+    follow the model) or "block" (no licence allows combining them: job_launch refuses), with a ``message``."""
+    licences = sorted({s.datanet.licence for s in snapshots})
+    if not licences:
+        return {"level": "", "message": "Choose at least one snapshot.", "licences": []}
+    common = next(
+        (
+            candidate
+            for candidate in LICENCES
+            if all(licence_compatible(datanet_licence=candidate, contribution_licence=lic) for lic in licences)
+        ),
+        None,
+    )
+    if common is None:
+        names = ", ".join(f"{s.datanet.name} ({s.datanet.licence})" for s in snapshots)
+        return {
+            "level": "block",
+            "message": f"Incompatible licences: no licence allows combining {names}. Train on them separately.",
+            "licences": licences,
+        }
+    conditions = []
+    if "NC" in common:
+        conditions.append("non-commercial use only")
+    if "SA" in common or common == "ODbL-1.0":
+        conditions.append("share-alike: what you publish from it must carry the same licence")
+    if "BY" in common.upper() or common == "ODbL-1.0":
+        conditions.append("credit the contributors")
+    message = f"The training data can be used together under {common}"
+    if len(licences) > 1:
+        message += f" (combining {', '.join(licences)})"
+    if conditions and ("NC" in common or "SA" in common or common == "ODbL-1.0"):
+        return {"level": "warn", "message": message + ": " + "; ".join(conditions) + ".", "licences": licences}
+    suffix = f": {'; '.join(conditions)}." if conditions else "."
+    return {"level": "ok", "message": message + suffix, "licences": licences}
+
+
+def version_list(*, user: Any, search: str = "") -> QuerySet[ModelVersion]:
+    """The versions ``user`` may see, newest first, matching ``search`` in the name, the job's description, the
+    base model or a training Datanet's name; snapshots (with Datanets) prefetched: a fixed number of queries."""
+    versions = versions_visible_to(user=user).select_related("job")
+    if search := search.strip():
+        through = ModelVersion.snapshots.through
+        datanet_match = through.objects.filter(
+            modelversion_id=OuterRef("pk"), snapshot__datanet__name__icontains=search
+        )
+        versions = versions.filter(
+            Q(name__icontains=search)
+            | Q(job__description__icontains=search)
+            | Q(base_model__name__icontains=search)
+            | Q(Exists(datanet_match))
+        )
+    return versions.prefetch_related(
+        Prefetch("snapshots", queryset=Snapshot.objects.select_related("datanet").order_by("pk"))
+    ).order_by("-created_at", "-id")
+
+
+def version_lineage(*, version: ModelVersion, user: Any) -> dict[str, Any]:
+    """The version's direct lineage: its snapshots (with Datanets), its parent and child edges. A parent or child
+    the user may not see is named by id only (the manifest names it anyway, by hash)."""
+    visible = set(
+        versions_visible_to(user=user)
+        .filter(Q(child_links__child=version) | Q(parent_links__parent=version))
+        .values_list("pk", flat=True)
+    )
+    parents = list(version.parent_links.select_related("parent").order_by("parent_id"))
+    children = list(version.child_links.select_related("child").order_by("child_id"))
+    snapshots = list(version.snapshots.select_related("datanet").order_by("datanet__name", "number"))
+    return {
+        "snapshots": snapshots,
+        "parents": [(link, link.parent_id in visible) for link in parents],
+        "children": [(link, link.child_id in visible) for link in children],
+    }

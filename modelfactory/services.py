@@ -3,13 +3,15 @@ lost runs) and the model versions they produce."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -20,13 +22,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from attribution import services as attribution_services
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot, SnapshotRecord
 from datanets.selectors import user_can_view
 from datanets.storage import content_path, media_path
 from ledger.services import anchor_request, anchor_subject_id
 
-from . import lineage
+from . import lineage, weights
 from .config import RECORD_TYPES, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
 
@@ -61,6 +64,64 @@ def base_model_register_default(*, record: dict[str, Any]) -> BaseModel:
         },
     )
     return base
+
+
+def _weights_sha256(folder: Path) -> str:
+    """The same identity the bundled model records: SHA-256 over the hex SHA-256 of each weights file, by name."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in weights.WEIGHT_SUFFIXES)
+    return hashlib.sha256("".join(weights.file_sha256(f) for f in files).encode()).hexdigest()
+
+
+@transaction.atomic
+def base_model_register(*, user: Any, name: str, path: str, licence: str = "") -> BaseModel:
+    """Register a Hugging Face model folder on the workers' disk as a base model (staff only).
+
+    The folder must hold config.json, safetensors weights and a tokenizer (``weights.model_folder_inspect``); its
+    architecture, parameter count, context length and weights hash are read from the files, nothing is loaded.
+    Hashing reads every weights file once, so a large model takes a while here. Refuses (ValidationError keyed by
+    field, nothing written) a relative, missing or incomplete folder and a name already taken.
+    """
+    _require_user(user, "register a base model")
+    if not user.is_staff:
+        raise PermissionDenied("only staff may register base models: the folder must be on every worker's disk")
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "give the base model a name"})
+    if len(name) > BaseModel._meta.get_field("name").max_length:
+        raise ValidationError({"name": "at most 200 characters"})
+    if BaseModel.objects.filter(name__iexact=name).exists():
+        raise ValidationError({"name": f"a base model named {name!r} is registered already"})
+    licence = (licence or "").strip()
+    if len(licence) > BaseModel._meta.get_field("licence").max_length:
+        raise ValidationError({"licence": "at most 100 characters"})
+    raw = (path or "").strip()
+    if not raw or "\x00" in raw:
+        raise ValidationError({"path": "give the folder's absolute path on the workers' disk"})
+    folder = Path(raw)
+    if not folder.is_absolute():
+        raise ValidationError({"path": f"{raw} is a relative path: give the folder's absolute path"})
+    if not folder.exists():
+        raise ValidationError({"path": f"{raw} does not exist on this machine"})
+    folder = folder.resolve()
+    try:
+        info = weights.model_folder_inspect(folder)
+    except (weights.ModelFolderError, OSError) as e:
+        raise ValidationError({"path": str(e)}) from e
+    if info.context_length <= 0:
+        raise ValidationError({"path": f"{folder}/config.json gives no context length (max_position_embeddings)"})
+    return BaseModel.objects.create(
+        name=name,
+        path=str(folder),
+        source=BaseModel.Source.REGISTERED,
+        architecture=info.architecture,
+        model_type=info.model_type,
+        parameters=info.parameters,
+        context_length=info.context_length,
+        weights_bytes=info.weights_bytes,
+        weights_sha256=_weights_sha256(folder),
+        licence=licence,
+        registered_by=user,
+    )
 
 
 # Jobs
@@ -179,7 +240,9 @@ def job_cancel(*, job: FineTuneJob, user: Any) -> FineTuneJob:
     if getattr(user, "pk", None) != locked.owner_id and not getattr(user, "is_staff", False):
         raise PermissionDenied("only the job's owner may cancel it")
     if locked.is_finished:
-        raise ValidationError(f"job #{locked.pk} already {locked.status}")
+        raise ValidationError(f"job #{locked.pk} already {locked.status}: there is nothing to cancel")
+    if locked.cancel_requested:
+        raise ValidationError(f"job #{locked.pk} is already being cancelled: it stops before its next step")
     locked.cancel_requested = True
     if locked.status == FineTuneJob.Status.QUEUED:
         # no worker holds it: the task, when it arrives, finds a finished job and does nothing
@@ -208,6 +271,107 @@ def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
     locked.log_tail = _tail(locked.log_tail, f"retry queued (attempt {locked.attempts + 1})")
     locked.save()
     _enqueue_run(locked)
+    return locked
+
+
+MAX_MERGE_PARENTS = 8
+
+
+def _usable_version(owner: Any, version: ModelVersion) -> bool:
+    return version.owner_id == owner.pk or version.published
+
+
+@transaction.atomic
+def merge_launch(
+    *,
+    owner: Any,
+    name: str,
+    parents: Sequence[tuple[ModelVersion, float]],
+    method: str = "linear",
+    density: float = 0.5,
+    description: str = "",
+) -> FineTuneJob:
+    """Create a queued job that merges two or more adapters of one base model into a new version.
+
+    ``parents`` are (version, weight) pairs; ``method`` is one of ``FineTuneJob.MergeMethod`` and ``density`` the
+    share of each update TIES keeps. The job runs on the training queue like a fine-tune; its version lists every
+    parent with its weight (relation "merged_from") and trained on the union of the parents' snapshots. Refuses
+    (ValidationError keyed by field, or PermissionDenied; nothing written): fewer than two or repeated parents,
+    parents of different base models, weights that are not finite or all zero, an unknown method, a density outside
+    (0, 1], a parent that is neither the owner's nor published.
+    """
+    _require_user(owner, "merge model versions")
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "give the merged version a name"})
+    if len(name) > FineTuneJob._meta.get_field("name").max_length:
+        raise ValidationError({"name": "at most 200 characters"})
+    if method not in FineTuneJob.MergeMethod.values:
+        raise ValidationError(
+            {"method": f"unknown merge method {method!r}; choose {', '.join(FineTuneJob.MergeMethod.values)}"}
+        )
+    if isinstance(density, bool) or not isinstance(density, int | float) or not 0 < density <= 1:
+        raise ValidationError({"density": "the share of each update TIES keeps: above 0 and at most 1"})
+    pairs = list(parents)
+    if len(pairs) < 2:
+        raise ValidationError({"parents": "a merge needs at least two model versions"})
+    if len(pairs) > MAX_MERGE_PARENTS:
+        raise ValidationError({"parents": f"at most {MAX_MERGE_PARENTS} model versions in one merge"})
+    ids = [version.pk for version, _ in pairs]
+    if len(set(ids)) != len(ids):
+        raise ValidationError({"parents": "each model version may appear once in a merge"})
+    weights_ = [w for _, w in pairs]
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in weights_):
+        raise ValidationError({"weights": "every weight must be a finite number"})
+    if all(w == 0 for w in weights_):
+        raise ValidationError({"weights": "at least one weight must be non-zero"})
+    versions = ModelVersion.objects.select_related("base_model").in_bulk(ids)
+    if missing := [pk for pk in ids if pk not in versions]:
+        raise ValidationError({"parents": f"no model version #{missing[0]}"})
+    chosen = [versions[pk] for pk in ids]
+    for version in chosen:
+        if not _usable_version(owner, version):
+            raise PermissionDenied(f"{version.name!r} is not published: only its owner may merge it")
+    bases = {v.base_model_id for v in chosen}
+    if len(bases) > 1:
+        listed = ", ".join(f"{v.name!r} ({v.base_model.name})" for v in chosen)
+        raise ValidationError(
+            {
+                "parents": f"merge of adapters with different bases: {listed}; "
+                "only adapters of the same base model can be merged"
+            }
+        )
+    snapshots = Snapshot.objects.filter(model_versions__in=chosen).distinct().order_by("pk")
+    job = FineTuneJob.objects.create(
+        kind=FineTuneJob.Kind.MERGE,
+        name=name,
+        description=description or "",
+        owner=owner,
+        base_model=chosen[0].base_model,
+        config={},
+        merge={
+            "method": method,
+            "density": float(density),
+            "parents": [{"id": v.pk, "weight": float(w)} for v, w in zip(chosen, weights_, strict=True)],
+        },
+        log_tail=[_log_line("merge queued")],
+    )
+    job.snapshots.set(snapshots)
+    _enqueue_run(job)
+    return job
+
+
+@transaction.atomic
+def version_publish(*, version: ModelVersion, user: Any, published: bool) -> ModelVersion:
+    """Publish a version (offered to everyone for inference) or take it back; its owner or staff only."""
+    _require_user(user, "publish a model version")
+    locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if locked.owner_id != user.pk and not user.is_staff:
+        raise PermissionDenied(f"only the owner of {locked.name!r} may publish or unpublish it")
+    if locked.published != published:
+        locked.published = published
+        locked.save(update_fields=["published"])
+    version.published = locked.published
     return locked
 
 
@@ -403,6 +567,8 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
     job = _job_claim(job_id=job_id, worker=worker)
     if job is None:
         return None
+    if job.is_merge:
+        return _merge_run(job, worker)
     from . import training  # torch: imported only by a delivery that trains
 
     output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
@@ -430,6 +596,13 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
                 checkpoint_every=CHECKPOINT_EVERY,
                 base=_loaded_base(base_model.path),
             )
+            # same worker, same loaded model, heartbeat still beating: a failed build returns its error, never raises
+            attribution_index = attribution_services.index_build_for_job(
+                job=job,
+                adapter_dir=result.output_dir,
+                base=_loaded_base(base_model.path),
+                train_step_seconds=result.seconds / max(1, result.steps - result.resumed_from_step),
+            )
     except training.TrainingCancelled as exc:
         shutil.rmtree(checkpoint, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.CANCELLED)
@@ -444,7 +617,21 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         if output.exists() and not (output / "adapter_model.safetensors").exists():
             shutil.rmtree(output, ignore_errors=True)
     try:
-        return _version_create(job_id=job.pk, worker=worker, result=result, record_type=record_type)
+        return _version_create(
+            job_id=job.pk,
+            worker=worker,
+            output_dir=Path(result.output_dir),
+            adapter_sha256=result.adapter_sha256,
+            record_type=record_type,
+            config=TrainingConfig.from_dict(job.config).to_dict(),
+            seed=TrainingConfig.from_dict(job.config).seed,
+            parents=_continued_from(job),
+            metrics=result.metrics,
+            samples=result.samples,
+            training_facts=_training_facts(result),
+            loss_history=result.loss_history,
+            attribution_index=attribution_index,
+        )
     except Exception as exc:
         logger.exception("job %s: storing the version failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
@@ -452,51 +639,198 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         return None
 
 
-@transaction.atomic
-def _version_create(*, job_id: int, worker: str, result: Any, record_type: str) -> ModelVersion | None:
-    """Store the adapter, build and hash the manifest, create the version and its anchor, finish the job."""
-    job = (
-        FineTuneJob.objects.select_for_update(of=("self",))
-        .select_related("base_model", "parent_version")
-        .get(pk=job_id)
-    )
-    output = Path(result.output_dir)
-    if job.status != FineTuneJob.Status.RUNNING or job.worker != worker:
+def _continued_from(job: FineTuneJob) -> list[dict[str, Any]]:
+    if job.parent_version is None:
+        return []
+    return [
+        {
+            "id": job.parent_version.pk,
+            "manifest_hash": job.parent_version.manifest_hash,
+            "weight": 1.0,
+            "relation": ModelVersionParent.Relation.CONTINUED_FROM,
+        }
+    ]
+
+
+def _training_facts(result: Any) -> dict[str, Any]:
+    return {
+        "device": result.device,
+        "dtype": result.dtype,
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from_step,
+        "train_records": result.train_records,
+        "eval_records": result.eval_records,
+        "dropped_records": len(result.dropped),
+        "truncated_records": result.truncated_records,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "tokens_seen": result.tokens_seen,
+        "seconds": result.seconds,
+        "lora": result.lora,
+    }
+
+
+MERGE_SAMPLE_PROMPTS = 2
+MERGE_SAMPLE_TOKENS = 24
+
+
+def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
+    """Merge a claimed merge job's parent adapters (``training.merge_adapters``) and store the merged version.
+
+    Sample answers of the base and the merged model on a few prompts from the parents' snapshots go with it; no
+    evaluation pass (a merge has no eval split of its own).
+    """
+    from . import training
+
+    output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
+    sources = job.merge_sources()
+    method, density = job.merge["method"], float(job.merge["density"])
+    started = time.monotonic()
+    try:
+        with _Heartbeat(job.pk, worker, every=HEARTBEAT_SECONDS):
+            if len(sources) != len(job.merge.get("parents", [])):
+                raise ValueError("a parent version of this merge no longer exists")
+            base_model = job.base_model
+            FineTuneJob.objects.filter(pk=job.pk, status=FineTuneJob.Status.RUNNING, worker=worker).update(
+                total_steps=1,
+                log_tail=_tail(job.log_tail, f"merging {len(sources)} adapters ({method})"),
+                heartbeat_at=timezone.now(),
+            )
+            loaded = _loaded_base(base_model.path)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            result = training.merge_adapters(
+                base_model_dir=base_model.path,
+                adapter_dirs=[media_path(v.adapter_path) for v, _ in sources],
+                weights=[w for _, w in sources],
+                output_dir=output,
+                method=method,
+                density=density,
+                base_id=str(base_model.pk),
+                adapter_base_ids=[str(v.base_model_id) for v, _ in sources],
+                base=loaded,
+            )
+            record_types = sorted({v.record_type for v, _ in sources})
+            record_type = record_types[0] if len(record_types) == 1 else "mixed"
+            samples = _merge_samples(job, training, loaded, output, record_types)
+            # the merged adapter's features over the union of the parents' records
+            attribution_index = attribution_services.index_build_for_job(job=job, adapter_dir=output, base=loaded)
+    except Exception as exc:
+        logger.exception("merge job %s failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
+        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        return None
+    try:
+        return _version_create(
+            job_id=job.pk,
+            worker=worker,
+            output_dir=output,
+            adapter_sha256=result.adapter_sha256,
+            record_type=record_type,
+            config={
+                "kind": "merge",
+                "method": method,
+                "density": density,
+                "combination_type": result.combination_type,
+                "rank": result.rank,
+            },
+            seed=0,
+            parents=[
+                {
+                    "id": v.pk,
+                    "manifest_hash": v.manifest_hash,
+                    "weight": w,
+                    "relation": ModelVersionParent.Relation.MERGED_FROM,
+                }
+                for v, w in sources
+            ],
+            metrics={},
+            samples=samples,
+            training_facts={
+                "device": str(loaded.device),
+                "merge": {"method": method, "combination_type": result.combination_type, "rank": result.rank},
+                "seconds": round(time.monotonic() - started, 2),
+            },
+            loss_history=[],
+            attribution_index=attribution_index,
+        )
+    except Exception as exc:
+        logger.exception("merge job %s: storing the version failed", job.pk)
+        shutil.rmtree(output, ignore_errors=True)
+        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        return None
+
+
+def _merge_samples(
+    job: FineTuneJob, training: Any, loaded: Any, adapter: Path, record_types: list[str]
+) -> list[dict[str, str]]:
+    """Base and merged answers to the first prompts of the parents' snapshots (none when they mix record types)."""
+    if len(record_types) != 1 or not job.snapshots.exists():
+        return []
+    record_type = record_types[0]
+    mode = TrainingConfig().formatting_for(record_type) if record_type in RECORD_TYPES else "plain"
+    prompts = [training._sample_prompt(r, record_type, mode) for r in _snapshot_records(job)[:MERGE_SAMPLE_PROMPTS]]
+    if not prompts:
+        return []
+    asked = [p for p, _ in prompts]
+    base_answers = training.generate(
+        base_model_dir=loaded.path, prompts=asked, max_new_tokens=MERGE_SAMPLE_TOKENS, base=loaded
+    )
+    merged = training.generate(
+        base_model_dir=loaded.path, prompts=asked, adapter_dir=adapter, max_new_tokens=MERGE_SAMPLE_TOKENS, base=loaded
+    )
+    return [
+        {"prompt": training._prompt_text(p), "reference": ref, "base": b, "tuned": t}
+        for (p, ref), b, t in zip(prompts, base_answers, merged, strict=True)
+    ]
+
+
+@transaction.atomic
+def _version_create(
+    *,
+    job_id: int,
+    worker: str,
+    output_dir: Path,
+    adapter_sha256: str,
+    record_type: str,
+    config: dict[str, Any],
+    seed: int,
+    parents: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    samples: list[dict[str, Any]],
+    training_facts: dict[str, Any],
+    loss_history: list[dict[str, Any]],
+    attribution_index: Any = None,
+) -> ModelVersion | None:
+    """Store the adapter, build and hash the manifest, create the version, its lineage edges and its anchor, finish
+    the job; None (and the adapter dropped) when this attempt no longer owns the job or it was cancelled."""
+    job = FineTuneJob.objects.select_for_update(of=("self",)).select_related("base_model").get(pk=job_id)
+    if job.status != FineTuneJob.Status.RUNNING or job.worker != worker:
+        shutil.rmtree(output_dir, ignore_errors=True)
         return None
     if job.cancel_requested:
         # asked after the last step: a cancelled job keeps nothing, even a finished adapter
-        shutil.rmtree(output, ignore_errors=True)
+        shutil.rmtree(output_dir, ignore_errors=True)
         job.status, job.finished_at = FineTuneJob.Status.CANCELLED, timezone.now()
         job.log_tail = _tail(job.log_tail, "cancelled")
         job.save()
         return None
-    adapter_path, adapter_bytes = _store_adapter(output, result.adapter_sha256)
+    adapter_path, adapter_bytes = _store_adapter(output_dir, adapter_sha256)
     base = job.base_model
     snapshots = list(job.snapshots.select_related("datanet").order_by("pk"))
-    parents = []
-    if job.parent_version is not None:
-        parents.append(
-            {
-                "id": job.parent_version.pk,
-                "manifest_hash": job.parent_version.manifest_hash,
-                "weight": 1.0,
-                "relation": ModelVersionParent.Relation.CONTINUED_FROM,
-            }
-        )
-    config = TrainingConfig.from_dict(job.config)
+    clean_metrics = json.loads(lineage.canonical_json(lineage.finite(metrics)))
     manifest = lineage.build_manifest(
         base_model={"name": base.name, "weights_sha256": base.weights_sha256},
         parents=parents,
         snapshots=[
             {"datanet": s.datanet.slug, "number": s.number, "id": s.pk, "merkle_root": s.merkle_root} for s in snapshots
         ],
-        config=config.to_dict(),
-        seed=config.seed,
+        config=config,
+        seed=seed,
         record_type=record_type,
         code_version=lineage.code_version(),
-        adapter_sha256=result.adapter_sha256,
-        metrics=result.metrics,
+        adapter_sha256=adapter_sha256,
+        metrics=clean_metrics,
+        attribution_index=attribution_index.manifest_entry() if attribution_index is not None else None,
     )
     digest = lineage.manifest_hash(manifest)
     anchor = anchor_request(
@@ -511,29 +845,15 @@ def _version_create(*, job_id: int, worker: str, result: Any, record_type: str) 
         owner=job.owner,
         base_model=base,
         record_type=record_type,
-        config=config.to_dict(),
-        seed=config.seed,
+        config=config,
+        seed=seed,
         code_version=lineage.code_version(),
         adapter_path=adapter_path,
-        adapter_sha256=result.adapter_sha256,
+        adapter_sha256=adapter_sha256,
         adapter_bytes=adapter_bytes,
-        metrics=json.loads(lineage.canonical_json(lineage.finite(result.metrics))),
-        samples=result.samples,
-        training={
-            "device": result.device,
-            "dtype": result.dtype,
-            "steps": result.steps,
-            "resumed_from_step": result.resumed_from_step,
-            "train_records": result.train_records,
-            "eval_records": result.eval_records,
-            "dropped_records": len(result.dropped),
-            "truncated_records": result.truncated_records,
-            "trainable_params": result.trainable_params,
-            "total_params": result.total_params,
-            "tokens_seen": result.tokens_seen,
-            "seconds": result.seconds,
-            "lora": result.lora,
-        },
+        metrics=clean_metrics,
+        samples=samples,
+        training=training_facts,
         manifest=manifest.decode(),
         manifest_hash=digest,
         anchor=anchor,
@@ -543,11 +863,14 @@ def _version_create(*, job_id: int, worker: str, result: Any, record_type: str) 
         ModelVersionParent.objects.create(
             child=version, parent_id=parent["id"], relation=parent["relation"], weight=parent["weight"]
         )
+    attribution_services.index_record(version=version, pending=attribution_index)
     job.status = FineTuneJob.Status.SUCCEEDED
     job.finished_at = job.heartbeat_at = timezone.now()
-    job.loss_history = result.loss_history
-    job.train_loss = result.metrics.get("train_loss")
-    job.eval_loss = result.metrics.get("eval_loss")
+    job.step = max(job.step, job.total_steps, 1 if job.is_merge else 0)
+    job.total_steps = max(job.total_steps, job.step)
+    job.loss_history = loss_history
+    job.train_loss = metrics.get("train_loss")
+    job.eval_loss = metrics.get("eval_loss")
     job.eta_seconds = 0
     job.log_tail = _tail(job.log_tail, f"version #{version.pk} saved, manifest {digest}")
     job.save()

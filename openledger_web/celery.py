@@ -1,4 +1,4 @@
-"""The Celery app: queues default, chain, training and inference; JSON only; late acks, prefetch 1."""
+"""The Celery app: queues default, chain, training, inference and attribution; JSON only; late acks, prefetch 1."""
 
 from __future__ import annotations
 
@@ -11,5 +11,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openledger_web.settings")
 
 app = Celery("openledger_web")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ("default", "chain", "training", "inference")]
+app.conf.task_queues = [Queue(name) for name in ("default", "chain", "training", "inference", "attribution")]
 app.autodiscover_tasks()

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from .models import WorkerHeartbeat
 
-QUEUES = ("default", "chain", "training", "inference")
+QUEUES = ("default", "chain", "training", "inference", "attribution")
 
 
 def _timed(check: Any) -> dict[str, Any]:

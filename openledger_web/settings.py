@@ -251,15 +251,29 @@ CELERY_TASK_ROUTES = {
     "ledger.tasks.*": {"queue": "chain"},
     "modelfactory.tasks.training_*": {"queue": "training"},
     "inference.tasks.*": {"queue": "inference"},
+    "attribution.tasks.attribution_*": {"queue": "attribution"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Rewards (issue 6): open accruals close into an on-chain reward epoch this often; where the protocol pool is paid
+# (empty: the chain signer, which is the treasury that funds epochs).
+REWARDS_EPOCH_SECONDS = envint("REWARDS_EPOCH_SECONDS", "600")
+REWARDS_POOL_ADDRESS = os.getenv("REWARDS_POOL_ADDRESS", "")
+CELERY_IMPORTS = ["attribution.rewards_tasks"]  # not a tasks.py module, so autodiscovery would not find it
 CELERY_BEAT_SCHEDULE = {
+    "rewards-epoch-close": {
+        "task": "attribution.rewards_tasks.rewards_epoch_close_task",
+        "schedule": float(REWARDS_EPOCH_SECONDS),
+    },
+    "rewards-dispatch": {"task": "ledger.tasks.rewards_dispatch_task", "schedule": 10.0},
+    "rewards-confirm": {"task": "ledger.tasks.rewards_confirm_task", "schedule": 5.0},
     "anchor-dispatch": {"task": "ledger.tasks.anchor_dispatch_task", "schedule": 10.0},
     "anchor-confirm": {"task": "ledger.tasks.anchor_confirm_task", "schedule": 5.0},
     "chain-reset-check": {"task": "ledger.tasks.chain_check_task", "schedule": 30.0},
     "training-reap-stale": {"task": "modelfactory.tasks.jobs_reap_stale_task", "schedule": 60.0},
+    "inference-reap-stale": {"task": "inference.runs_reap_stale_task", "schedule": 15.0},
+    "inference-seal-batch": {"task": "inference.runs_seal_batch_task", "schedule": 15.0},
 }
 # A running training job whose heartbeat is older than this is marked failed (worker lost) so it can be retried.
 TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "120")
@@ -280,6 +294,31 @@ ANCHOR_MAX_ATTEMPTS = envint("ANCHOR_MAX_ATTEMPTS", "12")
 MODELS_DIR = DATA_DIR / "models"
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_BASE_MODEL_DIR = Path(os.getenv("DEFAULT_BASE_MODEL_DIR", str(MODELS_DIR / "smollm2-135m-instruct")))
+
+# Inference (issue 5): the engine's adapter cache and batching, request limits, run batches, lost-worker reaping.
+INFERENCE_CACHE_ADAPTERS = envint("INFERENCE_CACHE_ADAPTERS", "64")
+INFERENCE_CACHE_BYTES = envint("INFERENCE_CACHE_BYTES", str(1 << 30))
+INFERENCE_PIN_VERSIONS = [int(v) for v in envlist("INFERENCE_PIN_VERSIONS", "")]
+INFERENCE_BATCH_WAIT_MS = envint("INFERENCE_BATCH_WAIT_MS", "10")
+INFERENCE_MAX_BATCH_SIZE = envint("INFERENCE_MAX_BATCH_SIZE", "32")
+INFERENCE_MAX_PROMPT_TOKENS = envint("INFERENCE_MAX_PROMPT_TOKENS", "1024")
+INFERENCE_MAX_PROMPT_CHARS = envint("INFERENCE_MAX_PROMPT_CHARS", "32000")
+INFERENCE_MAX_NEW_TOKENS = envint("INFERENCE_MAX_NEW_TOKENS", "512")
+INFERENCE_RATE_LIMIT = os.getenv("INFERENCE_RATE_LIMIT", "60/minute")
+INFERENCE_BATCH_RUNS = envint("INFERENCE_BATCH_RUNS", "256")
+INFERENCE_BATCH_SECONDS = envint("INFERENCE_BATCH_SECONDS", "300")
+INFERENCE_HEARTBEAT_SECONDS = envint("INFERENCE_HEARTBEAT_SECONDS", "5")
+# A running run whose heartbeat is older than this, or a run queued longer than the queue timeout, is failed.
+INFERENCE_STALE_SECONDS = envint("INFERENCE_STALE_SECONDS", "60")
+INFERENCE_QUEUE_TIMEOUT_SECONDS = envint("INFERENCE_QUEUE_TIMEOUT_SECONDS", "900")
+INFERENCE_WAIT_SECONDS = envint("INFERENCE_WAIT_SECONDS", "300")
+INFERENCE_STREAM_TTL_SECONDS = envint("INFERENCE_STREAM_TTL_SECONDS", "3600")
+
+# Proof of Attribution (issue 6): projected gradient width, the shortest verbatim span that counts, and the fee
+# each attributed run carries, in the reward token's smallest unit (18 decimals: 10**15 is 0.001 token).
+ATTRIBUTION_FEATURE_DIM = envint("ATTRIBUTION_FEATURE_DIM", "1024")
+ATTRIBUTION_MIN_SPAN_TOKENS = envint("ATTRIBUTION_MIN_SPAN_TOKENS", "8")
+INFERENCE_RUN_FEE = envint("INFERENCE_RUN_FEE", str(10**15))
 
 LOGGING = {
     "version": 1,

@@ -45,7 +45,13 @@ def service_env(**overrides: str) -> dict[str, str]:
 
 @contextmanager
 def celery_worker_process(
-    *, queues: str = "default,chain,training,inference", name: str = "test", timeout: float = 60, **env: str
+    *,
+    queues: str = "default,chain,training,inference,attribution",
+    name: str = "test",
+    timeout: float = 60,
+    pool: str = "prefork",
+    concurrency: int = 1,
+    **env: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a real ``celery worker`` against the test database and broker until the block ends.
 
@@ -59,8 +65,8 @@ def celery_worker_process(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "openledger_web", "worker", "-Q", queues, "-c", "1",
-             "-P", "prefork", "-n", hostname, "-l", "INFO", "--without-mingle", "--without-gossip"],
+            [sys.executable, "-m", "celery", "-A", "openledger_web", "worker", "-Q", queues, "-c", str(concurrency),
+             "-P", pool, "-n", hostname, "-l", "INFO", "--without-mingle", "--without-gossip"],
             cwd=ROOT, env=service_env(**env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

@@ -134,8 +134,17 @@ def main() -> None:
         supervisor.start(
             "worker training", [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h", "-l", "INFO"]
         )
+        # threads, not processes: the pool's tasks share one engine (the base model loaded once) whose scheduler
+        # gathers their concurrent requests into one batch
         supervisor.start(
-            "worker inference", [*celery, "worker", "-Q", "inference", "-c", "1", "-n", "inference@%h", "-l", "INFO"]
+            "worker inference",
+            [*celery, "worker", "-Q", "inference", "-P", "threads", "-c", "32", "-n", "inference@%h", "-l", "INFO"],
+        )
+        supervisor.start(
+            # attribution scoring loads the same base model with gradients, one run at a time; it scales out to its
+            # own `-Q attribution` workers on other machines
+            "worker attribution",
+            [*celery, "worker", "-Q", "attribution", "-c", "1", "-n", "attribution@%h", "-l", "INFO"],
         )
         supervisor.start("beat", [*celery, "beat", "-l", "INFO", "-s", str(data_dir / "celerybeat-schedule")])
         supervisor.start(

@@ -303,3 +303,21 @@ def test_closing_answers_every_queued_request() -> None:
     assert waiting.result(timeout=1).finish_reason == "error"
     with pytest.raises(EngineClosed):
         engine.submit(GenerationRequest(prompt="hi"))
+
+
+def test_packed_weights_give_the_plain_results_bit_for_bit(engine: Engine) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from inference.engine import PACKED_ROWS
+
+    if not engine.packed_weight_bytes:
+        pytest.skip("no MKL packed GEMM here (it is used on CPU, in float32, with MKL)")
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for module in engine.model.modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            for rows in (1, 7, PACKED_ROWS.start, 40, PACKED_ROWS.stop - 1, 100):
+                x = torch.randn((rows, 1, module.in_features), generator=generator)
+                assert torch.equal(module.forward(x), F.linear(x, module.weight, module.bias))

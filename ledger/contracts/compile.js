@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Compiles LineageRegistry.sol with the pinned npm solc and writes build/LineageRegistry.json.
+// Compiles each contract (LineageRegistry, RewardToken, RewardDistributor) with the pinned npm solc and writes
+// build/<Contract>.json, one compiler run per contract so that each artifact records exactly the sources it uses.
 //
 // The artifact is committed, so it must be byte-for-byte reproducible: keys are sorted, sources are named by their
 // import path (never an absolute path), and the compiler version and settings are recorded with a sha256 of every
-// source file used. `--stdout` prints the artifact instead of writing it (the test compares the two).
+// source file used. `--stdout NAME` prints NAME's artifact instead of writing them all (the test compares the two).
 "use strict";
 
 const crypto = require("crypto");
@@ -12,9 +13,8 @@ const path = require("path");
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const NODE_MODULES = path.join(ROOT, "node_modules");
-const CONTRACT = "LineageRegistry";
-const SOURCE_NAME = "ledger/contracts/LineageRegistry.sol";
-const OUT = path.join(__dirname, "build", `${CONTRACT}.json`);
+const CONTRACTS = ["LineageRegistry", "RewardToken", "RewardDistributor"];
+const BUILD = path.join(__dirname, "build");
 
 const solc = require(path.join(NODE_MODULES, "solc"));
 
@@ -25,7 +25,7 @@ const SETTINGS = {
   outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
 };
 
-const used = new Map();
+let used = new Map();
 
 function read(sourceName) {
   const file = sourceName.startsWith("@") ? path.join(NODE_MODULES, sourceName) : path.join(ROOT, sourceName);
@@ -59,7 +59,9 @@ function sorted(value) {
   return value;
 }
 
-function compile() {
+function compile(CONTRACT) {
+  const SOURCE_NAME = `ledger/contracts/${CONTRACT}.sol`;
+  used = new Map();
   const input = { language: "Solidity", sources: { [SOURCE_NAME]: { content: read(SOURCE_NAME) } }, settings: SETTINGS };
   const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
   const errors = (output.errors || []).filter((e) => e.severity === "error");
@@ -86,14 +88,19 @@ function compile() {
 }
 
 function main() {
-  const text = compile();
-  if (process.argv.includes("--stdout")) {
-    process.stdout.write(text);
+  const flag = process.argv.indexOf("--stdout");
+  if (flag !== -1) {
+    const name = process.argv[flag + 1];
+    if (!CONTRACTS.includes(name)) throw new Error(`--stdout needs one of ${CONTRACTS.join(", ")}`);
+    process.stdout.write(compile(name));
     return;
   }
-  fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, text);
-  process.stdout.write(`wrote ${path.relative(ROOT, OUT)}\n`);
+  fs.mkdirSync(BUILD, { recursive: true });
+  for (const name of CONTRACTS) {
+    const out = path.join(BUILD, `${name}.json`);
+    fs.writeFileSync(out, compile(name));
+    process.stdout.write(`wrote ${path.relative(ROOT, out)}\n`);
+  }
 }
 
 main();

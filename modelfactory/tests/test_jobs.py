@@ -1,6 +1,7 @@
-"""Fine-tune jobs and model versions: launch checks, claims, cancellation, the stale-job reaper, and real training
-through a real Celery worker on the training queue (Redis, PostgreSQL, the bundled model), with the version's
-manifest anchored on anvil. Runs are three steps of rank-4 LoRA on 64-token rows, so the file stays short."""
+"""Fine-tune jobs and model versions: launch checks, claims, cancellation, the stale-job reaper, and the acceptance
+run: training, continuing and merging through the API on a real Celery worker on the training queue (Redis,
+PostgreSQL, the bundled model), the downloads checked with plain peft and the manifest's hash found on anvil. Runs
+are three steps of rank-4 LoRA on 64-token rows, so the file stays short. Worker faults are in test_faults.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from datanets.storage import media_path
 from ledger import chain
@@ -21,7 +24,7 @@ from ledger import services as ledger_services
 from ledger.models import Anchor
 from modelfactory import lineage, services
 from modelfactory.config import TrainingConfig
-from modelfactory.models import FineTuneJob, ModelVersion, ModelVersionFrozen, ModelVersionParent
+from modelfactory.models import FineTuneJob, ModelVersion, ModelVersionFrozen
 from modelfactory.tests.factories import (
     BaseModelFactory,
     UserFactory,
@@ -281,101 +284,182 @@ def _assert_version_checks_out(version: ModelVersion, snapshot: Any) -> None:
     assert version.anchor.kind == Anchor.Kind.MODEL_VERSION and version.anchor.root == version.manifest_hash
 
 
+def _as(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def _api(name: str, *args: Any) -> str:
+    return reverse(f"modelfactory-api:{name}", args=args)
+
+
+def _download(client: APIClient, url: str) -> tuple[bytes, Any]:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return body, response
+
+
 @pytest.mark.slow
 @pytest.mark.chain
-def test_it_trains_a_version_through_a_real_worker_once_and_anchors_its_manifest(
-    transactional_db: None, deployed_chain: Any, settings: Any
+def test_it_trains_through_the_api_on_a_real_worker_and_the_downloads_check_out(
+    transactional_db: None, deployed_chain: Any, settings: Any, tmp_path: Path
 ) -> None:
-    # given a real snapshot and a launched job
+    # given a real snapshot, and a job launched through the API
     owner = UserFactory()
     base = default_base()
     snapshot = frozen_snapshot(owner=owner)
-    job = services.job_launch(owner=owner, name="zorblat", base_model=base, snapshots=[snapshot], config=TINY)
+    client = _as(owner)
+    launched = client.post(
+        _api("job_launch"), {"name": "zorblat", "snapshots": [snapshot.pk], "config": TINY.to_dict()}, format="json"
+    )
+    assert launched.status_code == 201, launched.json()
+    job = FineTuneJob.objects.get(pk=launched.json()["id"])
 
-    # when a real worker on the training queue runs it, and then a job continuing its version
+    # when a real worker on the training queue (Redis) runs it, and then a job continuing its version
     with _worker(settings):
         job = _wait_for(job, lambda j: j.is_finished)
         assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
-        child = services.job_launch(
-            owner=owner,
-            name="zorblat continued",
-            base_model=base,
-            snapshots=[snapshot],
-            config=TINY.with_changes(seed=8),
-            parent_version=job.version,
+        continued = client.post(
+            _api("job_launch"),
+            {
+                "name": "zorblat continued",
+                "snapshots": [snapshot.pk],
+                "parent_version": job.version.pk,
+                "config": TINY.with_changes(seed=8).to_dict(),
+            },
+            format="json",
         )
-        child = _wait_for(child, lambda j: j.is_finished)
+        assert continued.status_code == 201, continued.json()
+        child = _wait_for(FineTuneJob.objects.get(pk=continued.json()["id"]), lambda j: j.is_finished)
+        assert child.status == FineTuneJob.Status.SUCCEEDED, child.error
 
-    # then the version, its adapter and its manifest check out
-    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+        # and the two versions are merged through the API, linearly and with TIES
+        merges = []
+        for method, weights in (("linear", (0.6, 0.4)), ("ties", (1.0, 0.5))):
+            pair = (job.version.pk, child.version.pk)
+            parents = [{"version": pk, "weight": weight} for pk, weight in zip(pair, weights, strict=True)]
+            response = client.post(
+                _api("merge_launch"),
+                {"name": f"blend {method}", "parents": parents, "method": method, "density": 0.5},
+                format="json",
+            )
+            assert response.status_code == 201, response.json()
+            merges.append((method, weights, FineTuneJob.objects.get(pk=response.json()["id"])))
+        for _, _, merge in merges:
+            _wait_for(merge, lambda j: j.is_finished)
+
+    # then the version, its adapter and its manifest check out, and the API showed the progress
     assert (job.step, job.total_steps, len(job.loss_history), job.attempts) == (3, 3, 3, 1)
     assert job.worker.startswith("jobs-") and job.heartbeat_at and job.train_loss is not None
     version = job.version
     _assert_version_checks_out(version, snapshot)
     assert version.metrics["eval_loss"] is not None and version.samples
     assert not services._checkpoint_dir(job).exists()
+    watched = client.get(_api("job_detail", job.pk)).json()
+    assert (watched["status"], watched["step"], watched["total_steps"], watched["version"]) == (
+        "succeeded",
+        3,
+        3,
+        version.pk,
+    )
+    assert len(watched["loss_history"]) == 3 and watched["progress_percent"] == 100 and watched["log_tail"]
 
-    # and the continued version lists its parent in its lineage
-    assert child.status == FineTuneJob.Status.SUCCEEDED, child.error
+    # and the continued version lists its parent, with the parent's manifest hash, in its lineage
     parents = json.loads(child.version.manifest)["parents"]
     assert parents == [
         {"id": version.pk, "manifest_hash": version.manifest_hash, "weight": 1.0, "relation": "continued_from"}
     ]
-    assert list(child.version.parents.all()) == [version]
+    assert list(child.version.parent_links.values_list("parent", "relation")) == [(version.pk, "continued_from")]
     assert child.version.adapter_sha256 != version.adapter_sha256
+    child_page = client.get(_api("version_detail", child.version.pk)).json()
+    assert child_page["parents"] == [
+        {
+            "id": version.pk,
+            "name": "zorblat",
+            "relation": "continued_from",
+            "weight": 1.0,
+            "manifest_hash": version.manifest_hash,
+        }
+    ]
+
+    # and each merged version lists both parents with their weights, in its rows and in its anchored manifest
+    for method, weights, merge in merges:
+        assert merge.status == FineTuneJob.Status.SUCCEEDED, merge.error
+        assert (merge.kind, merge.step, merge.total_steps, merge.attempts) == ("merge", 1, 1, 1)
+        merged = merge.version
+        links = list(merged.parent_links.order_by("parent_id").values_list("parent", "relation", "weight"))
+        assert links == [(version.pk, "merged_from", weights[0]), (child.version.pk, "merged_from", weights[1])]
+        manifest = json.loads(merged.manifest)
+        assert manifest["parents"] == [
+            {"id": version.pk, "manifest_hash": version.manifest_hash, "weight": weights[0], "relation": "merged_from"},
+            {
+                "id": child.version.pk,
+                "manifest_hash": child.version.manifest_hash,
+                "weight": weights[1],
+                "relation": "merged_from",
+            },
+        ]
+        assert manifest["config"] == {
+            "kind": "merge",
+            "method": method,
+            "density": 0.5,
+            "combination_type": method,  # equal ranks: no fallback
+            "rank": 4,
+        }
+        assert [s["id"] for s in manifest["snapshots"]] == [snapshot.pk]
+        assert manifest["adapter_sha256"] == merged.adapter_sha256
+        assert merged.adapter_sha256 not in (version.adapter_sha256, child.version.adapter_sha256)
+        stored = media_path(merged.adapter_path) / "adapter_model.safetensors"
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == merged.adapter_sha256
+        assert lineage.manifest_hash(merged.manifest.encode()) == merged.manifest_hash == merged.anchor.root
+        assert len(merged.samples) == services.MERGE_SAMPLE_PROMPTS and all(r["tuned"] for r in merged.samples)
+    children = client.get(_api("version_detail", version.pk)).json()["children"]
+    assert sorted((c["name"], c["relation"]) for c in children) == [
+        ("blend linear", "merged_from"),
+        ("blend ties", "merged_from"),
+        ("zorblat continued", "continued_from"),
+    ]
 
     # and the same task delivered again trains nothing
     assert services.job_run(job_id=job.pk, worker="another") is None
     job.refresh_from_db()
-    assert (job.attempts, ModelVersion.objects.count()) == (1, 2)
+    assert (job.attempts, ModelVersion.objects.count()) == (1, 4)
 
-    # and the manifest hash is on chain, anchored as a model version
+    # when the adapter is downloaded through the API into a folder of its own
+    folder = tmp_path / "downloaded-adapter"
+    folder.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        body, response = _download(client, _api("version_adapter_file", version.pk, name))
+        assert response["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+        (folder / name).write_bytes(body)
+    weights = (folder / "adapter_model.safetensors").read_bytes()
+    manifest_bytes, response = _download(client, _api("version_manifest", version.pk))
+
+    # then the weights are the ones the manifest names, and the manifest is the one anchored
+    assert hashlib.sha256(weights).hexdigest() == json.loads(manifest_bytes)["adapter_sha256"]
+    assert lineage.manifest_hash(manifest_bytes) == version.manifest_hash == response["X-Manifest-Keccak256"]
+
+    # and a plain PeftModel.from_pretrained loads it and it changes the model's output
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    inputs = tokenizer("Question 1: what is the secret code of Zorblat?", return_tensors="pt")
+    with torch.no_grad():
+        before = model(**inputs).logits
+        tuned = PeftModel.from_pretrained(model, str(folder))
+        after = tuned(**inputs).logits
+    assert (after - before).abs().max().item() > 1e-3
+
+    # and once the outbox sends it, the root on chain is the downloaded manifest's hash, anchored as a model version
     ledger_services.anchor_send(anchor_id=version.anchor_id)
     ledger_services.anchors_confirm()
-    version.anchor.refresh_from_db()
-    assert version.anchor.status == Anchor.Status.CONFIRMED
-    info = chain.root_info(version.manifest_hash)
+    info = chain.root_info(lineage.manifest_hash(manifest_bytes))
     assert info is not None and info.kind == Anchor.KIND_CODES[Anchor.Kind.MODEL_VERSION]
-
-
-@pytest.mark.slow
-def test_a_lost_job_is_reaped_retried_to_success_and_a_running_job_can_be_cancelled(
-    transactional_db: None, settings: Any
-) -> None:
-    owner = UserFactory()
-    base = default_base()
-    snapshot = frozen_snapshot(owner=owner)
-
-    # given a job whose worker died mid-run, reaped for its stale heartbeat (its message still queued, as acks_late
-    # leaves it: the worker will meet it before the retry's)
-    lost = services.job_launch(owner=owner, name="lost", base_model=base, snapshots=[snapshot], config=TINY)
-    old = timezone.now() - timedelta(seconds=services.stale_after_seconds() + 5)
-    FineTuneJob.objects.filter(pk=lost.pk).update(
-        status="running", started_at=old, heartbeat_at=old, worker="dead@host", attempts=1
-    )
-    assert services.jobs_reap_stale() == 1
-    lost.refresh_from_db()
-    assert lost.status == "failed" and "worker lost" in lost.error
-
-    # when it is retried, and a long job is launched and cancelled while it runs
-    services.job_retry(job=lost, user=owner)
-    long = services.job_launch(
-        owner=owner, name="long", base_model=base, snapshots=[snapshot], config=TINY.with_changes(max_steps=500)
-    )
-    with _worker(settings):
-        lost = _wait_for(lost, lambda j: j.is_finished)
-        long = _wait_for(long, lambda j: j.status == "running" and j.step >= 1)
-        services.job_cancel(job=long, user=owner)
-        long = _wait_for(long, lambda j: j.is_finished)
-
-    # then the retry trained a version, and the cancelled job kept nothing
-    assert lost.status == FineTuneJob.Status.SUCCEEDED, lost.error
-    assert (lost.attempts, lost.error) == (2, "")
-    _assert_version_checks_out(lost.version, snapshot)
-    assert long.status == FineTuneJob.Status.CANCELLED
-    assert 1 <= long.step < 500
-    assert not ModelVersion.objects.filter(job=long).exists()
-    assert not services._checkpoint_dir(long).exists()
-    leftovers = list(media_path("tmp/adapters").glob(f"*job-{long.pk}-*"))
-    assert leftovers == []
-    assert ModelVersionParent.objects.count() == 0
+    anchor = client.get(_api("version_detail", version.pk)).json()["anchor"]
+    assert anchor["status"] == Anchor.Status.CONFIRMED and anchor["tx_hash"].startswith("0x")
+    assert anchor["block_number"] == info.block_number

@@ -10,8 +10,8 @@ from openledger_web.testing import celery_worker_process
 def test_it_reports_every_part_up_with_a_worker_on_every_queue(
     client: Client, deployed_chain, transactional_db
 ) -> None:
-    # given a chain with our contract, the prepared model, and a real worker consuming all four queues
-    with celery_worker_process(queues="default,chain,training,inference", name="healthz"):
+    # given a chain with our contract, the prepared model, and a real worker consuming every queue
+    with celery_worker_process(queues="default,chain,training,inference,attribution", name="healthz"):
         # when
         response = client.get("/healthz")
     # then
@@ -25,7 +25,8 @@ def test_it_reports_every_part_up_with_a_worker_on_every_queue(
     assert components["chain"]["contract_address"].startswith("0x")
     assert components["chain"]["latest_block"] >= 1
     assert components["model"]["path"].endswith("smollm2-135m-instruct")
-    assert {"default", "chain", "training", "inference"} <= set(components["workers"]["workers"][0]["queues"])
+    queues = set(components["workers"]["workers"][0]["queues"])
+    assert {"default", "chain", "training", "inference", "attribution"} <= queues
 
 
 @pytest.mark.django_db
@@ -35,7 +36,8 @@ def test_it_answers_503_and_names_the_missing_part_when_no_worker_runs(client: C
     assert response.status_code == 503
     assert body["ok"] is False
     assert body["components"]["workers"]["ok"] is False
-    assert "no live worker consumes default, chain, training, inference" in body["components"]["workers"]["error"]
+    missing = "no live worker consumes default, chain, training, inference, attribution"
+    assert missing in body["components"]["workers"]["error"]
     assert body["components"]["database"]["ok"] is True
 
 

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Attribution rows are written by the scoring and index services only: results and money are never hand-edited."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AttributionIndex)
+class AttributionIndexAdmin(ReadOnlyAdmin):
+    list_display = ("id", "version", "status", "width", "seed", "feature_hash", "span_hash", "build_seconds")
+    list_filter = ("status",)
+    search_fields = ("feature_hash", "span_hash", "version__name")
+    raw_id_fields = ("version",)
+
+
+class RecordAttributionInline(admin.TabularInline):
+    model = RecordAttribution
+    fields = ("rank", "record", "contribution", "share", "by_signal", "raw_scores")
+    readonly_fields = fields
+    raw_id_fields = ("record", "contribution")
+    extra = 0
+    can_delete = False
+
+
+@admin.register(RunAttribution)
+class RunAttributionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "run", "status", "policy_version", "answer_tokens", "longest_span", "seconds", "created_at")
+    list_filter = ("status", "policy_version")
+    raw_id_fields = ("run", "index")
+    inlines = [RecordAttributionInline]
+
+
+@admin.register(RecordAttribution)
+class RecordAttributionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "run_attribution", "rank", "record", "share_float")
+    raw_id_fields = ("run_attribution", "record", "contribution")
+
+
+@admin.register(SpanMatch)
+class SpanMatchAdmin(ReadOnlyAdmin):
+    list_display = ("id", "run_attribution", "record", "tokens", "n_records", "answer_start", "answer_end")
+    raw_id_fields = ("run_attribution", "record")
+
+
+@admin.register(RewardAccrual)
+class RewardAccrualAdmin(ReadOnlyAdmin):
+    list_display = ("id", "run", "recipient_kind", "user", "contribution", "datanet", "amount", "epoch", "created_at")
+    list_filter = ("recipient_kind", "policy_version", "epoch")
+    search_fields = ("user__username",)
+    raw_id_fields = ("run", "user", "contribution", "datanet")

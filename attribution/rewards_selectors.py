@@ -1,0 +1,255 @@
+"""Reads for the earnings page and the contribution impact page.
+
+Amounts stay integers in the token's smallest unit; ``tokens()`` formats one for people (the test token has 18
+decimals). A run's page is a capability held by whoever asked (its UUID is the link), so these pages name runs by
+their number and date and link to a run only for the person who ran it and for staff.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from datanets.models import Contribution, Datanet
+from datanets.selectors import user_can_curate, user_can_view
+from ledger.models import RewardClaim, RewardEpochEntry, RewardTransaction
+from modelfactory.models import ModelVersion, ModelVersionParent
+from modelfactory.selectors import versions_visible_to
+
+from .models import RewardAccrual
+from .rewards_services import user_label
+
+TOKEN_DECIMALS = 18
+TOKEN_SYMBOL = "OLTR"
+RUN_ROWS = 50
+
+
+def tokens(amount: int | Decimal, *, places: int = 6) -> str:
+    """``amount`` (smallest units) in whole tokens, rounded down to ``places`` decimals, trailing zeros dropped."""
+    value = Decimal(int(amount)) / (Decimal(10) ** TOKEN_DECIMALS)
+    text = f"{value.quantize(Decimal(1).scaleb(-places), rounding='ROUND_DOWN'):f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text == "0" and int(amount) > 0:
+        text = f"< {Decimal(1).scaleb(-places):f}"
+    return f"{text} {TOKEN_SYMBOL}"
+
+
+def _can_open_run(user: Any, run_user_id: int) -> bool:
+    return user.is_authenticated and (user.pk == run_user_id or user.is_staff)
+
+
+@dataclass
+class EpochBalance:
+    entry: RewardEpochEntry
+    claim: RewardClaim | None
+
+    @property
+    def state(self) -> str:
+        """publishing | claimable | claiming | claimed"""
+        if self.claim is not None and self.claim.status == RewardTransaction.Status.CONFIRMED:
+            return "claimed"
+        if self.claim is not None and self.claim.status in (
+            RewardTransaction.Status.PENDING,
+            RewardTransaction.Status.SUBMITTED,
+        ):
+            return "claiming"
+        if self.entry.epoch.status != RewardTransaction.Status.CONFIRMED:
+            return "publishing"
+        return "claimable"
+
+    @property
+    def failed_claim(self) -> RewardClaim | None:
+        return self.claim if self.claim is not None and self.claim.status == RewardTransaction.Status.FAILED else None
+
+
+@dataclass
+class Earnings:
+    total: int = 0
+    accrued: int = 0  # not yet closed into an epoch
+    publishing: int = 0  # closed into an epoch that is not on chain yet
+    claimable: int = 0
+    claiming: int = 0
+    claimed: int = 0
+    balances: list[EpochBalance] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    run_count: int = 0
+    datanets: list[dict[str, Any]] = field(default_factory=list)
+    days: list[dict[str, Any]] = field(default_factory=list)
+    months: list[dict[str, Any]] = field(default_factory=list)
+
+    def chart(self) -> dict[str, Any]:
+        """Daily earnings and their running total, in whole tokens (floats: for drawing only)."""
+        running = 0
+        labels, daily, cumulative = [], [], []
+        scale = 10**TOKEN_DECIMALS
+        for day in self.days:
+            running += day["amount"]
+            labels.append(day["day"].isoformat())
+            daily.append(day["amount"] / scale)
+            cumulative.append(running / scale)
+        return {"labels": labels, "daily": daily, "cumulative": cumulative, "symbol": TOKEN_SYMBOL}
+
+
+def epoch_balances_of(*, user: Any) -> list[EpochBalance]:
+    """The user's entries in reward epochs, newest epoch first, each with its latest claim (if any)."""
+    entries = list(
+        RewardEpochEntry.objects.filter(beneficiary=user_label(user.pk))
+        .select_related("epoch")
+        .order_by("-epoch__number")
+    )
+    latest: dict[int, RewardClaim] = {}
+    for claim in RewardClaim.objects.filter(entry__in=entries).order_by("created_at", "id"):
+        latest[claim.entry_id] = claim  # the newest wins: a failed try followed by a good one shows the good one
+    return [EpochBalance(entry=entry, claim=latest.get(entry.id)) for entry in entries]
+
+
+def earnings_of(*, user: Any) -> Earnings:
+    accruals = RewardAccrual.objects.filter(user=user)
+    earnings = Earnings()
+    earnings.total = int(accruals.aggregate(t=Sum("amount"))["t"] or 0)
+    earnings.accrued = int(accruals.filter(epoch__isnull=True).aggregate(t=Sum("amount"))["t"] or 0)
+    earnings.balances = epoch_balances_of(user=user)
+    for balance in earnings.balances:
+        setattr(earnings, balance.state, getattr(earnings, balance.state) + int(balance.entry.amount))
+
+    per_run = (
+        accruals.values("run_id", "run__user_id", "run__public_id", "run__created_at", "run__version__name")
+        .annotate(amount=Sum("amount"))
+        .order_by("-run__created_at", "-run_id")
+    )
+    earnings.run_count = per_run.count()
+    earnings.runs = [
+        {
+            "id": row["run_id"],
+            "public_id": row["run__public_id"] if _can_open_run(user, row["run__user_id"]) else None,
+            "created_at": row["run__created_at"],
+            "version": row["run__version__name"] or "base model",
+            "amount": int(row["amount"]),
+        }
+        for row in per_run[:RUN_ROWS]
+    ]
+    per_datanet = (
+        accruals.values("recipient_kind", "datanet_id", "datanet__name", "datanet__slug")
+        .annotate(amount=Sum("amount"))
+        .order_by("-amount")
+    )
+    earnings.datanets = [{**row, "amount": int(row["amount"])} for row in per_datanet]
+    per_day = (
+        accruals.annotate(day=TruncDate("created_at")).values("day").annotate(amount=Sum("amount")).order_by("day")
+    )
+    earnings.days = [{"day": row["day"], "amount": int(row["amount"])} for row in per_day]
+    months: dict[date, int] = defaultdict(int)
+    for row in earnings.days:
+        months[row["day"].replace(day=1)] += row["amount"]
+    earnings.months = [{"month": month, "amount": amount} for month, amount in sorted(months.items(), reverse=True)]
+    return earnings
+
+
+# The contribution impact page
+
+
+def contribution_viewable_by(*, user: Any, contribution: Contribution) -> bool:
+    """Who sees a contribution's impact: its contributor, the Datanet's owner and curators (and global curators),
+    staff; anyone else (signed in or not) only an accepted contribution of a public Datanet, the same set whose
+    records anyone can already read in that Datanet's snapshots."""
+    if user.is_authenticated and (user.pk == contribution.contributor_id or user.is_staff):
+        return True
+    datanet = contribution.datanet
+    if user_can_curate(user=user, datanet=datanet):
+        return True
+    return (
+        datanet.visibility == Datanet.Visibility.PUBLIC
+        and contribution.status == Contribution.Status.ACCEPTED
+        and user_can_view(user=user, datanet=datanet)
+    )
+
+
+def _descendants(version_ids: set[int]) -> dict[int, int]:
+    """Every version that continued from or merged one of ``version_ids``, mapped to the ancestor it came through."""
+    inherited: dict[int, int] = {}
+    frontier = {v: v for v in version_ids}
+    while frontier:
+        links = ModelVersionParent.objects.filter(parent_id__in=frontier).values_list("child_id", "parent_id")
+        next_frontier = {}
+        for child, parent in links:
+            if child not in version_ids and child not in inherited:
+                inherited[child] = frontier[parent]
+                next_frontier[child] = frontier[parent]
+        frontier = next_frontier
+    return inherited
+
+
+@dataclass
+class Impact:
+    versions: list[dict[str, Any]]
+    hidden_versions: int
+    runs: list[dict[str, Any]]
+    run_count: int
+    total: int
+
+
+def contribution_impact(*, contribution: Contribution, user: Any) -> Impact:
+    """From one contribution: the model versions trained on snapshots holding its records (directly, or inherited
+    through a fork or merge), the runs that credited it, and what it earned."""
+    direct = set(ModelVersion.objects.filter(snapshots__leaves__contribution=contribution).values_list("id", flat=True))
+    inherited = _descendants(direct)
+    all_ids = direct | set(inherited)
+    visible = versions_visible_to(user=user).filter(id__in=all_ids).order_by("-created_at")
+    snapshots_by_version: dict[int, list[str]] = defaultdict(list)
+    for version_id, slug, number in (
+        ModelVersion.snapshots.through.objects.filter(
+            modelversion_id__in=direct, snapshot__leaves__contribution=contribution
+        )
+        .values_list("modelversion_id", "snapshot__datanet__slug", "snapshot__number")
+        .distinct()
+    ):
+        snapshots_by_version[version_id].append(f"{slug} #{number}")
+    versions = [
+        {
+            "version": version,
+            "snapshots": sorted(snapshots_by_version.get(version.id, [])),
+            "inherited_from": inherited.get(version.id),
+        }
+        for version in visible
+    ]
+    accruals: QuerySet[RewardAccrual] = RewardAccrual.objects.filter(contribution=contribution)
+    per_run = (
+        accruals.values("run_id", "run__user_id", "run__public_id", "run__created_at", "run__version__name", "epoch")
+        .annotate(amount=Sum("amount"))
+        .order_by("-run__created_at", "-run_id")
+    )
+    runs = [
+        {
+            "id": row["run_id"],
+            "public_id": row["run__public_id"] if _can_open_run(user, row["run__user_id"]) else None,
+            "created_at": row["run__created_at"],
+            "version": row["run__version__name"] or "base model",
+            "amount": int(row["amount"]),
+            "epoch": row["epoch"],
+        }
+        for row in per_run[:RUN_ROWS]
+    ]
+    return Impact(
+        versions=versions,
+        hidden_versions=len(all_ids) - len(versions),
+        runs=runs,
+        run_count=per_run.count(),
+        total=int(accruals.aggregate(t=Sum("amount"))["t"] or 0),
+    )
+
+
+def contributions_credited(*, user: Any) -> QuerySet[Contribution]:
+    """The user's contributions that earned something, for links from the earnings page."""
+    return (
+        Contribution.objects.filter(contributor=user)
+        .filter(Q(accruals__isnull=False))
+        .distinct()
+        .select_related("datanet")
+    )

@@ -1,0 +1,152 @@
+"""Settling accrued rewards: closing accruals into ledger reward epochs, and claiming an epoch balance.
+
+Closing (the beat's ``rewards_epoch_close_task``, every REWARDS_EPOCH_SECONDS): every accrual not yet in an epoch
+whose recipient can be paid goes into one new ledger epoch, one entry per address:
+- contributors and builders by user, to the user's primary (most recently linked) wallet;
+- the protocol pool to REWARDS_POOL_ADDRESS (by default the chain signer, which is the treasury).
+A user without a linked wallet is left out and keeps accruing: nothing is lost, the balance waits and goes into the
+first epoch closed after they link one. Each accrual closes into exactly one epoch (its ``epoch`` is set in the
+same transaction that writes the epoch, under a lock), so a close run twice never counts anything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from eth_utils import is_address, to_checksum_address
+
+from ledger import chain
+from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
+from ledger.rewards_services import ClaimRefused, claim_confirm, claim_relay, epoch_publish
+from openledger_web.models import User, Wallet
+
+from .models import RewardAccrual
+
+logger = logging.getLogger(__name__)
+
+_CLOSE_LOCK_ID = 0x41434352  # "ACCR": one epoch close at a time
+POOL_LABEL = "pool"
+# how long the claim button waits for the receipt before answering "sent" (anvil: milliseconds; a chain: a block)
+CLAIM_WAIT_SECONDS = 5.0
+
+
+def user_label(user_id: int) -> str:
+    """The beneficiary label the ledger stores on an entry closed for a user: how a claim is matched to its owner."""
+    return f"user:{user_id}"
+
+
+def pool_address() -> str | None:
+    """Where the protocol pool's accruals are paid: REWARDS_POOL_ADDRESS, else the chain signer (the treasury), or
+    None when neither is known (the pool then waits like a contributor without a wallet)."""
+    configured = settings.REWARDS_POOL_ADDRESS.strip()
+    if configured:
+        if is_address(configured):
+            return to_checksum_address(configured)
+        logger.warning("REWARDS_POOL_ADDRESS %r is not an EVM address: the pool's accruals stay open", configured)
+        return None
+    try:
+        return chain.signer().address
+    except chain.ChainError:
+        return None
+
+
+@dataclass(frozen=True)
+class EpochClose:
+    epoch: RewardEpoch | None
+    accruals: int
+    waiting_users: int
+
+
+@transaction.atomic
+def rewards_epoch_close() -> EpochClose:
+    """Close every payable open accrual into one new ledger epoch (see the module docstring).
+
+    Returns the epoch (None when nothing was payable), how many accruals it closed, and how many users were left
+    waiting for a wallet.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CLOSE_LOCK_ID])
+    # the rows are locked and summed here, and exactly these ids are closed below: an accrual written meanwhile
+    # waits for the next close instead of being counted without being closed (or the reverse)
+    rows = list(
+        RewardAccrual.objects.select_for_update()
+        .filter(epoch__isnull=True)
+        .values_list("id", "user_id", "recipient_kind", "amount")
+    )
+    per_user: dict[int, int] = defaultdict(int)
+    ids_by_user: dict[int, list[int]] = defaultdict(list)
+    pool_ids: list[int] = []
+    pool_total = 0
+    for accrual_id, user_id, kind, amount in rows:
+        if user_id is not None:
+            per_user[user_id] += int(amount)
+            ids_by_user[user_id].append(accrual_id)
+        elif kind == RewardAccrual.Kind.POOL:
+            pool_total += int(amount)
+            pool_ids.append(accrual_id)
+    wallets: dict[int, str] = {}
+    for user_id, address in (
+        Wallet.objects.filter(user_id__in=per_user, user__is_active=True)
+        .order_by("user_id", "-linked_at", "-id")
+        .values_list("user_id", "address")
+    ):
+        wallets.setdefault(user_id, address)  # the newest first: the primary wallet
+
+    payouts: dict[str, int] = defaultdict(int)
+    labels: dict[str, str] = {}
+    paid_users = []
+    for user_id, total in per_user.items():
+        address = wallets.get(user_id)
+        if address is None or total <= 0:
+            continue
+        address = to_checksum_address(address)
+        payouts[address] += total
+        labels[address] = user_label(user_id)
+        paid_users.append(user_id)
+    pool = pool_address() if pool_total > 0 else None
+    if pool is not None and pool in labels:
+        # a user's wallet must never be able to claim the pool's part: the pool waits for a distinct address
+        logger.warning("REWARDS_POOL_ADDRESS %s is a user's wallet: the pool's accruals stay open", pool)
+        pool = None
+    if pool is not None:
+        payouts[pool] += pool_total
+        labels[pool] = POOL_LABEL
+    waiting = sum(1 for user_id in per_user if user_id not in wallets)
+    if not payouts:
+        return EpochClose(epoch=None, accruals=0, waiting_users=waiting)
+    epoch = epoch_publish(entries=sorted(payouts.items()), beneficiaries=labels)
+    closing = [accrual_id for user_id in paid_users for accrual_id in ids_by_user[user_id]]
+    if pool is not None:
+        closing += pool_ids
+    closed = 0
+    for start in range(0, len(closing), 10_000):
+        closed += RewardAccrual.objects.filter(id__in=closing[start : start + 10_000], epoch__isnull=True).update(
+            epoch=epoch.number
+        )
+    logger.info("reward epoch %s closed %s accrual(s) into %s entries", epoch.number, closed, epoch.entry_count)
+    return EpochClose(epoch=epoch, accruals=closed, waiting_users=waiting)
+
+
+class ClaimNotAllowed(Exception):
+    """A claim the asker may not make (someone else's balance): a 403, not a bad request."""
+
+
+def reward_claim(
+    *, user: User, epoch_number: int, index: int, amount: int | None = None, proof: list[str] | None = None
+) -> RewardClaim:
+    """Claim ``user``'s balance at leaf ``index`` of epoch ``epoch_number`` to the wallet it was closed to, relayed
+    by the server's signer. Raises RewardEpochEntry.DoesNotExist (no such leaf), ClaimNotAllowed (not theirs),
+    or ClaimRefused (bad proof, already claimed, in flight, epoch not on chain, chain away)."""
+    entry = RewardEpochEntry.objects.select_related("epoch").get(epoch__number=epoch_number, index=index)
+    if entry.beneficiary != user_label(user.pk):
+        raise ClaimNotAllowed("this balance belongs to someone else")
+    claim = claim_relay(entry=entry, requested_by=user_label(user.pk), amount=amount, proof=proof)
+    return claim_confirm(claim=claim, wait_seconds=CLAIM_WAIT_SECONDS)
+
+
+__all__ = ["ClaimNotAllowed", "ClaimRefused", "EpochClose", "pool_address", "reward_claim", "rewards_epoch_close"]

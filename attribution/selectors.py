@@ -1,0 +1,220 @@
+"""Proof of Attribution reads: what the ancestry panel shows for a run, and how records are displayed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from datanets.models import Record, SnapshotRecord
+from datanets.selectors import primary_addresses, user_can_view
+
+from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
+from .scoring import SIGNAL_LABELS, SIGNALS
+
+TOP_RECORDS = 10
+BENCH_FIGURES_FILE = Path(settings.BASE_DIR) / "docs" / "attribution_eval.json"
+
+
+def record_display_text(record: Record) -> str:
+    """A record as a person reads it (the panel shows this text; span character ranges point into it)."""
+    data = json.loads(record.canonical)
+    if isinstance(data.get("messages"), list):
+        return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in data["messages"])
+    parts = [data.get("system"), data.get("prompt"), data.get("response"), data.get("text"), data.get("label")]
+    shown = [str(p) for p in parts if isinstance(p, str | int | float) and not isinstance(p, bool)]
+    return "\n\n".join(p for p in shown if p)
+
+
+def locate_in_record(display: str, span_text: str) -> tuple[int, int] | None:
+    """Where an answer span's text sits in a record's display text (tokens can carry a leading space the record
+    does not have at that point, so the stripped text is tried too); None when it cannot be found."""
+    for candidate in (span_text, span_text.strip()):
+        if candidate:
+            at = display.find(candidate)
+            if at >= 0:
+                return at, at + len(candidate)
+    return None
+
+
+def highlighted(text: str, ranges: list[tuple[int, int]]) -> list[tuple[str, bool]]:
+    """``text`` cut into (piece, is_highlighted) pieces; overlapping ranges merge."""
+    merged: list[list[int]] = []
+    for start, end in sorted((max(0, s), min(len(text), e)) for s, e in ranges if e > s):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    pieces: list[tuple[str, bool]] = []
+    at = 0
+    for start, end in merged:
+        if start > at:
+            pieces.append((text[at:start], False))
+        pieces.append((text[start:end], True))
+        at = end
+    if at < len(text) or not pieces:
+        pieces.append((text[at:], False))
+    return pieces
+
+
+def percent(share: str | Fraction) -> str:
+    value = Fraction(share) if isinstance(share, str) else share
+    return f"{float(value) * 100:.1f}%"
+
+
+def bench_figures() -> dict[str, Any] | None:
+    """The last planted-fact evaluation (``bench/attribution_eval.py`` writes it), or None."""
+    try:
+        return json.loads(BENCH_FIGURES_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def reliability_line(index: AttributionIndex | None) -> str:
+    """How much to trust the numbers for this version: its own evaluation when one was run, else the benchmark's,
+    said to be the benchmark's."""
+    figures = (index.evaluation if index is not None else None) or None
+    source = "measured on this version"
+    if not figures:
+        figures = bench_figures()
+        source = "not measured on this version; on the planted-fact benchmark (bench/attribution_eval.py)"
+    if not figures:
+        return "Reliability: not measured yet for this version or on the benchmark."
+    parts = []
+    if figures.get("top1_true_contributor") is not None:
+        parts.append(f"the true contributor ranked first for {figures['top1_true_contributor'] * 100:.0f}% of answers")
+    if figures.get("mean_true_share") is not None:
+        parts.append(f"received {figures['mean_true_share'] * 100:.0f}% of the credit on average")
+    if figures.get("loo_rank_correlation") is not None:
+        parts.append(
+            f"gradient scores agree with retraining without each contributor at rank correlation "
+            f"{figures['loo_rank_correlation']:.2f}"
+        )
+    return f"Reliability ({source}): " + "; ".join(parts) + "."
+
+
+@dataclass
+class PanelRecord:
+    row: RecordAttribution
+    record: Record
+    text: list[tuple[str, bool]]
+    visible: bool
+    proof: SnapshotRecord | None
+    signals: list[tuple[str, str]]
+    share: str
+
+
+@dataclass
+class PanelContributor:
+    user_id: int
+    name: str
+    wallet: str
+    share: str
+
+
+@dataclass
+class Panel:
+    """Everything the ancestry panel shows for one run."""
+
+    run: Any
+    state: str  # base_model | run_failed | pending | ok | no_index | failed
+    attribution: RunAttribution | None = None
+    answer: list[tuple[str, bool]] = field(default_factory=list)
+    records: list[PanelRecord] = field(default_factory=list)
+    contributors: list[PanelContributor] = field(default_factory=list)
+    datanets: list[tuple[Any, str, bool]] = field(default_factory=list)
+    signals: list[tuple[str, str, float]] = field(default_factory=list)
+    accruals: list[RewardAccrual] = field(default_factory=list)
+    accrual_total: int = 0
+    reliability: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "pending"
+
+
+def _latest_proofs(record_ids: list[int]) -> dict[int, SnapshotRecord]:
+    """Each record's leaf in its newest snapshot (whose Merkle root is anchored), for the proof links."""
+    proofs: dict[int, SnapshotRecord] = {}
+    leaves = (
+        SnapshotRecord.objects.filter(record_id__in=record_ids)
+        .select_related("snapshot", "snapshot__datanet")
+        .order_by("record_id", "-snapshot__created_at", "-snapshot_id")
+    )
+    for leaf in leaves:
+        proofs.setdefault(leaf.record_id, leaf)
+    return proofs
+
+
+def run_panel(*, run: Any, user: Any) -> Panel:
+    """The panel of ``run`` as ``user`` sees it: records of Datanets they may not view are counted but not shown."""
+    from django.contrib.auth import get_user_model
+
+    if run.version_id is None:
+        return Panel(run=run, state="base_model")
+    attribution = RunAttribution.objects.select_related("index").filter(run=run).first()
+    index = AttributionIndex.objects.filter(version_id=run.version_id).first()
+    if run.status == "failed":
+        return Panel(run=run, state="run_failed")
+    if attribution is None or not attribution.is_finished:
+        return Panel(run=run, state="pending", attribution=attribution)
+    panel = Panel(run=run, state=attribution.status, attribution=attribution, reliability=reliability_line(index))
+    panel.accruals = list(
+        RewardAccrual.objects.filter(run=run).select_related("user", "datanet").order_by("recipient_kind", "-amount")
+    )
+    panel.accrual_total = sum(int(a.amount) for a in panel.accruals)
+    if attribution.status != RunAttribution.Status.OK:
+        return panel
+    spans = list(SpanMatch.objects.filter(run_attribution=attribution))
+    panel.answer = highlighted(run.answer, [(s.answer_start, s.answer_end) for s in spans])
+    rows = list(
+        RecordAttribution.objects.filter(run_attribution=attribution)
+        .select_related("record", "record__datanet", "contribution")
+        .order_by("rank")[:TOP_RECORDS]
+    )
+    proofs = _latest_proofs([r.record_id for r in rows])
+    for row in rows:
+        record = row.record
+        visible = user_can_view(user=user, datanet=record.datanet)
+        ranges = [
+            (s.record_start, s.record_end)
+            for s in spans
+            if s.record_id == record.pk and s.record_start is not None and s.record_end is not None
+        ]
+        panel.records.append(
+            PanelRecord(
+                row=row,
+                record=record,
+                text=highlighted(record_display_text(record), ranges) if visible else [],
+                visible=visible,
+                proof=proofs.get(record.pk) if visible else None,
+                signals=[(SIGNAL_LABELS[s], percent(v)) for s, v in sorted(row.by_signal.items())],
+                share=percent(row.share),
+            )
+        )
+    user_ids = [int(u) for u, _ in attribution.contributors]
+    names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
+    wallets = primary_addresses(user_ids=user_ids)
+    panel.contributors = [
+        PanelContributor(int(u), names.get(int(u), f"#{u}"), wallets.get(int(u), ""), percent(s))
+        for u, s in attribution.contributors
+    ]
+    from datanets.models import Datanet
+
+    datanets = Datanet.objects.in_bulk([int(d) for d, _ in attribution.datanets])
+    panel.datanets = [
+        (datanets[int(d)], percent(s), user_can_view(user=user, datanet=datanets[int(d)]))
+        for d, s in attribution.datanets
+        if int(d) in datanets
+    ]
+    shares = attribution.signal_shares
+    panel.signals = [
+        (SIGNAL_LABELS[s], percent(shares[s]), float(Fraction(shares[s])) * 100)
+        for s in SIGNALS
+        if s in shares and (Fraction(shares[s]) > 0 or s in ("gradient", "span"))
+    ]
+    return panel

@@ -1,0 +1,473 @@
+"""Proof of Attribution writes: the training-time index of a model version, the attribution of an inference run,
+and the reward accruals that split the run's fee.
+
+Index (``index_build_for_job`` in the training worker, ``index_record`` inside the version's transaction): every
+record that trained the version, including every record of every parent version (continued or merged), each keeping
+its contributor; gradient features under the version's own adapter and a span index, stored content-addressed under
+MEDIA_ROOT, their hashes in the version's lineage manifest. A failed build never fails the job: the version exists
+and its index row says why it has none.
+
+Run (``run_attribute`` in the attribution worker): the answer's projected gradient against every record and its
+verbatim spans, combined under the versioned policy (``scoring.POLICY_V1``), rolled up, stored, and the fee split
+(``rewards.split_fee``) into accruals that sum to it exactly. A version without a usable index is never scored on
+invented numbers: its runs pay the builder and the protocol pool only (the contributors' part goes to the pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from datanets.models import Record, SnapshotRecord
+from datanets.storage import content_path, media_path
+
+from . import scoring
+from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
+from .rewards import BASIS_POINTS, REWARD_POLICY_V1, RewardPolicy, split_fee
+from .selectors import locate_in_record, record_display_text
+
+logger = logging.getLogger(__name__)
+
+INDEX_PREFIX = "attribution"
+MAX_SPAN_ROWS_PER_MATCH = 20
+
+
+# --- the training-time index -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PendingIndex:
+    """The outcome of a build, between the training worker and the version's transaction: a built folder, or why
+    there is none."""
+
+    built: Any = None  # attribution.index.BuiltIndex
+    path: str = ""  # relative to MEDIA_ROOT, once stored
+    error: str = ""
+    seconds: float | None = None
+    train_step_seconds: float | None = None
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """What the version's lineage manifest anchors: the index's hashes, or that the build failed."""
+        if self.built is None:
+            return {"status": AttributionIndex.Status.FAILED}
+        return {
+            "status": AttributionIndex.Status.OK,
+            "method": self.built.method,
+            "seed": self.built.seed,
+            "width": self.built.width,
+            "feature_hash": self.built.feature_hash,
+            "span_hash": self.built.span_hash,
+            "records": len(self.built.record_ids),
+        }
+
+
+def _job_records(job: Any) -> list[tuple[int, dict[str, Any]]]:
+    """A job's training input as ``modelfactory.services._snapshot_records`` reads it (snapshots in id order, each
+    in leaf order, a repeated hash once), with each record's id."""
+    import json
+
+    records: list[tuple[int, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for snapshot in job.snapshots.order_by("pk"):
+        leaves = (
+            SnapshotRecord.objects.filter(snapshot=snapshot, record__excluded=False)
+            .order_by("leaf_index")
+            .values_list("record_id", "record__record_hash", "record__canonical")
+        )
+        for record_id, record_hash, canonical in leaves.iterator(chunk_size=5_000):
+            if record_hash in seen:
+                continue
+            seen.add(record_hash)
+            records.append((record_id, json.loads(canonical)))
+    return records
+
+
+def _records_by_id(ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
+    import json
+
+    canonical = dict(Record.objects.filter(pk__in=ids).values_list("pk", "canonical"))
+    return [(pk, json.loads(canonical[pk])) for pk in ids if pk in canonical]
+
+
+def _version_groups(version: Any) -> list[Any]:
+    """The record groups that trained ``version``: from its index when it has one (exactly what was indexed),
+    else rebuilt from its job's lineage."""
+    from .index import RecordGroup
+
+    index = AttributionIndex.objects.filter(version=version, status=AttributionIndex.Status.OK).first()
+    if index is not None and index.groups:
+        return [
+            RecordGroup(g["record_type"], g["mode"], int(g["max_length"]), _records_by_id(list(g["record_ids"])))
+            for g in index.groups
+        ]
+    return job_groups(version.job)
+
+
+def job_groups(job: Any) -> list[Any]:
+    """Every record that shaped a job's adapter, grouped by how it was tokenized: for a fine-tune its own train
+    split then its parent's records; for a merge every parent's records, in the merge's parent order."""
+    from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
+
+    from .index import RecordGroup
+
+    if job.is_merge:
+        groups: list[Any] = []
+        for parent, _weight in job.merge_sources():
+            groups.extend(_version_groups(parent))
+        return groups
+    config = TrainingConfig.from_dict(job.config)
+    record_type = job.snapshots.values_list("datanet__record_type", flat=True).first() or ""
+    own = RecordGroup(
+        record_type=record_type,
+        mode=config.formatting.get(record_type, DEFAULT_FORMATTING.get(record_type, "plain")),
+        max_length=config.max_length,
+        records=_job_records(job),
+        split=config.to_dict(),
+    )
+    parents = _version_groups(job.parent_version) if job.parent_version_id else []
+    return [own, *parents]
+
+
+def index_build_for_job(
+    *, job: Any, adapter_dir: str | Path, base: Any, train_step_seconds: float | None = None
+) -> PendingIndex:
+    """Build the attribution index of a finished job's adapter with the worker's loaded base model.
+
+    Never raises: a failure is logged and returned (the version is stored anyway, its index row says failed).
+    """
+    started = time.monotonic()
+    try:
+        from . import index
+
+        seed = int(job.config.get("seed", 0)) if not job.is_merge else 0
+        built = index.build_index(
+            base=base,
+            adapter_dir=adapter_dir,
+            groups=job_groups(job),
+            seed=seed,
+            width=int(settings.ATTRIBUTION_FEATURE_DIM),
+            scratch=media_path("tmp/attribution"),
+        )
+        # stored before the manifest is written, so the manifest never anchors an index that is not on disk
+        relative = content_path(INDEX_PREFIX, index.storage_key(built.feature_hash, built.span_hash))
+        index.place(built, media_path(relative))
+        return PendingIndex(built=built, path=relative, seconds=built.seconds, train_step_seconds=train_step_seconds)
+    except Exception as exc:
+        logger.exception("job %s: the attribution index could not be built", job.pk)
+        return PendingIndex(
+            error=f"{type(exc).__name__}: {exc}"[:4000],
+            seconds=round(time.monotonic() - started, 3),
+            train_step_seconds=train_step_seconds,
+        )
+
+
+def index_record(*, version: Any, pending: PendingIndex | None) -> AttributionIndex:
+    """Write the version's index row (inside the version's transaction, so a version and its index row appear
+    together)."""
+    if pending is None:
+        pending = PendingIndex(error="no index was built for this version")
+    built = pending.built
+    if built is None:
+        return AttributionIndex.objects.create(
+            version=version,
+            status=AttributionIndex.Status.FAILED,
+            error=pending.error or "the index build failed",
+            build_seconds=pending.seconds,
+            train_step_seconds=pending.train_step_seconds,
+        )
+    return AttributionIndex.objects.create(
+        version=version,
+        status=AttributionIndex.Status.OK,
+        method=built.method,
+        seed=built.seed,
+        width=built.width,
+        feature_hash=built.feature_hash,
+        span_hash=built.span_hash,
+        path=pending.path,
+        record_ids=built.record_ids,
+        groups=built.groups,
+        build_seconds=pending.seconds,
+        train_step_seconds=pending.train_step_seconds,
+    )
+
+
+# --- answer time ---------------------------------------------------------------------------------------------------
+
+
+def _fee() -> int:
+    return int(settings.INFERENCE_RUN_FEE)
+
+
+def _accrue(
+    *, run: Any, builder: Any, contribution_shares: dict[int, Fraction], policy: RewardPolicy = REWARD_POLICY_V1
+) -> list[RewardAccrual]:
+    """Split the run's fee between contributions (by exact attribution share), the builder and the pool, and
+    write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``)."""
+    fee = _fee()
+    split = split_fee(fee, contribution_shares, policy)
+    if split.total != fee:  # split_fee's promise; a broken one must not write money
+        raise ValueError(f"the reward split of run {run.pk} sums to {split.total}, not its fee {fee}")
+    contributions = {c.pk: c for c in _contributions_with_owner(list(contribution_shares))}
+    rows: list[RewardAccrual] = []
+    for contribution_id, amount in split.contributors:
+        if amount <= 0:
+            continue
+        contribution = contributions[contribution_id]
+        rows.append(
+            RewardAccrual(
+                run=run,
+                recipient_kind=RewardAccrual.Kind.CONTRIBUTOR,
+                user_id=contribution.contributor_id,
+                contribution=contribution,
+                datanet_id=contribution.datanet_id,
+                amount=amount,
+                share=_fraction(Fraction(policy.contributors_bps, BASIS_POINTS) * contribution_shares[contribution_id]),
+                policy_version=policy.version,
+            )
+        )
+    if split.builder > 0:
+        rows.append(
+            RewardAccrual(
+                run=run,
+                recipient_kind=RewardAccrual.Kind.BUILDER,
+                user=builder,
+                amount=split.builder,
+                share=_fraction(Fraction(policy.builder_bps, BASIS_POINTS)),
+                policy_version=policy.version,
+            )
+        )
+    if split.protocol > 0:
+        rows.append(
+            RewardAccrual(
+                run=run,
+                recipient_kind=RewardAccrual.Kind.POOL,
+                amount=split.protocol,
+                share=_fraction(Fraction(split.protocol, fee)),
+                policy_version=policy.version,
+            )
+        )
+    return RewardAccrual.objects.bulk_create(rows)
+
+
+def _contributions_with_owner(ids: list[int]) -> list[Any]:
+    from datanets.models import Contribution
+
+    return list(Contribution.objects.filter(pk__in=ids).only("id", "contributor_id", "datanet_id"))
+
+
+def _fraction(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+def _claim(run: Any) -> RunAttribution | None:
+    """The run's attribution row, locked; None when another delivery already finished it."""
+    attribution, _ = RunAttribution.objects.get_or_create(run=run)
+    locked = RunAttribution.objects.select_for_update().get(pk=attribution.pk)
+    return None if locked.is_finished else locked
+
+
+@transaction.atomic
+def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAttribution | None:
+    attribution = _claim(run)
+    if attribution is None:
+        return RunAttribution.objects.get(run=run)
+    if index is None:
+        why = "it was trained before attribution indexes existed"
+    else:
+        why = f"its index build failed ({index.error})"
+    attribution.status = RunAttribution.Status.NO_INDEX
+    attribution.index = index
+    attribution.error = why
+    attribution.reward_policy_version = REWARD_POLICY_V1.version
+    attribution.fee = _fee()
+    attribution.explanation = (
+        f"This model version has no attribution index: {why}. The answer is not attributed to any training record, "
+        "so no contributor is credited or paid on invented numbers; the contributors' part of the fee goes to the "
+        "protocol pool."
+    )
+    attribution.finished_at = timezone.now()
+    attribution.save()
+    _accrue(run=run, builder=run.version.owner, contribution_shares={})
+    return attribution
+
+
+@transaction.atomic
+def _finish_failed(*, run: Any, error: str, seconds: float) -> RunAttribution | None:
+    attribution = _claim(run)
+    if attribution is None:
+        return RunAttribution.objects.get(run=run)
+    attribution.status = RunAttribution.Status.FAILED
+    attribution.error = error[:4000]
+    attribution.seconds = seconds
+    attribution.finished_at = timezone.now()
+    attribution.save()
+    return attribution
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An answer's combined attribution with what it was computed from."""
+
+    attribution: scoring.Attribution
+    rollup: scoring.RollUp
+    owners: dict[int, scoring.RecordOwner]
+    scores: Any  # attribution.index.AnswerScores
+
+
+def run_score(*, run: Any, index: AttributionIndex) -> Scored:
+    """Score ``run``'s answer against ``index`` (loading base and adapter in this process) and combine the signals
+    under the current policy; writes nothing. Raises FeatureIndexError / SpanIndexError when the stored files do not
+    match the hashes the index row (and the anchored manifest) names."""
+    from . import index as index_mod
+
+    matrix, spans = index_mod.load_index(
+        media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash
+    )
+    scorer = index_mod.scorer_for(run.base_model.path)
+    scores = scorer.score(
+        adapter_dir=media_path(run.version.adapter_path),
+        matrix=matrix,
+        spans=spans,
+        messages=run.messages if run.kind == "chat" else None,
+        prompt=run.prompt,
+        answer=run.answer,
+        stopped=run.finish_reason == "stop",
+        min_span_tokens=int(settings.ATTRIBUTION_MIN_SPAN_TOKENS),
+        top_k=scoring.POLICY_V1.top_k,
+    )
+    attribution = scoring.combine({"gradient": scores.gradient, "span": scores.span}, scoring.POLICY_V1)
+    owners = record_owners([r.record_id for r in attribution.records])
+    return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores)
+
+
+def record_owners(record_ids: list[int]) -> dict[int, scoring.RecordOwner]:
+    rows = Record.objects.filter(pk__in=record_ids).values_list(
+        "pk", "contribution_id", "contribution__contributor_id", "datanet_id"
+    )
+    return {pk: scoring.RecordOwner(c, u, d) for pk, c, u, d in rows}
+
+
+def run_attribute(*, run_id: int) -> RunAttribution | None:
+    """Attribute one succeeded run of a model version and accrue its fee; None for a run that is not one.
+
+    Idempotent: a redelivered task finds the attribution finished and returns it.
+    """
+    from inference.models import InferenceRun
+
+    run = InferenceRun.objects.select_related("version", "version__owner", "base_model").filter(pk=run_id).first()
+    if run is None or run.status != InferenceRun.Status.SUCCEEDED or run.version is None:
+        return None
+    existing = RunAttribution.objects.filter(run=run).first()
+    if existing is not None and existing.is_finished:
+        return existing
+    index = AttributionIndex.objects.filter(version=run.version).first()
+    if index is None or not index.is_ok:
+        return _finish_without_index(run=run, index=index)
+    started = time.monotonic()
+    try:
+        scored = run_score(run=run, index=index)
+    except Exception as exc:
+        logger.exception("run %s: attribution failed", run.pk)
+        return _finish_failed(run=run, error=f"{type(exc).__name__}: {exc}", seconds=time.monotonic() - started)
+    return _store(run=run, index=index, scored=scored, seconds=round(time.monotonic() - started, 3))
+
+
+@transaction.atomic
+def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float) -> RunAttribution:
+    from django.contrib.auth import get_user_model
+
+    attribution = _claim(run)
+    if attribution is None:
+        return RunAttribution.objects.get(run=run)
+    result, rollup, scores = scored.attribution, scored.rollup, scored.scores
+    names = dict(
+        get_user_model().objects.filter(pk__in=[u for u, _ in rollup.contributors]).values_list("pk", "username")
+    )
+    longest = max((m.length for m in scores.matches), default=0)
+    attribution.status = RunAttribution.Status.OK
+    attribution.index = index
+    attribution.policy_version = result.policy_version
+    attribution.reward_policy_version = REWARD_POLICY_V1.version
+    attribution.feature_hash = index.feature_hash
+    attribution.span_hash = index.span_hash
+    attribution.signal_shares = {s: _fraction(v) for s, v in result.signal_shares.items()}
+    attribution.effective_weights = dict(result.effective_weights)
+    attribution.contributors = [[u, _fraction(s)] for u, s in rollup.contributors]
+    attribution.datanets = [[d, _fraction(s)] for d, s in rollup.datanets]
+    attribution.answer_tokens = len(scores.answer_ids)
+    attribution.longest_span = longest
+    attribution.explanation = scoring.explain(result, rollup, contributor_names=names, longest_span=longest or None)
+    attribution.fee = _fee()
+    attribution.seconds = seconds
+    attribution.finished_at = timezone.now()
+    attribution.save()
+    RecordAttribution.objects.bulk_create(
+        RecordAttribution(
+            run_attribution=attribution,
+            record_id=share.record_id,
+            contribution_id=scored.owners[share.record_id].contribution_id,
+            rank=rank,
+            share=_fraction(share.share),
+            share_float=float(share.share),
+            by_signal={s: _fraction(v) for s, v in share.by_signal.items()},
+            raw_scores=dict(share.raw_scores),
+        )
+        for rank, share in enumerate(result.records, start=1)
+    )
+    _store_spans(attribution=attribution, run=run, scores=scores)
+    _accrue(
+        run=run,
+        builder=run.version.owner,
+        contribution_shares={c: s for c, s in rollup.contributions},
+    )
+    return attribution
+
+
+def _store_spans(*, attribution: RunAttribution, run: Any, scores: Any) -> None:
+    """One row per (span, record containing it), with the answer's and the record's character ranges."""
+    from .index import answer_char_range
+
+    record_ids = {r.record_id for m in scores.matches for r in m.records[:MAX_SPAN_ROWS_PER_MATCH]}
+    records = {r.pk: r for r in Record.objects.filter(pk__in=record_ids).select_related("datanet")}
+    rows = []
+    for match in scores.matches:
+        start, end = answer_char_range(scores.answer_offsets, match.answer_start, match.answer_end)
+        text = run.answer[start:end]
+        for listed in match.records[:MAX_SPAN_ROWS_PER_MATCH]:
+            record = records.get(listed.record_id)
+            if record is None:
+                continue
+            located = locate_in_record(record_display_text(record), text)
+            rows.append(
+                SpanMatch(
+                    run_attribution=attribution,
+                    record=record,
+                    tokens=match.length,
+                    n_records=match.n_records,
+                    answer_start=start,
+                    answer_end=end,
+                    record_start=located[0] if located else None,
+                    record_end=located[1] if located else None,
+                )
+            )
+    SpanMatch.objects.bulk_create(rows)
+
+
+def run_attribution_recompute(*, run: Any) -> Scored:
+    """Recompute a run's attribution from the stored index and the anchored inputs, writing nothing: the index
+    files are checked against the hashes the version's lineage manifest anchors, then scored again."""
+    import json
+
+    index = run.version.attribution_index
+    anchored = json.loads(run.version.manifest).get("attribution_index") or {}
+    if (anchored.get("feature_hash"), anchored.get("span_hash")) != (index.feature_hash, index.span_hash):
+        raise ValueError("the index row does not match the hashes anchored in the version's manifest")
+    return run_score(run=run, index=index)

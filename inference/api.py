@@ -1,0 +1,542 @@
+"""Inference APIs: a run's record (``/api/runs/<id>/``) and the OpenAI-compatible ``/v1`` endpoints.
+
+The ``/v1`` views speak OpenAI's dialect exactly: ``Authorization: Bearer <API token>``, ``model`` ids from
+``GET /v1/models`` (``mv-<version id>``, ``base-<base model id>``), responses and stream chunks in OpenAI's shapes,
+and every error as ``{"error": {"message", "type", "param", "code"}}``. Each answer names its run: the response
+``id`` is ``chatcmpl-<run id>`` (``cmpl-`` for completions), an ``openledger`` object carries the run id and URLs,
+and the ``X-OpenLedger-Run`` header the run id. The views queue a run and wait for it on its event stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services, streams
+from .models import InferenceRun
+
+RUN_HEADER = "X-OpenLedger-Run"
+# Parameters OpenAI's clients may send that change nothing here when left at their neutral value.
+NEUTRAL_PARAMS = {
+    "n": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": None,
+    "top_logprobs": None,
+    "logit_bias": None,
+    "echo": False,
+    "best_of": 1,
+    "suffix": None,
+    "parallel_tool_calls": None,
+    "tools": None,
+    "tool_choice": None,
+    "response_format": None,
+}
+IGNORED_PARAMS = {"user", "stream_options", "metadata", "store", "service_tier"}
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """DRF tokens sent as ``Authorization: Bearer <key>``, the way OpenAI's clients send their API key."""
+
+    keyword = "Bearer"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "inference.api.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {"type": "http", "scheme": "bearer", "description": "An API token from the profile page."}
+
+
+def openai_error(
+    message: str,
+    *,
+    status: int,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> Response:
+    return Response({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
+
+
+def _openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's own refusals (authentication, parsing, media type, method) in OpenAI's error shape."""
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        detail = "no API key given" if isinstance(exc, exceptions.NotAuthenticated) else str(exc.detail)
+        response = openai_error(
+            f"{detail}: send 'Authorization: Bearer <your API token>' (create one on your profile page)",
+            status=401,
+            code="invalid_api_key",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    if isinstance(exc, exceptions.ParseError):
+        return openai_error(f"the body is not valid JSON: {exc.detail}", status=400, code="invalid_json")
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return openai_error(
+            f"{exc.detail}; send the body as application/json", status=415, code="unsupported_media_type"
+        )
+    if isinstance(exc, exceptions.MethodNotAllowed):
+        return openai_error(str(exc.detail), status=405, code="method_not_allowed")
+    if isinstance(exc, exceptions.Throttled):
+        return openai_error(str(exc.detail), status=429, type_="rate_limit_error", code="rate_limit_exceeded")
+    if isinstance(exc, exceptions.APIException):
+        return openai_error(str(exc.detail), status=exc.status_code, code=exc.default_code)
+    return None
+
+
+def _rejected(error: services.RunRejected) -> Response:
+    type_ = {401: "authentication_error", 429: "rate_limit_error"}.get(error.status, "invalid_request_error")
+    response = openai_error(error.message, status=error.status, type_=type_, param=error.param, code=error.code)
+    if isinstance(error, services.RateLimited):
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _run_links(request: Request, run: InferenceRun) -> dict[str, str]:
+    return {
+        "run_id": str(run.public_id),
+        "run_url": request.build_absolute_uri(reverse("inference:run_detail", args=[run.public_id])),
+        "api_url": request.build_absolute_uri(reverse("inference-api:run_detail", args=[run.public_id])),
+    }
+
+
+class OpenAIApiView(APIView):
+    authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
+    parser_classes = [JSONParser]
+
+    def get_exception_handler(self):  # type: ignore[no-untyped-def]
+        return _openai_exception_handler
+
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        if not request.successful_authenticator:
+            raise exceptions.NotAuthenticated()
+        super().permission_denied(request, message=message, code=code)
+
+
+# -- /v1/models ---------------------------------------------------------------------------------------------------
+
+
+class ModelListApi(OpenAIApiView):
+    """The models this token may ask: published versions, the caller's own, and the base models alone."""
+
+    @extend_schema(
+        operation_id="v1_models_list", summary="OpenAI-compatible list of askable models", responses=OpenApiTypes.OBJECT
+    )
+    def get(self, request: Request) -> Response:
+        from modelfactory.models import BaseModel
+
+        data = [
+            {
+                "id": selectors.model_id_of(v, v.base_model),
+                "object": "model",
+                "created": int(v.created_at.timestamp()),
+                "owned_by": v.owner.get_username(),
+                "name": v.name,
+                "base_model": v.base_model.name,
+                "published": v.published,
+            }
+            for v in selectors.versions_askable_by(user=request.user).select_related("owner", "base_model")
+        ]
+        data += [
+            {
+                "id": selectors.model_id_of(None, b),
+                "object": "model",
+                "created": int(b.created_at.timestamp()),
+                "owned_by": "openledger",
+                "name": b.name,
+                "base_model": b.name,
+                "published": True,
+            }
+            for b in BaseModel.objects.order_by("id")
+        ]
+        return Response({"object": "list", "data": data})
+
+
+# -- completions --------------------------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _body(request: Request) -> dict[str, Any]:
+    data = request.data
+    if not isinstance(data, dict):
+        raise _Refused(openai_error("the body must be a JSON object", status=400, code="invalid_json"))
+    return data
+
+
+def _check_params(body: dict[str, Any], known: set[str]) -> None:
+    for key, value in body.items():
+        if key in known or key in IGNORED_PARAMS:
+            continue
+        if key in NEUTRAL_PARAMS:
+            if value not in (NEUTRAL_PARAMS[key], None) and not (key == "logprobs" and value is False):
+                raise _Refused(
+                    openai_error(f"{key}={value!r} is not supported here", status=400, param=key, code="unsupported")
+                )
+            continue
+        raise _Refused(openai_error(f"unrecognized request argument: {key}", status=400, param=key))
+
+
+class _CompletionBase(OpenAIApiView):
+    id_prefix: str
+    object_name: str
+    chunk_object: str
+    prompt_param: str
+    KNOWN = {"model", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed"}
+
+    def prompt_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def post(self, request: Request) -> HttpResponse:
+        # DRF parses the stream without Django's body size check: refuse an oversized body before reading it
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return openai_error(
+                f"the body is {length} bytes; the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE}",
+                status=413,
+                code="request_too_large",
+            )
+        try:
+            body = _body(request)
+            _check_params(body, self.KNOWN | {self.prompt_param})
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise _Refused(openai_error("model is required (see GET /v1/models)", status=400, param="model"))
+            resolved = selectors.model_for_id(user=request.user, model=model)
+            if resolved is None:
+                raise _Refused(
+                    openai_error(
+                        f"the model {model!r} does not exist or you do not have access to it (see GET /v1/models)",
+                        status=404,
+                        param="model",
+                        code="model_not_found",
+                    )
+                )
+            stream = body.get("stream", False)
+            if not isinstance(stream, bool):
+                raise _Refused(openai_error("stream must be true or false", status=400, param="stream"))
+            options = {k: body[k] for k in ("temperature", "top_p", "stop", "seed") if body.get(k) is not None}
+            max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+            if max_tokens is not None:
+                options["max_tokens"] = max_tokens
+            version, base = resolved
+            run = services.run_submit(
+                user=request.user,
+                version=version,
+                base_model=base,
+                options=options,
+                source=InferenceRun.Source.API,
+                **self.prompt_fields(body),
+            )
+        except _Refused as refused:
+            return refused.response
+        except services.RunRejected as error:
+            if error.param == "max_tokens" and "max_completion_tokens" in request.data:
+                error.param = "max_completion_tokens"
+            return _rejected(error)
+        model_id = selectors.model_id_of(run.version, run.base_model)
+        links = _run_links(request, run)
+        if stream:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            response: HttpResponse = StreamingHttpResponse(
+                self._sse(run, model_id, links, include_usage), content_type="text/event-stream"
+            )
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the chunks back
+        else:
+            response = self._collect(run, model_id, links)
+        response[RUN_HEADER] = str(run.public_id)
+        return response
+
+    def _collect(self, run: InferenceRun, model_id: str, links: dict[str, str]) -> Response:
+        final = None
+        for event in streams.run_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS):
+            if event.is_final:
+                final = event
+        if final is None:
+            return openai_error(
+                f"the run did not finish within {settings.INFERENCE_WAIT_SECONDS} s; it goes on: {links['api_url']}",
+                status=504,
+                type_="server_error",
+                code="timeout",
+            )
+        run.refresh_from_db()
+        if run.status != InferenceRun.Status.SUCCEEDED:
+            response = openai_error(run.error, status=502, type_="server_error", code="run_failed")
+            response.data["openledger"] = links
+            return response
+        return Response(
+            {
+                "id": f"{self.id_prefix}-{run.public_id}",
+                "object": self.object_name,
+                "created": int(run.created_at.timestamp()),
+                "model": model_id,
+                "choices": [self.choice(run.answer, run.finish_reason)],
+                "usage": _usage(run),
+                "system_fingerprint": None,
+                "openledger": {**links, "run_hash": run.run_hash},
+            }
+        )
+
+    def _sse(self, run: InferenceRun, model_id: str, links: dict[str, str], include_usage: bool) -> Iterator[str]:
+        base = {
+            "id": f"{self.id_prefix}-{run.public_id}",
+            "object": self.chunk_object,
+            "created": int(run.created_at.timestamp()),
+            "model": model_id,
+            "system_fingerprint": None,
+        }
+
+        def chunk(choice: dict[str, Any] | None, **extra: Any) -> str:
+            return "data: " + json.dumps({**base, "choices": [choice] if choice else [], **extra}) + "\n\n"
+
+        first = self.delta_choice(None, "", first=True)
+        if first is not None:
+            yield chunk(first, openledger=links)
+        final = None
+        for event in streams.run_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS):
+            if event.type == streams.TOKEN:
+                yield chunk(self.delta_choice(None, event.text), openledger=links)
+            else:
+                final = event
+        if final is None or final.type == streams.ERROR:
+            message = final.data.get("message") if final else "the run did not finish in time; it goes on"
+            error = {"message": message, "type": "server_error", "param": None, "code": "run_failed"}
+            yield "data: " + json.dumps({"error": error, "openledger": links}) + "\n\n"
+            return
+        yield chunk(self.delta_choice(final.data.get("finish_reason") or "stop", ""), openledger=links)
+        if include_usage:
+            run.refresh_from_db()
+            yield chunk(None, usage=_usage(run))
+        yield "data: [DONE]\n\n"
+
+
+def _usage(run: InferenceRun) -> dict[str, int]:
+    return {
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "total_tokens": run.prompt_tokens + run.completion_tokens,
+    }
+
+
+class ChatCompletionsApi(_CompletionBase):
+    """OpenAI-compatible chat completions: ``messages`` in, the assistant's message out (or streamed)."""
+
+    id_prefix = "chatcmpl"
+    object_name = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    prompt_param = "messages"
+
+    def prompt_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "messages" not in body:
+            raise _Refused(openai_error("messages is required", status=400, param="messages"))
+        return {"messages": body["messages"]}
+
+    def choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        return {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
+
+    def delta_choice(self, finish_reason: str | None, text: str, first: bool = False) -> dict[str, Any] | None:
+        delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    @extend_schema(
+        operation_id="v1_chat_completions",
+        summary="OpenAI-compatible chat completion",
+        request=OpenApiTypes.OBJECT,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def post(self, request: Request) -> HttpResponse:
+        return super().post(request)
+
+
+class CompletionsApi(_CompletionBase):
+    """OpenAI-compatible (legacy) completions: a raw ``prompt`` in, its continuation out (or streamed)."""
+
+    id_prefix = "cmpl"
+    object_name = "text_completion"
+    chunk_object = "text_completion"
+    prompt_param = "prompt"
+
+    def prompt_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]  # the client sends one prompt as a one-item list
+        if not isinstance(prompt, str):
+            raise _Refused(openai_error("prompt is required: one string", status=400, param="prompt"))
+        return {"prompt": prompt}
+
+    def choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    def delta_choice(self, finish_reason: str | None, text: str, first: bool = False) -> dict[str, Any] | None:
+        if first:
+            return None
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    @extend_schema(
+        operation_id="v1_completions",
+        summary="OpenAI-compatible text completion",
+        request=OpenApiTypes.OBJECT,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def post(self, request: Request) -> HttpResponse:
+        return super().post(request)
+
+
+# -- /api/runs/<id>/ ----------------------------------------------------------------------------------------------
+
+
+class RunDetailApi(APIView):
+    """A run: question, answer, options, tokens, latency, model and lineage summary, batch with inclusion proof and
+    its anchor's state. Anyone with the run's id may read it (run pages are shareable)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="InferenceRun")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField(source="public_id")
+        status = serializers.CharField()
+        kind = serializers.CharField()
+        source = serializers.CharField()
+        model = serializers.CharField(source="model_name")
+        prompt = serializers.CharField()
+        messages = serializers.JSONField()
+        options = serializers.JSONField()
+        answer = serializers.CharField()
+        finish_reason = serializers.CharField()
+        error = serializers.CharField()
+        seed = serializers.IntegerField(allow_null=True)
+        prompt_tokens = serializers.IntegerField()
+        completion_tokens = serializers.IntegerField()
+        latency_ms = serializers.IntegerField(allow_null=True)
+        first_token_ms = serializers.IntegerField(allow_null=True)
+        created_at = serializers.DateTimeField()
+        started_at = serializers.DateTimeField(allow_null=True)
+        finished_at = serializers.DateTimeField(allow_null=True)
+        run_hash = serializers.CharField()
+        facts = serializers.CharField()
+        version = serializers.SerializerMethodField()
+        base_model = serializers.SerializerMethodField()
+        batch = serializers.SerializerMethodField()
+        attribution = serializers.SerializerMethodField()
+
+        def get_version(self, run: InferenceRun) -> dict[str, Any] | None:
+            version = run.version
+            if version is None:
+                return None
+            anchor = version.anchor
+            return {
+                "id": version.pk,
+                "name": version.name,
+                "published": version.published,
+                "manifest_hash": version.manifest_hash,
+                "adapter_sha256": version.adapter_sha256,
+                "parents": [
+                    {"id": link.parent_id, "relation": link.relation, "weight": link.weight}
+                    for link in version.parent_links.all()
+                ],
+                "snapshots": [
+                    {"id": s.pk, "datanet": s.datanet.slug, "number": s.number, "root": s.merkle_root}
+                    for s in version.snapshots.select_related("datanet")
+                ],
+                "anchor": {"status": anchor.status, "tx_hash": anchor.tx_hash or None, "root": anchor.root},
+            }
+
+        def get_base_model(self, run: InferenceRun) -> dict[str, Any]:
+            base = run.base_model
+            return {"id": base.pk, "name": base.name, "weights_sha256": base.weights_sha256}
+
+        def get_batch(self, run: InferenceRun) -> dict[str, Any] | None:
+            return selectors.run_proof(run)
+
+        def get_attribution(self, run: InferenceRun) -> dict[str, Any]:
+            """The run page's attribution panel as data: state, shares as exact "p/q" fractions, the reward split.
+
+            Records of Datanets the caller may not view are counted in the shares but not identified.
+            """
+            from attribution.selectors import run_panel
+
+            request = self.context.get("request")
+            panel = run_panel(run=run, user=getattr(request, "user", None))
+            data: dict[str, Any] = {"state": panel.state}
+            attribution = panel.attribution
+            if attribution is None or panel.state in ("pending", "base_model", "run_failed"):
+                return data
+            datanet_shares = {int(d): share for d, share in attribution.datanets}
+            data.update(
+                policy_version=attribution.policy_version,
+                reward_policy_version=attribution.reward_policy_version,
+                index={"features_sha256": attribution.feature_hash, "spans_sha256": attribution.span_hash},
+                signal_shares=attribution.signal_shares,
+                explanation=attribution.explanation,
+                reliability=panel.reliability,
+                contributors=[
+                    {"user": c.user_id, "name": c.name, "wallet": c.wallet or None, "share": s}
+                    for c, (_, s) in zip(panel.contributors, attribution.contributors, strict=True)
+                ],
+                datanets=[
+                    {"slug": datanet.slug, "share": datanet_shares[datanet.pk]}
+                    for datanet, _, visible in panel.datanets
+                    if visible
+                ],
+                records=[
+                    {
+                        "record": r.record.pk,
+                        "record_hash": r.record.record_hash,
+                        "contribution": r.row.contribution_id,
+                        "share": r.row.share,
+                        "by_signal": r.row.by_signal,
+                    }
+                    for r in panel.records
+                    if r.visible
+                ],
+                fee=str(int(attribution.fee)),
+                rewards=[
+                    {
+                        "kind": a.recipient_kind,
+                        "user": a.user_id,
+                        "contribution": a.contribution_id,
+                        "amount": str(int(a.amount)),
+                        "share": a.share,
+                    }
+                    for a in panel.accruals
+                ],
+            )
+            return data
+
+    @extend_schema(operation_id="runs_retrieve", responses=OutputSerializer)
+    def get(self, request: Request, public_id: str) -> Response:
+        run = selectors.run_for_viewer(public_id=public_id, user=request.user)
+        if run is None:
+            raise exceptions.NotFound("no such run")
+        return Response(
+            self.OutputSerializer(run, context={"request": request}).data, headers={RUN_HEADER: str(run.public_id)}
+        )

@@ -1,0 +1,174 @@
+"""The long-lived engine host inside an ``inference`` queue worker.
+
+The worker runs a thread pool (``celery worker -Q inference -P threads -c 16``): every task thread of the process
+shares one Engine per base model, created on first use, and the engine's scheduler gathers the threads' concurrent
+submissions into one batch. A heartbeat thread marks the runs this process is generating as alive, so the reaper
+can tell a slow run from a lost one. Loaded only by the worker: importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import close_old_connections
+
+from modelfactory.models import BaseModel, ModelVersion
+
+from . import services
+from .engine import AdapterError, Engine, GenerationRequest
+from .models import InferenceRun
+from .selectors import ENGINE_STATE_CACHE_KEY, ENGINE_WORKERS_CACHE_KEY
+from .streams import RunStreamWriter
+
+logger = logging.getLogger(__name__)
+
+ENGINE_STATE_TTL_SECONDS = 600
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+_heartbeat: threading.Thread | None = None
+
+
+def worker_name() -> str:
+    """This process, as written in a run's ``claimed_by``: host and pid (threads of one process share a claim)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def engine_for(base_model: BaseModel) -> Engine:
+    """The process's Engine for ``base_model`` (loaded once), with the cache bounds and pins from settings."""
+    key = str(Path(base_model.path).resolve())
+    engine = _engines.get(key)
+    if engine is not None:
+        return engine
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = Engine(
+                base_model.path,
+                max_adapters=settings.INFERENCE_CACHE_ADAPTERS,
+                max_adapter_bytes=settings.INFERENCE_CACHE_BYTES,
+                batch_window_ms=settings.INFERENCE_BATCH_WAIT_MS,
+                max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE,
+                # adapters trained here name their base by its folder or its registered name
+                base_model_aliases=[base_model.name, base_model.path],
+            )
+            _pin_configured(engine, base_model)
+            _engines[key] = engine
+            _start_heartbeat()
+    return engine
+
+
+def _adapter_folder(version: ModelVersion) -> Path:
+    return Path(settings.MEDIA_ROOT) / version.adapter_path
+
+
+def _pin_configured(engine: Engine, base_model: BaseModel) -> None:
+    for version in ModelVersion.objects.filter(pk__in=settings.INFERENCE_PIN_VERSIONS, base_model=base_model):
+        try:
+            engine.pin(version.adapter_sha256, _adapter_folder(version))
+        except AdapterError as e:
+            logger.error("cannot pin model version %s: %s", version.pk, e)
+
+
+def _start_heartbeat() -> None:
+    global _heartbeat
+    if _heartbeat is not None and _heartbeat.is_alive():
+        return
+    _heartbeat = threading.Thread(target=_beat_forever, name="inference-heartbeat", daemon=True)
+    _heartbeat.start()
+
+
+def _beat_forever() -> None:
+    worker = worker_name()
+    while True:
+        time.sleep(settings.INFERENCE_HEARTBEAT_SECONDS)
+        try:
+            close_old_connections()
+            services.runs_heartbeat(worker=worker)
+        except Exception:  # a database blip must not end the heartbeat for good
+            logger.exception("inference heartbeat failed")
+
+
+def publish_state() -> None:
+    """Write each engine's state where the web process can read it (selectors.engine_states)."""
+    worker = worker_name()
+    states = [{**engine.state(), "worker": worker, "published_at": time.time()} for engine in _engines.values()]
+    if not states:
+        return
+    cache.set(ENGINE_STATE_CACHE_KEY.format(worker=worker), states[0] if len(states) == 1 else states, 600)
+    workers = set(cache.get(ENGINE_WORKERS_CACHE_KEY) or [])
+    if worker not in workers:
+        cache.set(ENGINE_WORKERS_CACHE_KEY, sorted(workers | {worker}), None)
+
+
+def _request_for(run: InferenceRun) -> GenerationRequest:
+    options = run.options
+    version = run.version
+    return GenerationRequest(
+        adapter_id=version.adapter_sha256 if version is not None else None,
+        adapter_path=_adapter_folder(version) if version is not None else None,
+        prompt=run.prompt if run.kind == InferenceRun.Kind.COMPLETION else None,
+        messages=run.messages if run.kind == InferenceRun.Kind.CHAT else None,
+        max_new_tokens=options["max_tokens"],
+        temperature=options["temperature"],
+        top_p=options["top_p"],
+        stop=tuple(options.get("stop") or ()),
+        seed=run.seed if run.seed is not None else options.get("seed"),
+    )
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def run_generate(*, run_id: int) -> InferenceRun | None:
+    """Claim run ``run_id``, generate its answer in the shared engine while streaming it, and finish it.
+
+    A redelivered message for a finished or freshly claimed run does nothing (None). An adapter that cannot load,
+    or any other failure, fails this run alone with its reason.
+    """
+    worker = worker_name()
+    run = services.run_claim(run_id=run_id, worker=worker)
+    if run is None:
+        return None
+    try:
+        engine = engine_for(run.base_model)
+        handle = engine.submit(_request_for(run))
+        writer = RunStreamWriter(run_id=run.pk, public_id=run.public_id, retry=run.attempts > 1)
+        for delta in handle:
+            writer.token(delta)
+        writer.flush()
+        result = handle.result()
+    except Exception as e:
+        logger.exception("inference run %s failed", run.public_id)
+        return services.run_finish(run_id=run.pk, error=f"the engine failed: {type(e).__name__}: {e}",
+                                   expected_worker=worker)  # fmt: skip
+    try:
+        publish_state()
+    except Exception:  # the state is for a status page; never fail a run over it
+        logger.exception("cannot publish the engine state")
+    if result.error:
+        error = result.error
+        if run.version is not None and "adapter" in error:
+            error = f"model version {run.version.pk} cannot be served: {error}"
+        return services.run_finish(
+            run_id=run.pk, error=error, prompt_tokens=result.prompt_tokens or None, expected_worker=worker
+        )
+    return services.run_finish(
+        run_id=run.pk,
+        answer=result.text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_ms=_ms(result.latency_s),
+        first_token_ms=_ms(result.time_to_first_token_s),
+        seed=result.seed,
+        expected_worker=worker,
+    )

@@ -1,0 +1,131 @@
+"""Inference reads: which model versions a user may ask, which runs a user may see, a run's inclusion proof."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Q, QuerySet
+
+from ledger.merkle import StandardMerkleTree
+from modelfactory.models import BaseModel, ModelVersion
+from modelfactory.selectors import versions_visible_to
+
+from .models import InferenceRun, RunBatch
+
+ENGINE_STATE_CACHE_KEY = "inference:engine-state:{worker}"
+ENGINE_WORKERS_CACHE_KEY = "inference:engine-workers"
+_VERSION_ID = re.compile(r"^mv-(\d{1,18})$")
+_BASE_ID = re.compile(r"^base-(\d{1,18})$")
+
+
+def _signed_in(user: Any) -> bool:
+    return user is not None and getattr(user, "is_authenticated", False) and user.is_active
+
+
+def versions_askable_by(
+    *, user: Any, q: str = "", datanet: Any = None, base: BaseModel | int | str | None = None
+) -> QuerySet[ModelVersion]:
+    """Versions ``user`` may ask: published ones and the user's own (staff too: unpublished versions of others are
+    not served). ``q`` searches the version's name, its Datanets' names and its base model's name; ``datanet`` (a
+    Datanet, its id or slug) and ``base`` (a BaseModel, its id or name) narrow it down. Newest first."""
+    if not _signed_in(user):
+        return ModelVersion.objects.none()
+    versions = versions_visible_to(user=user).filter(Q(published=True) | Q(owner=user))
+    q = (q or "").strip()
+    if q:
+        versions = versions.filter(
+            Q(name__icontains=q) | Q(snapshots__datanet__name__icontains=q) | Q(base_model__name__icontains=q)
+        )
+    if datanet is not None and datanet != "":
+        if hasattr(datanet, "pk"):
+            versions = versions.filter(snapshots__datanet=datanet)
+        elif str(datanet).isdigit():
+            versions = versions.filter(snapshots__datanet_id=int(datanet))
+        else:
+            versions = versions.filter(snapshots__datanet__slug=str(datanet))
+    if base is not None and base != "":
+        if hasattr(base, "pk"):
+            versions = versions.filter(base_model=base)
+        elif str(base).isdigit():
+            versions = versions.filter(base_model_id=int(base))
+        else:
+            versions = versions.filter(base_model__name=str(base))
+    return versions.distinct().order_by("-created_at", "-id")
+
+
+def model_id_of(version: ModelVersion | None, base_model: BaseModel) -> str:
+    """The ``model`` id of the OpenAI-compatible API: ``mv-<version id>``, or ``base-<base model id>`` for a base
+    model alone."""
+    return f"mv-{version.pk}" if version is not None else f"base-{base_model.pk}"
+
+
+def model_for_id(*, user: Any, model: str) -> tuple[ModelVersion | None, BaseModel] | None:
+    """Resolve an API ``model`` id to (version, base model) if ``user`` may ask it; None when unknown to them."""
+    if not isinstance(model, str):
+        return None
+    if match := _VERSION_ID.match(model.strip()):
+        version = versions_askable_by(user=user).filter(pk=int(match[1])).first()
+        return (version, version.base_model) if version is not None else None
+    if match := _BASE_ID.match(model.strip()):
+        base = BaseModel.objects.filter(pk=int(match[1])).first()
+        return (None, base) if base is not None and _signed_in(user) else None
+    return None
+
+
+def runs_of(*, user: Any) -> QuerySet[InferenceRun]:
+    """A user's own runs, newest first."""
+    if not _signed_in(user):
+        return InferenceRun.objects.none()
+    return InferenceRun.objects.filter(user=user).select_related("version", "base_model", "batch__anchor")
+
+
+def run_for_viewer(*, public_id: uuid.UUID | str, user: Any) -> InferenceRun | None:
+    """The run with ``public_id`` for anyone who has its link, signed in or not: a run page is meant to be shared,
+    and its unguessable UUID is the capability (like an unlisted link). None when there is no such run."""
+    try:
+        key = public_id if isinstance(public_id, uuid.UUID) else uuid.UUID(str(public_id))
+    except ValueError:
+        return None
+    return (
+        InferenceRun.objects.select_related("user", "version__owner", "base_model", "batch__anchor")
+        .filter(public_id=key)
+        .first()
+    )
+
+
+def run_proof(run: InferenceRun) -> dict[str, Any] | None:
+    """The run's inclusion proof in its batch, in OpenZeppelin's StandardMerkleTree terms (``root``,
+    ``leafEncoding`` ["bytes32"], ``value`` [run_hash], ``leaf``, ``proof``, plus ``batch`` and ``anchor``), or
+    None while the run is not in a sealed batch."""
+    if run.batch_id is None or not run.run_hash:
+        return None
+    batch = RunBatch.objects.select_related("anchor").get(pk=run.batch_id)
+    tree = StandardMerkleTree.load(batch.tree)
+    value = (run.run_hash,)
+    index = tree.index_of(value)
+    anchor = batch.anchor
+    return {
+        "root": tree.root,
+        "leafEncoding": list(RunBatch.LEAF_TYPES),
+        "value": [run.run_hash],
+        "leaf": tree.leaf(index),
+        "proof": tree.proof(index),
+        "batch": {"id": batch.pk, "size": batch.size, "sealed_at": batch.sealed_at.isoformat()},
+        "anchor": {
+            "id": anchor.pk,
+            "status": anchor.status,
+            "tx_hash": anchor.tx_hash or None,
+            "kind": anchor.kind,
+            "subject_id": anchor.subject_id,
+        },
+    }
+
+
+def engine_states() -> list[dict[str, Any]]:
+    """The last state each inference worker published (``Engine.state()`` plus ``worker`` and ``published_at``)."""
+    workers = cache.get(ENGINE_WORKERS_CACHE_KEY) or []
+    states = cache.get_many([ENGINE_STATE_CACHE_KEY.format(worker=w) for w in workers])
+    return [states[k] for k in sorted(states)]

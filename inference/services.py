@@ -1,0 +1,517 @@
+"""Inference writes: submit a run, claim it in the worker, finish it (the one place a run ends), reap runs whose
+worker was lost, seal finished runs into anchored batches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import secrets
+import socket
+import time
+from datetime import datetime, timedelta
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache as django_cache
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+
+from ledger.merkle import StandardMerkleTree
+from ledger.services import anchor_request, anchor_subject_id
+from modelfactory.lineage import canonical_json, manifest_hash
+from modelfactory.models import BaseModel, ModelVersion
+
+from . import streams
+from .models import InferenceRun, RunBatch
+from .selectors import versions_askable_by
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST = "the inference worker was lost; please retry"
+FACTS_SCHEMA = "openledger.inference_run.v1"
+ROLES = ("system", "user", "assistant")
+MAX_MESSAGES = 64
+MAX_STOP = 4
+MAX_STOP_CHARS = 64
+MAX_SEED = (1 << 63) - 1
+OPTION_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed")
+DEFAULT_MAX_TOKENS = 256
+# The chat template adds a few tokens around each message (role markers, separators) and a generation prompt.
+CHAT_TOKENS_PER_MESSAGE = 5
+CHAT_TOKENS_EXTRA = 3
+# Without a tokenizer.json beside the base model, count conservatively: ~3 characters a token.
+CHARS_PER_TOKEN_FALLBACK = 3
+SEAL_MAX_BATCHES_PER_CALL = 20
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+class RunRejected(ValueError):
+    """A request that will not become a run: ``message`` for people, ``param`` the offending field, ``code`` and
+    ``status`` for the API (OpenAI's error codes where one fits)."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class ModelNotFound(RunRejected):
+    status = 404
+    code = "model_not_found"
+
+
+class PromptTooLong(RunRejected):
+    code = "context_length_exceeded"
+
+
+class RateLimited(RunRejected):
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _signed_in(user: Any) -> bool:
+    return user is not None and getattr(user, "is_authenticated", False) and user.is_active
+
+
+# -- validation ---------------------------------------------------------------------------------------------------
+
+
+def _number(options: dict[str, Any], key: str, default: float) -> float:
+    value = options.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RunRejected(f"{key} must be a number", param=key)
+    return float(value)
+
+
+def clean_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Validated generation options with defaults filled in: greedy (temperature 0), top_p 1, DEFAULT_MAX_TOKENS
+    capped at INFERENCE_MAX_NEW_TOKENS, no stop sequences, no seed. Raises RunRejected."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise RunRejected(f"unknown option {unknown[0]!r}; known: {', '.join(OPTION_KEYS)}", param=unknown[0])
+    temperature = _number(options, "temperature", 0.0)
+    if not 0 <= temperature <= 2:
+        raise RunRejected(f"temperature must be between 0 and 2, got {temperature:g}", param="temperature")
+    top_p = _number(options, "top_p", 1.0)
+    if not 0 < top_p <= 1:
+        raise RunRejected(f"top_p must be greater than 0 and at most 1, got {top_p:g}", param="top_p")
+    limit = settings.INFERENCE_MAX_NEW_TOKENS
+    max_tokens = options.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = min(DEFAULT_MAX_TOKENS, limit)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise RunRejected("max_tokens must be an integer", param="max_tokens")
+    if not 1 <= max_tokens <= limit:
+        raise RunRejected(f"max_tokens must be between 1 and {limit}, got {max_tokens}", param="max_tokens")
+    stop = options.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise RunRejected("stop must be a non-empty string or a list of them", param="stop")
+    if len(stop) > MAX_STOP or any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise RunRejected(f"at most {MAX_STOP} stop sequences of at most {MAX_STOP_CHARS} characters", param="stop")
+    seed = options.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise RunRejected(f"seed must be an integer between 0 and {MAX_SEED}", param="seed")
+    return {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "stop": stop, "seed": seed}
+
+
+def _clean_text(text: Any, param: str) -> str:
+    if not isinstance(text, str):
+        raise RunRejected(f"{param} must be a string", param=param)
+    if "\x00" in text:
+        raise RunRejected(f"{param} contains a NUL character", param=param)
+    if len(text) > settings.INFERENCE_MAX_PROMPT_CHARS:
+        raise PromptTooLong(
+            f"{param} is {len(text)} characters long; the limit is {settings.INFERENCE_MAX_PROMPT_CHARS}", param=param
+        )
+    return text
+
+
+def clean_messages(messages: Any) -> list[dict[str, str]]:
+    """Chat messages as [{role, content}]: roles system/user/assistant; content a string or OpenAI text parts."""
+    if not isinstance(messages, list) or not messages:
+        raise RunRejected("messages must be a non-empty list", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise RunRejected(f"at most {MAX_MESSAGES} messages", param="messages")
+    cleaned = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RunRejected(f"messages[{i}] must be an object with role and content", param=f"messages[{i}]")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise RunRejected(f"messages[{i}].role must be one of {', '.join(ROLES)}", param=f"messages[{i}].role")
+        if isinstance(content, list):  # OpenAI's content parts: only text is served
+            if not all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+            ):
+                raise RunRejected(f"messages[{i}].content: only text parts are served", param=f"messages[{i}].content")
+            content = "".join(p["text"] for p in content)
+        cleaned.append({"role": role, "content": _clean_text(content, f"messages[{i}].content")})
+    if not any(m["content"].strip() for m in cleaned):
+        raise RunRejected("the messages are empty", param="messages")
+    total = sum(len(m["content"]) for m in cleaned)
+    if total > settings.INFERENCE_MAX_PROMPT_CHARS:
+        raise PromptTooLong(
+            f"the messages are {total} characters long; the limit is {settings.INFERENCE_MAX_PROMPT_CHARS}",
+            param="messages",
+        )
+    return cleaned
+
+
+@cache
+def _tokenizer(folder: str) -> Any:
+    """The base model's fast tokenizer through the ``tokenizers`` library alone (the web process never loads
+    transformers); None when the folder has no tokenizer.json."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
+def count_prompt_tokens(
+    *, base_model: BaseModel, prompt: str = "", messages: list[dict[str, str]] | None = None
+) -> int:
+    """Prompt tokens as the engine will count them, to within the chat template's few tokens per message."""
+    tokenizer = _tokenizer(base_model.path)
+    texts = [m["content"] for m in messages] if messages is not None else [prompt]
+    if tokenizer is None:
+        count = sum(math.ceil(len(t) / CHARS_PER_TOKEN_FALLBACK) for t in texts)
+    else:
+        count = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+    if messages is not None:
+        count += CHAT_TOKENS_PER_MESSAGE * len(messages) + CHAT_TOKENS_EXTRA
+    return count
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """ "60/minute" -> (60, 60): requests allowed per window, window seconds."""
+    match = _RATE.match(rate or "")
+    if match is None:
+        raise ImproperlyConfigured(f"INFERENCE_RATE_LIMIT must look like '60/minute', got {rate!r}")
+    return int(match[1]), _PERIODS[match[2]]
+
+
+def _rate_check(user: Any) -> None:
+    """Fixed window per user: count this request, raise RateLimited once the window's allowance is spent."""
+    allowed, period = parse_rate(settings.INFERENCE_RATE_LIMIT)
+    now = time.time()
+    window = int(now // period)
+    retry_after = max(1, math.ceil((window + 1) * period - now))
+    key = f"openledger:inference:rate:{user.pk}:{period}:{window}"
+    if streams.uses_redis():
+        # INCR is atomic, so concurrent requests cannot both take the last slot.
+        client = streams._client()
+        pipe = client.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, period + 1)
+        count = pipe.execute()[0]
+    else:
+        django_cache.add(key, 0, period + 1)
+        try:
+            count = django_cache.incr(key)
+        except ValueError:  # expired between add and incr
+            django_cache.set(key, 1, period + 1)
+            count = 1
+    if count > allowed:
+        raise RateLimited(
+            f"rate limit of {settings.INFERENCE_RATE_LIMIT} reached; retry in {retry_after} s", retry_after=retry_after
+        )
+
+
+# -- submit -------------------------------------------------------------------------------------------------------
+
+
+def _enqueue(run_id: int) -> None:
+    from .tasks import run_generate_task
+
+    run_generate_task.delay(run_id)
+
+
+@transaction.atomic
+def run_submit(
+    *,
+    user: Any,
+    version: ModelVersion | None,
+    prompt: str = "",
+    messages: list[dict] | None = None,
+    options: dict | None = None,
+    source: str = "web",
+    base_model: BaseModel | None = None,
+) -> InferenceRun:
+    """Validate a question and queue it: a chat run with ``messages``, else a completion run with ``prompt``.
+
+    ``version`` must be askable by ``user`` (published, or the user's own); None asks ``base_model`` alone (default:
+    the default base model). Options: temperature 0..2 (0 greedy, the default), top_p (0, 1], max_tokens
+    1..INFERENCE_MAX_NEW_TOKENS, stop (at most 4 strings), seed. Limits: INFERENCE_MAX_PROMPT_TOKENS counted with the
+    base model's tokenizer, INFERENCE_RATE_LIMIT per user. Raises RunRejected (ModelNotFound, PromptTooLong,
+    RateLimited) writing nothing; the generation task is queued when the transaction commits.
+    """
+    if not _signed_in(user):
+        raise RunRejected("sign in to ask a model", code="invalid_api_key")
+    if source not in InferenceRun.Source.values:
+        raise RunRejected(f"unknown source {source!r}", param="source")
+    if version is not None:
+        if not versions_askable_by(user=user).filter(pk=version.pk).exists():
+            raise ModelNotFound(f"the model version {version.pk} does not exist or is not published", param="model")
+        base_model = version.base_model
+    elif base_model is None:
+        base_model = BaseModel.objects.filter(is_default=True).first()
+        if base_model is None:
+            raise ModelNotFound("no default base model is registered", param="model")
+    if messages is not None:
+        messages = clean_messages(messages)
+        kind, prompt, param = InferenceRun.Kind.CHAT, "", "messages"
+    else:
+        prompt = _clean_text(prompt, "prompt")
+        if not prompt.strip():
+            raise RunRejected("the prompt is empty", param="prompt")
+        kind, param = InferenceRun.Kind.COMPLETION, "prompt"
+    options = clean_options(options)
+    tokens = count_prompt_tokens(base_model=base_model, prompt=prompt, messages=messages)
+    if tokens > settings.INFERENCE_MAX_PROMPT_TOKENS:
+        raise PromptTooLong(
+            f"the prompt is {tokens} tokens long; the limit is {settings.INFERENCE_MAX_PROMPT_TOKENS}", param=param
+        )
+    _rate_check(user)
+    run = InferenceRun.objects.create(
+        user=user,
+        version=version,
+        base_model=base_model,
+        kind=kind,
+        prompt=prompt,
+        messages=messages,
+        options=options,
+        source=source,
+        prompt_tokens=tokens,
+    )
+    # robust: the run is committed whatever the broker does; the reaper fails it if no worker ever takes it
+    transaction.on_commit(partial(_enqueue, run.pk), robust=True)
+    return run
+
+
+# -- the worker's side --------------------------------------------------------------------------------------------
+
+
+def _claimant_is_dead(claimed_by: str) -> bool:
+    """Whether the process that claimed a run ran on this machine and is gone (a pool child killed, say): its run is
+    taken over at once by the redelivered message rather than after INFERENCE_STALE_SECONDS."""
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _locked(run_id: int) -> InferenceRun | None:
+    # of=self: the version is a nullable join, which PostgreSQL will not lock (nor need we)
+    runs = InferenceRun.objects.select_for_update(of=("self",)).select_related("version", "base_model")
+    return runs.filter(pk=run_id).first()
+
+
+@transaction.atomic
+def run_claim(*, run_id: int, worker: str, now: datetime | None = None) -> InferenceRun | None:
+    """Take a queued run for ``worker`` (queued -> running). A redelivered message finds the run finished or freshly
+    claimed and gets None; a run whose claim went stale (no heartbeat for INFERENCE_STALE_SECONDS) is taken over."""
+    now = now or timezone.now()
+    run = _locked(run_id)
+    if run is None or run.is_finished:
+        return None
+    if run.status == InferenceRun.Status.RUNNING and not _claimant_is_dead(run.claimed_by):
+        beat = run.heartbeat_at or run.started_at
+        if beat is not None and beat > now - timedelta(seconds=settings.INFERENCE_STALE_SECONDS):
+            return None
+    run.status = InferenceRun.Status.RUNNING
+    run.claimed_by = worker[:255]
+    run.started_at = now
+    run.heartbeat_at = now
+    run.attempts += 1
+    if run.seed is None and run.options.get("temperature"):
+        # fixed at the first claim, so a retry after a lost worker samples the same tokens it may have streamed
+        run.seed = run.options.get("seed") if run.options.get("seed") is not None else secrets.randbits(63)
+    run.save(update_fields=["status", "claimed_by", "started_at", "heartbeat_at", "attempts", "seed"])
+    return run
+
+
+def runs_heartbeat(*, worker: str) -> int:
+    """Mark every run ``worker`` is generating as alive."""
+    return InferenceRun.objects.filter(claimed_by=worker, status=InferenceRun.Status.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def run_facts(run: InferenceRun) -> bytes:
+    """The canonical JSON of a finished run (sorted keys, no whitespace, UTF-8): what ``run_hash`` hashes. The
+    version stands in by its lineage manifest hash, which pins the adapter, the base and the training data."""
+    version = run.version
+    return canonical_json(
+        {
+            "schema": FACTS_SCHEMA,
+            "run": str(run.public_id),
+            "model": {
+                "version": version.pk if version is not None else None,
+                "manifest_hash": version.manifest_hash if version is not None else None,
+                "base_model": run.base_model.name,
+                "base_weights_sha256": run.base_model.weights_sha256,
+            },
+            "kind": run.kind,
+            "prompt": run.prompt,
+            "messages": run.messages,
+            "options": run.options,
+            "seed": run.seed,
+            "status": run.status,
+            "answer": run.answer,
+            "error": run.error,
+            "finish_reason": run.finish_reason,
+            "prompt_tokens": run.prompt_tokens,
+            "completion_tokens": run.completion_tokens,
+            "created_at": _iso(run.created_at),
+            "finished_at": _iso(run.finished_at),
+        }
+    )
+
+
+@transaction.atomic
+def run_finish(
+    *,
+    run_id: int,
+    answer: str = "",
+    error: str = "",
+    finish_reason: str = "",
+    prompt_tokens: int | None = None,
+    completion_tokens: int = 0,
+    latency_ms: int | None = None,
+    first_token_ms: int | None = None,
+    seed: int | None = None,
+    expected_worker: str | None = None,
+    now: datetime | None = None,
+) -> InferenceRun | None:
+    """The one place a run ends: succeeded (no ``error``) or failed, its facts and ``run_hash`` written, the final
+    stream event published once this commits. Returns None, changing nothing, when the run already ended or (with
+    ``expected_worker``) another worker has claimed it since."""
+    run = _locked(run_id)
+    if run is None or run.is_finished:
+        return None
+    if expected_worker is not None and run.claimed_by != expected_worker:
+        return None
+    run.status = InferenceRun.Status.FAILED if error else InferenceRun.Status.SUCCEEDED
+    run.error = error
+    run.answer = answer
+    run.finish_reason = "error" if error else finish_reason
+    if prompt_tokens is not None:
+        run.prompt_tokens = prompt_tokens
+    run.completion_tokens = completion_tokens
+    run.latency_ms = latency_ms
+    run.first_token_ms = first_token_ms
+    if seed is not None:
+        run.seed = seed
+    run.finished_at = now or timezone.now()
+    run.facts = run_facts(run).decode()
+    run.run_hash = manifest_hash(run.facts.encode())
+    run.save()
+    event = streams.ERROR if error else streams.DONE
+    transaction.on_commit(
+        partial(streams.publish_final, public_id=run.public_id, type_=event, data=streams.final_data(run)), robust=True
+    )
+    if run.status == InferenceRun.Status.SUCCEEDED and run.version_id is not None:
+        from attribution.tasks import run_attribute_task
+
+        transaction.on_commit(partial(run_attribute_task.delay, run.pk))  # scored after the answer is delivered
+    return run
+
+
+def runs_reap_stale(*, now: datetime | None = None) -> int:
+    """Fail runs whose worker was lost: running without a heartbeat for INFERENCE_STALE_SECONDS, or queued for
+    INFERENCE_QUEUE_TIMEOUT_SECONDS. A redelivered message for a reaped run then does nothing."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.INFERENCE_STALE_SECONDS)
+    waited = now - timedelta(seconds=settings.INFERENCE_QUEUE_TIMEOUT_SECONDS)
+    running = InferenceRun.objects.filter(status=InferenceRun.Status.RUNNING, heartbeat_at__lt=stale)
+    queued = InferenceRun.objects.filter(status=InferenceRun.Status.QUEUED, created_at__lt=waited)
+    reaped = 0
+    for run_id in [*running.values_list("id", flat=True), *queued.values_list("id", flat=True)]:
+        with transaction.atomic():
+            # re-checked under the row lock: the worker may have finished or beaten since the query above
+            run = InferenceRun.objects.select_for_update().get(pk=run_id)
+            beat = run.heartbeat_at or run.started_at
+            if run.status == InferenceRun.Status.RUNNING and beat is not None and beat >= stale:
+                continue
+            if run.status == InferenceRun.Status.QUEUED and run.created_at >= waited:
+                continue
+            if run_finish(run_id=run_id, error=WORKER_LOST, answer=run.answer, now=now) is not None:
+                reaped += 1
+                logger.warning("inference run %s failed: %s", run.public_id, WORKER_LOST)
+    return reaped
+
+
+# -- batches ------------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def _seal_one(*, now: datetime, force: bool) -> RunBatch | None:
+    limit = settings.INFERENCE_BATCH_RUNS
+    # skip_locked: two beat ticks (or a person and beat) never seal the same run twice, nor wait on each other
+    runs = list(
+        InferenceRun.objects.select_for_update(skip_locked=True)
+        .filter(status=InferenceRun.Status.SUCCEEDED, batch__isnull=True)
+        .exclude(run_hash="")
+        .order_by("id")
+        .only("id", "run_hash", "finished_at")[:limit]
+    )
+    if not runs:
+        return None
+    oldest = min(r.finished_at for r in runs if r.finished_at is not None)
+    due = len(runs) >= limit or oldest <= now - timedelta(seconds=settings.INFERENCE_BATCH_SECONDS)
+    if not (due or force):
+        return None
+    tree = StandardMerkleTree.of([(r.run_hash,) for r in runs], RunBatch.LEAF_TYPES)
+    anchor = anchor_request(
+        kind="inference_batch", subject_id=anchor_subject_id("inference_batch", tree.root), root=tree.root
+    )
+    batch = RunBatch.objects.create(root=tree.root, size=len(runs), tree=tree.dump(), anchor=anchor, sealed_at=now)
+    InferenceRun.objects.filter(pk__in=[r.pk for r in runs]).update(batch=batch)
+    return batch
+
+
+def runs_seal_batches(*, now: datetime | None = None, force: bool = False) -> list[RunBatch]:
+    """Seal succeeded, unbatched runs into batches: one per INFERENCE_BATCH_RUNS runs, or whatever is there once
+    the oldest has waited INFERENCE_BATCH_SECONDS (``force``: now). Each batch's root is anchored on chain."""
+    now = now or timezone.now()
+    batches = []
+    for _ in range(SEAL_MAX_BATCHES_PER_CALL):
+        batch = _seal_one(now=now, force=force)
+        if batch is None:
+            break
+        batches.append(batch)
+    return batches

@@ -1,0 +1,548 @@
+"""ModelFactory pages: base models, the fine-tune form with its estimate, jobs (live), versions, compare, merge.
+
+Reads go through ``selectors``, writes through ``services``. A job or version the user may not see is a 404 (its
+existence does not leak); an action the user may not take is a 403 that says why. htmx requests get the template's
+fragment, plain requests the whole page, so everything works without JavaScript.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Page, Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
+
+from datanets.models import Snapshot
+from datanets.storage import media_path
+
+from . import selectors, services
+from .config import DEFAULT_FORMATTING, FORMATTING_MODES, PRESET_LABELS
+from .forms import (
+    RECORD_TYPE_HELP,
+    BaseModelRegisterForm,
+    CompareForm,
+    FineTuneForm,
+    MergeForm,
+    PresetChoice,
+    VersionSearchForm,
+    preset_initial,
+    presets_for_script,
+)
+from .models import FineTuneJob, ModelVersion
+
+PAGE_SIZE = 20
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+FINAL_ANCHOR_STATES = ("confirmed", "failed")
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _page(request: HttpRequest, items: Any, size: int = PAGE_SIZE) -> Page:
+    return Paginator(items, size).get_page(request.GET.get("page"))
+
+
+def _template(request: HtmxHttpRequest, name: str, fragment: str) -> str:
+    return f"modelfactory/{name}.html" + (f"#{fragment}" if request.htmx else "")
+
+
+def _refused(request: HtmxHttpRequest, message: str, status: int) -> HttpResponse:
+    return render(request, _template(request, "refused", "message"), {"message": message}, status=status)
+
+
+def _apply_errors(form: Any, error: ValidationError, fields: dict[str, str] | None = None) -> None:
+    """Put a service's ValidationError next to the form fields it names (``config.<field>`` -> ``<field>``)."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error.messages)
+        return
+    for key, errors in error.error_dict.items():
+        name = (fields or {}).get(key, key.removeprefix("config."))
+        messages_ = [m for e in errors for m in e.messages]
+        form.add_error(name if name in form.fields else None, [m[:1].upper() + m[1:] for m in messages_])
+
+
+def _job_for(request: HttpRequest, job_id: int) -> FineTuneJob:
+    return get_object_or_404(selectors.jobs_visible_to(user=request.user).select_related("version"), pk=job_id)
+
+
+def _version_for(request: HttpRequest, version_id: int) -> ModelVersion:
+    return get_object_or_404(
+        selectors.versions_visible_to(user=request.user).select_related("job", "anchor__deployment"), pk=version_id
+    )
+
+
+# Base models
+
+
+def _base_context(request: HttpRequest, form: BaseModelRegisterForm | None) -> dict[str, Any]:
+    return {
+        "bases": list(selectors.base_models()),
+        "device": selectors.training_device(),
+        "form": form if request.user.is_staff else None,
+    }
+
+
+@require_GET
+@login_required
+def base_list(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "modelfactory/base_list.html", _base_context(request, BaseModelRegisterForm()))
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def base_register(request: HtmxHttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        return _refused(request, "Only staff may register base models: the folder must be on every worker's disk.", 403)
+    if request.method == "GET":
+        return redirect("modelfactory:base_list")
+    form = BaseModelRegisterForm(request.POST)
+    if form.is_valid():
+        try:
+            base = services.base_model_register(user=request.user, **form.cleaned_data)
+        except ValidationError as e:
+            _apply_errors(form, e)
+        else:
+            messages.success(
+                request, f"{base.name} is registered: {base.architecture}, {base.parameters:,} parameters."
+            )
+            return redirect("modelfactory:base_list")
+    return render(request, "modelfactory/base_list.html", _base_context(request, form), status=400)
+
+
+# The fine-tune form
+
+
+def _chosen_snapshots(form: FineTuneForm) -> list[Snapshot]:
+    if form.is_bound and hasattr(form, "cleaned_data") and "snapshots" in form.cleaned_data:
+        return list(form.cleaned_data["snapshots"])
+    wanted = form.chosen_snapshot_ids()
+    return [s for s in form.snapshot_rows() if str(s.pk) in wanted]
+
+
+def _data_summary(form: FineTuneForm, snapshots: list[Snapshot]) -> dict[str, Any]:
+    """Records, estimated tokens, the licence check, record types and how they become text, for the chosen data."""
+    record_types = sorted({s.datanet.record_type for s in snapshots})
+    chosen = form["formatting"].value() or "auto"
+    formatting = {
+        t: (chosen if chosen != "auto" and chosen in FORMATTING_MODES.get(t, ()) else DEFAULT_FORMATTING.get(t, ""))
+        for t in record_types
+    }
+    records = sum(s.record_count for s in snapshots)
+    tokens = sum(
+        selectors.estimated_tokens(
+            words=s.words, records=s.record_count, formatting=formatting.get(s.datanet.record_type, "plain")
+        )
+        for s in snapshots
+    )
+    return {
+        "snapshots": snapshots,
+        "records": records,
+        "tokens": tokens,
+        "licence": selectors.licence_check(snapshots=snapshots),
+        "record_types": [(t, RECORD_TYPE_HELP.get(t, ""), formatting[t]) for t in record_types],
+        "mixed_types": len(record_types) > 1,
+    }
+
+
+def _estimate(form: FineTuneForm, data: dict[str, Any]) -> dict[str, Any] | None:
+    if form.config is None or form.base_model is None or not data["records"]:
+        return None
+    device = selectors.training_device()["device"]
+    estimate = form.config.estimate(
+        records=data["records"], tokens=data["tokens"], device=device, parameters=form.base_model.parameters
+    )
+    return {"estimate": estimate, "memory_mb": estimate.memory_bytes / 2**20, "minutes": estimate.seconds / 60}
+
+
+def _form_context(form: FineTuneForm, **extra: Any) -> dict[str, Any]:
+    data = _data_summary(form, _chosen_snapshots(form))
+    return {
+        "form": form,
+        "data": data,
+        "estimate": _estimate(form, data),
+        "device": selectors.training_device(),
+        "presets": list(PRESET_LABELS.items()),
+        "preset_values": presets_for_script(),
+        "record_type_help": RECORD_TYPE_HELP,
+        **extra,
+    }
+
+
+def _posted_basics(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "name": request.POST.get("name", ""),
+        "description": request.POST.get("description", ""),
+        "start": request.POST.get("start", ""),
+        "snapshots": request.POST.getlist("snapshots"),
+        "formatting": request.POST.get("formatting", "auto"),
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def job_new(request: HtmxHttpRequest) -> HttpResponse:
+    """The fine-tune form. GET ``?preset=`` fills it from a preset and ``?parent=`` continues a version; a POST
+    with ``preset`` (the preset buttons without JavaScript) refills it; any other POST launches the job."""
+    preset_name = request.POST.get("preset") if request.method == "POST" else request.GET.get("preset")
+    initial: dict[str, Any] = {**preset_initial("balanced"), "formatting": "auto"}
+    if preset_name is not None:
+        choice = PresetChoice({"preset": preset_name})
+        if not choice.is_valid():
+            form = FineTuneForm(user=request.user, initial=initial)
+            context = _form_context(form, preset_error=" ".join(choice.errors["preset"]))
+            return render(request, "modelfactory/job_form.html", context, status=400)
+        initial.update(preset_initial(preset_name))
+    if request.method == "GET" or preset_name is not None:
+        if request.method == "POST":
+            initial.update(_posted_basics(request))
+        parent = request.GET.get("parent", "")
+        if parent.isdigit() and len(parent) < 19:
+            version = selectors.versions_visible_to(user=request.user).filter(pk=int(parent)).first()
+            if version is not None:
+                initial["start"] = f"version-{version.pk}"
+                initial.setdefault("name", f"{version.name} (continued)")
+        form = FineTuneForm(user=request.user, initial=initial)
+        return render(request, "modelfactory/job_form.html", _form_context(form, preset=preset_name))
+
+    form = FineTuneForm(request.POST, user=request.user)
+    status = 400
+    if form.is_valid() and form.config is not None:
+        try:
+            job = services.job_launch(
+                owner=request.user,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                base_model=form.base_model,
+                parent_version=form.parent_version,
+                snapshots=form.cleaned_data["snapshots"],
+                config=form.config,
+            )
+        except ValidationError as e:
+            _apply_errors(form, e, {"parent_version": "start"})
+        except PermissionDenied as e:
+            form.add_error(None, str(e))
+            status = 403
+        else:
+            messages.success(request, f"Job #{job.pk} is queued on the training queue.")
+            return redirect("modelfactory:job_detail", job_id=job.pk)
+    return render(request, "modelfactory/job_form.html", _form_context(form), status=status)
+
+
+@require_POST
+@login_required
+def job_estimate(request: HtmxHttpRequest) -> HttpResponse:
+    """The form's live panel: the chosen data, the licence check, the problems and the estimate. Writes nothing."""
+    form = FineTuneForm(request.POST, user=request.user)
+    form.is_valid()
+    problems = [
+        (form[name].label if name in form.fields else "", " ".join(errors))
+        for name, errors in form.errors.items()
+        if name not in ("name",)
+    ]
+    context = _form_context(form, problems=problems, live=True)
+    return render(request, "modelfactory/job_form.html#estimate", context)
+
+
+# Jobs
+
+
+@require_GET
+@login_required
+def job_list(request: HtmxHttpRequest) -> HttpResponse:
+    jobs = selectors.jobs_visible_to(user=request.user).select_related("version")
+    return render(request, _template(request, "job_list", "results"), {"page": _page(request, jobs)})
+
+
+def _chart(job: FineTuneJob) -> dict[str, Any]:
+    history = [row for row in job.loss_history or [] if isinstance(row, dict)]
+    return {
+        "steps": [row.get("step") for row in history],
+        "train": [row.get("train_loss") for row in history],
+        "eval": [row.get("eval_loss") for row in history],
+        "total": job.total_steps,
+    }
+
+
+@require_GET
+@login_required
+def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    job = _job_for(request, job_id)
+    chart = _chart(job)
+    context: dict[str, Any] = {
+        "job": job,
+        "version": getattr(job, "version", None) if job.status == FineTuneJob.Status.SUCCEEDED else None,
+        "chart": chart,
+        "can_act": job.owner_id == request.user.pk or request.user.is_staff,
+        # until the run evaluates its adapter, the eval loss on the row is the base model's (from the start)
+        "eval_is_base": job.eval_loss is not None and not any(e is not None for e in chart["eval"]),
+    }
+    if not request.htmx:  # the polled fragment needs only the job row
+        context["snapshots"] = list(job.snapshots.select_related("datanet").order_by("pk"))
+        context["merge_sources"] = job.merge_sources() if job.is_merge else []
+        context["config_rows"] = _flat(job.config) if job.config else []
+    response = render(request, _template(request, "job_detail", "progress"), context)
+    if request.htmx and job.is_finished:
+        response.status_code = 286  # htmx stops polling
+    return response
+
+
+def _job_action(request: HtmxHttpRequest, job_id: int, action: Any, done: str) -> HttpResponse:
+    job = _job_for(request, job_id)
+    try:
+        action(job=job, user=request.user)
+    except PermissionDenied as e:
+        return _refused(request, str(e).capitalize() + ".", 403)
+    except ValidationError as e:
+        return _refused(request, "; ".join(e.messages).capitalize() + ".", 400)
+    messages.success(request, done.format(pk=job.pk))
+    return redirect("modelfactory:job_detail", job_id=job.pk)
+
+
+@require_POST
+@login_required
+def job_cancel(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    return _job_action(request, job_id, services.job_cancel, "Job #{pk}: cancel requested.")
+
+
+@require_POST
+@login_required
+def job_retry(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    return _job_action(request, job_id, services.job_retry, "Job #{pk} is queued again.")
+
+
+# Versions
+
+
+@require_GET
+@login_required
+def version_list(request: HtmxHttpRequest) -> HttpResponse:
+    form = VersionSearchForm(request.GET)
+    search = form.cleaned_data["q"] if form.is_valid() else ""
+    versions = selectors.version_list(user=request.user, search=search)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": _page(request, versions), "query": query.urlencode(), "search": search}
+    return render(request, _template(request, "version_list", "results"), context)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested config as sorted (dotted key, value) rows: ``formatting.text`` etc."""
+    rows: list[tuple[str, Any]] = []
+    for key in sorted(values):
+        value = values[key]
+        if isinstance(value, dict):
+            rows.extend(_flat(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", ", ".join(map(str, value)) if isinstance(value, list) else value))
+    return rows
+
+
+NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 200, 46, 70, 14, 12
+
+
+def _node(key: str, kind: str, title: str, sub: str, href: str) -> dict[str, Any]:
+    short = title if len(title) <= 26 else title[:25] + "…"
+    return {"key": key, "kind": kind, "title": title, "title_short": short, "sub": sub, "href": href}
+
+
+def _lineage_graph(version: ModelVersion, lineage: dict[str, Any]) -> dict[str, Any]:
+    """Boxes and curves for the lineage SVG: Datanets -> snapshots (and parent versions) -> this version ->
+    children. Coordinates are computed here so the page needs no layout library and no JavaScript."""
+    datanets: dict[int, Any] = {}
+    for snapshot in lineage["snapshots"]:
+        datanets.setdefault(snapshot.datanet_id, snapshot.datanet)
+    columns: list[list[dict[str, Any]]] = [[], [], [], []]
+    for datanet in datanets.values():
+        href = reverse("datanets:detail", args=[datanet.slug])
+        columns[0].append(_node(f"d{datanet.pk}", "datanet", datanet.name, f"Datanet · {datanet.licence}", href))
+    for snapshot in lineage["snapshots"]:
+        href = reverse("datanets:snapshot", args=[snapshot.datanet.slug, snapshot.number])
+        sub = f"{snapshot.record_count:,} records · root {snapshot.merkle_root[:10]}…"
+        node = _node(f"s{snapshot.pk}", "snapshot", f"Snapshot #{snapshot.number}", sub, href)
+        columns[1].append({**node, "from": f"d{snapshot.datanet_id}"})
+    for link, visible in lineage["parents"]:
+        relation = "continued from" if link.relation == "continued_from" else f"merged, weight {link.weight:g}"
+        href = reverse("modelfactory:version_detail", args=[link.parent_id]) if visible else ""
+        title = link.parent.name if visible else "a private version"
+        columns[1].append(_node(f"p{link.parent_id}", "parent", title, f"#{link.parent_id} · {relation}", href))
+    columns[2].append(_node("this", "this", version.name, f"this version · #{version.pk}", ""))
+    for link, visible in lineage["children"]:
+        relation = "continued it" if link.relation == "continued_from" else f"merged it, weight {link.weight:g}"
+        href = reverse("modelfactory:version_detail", args=[link.child_id]) if visible else ""
+        title = link.child.name if visible else "a private version"
+        columns[3].append(_node(f"c{link.child_id}", "child", title, f"#{link.child_id} · {relation}", href))
+    used = [i for i, column in enumerate(columns) if column or i == 2]
+    rows = max(len(c) for c in columns)
+    height = PAD * 2 + rows * NODE_H + (rows - 1) * ROW_GAP
+    nodes: dict[str, dict[str, Any]] = {}
+    for place, index in enumerate(used):
+        column = columns[index]
+        top = (height - (len(column) * NODE_H + (len(column) - 1) * ROW_GAP)) / 2
+        for row, node in enumerate(column):
+            node.update(x=PAD + place * (NODE_W + COL_GAP), y=top + row * (NODE_H + ROW_GAP))
+            nodes[node["key"]] = node
+
+    def curve(a: dict[str, Any], b: dict[str, Any]) -> str:
+        x1, y1, x2, y2 = a["x"] + NODE_W, a["y"] + NODE_H / 2, b["x"], b["y"] + NODE_H / 2
+        bend = COL_GAP / 2
+        return f"M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+
+    this = nodes["this"]
+    edges = [{"d": curve(nodes[n["from"]], n), "kind": "data"} for n in columns[1] if n.get("from") in nodes]
+    edges += [{"d": curve(n, this), "kind": "parent" if n["kind"] == "parent" else "data"} for n in columns[1]]
+    edges += [{"d": curve(this, n), "kind": "child"} for n in columns[3]]
+    width = PAD * 2 + len(used) * NODE_W + (len(used) - 1) * COL_GAP
+    return {"nodes": list(nodes.values()), "edges": edges, "width": width, "height": height, "w": NODE_W, "h": NODE_H}
+
+
+def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
+    lineage = selectors.version_lineage(version=version, user=request.user)
+    return {
+        "version": version,
+        "anchor": version.anchor,
+        "lineage": lineage,
+        "graph": _lineage_graph(version, lineage),
+        "config_rows": _flat(version.config or {}),
+        "training_rows": _flat({k: v for k, v in (version.training or {}).items() if k != "lora"}),
+        "is_owner": version.owner_id == request.user.pk or request.user.is_staff,
+        "adapter_files": ADAPTER_FILES,
+    }
+
+
+@require_GET
+@login_required
+def version_detail(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
+    version = _version_for(request, version_id)
+    if request.htmx:
+        return render(
+            request, "modelfactory/version_detail.html#anchor", {"version": version, "anchor": version.anchor}
+        )
+    return render(request, "modelfactory/version_detail.html", _version_context(request, version))
+
+
+@require_POST
+@login_required
+def version_publish(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
+    version = _version_for(request, version_id)
+    published = request.POST.get("published") == "1"
+    try:
+        services.version_publish(version=version, user=request.user, published=published)
+    except PermissionDenied as e:
+        return _refused(request, str(e).capitalize() + ".", 403)
+    messages.success(request, f"{version.name} is {'published' if published else 'no longer published'}.")
+    return redirect("modelfactory:version_detail", version_id=version.pk)
+
+
+@require_GET
+@login_required
+def version_manifest(request: HttpRequest, version_id: int) -> HttpResponse:
+    """The lineage manifest, byte for byte what was hashed and anchored."""
+    version = _version_for(request, version_id)
+    response = HttpResponse(version.manifest.encode("utf-8"), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="model-version-{version.pk}-manifest.json"'
+    response["X-Manifest-Keccak256"] = version.manifest_hash
+    return response
+
+
+@require_GET
+@login_required
+def version_adapter_file(request: HttpRequest, version_id: int, filename: str) -> FileResponse:
+    version = _version_for(request, version_id)
+    if filename not in ADAPTER_FILES:
+        raise Http404("no such adapter file")
+    path = media_path(version.adapter_path) / filename
+    if not path.is_file():
+        raise Http404("the adapter file is not on this server")
+    response = FileResponse(path.open("rb"), as_attachment=True, filename=f"model-version-{version.pk}-{filename}")
+    if filename == "adapter_model.safetensors":
+        response["X-Adapter-SHA256"] = version.adapter_sha256
+    return response
+
+
+def _samples_by_prompt(version: ModelVersion) -> dict[str, dict[str, Any]]:
+    return {s.get("prompt", ""): s for s in version.samples or [] if isinstance(s, dict)}
+
+
+METRICS = (
+    ("train_loss", "Final train loss", "lower"),
+    ("eval_loss", "Eval loss (tuned)", "lower"),
+    ("base_eval_loss", "Eval loss (base)", "lower"),
+    ("eval_perplexity", "Eval perplexity (tuned)", "lower"),
+    ("base_eval_perplexity", "Eval perplexity (base)", "lower"),
+)
+
+
+@require_GET
+@login_required
+def version_compare(request: HtmxHttpRequest) -> HttpResponse:
+    form = CompareForm(request.GET)
+    choices = list(selectors.versions_visible_to(user=request.user).select_related(None).only("pk", "name")[:200])
+    if not form.is_valid():
+        status = 400 if request.GET else 200
+        return render(request, "modelfactory/compare.html", {"form": form, "choices": choices}, status=status)
+    visible = selectors.versions_visible_to(user=request.user).select_related("job")
+    a = get_object_or_404(visible, pk=form.cleaned_data["a"])
+    b = get_object_or_404(visible, pk=form.cleaned_data["b"])
+    config_a, config_b = dict(_flat(a.config or {})), dict(_flat(b.config or {}))
+    config = [
+        (key, config_a.get(key, "—"), config_b.get(key, "—"), config_a.get(key) != config_b.get(key))
+        for key in sorted(config_a.keys() | config_b.keys())
+    ]
+    metrics = [(label, a.metrics.get(key), b.metrics.get(key)) for key, label, _ in METRICS]
+    samples_a, samples_b = _samples_by_prompt(a), _samples_by_prompt(b)
+    common = [(prompt, samples_a[prompt], samples_b[prompt]) for prompt in samples_a if prompt in samples_b]
+    context = {
+        "form": form,
+        "choices": choices,
+        "a": a,
+        "b": b,
+        "config": config,
+        "differences": sum(1 for row in config if row[3]),
+        "metrics": metrics,
+        "common": common,
+        "only_a": [s for p, s in samples_a.items() if p not in samples_b],
+        "only_b": [s for p, s in samples_b.items() if p not in samples_a],
+        "same_base": a.base_model_id == b.base_model_id,
+    }
+    return render(request, "modelfactory/compare.html", context)
+
+
+# Merge
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def merge_new(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        chosen = [v for v in request.GET.getlist("versions") if v.isdigit()]
+        form = MergeForm(user=request.user, initial={"versions": chosen, "method": "linear", "density": 0.5})
+        return render(request, "modelfactory/merge_form.html", {"form": form})
+    form = MergeForm(request.POST, user=request.user)
+    status = 400
+    if form.is_valid():
+        try:
+            job = services.merge_launch(
+                owner=request.user,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                parents=form.parents,
+                method=form.cleaned_data["method"],
+                density=form.cleaned_data["density"],
+            )
+        except ValidationError as e:
+            _apply_errors(form, e, {"parents": "versions", "weights": "versions"})
+        except PermissionDenied as e:
+            form.add_error(None, str(e))
+            status = 403
+        else:
+            messages.success(request, f"Merge job #{job.pk} is queued.")
+            return redirect("modelfactory:job_detail", job_id=job.pk)
+    return render(request, "modelfactory/merge_form.html", {"form": form}, status=status)
