@@ -19,6 +19,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from attribution.models import AttributionIndex
+from attribution.selectors import reliability_line
 from datanets.models import Snapshot
 from datanets.storage import media_path
 
@@ -405,7 +407,10 @@ def _lineage_graph(version: ModelVersion, lineage: dict[str, Any]) -> dict[str, 
 
 def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
     lineage = selectors.version_lineage(version=version, user=request.user)
+    index = AttributionIndex.objects.filter(version=version).first()
     return {
+        "attribution_index": index,
+        "reliability": reliability_line(index) if index is not None and index.is_ok else "",
         "version": version,
         "anchor": version.anchor,
         "lineage": lineage,

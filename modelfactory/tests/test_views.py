@@ -524,6 +524,26 @@ def test_the_version_page_shows_lineage_config_anchor_and_downloads(
     assert f'data-node="p{version.pk}"' in child_body and "continued from" in child_body
 
 
+def test_the_version_page_says_what_its_attribution_index_is_and_how_reliable(
+    owner: Any, version: ModelVersion
+) -> None:
+    from attribution.models import AttributionIndex
+
+    url = reverse("modelfactory:version_detail", args=[version.pk])
+    assert "has no attribution index" in client_for(owner).get(url).content.decode()
+
+    index = AttributionIndex.objects.create(
+        version=version, status="ok", method="countsketch-v1", seed=7, width=1024, feature_hash="f" * 64,
+        span_hash="e" * 64, path="attribution/ff/ff/x/", record_ids=[1, 2, 3], build_seconds=2.5,
+    )  # fmt: skip
+    body = client_for(owner).get(url).content.decode()
+    assert "3 (every training record" in body and "f" * 64 in body and "e" * 64 in body
+    assert "Reliability (" in body
+
+    AttributionIndex.objects.filter(pk=index.pk).update(status="failed", error="out of memory")
+    assert "could not be built: <code>out of memory" in client_for(owner).get(url).content.decode()
+
+
 def test_a_private_parent_is_named_by_id_only(owner: Any, other: Any, base: BaseModel, version: ModelVersion) -> None:
     child = stand_in_version(owner=other, base_model=base, name="public child")
     child.parent_links.create(parent=version, relation="merged_from", weight=0.5)
