@@ -194,7 +194,9 @@ class Contribution(models.Model):
 class Record(models.Model):
     """One training example: canonical JSON and its keccak256, where it came from, and what the checks flagged."""
 
-    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="records")
+    # No index of its own: the unique (contribution, position) leads with it. The datanet keeps its own (small,
+    # appended in order): Datanet-wide reads use it, the wide (datanet, record_hash) one is for hash lookups only.
+    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="records", db_index=False)
     datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="records")
     position = models.PositiveIntegerField(help_text="0-based order within the contribution.")
     source = models.CharField(max_length=300, help_text="The file, or the entry inside an archive.")
@@ -207,8 +209,8 @@ class Record(models.Model):
     excluded = models.BooleanField(default=False)
     excluded_reason = models.TextField(blank=True)
     excluded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )  # indexed only where set (Meta.indexes): a new record never is
     excluded_at = models.DateTimeField(null=True, blank=True)
     flags = models.JSONField(default=list, blank=True, help_text="Flagged spans: {kind, start, end} in canonical.")
 
@@ -216,16 +218,21 @@ class Record(models.Model):
         ordering = ["contribution_id", "position"]
         constraints = [
             models.UniqueConstraint(fields=["contribution", "position"], name="datanets_record_position_unique"),
-            models.CheckConstraint(condition=Q(record_hash__regex=r"^0x[0-9a-f]{64}$"), name="datanets_record_hash"),
+            # No CHECK on record_hash's form: only our parser writes it ("0x" + hex of a 32-byte keccak digest), and a
+            # regex on every uploaded row is paid for nothing (docs/decisions.md, "Lean record table").
             models.CheckConstraint(
                 condition=Q(excluded=False) | (Q(excluded_at__isnull=False) & ~Q(excluded_reason="")),
                 name="datanets_exclusion_has_reason",
             ),
         ]
+        # Every index costs each row of an upload (a million at a time): only these. Lookups by hash always name the
+        # Datanet; the partial ones hold only excluded records, so an upload's rows never enter them.
         indexes = [
             models.Index(fields=["datanet", "record_hash"]),
-            models.Index(fields=["record_hash"]),
-            models.Index(fields=["contribution", "excluded"]),
+            models.Index(fields=["contribution"], condition=Q(excluded=True), name="datanets_record_excluded"),
+            models.Index(
+                fields=["excluded_by"], condition=Q(excluded_by__isnull=False), name="datanets_record_excluded_by"
+            ),
         ]
 
     def __str__(self) -> str:
