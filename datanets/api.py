@@ -183,7 +183,7 @@ WRITE_ERRORS = {
 }
 
 
-def _page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
+def page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
     """The response envelope of a paginated list of ``item`` (what ``PageNumberPagination`` sends)."""
     return type(
         f"{name}PageSerializer",
@@ -401,10 +401,10 @@ class HoldingSnapshotSerializer(serializers.Serializer):
     anchor_status = serializers.CharField(source="anchor.status")
 
 
-DatanetPage = _page_serializer(DatanetSerializer, "Datanet")
-ContributionPage = _page_serializer(ContributionSerializer, "Contribution")
-SnapshotPage = _page_serializer(SnapshotSerializer, "Snapshot")
-RecordPage = _page_serializer(RecordSerializer, "Record")
+DatanetPage = page_serializer(DatanetSerializer, "Datanet")
+ContributionPage = page_serializer(ContributionSerializer, "Contribution")
+SnapshotPage = page_serializer(SnapshotSerializer, "Snapshot")
+RecordPage = page_serializer(RecordSerializer, "Record")
 
 
 class _DatanetFields(serializers.Serializer):

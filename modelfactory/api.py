@@ -26,7 +26,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datanets.api import READ_ERRORS, WRITE_ERRORS, AnchorSerializer, DatanetsApi
+from datanets.api import READ_ERRORS, WRITE_ERRORS, AnchorSerializer, DatanetsApi, page_serializer
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
@@ -56,19 +56,6 @@ def _page(view: ModelFactoryApi, request: Request, items: QuerySet[Any], seriali
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(items, request, view=view)
     return paginator.get_paginated_response(serializer(page, many=True, context={"request": request}).data)
-
-
-def _page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
-    return type(
-        f"{name}PageSerializer",
-        (serializers.Serializer,),
-        {
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": item(many=True),
-        },
-    )
 
 
 def _job_for(user: Any, job_id: int) -> FineTuneJob:
@@ -234,8 +221,8 @@ class VersionDetailSerializer(VersionSerializer):
         }
 
 
-JobPage = _page_serializer(JobSerializer, "FineTuneJob")
-VersionPage = _page_serializer(VersionSerializer, "ModelVersion")
+JobPage = page_serializer(JobSerializer, "FineTuneJob")
+VersionPage = page_serializer(VersionSerializer, "ModelVersion")
 
 
 # Base models
