@@ -197,12 +197,13 @@ def page_serializer(item: type[serializers.Serializer], name: str) -> type[seria
     )
 
 
-def _paginated(
+def paginated(
     view: APIView, request: Request, items: QuerySet[Any] | list[Any], serializer: type[serializers.Serializer]
 ) -> Response:
+    """One page of ``items`` in the envelope ``page_serializer`` describes."""
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(items, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True).data)
+    return paginator.get_paginated_response(serializer(page, many=True, context={"request": request}).data)
 
 
 # Lookups: what the user may see, or a 404.
@@ -462,7 +463,7 @@ class DatanetListApi(DatanetsApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         query = {k: v for k, v in filters.validated_data.items() if k != "page"}
-        return _paginated(self, request, selectors.datanet_list(user=request.user, **query), DatanetSerializer)
+        return paginated(self, request, selectors.datanet_list(user=request.user, **query), DatanetSerializer)
 
 
 class DatanetCreateApi(DatanetsApi):
@@ -785,7 +786,7 @@ class ContributionListApi(DatanetsApi):
             contributions = contributions.filter(status=filters.validated_data["status"])
         if "datanet" in filters.validated_data:
             contributions = contributions.filter(datanet__slug=filters.validated_data["datanet"])
-        return _paginated(self, request, contributions, ContributionSerializer)
+        return paginated(self, request, contributions, ContributionSerializer)
 
 
 class ContributionQueueApi(DatanetsApi):
@@ -797,7 +798,7 @@ class ContributionQueueApi(DatanetsApi):
         summary="Curation queue", responses={200: ContributionPage, 401: _errors("Not signed in")}, tags=TAGS
     )
     def get(self, request: Request) -> Response:
-        return _paginated(self, request, selectors.contributions_for_curator(user=request.user), ContributionSerializer)
+        return paginated(self, request, selectors.contributions_for_curator(user=request.user), ContributionSerializer)
 
 
 class ContributionDetailApi(DatanetsApi):
@@ -842,7 +843,7 @@ class ContributionRecordListApi(DatanetsApi):
     )
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = _readable_contribution(request.user, contribution_id)
-        return _paginated(self, request, contribution.records.order_by("position"), RecordSerializer)
+        return paginated(self, request, contribution.records.order_by("position"), RecordSerializer)
 
 
 class ContributionWithdrawApi(DatanetsApi):
@@ -950,7 +951,7 @@ class SnapshotListApi(DatanetsApi):
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         snapshots = selectors.snapshots_of(datanet=datanet).select_related("datanet", "previous", "anchor__deployment")
-        return _paginated(self, request, snapshots, SnapshotSerializer)
+        return paginated(self, request, snapshots, SnapshotSerializer)
 
 
 class SnapshotFreezeApi(DatanetsApi):

@@ -15,18 +15,17 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datanets.api import READ_ERRORS, WRITE_ERRORS, AnchorSerializer, DatanetsApi, page_serializer
+from datanets.api import READ_ERRORS, WRITE_ERRORS, AnchorSerializer, DatanetsApi, page_serializer, paginated
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
@@ -50,12 +49,6 @@ class ModelFactoryApi(DatanetsApi):
     """JSON bodies only (bounded in size), refusals in the Datanets API's shape, signed-in users only."""
 
     permission_classes = [IsAuthenticated]
-
-
-def _page(view: ModelFactoryApi, request: Request, items: QuerySet[Any], serializer: Any) -> Response:
-    paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(items, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True, context={"request": request}).data)
 
 
 def _job_for(user: Any, job_id: int) -> FineTuneJob:
@@ -287,7 +280,7 @@ class JobListApi(ModelFactoryApi):
         for name in ("status", "kind"):
             if value := filters.validated_data.get(name):
                 jobs = jobs.filter(**{name: value})
-        return _page(self, request, jobs, JobSerializer)
+        return paginated(self, request, jobs, JobSerializer)
 
 
 def _snapshots_for(user: Any, ids: list[int]) -> list[Snapshot]:
@@ -508,7 +501,7 @@ class VersionListApi(ModelFactoryApi):
             versions = versions.filter(published=wanted["published"])
         if wanted.get("mine"):
             versions = versions.filter(owner=request.user)
-        return _page(self, request, versions, VersionSerializer)
+        return paginated(self, request, versions, VersionSerializer)
 
 
 class VersionDetailApi(ModelFactoryApi):
