@@ -91,7 +91,7 @@ def tokenize_groups(tokenizer: Any, groups: Sequence[RecordGroup]) -> tuple[list
         examples = encoded.examples
         if group.split is not None:
             # the trainer's own split of its encoded examples, so the index holds exactly what was trained on
-            train_positions, _ = training._split(len(examples), TrainingConfig.from_dict(group.split))
+            train_positions, _ = training.train_eval_split(len(examples), TrainingConfig.from_dict(group.split))
             examples = [examples[i] for i in train_positions]
         kept: list[int] = []
         for example in examples:

@@ -416,7 +416,7 @@ def _step_plan(n_train: int, config: TrainingConfig) -> list[list[list[int]]]:
     return plan[:total]
 
 
-def _split(n: int, config: TrainingConfig) -> tuple[list[int], list[int]]:
+def train_eval_split(n: int, config: TrainingConfig) -> tuple[list[int], list[int]]:
     """(train, eval) positions: a seeded shuffle, so the split depends on the seed and the record order only."""
     order = list(range(n))
     random.Random(config.seed).shuffle(order)
@@ -534,7 +534,7 @@ def train_lora(
         max_length=config.max_length,
         formatting=config.formatting,
     )
-    train_pos, eval_pos = _split(len(encoded.examples), config)
+    train_pos, eval_pos = train_eval_split(len(encoded.examples), config)
     train = [encoded.examples[i] for i in train_pos]
     evals = [encoded.examples[i] for i in eval_pos]
     if not train:
