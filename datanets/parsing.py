@@ -52,6 +52,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate
 from json.encoder import encode_basestring
 from typing import BinaryIO, Final, NamedTuple
@@ -59,6 +60,11 @@ from typing import BinaryIO, Final, NamedTuple
 from eth_hash.auto import keccak as _eth_keccak
 
 from ledger.merkle import keccak256_hasher
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a pinned requirement; without it every line takes the exact path
+    orjson = None
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -100,6 +106,7 @@ _BINARY_SIGNATURES = (
 # A JSON string, in unrolled-loop form. The closing quote is optional so that a match, once started, can't fail:
 # retrying from every later quote of an unterminated string full of \" escapes would take quadratic time.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
+_JSON_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?')
 _BRACKETS_ONLY = re.compile(r"[^\[\]{}]+")
 _BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _CHAT_ROLES = frozenset({"system", "user", "assistant"})
@@ -223,7 +230,7 @@ class UploadParser:
         self._check = _RECORD_CHECKS[record_type]
         # one hashing state per parser: the fast hasher must not be shared between threads
         self._keccak256 = keccak256_hasher()
-        self._finish = self._make_finish()
+        self._finish, self._finish_bytes = self._make_finish()
         self._zip: zipfile.ZipFile | None = None
         self._zip_entries: list[tuple[zipfile.ZipInfo, str]] = []
         self._spool: BinaryIO | None = None
@@ -268,6 +275,12 @@ class UploadParser:
         scan = decoder.scan_once
         decode = decoder.decode
         max_depth = limits.max_json_depth
+        # The fast path: orjson parses the line and a fast check takes the record only if it is good and the exact
+        # path below would have taken it, with the same result; anything else (invalid JSON, a bad record, a number
+        # anywhere) goes on to the exact path, so every error is the one it always was.
+        fast = _fast_check(self.record_type, limits)
+        loads = orjson.loads if orjson is not None else None
+        finish_bytes = self._finish_bytes
         number = 0
         offset = 0
         for batch in lines:
@@ -283,6 +296,17 @@ class UploadParser:
                 offset += len(raw) + 1
                 if not raw or raw.isspace():
                     continue
+                if fast is not None:
+                    try:
+                        obj = loads(raw)  # type: ignore[misc]
+                    except ValueError:  # orjson.JSONDecodeError is one
+                        pass
+                    else:
+                        if (good := fast(obj, raw)) is not None:
+                            record, data, words = good
+                            if item := finish_bytes(source, number, record, data, words):
+                                yield item
+                            continue
                 try:
                     text = raw.decode()
                 except UnicodeDecodeError as exc:
@@ -460,16 +484,23 @@ class UploadParser:
 
     # Rows
 
-    def _make_finish(self) -> Callable[[_Source, int, dict[str, object], str, int], ParsedRow | RowError | None]:
-        """The last step for every record (size, hash, duplicate check), as a closure over what it needs:
-        it runs once per record, and locals are faster than attribute lookups."""
+    def _make_finish(
+        self,
+    ) -> tuple[
+        Callable[[_Source, int, dict[str, object], str, int], ParsedRow | RowError | None],
+        Callable[[_Source, int, dict[str, object], bytes, int], ParsedRow | RowError | None],
+    ]:
+        """The last step for every record (size, hash, duplicate check), as closures over what they need: they run
+        once per record, and locals are faster than attribute lookups. The first takes the canonical text, the
+        second its UTF-8 bytes (which the fast path makes directly)."""
         seen = self._seen
         keccak256 = self._keccak256
         error = self._error
         max_bytes = self.limits.max_record_bytes
         max_records = self.limits.max_records
         parser = self
-        new_row = ParsedRow._make  # tuple.__new__ underneath: cheaper than the generated __new__
+        # What ParsedRow._make does, without its Python frame: cheaper than the generated __new__ and than _make.
+        new_row = partial(tuple.__new__, ParsedRow)
 
         def finish(
             source: _Source, number: int, record: dict[str, object], canonical: str, words: int
@@ -478,6 +509,11 @@ class UploadParser:
                 data = canonical.encode()
             except UnicodeEncodeError:
                 return error(source, number, "bad_surrogate", "contains an unpaired surrogate (a lone \\ud8xx escape)")
+            return finish_bytes(source, number, record, data, words)
+
+        def finish_bytes(
+            source: _Source, number: int, record: dict[str, object], data: bytes, words: int
+        ) -> ParsedRow | RowError | None:
             size = len(data)
             if size > max_bytes:
                 return error(
@@ -498,7 +534,7 @@ class UploadParser:
                 )
             return new_row((source.name, number, record, data, "0x" + digest.hex(), words, size))
 
-        return finish
+        return finish, finish_bytes
 
     def _error(self, source: _Source, number: int, code: str, problem: str) -> RowError | None:
         self.error_count += 1
@@ -860,6 +896,92 @@ def _flat_check(record_type: str, fields: tuple[tuple[str, bool], ...]) -> Calla
     return check
 
 
+def _fast_check(record_type: str, limits: ParseLimits) -> Callable[[object, bytes], tuple | None] | None:
+    """The JSON Lines fast path's check for ``record_type``: it takes what orjson made of the line ``raw`` and returns
+    (record, canonical bytes, words) for a good record that the exact path would take, with the same result, or None
+    where the exact path must decide (every bad record included). None for no fast path."""
+    if orjson is None:
+        return None
+    if record_type == "chat":
+        # A good chat record is nested 3 deep: with a lower limit the exact path refuses it.
+        return _chat_fast_check if limits.max_json_depth >= 3 else None
+    # See the end of fast_check: a value hidden by a repeated key and longer than this can't have mattered.
+    slack = min(limits.max_number_digits, limits.max_json_depth, 64)
+    return _flat_fast_check(_FIELDS[record_type], slack)
+
+
+def _flat_fast_check(fields: tuple[tuple[str, bool], ...], slack: int) -> Callable[[object, bytes], tuple | None]:
+    spec = tuple(sorted(fields))
+    dumps = orjson.dumps  # type: ignore[union-attr]
+    sort_keys = orjson.OPT_SORT_KEYS  # type: ignore[union-attr]
+
+    def fast_check(
+        obj: object,
+        raw: bytes,
+        is_normalized: Callable[[str, str], bool] = unicodedata.is_normalized,
+        normalize: Callable[[str, str], str] = unicodedata.normalize,
+    ) -> tuple[dict[str, object], bytes, int] | None:
+        if obj.__class__ is not dict:
+            return None
+        # A plain line, ASCII without escapes, gives printable ASCII text (JSON strings can't hold raw control
+        # characters): no NUL, already NFC, and " " its only whitespace.
+        plain = raw.isascii() and raw.find(b"\\") < 0
+        found = words = 0
+        normalized = False
+        for name, needed in spec:
+            value = obj.get(name, _MISSING)  # type: ignore[attr-defined]
+            if value.__class__ is not str or not value:
+                if value is _MISSING and not needed:
+                    continue
+                return None
+            found += 1
+            if plain and value.strip(" ") is value and "  " not in value:  # type: ignore[attr-defined, operator]
+                # Single spaces, none at either end: one word more than spaces (len(value.split()), cheaper).
+                words += value.count(" ") + 1  # type: ignore[attr-defined]
+                continue
+            if "\x00" in value:  # type: ignore[operator]
+                return None
+            # No words means only whitespace: str.split() and str.isspace() agree on what whitespace is.
+            count = len(value.split())  # type: ignore[attr-defined]
+            if not count:
+                return None
+            words += count
+            if not value.isascii() and not is_normalized("NFC", value):  # type: ignore[attr-defined]
+                obj[name] = normalize("NFC", value)  # type: ignore[index]
+                normalized = True
+        if found != len(obj):  # type: ignore[arg-type]
+            return None  # an unknown key
+        # Only known keys, all text, no lone surrogates (orjson refuses them): what canonical_json() gives.
+        data = dumps(obj, option=sort_keys)
+        # A repeated key may have hidden a value that the exact path would still have read, and refused had it been a
+        # number too long or nesting too deep; such a value is longer than `slack`. Unless a value was normalised,
+        # no part of the line is shorter than its canonical form (the same text, escaped no more), so a line at
+        # most `slack` longer than that hides nothing that matters. Else: two quotes per key and two per value mean
+        # no key was repeated, and failing that the line, strings removed, must hold no other value.
+        if (
+            (normalized or len(raw) - len(data) > slack)
+            and raw.count(b'"') != 4 * found
+            and _JSON_STRING_BYTES.sub(b"", raw).translate(None, b" \t\r:,") != b"{}"
+        ):
+            return None
+        return obj, data, words  # type: ignore[return-value]
+
+    return fast_check
+
+
+def _chat_fast_check(obj: object, raw: bytes) -> tuple[dict[str, object], bytes, int] | None:
+    """The fast path's check for a chat record; see ``_flat_fast_check``."""
+    try:
+        record, canonical, words = _check_chat(obj)
+    except _Invalid:
+        return None
+    # A good chat line has, in strings only, "messages" and two keys and two values per message: a repeated key
+    # (and so a hidden value) would add quotes.
+    if raw.count(b'"') != 2 + 8 * len(record["messages"]):  # type: ignore[arg-type]
+        return None
+    return record, canonical.encode(), words
+
+
 def _check_chat(obj: object) -> tuple[dict[str, object], str, int]:
     if obj.__class__ is not dict:
         raise _Invalid("shape", f"expected a JSON object, got {_kind(obj)}")
@@ -1112,9 +1234,14 @@ def _size(size: int, other: int | None = None) -> str:
     return shown
 
 
+_FIELDS: Final = {
+    "text": (("text", True),),
+    "instruction": (("prompt", True), ("response", True), ("system", False)),
+    "classification": (("text", True), ("label", True)),
+}
 _RECORD_CHECKS: Final[dict[str, Callable[[object], tuple]]] = {
-    "text": _flat_check("text", (("text", True),)),
-    "instruction": _flat_check("instruction", (("prompt", True), ("response", True), ("system", False))),
+    "text": _flat_check("text", _FIELDS["text"]),
+    "instruction": _flat_check("instruction", _FIELDS["instruction"]),
     "chat": _check_chat,
-    "classification": _flat_check("classification", (("text", True), ("label", True))),
+    "classification": _flat_check("classification", _FIELDS["classification"]),
 }
