@@ -64,6 +64,13 @@ class ChainUnavailable(exceptions.APIException):
     default_code = "chain_unavailable"
 
 
+class RecordsStaged(exceptions.APIException):
+    status_code = 409
+    default_detail = "this contribution's records are still being indexed; try again in a moment"
+    default_code = "records_staged"
+    wait = 5  # DRF's handler sends it as Retry-After
+
+
 class SafeJSONParser(JSONParser):
     """DRF's JSON parser, refusing JSON nested deeper than ``MAX_BODY_DEPTH`` before decoding it: the C decoder
     recurses once per level, and a deep enough body overflows the C stack (a segfault, not an exception) when the
@@ -838,11 +845,21 @@ class ContributionRecordListApi(DatanetsApi):
 
     @extend_schema(
         summary="List a contribution's records",
-        responses={200: RecordPage, 401: _errors("Not signed in"), **READ_ERRORS},
+        responses={
+            200: RecordPage,
+            401: _errors("Not signed in"),
+            **READ_ERRORS,
+            409: _errors("The records of a large upload are still being indexed"),
+        },
         tags=TAGS,
     )
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = _readable_contribution(request.user, contribution_id)
+        if contribution.records_staged:
+            raise RecordsStaged(
+                f"contribution #{contribution.pk} is a large upload whose {contribution.record_count:,} records are "
+                "being indexed (the checks start with that); try again in a moment"
+            )
         return paginated(self, request, contribution.records.order_by("position"), RecordSerializer)
 
 

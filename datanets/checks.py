@@ -16,6 +16,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -23,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Contribution, Record
+from .services import contribution_records_settle
 
 logger = logging.getLogger(__name__)
 
@@ -518,6 +520,8 @@ def contribution_check(*, contribution_id: int) -> Contribution | None:
             or contribution.check_status == Contribution.CheckStatus.DONE
         ):
             return contribution
+        # A large upload's records wait in the staging table: indexed now, under the lock, before they are read.
+        contribution_records_settle(contribution)
         contribution.check_status = Contribution.CheckStatus.RUNNING
         contribution.save(update_fields=["check_status"])
     try:
@@ -547,3 +551,33 @@ def contribution_check(*, contribution_id: int) -> Contribution | None:
         locked.checked_at = timezone.now()
         locked.save(update_fields=["checks", "quality_score", "check_status", "checked_at"])
         return locked
+
+
+# A contribution still waiting for its checks after this long lost its message (the broker was down when the upload
+# committed, or a queue was purged): the beat task queues it again. Longer than any queue's honest backlog, so a
+# contribution is rarely queued twice, and twice is harmless: the check takes the contribution's lock and skips it
+# once done.
+CHECKS_REQUEUE_AFTER: Final = timedelta(minutes=10)
+CHECKS_REQUEUE_MAX: Final = 500
+
+
+def contributions_checks_requeue(*, older_than: timedelta = CHECKS_REQUEUE_AFTER) -> int:
+    """Queue the checks again for pending contributions submitted more than ``older_than`` ago whose checks never
+    started (at most ``CHECKS_REQUEUE_MAX`` a call, oldest first); returns how many. A large upload's records wait
+    in the staging table until its checks start, so a lost message must not leave it there."""
+    from .tasks import contribution_check_task
+
+    ids = list(
+        Contribution.objects.filter(
+            status=Contribution.Status.PENDING,
+            check_status=Contribution.CheckStatus.QUEUED,
+            submitted_at__lt=timezone.now() - older_than,
+        )
+        .order_by("submitted_at", "pk")
+        .values_list("pk", flat=True)[:CHECKS_REQUEUE_MAX]
+    )
+    for contribution_id in ids:
+        contribution_check_task.delay(contribution_id)
+    if ids:
+        logger.warning("queued the checks again for %d contributions that waited over %s", len(ids), older_than)
+    return len(ids)

@@ -89,7 +89,7 @@ class Datanet(models.Model):
     def clean(self) -> None:
         if self.pk is not None:
             stored = Datanet.objects.filter(pk=self.pk).values_list("record_type", flat=True).first()
-            if stored is not None and stored != self.record_type and self.records.exists():
+            if stored is not None and stored != self.record_type and self.contributions.exists():
                 raise ValidationError(
                     {"record_type": f"the record type is fixed at {stored!r} once the Datanet has records"}
                 )
@@ -144,6 +144,11 @@ class Contribution(models.Model):
     review_reason = models.TextField(blank=True)
     submitted_at = models.DateTimeField(default=timezone.now)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
+    records_staged = models.BooleanField(
+        default=False,
+        help_text="A large upload's records wait in StagedRecord until the checks (or a decision) move them into "
+        "Record; until then they are not listed.",
+    )
 
     class Meta:
         ordering = ["-submitted_at", "-id"]
@@ -189,6 +194,35 @@ class Contribution(models.Model):
     @property
     def is_frozen(self) -> bool:
         return self.status != self.Status.PENDING
+
+
+class StagedRecord(models.Model):
+    """A parsed record of a large upload, waiting to be moved into ``Record`` by ``contribution_records_settle``.
+
+    An upload over ``UPLOAD_STAGE_ABOVE_BYTES`` writes its records here, in its own transaction: a table with no index
+    but its primary key and no foreign-key check, so the upload costs the parse and little more. The checks task
+    moves them into ``Record`` (indexes, foreign keys) in one transaction before it checks them, and so does a
+    decision that comes first; the table is empty between uploads. Its columns are ``Record``'s as an upload writes
+    them. No database foreign key, so that nothing is checked per row: rows are only written by the upload that
+    creates the contribution, in its transaction, and Django deletes them with it.
+    """
+
+    contribution = models.ForeignKey(
+        Contribution, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    datanet = models.ForeignKey(
+        Datanet, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    position = models.PositiveIntegerField()
+    source = models.CharField(max_length=300)
+    line = models.PositiveIntegerField()
+    canonical = models.TextField()
+    record_hash = models.CharField(max_length=66)
+    words = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"staged record {self.position} of contribution {self.contribution_id}"
 
 
 class Record(models.Model):

@@ -42,11 +42,12 @@ from .models import (
     Record,
     Snapshot,
     SnapshotRecord,
+    StagedRecord,
 )
 from .parsing import ParsedRow, RowError, UploadRejected, parse_upload
 from .storage import TooLarge, media_path, store_bytes_file, store_stream
 
-RECORD_BATCH = 5_000
+RECORD_BATCH = 500  # parsed rows held before they are encoded: few enough to stay in the CPU's cache
 SNAPSHOT_BATCH = 5_000
 ERRORS_SHOWN = 10
 MAX_TAGS = 20
@@ -187,7 +188,7 @@ def datanet_update(*, datanet: Datanet, user: Any, **changes: Any) -> Datanet:
     datanet = Datanet.objects.select_for_update().get(pk=datanet.pk)
     if "tags" in changes:
         changes["tags"] = _clean_tags(changes["tags"])
-    if "record_type" in changes and changes["record_type"] != datanet.record_type and datanet.records.exists():
+    if "record_type" in changes and changes["record_type"] != datanet.record_type and datanet.contributions.exists():
         raise ValidationError(
             {"record_type": f"the record type is fixed at {datanet.record_type!r} once the Datanet has records"}
         )
@@ -305,9 +306,9 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
         parser = parse_upload(stream, filename=contribution.source_filename, record_type=datanet.record_type)
         errors: list[dict[str, Any]] = []
         bad: list[str] = []
-        batch: list[tuple[ParsedRow, int]] = []
-        position = 0
-        with _record_writer(contribution) as write:
+        batch: list[ParsedRow] = []
+        position = 0  # of the batch's first row
+        with _record_writer(contribution, staged=contribution.records_staged) as write:
             for item in parser:
                 if item.__class__ is RowError:
                     if len(errors) < PARSE_ERRORS_KEPT:
@@ -319,13 +320,14 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
                     continue
                 if reject_whole and bad:
                     continue  # the file will be refused: parse on only to count its problems
-                batch.append((item, position))
-                position += 1
+                batch.append(item)  # type: ignore[arg-type]
                 if len(batch) >= RECORD_BATCH:
-                    write(batch)
+                    write(batch, position)
+                    position += len(batch)
                     batch = []
             if batch and not (reject_whole and bad):
-                write(batch)
+                write(batch, position)
+                position += len(batch)
     except UploadRejected as e:
         raise ValidationError(e.message, code=e.code) from None
     bad_count = parser.error_count - parser.duplicate_count
@@ -353,68 +355,93 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
     contribution.parse_errors = errors
 
 
-_RECORD_COPY_COLUMNS = (
-    "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes, excluded, "
-    "excluded_reason, flags"
-)
+# What an upload writes: StagedRecord has exactly these; Record adds its exclusion fields, flags and minhash.
+_UPLOAD_COLUMNS = "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes"
+_RECORD_EXTRA_COLUMNS = ", excluded, excluded_reason, flags"
 # Rows per COPY statement: the foreign-key checks run at the end of each, while the parser works on the next ones.
 _COPY_ROWS = 5_000
 _COPY_QUEUE = 4  # encoded chunks (~1.5 MB each) waiting for the writer thread: bounds what the pipeline holds
 
 
 @contextmanager
-def _record_writer(contribution: Contribution) -> Iterator[Callable[[list[tuple[ParsedRow, int]]], None]]:
-    """Yield ``write(batch)``, which stores parsed rows as Records of ``contribution``.
+def _record_writer(contribution: Contribution, *, staged: bool) -> Iterator[Callable[[list[ParsedRow], int], None]]:
+    """Yield ``write(batch, first)``, which stores parsed rows (at positions ``first``, ``first + 1``, ...) as Records
+    of ``contribution``, or as StagedRecords if ``staged`` (no index to update and no foreign key to check per row;
+    ``contribution_records_settle`` moves them later).
 
-    On PostgreSQL the rows are encoded as COPY text here and sent by a thread of its own on the same connection and
-    transaction, so the server inserts and indexes one chunk while this thread parses the next (the two took turns
-    before, and the server's share is the larger one). The record table's foreign keys are checked at the end of
-    each COPY instead of all at commit, which moves that work into the overlap too. Leaving the block waits for the
-    writer, and raises what it raised; nothing is left running on the connection either way. Elsewhere:
-    ``bulk_create``.
+    On PostgreSQL the rows are encoded here as COPY text, in chunks of ``_COPY_ROWS``. Staged rows go in one COPY for
+    the whole upload, sent from this thread: the server takes them faster than they are parsed and has nothing to
+    check per row, so sending rarely waits (a sending thread would only add GIL handoffs; it did, measured). Records go
+    one COPY per chunk, sent by a thread of its own on the same connection and transaction, so the server inserts and
+    indexes one chunk while this thread parses the next; their foreign keys are checked at the end of each COPY
+    instead of all at commit, which moves that work into the overlap too. Leaving the block ends the COPY (or waits
+    for the writer) and raises what the database raised; an error in the block aborts the COPY, and nothing is left
+    running on the connection either way. Elsewhere: ``bulk_create``.
     """
+    model = StagedRecord if staged else Record
     if connection.vendor != "postgresql":
-        yield lambda batch: Record.objects.bulk_create(_record(contribution, row, position) for row, position in batch)
+        yield lambda batch, first: model.objects.bulk_create(
+            _record(model, contribution, row, position) for position, row in enumerate(batch, first)
+        )
         return
     connection.ensure_connection()
+    # Record's other columns have no database default (Django fills them in Python): given here, as new rows have them
+    columns, tail = (_UPLOAD_COLUMNS, b"\n") if staged else (_UPLOAD_COLUMNS + _RECORD_EXTRA_COLUMNS, b"\tf\t\t[]\n")
+    statement = f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
+    if staged:
+        with connection.wrap_database_errors, connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            rows = _CopyRows(contribution, tail, copy.write)
+            yield rows.write
+            rows.flush()
+        return
     foreign_keys = _record_foreign_keys()
     with connection.cursor() as cursor:
         cursor.execute(f"SET CONSTRAINTS {foreign_keys} IMMEDIATE")
-    writer = _CopyWriter(f"COPY datanets_record ({_RECORD_COPY_COLUMNS}) FROM STDIN")
-    ids = b"%d\t%d\t" % (contribution.pk, contribution.datanet_id)
-    sources: dict[str, bytes] = {}
-    pending: list[bytes] = []
-    pending_rows = 0
-
-    def write(batch: list[tuple[ParsedRow, int]]) -> None:
-        nonlocal pending, pending_rows
-        rows = pending
-        for row, position in batch:
-            source = sources.get(row.source)
-            if source is None:
-                source = sources[row.source] = _copy_text(row.source[:300])
-            canonical = row.canonical
-            if b"\\" in canonical:  # JSON escapes every control character, so a backslash is all COPY needs escaped
-                canonical = canonical.replace(b"\\", b"\\\\")
-            rows.append(
-                b"%b%d\t%b\t%d\t%b\t%b\t%d\t%d\tf\t\t[]\n"
-                % (ids, position, source, row.line, canonical, row.record_hash.encode(), row.words, row.size)
-            )
-        pending_rows += len(batch)
-        if pending_rows >= _COPY_ROWS:
-            writer.put(b"".join(rows))
-            pending, pending_rows = [], 0
-
+    writer = _CopyWriter(statement)
+    rows = _CopyRows(contribution, tail, writer.put)
     try:
-        yield write
-        if pending:
-            writer.put(b"".join(pending))
+        yield rows.write
+        rows.flush()
     except BaseException:
         writer.close(cancel=True)
         raise
     writer.close(cancel=False)
     with connection.cursor() as cursor:
         cursor.execute(f"SET CONSTRAINTS {foreign_keys} DEFERRED")  # as Django declares them, for what follows
+
+
+class _CopyRows:
+    """Encodes parsed rows of ``contribution`` as lines of COPY text (``_UPLOAD_COLUMNS``, then ``tail``) and hands
+    ``send`` a chunk of them every ``_COPY_ROWS`` rows, and the rest on ``flush()``."""
+
+    def __init__(self, contribution: Contribution, tail: bytes, send: Callable[[bytes], object]) -> None:
+        self._ids = b"%d\t%d\t" % (contribution.pk, contribution.datanet_id)
+        self._tail = tail
+        self._send = send
+        self._sources: dict[str, bytes] = {}
+        self._pending: list[bytes] = []
+
+    def write(self, batch: list[ParsedRow], first: int) -> None:
+        ids, tail, sources = self._ids, self._tail, self._sources
+        rows = self._pending
+        append = rows.append
+        for position, (name, line, _, canonical, digest, words, size) in enumerate(batch, first):
+            source = sources.get(name)
+            if source is None:
+                source = sources[name] = _copy_text(name[:300])
+            if b"\\" in canonical:  # JSON escapes every control character, so a backslash is all COPY needs escaped
+                canonical = canonical.replace(b"\\", b"\\\\")
+            append(
+                b"%b%d\t%b\t%d\t%b\t%b\t%d\t%d%b"
+                % (ids, position, source, line, canonical, digest.encode(), words, size, tail)
+            )
+        if len(rows) >= _COPY_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._send(b"".join(self._pending))
+            self._pending = []
 
 
 def _record_foreign_keys() -> str:
@@ -477,8 +504,8 @@ class _CopyWriter:
                 self._error = exc
 
 
-def _record(contribution: Contribution, row: ParsedRow, position: int) -> Record:
-    return Record(
+def _record(model: type[Record | StagedRecord], contribution: Contribution, row: ParsedRow, position: int) -> Any:
+    return model(
         contribution=contribution,
         datanet_id=contribution.datanet_id,
         position=position,
@@ -549,6 +576,7 @@ def contribution_submit(
         bad_rows=bad_rows,
         submitted_at=now,
     )
+    contribution.records_staged = stored.size > settings.UPLOAD_STAGE_ABOVE_BYTES
     with media_path(stored.path).open("rb") as stream:
         _ingest(contribution, stream)
     contribution.save()
@@ -585,10 +613,39 @@ def contribution_submit_pasted(
     )
 
 
+def contribution_records_settle(contribution: Contribution) -> int:
+    """Move the records of a large upload from ``StagedRecord`` into ``Record``, in file order, and return how many
+    moved (0 when none wait: it is safe to call again).
+
+    Runs in the caller's transaction, which must hold the contribution's row lock (``select_for_update``): the
+    checks task calls it first, and so does any decision or withdrawal that comes before the checks, so a
+    contribution leaves ``pending`` only with its records in place. Done by the database in two statements, with
+    no row through Python.
+    """
+    if not contribution.records_staged:
+        return 0
+    postgres = connection.vendor == "postgresql"
+    # Record's columns that an upload leaves to their defaults, spelled for the database at hand
+    defaults = "false, '', '[]'::jsonb" if postgres else "0, '', '[]'"
+    record, staged = Record._meta.db_table, StagedRecord._meta.db_table
+    with connection.cursor() as cursor:  # the names below are our own tables and columns, no input
+        move = (
+            f"INSERT INTO {record} ({_UPLOAD_COLUMNS}{_RECORD_EXTRA_COLUMNS}) "  # noqa: S608
+            f"SELECT {_UPLOAD_COLUMNS}, {defaults} FROM {staged} WHERE contribution_id = %s ORDER BY position"
+        )
+        cursor.execute(move, [contribution.pk])
+        moved = cursor.rowcount
+        cursor.execute(f"DELETE FROM {staged} WHERE contribution_id = %s", [contribution.pk])  # noqa: S608
+    Contribution.objects.filter(pk=contribution.pk).update(records_staged=False)
+    contribution.records_staged = False
+    return moved
+
+
 def _locked_pending(contribution: Contribution, action: str) -> Contribution:
     locked = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
     if locked.status != Contribution.Status.PENDING:
         raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be {action}")
+    contribution_records_settle(locked)
     return locked
 
 
@@ -635,6 +692,7 @@ def contributions_decide(
     now = timezone.now()
     status = Contribution.Status.ACCEPTED if action == "accept" else Contribution.Status.REJECTED
     for contribution in locked:
+        contribution_records_settle(contribution)  # decided before its checks ran: its records join it now
         contribution.status = status
         contribution.reviewer = curator
         contribution.reviewed_at = now

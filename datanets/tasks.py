@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .checks import contribution_check
+from .checks import contribution_check, contributions_checks_requeue
 
 
 @shared_task(acks_late=True)
 def contribution_check_task(contribution_id: int) -> None:
     contribution_check(contribution_id=contribution_id)
+
+
+@shared_task
+def contributions_checks_requeue_task() -> int:
+    return contributions_checks_requeue()

@@ -249,7 +249,7 @@ def datanet_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     datanet = _datanet_for(request, slug)
     if not selectors.user_can_manage(user=request.user, datanet=datanet):
         return _refused(request, f"Only the owner of {datanet.name} may change its settings.", 403)
-    has_records = datanet.records.exists()
+    has_records = datanet.contributions.exists()
     form = DatanetForm(request.POST or None, datanet=datanet, has_records=has_records)
     if form.is_bound and form.is_valid():
         try:

@@ -168,6 +168,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024))
+# Larger uploads stage their records in an unindexed table; the checks task indexes them (datanets.StagedRecord).
+UPLOAD_STAGE_ABOVE_BYTES = envint("UPLOAD_STAGE_ABOVE_BYTES", str(16 * 1024 * 1024))
 
 # Security: strict in production; a local checkout speaks plain HTTP on 127.0.0.1.
 SESSION_COOKIE_HTTPONLY = True
@@ -274,6 +276,7 @@ CELERY_BEAT_SCHEDULE = {
     "training-reap-stale": {"task": "modelfactory.tasks.jobs_reap_stale_task", "schedule": 60.0},
     "inference-reap-stale": {"task": "inference.runs_reap_stale_task", "schedule": 15.0},
     "inference-seal-batch": {"task": "inference.runs_seal_batch_task", "schedule": 15.0},
+    "datanets-checks-requeue": {"task": "datanets.tasks.contributions_checks_requeue_task", "schedule": 600.0},
 }
 # A running training job whose heartbeat is older than this is marked failed (worker lost) so it can be retried.
 TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "120")

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from datanets import services
-from datanets.models import Contribution, ContributionDecision, ContributionFrozen, Datanet, Record
+from datanets.models import Contribution, ContributionDecision, ContributionFrozen, Datanet, Record, StagedRecord
 from datanets.parsing import canonical_json, record_hash
 from openledger_web.tests.factories import UserFactory
 
@@ -297,16 +297,24 @@ def test_the_record_type_is_locked_once_the_datanet_has_records() -> None:
         datanet.clean()
 
 
-@pytest.fixture
-def small_copy_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Records go to PostgreSQL in COPY chunks of thousands; tiny chunks make a few records cross several."""
+@pytest.fixture(params=["direct", "staged"])
+def small_copy_chunks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
+    """Records go to PostgreSQL in COPY chunks of thousands; tiny chunks make a few records cross several. Run for
+    both tables an upload writes to: Record directly, or the staging table of a large upload."""
     monkeypatch.setattr(services, "RECORD_BATCH", 2)
     monkeypatch.setattr(services, "_COPY_ROWS", 3)
+    settings.UPLOAD_STAGE_ABOVE_BYTES = 0 if request.param == "staged" else 10**9
+
+
+def _settled(contribution: Contribution) -> Contribution:
+    with transaction.atomic():
+        services.contribution_records_settle(Contribution.objects.select_for_update().get(pk=contribution.pk))
+    return contribution
 
 
 def test_records_written_in_many_copy_chunks_keep_their_order_and_exact_text(small_copy_chunks: None) -> None:
     values = [f"record {i} with a back\\slash, a tab\t, a newline\n, “quotes” and é" for i in range(11)]
-    contribution = submit(DatanetFactory(), content=texts(*values), name="data.jsonl")
+    contribution = _settled(submit(DatanetFactory(), content=texts(*values), name="data.jsonl"))
     records = list(contribution.records.order_by("position"))
     assert [(r.position, r.line) for r in records] == [(i, i + 1) for i in range(11)]
     for record, value in zip(records, values, strict=True):
@@ -321,14 +329,14 @@ def test_a_file_refused_after_chunks_were_written_stores_nothing(small_copy_chun
         submit(DatanetFactory(), content=good + b'{"txt": "late bad row"}\n')
     with pytest.raises(ValidationError, match="not valid UTF-8"):
         submit(DatanetFactory(), content=good + b'{"text": "bad \xff byte"}\n', bad_rows="exclude_bad")
-    assert not Contribution.objects.exists() and not Record.objects.exists()
-    assert submit(DatanetFactory()).records.count() == 2  # the connection is fine afterwards
+    assert not Contribution.objects.exists() and not Record.objects.exists() and not StagedRecord.objects.exists()
+    assert _settled(submit(DatanetFactory())).records.count() == 2  # the connection is fine afterwards
 
 
 def test_a_database_error_while_copying_is_raised_and_stores_nothing(
     small_copy_chunks: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "_RECORD_COPY_COLUMNS", services._RECORD_COPY_COLUMNS + ", no_such_column")
+    monkeypatch.setattr(services, "_UPLOAD_COLUMNS", services._UPLOAD_COLUMNS + ", no_such_column")
     with pytest.raises(DatabaseError, match="no_such_column"):
         submit(DatanetFactory(), content=texts(*(f"good record number {i}" for i in range(10))))
-    assert not Contribution.objects.exists() and not Record.objects.exists()
+    assert not Contribution.objects.exists() and not Record.objects.exists() and not StagedRecord.objects.exists()
