@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import services
-from .models import Contribution, ContributionDecision, Datanet, Record, Snapshot, SnapshotRecord
+from .models import Contribution, ContributionDecision, Datanet, Record, Snapshot, SnapshotRecord, StagedRecord
 
 
 def _problem(error: Exception) -> str:
@@ -90,7 +90,7 @@ class ContributionAdmin(NoEditAdmin):
         "quality_score",
         "submitted_at",
     ]
-    list_filter = ["status", "check_status", "bad_rows", "licence", "datanet"]
+    list_filter = ["status", "check_status", "records_staged", "bad_rows", "licence", "datanet"]
     search_fields = ["source_filename", "content_sha256", "contributor__username", "datanet__name"]
     list_select_related = ["datanet", "contributor"]
     date_hierarchy = "submitted_at"
@@ -105,6 +105,7 @@ class ContributionAdmin(NoEditAdmin):
         "storage_path",
         "bad_rows",
         "record_count",
+        "records_staged",
         "error_count",
         "duplicate_row_count",
         "excluded_count",
@@ -161,6 +162,16 @@ class RecordAdmin(NoEditAdmin):
     @admin.display(description="flags")
     def flag_count(self, obj: Record) -> int:
         return len(obj.flags)
+
+
+@admin.register(StagedRecord)
+class StagedRecordAdmin(NoEditAdmin):
+    """Records of large uploads waiting for their checks to move them into Record: usually none."""
+
+    list_display = ["id", "contribution", "position", "line", "record_hash", "words", "size_bytes"]
+    search_fields = ["record_hash", "=contribution__id"]
+    list_select_related = ["contribution"]
+    readonly_fields = [f.name for f in StagedRecord._meta.fields]
 
 
 @admin.register(Snapshot)

@@ -326,6 +326,10 @@ class ContributionSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField()
     bad_rows = serializers.CharField()
     record_count = serializers.IntegerField()
+    records_staged = serializers.BooleanField(
+        help_text="A large upload whose records are still being indexed: its records endpoint answers 409 until the "
+        "checks start"
+    )
     error_count = serializers.IntegerField(help_text="Bad rows left out")
     duplicate_row_count = serializers.IntegerField(help_text="Repeated rows left out")
     excluded_count = serializers.IntegerField(help_text="Records a curator excluded")
