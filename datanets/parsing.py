@@ -59,7 +59,7 @@ from typing import BinaryIO, Final, NamedTuple
 
 from eth_hash.auto import keccak as _eth_keccak
 
-from ledger.merkle import keccak256_hasher
+from ledger.merkle import keccak256_hasher, keccak256_object
 
 try:
     import orjson
@@ -281,6 +281,15 @@ class UploadParser:
         fast = _fast_check(self.record_type, limits)
         loads = orjson.loads if orjson is not None else None
         finish_bytes = self._finish_bytes
+        # what finish_bytes() uses, bound here for its inlined common case below
+        max_bytes = limits.max_record_bytes
+        max_records = limits.max_records
+        new_keccak = keccak256_object()
+        keccak256 = self._keccak256
+        seen_setdefault = self._seen.setdefault
+        packed_source = source.index << 40
+        source_name = source.name
+        new_row = partial(tuple.__new__, ParsedRow)
         number = 0
         offset = 0
         for batch in lines:
@@ -304,6 +313,22 @@ class UploadParser:
                     else:
                         if (good := fast(obj, raw)) is not None:
                             record, data, words = good
+                            # finish_bytes() inlined for a new record of allowed size, the common case; anything
+                            # else (too large, a duplicate) goes through it, which says why.
+                            size = len(data)
+                            if size <= max_bytes:
+                                digest = new_keccak(data).digest() if new_keccak is not None else keccak256(data)
+                                packed = packed_source | number
+                                if seen_setdefault(digest[:16], packed) == packed:
+                                    self.record_count += 1
+                                    if self.record_count > max_records:
+                                        raise UploadRejected(
+                                            f"the upload has more than {max_records:,} records, the most one upload "
+                                            "may hold",
+                                            code="too_many_records",
+                                        )
+                                    yield new_row((source_name, number, record, data, "0x" + digest.hex(), words, size))
+                                    continue
                             if item := finish_bytes(source, number, record, data, words):
                                 yield item
                             continue

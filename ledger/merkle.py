@@ -48,6 +48,12 @@ def keccak256_hasher() -> Callable[[bytes], bytes]:
     return _fast_hasher(_KECCAK_LIB) if _FAST_KECCAK else keccak256
 
 
+def keccak256_object() -> Callable[[bytes], Any] | None:
+    """pysha3's ``keccak_256`` constructor (``keccak256(data) == keccak256_object()(data).digest()``) where it is
+    installed and checked, else None: a hot loop calls it inline, two C calls and no Python frame per hash."""
+    return _SHA3_KECCAK
+
+
 def _sha3_hasher(keccak_256: Any) -> Callable[[bytes], bytes]:
     def sha3_keccak256(data: bytes) -> bytes:
         return keccak_256(data).digest()
