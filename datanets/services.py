@@ -45,7 +45,7 @@ from .models import (
     StagedRecord,
 )
 from .parsing import ParsedRow, RowError, UploadRejected, parse_upload
-from .storage import TooLarge, media_path, store_bytes_file, store_stream
+from .storage import TooLarge, media_path, store_bytes_file, storing_stream
 
 RECORD_BATCH = 500  # parsed rows held before they are encoded: few enough to stay in the CPU's cache
 SNAPSHOT_BATCH = 5_000
@@ -559,26 +559,28 @@ def contribution_submit(
     get_user_model().objects.select_for_update().filter(pk=contributor.pk).first()
     now = timezone.now()
     _check_quota(datanet=datanet, contributor=contributor, size=declared or 0, now=now)
+    # The bytes are parsed from their temporary copy and linked into place (before the commit) only if the upload is
+    # kept: a refused one leaves nothing behind.
     try:
-        stored = store_stream(upload, prefix="contributions", max_bytes=limit)  # type: ignore[arg-type]
-    except TooLarge:
+        with storing_stream(upload, prefix="contributions", max_bytes=limit) as stored:  # type: ignore[arg-type]
+            if stored.size != declared:
+                _check_quota(datanet=datanet, contributor=contributor, size=stored.size, now=now)
+            contribution = Contribution.objects.create(
+                datanet=datanet,
+                contributor=contributor,
+                licence=licence,
+                source_filename=_clean_filename(upload.name),
+                content_sha256=stored.sha256,
+                size_bytes=stored.size,
+                storage_path=stored.path,
+                bad_rows=bad_rows,
+                submitted_at=now,
+            )
+            contribution.records_staged = stored.size > settings.UPLOAD_STAGE_ABOVE_BYTES
+            with stored.temp.open("rb") as stream:
+                _ingest(contribution, stream)
+    except TooLarge:  # only ever from reading the upload, before the block runs
         raise ValidationError(f"the file is over the upload limit of {_mb(limit)}", code="too_large") from None
-    if stored.size != declared:
-        _check_quota(datanet=datanet, contributor=contributor, size=stored.size, now=now)
-    contribution = Contribution.objects.create(
-        datanet=datanet,
-        contributor=contributor,
-        licence=licence,
-        source_filename=_clean_filename(upload.name),
-        content_sha256=stored.sha256,
-        size_bytes=stored.size,
-        storage_path=stored.path,
-        bad_rows=bad_rows,
-        submitted_at=now,
-    )
-    contribution.records_staged = stored.size > settings.UPLOAD_STAGE_ABOVE_BYTES
-    with media_path(stored.path).open("rb") as stream:
-        _ingest(contribution, stream)
     contribution.save()
     ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
     transaction.on_commit(partial(_enqueue_checks, contribution.id), robust=True)

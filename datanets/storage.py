@@ -7,6 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -45,6 +48,33 @@ def store_stream(stream: BinaryIO, *, prefix: str, suffix: str = "", max_bytes: 
     file in the same folder tree, then are hard-linked into place: linking fails rather than replaces when the path
     exists, so a stored file is never rewritten, and a reader never sees a half-written one.
     """
+    with storing_stream(stream, prefix=prefix, suffix=suffix, max_bytes=max_bytes) as pending:
+        pass
+    assert pending.stored is not None
+    return pending.stored
+
+
+@dataclass
+class PendingFile:
+    """Bytes copied, hashed and durable, not yet in place: ``temp`` holds them, readable now; ``stored`` is set once
+    they are in place."""
+
+    sha256: str
+    size: int
+    path: str  # where they will be, relative to MEDIA_ROOT
+    temp: Path
+    stored: StoredFile | None = None
+
+
+@contextmanager
+def storing_stream(
+    stream: BinaryIO, *, prefix: str, suffix: str = "", max_bytes: int | None = None
+) -> Iterator[PendingFile]:
+    """``store_stream`` for a caller that decides whether to keep the bytes: copies, hashes and syncs ``stream``
+    (raising ``TooLarge`` as ``store_stream`` does), then yields a ``PendingFile`` whose ``temp`` the caller reads.
+    Leaving the block normally links the file into place; leaving it with an exception keeps nothing, so a refused
+    upload leaves no bytes behind (it counts for no quota, so they would pile up).
+    """
     root = Path(settings.MEDIA_ROOT)
     scratch = root / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -60,9 +90,13 @@ def store_stream(stream: BinaryIO, *, prefix: str, suffix: str = "", max_bytes: 
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
+            # Durable before anything reads it: syncing on a thread while the caller parses was measured slower, the
+            # disk then serving this and the database's log at once (docs/benchmarks.md, bench/ingest.py).
             os.fsync(out.fileno())
         sha256 = digest.hexdigest()
         relative = content_path(prefix, sha256, suffix)
+        pending = PendingFile(sha256=sha256, size=size, path=relative, temp=Path(temp_name))
+        yield pending
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(temp_name, 0o444)  # stored content is never written again
@@ -71,7 +105,7 @@ def store_stream(stream: BinaryIO, *, prefix: str, suffix: str = "", max_bytes: 
             created = True
         except FileExistsError:
             created = False
-        return StoredFile(sha256=sha256, size=size, path=relative, created=created)
+        pending.stored = StoredFile(sha256=sha256, size=size, path=relative, created=created)
     finally:
         os.unlink(temp_name)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -146,6 +147,34 @@ def test_reject_whole_refuses_a_file_with_bad_rows_listing_them_by_line_and_stor
     assert message.startswith("2 rows have problems")
     assert "line 2" in message and "line 3" in message
     assert not Contribution.objects.exists() and not Record.objects.exists()
+
+
+def _kept_files(settings) -> list[Path]:  # type: ignore[no-untyped-def]
+    return [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
+
+
+def test_a_refused_upload_keeps_no_bytes_and_a_kept_one_keeps_exactly_its_own(settings) -> None:
+    """Refused uploads count for no quota: were their bytes kept, anyone could fill the disk with them."""
+    datanet = DatanetFactory(daily_quota_bytes=10_000)
+    refusals = [
+        (jsonl({"text": "a good row"}, {"txt": "a bad one"}), "data.jsonl", "row has a problem"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(100), "data.jsonl", "PNG"),
+        (b"", "data.jsonl", "empty"),
+        (b'{"text": "bad \xff byte"}\n', "data.jsonl", "UTF-8"),
+        (texts("x" * 20_000), "data.jsonl", "daily quota"),  # found over quota only once read (no declared size)
+    ]
+    for content, name, message in refusals:
+        lying = upload(content, name)
+        lying.size = None  # type: ignore[assignment]
+        with pytest.raises(ValidationError, match=message):
+            services.contribution_submit(
+                datanet=datanet, contributor=UserFactory(), upload=lying, licence=datanet.licence
+            )
+    assert _kept_files(settings) == [] and not Contribution.objects.exists()
+    content = texts("one record that is kept", "and another")
+    contribution = submit(datanet, content=content)
+    assert _kept_files(settings) == [Path(settings.MEDIA_ROOT) / contribution.storage_path]
+    assert (Path(settings.MEDIA_ROOT) / contribution.storage_path).read_bytes() == content
 
 
 def test_exclude_bad_keeps_the_good_rows_and_lists_the_bad_ones() -> None:
