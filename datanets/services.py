@@ -371,7 +371,7 @@ def _record_writer(contribution: Contribution, *, staged: bool) -> Iterator[Call
 
     On PostgreSQL the rows are encoded here as COPY text, in chunks of ``_COPY_ROWS``. Staged rows go in one COPY for
     the whole upload, sent from this thread: the server takes them faster than they are parsed and has nothing to
-    check per row, so sending rarely waits (a sending thread would only add GIL handoffs; it did, measured). Records go
+    check per row, so sending rarely waits (a sending thread, as below, measured no faster here). Records go
     one COPY per chunk, sent by a thread of its own on the same connection and transaction, so the server inserts and
     indexes one chunk while this thread parses the next; their foreign keys are checked at the end of each COPY
     instead of all at commit, which moves that work into the overlap too. Leaving the block ends the COPY (or waits
