@@ -82,9 +82,15 @@ class AttributionIndex(models.Model):
 class RunAttribution(models.Model):
     """The attribution of one inference run: which policy, each signal's share, and how it went.
 
-    ``status``: pending (queued after the answer), ok (scored; RecordAttribution rows and accruals exist),
-    no_index (the version has no usable index: nothing was credited to contributors), failed (``error``).
-    Shares are exact fractions stored as ``"p/q"`` strings.
+    ``status``: pending (queued after the answer, or queued again for a retry), ok (scored; RecordAttribution rows
+    and accruals exist), no_index (the version has no usable index: nothing was credited to contributors), failed
+    (``error`` is the last attempt's error). Shares are exact fractions stored as ``"p/q"`` strings.
+
+    Retries (``attribution.services.run_attributions_retry``, by celery beat): ``attempts`` counts the scoring
+    attempts that ended (failed, lost, or stored). A failed one with ``next_attempt_at`` set is waiting for its
+    retry, which is not finished (the panel keeps polling); one without it failed for good (a permanent error, or
+    ``ATTRIBUTION_MAX_ATTEMPTS`` attempts spent). ok and no_index are final: they carry the run's accruals, which
+    are written once, in the same transaction that makes the row final.
     """
 
     class Status(models.TextChoices):
@@ -114,18 +120,40 @@ class RunAttribution(models.Model):
     explanation = models.TextField(blank=True)
     fee = models.DecimalField(max_digits=78, decimal_places=0, default=0)
     seconds = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Scoring attempts that ended: failed, lost, stored.")
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When the last retry was queued.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the last attempt started scoring.")
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Failed, waiting for a retry at this time; empty: final."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(next_attempt_at__isnull=True) | Q(status="failed"), name="attribution_retry_only_failed"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"attribution of run {self.run_id} ({self.status})"
 
     @property
+    def retry_scheduled(self) -> bool:
+        """Failed, with a retry still to come."""
+        return self.status == self.Status.FAILED and self.next_attempt_at is not None
+
+    @property
     def is_finished(self) -> bool:
-        return self.status in self.FINISHED
+        """Nothing more will happen to it: stored, or failed for good."""
+        return self.status in self.FINISHED and not self.retry_scheduled
+
+    @property
+    def is_credited(self) -> bool:
+        """Final with its accruals written (ok, no_index): never claimed, scored or accrued again."""
+        return self.status in (self.Status.OK, self.Status.NO_INDEX)
 
 
 class RecordAttribution(models.Model):
@@ -219,6 +247,18 @@ class RewardAccrual(models.Model):
             models.CheckConstraint(
                 condition=~Q(recipient_kind="contributor") | Q(contribution__isnull=False, datanet__isnull=False),
                 name="attribution_contributor_accrual_has_contribution",
+            ),
+            # exactly-once crediting, in the database: a run's fee is split once (run_attribute's claim), so one
+            # builder part, one pool part, and one part per contribution
+            models.UniqueConstraint(
+                fields=["run", "recipient_kind"],
+                condition=Q(recipient_kind__in=["builder", "pool"]),
+                name="attribution_accrual_once_per_run_recipient",
+            ),
+            models.UniqueConstraint(
+                fields=["run", "contribution"],
+                condition=Q(recipient_kind="contributor"),
+                name="attribution_accrual_once_per_run_contribution",
             ),
         ]
         indexes = [

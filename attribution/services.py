@@ -16,8 +16,10 @@ invented numbers: its runs pay the builder and the protocol pool only (the contr
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,11 @@ from datanets.models import Record, SnapshotRecord
 from datanets.storage import content_path, media_path
 
 from . import scoring
+from .features import FeatureIndexError
 from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
 from .rewards import BASIS_POINTS, REWARD_POLICY_V1, RewardPolicy, split_fee
 from .selectors import locate_in_record, record_display_text
+from .spans import SpanIndexError
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +173,24 @@ def index_build_for_job(
         )
 
 
+def _spans_file() -> str:
+    from .index import SPANS_FILE
+
+    return SPANS_FILE
+
+
 def index_record(*, version: Any, pending: PendingIndex | None) -> AttributionIndex:
     """Write the version's index row (inside the version's transaction, so a version and its index row appear
     together)."""
     if pending is None:
         pending = PendingIndex(error="no index was built for this version")
     built = pending.built
+    if built is not None:
+        _lock_index_path(pending.path)  # held until the version commits: see index_folder_drop
+        if not (media_path(pending.path) / _spans_file()).exists():
+            # removed as the unkept index of another job with identical content: the manifest already names it, so
+            # the version is not stored (its job fails and can be retried) rather than name a missing folder
+            raise FileNotFoundError(f"the built attribution index {pending.path} is gone")
     if built is None:
         return AttributionIndex.objects.create(
             version=version,
@@ -210,7 +226,12 @@ def _accrue(
     *, run: Any, builder: Any, contribution_shares: dict[int, Fraction], policy: RewardPolicy = REWARD_POLICY_V1
 ) -> list[RewardAccrual]:
     """Split the run's fee between contributions (by exact attribution share), the builder and the pool, and
-    write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``)."""
+    write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``).
+
+    Called only under the run's claimed attribution row; a run that already has accruals is refused (the unique
+    constraints on RewardAccrual refuse it again in the database)."""
+    if RewardAccrual.objects.filter(run=run).exists():
+        raise AlreadyAccrued(f"run {run.pk} already has its accruals: its fee is never split twice")
     fee = _fee()
     split = split_fee(fee, contribution_shares, policy)
     if split.total != fee:  # split_fee's promise; a broken one must not write money
@@ -267,11 +288,61 @@ def _fraction(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
 
 
+class AlreadyAccrued(RuntimeError):
+    """A run's fee was about to be split a second time."""
+
+
+class PermanentAttributionError(Exception):
+    """An attribution that no retry can fix (the run has nothing to score, the index files do not match their
+    anchored hashes, ...): it fails for good on the first attempt."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether the same inputs would fail the same way on every attempt: nothing to score, a fee already split, or
+    index files that do not match their anchored hashes (or the answer's projection). An index file that could not
+    be read (an OSError underneath), a database hiccup or a worker killed mid-run is retried, at most
+    ``max_attempts()`` times."""
+    if isinstance(exc, PermanentAttributionError | AlreadyAccrued):
+        return True
+    if isinstance(exc, FeatureIndexError | SpanIndexError):
+        return not isinstance(exc.__cause__, OSError)
+    return False
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "ATTRIBUTION_MAX_ATTEMPTS", 5))
+
+
+def retry_base_seconds() -> int:
+    return int(getattr(settings, "ATTRIBUTION_RETRY_SECONDS", 60))
+
+
+def stale_after_seconds() -> int:
+    """A pending attribution with no result this long after it was queued or started is taken as lost."""
+    return int(getattr(settings, "ATTRIBUTION_STALE_SECONDS", 600))
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff after the ``attempts``-th failed attempt: base, 2 x base, 4 x base, ... capped at an hour."""
+    return timedelta(seconds=min(3600, retry_base_seconds() * 2 ** max(0, attempts - 1)))
+
+
 def _claim(run: Any) -> RunAttribution | None:
-    """The run's attribution row, locked; None when another delivery already finished it."""
+    """The run's attribution row, locked; None when it is final: credited (ok, no_index: its accruals are written)
+    or failed for good. A failed row waiting for its retry can still be claimed, by the retry or by a late result
+    of the attempt that was taken as lost: the first to store wins, the other finds it credited."""
     attribution, _ = RunAttribution.objects.get_or_create(run=run)
     locked = RunAttribution.objects.select_for_update().get(pk=attribution.pk)
     return None if locked.is_finished else locked
+
+
+def _attempt_start(run: Any) -> None:
+    """Mark the run's attribution row as being scored now (committed at once: a worker killed mid-run leaves a
+    pending row with ``started_at`` that the retry beat finds stale)."""
+    attribution, _ = RunAttribution.objects.get_or_create(run=run)
+    RunAttribution.objects.filter(pk=attribution.pk, status=RunAttribution.Status.PENDING).update(
+        started_at=timezone.now()
+    )
 
 
 @transaction.atomic
@@ -294,20 +365,37 @@ def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAtt
         "protocol pool."
     )
     attribution.finished_at = timezone.now()
+    attribution.next_attempt_at = None
     attribution.save()
     _accrue(run=run, builder=run.version.owner, contribution_shares={})
     return attribution
 
 
+def _fail(attribution: RunAttribution, *, error: str, permanent: bool, now: datetime) -> None:
+    """Count a failed (or lost) attempt on a locked row and schedule its retry, or fail it for good."""
+    attribution.attempts += 1
+    attribution.status = RunAttribution.Status.FAILED
+    attribution.finished_at = now
+    limit = max_attempts()
+    if permanent:
+        attribution.next_attempt_at = None
+        note = "not retried: the same inputs fail the same way"
+    elif attribution.attempts >= limit:
+        attribution.next_attempt_at = None
+        note = f"gave up after {attribution.attempts} attempts"
+    else:
+        attribution.next_attempt_at = now + retry_delay(attribution.attempts)
+        note = f"attempt {attribution.attempts} of {limit}, retried from {attribution.next_attempt_at:%H:%M:%S} UTC"
+    attribution.error = f"{error[:3800]} ({note})"
+
+
 @transaction.atomic
-def _finish_failed(*, run: Any, error: str, seconds: float) -> RunAttribution | None:
+def _finish_failed(*, run: Any, error: str, seconds: float, permanent: bool = False) -> RunAttribution | None:
     attribution = _claim(run)
     if attribution is None:
         return RunAttribution.objects.get(run=run)
-    attribution.status = RunAttribution.Status.FAILED
-    attribution.error = error[:4000]
     attribution.seconds = seconds
-    attribution.finished_at = timezone.now()
+    _fail(attribution, error=error, permanent=permanent, now=timezone.now())
     attribution.save()
     return attribution
 
@@ -358,7 +446,10 @@ def record_owners(record_ids: list[int]) -> dict[int, scoring.RecordOwner]:
 def run_attribute(*, run_id: int) -> RunAttribution | None:
     """Attribute one succeeded run of a model version and accrue its fee; None for a run that is not one.
 
-    Idempotent: a redelivered task finds the attribution finished and returns it.
+    Idempotent: a redelivered task finds the attribution finished and returns it. A failed attempt is recorded on
+    the row (``error``, ``attempts``) and, unless the error is permanent (``is_permanent``) or the attempts are
+    spent, scheduled for a retry by ``run_attributions_retry``. Credit is written at most once: the accruals are
+    created in the transaction that makes the row final, under its row lock (``_claim``).
     """
     from inference.models import InferenceRun
 
@@ -371,13 +462,22 @@ def run_attribute(*, run_id: int) -> RunAttribution | None:
     index = AttributionIndex.objects.filter(version=run.version).first()
     if index is None or not index.is_ok:
         return _finish_without_index(run=run, index=index)
+    _attempt_start(run)
     started = time.monotonic()
     try:
+        if not run.answer:
+            raise PermanentAttributionError("the run has no answer to attribute")
         scored = run_score(run=run, index=index)
+        return _store(run=run, index=index, scored=scored, seconds=round(time.monotonic() - started, 3))
     except Exception as exc:
-        logger.exception("run %s: attribution failed", run.pk)
-        return _finish_failed(run=run, error=f"{type(exc).__name__}: {exc}", seconds=time.monotonic() - started)
-    return _store(run=run, index=index, scored=scored, seconds=round(time.monotonic() - started, 3))
+        permanent = is_permanent(exc)
+        logger.exception("run %s: attribution failed%s", run.pk, " for good" if permanent else "")
+        return _finish_failed(
+            run=run,
+            error=f"{type(exc).__name__}: {exc}",
+            seconds=round(time.monotonic() - started, 3),
+            permanent=permanent,
+        )
 
 
 @transaction.atomic
@@ -408,6 +508,8 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
     attribution.fee = _fee()
     attribution.seconds = seconds
     attribution.finished_at = timezone.now()
+    attribution.next_attempt_at = None
+    attribution.attempts += 1
     attribution.save()
     RecordAttribution.objects.bulk_create(
         RecordAttribution(
@@ -459,6 +561,107 @@ def _store_spans(*, attribution: RunAttribution, run: Any, scores: Any) -> None:
                 )
             )
     SpanMatch.objects.bulk_create(rows)
+
+
+def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
+    """Recover attributions that failed or were lost (run by celery beat); returns what it did, by kind.
+
+    - ``lost``: a pending attribution with no result ``stale_after_seconds()`` after it was created, queued or
+      started (its message was lost, or its worker killed mid-run) counts as a failed attempt: it is scheduled for a
+      retry with backoff, or failed for good once the attempts are spent.
+    - ``unqueued``: a succeeded run of a model version that has no attribution row that long after it finished (its
+      task never ran) gets a pending row and is queued.
+    - ``requeued``: a failed attribution whose retry is due goes back to pending and is queued again.
+
+    Rows are taken with ``skip_locked`` (two beat ticks, or a tick and a worker, never handle one twice) and queued
+    on commit. A retry that races a late result of the same run is harmless: the first to store wins, the other
+    finds the row credited (``_claim``).
+    """
+    from inference.models import InferenceRun
+
+    from . import tasks
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=stale_after_seconds())
+    done = {"lost": 0, "unqueued": 0, "requeued": 0}
+    with transaction.atomic():
+        pending = RunAttribution.objects.select_for_update(skip_locked=True).filter(
+            status=RunAttribution.Status.PENDING, created_at__lt=cutoff
+        )
+        for attribution in pending:
+            last = max(t for t in (attribution.created_at, attribution.queued_at, attribution.started_at) if t)
+            if last >= cutoff:
+                continue
+            what = "started" if attribution.started_at and attribution.started_at == last else "queued"
+            _fail(
+                attribution,
+                error=f"no result {stale_after_seconds()} s after it was {what}: its worker or its message was lost",
+                permanent=False,
+                now=now,
+            )
+            attribution.save()
+            done["lost"] += 1
+            logger.warning("run %s: attribution lost (%s)", attribution.run_id, attribution.error)
+    unattributed = InferenceRun.objects.filter(
+        status=InferenceRun.Status.SUCCEEDED,
+        version__isnull=False,
+        finished_at__lt=cutoff,
+        attribution__isnull=True,
+    ).values_list("pk", flat=True)
+    for run_id in list(unattributed[:500]):
+        _, created = RunAttribution.objects.get_or_create(run_id=run_id, defaults={"queued_at": now})
+        if created:  # else a worker made the row meanwhile
+            transaction.on_commit(lambda run_id=run_id: tasks.attribution_run_task.delay(run_id))
+            done["unqueued"] += 1
+    with transaction.atomic():
+        due = RunAttribution.objects.select_for_update(skip_locked=True).filter(
+            status=RunAttribution.Status.FAILED, next_attempt_at__lte=now
+        )
+        for attribution in due:
+            attribution.status = RunAttribution.Status.PENDING
+            attribution.next_attempt_at = None
+            attribution.queued_at = now
+            attribution.started_at = None
+            attribution.finished_at = None
+            attribution.save()
+            run_id = attribution.run_id
+            transaction.on_commit(lambda run_id=run_id: tasks.attribution_run_task.delay(run_id))
+            done["requeued"] += 1
+    return done
+
+
+def index_folder_drop(relative: str) -> bool:
+    """Remove an attribution index folder a job built but did not keep (cancelled, failed, or lost the job to a
+    newer attempt); True when it was removed.
+
+    Index folders are content-addressed, so an identical index may be shared: a folder that any AttributionIndex row
+    names (of any version, published or not) is never touched. The check and the removal run under a transaction
+    advisory lock on the path, which ``index_record`` takes too, so a version storing the same index at the same
+    moment either commits its row first (and the folder stays) or finds the folder gone (and records the index as
+    failed rather than naming a missing folder).
+    """
+    if not relative or not relative.startswith(f"{INDEX_PREFIX}/"):
+        return False
+    folder = media_path(relative)
+    with transaction.atomic():
+        _lock_index_path(relative)
+        if AttributionIndex.objects.filter(path=relative).exists():
+            return False
+        if not folder.exists():
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+    logger.info("dropped the unkept attribution index %s", relative)
+    return not folder.exists()
+
+
+def _lock_index_path(relative: str) -> None:
+    """A transaction-scoped lock on one index path (PostgreSQL advisory lock; a no-op elsewhere)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"attribution-index:{relative}"])
 
 
 def run_attribution_recompute(*, run: Any) -> Scored:

@@ -17,3 +17,11 @@ def attribution_run_task(run_id: int) -> str | None:
 
 # The name inference.services.run_finish queues (run_attribute_task): kept as an alias of the routed task.
 run_attribute_task = attribution_run_task
+
+
+# Deliberately not named attribution_*: that prefix routes to the attribution queue, whose backlog (or lost worker)
+# is what this task recovers from. It runs on the default queue.
+@shared_task(acks_late=True)
+def runs_attribution_retry_task() -> dict[str, int]:
+    """Retry failed attributions whose backoff is over and requeue lost ones (run by celery beat)."""
+    return services.run_attributions_retry()

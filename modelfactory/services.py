@@ -617,7 +617,7 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         if output.exists() and not (output / "adapter_model.safetensors").exists():
             shutil.rmtree(output, ignore_errors=True)
     try:
-        return _version_create(
+        version = _version_create(
             job_id=job.pk,
             worker=worker,
             output_dir=Path(result.output_dir),
@@ -636,7 +636,26 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         logger.exception("job %s: storing the version failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        _drop_unkept_index(job.pk, worker, attribution_index)
         return None
+    if version is None:  # cancelled after its last step, or the job belongs to a newer attempt by now
+        _drop_unkept_index(job.pk, worker, attribution_index)
+    return version
+
+
+def _drop_unkept_index(job_id: int, worker: str, pending: Any) -> None:
+    """Remove the attribution index folder this attempt built when no version keeps it: the job ended cancelled or
+    failed after the build. Left alone when a newer attempt owns the job (it may be storing the same,
+    content-addressed, index) and, by ``attribution.services.index_folder_drop``, when any index row names it."""
+    if pending is None or pending.built is None or not pending.path:
+        return
+    ended = (FineTuneJob.Status.CANCELLED, FineTuneJob.Status.FAILED)
+    if not FineTuneJob.objects.filter(pk=job_id, worker=worker, status__in=ended).exists():
+        return
+    try:
+        attribution_services.index_folder_drop(pending.path)
+    except Exception:  # never turn a cancellation into an error: the folder is only disk space
+        logger.exception("job %s: the unkept attribution index %s could not be removed", job_id, pending.path)
 
 
 def _continued_from(job: FineTuneJob) -> list[dict[str, Any]]:
@@ -720,7 +739,7 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
         _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
         return None
     try:
-        return _version_create(
+        version = _version_create(
             job_id=job.pk,
             worker=worker,
             output_dir=output,
@@ -757,7 +776,11 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
         logger.exception("merge job %s: storing the version failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        _drop_unkept_index(job.pk, worker, attribution_index)
         return None
+    if version is None:
+        _drop_unkept_index(job.pk, worker, attribution_index)
+    return version
 
 
 def _merge_samples(

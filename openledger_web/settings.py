@@ -275,6 +275,7 @@ CELERY_BEAT_SCHEDULE = {
     "chain-reset-check": {"task": "ledger.tasks.chain_check_task", "schedule": 30.0},
     "training-reap-stale": {"task": "modelfactory.tasks.jobs_reap_stale_task", "schedule": 60.0},
     "inference-reap-stale": {"task": "inference.runs_reap_stale_task", "schedule": 15.0},
+    "attribution-retry": {"task": "attribution.tasks.runs_attribution_retry_task", "schedule": 30.0},
     "inference-seal-batch": {"task": "inference.runs_seal_batch_task", "schedule": 15.0},
     "datanets-checks-requeue": {"task": "datanets.tasks.contributions_checks_requeue_task", "schedule": 600.0},
 }
