@@ -91,24 +91,11 @@ def build_lineage(media: Path, *, with_merge: bool) -> Lineage:
     from datanets import services as datanet_services
     from datanets.models import Record
     from modelfactory import services as mf
-    from modelfactory.config import TrainingConfig
     from modelfactory.models import FineTuneJob
-    from modelfactory.tests.factories import UserFactory, default_base
+    from modelfactory.tests.factories import UserFactory, default_base, tiny_config
     from openledger_web.models import Wallet
 
-    config = TrainingConfig(
-        lora_rank=4,
-        lora_alpha=8.0,
-        lora_dropout=0.0,
-        learning_rate=5e-3,
-        schedule="constant",
-        warmup_steps=0,
-        max_steps=3,
-        batch_size=4,
-        max_length=64,
-        eval_fraction=0.0,
-        seed=11,
-    )
+    config = tiny_config(eval_fraction=0.0, seed=11)
     alice, bob, carol, builder = (UserFactory(username=n) for n in ("alice", "bob", "carol", "builder"))
     Wallet.objects.create(
         user=alice,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,28 @@ class BaseModelFactory(factory.django.DjangoModelFactory):
     context_length = 2048
     weights_sha256 = "ab" * 32
     licence = "Apache-2.0"
+
+
+# Small enough for a test to train in seconds on the CPU, deterministic under its seed.
+_TINY = TrainingConfig(
+    lora_rank=4,
+    lora_alpha=8.0,
+    lora_dropout=0.0,
+    learning_rate=5e-3,
+    schedule="constant",
+    warmup_steps=0,
+    max_steps=3,
+    batch_size=4,
+    max_length=64,
+    eval_fraction=0.25,
+    seed=7,
+)
+
+
+def tiny_config(**changes: Any) -> TrainingConfig:
+    """The tests' training configuration: rank 4, constant rate, 3 steps of 4 records of at most 64 tokens, a quarter
+    held out for evaluation, seed 7; ``changes`` replace fields."""
+    return dataclasses.replace(_TINY, **changes)
 
 
 def default_base() -> BaseModel:

@@ -17,29 +17,16 @@ from rest_framework.test import APIClient
 
 from datanets.storage import media_path
 from modelfactory import services
-from modelfactory.config import TrainingConfig
 from modelfactory.models import FineTuneJob, ModelVersion
 from modelfactory.tasks import training_run_task
-from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot
+from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, tiny_config
 from openledger_web.testing import celery_worker_process
 
 pytestmark = pytest.mark.slow
 # Long enough to be killed mid-run after its first step is reported, short enough to retry to the end.
 STEPS = 12
 
-TINY = TrainingConfig(
-    lora_rank=4,
-    lora_alpha=8.0,
-    lora_dropout=0.0,
-    learning_rate=5e-3,
-    schedule="constant",
-    warmup_steps=0,
-    max_steps=3,
-    batch_size=4,
-    max_length=64,
-    eval_fraction=0.25,
-    seed=7,
-)
+TINY = tiny_config()
 
 
 @pytest.fixture(autouse=True)

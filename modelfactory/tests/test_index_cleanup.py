@@ -14,25 +14,12 @@ from attribution import services as attribution_services
 from attribution.models import AttributionIndex
 from datanets.storage import media_path
 from modelfactory import services
-from modelfactory.config import TrainingConfig
 from modelfactory.models import FineTuneJob
-from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, stand_in_version
+from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, stand_in_version, tiny_config
 
 pytestmark = pytest.mark.slow
 
-ONE_STEP = TrainingConfig(
-    lora_rank=4,
-    lora_alpha=8.0,
-    lora_dropout=0.0,
-    learning_rate=5e-3,
-    schedule="constant",
-    warmup_steps=0,
-    max_steps=1,
-    batch_size=4,
-    max_length=64,
-    eval_fraction=0.0,
-    seed=7,
-)
+ONE_STEP = tiny_config(max_steps=1, eval_fraction=0.0)
 
 
 @pytest.fixture(autouse=True)

@@ -31,22 +31,11 @@ from modelfactory.tests.factories import (
     default_base,
     frozen_snapshot,
     stand_in_version,
+    tiny_config,
 )
 from openledger_web.testing import celery_worker_process
 
-TINY = TrainingConfig(
-    lora_rank=4,
-    lora_alpha=8.0,
-    lora_dropout=0.0,
-    learning_rate=5e-3,
-    schedule="constant",
-    warmup_steps=0,
-    max_steps=3,
-    batch_size=4,
-    max_length=64,
-    eval_fraction=0.25,
-    seed=7,
-)
+TINY = tiny_config()
 WAIT_SECONDS = 180
 
 
