@@ -16,6 +16,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -165,15 +166,22 @@ def _drop_training_messages() -> None:
         connection.default_channel.queue_purge("training")
 
 
-@pytest.fixture(scope="module")
-def lineage(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Lineage]:
+@contextmanager
+def module_lineage(django_db_blocker: Any, tmp_path_factory: Any, *, with_merge: bool) -> Iterator[Lineage]:
+    """A lineage built once for a test module, in media of its own; the database is flushed afterwards."""
     media = tmp_path_factory.mktemp("attribution-media")
     with override_settings(MEDIA_ROOT=str(media)), django_db_blocker.unblock():
         try:
-            yield build_lineage(media, with_merge=True)
+            yield build_lineage(media, with_merge=with_merge)
         finally:
             call_command("flush", interactive=False, verbosity=0)
             shutil.rmtree(media, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lineage(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Lineage]:
+    with module_lineage(django_db_blocker, tmp_path_factory, with_merge=True) as built:
+        yield built
 
 
 @pytest.fixture

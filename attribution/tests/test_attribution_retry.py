@@ -9,16 +9,14 @@ task function it queues, or a real worker on the attribution queue (last: it com
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.db import IntegrityError, OperationalError, transaction
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,7 +24,7 @@ from attribution import services, tasks
 from attribution.features import FeatureIndexError
 from attribution.models import RewardAccrual, RunAttribution
 from attribution.spans import SpanIndexError
-from attribution.tests.test_answer_attribution import ALICE_FACTS, Lineage, build_lineage, make_run
+from attribution.tests.test_answer_attribution import ALICE_FACTS, Lineage, make_run, module_lineage
 from datanets.storage import media_path
 
 pytestmark = pytest.mark.slow
@@ -34,13 +32,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def lineage(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Lineage]:
-    media = tmp_path_factory.mktemp("attribution-retry-media")
-    with override_settings(MEDIA_ROOT=str(media)), django_db_blocker.unblock():
-        try:
-            yield build_lineage(media, with_merge=False)
-        finally:
-            call_command("flush", interactive=False, verbosity=0)
-            shutil.rmtree(media, ignore_errors=True)
+    with module_lineage(django_db_blocker, tmp_path_factory, with_merge=False) as built:
+        yield built
 
 
 @pytest.fixture
