@@ -57,14 +57,10 @@ from itertools import accumulate
 from json.encoder import encode_basestring
 from typing import BinaryIO, Final, NamedTuple
 
+import orjson
 from eth_hash.auto import keccak as _eth_keccak
 
 from ledger.merkle import keccak256_hasher, keccak256_object
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - a pinned requirement; without it every line takes the exact path
-    orjson = None
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -279,7 +275,7 @@ class UploadParser:
         # path below would have taken it, with the same result; anything else (invalid JSON, a bad record, a number
         # anywhere) goes on to the exact path, so every error is the one it always was.
         fast = _fast_check(self.record_type, limits)
-        loads = orjson.loads if orjson is not None else None
+        loads = orjson.loads
         finish_bytes = self._finish_bytes
         # what finish_bytes() uses, bound here for its inlined common case below
         max_bytes = limits.max_record_bytes
@@ -307,7 +303,7 @@ class UploadParser:
                     continue
                 if fast is not None:
                     try:
-                        obj = loads(raw)  # type: ignore[misc]
+                        obj = loads(raw)
                     except ValueError:  # orjson.JSONDecodeError is one
                         pass
                     else:
@@ -925,8 +921,6 @@ def _fast_check(record_type: str, limits: ParseLimits) -> Callable[[object, byte
     """The JSON Lines fast path's check for ``record_type``: it takes what orjson made of the line ``raw`` and returns
     (record, canonical bytes, words) for a good record that the exact path would take, with the same result, or None
     where the exact path must decide (every bad record included). None for no fast path."""
-    if orjson is None:
-        return None
     if record_type == "chat":
         # A good chat record is nested 3 deep: with a lower limit the exact path refuses it.
         return _chat_fast_check if limits.max_json_depth >= 3 else None
@@ -937,8 +931,8 @@ def _fast_check(record_type: str, limits: ParseLimits) -> Callable[[object, byte
 
 def _flat_fast_check(fields: tuple[tuple[str, bool], ...], slack: int) -> Callable[[object, bytes], tuple | None]:
     spec = tuple(sorted(fields))
-    dumps = orjson.dumps  # type: ignore[union-attr]
-    sort_keys = orjson.OPT_SORT_KEYS  # type: ignore[union-attr]
+    dumps = orjson.dumps
+    sort_keys = orjson.OPT_SORT_KEYS
 
     def fast_check(
         obj: object,

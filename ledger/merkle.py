@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -38,14 +37,14 @@ def keccak256(data: bytes) -> bytes:
 
 def keccak256_hasher() -> Callable[[bytes], bytes]:
     """A keccak256 function for hashing many short inputs fast: pysha3's ``keccak_256`` where it is installed (a
-    fresh C hash object per call, the cheapest), else pycryptodome's compiled code called directly through ctypes
-    (~3 us a call against ~8 us through eth_hash), else plain ``keccak256``.
+    fresh C hash object per call, the cheapest), else a ``_Keccak`` (pycryptodome's compiled code through ctypes,
+    ~3 us a call against ~8 us through eth_hash, or plain ``keccak256`` where that library can't be loaded).
 
-    The ctypes function holds one hashing state, so it must not be shared between threads: make one per job.
+    A ``_Keccak`` holds one hashing state, so it must not be shared between threads: make one per job.
     """
     if _SHA3_KECCAK is not None:
         return _sha3_hasher(_SHA3_KECCAK)
-    return _fast_hasher(_KECCAK_LIB) if _FAST_KECCAK else keccak256
+    return _Keccak()
 
 
 def keccak256_object() -> Callable[[bytes], Any] | None:
@@ -61,37 +60,19 @@ def _sha3_hasher(keccak_256: Any) -> Callable[[bytes], bytes]:
     return sha3_keccak256
 
 
+def _agrees_with_keccak256(hasher: Callable[[bytes], bytes]) -> bool:
+    """Whether a fast keccak gives the reference digests, on short, block-sized and long inputs."""
+    samples = (b"", b"abc", bytes(range(256)) * 3, "é数据".encode() * 1000)
+    return all(hasher(sample) == keccak256(sample) for sample in samples)
+
+
 def _load_sha3_keccak() -> Any:
     """pysha3's (or safe-pysha3's) ``keccak_256``, if it is installed and gives Ethereum's keccak256."""
     try:
         from sha3 import keccak_256
     except ImportError:
         return None
-    samples = (b"", b"abc", bytes(range(256)) * 3, "é数据".encode() * 1000)
-    if all(keccak_256(sample).digest() == keccak256(sample) for sample in samples):
-        return keccak_256
-    return None
-
-
-def _fast_hasher(lib: Any) -> Callable[[bytes], bytes]:
-    size_t, uint8 = ctypes.c_size_t, ctypes.c_uint8
-    state = ctypes.c_void_p()
-    if lib.keccak_init(ctypes.byref(state), size_t(64), uint8(24)):  # capacity 2 x 32 bytes, 24 rounds
-        return keccak256
-    out = ctypes.create_string_buffer(32)
-    out_size = size_t(32)
-    padding = uint8(0x01)  # Keccak's padding, not SHA-3's 0x06
-    reset, absorb, digest = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
-
-    def fast_keccak256(data: bytes) -> bytes:
-        # Every argument is passed as its exact C type: cheaper than argtypes conversions, and as safe.
-        reset(state)
-        absorb(state, data, size_t(len(data)))
-        digest(state, out, out_size, padding)
-        return out.raw
-
-    weakref.finalize(fast_keccak256, lib.keccak_destroy, state)
-    return fast_keccak256
+    return keccak_256 if _agrees_with_keccak256(_sha3_hasher(keccak_256)) else None
 
 
 def _load_keccak_lib() -> Any:
@@ -108,20 +89,11 @@ def _load_keccak_lib() -> Any:
     return lib
 
 
-def _fast_keccak_works(lib: Any) -> bool:
-    try:
-        hasher = _fast_hasher(lib)
-        samples = (b"", b"abc", bytes(range(256)) * 3, "é数据".encode() * 1000)
-        return all(hasher(sample) == keccak256(sample) for sample in samples)
-    except (OSError, AttributeError, ctypes.ArgumentError):
-        return False
-
-
 try:
     _KECCAK_LIB = _load_keccak_lib()
 except (OSError, AttributeError):
     _KECCAK_LIB = None
-_FAST_KECCAK = _KECCAK_LIB is not None and _fast_keccak_works(_KECCAK_LIB)
+_FAST_KECCAK = _KECCAK_LIB is not None  # until _Keccak, below, has been checked against the reference
 _SHA3_KECCAK = _load_sha3_keccak()
 
 
@@ -189,6 +161,17 @@ class _Keccak:
     def __del__(self) -> None:
         if getattr(self, "fast", False):
             self._lib.keccak_destroy(self._state)
+
+
+def _ctypes_keccak_works() -> bool:
+    try:
+        hasher = _Keccak()
+        return hasher.fast and _agrees_with_keccak256(hasher)
+    except (OSError, AttributeError, ctypes.ArgumentError):
+        return False
+
+
+_FAST_KECCAK = _FAST_KECCAK and _ctypes_keccak_works()
 
 
 def _hex(data: bytes) -> str:
