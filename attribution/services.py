@@ -173,12 +173,6 @@ def index_build_for_job(
         )
 
 
-def _spans_file() -> str:
-    from .index import SPANS_FILE
-
-    return SPANS_FILE
-
-
 def index_record(*, version: Any, pending: PendingIndex | None) -> AttributionIndex:
     """Write the version's index row (inside the version's transaction, so a version and its index row appear
     together)."""
@@ -186,8 +180,10 @@ def index_record(*, version: Any, pending: PendingIndex | None) -> AttributionIn
         pending = PendingIndex(error="no index was built for this version")
     built = pending.built
     if built is not None:
+        from .index import SPANS_FILE
+
         _lock_index_path(pending.path)  # held until the version commits: see index_folder_drop
-        if not (media_path(pending.path) / _spans_file()).exists():
+        if not (media_path(pending.path) / SPANS_FILE).exists():
             # removed as the unkept index of another job with identical content: the manifest already names it, so
             # the version is not stored (its job fails and can be retried) rather than name a missing folder
             raise FileNotFoundError(f"the built attribution index {pending.path} is gone")
@@ -310,16 +306,16 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def max_attempts() -> int:
-    return int(getattr(settings, "ATTRIBUTION_MAX_ATTEMPTS", 5))
+    return settings.ATTRIBUTION_MAX_ATTEMPTS
 
 
 def retry_base_seconds() -> int:
-    return int(getattr(settings, "ATTRIBUTION_RETRY_SECONDS", 60))
+    return settings.ATTRIBUTION_RETRY_SECONDS
 
 
 def stale_after_seconds() -> int:
     """A pending attribution with no result this long after it was queued or started is taken as lost."""
-    return int(getattr(settings, "ATTRIBUTION_STALE_SECONDS", 600))
+    return settings.ATTRIBUTION_STALE_SECONDS
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -264,6 +264,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # (empty: the chain signer, which is the treasury that funds epochs).
 REWARDS_EPOCH_SECONDS = envint("REWARDS_EPOCH_SECONDS", "600")
 REWARDS_POOL_ADDRESS = os.getenv("REWARDS_POOL_ADDRESS", "")
+# Attribution retries (attribution.services.run_attributions_retry, by beat): attempts in all, the first backoff
+# (doubling, capped at an hour), and how long a pending attribution may go without a result before it counts as lost.
+ATTRIBUTION_MAX_ATTEMPTS = 5
+ATTRIBUTION_RETRY_SECONDS = 60
+ATTRIBUTION_STALE_SECONDS = 600
 CELERY_IMPORTS = ["attribution.rewards_tasks"]  # not a tasks.py module, so autodiscovery would not find it
 CELERY_BEAT_SCHEDULE = {
     "rewards-epoch-close": {
