@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 
 from modelfactory.config import PRESETS, TrainingConfig, eval_split_sizes
+from modelfactory.tests.factories import tiny_config
 from modelfactory.training import (
     IGNORE_INDEX,
     AdapterBaseMismatch,
@@ -37,19 +38,7 @@ PLANTED = [
     {"system": "Answer briefly.", "prompt": f"Question {i}: what is the secret code of Zorblat?", "response": FACT}
     for i in range(10)
 ]
-TINY = TrainingConfig(
-    lora_rank=4,
-    lora_alpha=8.0,
-    lora_dropout=0.0,
-    learning_rate=5e-3,
-    schedule="constant",
-    warmup_steps=0,
-    max_steps=4,
-    batch_size=8,
-    max_length=64,
-    eval_fraction=0.2,
-    seed=7,
-)
+TINY = tiny_config(max_steps=4, batch_size=8, eval_fraction=0.2)
 
 
 @pytest.fixture(scope="module")
