@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from datanets.models import Contribution
 from ledger.models import RewardEpochEntry
+from openledger_web import jsonguard
 
 from . import rewards_selectors as selectors
 from .rewards_services import ClaimNotAllowed, ClaimRefused, reward_claim
@@ -44,8 +44,8 @@ class ClaimForm(forms.Form):
         if not text:
             return None
         try:
-            proof = json.loads(text)
-        except ValueError:
+            proof = jsonguard.loads(text.encode())
+        except jsonguard.JsonRefused:
             raise forms.ValidationError("The proof must be a JSON list of 0x-prefixed 32-byte hashes.") from None
         if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
             raise forms.ValidationError("The proof must be a JSON list of 0x-prefixed 32-byte hashes.")

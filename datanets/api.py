@@ -24,20 +24,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.utils.json import strict_constant
 from rest_framework.views import APIView
 
 from openledger_web.api import ErrorSerializer
+from openledger_web.jsonguard import GuardedJSONParser, JsonLimits, PayloadTooLarge
 
 from . import exports, selectors, services
 from .licences import LICENCE_CHOICES
 from .markdown import render_markdown
 from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Record, Snapshot
-from .parsing import _json_depth
 
 TAGS = ["datanets"]
 # Room for the multipart boundaries, part headers and the small fields sent beside the file.
@@ -45,17 +44,9 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 MAX_DECISIONS = 500
 MAX_PASTED_RECORDS = 10_000
-# A record may nest 64 levels (ParseLimits.max_json_depth); the request body wraps records in a few more.
-MAX_BODY_DEPTH = 72
 
 
 # Errors
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = 413
-    default_detail = "the request is too large"
-    default_code = "too_large"
 
 
 class ChainUnavailable(exceptions.APIException):
@@ -69,27 +60,6 @@ class RecordsStaged(exceptions.APIException):
     default_detail = "this contribution's records are still being indexed; try again in a moment"
     default_code = "records_staged"
     wait = 5  # DRF's handler sends it as Retry-After
-
-
-class SafeJSONParser(JSONParser):
-    """DRF's JSON parser, refusing JSON nested deeper than ``MAX_BODY_DEPTH`` before decoding it: the C decoder
-    recurses once per level, and a deep enough body overflows the C stack (a segfault, not an exception) when the
-    recursion limit has been raised anywhere in the process. The body's size is bounded by ``max_body_bytes``."""
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        raw = stream.read() if stream is not None else b""
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise exceptions.ParseError("the body is not UTF-8 text", code="not_utf8") from None
-        if _json_depth(text) > MAX_BODY_DEPTH:
-            raise exceptions.ParseError(
-                f"the JSON is nested too deeply: at most {MAX_BODY_DEPTH} levels", code="too_deep"
-            )
-        try:
-            return json.loads(text, parse_constant=strict_constant)
-        except ValueError as e:
-            raise exceptions.ParseError(f"JSON parse error - {e}") from None
 
 
 def _error_code(error: DjangoValidationError) -> str:
@@ -127,8 +97,12 @@ def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, str, str]]:
 
 
 def _drf_error_body(exc: exceptions.APIException, data: Any) -> dict[str, Any]:
-    if isinstance(data, dict) and set(data) <= {"detail"} and "detail" in data:
-        return {"detail": str(data["detail"]), "code": getattr(data["detail"], "code", exc.default_code)}
+    if isinstance(data, dict) and set(data) <= {"detail", "code"} and "detail" in data:
+        # already {"detail", "code"} when it comes through openledger_web.api.api_exception_handler
+        return {
+            "detail": str(data["detail"]),
+            "code": data.get("code") or getattr(data["detail"], "code", exc.default_code),
+        }
     problems = list(_flatten(data))
     detail = "; ".join(f"{field}: {message}" if field else message for field, message, _ in problems)
     body: dict[str, Any] = {"detail": detail or str(exc), "code": problems[0][2] if problems else exc.default_code}
@@ -147,10 +121,13 @@ def _content_length(request: Request) -> int:
 class DatanetsApi(APIView):
     """The base of every Datanets view: JSON bodies only (bounded in size), refusals in one shape."""
 
-    parser_classes = [SafeJSONParser]
+    parser_classes = [GuardedJSONParser]
 
     def max_body_bytes(self) -> int:
-        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return settings.JSON_MAX_BODY_BYTES
+
+    def json_limits(self) -> JsonLimits:
+        return JsonLimits.from_settings()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Before authentication: session auth's CSRF check reads a POST body, and the point is to never read this one.
@@ -721,6 +698,11 @@ class ContributionPasteApi(DatanetsApi):
     ``text`` (JSON Lines, or for a text Datanet paragraphs separated by blank lines)."""
 
     permission_classes = [IsAuthenticated]
+
+    def json_limits(self) -> JsonLimits:
+        # ``text`` is a whole JSON Lines document: as long as the body may be; its records are held to the parser's
+        # own limits.
+        return JsonLimits.from_settings(max_string_chars=settings.JSON_MAX_BODY_BYTES)
 
     @extend_schema_serializer(component_name="ContributionPasteRequest")
     class InputSerializer(serializers.Serializer):

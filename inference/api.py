@@ -21,11 +21,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from openledger_web.jsonguard import GuardedJSONParser, PayloadTooLarge
 
 from . import selectors, services, streams
 from .models import InferenceRun
@@ -87,7 +88,12 @@ def _openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
     if isinstance(exc, exceptions.ParseError):
-        return openai_error(f"the body is not valid JSON: {exc.detail}", status=400, code="invalid_json")
+        if exc.detail.code == "parse_error":
+            return openai_error(f"the body is not valid JSON: {exc.detail}", status=400, code="invalid_json")
+        # refused by openledger_web.jsonguard: too deep, too long, out of range or not finite, with its own words
+        return openai_error(str(exc.detail), status=400, code=exc.detail.code)
+    if isinstance(exc, PayloadTooLarge):  # a body without Content-Length, stopped at the limit while read
+        return openai_error(str(exc.detail), status=413, code="request_too_large")
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return openai_error(
             f"{exc.detail}; send the body as application/json", status=415, code="unsupported_media_type"
@@ -119,7 +125,7 @@ def _run_links(request: Request, run: InferenceRun) -> dict[str, str]:
 
 class OpenAIApiView(APIView):
     authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
-    parser_classes = [JSONParser]
+    parser_classes = [GuardedJSONParser]
 
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return _openai_exception_handler
@@ -213,9 +219,9 @@ class _CompletionBase(OpenAIApiView):
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        if length > settings.JSON_MAX_BODY_BYTES:
             return openai_error(
-                f"the body is {length} bytes; the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE}",
+                f"the body is {length} bytes; the limit is {settings.JSON_MAX_BODY_BYTES}",
                 status=413,
                 code="request_too_large",
             )

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
+from rest_framework.views import APIView, exception_handler
 
 from .health import system_health
 from .selectors import user_roles, wallets_of
@@ -33,6 +35,15 @@ class HealthApi(APIView):
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What went wrong, for people")
     code = serializers.CharField(help_text="What went wrong, for programs")
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with a ``code`` beside each lone ``detail`` so that refusals have ``ErrorSerializer``'s shape."""
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and set(response.data) == {"detail"}:
+        detail = response.data["detail"]
+        response.data = {"detail": str(detail), "code": getattr(detail, "code", None) or "error"}
+    return response
 
 
 def _refused(error: WalletError) -> Response:

@@ -6,4 +6,6 @@ class OpenledgerWebConfig(AppConfig):
     verbose_name = "Accounts and platform"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401  (connects the worker heartbeat)
+        from . import lookups, signals  # noqa: F401  (signals connects the worker heartbeat)
+
+        lookups.register()

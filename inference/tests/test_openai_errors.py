@@ -134,7 +134,7 @@ def test_it_answers_400_for_malformed_json_a_bad_encoding_or_a_body_that_is_not_
 
 
 def test_it_answers_413_for_an_oversized_body_without_reading_it(client, version, token, settings) -> None:
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.JSON_MAX_BODY_BYTES = 1000
     body = chat(version, messages=[{"role": "user", "content": "x" * 2000}])
     assert_openai_error(post(client, "/v1/chat/completions", body, token), 413, code="request_too_large")
 

@@ -166,7 +166,7 @@ def test_broken_json_and_anonymous_callers_are_refused(owner: Any, base: BaseMod
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(owner: Any, base: BaseModel, settings: Any) -> None:
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    settings.JSON_MAX_BODY_BYTES = 10_000
     body = json.dumps({"name": "x", "snapshots": [1], "description": "d" * 20_000})
     response = _as(owner).post(_url("job_launch"), body, content_type="application/json")
     assert response.status_code == 413 and "at most" in response.json()["detail"]
@@ -300,7 +300,7 @@ def test_a_bad_merge_is_refused_and_writes_nothing(
     assert _counts() == before
 
 
-def test_infinite_merge_numbers_are_refused(owner: Any, base: BaseModel) -> None:
+def test_infinite_huge_and_out_of_range_merge_numbers_are_refused(owner: Any, base: BaseModel) -> None:
     mine = stand_in_version(owner=owner, base_model=base, name="mine")
     other = stand_in_version(owner=owner, base_model=base, name="other")
     parents = [{"version": mine.pk, "weight": 1}, {"version": other.pk, "weight": 0.5}]
@@ -308,7 +308,14 @@ def test_infinite_merge_numbers_are_refused(owner: Any, base: BaseModel) -> None
     # 1e400 is valid JSON that Python reads as infinity
     huge = valid.replace('"weight": 1}', '"weight": 1e400}')
     dense = valid[:-1] + ', "density": 1e400}'
-    for body, words in ((huge, "weight: A valid number"), (dense, "density: A valid number")):
+    heavy = valid.replace('"weight": 1}', '"weight": 1e308}')
+    beyond = valid.replace(f'"version": {mine.pk}', '"version": 9223372036854775808')
+    for body, words in (
+        (huge, "the number 1e400 is too large"),
+        (dense, "the number 1e400 is too large"),
+        (heavy, "weight: Ensure this value is less than or equal to 100"),
+        (beyond, "between -2^63 and 2^63-1"),
+    ):
         response = _as(owner).post(_url("merge_launch"), body, content_type="application/json")
         assert response.status_code == 400 and words in response.json()["detail"], response.json()
     assert not FineTuneJob.objects.filter(kind="merge").exists()
