@@ -391,7 +391,11 @@ class MergeLaunchApi(ModelFactoryApi):
     @extend_schema_serializer(component_name="MergeParent")
     class ParentInput(serializers.Serializer):
         version = serializers.IntegerField(min_value=1, max_value=MAX_ID)
-        weight = serializers.FloatField(help_text="Any finite number; linear merges often use weights summing to 1")
+        weight = serializers.FloatField(
+            min_value=-services.MAX_MERGE_WEIGHT,
+            max_value=services.MAX_MERGE_WEIGHT,
+            help_text="A finite number between -100 and 100; linear merges often use weights summing to 1",
+        )
 
     @extend_schema_serializer(component_name="MergeLaunchRequest")
     class InputSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ from datanets.models import Snapshot
 from .config import FORMATTING_MODES, PRESET_LABELS, PRESETS, SCHEDULES, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
 from .selectors import snapshots_usable_by, versions_visible_to
+from .services import MAX_MERGE_WEIGHT
 
 # The config settings the form shows, in the form's order; the others keep TrainingConfig's defaults.
 CONFIG_FIELDS = (
@@ -272,7 +273,7 @@ class MergeForm(forms.Form):
         if len(versions) > MAX_MERGE_PARENTS:
             self.add_error("versions", f"At most {MAX_MERGE_PARENTS} versions can be merged at once.")
             return cleaned
-        field = forms.FloatField(min_value=-100.0, max_value=100.0)
+        field = forms.FloatField(min_value=-MAX_MERGE_WEIGHT, max_value=MAX_MERGE_WEIGHT)
         for version in versions:
             try:
                 weight = field.clean(self.data.get(f"weight_{version.pk}", "1.0"))

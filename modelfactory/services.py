@@ -275,6 +275,8 @@ def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
 
 
 MAX_MERGE_PARENTS = 8
+# A weight scales a parent's whole update: beyond this the merged adapter is noise, and near float32's range inf.
+MAX_MERGE_WEIGHT = 100.0
 
 
 def _usable_version(owner: Any, version: ModelVersion) -> bool:
@@ -297,8 +299,8 @@ def merge_launch(
     share of each update TIES keeps. The job runs on the training queue like a fine-tune; its version lists every
     parent with its weight (relation "merged_from") and trained on the union of the parents' snapshots. Refuses
     (ValidationError keyed by field, or PermissionDenied; nothing written): fewer than two or repeated parents,
-    parents of different base models, weights that are not finite or all zero, an unknown method, a density outside
-    (0, 1], a parent that is neither the owner's nor published.
+    parents of different base models, weights that are not finite, beyond ``MAX_MERGE_WEIGHT`` or all zero, an
+    unknown method, a density outside (0, 1], a parent that is neither the owner's nor published.
     """
     _require_user(owner, "merge model versions")
     name = (name or "").strip()
@@ -323,6 +325,10 @@ def merge_launch(
     weights_ = [w for _, w in pairs]
     if not all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in weights_):
         raise ValidationError({"weights": "every weight must be a finite number"})
+    if not all(abs(w) <= MAX_MERGE_WEIGHT for w in weights_):
+        raise ValidationError(
+            {"weights": f"every weight must lie between -{MAX_MERGE_WEIGHT:g} and {MAX_MERGE_WEIGHT:g}"}
+        )
     if all(w == 0 for w in weights_):
         raise ValidationError({"weights": "at least one weight must be non-zero"})
     versions = ModelVersion.objects.select_related("base_model").in_bulk(ids)

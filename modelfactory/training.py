@@ -60,6 +60,10 @@ class AdapterBaseMismatch(TrainingError):
     """Adapters (or an adapter and the base model) that were not made from the same base model."""
 
 
+class NonFiniteAdapter(TrainingError):
+    """A trained or merged adapter holding inf or NaN weights: never stored, served or anchored."""
+
+
 class RecordError(ValueError):
     """One record that cannot become a training example; the message says why."""
 
@@ -620,6 +624,12 @@ def train_lora(
             eval_loss = None
             if step == total_steps or (config.eval_every and step % config.eval_every == 0):
                 eval_loss = _eval_loss(model, evals, base, eval_bs)
+            if not all(math.isfinite(x) for x in (step_loss, eval_loss or 0.0)):
+                # the weights are inf or NaN by now: stop here rather than train on noise for the remaining steps
+                raise NonFiniteAdapter(
+                    f"training diverged: the loss at step {step} of {total_steps} is not a finite number (inf or NaN); "
+                    "nothing was stored: try a lower learning rate, or check the parent version's weights"
+                )
             history.append(
                 {
                     "step": step,
@@ -664,6 +674,11 @@ def train_lora(
 
         emit(ProgressEvent("saving", total_steps, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
         model.save_pretrained(str(staging))
+        require_finite_adapter(
+            staging,
+            what="training diverged: the adapter",
+            advice="try a lower learning rate, or check the parent version's weights",
+        )
         lora = {
             "rank": int(lora_config.r),
             "alpha": float(lora_config.lora_alpha),
@@ -825,6 +840,26 @@ def adapter_sha256(adapter_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+def require_finite_adapter(adapter_dir: str | Path, *, what: str = "the adapter", advice: str = "") -> None:
+    """Raise ``NonFiniteAdapter`` unless every weight saved in ``adapter_dir`` is a finite number.
+
+    Reads the saved file, not the model in memory: the file is what would be stored, hashed and anchored.
+    """
+    from safetensors import safe_open
+
+    bad: list[str] = []
+    with safe_open(str(Path(adapter_dir) / ADAPTER_WEIGHTS), framework="pt") as weights:
+        names = list(weights.keys())
+        for name in names:
+            if not torch.isfinite(weights.get_tensor(name)).all():
+                bad.append(name)
+    if bad:
+        raise NonFiniteAdapter(
+            f"{what} has weights that are not finite numbers (inf or NaN) in {len(bad)} of {len(names)} tensors "
+            f"(first: {bad[0]}); it was not stored" + (f": {advice}" if advice else "")
+        )
+
+
 def merge_adapters(
     *,
     base_model_dir: str | Path,
@@ -890,6 +925,11 @@ def merge_adapters(
             model.delete_adapter(name)
         rank = int(model.peft_config["default"].r)
         model.save_pretrained(str(staging), selected_adapters=["default"])
+        require_finite_adapter(
+            staging,
+            what="the merged adapter",
+            advice="use smaller weights, or check the parent versions' weights",
+        )
     return MergeResult(
         output_dir=str(output_dir), adapter_sha256=adapter_sha256(output_dir), combination_type=combination, rank=rank
     )

@@ -677,6 +677,8 @@ def test_merging_two_versions_queues_a_merge_job(owner: Any, base: BaseModel, ve
         ({"weights": ("abc", "1")}, "Enter a number"),
         ({"weights": ("0", "0")}, "non-zero"),
         ({"weights": ("1e400", "1")}, "Enter a number"),
+        ({"weights": ("1e308", "1")}, "less than or equal to 100"),
+        ({"versions": "beyond bigint"}, "does not exist, or you may not use it"),
         ({"method": "average"}, "Select a valid choice"),
         ({"density": "0"}, "greater than or equal to 0.01"),
         ({"versions": "missing"}, "does not exist, or you may not use it"),
@@ -701,6 +703,8 @@ def test_bad_merges_are_explained_and_nothing_is_created(
         data["versions"] = [version.pk]
     elif changes.get("versions") == "missing":
         data["versions"] = [version.pk, 999_999]
+    elif changes.get("versions") == "beyond bigint":
+        data["versions"] = [version.pk, 2**63]
     response = client_for(owner).post(reverse("modelfactory:merge_new"), data)
     assert response.status_code == 400
     assert words in response.content.decode()
