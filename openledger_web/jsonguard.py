@@ -88,67 +88,87 @@ class _Bad:
         self.code = code
 
 
-def _decoder(limits: JsonLimits) -> json.JSONDecoder:
-    max_chars = limits.max_number_chars
+class _Decoder(json.JSONDecoder):
+    """The stdlib decoder with hooks that refuse numbers; ``refused`` says whether any was (then the walk runs)."""
 
-    def too_long(text: str) -> _Bad | None:
-        # Before conversion: int() of a long run of digits is quadratic.
-        if len(text) > max_chars:
-            return _Bad(f"a number has {len(text):,} characters; at most {max_chars} are allowed", "number_too_long")
-        return None
+    def __init__(self, max_chars: int) -> None:
+        self.refused = False
 
-    def parse_int(text: str) -> int | _Bad:
-        if bad := too_long(text):
-            return bad
-        value = int(text)
-        if not MIN_INTEGER <= value <= MAX_INTEGER:
-            return _Bad(
-                f"the integer {text} is out of range: integers must lie between -2^63 and 2^63-1",
-                "integer_out_of_range",
-            )
-        return value
+        def bad(message: str, code: str) -> _Bad:
+            self.refused = True
+            return _Bad(message, code)
 
-    def parse_float(text: str) -> float | _Bad:
-        if bad := too_long(text):
-            return bad
-        value = float(text)
-        if not math.isfinite(value):
-            return _Bad(f"the number {text} is too large: only finite numbers are allowed", "not_finite")
-        return value
+        def too_long(text: str) -> _Bad | None:
+            # Before conversion: int() of a long run of digits is quadratic.
+            if len(text) > max_chars:
+                return bad(f"a number has {len(text):,} characters; at most {max_chars} are allowed", "number_too_long")
+            return None
 
-    def parse_constant(name: str) -> _Bad:
-        return _Bad(f"{name} is not a number JSON allows: only finite numbers are allowed", "not_finite")
+        def parse_int(text: str) -> int | _Bad:
+            if refused := too_long(text):
+                return refused
+            value = int(text)
+            if not MIN_INTEGER <= value <= MAX_INTEGER:
+                return bad(
+                    f"the integer {text} is out of range: integers must lie between -2^63 and 2^63-1",
+                    "integer_out_of_range",
+                )
+            return value
 
-    return json.JSONDecoder(parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant)
+        def parse_float(text: str) -> float | _Bad:
+            if refused := too_long(text):
+                return refused
+            value = float(text)
+            if not math.isfinite(value):
+                return bad(f"the number {text} is too large: only finite numbers are allowed", "not_finite")
+            return value
+
+        def parse_constant(name: str) -> _Bad:
+            return bad(f"{name} is not a number JSON allows: only finite numbers are allowed", "not_finite")
+
+        super().__init__(parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant)
+
+
+def _path(where: tuple[Any, Any] | None) -> str:
+    keys = []
+    while where is not None:
+        where, key = where
+        keys.append(key)
+    text = ""
+    for key in reversed(keys):
+        text += f"[{key}]" if isinstance(key, int) else (f".{key[:100]}" if text else key[:100])
+    return text
 
 
 def _check_values(value: Any, max_chars: int) -> None:
-    """Raise for the first refused number or over-long string, in document order, naming where it is."""
-    stack: list[tuple[str, Any]] = [("", value)]
+    """Raise for the first refused number or over-long string, in document order, naming where it is. Paths are
+    linked pairs, turned into text only for the one reported."""
+    stack: list[tuple[Any, Any]] = [(None, value)]
+    pop, push = stack.pop, stack.append
     while stack:
-        path, item = stack.pop()
-        problem: tuple[str, str] | None = None
-        if isinstance(item, _Bad):
-            problem = (item.message, item.code)
-        elif isinstance(item, str):
-            if len(item) > max_chars:
-                problem = (
-                    f"a string has {len(item):,} characters; at most {max_chars:,} are allowed",
-                    "string_too_long",
-                )
-        elif isinstance(item, dict):
-            children = []
-            for key, child in item.items():
-                where = f"{path}.{key}" if path else key
+        where, item = pop()
+        kind = type(item)
+        if kind is list:
+            for index in range(len(item) - 1, -1, -1):
+                push(((where, index), item[index]))
+        elif kind is dict:
+            for key, child in reversed(item.items()):
+                push(((where, key), child))
                 if len(key) > max_chars:
-                    children.append((path, key))  # reported as a string, where its object is
-                children.append((where[:200], child))
-            stack.extend(reversed(children))
-        elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
-        if problem is not None:
-            message, code = problem
-            raise JsonRefused(f"{path}: {message}" if path else message, code=code)
+                    push((where, key))  # an over-long key is reported where its object is
+        elif kind is str:
+            if len(item) > max_chars:
+                path = _path(where)
+                message = f"a string has {len(item):,} characters; at most {max_chars:,} are allowed"
+                raise JsonRefused(f"{path}: {message}" if path else message, code="string_too_long")
+        elif kind is _Bad:
+            path = _path(where)
+            raise JsonRefused(f"{path}: {item.message}" if path else item.message, code=item.code)
+
+
+def _longest_string(raw: bytes) -> int:
+    """An upper bound of the longest string's length in characters: its longest token in bytes, escapes and all."""
+    return max(map(len, _STRING.findall(raw)), default=0)
 
 
 def loads(raw: bytes, limits: JsonLimits | None = None) -> Any:
@@ -170,11 +190,13 @@ def loads(raw: bytes, limits: JsonLimits | None = None) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise JsonRefused("the body is not UTF-8 text", code="not_utf8") from None
+    decoder = _Decoder(limits.max_number_chars)
     try:
-        value = _decoder(limits).decode(text)
+        value = decoder.decode(text)
     except ValueError as e:
         raise JsonRefused(f"JSON parse error - {e}", code="parse_error") from None
-    _check_values(value, limits.max_string_chars)
+    if decoder.refused or _longest_string(raw) > limits.max_string_chars:
+        _check_values(value, limits.max_string_chars)
     return value
 
 

@@ -66,6 +66,8 @@ def test_it_reads_what_json_reads_within_the_limits() -> None:
     body = {"a": [1, -2, 3.5, True, None, "x" * 1000, {"b": [[[]]]}], "big": 2**63 - 1, "small": -(2**63)}
     assert jsonguard.loads(json.dumps(body).encode(), LIMITS) == body
     assert jsonguard.loads(b"[" * 72 + b"]" * 72, LIMITS) is not None
+    # the length limit counts characters, not the escapes that spell them
+    assert jsonguard.loads(b'["' + b"\\u00e9" * 1000 + b'"]', LIMITS) == ["\u00e9" * 1000]
 
 
 @pytest.mark.parametrize(
