@@ -4,6 +4,12 @@ on. Before the JSON guard the C decoder overflowed the C stack and the worker di
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +19,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from rest_framework.authtoken.models import Token
 
-from inference.tests.test_views_gunicorn import gunicorn
+from ledger.testing import free_port
+from openledger_web.testing import ROOT, service_env
 from openledger_web.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -21,11 +28,44 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 DEEP = 200_000
 
 
+@contextmanager
+def gunicorn(log: Path) -> Iterator[str]:
+    """One gthread worker on a free port, on the test database, logging to ``log``."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "openledger_web.wsgi", "-b", f"127.0.0.1:{port}",
+             "--worker-class", "gthread", "--workers", "1", "--threads", "4", "--timeout", "30",
+             "--no-control-socket"],  # the default socket path in $HOME is shared by every gunicorn here
+            cwd=ROOT, env=service_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{url}/healthz", timeout=5)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start; see {log}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_deep_bodies_are_refused_and_the_worker_lives_on(transactional_db: Any) -> None:
     key = Token.objects.create(user=UserFactory()).key
-    log = settings.DATA_DIR / "gunicorn-stream-test.log"
+    log = Path(settings.DATA_DIR) / "gunicorn-jsonguard-test.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     logged_before = log.stat().st_size if log.exists() else 0
-    with gunicorn() as url, requests.Session() as http:
+    with gunicorn(log) as url, requests.Session() as http:
         # given: a wallet link attempt, which loads eth_account (and its recursion limit) into the worker
         token = {"Authorization": f"Token {key}"}
         stranger = Account.create()
