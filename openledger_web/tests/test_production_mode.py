@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -162,3 +163,52 @@ def test_debug_off_collects_static_serves_every_page_under_its_csp_without_conso
             context.close()
     log = (tmp_path / "gunicorn.log").read_text()
     assert "Traceback" not in log, log
+
+
+def test_make_run_with_debug_off_prepares_collects_seeds_on_request_and_serves(
+    transactional_db: None, deployed_chain: Any, tmp_path: Path
+) -> None:
+    # given: `DEBUG=False scripts/run.py --seed-demo`, web server only, on the test database and chain
+    port = free_port()
+    env = production_env(tmp_path)
+    # the default control socket in $HOME is shared by every gunicorn on this machine
+    env.update(RUN_ONLY="web", PORT=str(port), GUNICORN_CMD_ARGS="--no-control-socket")
+    log = tmp_path / "run.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "scripts/run.py", "--seed-demo"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        # when it is up
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                login = requests.get(f"{url}/accounts/login/", timeout=5)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+
+        # then: the page and its collected, hashed static files are served, and the demo users exist
+        assert login.status_code == 200
+        stylesheet = re.search(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
+        assert stylesheet, login.text
+        assert requests.get(url + stylesheet.group(1), timeout=5).status_code == 200
+        session = requests.Session()
+        session.get(f"{url}/accounts/login/", timeout=5)
+        answer = session.post(
+            f"{url}/accounts/login/",
+            data={"username": "alice", "password": "demo-password-123"},
+            headers={"X-CSRFToken": session.cookies["csrftoken"], "Referer": f"{url}/accounts/login/"},
+            timeout=30,
+        )
+        assert answer.url.endswith("/accounts/profile/"), answer.status_code
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
