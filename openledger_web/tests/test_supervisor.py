@@ -119,6 +119,12 @@ def test_healthz_ignores_a_status_file_no_supervisor_keeps_fresh(client: Client,
 
 
 def test_anchoring_has_a_worker_of_its_own_in_run_and_the_procfile() -> None:
+    from openledger_web.celery import app
+
+    # every transaction the ledger sends goes to the `chain` queue...
+    for task in ("anchor_send_task", "anchor_dispatch_task", "anchor_confirm_task", "epoch_send_task"):
+        assert app.amqp.router.route({}, f"ledger.tasks.{task}")["queue"].name == "chain"
+    # ...which one worker consumes, and nothing else: data checks on `default` never run ahead of an anchor
     workers = {name: argv for name, argv in run.celery_argvs(ROOT / "var").items() if "worker" in argv}
     serving = {name: argv[argv.index("-Q") + 1].split(",") for name, argv in workers.items()}
     assert [name for name, queues in serving.items() if "chain" in queues] == ["worker-chain"]
