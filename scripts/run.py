@@ -27,6 +27,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -137,16 +138,23 @@ class Supervisor:
         return child
 
     def _spawn(self, child: Child) -> None:
-        # each child leads its own process group, so a stop reaches its own children (Celery's pool) too
-        child.proc = subprocess.Popen(child.argv, cwd=ROOT, start_new_session=True)
-        child.state, child.started_at = "running", time.time()
+        child.started_at = time.time()
+        try:
+            # each child leads its own process group, so a stop reaches its own children (Celery's pool) too
+            child.proc = subprocess.Popen(child.argv, cwd=ROOT, start_new_session=True)
+        except OSError as e:  # a missing or unrunnable program counts as an exit, toward the crash-loop limit
+            say(f"could not start {child.name}: {e}")
+            child.proc = None
+            self._exited(child, 127)
+            return
+        child.state = "running"
         say(f"started {child.name} (pid {child.proc.pid})")
         self.write_status()
 
     def _exited(self, child: Child, status: int) -> None:
-        assert child.proc is not None
-        # the leader is gone; whatever it left in its group (a pool process) goes with it
-        _killpg(child.proc.pid, signal.SIGKILL)
+        if child.proc is not None:
+            # the leader is gone; whatever it left in its group (a pool process) goes with it
+            _killpg(child.proc.pid, signal.SIGKILL)
         now = time.time()
         child.last_exit = status
         child.exits.append(now)
@@ -164,7 +172,7 @@ class Supervisor:
                 BACKOFF_FIRST if ran >= STABLE_AFTER or not child.backoff else min(BACKOFF_CAP, child.backoff * 2)
             )
             child.state, child.restart_at = "restarting", now + child.backoff
-            say(f"{child.name} exited with status {status} after {ran:.0f} s; restarting in {child.backoff:.0f} s")
+            say(f"{child.name} exited with status {status} after {ran:.0f} s; restarting in {child.backoff:g} s")
         self.write_status()
 
     def tick(self) -> None:
@@ -209,7 +217,7 @@ class Supervisor:
                     "state": child.state,
                     "restarts": child.restarts,
                     "last_exit": child.last_exit,
-                    "since": child.started_at,
+                    "since": datetime.fromtimestamp(child.started_at, tz=UTC).isoformat() if child.started_at else None,
                 }
                 for child in self.children
             },

@@ -94,6 +94,12 @@ def test_a_crash_loop_is_given_up_on_loudly_and_the_others_keep_running(
     assert _status(supervisor.status_file)["crasher"]["state"] == "gave_up"
 
 
+def test_a_program_that_cannot_start_counts_as_a_crash_and_stops_nothing(supervisor: Any) -> None:
+    missing = supervisor.start("missing", [str(ROOT / "no-such-program")])
+    _tick_until(supervisor, lambda: missing.state == "gave_up")
+    assert missing.last_exit == 127 and missing.proc is None
+
+
 @pytest.mark.django_db
 def test_healthz_lists_the_supervised_processes_and_fails_on_a_given_up_one(
     supervisor: Any, client: Client, settings: Any, tmp_path: Path
