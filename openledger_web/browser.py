@@ -3,7 +3,8 @@
 Registered as a pytest plugin in the root conftest. A browser test asks for ``page`` (a fresh browser context per
 test whose relative URLs resolve against the live server), marks itself ``@pytest.mark.browser``, and may call
 ``screenshot(page, "name")`` to write docs/screenshots/name.png, ``login_as(page, user)`` to skip the login form,
-or ``install_wallet(page, account)`` to give the page an EIP-1193 wallet backed by a test key.
+or ``install_wallet(page, account)`` to give the page an EIP-1193 wallet backed by a test key. A JavaScript error, a
+console error or a Content-Security-Policy violation on any of the test's pages fails it (``PageProblems``).
 """
 
 from __future__ import annotations
