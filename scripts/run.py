@@ -86,7 +86,7 @@ def celery_argvs(data_dir: Path) -> dict[str, list[str]]:
     celery = [PY, "-m", "celery", "-A", "openledger_web"]
 
     def worker(queues: str, node: str, *options: str) -> list[str]:
-        return [*celery, "worker", "-Q", queues, "-n", f"{node}@%h", "-l", "INFO", *options]
+        return [*celery, "worker", "-Q", queues, *options, "-n", f"{node}@%h", "-l", "INFO"]
 
     return {
         "worker-default": worker("default", "default", "-c", "2"),

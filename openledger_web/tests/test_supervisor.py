@@ -147,6 +147,18 @@ def test_anchoring_has_a_worker_of_its_own_in_run_and_the_procfile() -> None:
     assert queues["worker-chain"] == ["chain"]
 
 
+def test_the_procfile_runs_the_same_processes_as_make_run() -> None:
+    procfile = dict(
+        line.split(": ", 1)
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    made = run.celery_argvs(Path("${DATA_DIR:-var}"))
+    assert procfile.keys() - {"release"} == made.keys() | {"web"}
+    for name, argv in made.items():
+        assert procfile[name] == " ".join(["python", *argv[1:]]), name
+
+
 @pytest.mark.slow
 def test_make_run_restarts_a_killed_worker_within_10_s_and_healthz_shows_it(
     transactional_db: None, client: Client, settings: Any, tmp_path: Path
