@@ -28,7 +28,7 @@ from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import VIEWPORT, PageProblems
 from openledger_web.testing import ROOT, service_env
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.chain]
 
 PASSWORD = "a-long-production-password-42"
 
