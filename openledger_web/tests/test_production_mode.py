@@ -28,7 +28,7 @@ from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import VIEWPORT, PageProblems
 from openledger_web.testing import ROOT, service_env
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.chain]
+pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
 PASSWORD = "a-long-production-password-42"
 
@@ -103,6 +103,7 @@ def every_page(world: Any, run: Any, other: Any) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.browser
 def test_debug_off_collects_static_serves_every_page_under_its_csp_without_console_errors(
     transactional_db: None, deployed_chain: Any, playwright_browser: Browser, settings: Any, tmp_path: Path
 ) -> None:
