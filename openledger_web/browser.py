@@ -3,7 +3,8 @@
 Registered as a pytest plugin in the root conftest. A browser test asks for ``page`` (a fresh browser context per
 test whose relative URLs resolve against the live server), marks itself ``@pytest.mark.browser``, and may call
 ``screenshot(page, "name")`` to write docs/screenshots/name.png, ``login_as(page, user)`` to skip the login form,
-or ``install_wallet(page, account)`` to give the page an EIP-1193 wallet backed by a test key.
+or ``install_wallet(page, account)`` to give the page an EIP-1193 wallet backed by a test key. A JavaScript error, a
+console error or a Content-Security-Policy violation on any of the test's pages fails it (``PageProblems``).
 """
 
 from __future__ import annotations
@@ -56,19 +57,57 @@ def playwright_browser() -> Iterator[Browser]:
         browser.close()
 
 
+# Reports each Content-Security-Policy violation as a console error that names it, whatever the browser logs itself.
+_CSP_WATCH_SCRIPT = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  const where = `${e.sourceFile}:${e.lineNumber}`;
+  console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${where}`);
+});
+"""
+
+
+class PageProblems:
+    """What went wrong in a browser context: uncaught JavaScript errors, console errors, CSP violations.
+
+    An HTTP error status the page fetched ("Failed to load resource") is not counted: tests provoke refusals on
+    purpose and check them themselves.
+    """
+
+    def __init__(self) -> None:
+        self.js_errors: list[str] = []
+        self.console_errors: list[str] = []
+
+    def watch(self, context: Any) -> None:
+        context.add_init_script(_CSP_WATCH_SCRIPT)
+        context.on("weberror", lambda error: self.js_errors.append(str(error.error)))
+        context.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.console_errors.append(f"{message.text} ({message.location.get('url', '')})")
+
+    @property
+    def csp_violations(self) -> list[str]:
+        return [e for e in self.console_errors if "CSP violation" in e or "Content Security Policy" in e]
+
+    def all(self) -> list[str]:
+        return self.js_errors + self.console_errors
+
+
 @pytest.fixture
 def page(playwright_browser: Browser, live_server: Any, transactional_db: None) -> Iterator[Page]:
     """A new page on the live server. The live server's thread reads through its own database connection, hence
-    ``transactional_db``: data a test creates is committed. A JavaScript error on the page fails the test."""
+    ``transactional_db``: data a test creates is committed. A JavaScript error, a console error or a
+    Content-Security-Policy violation on any page of the test fails it."""
     context = playwright_browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
     context.set_default_timeout(10_000)
+    problems = PageProblems()
+    problems.watch(context)
     new_page = context.new_page()
-    js_errors: list[str] = []
-    new_page.on("pageerror", lambda error: js_errors.append(str(error)))
     yield new_page
     context.close()
-    if js_errors:
-        pytest.fail(f"JavaScript errors on the page: {js_errors}")
+    if problems.all():
+        pytest.fail(f"errors on the page (JavaScript, console, CSP): {problems.all()}")
 
 
 def screenshot(page: Page, name: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,9 @@ from django.utils import timezone
 from .models import WorkerHeartbeat
 
 QUEUES = ("default", "chain", "training", "inference", "attribution")
+# written by scripts/run.py's supervisor under DATA_DIR, rewritten at least every 5 s while it runs
+SUPERVISOR_STATUS_FILE = "run/status.json"
+SUPERVISOR_STALE_SECONDS = 30
 
 
 def _timed(check: Any) -> dict[str, Any]:
@@ -83,6 +87,27 @@ def model_health() -> dict[str, Any]:
     return weights.default_model_status()
 
 
+def supervisor_status() -> dict[str, Any] | None:
+    """What `make run`'s supervisor last wrote about its processes, or None when no supervisor runs here."""
+    path = settings.DATA_DIR / SUPERVISOR_STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if time.time() - float(status.get("updated_at", 0)) > SUPERVISOR_STALE_SECONDS:
+        return None  # left behind by a supervisor that stopped (or a process manager runs the show now)
+    return status
+
+
+def processes_health(status: dict[str, Any]) -> dict[str, Any]:
+    processes = status.get("processes", {})
+    result: dict[str, Any] = {"ok": True, "supervisor_pid": status.get("supervisor_pid"), "processes": processes}
+    if gave_up := sorted(name for name, p in processes.items() if p.get("state") == "gave_up"):
+        result["ok"] = False
+        result["error"] = "crash loop, not restarted: " + ", ".join(gave_up)
+    return result
+
+
 CHECKS = {
     "database": database_health,
     "broker": broker_health,
@@ -93,8 +118,14 @@ CHECKS = {
 
 
 def system_health() -> dict[str, Any]:
-    """Every component's state; ``ok`` is true only when all of them are up."""
+    """Every component's state; ``ok`` is true only when all of them are up.
+
+    Under `make run` a ``processes`` component lists each supervised process (pid, state, restarts, last exit
+    status, running since); a process the supervisor gave up on makes it fail.
+    """
     components = {name: _timed(check) for name, check in CHECKS.items()}
+    if (status := supervisor_status()) is not None:
+        components["processes"] = _timed(lambda: processes_health(status))
     return {
         "ok": all(c["ok"] for c in components.values()),
         "checked_at": timezone.now().isoformat(),

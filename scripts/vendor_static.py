@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,13 +13,21 @@ VENDORED = {
     "pico.min.css": "@picocss/pico/css/pico.min.css",
     "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
 }
+# We ship no source maps: whitenoise's manifest storage (collectstatic with DEBUG off) fails on a reference to a
+# missing one, so the reference goes too.
+SOURCE_MAP_COMMENT = re.compile(rb"\n?(?://# sourceMappingURL=[^\n]*|/\*# sourceMappingURL=[^\n]*?\*/)\s*\Z")
+
+
+def vendored_bytes(source: str) -> bytes:
+    """The bytes static/vendor holds for a node_modules path: the package's file without its source-map comment."""
+    return SOURCE_MAP_COMMENT.sub(b"\n", (ROOT / "node_modules" / source).read_bytes())
 
 
 def main() -> None:
     target = ROOT / "static" / "vendor"
     target.mkdir(parents=True, exist_ok=True)
     for name, source in VENDORED.items():
-        shutil.copyfile(ROOT / "node_modules" / source, target / name)
+        (target / name).write_bytes(vendored_bytes(source))
         print(f"static/vendor/{name} <- node_modules/{source}")
 
 

@@ -88,12 +88,13 @@ def test_ledger_imports_no_other_app() -> None:
 def test_vendored_assets_are_the_pinned_packages_files() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from vendor_static import VENDORED
+        from vendor_static import VENDORED, vendored_bytes
     finally:
         sys.path.pop(0)
     for name, source in VENDORED.items():
         vendored = (ROOT / "static" / "vendor" / name).read_bytes()
-        assert vendored == (ROOT / "node_modules" / source).read_bytes(), f"run `make vendor` ({name})"
+        assert vendored == vendored_bytes(source), f"run `make vendor` ({name})"
+        assert b"sourceMappingURL" not in vendored, f"{name} points at a source map we do not ship"
 
 
 @pytest.mark.django_db

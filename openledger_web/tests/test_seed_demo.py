@@ -25,3 +25,10 @@ def test_seed_demo_refuses_to_run_in_production(settings) -> None:
     with pytest.raises(CommandError, match="only with DEBUG on"):
         call_command("seed_demo")
     assert not User.objects.exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_runs_in_production_only_when_asked_explicitly(settings) -> None:
+    settings.DEBUG = False
+    call_command("seed_demo", allow_without_debug=True)
+    assert User.objects.filter(username="alice").exists()

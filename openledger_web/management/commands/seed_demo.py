@@ -53,11 +53,24 @@ DEMO_USERS = (
 
 
 class Command(BaseCommand):
-    help = "Create the demo users (idempotent). Refuses to run with DEBUG off: demo passwords are public."
+    help = (
+        "Create the demo users (idempotent). Refuses to run with DEBUG off unless --allow-without-debug is given: "
+        "demo passwords are public."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--allow-without-debug",
+            action="store_true",
+            help="seed even with DEBUG off (a demo instance; `make run` passes it for SEED_DEMO=1 or --seed-demo)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not settings.DEBUG:
-            raise CommandError("seed_demo creates users with a public password; it runs only with DEBUG on")
+        if not settings.DEBUG and not options["allow_without_debug"]:
+            raise CommandError(
+                "seed_demo creates users with a public password; it runs only with DEBUG on, "
+                "or with --allow-without-debug (SEED_DEMO=1 for `make run`)"
+            )
         for username, email, flags in DEMO_USERS:
             user, created = User.objects.get_or_create(username=username, defaults={"email": email, **flags})
             if created:
