@@ -10,7 +10,8 @@ and the ``X-OpenLedger-Run`` header the run id. The views queue a run and wait f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
@@ -301,7 +302,10 @@ class _CompletionBase(OpenAIApiView):
             }
         )
 
-    def _sse(self, run: InferenceRun, model_id: str, links: dict[str, str], include_usage: bool) -> Iterator[str]:
+    async def _sse(
+        self, run: InferenceRun, model_id: str, links: dict[str, str], include_usage: bool
+    ) -> AsyncIterator[str]:
+        """The run's chunks in OpenAI's stream shape; asynchronous, so that an open stream holds no thread."""
         base = {
             "id": f"{self.id_prefix}-{run.public_id}",
             "object": self.chunk_object,
@@ -317,11 +321,13 @@ class _CompletionBase(OpenAIApiView):
         if first is not None:
             yield chunk(first, openledger=links)
         final = None
-        for event in streams.run_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS):
-            if event.type == streams.TOKEN:
-                yield chunk(self.delta_choice(None, event.text), openledger=links)
-            else:
-                final = event
+        events = streams.arun_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS)
+        async with aclosing(events):
+            async for event in events:
+                if event.type == streams.TOKEN:
+                    yield chunk(self.delta_choice(None, event.text), openledger=links)
+                else:
+                    final = event
         if final is None or final.type == streams.ERROR:
             message = final.data.get("message") if final else "the run did not finish in time; it goes on"
             error = {"message": message, "type": "server_error", "param": None, "code": "run_failed"}
@@ -329,7 +335,7 @@ class _CompletionBase(OpenAIApiView):
             return
         yield chunk(self.delta_choice(final.data.get("finish_reason") or "stop", ""), openledger=links)
         if include_usage:
-            run.refresh_from_db()
+            await run.arefresh_from_db()
             yield chunk(None, usage=_usage(run))
         yield "data: [DONE]\n\n"
 

@@ -3,7 +3,9 @@
 With Redis as the broker (``settings.BROKER_KIND == "redis"``) a run's events go to a Redis Stream (XADD with a
 length cap, the key expiring after INFERENCE_STREAM_TTL_SECONDS), read with blocking XREAD. Without Redis the
 database is the stream: the worker writes the run's partial answer every few tokens and readers poll the row, the
-event id being the length of the answer already delivered. Both give the same reader API, ``run_events``.
+event id being the length of the answer already delivered. Both give the same reader API: ``run_events`` for sync
+callers, and ``arun_events`` for the web server's streaming responses, which waits without holding a thread (an awaited
+XREAD, or ``asyncio.sleep`` between polls), so that open streams never starve the pages (issue #11, item 6).
 
 The final event is published after the run's row is committed (see ``services.run_finish``), so a reader that sees
 "done" or "error" finds the finished row in the database.
@@ -11,14 +13,16 @@ The final event is published after the run's row is committed (see ``services.ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 TOKEN, DONE, ERROR = "token", "done", "error"
@@ -147,15 +151,33 @@ def run_events(*, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: 
     Blocks while waiting for the next event. If ``timeout_s`` passes first, iteration ends without a final event:
     the caller may resume with the last id it saw. Raises InferenceRun.DoesNotExist for an unknown run.
     """
+    public_id = _existing_public_id(run_id)
+    if uses_redis():
+        yield from _redis_events(public_id, last_id, timeout_s)
+    else:
+        yield from _db_events(public_id, last_id, timeout_s)
+
+
+async def arun_events(
+    *, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: float = 60.0
+) -> AsyncIterator[RunEvent]:
+    """``run_events`` for async code (the streaming views): the same events, the same ids, the same end; waiting
+    holds no thread. Close it (``contextlib.aclosing``) when stopping early, so that its Redis connection goes."""
+    public_id = await sync_to_async(_existing_public_id)(run_id)
+    events = (
+        _aredis_events(public_id, last_id, timeout_s) if uses_redis() else _adb_events(public_id, last_id, timeout_s)
+    )
+    async for event in events:
+        yield event
+
+
+def _existing_public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
     from .models import InferenceRun
 
     public_id = _public_id(run_id)
     if not InferenceRun.objects.filter(public_id=public_id).exists():
         raise InferenceRun.DoesNotExist(f"no run {public_id}")
-    if uses_redis():
-        yield from _redis_events(public_id, last_id, timeout_s)
-    else:
-        yield from _db_events(public_id, last_id, timeout_s)
+    return public_id
 
 
 def _finished_row(public_id: uuid.UUID) -> Any | None:
@@ -163,6 +185,23 @@ def _finished_row(public_id: uuid.UUID) -> Any | None:
 
     run = InferenceRun.objects.get(public_id=public_id)
     return run if run.is_finished else None
+
+
+def _entry_event(entry_id: bytes, fields: dict[bytes, bytes]) -> RunEvent:
+    kind = fields[b"type"].decode()
+    if kind == TOKEN:
+        return RunEvent(id=entry_id.decode(), type=TOKEN, text=fields[b"text"].decode())
+    return RunEvent(id=entry_id.decode(), type=kind, data=json.loads(fields[b"data"]))
+
+
+def _row_ending(run: Any, last_id: str, delivered: int | None) -> list[RunEvent]:
+    """The end of a finished run whose final event never reached its stream: the rest of the answer when the reader's
+    position in it is known, then the final event, both from the row."""
+    events = []
+    if run.status == "succeeded" and delivered is not None and len(run.answer) > delivered:
+        events.append(RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:]))
+    events.append(RunEvent(id=last_id, type=ERROR if run.status == "failed" else DONE, data=final_data(run)))
+    return events
 
 
 def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
@@ -179,15 +218,12 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
         reply = client.xread({key: last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                last_id = entry_id.decode()
-                kind = fields[b"type"].decode()
-                if kind == TOKEN:
-                    text = fields[b"text"].decode()
-                    if delivered is not None:
-                        delivered += len(text)
-                    yield RunEvent(id=last_id, type=TOKEN, text=text)
-                else:
-                    yield RunEvent(id=last_id, type=kind, data=json.loads(fields[b"data"]))
+                event = _entry_event(entry_id, fields)
+                last_id = event.id
+                if delivered is not None:
+                    delivered += len(event.text)
+                yield event
+                if event.is_final:
                     return
         if reply or time.monotonic() < next_check:
             continue
@@ -199,31 +235,96 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
         finished_seen += 1
         if finished_seen < 2 and client.exists(key):
             continue
-        if run.status == "succeeded" and delivered is not None and len(run.answer) > delivered:
-            yield RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:])
-        yield RunEvent(id=last_id, type=ERROR if run.status == "failed" else DONE, data=final_data(run))
+        yield from _row_ending(run, last_id, delivered)
         return
+
+
+async def _aredis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+    """``_redis_events`` with redis.asyncio: a connection of its own for the blocking XREAD, closed at the end."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        key = _key(public_id)
+        deadline = time.monotonic() + timeout_s
+        next_check = time.monotonic() + DB_CHECK_SECONDS
+        delivered = 0 if last_id in ("0", "0-0") else None
+        finished_seen = 1 if not await client.exists(key) else 0
+        if finished_seen:
+            next_check = 0.0
+        while (remaining := deadline - time.monotonic()) > 0:
+            reply = await client.xread({key: last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    event = _entry_event(entry_id, fields)
+                    last_id = event.id
+                    if delivered is not None:
+                        delivered += len(event.text)
+                    yield event
+                    if event.is_final:
+                        return
+            if reply or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + DB_CHECK_SECONDS
+            run = await sync_to_async(_finished_row)(public_id)
+            if run is None:
+                continue
+            finished_seen += 1
+            if finished_seen < 2 and await client.exists(key):
+                continue
+            for event in _row_ending(run, last_id, delivered):
+                yield event
+            return
+    finally:
+        await client.aclose()
+
+
+_ROW_FIELDS = ("status", "answer", "error", "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms",
+               "first_token_ms")  # fmt: skip
+
+
+def _offset(last_id: str) -> int:
+    try:
+        return int(last_id.split("-")[0])
+    except ValueError:
+        return 0
+
+
+def _row_events(run: Any, offset: int) -> tuple[list[RunEvent], int]:
+    """What a poll of the row adds after ``offset`` characters: the new text, then the final event if it ended."""
+    events = []
+    if len(run.answer) > offset:
+        text, offset = run.answer[offset:], len(run.answer)
+        events.append(RunEvent(id=str(offset), type=TOKEN, text=text))
+    if run.is_finished:
+        events.append(RunEvent(id=str(offset), type=ERROR if run.status == "failed" else DONE, data=final_data(run)))
+    return events, offset
 
 
 def _db_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
     from .models import InferenceRun
 
-    try:
-        offset = int(last_id.split("-")[0])
-    except ValueError:
-        offset = 0
+    offset = _offset(last_id)
     deadline = time.monotonic() + timeout_s
     while True:
-        run = InferenceRun.objects.only(
-            "status", "answer", "error", "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms",
-            "first_token_ms",
-        ).get(public_id=public_id)  # fmt: skip
-        if len(run.answer) > offset:
-            text, offset = run.answer[offset:], len(run.answer)
-            yield RunEvent(id=str(offset), type=TOKEN, text=text)
-        if run.is_finished:
-            yield RunEvent(id=str(offset), type=ERROR if run.status == "failed" else DONE, data=final_data(run))
-            return
-        if time.monotonic() >= deadline:
+        run = InferenceRun.objects.only(*_ROW_FIELDS).get(public_id=public_id)
+        events, offset = _row_events(run, offset)
+        yield from events
+        if run.is_finished or time.monotonic() >= deadline:
             return
         time.sleep(DB_POLL_SECONDS)
+
+
+async def _adb_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+    from .models import InferenceRun
+
+    offset = _offset(last_id)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = await InferenceRun.objects.only(*_ROW_FIELDS).aget(public_id=public_id)
+        events, offset = _row_events(run, offset)
+        for event in events:
+            yield event
+        if run.is_finished or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(DB_POLL_SECONDS)

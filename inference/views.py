@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
@@ -190,19 +191,22 @@ def _sse(event: streams.RunEvent) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(payload)}\n\n"
 
 
-def _relay(run: InferenceRun, last_id: str) -> Iterator[str]:
+async def _relay(run: InferenceRun, last_id: str) -> AsyncIterator[str]:
     """The run's events as server-sent events, until its final event or INFERENCE_WAIT_SECONDS have passed (then
-    the browser's EventSource reconnects with Last-Event-ID and carries on where it stopped)."""
+    the browser's EventSource reconnects with Last-Event-ID and carries on where it stopped). Asynchronous, so that
+    under the ASGI server an open stream waits without holding a thread: many streams never starve the pages."""
     yield "retry: 2000\n\n"
     deadline = time.monotonic() + settings.INFERENCE_WAIT_SECONDS
     while (remaining := deadline - time.monotonic()) > 0:
-        for event in streams.run_events(
+        events = streams.arun_events(
             run_id=run.public_id, last_id=last_id, timeout_s=min(STREAM_SLICE_SECONDS, remaining)
-        ):
-            last_id = event.id
-            yield _sse(event)
-            if event.is_final:
-                return
+        )
+        async with aclosing(events):
+            async for event in events:
+                last_id = event.id
+                yield _sse(event)
+                if event.is_final:
+                    return
         yield ": waiting\n\n"
 
 

@@ -89,6 +89,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "openledger_web.urls"
 WSGI_APPLICATION = "openledger_web.wsgi.application"
+ASGI_APPLICATION = "openledger_web.asgi.application"  # what `make run` serves (streams wait without a thread)
 AUTH_USER_MODEL = "openledger_web.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "profile"

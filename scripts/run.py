@@ -148,18 +148,19 @@ def main() -> None:
         )
         supervisor.start("beat", [*celery, "beat", "-l", "INFO", "-s", str(data_dir / "celerybeat-schedule")])
         supervisor.start(
+            # ASGI: an answer stream waits on the event loop, not in a thread, so open streams leave the pages fast
             "web",
             [
                 PY,
                 "-m",
                 "gunicorn",
-                "openledger_web.wsgi",
+                "openledger_web.asgi",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
                 "-b",
                 f"{HOST}:{PORT}",
                 "--workers",
                 "2",
-                "--threads",
-                "8",
                 "--timeout",
                 "120",
                 "--access-logfile",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 from django.urls import reverse
 
@@ -457,8 +459,13 @@ def test_reply_prefills_the_chat_with_the_answer(owner: Any, other: Any, version
 # -- the answer stream --------------------------------------------------------------------------------------------
 
 
+async def _body(content: AsyncIterator[bytes]) -> bytes:
+    return b"".join([part async for part in content])
+
+
 def _events(response: Any) -> list[tuple[str, str, Any]]:
-    body = b"".join(response.streaming_content).decode()
+    # the stream is an async iterator (served by the ASGI server); the test client hands it over unread
+    body = async_to_sync(_body)(response.streaming_content).decode()
     events = []
     for block in body.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
