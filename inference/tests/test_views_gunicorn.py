@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 from django.conf import settings
+from django.templatetags.static import static
 from django.test import Client
 from django.urls import reverse
 
@@ -155,10 +156,12 @@ def test_open_streams_held_by_slow_readers_leave_healthz_and_pages_answering(
         # when: the site is asked something else while every stream is open (generous timeouts: no latency claim)
         health = requests.get(f"{url}/healthz", timeout=30)
         page = requests.get(url + reverse("inference:history"), cookies=cookies, timeout=30)
+        script = requests.get(url + static("vendor/htmx.min.js"), timeout=30)
 
         # then it answers; and the streams were live all along: a finished run's stream ends with its answer
         assert health.status_code in (200, 503) and health.json()["components"]["database"]["ok"]
         assert page.status_code == 200
+        assert script.content == (settings.BASE_DIR / "static" / "vendor" / "htmx.min.js").read_bytes()
         services.run_finish(run_id=runs[0].pk, answer="ok", finish_reason="stop", completion_tokens=1)
         lines = held_streams[0].iter_lines(decode_unicode=True)
         assert _next_event(lines)[0] in ("token", "done")
