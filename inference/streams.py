@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
+import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -167,8 +171,9 @@ async def arun_events(
     events = (
         _aredis_events(public_id, last_id, timeout_s) if uses_redis() else _adb_events(public_id, last_id, timeout_s)
     )
-    async for event in events:
-        yield event
+    async with aclosing(events):
+        async for event in events:
+            yield event
 
 
 def _existing_public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
@@ -315,16 +320,58 @@ def _db_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator
         time.sleep(DB_POLL_SECONDS)
 
 
-async def _adb_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+class _SharedPolls:
+    """The rows of the runs that this process's streams follow without Redis, read by one query per DB_POLL_SECONDS
+    for all of them rather than one per stream: 64 streams would otherwise poll 640 times a second. The query is made
+    by whichever reader first needs a fresher row, in its own request's thread; the others wait for it and share it."""
+
+    def __init__(self) -> None:
+        self.followed: Counter[uuid.UUID] = Counter()
+        self.rows: dict[uuid.UUID, Any] = {}
+        self.polled_at = -math.inf
+        self.lock = asyncio.Lock()
+
+    async def row(self, public_id: uuid.UUID, *, newer_than: float) -> tuple[Any, float]:
+        """The run's row as read by a poll made after ``newer_than`` (a time.monotonic()), and that poll's time."""
+        async with self.lock:
+            if self.polled_at <= newer_than or public_id not in self.rows:
+                started = time.monotonic()
+                self.rows = await sync_to_async(_rows_of)([*self.followed, public_id])
+                self.polled_at = started
+            polled_at = self.polled_at
+            if public_id not in self.rows:
+                from .models import InferenceRun
+
+                raise InferenceRun.DoesNotExist(f"no run {public_id}")
+            return self.rows[public_id], polled_at
+
+
+_shared_polls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPolls] = weakref.WeakKeyDictionary()
+
+
+def _rows_of(public_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
     from .models import InferenceRun
 
+    rows = InferenceRun.objects.only("public_id", *_ROW_FIELDS).filter(public_id__in=public_ids)
+    return {run.public_id: run for run in rows}
+
+
+async def _adb_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+    polls = _shared_polls.setdefault(asyncio.get_running_loop(), _SharedPolls())
     offset = _offset(last_id)
     deadline = time.monotonic() + timeout_s
-    while True:
-        run = await InferenceRun.objects.only(*_ROW_FIELDS).aget(public_id=public_id)
-        events, offset = _row_events(run, offset)
-        for event in events:
-            yield event
-        if run.is_finished or time.monotonic() >= deadline:
-            return
-        await asyncio.sleep(DB_POLL_SECONDS)
+    seen_poll = -math.inf
+    polls.followed[public_id] += 1
+    try:
+        while True:
+            run, seen_poll = await polls.row(public_id, newer_than=seen_poll)
+            events, offset = _row_events(run, offset)
+            for event in events:
+                yield event
+            if run.is_finished or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(DB_POLL_SECONDS)
+    finally:
+        polls.followed[public_id] -= 1
+        if polls.followed[public_id] <= 0:
+            del polls.followed[public_id]

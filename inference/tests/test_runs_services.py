@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inference import selectors, services, streams
@@ -226,6 +228,34 @@ def test_run_events_deliver_tokens_as_written_then_one_final_event(owner, versio
         expired = [e for _, e in _read(reader, run_id=run.pk, timeout_s=10)]
         assert [e.type for e in expired] == [streams.TOKEN, streams.DONE]
         assert expired[0].text == "The code is 7421."
+
+
+def test_streams_without_redis_share_one_poll_of_the_database(owner, version, settings) -> None:
+    # given: eight running runs, each with its own partial answer, and no Redis
+    settings.BROKER_KIND = "filesystem"
+    settings.INFERENCE_RATE_LIMIT = "100/minute"
+    runs = []
+    for i in range(8):
+        run = services.run_submit(user=owner, version=version, prompt=f"question {i}")
+        services.run_claim(run_id=run.pk, worker="w:1")
+        InferenceRun.objects.filter(pk=run.pk).update(answer=f"answer {i}")
+        runs.append(run)
+
+    async def follow_all() -> list[list[streams.RunEvent]]:
+        async def follow(run: InferenceRun) -> list[streams.RunEvent]:
+            return [event async for event in streams.arun_events(run_id=run.public_id, timeout_s=1.0)]
+
+        return await asyncio.gather(*(follow(run) for run in runs))
+
+    # when: all eight streams follow their run for a second at once
+    with CaptureQueriesContext(connection) as queries:
+        seen = async_to_sync(follow_all)()
+
+    # then: each stream got its own run's text, from about one query per poll interval for all of them (one each
+    # would be about 8 x 10)
+    assert [[e.text for e in events] for events in seen] == [[f"answer {i}"] for i in range(8)]
+    polls = [q for q in queries.captured_queries if '"public_id" IN' in q["sql"]]
+    assert len(polls) <= 2 * (1.0 / streams.DB_POLL_SECONDS) + 2
 
 
 def test_a_batch_seals_when_full_or_old_and_each_run_proves_its_inclusion(owner, version, settings) -> None:
