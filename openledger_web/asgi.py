@@ -2,7 +2,7 @@
 
 ASGI, so that the streaming answers (``inference.views.stream``, the ``/v1`` streams) wait for tokens on the event loop
 without holding a thread each; the other views are sync and run in Django's per-request threads. ``wsgi.py`` stays for
-tools that want WSGI, but under it a stream is collected whole before it is sent.
+``runserver`` and the tests' live server, where the same streams are served by sync iterators that wait in a thread.
 """
 
 import os
