@@ -10,10 +10,12 @@ and the ``X-OpenLedger-Run`` header the run id. The views queue a run and wait f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -267,8 +269,10 @@ class _CompletionBase(OpenAIApiView):
         links = _run_links(request, run)
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            # under ASGI the stream waits on the event loop; under WSGI (runserver, tests' live server) in its thread
+            sse = self._asse if isinstance(request._request, ASGIRequest) else self._sse
             response: HttpResponse = StreamingHttpResponse(
-                self._sse(run, model_id, links, include_usage), content_type="text/event-stream"
+                sse(run, model_id, links, include_usage), content_type="text/event-stream"
             )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the chunks back
@@ -308,44 +312,80 @@ class _CompletionBase(OpenAIApiView):
         )
 
     def _sse(self, run: InferenceRun, model_id: str, links: dict[str, str], include_usage: bool) -> Iterator[str]:
-        base = {
-            "id": f"{self.id_prefix}-{run.public_id}",
-            "object": self.chunk_object,
+        """The run's chunks in OpenAI's stream shape, for a WSGI server: waits in its thread."""
+        chunks = _SseChunks(self, run, model_id, links, include_usage)
+        yield from chunks.head()
+        final = None
+        for event in streams.run_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS):
+            if event.type == streams.TOKEN:
+                yield chunks.token(event.text)
+            else:
+                final = event
+        yield from chunks.tail(final)
+
+    async def _asse(
+        self, run: InferenceRun, model_id: str, links: dict[str, str], include_usage: bool
+    ) -> AsyncIterator[str]:
+        """The same chunks for the ASGI server: an open stream waits on the event loop and holds no thread."""
+        chunks = _SseChunks(self, run, model_id, links, include_usage)
+        for piece in chunks.head():
+            yield piece
+        final = None
+        events = streams.arun_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS)
+        async with aclosing(events):
+            async for event in events:
+                if event.type == streams.TOKEN:
+                    yield chunks.token(event.text)
+                else:
+                    final = event
+        for piece in chunks.tail(final):
+            yield piece
+
+
+class _SseChunks:
+    """The text of a run's OpenAI stream: the head, a chunk per token, and the tail after its final event (or none)."""
+
+    def __init__(
+        self, view: _CompletionBase, run: InferenceRun, model_id: str, links: dict[str, str], include_usage: bool
+    ) -> None:
+        self.view, self.links, self.include_usage = view, links, include_usage
+        self.base = {
+            "id": f"{view.id_prefix}-{run.public_id}",
+            "object": view.chunk_object,
             "created": int(run.created_at.timestamp()),
             "model": model_id,
             "system_fingerprint": None,
         }
 
-        def chunk(choice: dict[str, Any] | None, **extra: Any) -> str:
-            return "data: " + json.dumps({**base, "choices": [choice] if choice else [], **extra}) + "\n\n"
+    def chunk(self, choice: dict[str, Any] | None, **extra: Any) -> str:
+        return "data: " + json.dumps({**self.base, "choices": [choice] if choice else [], **extra}) + "\n\n"
 
-        first = self.delta_choice(None, "", first=True)
-        if first is not None:
-            yield chunk(first, openledger=links)
-        final = None
-        for event in streams.run_events(run_id=run.public_id, timeout_s=settings.INFERENCE_WAIT_SECONDS):
-            if event.type == streams.TOKEN:
-                yield chunk(self.delta_choice(None, event.text), openledger=links)
-            else:
-                final = event
+    def head(self) -> list[str]:
+        first = self.view.delta_choice(None, "", first=True)
+        return [self.chunk(first, openledger=self.links)] if first is not None else []
+
+    def token(self, text: str) -> str:
+        return self.chunk(self.view.delta_choice(None, text), openledger=self.links)
+
+    def tail(self, final: streams.RunEvent | None) -> list[str]:
         if final is None or final.type == streams.ERROR:
             message = final.data.get("message") if final else "the run did not finish in time; it goes on"
             error = {"message": message, "type": "server_error", "param": None, "code": "run_failed"}
-            yield "data: " + json.dumps({"error": error, "openledger": links}) + "\n\n"
-            return
-        yield chunk(self.delta_choice(final.data.get("finish_reason") or "stop", ""), openledger=links)
-        if include_usage:
-            run.refresh_from_db()
-            yield chunk(None, usage=_usage(run))
-        yield "data: [DONE]\n\n"
+            return ["data: " + json.dumps({"error": error, "openledger": self.links}) + "\n\n"]
+        last = self.view.delta_choice(final.data.get("finish_reason") or "stop", "")
+        pieces = [self.chunk(last, openledger=self.links)]
+        if self.include_usage:  # the final event carries the row's token counts
+            pieces.append(self.chunk(None, usage=_usage_of(final.data)))
+        return [*pieces, "data: [DONE]\n\n"]
 
 
 def _usage(run: InferenceRun) -> dict[str, int]:
-    return {
-        "prompt_tokens": run.prompt_tokens,
-        "completion_tokens": run.completion_tokens,
-        "total_tokens": run.prompt_tokens + run.completion_tokens,
-    }
+    return _usage_of({"prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens})
+
+
+def _usage_of(counts: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = int(counts.get("prompt_tokens") or 0), int(counts.get("completion_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 class ChatCompletionsApi(_CompletionBase):

@@ -3,7 +3,9 @@
 With Redis as the broker (``settings.BROKER_KIND == "redis"``) a run's events go to a Redis Stream (XADD with a
 length cap, the key expiring after INFERENCE_STREAM_TTL_SECONDS), read with blocking XREAD. Without Redis the
 database is the stream: the worker writes the run's partial answer every few tokens and readers poll the row, the
-event id being the length of the answer already delivered. Both give the same reader API, ``run_events``.
+event id being the length of the answer already delivered. Both give the same reader API: ``run_events`` for sync
+callers, and ``arun_events`` for the web server's streaming responses, which waits without holding a thread (an awaited
+XREAD, or ``asyncio.sleep`` between polls), so that open streams never starve the pages (issue #11, item 6).
 
 The final event is published after the run's row is committed (see ``services.run_finish``), so a reader that sees
 "done" or "error" finds the finished row in the database.
@@ -11,14 +13,20 @@ The final event is published after the run's row is committed (see ``services.ru
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import time
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 TOKEN, DONE, ERROR = "token", "done", "error"
@@ -147,15 +155,34 @@ def run_events(*, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: 
     Blocks while waiting for the next event. If ``timeout_s`` passes first, iteration ends without a final event:
     the caller may resume with the last id it saw. Raises InferenceRun.DoesNotExist for an unknown run.
     """
+    public_id = _existing_public_id(run_id)
+    if uses_redis():
+        yield from _redis_events(public_id, last_id, timeout_s)
+    else:
+        yield from _db_events(public_id, last_id, timeout_s)
+
+
+async def arun_events(
+    *, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: float = 60.0
+) -> AsyncIterator[RunEvent]:
+    """``run_events`` for async code (the streaming views): the same events, the same ids, the same end; waiting
+    holds no thread. Close it (``contextlib.aclosing``) when stopping early, so that its Redis connection goes."""
+    public_id = await sync_to_async(_existing_public_id)(run_id)
+    events = (
+        _aredis_events(public_id, last_id, timeout_s) if uses_redis() else _adb_events(public_id, last_id, timeout_s)
+    )
+    async with aclosing(events):
+        async for event in events:
+            yield event
+
+
+def _existing_public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
     from .models import InferenceRun
 
     public_id = _public_id(run_id)
     if not InferenceRun.objects.filter(public_id=public_id).exists():
         raise InferenceRun.DoesNotExist(f"no run {public_id}")
-    if uses_redis():
-        yield from _redis_events(public_id, last_id, timeout_s)
-    else:
-        yield from _db_events(public_id, last_id, timeout_s)
+    return public_id
 
 
 def _finished_row(public_id: uuid.UUID) -> Any | None:
@@ -163,6 +190,23 @@ def _finished_row(public_id: uuid.UUID) -> Any | None:
 
     run = InferenceRun.objects.get(public_id=public_id)
     return run if run.is_finished else None
+
+
+def _entry_event(entry_id: bytes, fields: dict[bytes, bytes]) -> RunEvent:
+    kind = fields[b"type"].decode()
+    if kind == TOKEN:
+        return RunEvent(id=entry_id.decode(), type=TOKEN, text=fields[b"text"].decode())
+    return RunEvent(id=entry_id.decode(), type=kind, data=json.loads(fields[b"data"]))
+
+
+def _row_ending(run: Any, last_id: str, delivered: int | None) -> list[RunEvent]:
+    """The end of a finished run whose final event never reached its stream: the rest of the answer when the reader's
+    position in it is known, then the final event, both from the row."""
+    events = []
+    if run.status == "succeeded" and delivered is not None and len(run.answer) > delivered:
+        events.append(RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:]))
+    events.append(RunEvent(id=last_id, type=ERROR if run.status == "failed" else DONE, data=final_data(run)))
+    return events
 
 
 def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
@@ -179,15 +223,12 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
         reply = client.xread({key: last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                last_id = entry_id.decode()
-                kind = fields[b"type"].decode()
-                if kind == TOKEN:
-                    text = fields[b"text"].decode()
-                    if delivered is not None:
-                        delivered += len(text)
-                    yield RunEvent(id=last_id, type=TOKEN, text=text)
-                else:
-                    yield RunEvent(id=last_id, type=kind, data=json.loads(fields[b"data"]))
+                event = _entry_event(entry_id, fields)
+                last_id = event.id
+                if delivered is not None:
+                    delivered += len(event.text)
+                yield event
+                if event.is_final:
                     return
         if reply or time.monotonic() < next_check:
             continue
@@ -199,31 +240,138 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
         finished_seen += 1
         if finished_seen < 2 and client.exists(key):
             continue
-        if run.status == "succeeded" and delivered is not None and len(run.answer) > delivered:
-            yield RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:])
-        yield RunEvent(id=last_id, type=ERROR if run.status == "failed" else DONE, data=final_data(run))
+        yield from _row_ending(run, last_id, delivered)
         return
+
+
+async def _aredis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+    """``_redis_events`` with redis.asyncio: a connection of its own for the blocking XREAD, closed at the end."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        key = _key(public_id)
+        deadline = time.monotonic() + timeout_s
+        next_check = time.monotonic() + DB_CHECK_SECONDS
+        delivered = 0 if last_id in ("0", "0-0") else None
+        finished_seen = 1 if not await client.exists(key) else 0
+        if finished_seen:
+            next_check = 0.0
+        while (remaining := deadline - time.monotonic()) > 0:
+            reply = await client.xread({key: last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    event = _entry_event(entry_id, fields)
+                    last_id = event.id
+                    if delivered is not None:
+                        delivered += len(event.text)
+                    yield event
+                    if event.is_final:
+                        return
+            if reply or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + DB_CHECK_SECONDS
+            run = await sync_to_async(_finished_row)(public_id)
+            if run is None:
+                continue
+            finished_seen += 1
+            if finished_seen < 2 and await client.exists(key):
+                continue
+            for event in _row_ending(run, last_id, delivered):
+                yield event
+            return
+    finally:
+        await client.aclose()
+
+
+_ROW_FIELDS = ("status", "answer", "error", "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms",
+               "first_token_ms")  # fmt: skip
+
+
+def _offset(last_id: str) -> int:
+    try:
+        return int(last_id.split("-")[0])
+    except ValueError:
+        return 0
+
+
+def _row_events(run: Any, offset: int) -> tuple[list[RunEvent], int]:
+    """What a poll of the row adds after ``offset`` characters: the new text, then the final event if it ended."""
+    events = []
+    if len(run.answer) > offset:
+        text, offset = run.answer[offset:], len(run.answer)
+        events.append(RunEvent(id=str(offset), type=TOKEN, text=text))
+    if run.is_finished:
+        events.append(RunEvent(id=str(offset), type=ERROR if run.status == "failed" else DONE, data=final_data(run)))
+    return events, offset
 
 
 def _db_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
     from .models import InferenceRun
 
-    try:
-        offset = int(last_id.split("-")[0])
-    except ValueError:
-        offset = 0
+    offset = _offset(last_id)
     deadline = time.monotonic() + timeout_s
     while True:
-        run = InferenceRun.objects.only(
-            "status", "answer", "error", "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms",
-            "first_token_ms",
-        ).get(public_id=public_id)  # fmt: skip
-        if len(run.answer) > offset:
-            text, offset = run.answer[offset:], len(run.answer)
-            yield RunEvent(id=str(offset), type=TOKEN, text=text)
-        if run.is_finished:
-            yield RunEvent(id=str(offset), type=ERROR if run.status == "failed" else DONE, data=final_data(run))
-            return
-        if time.monotonic() >= deadline:
+        run = InferenceRun.objects.only(*_ROW_FIELDS).get(public_id=public_id)
+        events, offset = _row_events(run, offset)
+        yield from events
+        if run.is_finished or time.monotonic() >= deadline:
             return
         time.sleep(DB_POLL_SECONDS)
+
+
+class _SharedPolls:
+    """The rows of the runs that this process's streams follow without Redis, read by one query per DB_POLL_SECONDS
+    for all of them rather than one per stream: 64 streams would otherwise poll 640 times a second. The query is made
+    by whichever reader first needs a fresher row, in its own request's thread; the others wait for it and share it."""
+
+    def __init__(self) -> None:
+        self.followed: Counter[uuid.UUID] = Counter()
+        self.rows: dict[uuid.UUID, Any] = {}
+        self.polled_at = -math.inf
+        self.lock = asyncio.Lock()
+
+    async def row(self, public_id: uuid.UUID, *, newer_than: float) -> tuple[Any, float]:
+        """The run's row as read by a poll made after ``newer_than`` (a time.monotonic()), and that poll's time."""
+        async with self.lock:
+            if self.polled_at <= newer_than or public_id not in self.rows:
+                started = time.monotonic()
+                self.rows = await sync_to_async(_rows_of)([*self.followed, public_id])
+                self.polled_at = started
+            polled_at = self.polled_at
+            if public_id not in self.rows:
+                from .models import InferenceRun
+
+                raise InferenceRun.DoesNotExist(f"no run {public_id}")
+            return self.rows[public_id], polled_at
+
+
+_shared_polls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPolls] = weakref.WeakKeyDictionary()
+
+
+def _rows_of(public_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    from .models import InferenceRun
+
+    rows = InferenceRun.objects.only("public_id", *_ROW_FIELDS).filter(public_id__in=public_ids)
+    return {run.public_id: run for run in rows}
+
+
+async def _adb_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+    polls = _shared_polls.setdefault(asyncio.get_running_loop(), _SharedPolls())
+    offset = _offset(last_id)
+    deadline = time.monotonic() + timeout_s
+    seen_poll = -math.inf
+    polls.followed[public_id] += 1
+    try:
+        while True:
+            run, seen_poll = await polls.row(public_id, newer_than=seen_poll)
+            events, offset = _row_events(run, offset)
+            for event in events:
+                yield event
+            if run.is_finished or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(DB_POLL_SECONDS)
+    finally:
+        polls.followed[public_id] -= 1
+        if polls.followed[public_id] <= 0:
+            del polls.followed[public_id]

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -192,7 +194,8 @@ def _sse(event: streams.RunEvent) -> str:
 
 def _relay(run: InferenceRun, last_id: str) -> Iterator[str]:
     """The run's events as server-sent events, until its final event or INFERENCE_WAIT_SECONDS have passed (then
-    the browser's EventSource reconnects with Last-Event-ID and carries on where it stopped)."""
+    the browser's EventSource reconnects with Last-Event-ID and carries on where it stopped). For a WSGI server
+    (runserver, the tests' live server): waits in its thread."""
     yield "retry: 2000\n\n"
     deadline = time.monotonic() + settings.INFERENCE_WAIT_SECONDS
     while (remaining := deadline - time.monotonic()) > 0:
@@ -206,13 +209,32 @@ def _relay(run: InferenceRun, last_id: str) -> Iterator[str]:
         yield ": waiting\n\n"
 
 
+async def _arelay(run: InferenceRun, last_id: str) -> AsyncIterator[str]:
+    """``_relay`` for the ASGI server: an open stream waits on the event loop and holds no thread, so that many
+    streams never starve the pages."""
+    yield "retry: 2000\n\n"
+    deadline = time.monotonic() + settings.INFERENCE_WAIT_SECONDS
+    while (remaining := deadline - time.monotonic()) > 0:
+        events = streams.arun_events(
+            run_id=run.public_id, last_id=last_id, timeout_s=min(STREAM_SLICE_SECONDS, remaining)
+        )
+        async with aclosing(events):
+            async for event in events:
+                last_id = event.id
+                yield _sse(event)
+                if event.is_final:
+                    return
+        yield ": waiting\n\n"
+
+
 @require_GET
 @login_required
 def stream(request: HttpRequest, public_id: uuid.UUID) -> StreamingHttpResponse:
     """Server-sent events of the owner's run: ``token`` events ({"text"}), then one ``done`` or ``error``."""
     run = _own_run(request, public_id)
     last_id = request.headers.get("Last-Event-ID", "0").strip()[:64] or "0"
-    response = StreamingHttpResponse(_relay(run, last_id), content_type="text/event-stream")
+    relay = _arelay if isinstance(request, ASGIRequest) else _relay
+    response = StreamingHttpResponse(relay(run, last_id), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx and friends would otherwise hold the tokens back
     return response

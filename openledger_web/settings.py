@@ -76,6 +76,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # under ASGI, sends sync streams (static files, downloads, exports) piece by piece instead of collecting them whole
+    "openledger_web.streaming.AsgiStreamingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -92,6 +94,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "openledger_web.urls"
 WSGI_APPLICATION = "openledger_web.wsgi.application"
+ASGI_APPLICATION = "openledger_web.asgi.application"  # what `make run` serves (streams wait without a thread)
 AUTH_USER_MODEL = "openledger_web.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "profile"

@@ -75,9 +75,10 @@ def manage(*args: str) -> None:
 
 def web_argv() -> list[str]:
     """The web server: the one place it is chosen (the Procfile and docs/deploy.md show the same line)."""
+    # ASGI: an answer stream waits on the event loop, not in a thread, so open streams leave the pages fast
     return [
-        PY, "-m", "gunicorn", "openledger_web.wsgi", "-b", f"{HOST}:{PORT}",
-        "--workers", "2", "--threads", "8", "--timeout", "120", "--access-logfile", "-",
+        PY, "-m", "gunicorn", "openledger_web.asgi", "-k", "uvicorn_worker.UvicornWorker", "-b", f"{HOST}:{PORT}",
+        "--workers", "2", "--timeout", "120", "--access-logfile", "-",
     ]  # fmt: skip
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inference import selectors, services, streams
@@ -170,9 +174,21 @@ def test_the_reaper_fails_runs_whose_worker_was_lost_and_spares_live_ones(owner,
     assert InferenceRun.objects.get(pk=waiting.pk).error == services.WORKER_LOST
 
 
+def _read(reader: str, **kwargs: Any) -> list[tuple[float, streams.RunEvent]]:
+    """Each event of ``run_events``, or of ``arun_events`` (what the web server's streams use), with when it came."""
+    if reader == "sync":
+        return [(time.monotonic(), event) for event in streams.run_events(**kwargs)]
+
+    async def collect() -> list[tuple[float, streams.RunEvent]]:
+        return [(time.monotonic(), event) async for event in streams.arun_events(**kwargs)]
+
+    return async_to_sync(collect)()
+
+
 @pytest.mark.django_db(transaction=True)  # the reader thread reads through its own connection
+@pytest.mark.parametrize("reader", ["sync", "async"])
 @pytest.mark.parametrize("broker", ["redis", "database"])
-def test_run_events_deliver_tokens_as_written_then_one_final_event(owner, version, settings, broker) -> None:
+def test_run_events_deliver_tokens_as_written_then_one_final_event(owner, version, settings, broker, reader) -> None:
     if broker == "database":
         settings.BROKER_KIND = "filesystem"
     elif not streams.uses_redis():
@@ -184,20 +200,19 @@ def test_run_events_deliver_tokens_as_written_then_one_final_event(owner, versio
 
     def read() -> None:
         try:
-            for event in streams.run_events(run_id=run.public_id, timeout_s=10):
-                seen.append((time.monotonic(), event))
+            seen.extend(_read(reader, run_id=run.public_id, timeout_s=10))
         finally:
             connection.close()
 
-    reader = threading.Thread(target=read)
-    reader.start()
+    thread = threading.Thread(target=read)
+    thread.start()
     for piece in ("The ", "code ", "is ", "7421."):
         writer.token(piece)
         time.sleep(0.25)
     writer.flush()
     finished_at = time.monotonic()
     services.run_finish(run_id=run.pk, answer=writer.answer, finish_reason="stop", completion_tokens=4)
-    reader.join(15)
+    thread.join(15)
 
     tokens = [e for _, e in seen if e.type == streams.TOKEN]
     assert "".join(e.text for e in tokens) == "The code is 7421."
@@ -205,14 +220,42 @@ def test_run_events_deliver_tokens_as_written_then_one_final_event(owner, versio
     assert seen[0][0] < finished_at - 0.4
     assert seen[-1][1].type == streams.DONE and seen[-1][1].data["completion_tokens"] == 4
     # a reader that comes late, or resumes, still gets the rest and the end
-    late = list(streams.run_events(run_id=run.public_id, last_id=tokens[1].id, timeout_s=5))
+    late = [e for _, e in _read(reader, run_id=run.public_id, last_id=tokens[1].id, timeout_s=5)]
     assert "".join(e.text for e in late if e.type == streams.TOKEN) == "is 7421."
     assert late[-1].type == streams.DONE
     if streams.uses_redis():  # once the stream expired, the row answers
         streams._client().delete(streams._key(run.public_id))
-        expired = list(streams.run_events(run_id=run.pk, timeout_s=10))
+        expired = [e for _, e in _read(reader, run_id=run.pk, timeout_s=10)]
         assert [e.type for e in expired] == [streams.TOKEN, streams.DONE]
         assert expired[0].text == "The code is 7421."
+
+
+def test_streams_without_redis_share_one_poll_of_the_database(owner, version, settings) -> None:
+    # given: eight running runs, each with its own partial answer, and no Redis
+    settings.BROKER_KIND = "filesystem"
+    settings.INFERENCE_RATE_LIMIT = "100/minute"
+    runs = []
+    for i in range(8):
+        run = services.run_submit(user=owner, version=version, prompt=f"question {i}")
+        services.run_claim(run_id=run.pk, worker="w:1")
+        InferenceRun.objects.filter(pk=run.pk).update(answer=f"answer {i}")
+        runs.append(run)
+
+    async def follow_all() -> list[list[streams.RunEvent]]:
+        async def follow(run: InferenceRun) -> list[streams.RunEvent]:
+            return [event async for event in streams.arun_events(run_id=run.public_id, timeout_s=1.0)]
+
+        return await asyncio.gather(*(follow(run) for run in runs))
+
+    # when: all eight streams follow their run for a second at once
+    with CaptureQueriesContext(connection) as queries:
+        seen = async_to_sync(follow_all)()
+
+    # then: each stream got its own run's text, from about one query per poll interval for all of them (one each
+    # would be about 8 x 10)
+    assert [[e.text for e in events] for events in seen] == [[f"answer {i}"] for i in range(8)]
+    polls = [q for q in queries.captured_queries if '"public_id" IN' in q["sql"]]
+    assert len(polls) <= 2 * (1.0 / streams.DB_POLL_SECONDS) + 2
 
 
 def test_a_batch_seals_when_full_or_old_and_each_run_proves_its_inclusion(owner, version, settings) -> None:

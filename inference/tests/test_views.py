@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from django.test import Client
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient, Client
 from django.urls import reverse
 
 from inference import services, streams
@@ -457,8 +459,28 @@ def test_reply_prefills_the_chat_with_the_answer(owner: Any, other: Any, version
 # -- the answer stream --------------------------------------------------------------------------------------------
 
 
+async def _body(content: AsyncIterator[bytes]) -> bytes:
+    return b"".join([part async for part in content])
+
+
+def stream_body(response: Any) -> str:
+    """The whole body of a streaming response, async (as the ASGI server is given it) or not (WSGI)."""
+    if response.is_async:
+        return async_to_sync(_body)(response.streaming_content).decode()
+    return b"".join(response.streaming_content).decode()
+
+
+def get_as(user: Any, url: str, *, server: str, headers: dict[str, str] | None = None) -> Any:
+    """GET through Django's WSGI handler (the test client) or its ASGI handler (what `make run` serves)."""
+    if server == "wsgi":
+        return client_for(user).get(url, headers=headers)
+    client = AsyncClient()
+    client.force_login(user)
+    return async_to_sync(client.get)(url, headers=headers)
+
+
 def _events(response: Any) -> list[tuple[str, str, Any]]:
-    body = b"".join(response.streaming_content).decode()
+    body = stream_body(response)
     events = []
     for block in body.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
@@ -467,8 +489,9 @@ def _events(response: Any) -> list[tuple[str, str, Any]]:
     return events
 
 
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
 def test_the_stream_relays_tokens_then_done_and_resumes_after_the_last_id(
-    owner: Any, version: ModelVersion, django_capture_on_commit_callbacks: Any
+    owner: Any, version: ModelVersion, django_capture_on_commit_callbacks: Any, server: str
 ) -> None:
     # given: a run the "worker" answers in two pieces
     run = services.run_submit(user=owner, version=version, messages=[{"role": "user", "content": "hello"}])
@@ -482,25 +505,27 @@ def test_the_stream_relays_tokens_then_done_and_resumes_after_the_last_id(
     url = reverse("inference:stream", args=[run.public_id])
 
     # when
-    response = client_for(owner).get(url)
+    response = get_as(owner, url, server=server)
     events = _events(response)
 
-    # then
+    # then: under ASGI the stream is an async iterator, which waits without a thread
+    assert response.is_async == (server == "asgi")
     assert response["Content-Type"] == "text/event-stream" and response["Cache-Control"] == "no-cache"
     assert "".join(data["text"] for _, kind, data in events if kind == "token") == "Hello"
     assert events[-1][1] == "done" and events[-1][2]["completion_tokens"] == 2
-    resumed = _events(client_for(owner).get(url, HTTP_LAST_EVENT_ID=events[0][0]))
+    resumed = _events(get_as(owner, url, server=server, headers={"Last-Event-ID": events[0][0]}))
     assert "".join(d["text"] for _, k, d in resumed if k == "token") == "Hello"[len(events[0][2]["text"]) :]
 
 
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
 def test_a_failed_run_streams_its_error(
-    owner: Any, version: ModelVersion, django_capture_on_commit_callbacks: Any
+    owner: Any, version: ModelVersion, django_capture_on_commit_callbacks: Any, server: str
 ) -> None:
     run = services.run_submit(user=owner, version=version, messages=[{"role": "user", "content": "hello"}])
     with django_capture_on_commit_callbacks(execute=True):
         services.run_finish(run_id=run.pk, error="the adapter could not be loaded")
 
-    events = _events(client_for(owner).get(reverse("inference:stream", args=[run.public_id])))
+    events = _events(get_as(owner, reverse("inference:stream", args=[run.public_id]), server=server))
 
     assert events[-1][1:] == ("error", {"message": "the adapter could not be loaded"})
 
