@@ -412,3 +412,24 @@ def test_a_removed_member_withdraws_their_own_pending_contribution_from_its_page
     response = client.post(reverse("datanets:contribution_withdraw", args=[pending.pk]))
     assert response.status_code == 302
     assert Contribution.objects.get(pk=pending.pk).status == "withdrawn"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+def test_a_posted_next_never_redirects_to_another_site(target: str) -> None:
+    datanet = DatanetFactory()
+    pending = submit(datanet)
+    curator = Client()
+    curator.force_login(datanet.owner)
+    decided = curator.post(
+        reverse("datanets:curation_decide"), {"contribution": [pending.pk], "action": "accept", "next": target}
+    )
+    assert decided.status_code == 302 and decided.url == reverse("datanets:curation")
+    other = submit(datanet)
+    record = other.records.first()
+    excluded = curator.post(reverse("datanets:record_exclude", args=[record.pk]), {"reason": "pii", "next": target})
+    assert excluded.status_code == 302 and excluded.url == reverse("datanets:curation")
+    local = reverse("datanets:contribution", args=[other.pk])
+    kept = curator.post(
+        reverse("datanets:curation_decide"), {"contribution": [other.pk], "action": "accept", "next": local}
+    )
+    assert kept.url == local

@@ -207,3 +207,10 @@ def test_only_active_users_with_the_flag_are_global_curators(alice: User) -> Non
     alice.is_active = False
     assert not user_is_global_curator(alice)
     assert not user_is_global_curator(AnonymousUser())
+
+
+def test_the_login_page_does_not_carry_a_foreign_next_into_its_form(client: Client, db: None) -> None:
+    body = client.get(reverse("login"), {"next": "https://evil.example/"}).content.decode()
+    assert "evil.example" not in body
+    assert 'name="next" value="/datanets/"' in client.get(reverse("login"), {"next": "/datanets/"}).content.decode()
+
