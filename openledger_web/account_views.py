@@ -20,7 +20,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from .forms import LoginForm, SignupForm, WalletChallengeForm, WalletLinkForm
+from .forms import ApiTokenForm, LoginForm, SignupForm, WalletChallengeForm, WalletLinkForm
 from .models import User, Wallet, WalletChallenge
 from .redirects import safe_next
 from .selectors import api_token_of, user_roles, wallets_of
@@ -91,6 +91,7 @@ def _profile_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
         "wallet_error": None,
         "linked_wallet": None,
         "new_token": None,
+        "token_form": ApiTokenForm(),
     }
     context.update(extra)
     return context
@@ -174,9 +175,12 @@ def wallet_unlink_view(request: HtmxHttpRequest, wallet_id: int) -> HttpResponse
 @require_POST
 @login_required
 def api_token_rotate_view(request: HtmxHttpRequest) -> HttpResponse:
-    token = api_token_rotate(user=request.user)
+    form = ApiTokenForm(request.POST)
+    if not form.is_valid():
+        return _render_profile(request, "token", status=400, token_form=form)
+    created = api_token_rotate(user=request.user, expires_at=form.expires_at())
     # Rendered in this response rather than after a redirect: the key is shown once and never stored in a session.
-    response = _render_profile(request, "token", new_token=token.key)
+    response = _render_profile(request, "token", new_token=created.key, api_token=created.token)
     response["Cache-Control"] = "no-store"
     return response
 
