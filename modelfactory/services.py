@@ -265,6 +265,14 @@ def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
         raise PermissionDenied("only the job's owner may retry it")
     if locked.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
         raise ValidationError(f"job #{locked.pk} is {locked.status}: only a failed or cancelled job can be retried")
+    if locked.kind == FineTuneJob.Kind.TRAIN:
+        # the rule is checked again: the owner may have stopped curating a private Datanet since the launch
+        for snapshot in locked.snapshots.select_related("datanet"):
+            if not user_can_train(user=locked.owner, datanet=snapshot.datanet):
+                raise PermissionDenied(
+                    f"{locked.owner.get_username()} may no longer train on {snapshot.datanet.name!r}: only its "
+                    "owner and curators may train on a private Datanet"
+                )
     locked.status = FineTuneJob.Status.QUEUED
     locked.cancel_requested = False
     locked.error = ""
