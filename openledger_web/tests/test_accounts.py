@@ -270,3 +270,27 @@ def test_the_login_page_does_not_carry_a_foreign_next_into_its_form(client: Clie
     body = client.get(reverse("login"), {"next": "https://evil.example/"}).content.decode()
     assert "evil.example" not in body
     assert 'name="next" value="/datanets/"' in client.get(reverse("login"), {"next": "/datanets/"}).content.decode()
+
+
+def test_the_migration_gives_existing_accounts_skeletons_oldest_first(db: None) -> None:
+    import importlib
+    from datetime import timedelta
+
+    from django.apps import apps
+    from django.utils import timezone
+
+    migration = importlib.import_module("openledger_web.migrations.0003_username_skeleton")
+    older = User.objects.create_user("alice", "a@example.org")
+    # an account from before the rule, whose name reads like the older one's
+    newer = User.objects.create_user("bob", "b@example.org")
+    User.objects.filter(pk=newer.pk).update(username="\u0430lice", date_joined=timezone.now() + timedelta(days=1))
+    User.objects.update(username_skeleton=None)
+    migration.fill_skeletons(apps, None)
+    skeletons = dict(User.objects.values_list("pk", "username_skeleton"))
+    assert skeletons == {older.pk: "alice", newer.pk: None}
+    # the account left without one can still be saved, and gets one once renamed
+    newer.refresh_from_db()
+    newer.save()
+    newer.username = "alicia"
+    newer.save()
+    assert User.objects.get(pk=newer.pk).username_skeleton == "alicia"
