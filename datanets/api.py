@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -201,10 +201,13 @@ def _datanet_for(user: Any, slug: str, *, with_numbers: bool = False) -> Datanet
 
 
 def _contribution_for(user: Any, contribution_id: int) -> Contribution:
-    """A contribution in a Datanet ``user`` can see (else 404); whether they may act on it is the service's call."""
+    """A contribution in a Datanet ``user`` can see, or one of their own (a removed member still sees and withdraws
+    what they sent), else 404; whether they may act on it is the service's call."""
     visible = selectors.datanets_visible_to(user=user).values("pk")
     return get_object_or_404(
-        Contribution.objects.select_related("datanet", "contributor", "reviewer").filter(datanet__in=visible),
+        Contribution.objects.select_related("datanet", "contributor", "reviewer").filter(
+            Q(datanet__in=visible) | Q(contributor_id=user.pk)
+        ),
         pk=contribution_id,
     )
 
@@ -850,7 +853,8 @@ class ContributionRecordListApi(DatanetsApi):
 
 
 class ContributionWithdrawApi(DatanetsApi):
-    """Take back your own pending contribution; it then joins no snapshot and counts for no quota."""
+    """Take back your own pending contribution (also after leaving its Datanet): it joins no snapshot, its records
+    and (unless someone else sent the same bytes) its file are deleted; it still counts for the day's quota."""
 
     permission_classes = [IsAuthenticated]
 

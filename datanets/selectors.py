@@ -73,6 +73,17 @@ def user_can_contribute(*, user: Any, datanet: Datanet) -> bool:
     return _is_member_of(user, datanet) or user_can_curate(user=user, datanet=datanet)
 
 
+def user_can_train(*, user: Any, datanet: Datanet) -> bool:
+    """Train a model on its snapshots: anyone signed in for a public Datanet; for a private one its owner, curators
+    and global curators only. Members may see and contribute to a private Datanet, but a model trained on it carries
+    its data to whoever may use that model, and that is the curators' call (docs/datanets.md)."""
+    if not _signed_in(user):
+        return False
+    if datanet.visibility == Datanet.Visibility.PUBLIC:
+        return True
+    return user_can_curate(user=user, datanet=datanet)
+
+
 def _curated_by(user: Any) -> Q:
     through = Datanet.curators.through
     return Q(owner=user) | Q(Exists(through.objects.filter(datanet_id=OuterRef("pk"), user_id=user.pk)))
@@ -91,6 +102,15 @@ def datanets_visible_to(*, user: Any) -> QuerySet[Datanet]:
         | _curated_by(user)
         | Q(Exists(members.objects.filter(datanet_id=OuterRef("pk"), user_id=user.pk)))
     )
+
+
+def datanets_trainable_by(*, user: Any) -> QuerySet[Datanet]:
+    """The Datanets whose snapshots ``user`` may train on (``user_can_train``); none for anonymous users."""
+    if not _signed_in(user):
+        return Datanet.objects.none()
+    if user.is_global_curator:
+        return Datanet.objects.all()
+    return Datanet.objects.filter(Q(visibility=Datanet.Visibility.PUBLIC) | _curated_by(user))
 
 
 def datanets_curated_by(*, user: Any) -> QuerySet[Datanet]:

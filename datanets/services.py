@@ -9,6 +9,7 @@ bytes would be stored at the same path, and nothing points at it).
 from __future__ import annotations
 
 import io
+import logging
 import queue
 import re
 import threading
@@ -46,6 +47,8 @@ from .models import (
 )
 from .parsing import ParsedRow, RowError, UploadRejected, parse_upload
 from .storage import TooLarge, media_path, store_bytes_file, storing_stream
+
+logger = logging.getLogger(__name__)
 
 RECORD_BATCH = 500  # parsed rows held before they are encoded: few enough to stay in the CPU's cache
 SNAPSHOT_BATCH = 5_000
@@ -263,11 +266,11 @@ def _utc_day_start(now: datetime) -> datetime:
 
 
 def _check_quota(*, datanet: Datanet, contributor: Any, size: int, now: datetime) -> None:
-    used = (
-        Contribution.objects.filter(datanet=datanet, contributor=contributor, submitted_at__gte=_utc_day_start(now))
-        .exclude(status=Contribution.Status.WITHDRAWN)
-        .aggregate(files=Count("id"), size=Sum("size_bytes"))
-    )
+    # Every upload of the day counts, withdrawn ones too: otherwise upload-then-withdraw cycles would store (and
+    # parse) without limit. Refused uploads leave no row, so they count for nothing.
+    used = Contribution.objects.filter(
+        datanet=datanet, contributor=contributor, submitted_at__gte=_utc_day_start(now)
+    ).aggregate(files=Count("id"), size=Sum("size_bytes"))
     files, used_bytes = used["files"], used["size"] or 0
     if files + 1 > datanet.daily_quota_files:
         raise ValidationError(
@@ -653,16 +656,61 @@ def _locked_pending(contribution: Contribution, action: str) -> Contribution:
 
 @transaction.atomic
 def contribution_withdraw(*, contribution: Contribution, user: Any) -> Contribution:
-    """The contributor takes back a pending contribution; it then counts for no quota and joins no snapshot."""
+    """The contributor takes back a pending contribution, whether or not they are still a member: it joins no
+    snapshot, its records are deleted, and so are its stored bytes once no other contribution refers to them. The
+    row stays, with its size and time, as the trail of what happened and because it still counts for the day's quota.
+    """
     if getattr(user, "pk", None) != contribution.contributor_id:
         raise PermissionDenied("only the contributor may withdraw a contribution")
-    locked = _locked_pending(contribution, "withdrawn")
+    locked = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    if locked.status != Contribution.Status.PENDING:
+        raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be withdrawn")
+    _contribution_records_delete(locked)
     now = timezone.now()
     locked.status = Contribution.Status.WITHDRAWN
     locked.withdrawn_at = now
+    locked.records_staged = False
     locked.save()
     ContributionDecision.objects.create(contribution=locked, actor=user, action="withdraw", created_at=now)
+    sha256, path = locked.content_sha256, locked.storage_path
+    transaction.on_commit(lambda: content_release(sha256=sha256, path=path))
     return locked
+
+
+def _contribution_records_delete(contribution: Contribution) -> None:
+    """Delete the records (staged or not) of a pending contribution, in two statements whatever their number.
+
+    Only a pending contribution's records: nothing else refers to them (snapshots take accepted records only, and
+    attribution only snapshot records), which the database's foreign keys would enforce anyway. A curator's
+    exclusion of one of them stays in the contribution's history, without the record.
+    """
+    ContributionDecision.objects.filter(contribution=contribution, record__isnull=False).update(record=None)
+    record, staged = Record._meta.db_table, StagedRecord._meta.db_table
+    with connection.cursor() as cursor:  # our own table names, no input
+        cursor.execute(f"DELETE FROM {staged} WHERE contribution_id = %s", [contribution.pk])  # noqa: S608
+        cursor.execute(f"DELETE FROM {record} WHERE contribution_id = %s", [contribution.pk])  # noqa: S608
+
+
+def content_release(*, sha256: str, path: str) -> bool:
+    """Delete the stored bytes ``sha256`` at ``path`` if no contribution refers to them any more, other than withdrawn
+    ones; True when deleted. Called after a withdrawal commits; never raises (the withdrawal stands either way).
+
+    Content addressing shares one file between identical uploads, so another contribution's row keeps it. An upload
+    of the same bytes still in flight (its row not yet committed) links its own copy into place only when the path
+    is free, so in the narrow race where it found this file and this call then deletes it, that upload's records
+    are intact and only its download copy is gone.
+    """
+    others = Contribution.objects.filter(content_sha256=sha256, storage_path=path)
+    if others.exclude(status=Contribution.Status.WITHDRAWN).exists():
+        return False
+    try:
+        media_path(path).unlink()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        logger.exception("could not delete the withdrawn bytes at %s", path)
+        return False
+    return True
 
 
 @transaction.atomic

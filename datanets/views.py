@@ -26,6 +26,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from openledger_web.redirects import safe_next
+
 from . import selectors, services
 from .forms import (
     BAD_ROWS_HELP,
@@ -525,7 +527,7 @@ def curation_decide(request: HtmxHttpRequest) -> HttpResponse:
         return _render_curation(request, status=400, error=_message(e))
     verb = "accepted" if action == "accept" else "rejected"
     messages.success(request, f"{len(decided)} contribution{'s' if len(decided) != 1 else ''} {verb}.")
-    return redirect(request.POST.get("next") or reverse("datanets:curation"))
+    return redirect(safe_next(request, reverse("datanets:curation")))
 
 
 @require_POST
@@ -544,7 +546,7 @@ def record_exclude(request: HtmxHttpRequest, record_id: int) -> HttpResponse:
     except ValidationError as e:
         return _refused(request, _message(e), 400)
     messages.success(request, f"Record {record.position} of contribution #{record.contribution_id} is excluded.")
-    return redirect(request.POST.get("next") or reverse("datanets:curation"))
+    return redirect(safe_next(request, reverse("datanets:curation")))
 
 
 # Snapshots and proofs

@@ -18,16 +18,15 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import reverse
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from openledger_web.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
 from openledger_web.jsonguard import GuardedJSONParser, PayloadTooLarge
 
 from . import selectors, services, streams
@@ -51,20 +50,6 @@ NEUTRAL_PARAMS = {
     "response_format": None,
 }
 IGNORED_PARAMS = {"user", "stream_options", "metadata", "store", "service_tier"}
-
-
-class BearerTokenAuthentication(TokenAuthentication):
-    """DRF tokens sent as ``Authorization: Bearer <key>``, the way OpenAI's clients send their API key."""
-
-    keyword = "Bearer"
-
-
-class BearerTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "inference.api.BearerTokenAuthentication"
-    name = "bearerAuth"
-
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
-        return {"type": "http", "scheme": "bearer", "description": "An API token from the profile page."}
 
 
 def openai_error(
@@ -126,7 +111,7 @@ def _run_links(request: Request, run: InferenceRun) -> dict[str, str]:
 
 
 class OpenAIApiView(APIView):
-    authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
+    authentication_classes = [BearerApiTokenAuthentication, ApiTokenAuthentication]
     parser_classes = [GuardedJSONParser]
 
     def get_exception_handler(self):  # type: ignore[no-untyped-def]

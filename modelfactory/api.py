@@ -34,7 +34,7 @@ from openledger_web.api import ErrorSerializer
 from . import services
 from .config import PRESETS, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
-from .selectors import jobs_visible_to, versions_visible_to
+from .selectors import jobs_visible_to, version_training_data, versions_visible_to
 
 TAGS = ["modelfactory"]
 LIST_ERRORS = {401: OpenApiResponse(ErrorSerializer, description="Not signed in")}
@@ -167,18 +167,31 @@ class VersionDetailSerializer(VersionSerializer):
     seed = serializers.IntegerField()
     code_version = serializers.CharField()
     metrics = serializers.DictField()
-    samples = serializers.ListField(child=serializers.DictField(), help_text="{prompt, reference, base, tuned}")
+    samples = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="{prompt, reference, base, tuned}; empty when private_datanets > 0 (they quote training records)",
+    )
     training = serializers.DictField(help_text="Run facts outside the lineage: device, steps, seconds")
     manifest = serializers.JSONField(help_text="The lineage manifest, parsed; download it for the exact bytes")
     parents = serializers.SerializerMethodField()
     children = serializers.SerializerMethodField()
-    snapshots = SnapshotRefSerializer(many=True, source="snapshots.all")
+    snapshots = SnapshotRefSerializer(
+        many=True, source="seen.snapshots", help_text="The training snapshots of Datanets you may see"
+    )
+    private_datanets = serializers.IntegerField(
+        source="seen.private_datanets",
+        help_text="How many more Datanets it trained on that you may not see (named by neither snapshot nor sample)",
+    )
     anchor = AnchorSerializer()
     downloads = serializers.SerializerMethodField()
 
     def to_representation(self, version: ModelVersion) -> dict[str, Any]:
+        # what this viewer may know of the training data, read once for the snapshots, the count and the samples
+        version.seen = version_training_data(version=version, user=self.context["request"].user)  # type: ignore[attr-defined]
         data = super().to_representation(version)
         data["manifest"] = json.loads(version.manifest)
+        if not version.seen.samples_shown:  # type: ignore[attr-defined]
+            data["samples"] = []
         return data
 
     @extend_schema_field(ParentSerializer(many=True))
@@ -295,7 +308,10 @@ def _snapshots_for(user: Any, ids: list[int]) -> list[Snapshot]:
         .values_list("pk", flat=True)
     )
     if hidden := [i for i in ids if found[i].datanet_id not in visible]:
-        raise PermissionDenied(f"snapshot #{hidden[0]} belongs to a private Datanet: only its members may train on it")
+        raise PermissionDenied(
+            f"snapshot #{hidden[0]} belongs to a private Datanet: only its owner and curators may train on it"
+        )
+    # the service refuses the rest (a private Datanet the user sees as a member), naming it: they may see its name
     return [found[i] for i in ids]
 
 

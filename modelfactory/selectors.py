@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot
-from datanets.selectors import datanets_visible_to
+from datanets.selectors import datanets_trainable_by, datanets_visible_to
 
 from .models import BaseModel, FineTuneJob, ModelVersion
 
@@ -70,9 +71,10 @@ def base_models() -> QuerySet[BaseModel]:
 
 
 def snapshots_usable_by(*, user: Any) -> QuerySet[Snapshot]:
-    """Snapshots of the Datanets ``user`` may see (and so train on), newest Datanet first, newest snapshot first."""
+    """Snapshots ``user`` may train on (public Datanets; private ones they own or curate), by Datanet name, newest
+    snapshot first."""
     return (
-        Snapshot.objects.filter(datanet__in=datanets_visible_to(user=user))
+        Snapshot.objects.filter(datanet__in=datanets_trainable_by(user=user))
         .select_related("datanet")
         .order_by("datanet__name", "datanet_id", "-number")
     )
@@ -147,8 +149,9 @@ def version_list(*, user: Any, search: str = "") -> QuerySet[ModelVersion]:
 
 
 def version_lineage(*, version: ModelVersion, user: Any) -> dict[str, Any]:
-    """The version's direct lineage: its snapshots (with Datanets), its parent and child edges. A parent or child
-    the user may not see is named by id only (the manifest names it anyway, by hash)."""
+    """The version's direct lineage: the snapshots (with Datanets) the user may see, how many private Datanets it
+    also trained on, its parent and child edges. A parent or child the user may not see is named by id only (the
+    manifest names it anyway, by hash)."""
     visible = set(
         versions_visible_to(user=user)
         .filter(Q(child_links__child=version) | Q(parent_links__parent=version))
@@ -156,9 +159,41 @@ def version_lineage(*, version: ModelVersion, user: Any) -> dict[str, Any]:
     )
     parents = list(version.parent_links.select_related("parent").order_by("parent_id"))
     children = list(version.child_links.select_related("child").order_by("child_id"))
-    snapshots = list(version.snapshots.select_related("datanet").order_by("datanet__name", "number"))
+    data = version_training_data(version=version, user=user)
     return {
-        "snapshots": snapshots,
+        "snapshots": data.snapshots,
+        "private_datanets": data.private_datanets,
         "parents": [(link, link.parent_id in visible) for link in parents],
         "children": [(link, link.child_id in visible) for link in children],
     }
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a viewer may know of the data a version trained on."""
+
+    snapshots: list[Snapshot]  # those of Datanets the viewer may see, by Datanet name and number
+    private_datanets: int  # how many more Datanets it trained on that the viewer may not see
+
+    @property
+    def samples_shown(self) -> bool:
+        """Sample prompts, references and answers come from the training records, so they are shown only to
+        someone who may see every Datanet the version trained on."""
+        return self.private_datanets == 0
+
+
+def version_training_data(*, version: ModelVersion, user: Any) -> TrainingData:
+    """The version's training snapshots as ``user`` may see them (two queries; a merge's are its parents' too)."""
+    snapshots = list(version.snapshots.select_related("datanet").order_by("datanet__name", "number"))
+    datanet_ids = {s.datanet_id for s in snapshots}
+    visible = set(datanets_visible_to(user=user).filter(pk__in=datanet_ids).values_list("pk", flat=True))
+    return TrainingData(
+        snapshots=[s for s in snapshots if s.datanet_id in visible], private_datanets=len(datanet_ids - visible)
+    )
+
+
+def version_samples_for(*, version: ModelVersion, user: Any) -> list[dict[str, Any]]:
+    """The version's sample answers, or none when they would show ``user`` records of a Datanet they may not see."""
+    if not version_training_data(version=version, user=user).samples_shown:
+        return []
+    return [s for s in version.samples or [] if isinstance(s, dict)]

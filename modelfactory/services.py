@@ -25,7 +25,7 @@ from django.utils import timezone
 from attribution import services as attribution_services
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot, SnapshotRecord
-from datanets.selectors import user_can_view
+from datanets.selectors import user_can_train, user_can_view
 from datanets.storage import content_path, media_path
 from ledger.services import anchor_request, anchor_subject_id
 
@@ -155,7 +155,11 @@ def _check_launch(
     for snapshot in snapshots:
         if not user_can_view(user=owner, datanet=snapshot.datanet):
             raise PermissionDenied(
-                f"{snapshot.datanet.name!r} is private: only its members may train on snapshot {snapshot.number}"
+                f"snapshot #{snapshot.pk} belongs to a private Datanet: only its owner and curators may train on it"
+            )
+        if not user_can_train(user=owner, datanet=snapshot.datanet):
+            raise PermissionDenied(
+                f"{snapshot.datanet.name!r} is private: only its owner and curators may train on its snapshots"
             )
     record_types = sorted({s.datanet.record_type for s in snapshots})
     if len(record_types) > 1:
@@ -261,6 +265,14 @@ def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
         raise PermissionDenied("only the job's owner may retry it")
     if locked.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
         raise ValidationError(f"job #{locked.pk} is {locked.status}: only a failed or cancelled job can be retried")
+    if locked.kind == FineTuneJob.Kind.TRAIN:
+        # the rule is checked again: the owner may have stopped curating a private Datanet since the launch
+        for snapshot in locked.snapshots.select_related("datanet"):
+            if not user_can_train(user=locked.owner, datanet=snapshot.datanet):
+                raise PermissionDenied(
+                    f"{locked.owner.get_username()} may no longer train on {snapshot.datanet.name!r}: only its "
+                    "owner and curators may train on a private Datanet"
+                )
     locked.status = FineTuneJob.Status.QUEUED
     locked.cancel_requested = False
     locked.error = ""

@@ -22,6 +22,7 @@ from django_htmx.middleware import HtmxDetails
 from attribution.models import AttributionIndex
 from attribution.selectors import reliability_line
 from datanets.models import Snapshot
+from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
 
 from . import selectors, services
@@ -331,7 +332,15 @@ def version_list(request: HtmxHttpRequest) -> HttpResponse:
     versions = selectors.version_list(user=request.user, search=search)
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": _page(request, versions), "query": query.urlencode(), "search": search}
+    page = _page(request, versions)
+    snapshots = {v.pk: list(v.snapshots.all()) for v in page}
+    datanet_ids = {s.datanet_id for shown in snapshots.values() for s in shown}
+    visible = set(datanets_visible_to(user=request.user).filter(pk__in=datanet_ids).values_list("pk", flat=True))
+    for version in page:
+        # a private Datanet's name is its members' to see; the card only counts it
+        version.shown_snapshots = [s for s in snapshots[version.pk] if s.datanet_id in visible]  # type: ignore[attr-defined]
+        version.private_datanets = len({s.datanet_id for s in snapshots[version.pk]} - visible)  # type: ignore[attr-defined]
+    context = {"form": form, "page": page, "query": query.urlencode(), "search": search}
     return render(request, _template(request, "version_list", "results"), context)
 
 
@@ -365,6 +374,10 @@ def _lineage_graph(version: ModelVersion, lineage: dict[str, Any]) -> dict[str, 
     for datanet in datanets.values():
         href = reverse("datanets:detail", args=[datanet.slug])
         columns[0].append(_node(f"d{datanet.pk}", "datanet", datanet.name, f"Datanet · {datanet.licence}", href))
+    if private := lineage.get("private_datanets"):
+        # named by count only: neither the Datanets nor their snapshots are the viewer's to see
+        title = f"{private} private Datanet{'s' if private != 1 else ''}"
+        columns[1].append(_node("private", "snapshot", title, "not visible to you", ""))
     for snapshot in lineage["snapshots"]:
         href = reverse("datanets:snapshot", args=[snapshot.datanet.slug, snapshot.number])
         sub = f"{snapshot.record_count:,} records · root {snapshot.merkle_root[:10]}…"
@@ -415,6 +428,7 @@ def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, A
         "anchor": version.anchor,
         "lineage": lineage,
         "graph": _lineage_graph(version, lineage),
+        "samples": selectors.version_samples_for(version=version, user=request.user),
         "config_rows": _flat(version.config or {}),
         "training_rows": _flat({k: v for k, v in (version.training or {}).items() if k != "lora"}),
         "is_owner": version.owner_id == request.user.pk or request.user.is_staff,
@@ -472,8 +486,8 @@ def version_adapter_file(request: HttpRequest, version_id: int, filename: str) -
     return response
 
 
-def _samples_by_prompt(version: ModelVersion) -> dict[str, dict[str, Any]]:
-    return {s.get("prompt", ""): s for s in version.samples or [] if isinstance(s, dict)}
+def _samples_by_prompt(version: ModelVersion, user: Any) -> dict[str, dict[str, Any]]:
+    return {s.get("prompt", ""): s for s in selectors.version_samples_for(version=version, user=user)}
 
 
 METRICS = (
@@ -502,7 +516,7 @@ def version_compare(request: HtmxHttpRequest) -> HttpResponse:
         for key in sorted(config_a.keys() | config_b.keys())
     ]
     metrics = [(label, a.metrics.get(key), b.metrics.get(key)) for key, label, _ in METRICS]
-    samples_a, samples_b = _samples_by_prompt(a), _samples_by_prompt(b)
+    samples_a, samples_b = _samples_by_prompt(a, request.user), _samples_by_prompt(b, request.user)
     common = [(prompt, samples_a[prompt], samples_b[prompt]) for prompt in samples_a if prompt in samples_b]
     context = {
         "form": form,

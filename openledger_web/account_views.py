@@ -14,15 +14,15 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from .forms import LoginForm, SignupForm, WalletChallengeForm, WalletLinkForm
+from .forms import ApiTokenForm, LoginForm, SignupForm, WalletChallengeForm, WalletLinkForm
 from .models import User, Wallet, WalletChallenge
+from .redirects import safe_next
 from .selectors import api_token_of, user_roles, wallets_of
 from .services import (
     WalletError,
@@ -41,12 +41,7 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def _safe_next(request: HttpRequest) -> str:
-    candidate = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(
-        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return candidate
-    return resolve_url(settings.LOGIN_REDIRECT_URL)
+    return safe_next(request, resolve_url(settings.LOGIN_REDIRECT_URL))
 
 
 @require_http_methods(["GET", "POST"])
@@ -58,7 +53,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if form.is_bound and form.is_valid():
         auth_login(request, form.get_user())
         return HttpResponseRedirect(_safe_next(request))
-    context = {"form": form, "next": request.POST.get("next") or request.GET.get("next", "")}
+    # only a safe target goes back into the form, so the page never carries a foreign one onward
+    context = {"form": form, "next": safe_next(request, "")}
     # 429 tells scripts and proxies what happened; the page says it to people.
     return render(request, "registration/login.html", context, status=429 if form.limited else 200)
 
@@ -95,6 +91,7 @@ def _profile_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
         "wallet_error": None,
         "linked_wallet": None,
         "new_token": None,
+        "token_form": ApiTokenForm(),
     }
     context.update(extra)
     return context
@@ -178,9 +175,12 @@ def wallet_unlink_view(request: HtmxHttpRequest, wallet_id: int) -> HttpResponse
 @require_POST
 @login_required
 def api_token_rotate_view(request: HtmxHttpRequest) -> HttpResponse:
-    token = api_token_rotate(user=request.user)
+    form = ApiTokenForm(request.POST)
+    if not form.is_valid():
+        return _render_profile(request, "token", status=400, token_form=form)
+    created = api_token_rotate(user=request.user, expires_at=form.expires_at())
     # Rendered in this response rather than after a redirect: the key is shown once and never stored in a session.
-    response = _render_profile(request, "token", new_token=token.key)
+    response = _render_profile(request, "token", new_token=created.key, api_token=created.token)
     response["Cache-Control"] = "no-store"
     return response
 

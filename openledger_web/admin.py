@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from .forms import AdminLoginForm
-from .models import LoginFailure, User, Wallet, WalletChallenge, WorkerHeartbeat
+from .models import ApiToken, LoginAddress, LoginFailure, User, Wallet, WalletChallenge, WorkerHeartbeat
 
 # The admin's login page obeys the same per-account and per-address limits as ours.
 admin.site.login_form = AdminLoginForm
@@ -84,3 +84,25 @@ class LoginFailureAdmin(_EvidenceAdmin):
     list_filter = ("at",)
     search_fields = ("account", "ip")
     readonly_fields = ("account", "ip", "at")
+
+
+@admin.register(LoginAddress)
+class LoginAddressAdmin(_EvidenceAdmin):
+    """Addresses that passed an account's failure ceiling because its owner signed in from them; deleting one
+    makes it a stranger again."""
+
+    list_display = ("account", "ip", "last_success_at")
+    list_filter = ("last_success_at",)
+    search_fields = ("account", "ip")
+    readonly_fields = ("account", "ip", "last_success_at")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(_EvidenceAdmin):
+    """Staff see every token and may delete one to stop it; the keys themselves are nowhere: only their hashes."""
+
+    list_display = ("prefix", "user", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("created_at", "revoked_at")
+    search_fields = ("prefix", "user__username")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "prefix", "key_hash", "created_at", "expires_at", "last_used_at", "revoked_at")

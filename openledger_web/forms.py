@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
+from django.utils import timezone
 
 from .models import User
 from .selectors import LoginLimit, login_limit_for
-from .services import login_failure_record, login_failures_clear
+from .services import login_failure_record, login_success_record
+from .usernames import username_problem
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -35,6 +39,17 @@ class SignupForm(UserCreationForm):
         model = User
         fields = ("username", "email")
 
+    def clean_username(self) -> str:
+        username = super().clean_username()  # None when it is taken (that error is already added)
+        try:
+            UnicodeUsernameValidator()(username or "")
+        except ValidationError:
+            return username  # the model's own validator says what is wrong, in its words
+        if problem := username_problem(username):
+            raise problem
+        # User.clean() also refuses a name that looks like another user's (the form calls it after this)
+        return username
+
 
 class RateLimitedLoginMixin:
     """Refuses an attempt while the account or the address is over its limit, before the password is checked,
@@ -57,7 +72,7 @@ class RateLimitedLoginMixin:
             raise
         # clean() also runs when a field is missing; only a user that authenticated proves the password.
         if getattr(self, "user_cache", None) is not None:
-            login_failures_clear(username=username)
+            login_success_record(username=username, ip=ip)
         return cleaned
 
 
@@ -85,3 +100,17 @@ class WalletLinkForm(forms.Form):
         label="Signature",
         widget=forms.TextInput(attrs={"placeholder": "0x… (132 characters)", "autocomplete": "off"}),
     )
+
+
+class ApiTokenForm(forms.Form):
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires",
+        choices=[("", "never"), ("7", "in 7 days"), ("30", "in 30 days"), ("90", "in 90 days"), ("365", "in a year")],
+        coerce=int,
+        empty_value=None,
+        required=False,
+    )
+
+    def expires_at(self) -> datetime | None:
+        days = self.cleaned_data.get("expires_in_days")
+        return timezone.now() + timedelta(days=days) if days else None

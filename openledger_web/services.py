@@ -1,15 +1,19 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from . import siwe
-from .models import LoginFailure, User, Wallet, WalletChallenge, WorkerHeartbeat
+from .authentication import api_key_hash
+from .models import ApiToken, LoginAddress, LoginFailure, User, Wallet, WalletChallenge, WorkerHeartbeat
 from .selectors import login_account_key
+from .usernames import username_problem
 
 
 def worker_heartbeat_touch(*, hostname: str, queues: list[str], pid: int) -> None:
@@ -23,31 +27,74 @@ def worker_heartbeat_forget(*, hostname: str) -> None:
 
 
 def user_create(*, username: str, email: str, password: str) -> User:
-    """A new contributor. The caller has run the password validators (the sign-up form does)."""
-    return User.objects.create_user(username=username, email=email, password=password)
+    """A new contributor. The caller has run the password validators (the sign-up form does). Refuses
+    (ValidationError) a name with invisible characters or mixed scripts, or one that looks like another user's."""
+    if problem := username_problem(username):
+        raise ValidationError({"username": problem})
+    user = User(username=username, email=email)
+    user.full_clean(exclude=["password"])  # the model's validators, then its look-alike check
+    user.set_password(password)
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError as e:
+        # a look-alike signed up in the moment since the check: the unique skeleton let only one in
+        raise ValidationError({"username": "This username looks like an existing user's."}) from e
+    return user
 
 
 def login_failure_record(*, username: str, ip: str | None) -> None:
     now = timezone.now()
     LoginFailure.objects.create(account=login_account_key(username), ip=ip, at=now)
-    # Rows older than the window count for nothing; dropping them here keeps the table at its working size.
-    LoginFailure.objects.filter(at__lte=now - timedelta(seconds=settings.LOGIN_RATE_LIMIT_WINDOW_SECONDS)).delete()
+    # Rows older than both windows count for nothing; dropping them here keeps the table at its working size.
+    longest = max(settings.LOGIN_RATE_LIMIT_WINDOW_SECONDS, settings.LOGIN_RATE_LIMIT_CEILING_WINDOW_SECONDS)
+    LoginFailure.objects.filter(at__lte=now - timedelta(seconds=longest)).delete()
 
 
-def login_failures_clear(*, username: str) -> None:
-    """After a successful login: the account's budget is whole again. Failures from the address still count."""
-    LoginFailure.objects.filter(account=login_account_key(username)).delete()
+def login_success_record(*, username: str, ip: str | None) -> None:
+    """After a successful login: the account's budget from this address is whole again, and the address is known
+    to the account (it passes the account's ceiling). Failures from other addresses, and this address's failures
+    on other accounts, still count."""
+    account = login_account_key(username)
+    failures = LoginFailure.objects.filter(account=account)
+    (failures.filter(ip=ip) if ip else failures).delete()
+    if ip:
+        LoginAddress.objects.update_or_create(account=account, ip=ip, defaults={"last_success_at": timezone.now()})
+
+
+API_KEY_PREFIX = "olt_"
+API_TOKEN_PREFIX_SHOWN = 12  # "olt_" and 8 random characters: enough to tell a user's tokens apart
+
+
+@dataclass(frozen=True)
+class NewApiToken:
+    """A token just made, with its key: the only moment the key exists outside the caller's hands."""
+
+    token: ApiToken
+    key: str
+
+
+def api_token_create(*, user: User, expires_at: datetime | None = None) -> NewApiToken:
+    """A new API token for ``user``, valid until ``expires_at`` (None: until revoked). Only its hash is stored."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "choose a time in the future"})
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, prefix=key[:API_TOKEN_PREFIX_SHOWN], key_hash=api_key_hash(key), expires_at=expires_at
+    )
+    return NewApiToken(token=token, key=key)
 
 
 @transaction.atomic
-def api_token_rotate(*, user: User) -> Token:
-    """A fresh DRF token for ``user``; any previous token stops working at once."""
-    Token.objects.filter(user=user).delete()
-    return Token.objects.create(user=user)
+def api_token_rotate(*, user: User, expires_at: datetime | None = None) -> NewApiToken:
+    """A fresh token for ``user``; every previous one stops working at once."""
+    api_token_revoke(user=user)
+    return api_token_create(user=user, expires_at=expires_at)
 
 
-def api_token_revoke(*, user: User) -> None:
-    Token.objects.filter(user=user).delete()
+def api_token_revoke(*, user: User) -> int:
+    """Revoke every token of ``user`` that still works; how many. Revoked rows stay, with their last use."""
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 MAX_OPEN_WALLET_CHALLENGES = 10

@@ -61,7 +61,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
@@ -221,13 +220,17 @@ CONTENT_SECURITY_POLICY = {
 LOGIN_RATE_LIMIT_PER_ACCOUNT = envint("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5")
 LOGIN_RATE_LIMIT_PER_IP = envint("LOGIN_RATE_LIMIT_PER_IP", "20")
 LOGIN_RATE_LIMIT_WINDOW_SECONDS = envint("LOGIN_RATE_LIMIT_WINDOW_SECONDS", "900")
+# Per account from every address at once: a slower ceiling that addresses which signed in before pass
+LOGIN_RATE_LIMIT_ACCOUNT_CEILING = envint("LOGIN_RATE_LIMIT_ACCOUNT_CEILING", "50")
+LOGIN_RATE_LIMIT_CEILING_WINDOW_SECONDS = envint("LOGIN_RATE_LIMIT_CEILING_WINDOW_SECONDS", "3600")
+LOGIN_KNOWN_ADDRESS_DAYS = envint("LOGIN_KNOWN_ADDRESS_DAYS", "90")
 WALLET_NONCE_TTL_SECONDS = envint("WALLET_NONCE_TTL_SECONDS", "600")
 # Only behind a proxy that overwrites X-Forwarded-For may its first address stand for the client (login limits).
 TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "False")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "openledger_web.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],

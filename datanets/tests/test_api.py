@@ -220,6 +220,21 @@ def test_withdrawing_frees_nothing_but_the_contributors_own_pending_work() -> No
     assert Contribution.objects.get(pk=pending.pk).withdrawn_at is not None
 
 
+def test_a_removed_member_still_withdraws_their_own_pending_contribution() -> None:
+    # given a member's pending contribution to a private Datanet, and then the member removed
+    datanet = DatanetFactory(visibility=Datanet.Visibility.PRIVATE)
+    member = UserFactory()
+    services.datanet_add_member(datanet=datanet, user=datanet.owner, member=member)
+    pending = submit(datanet, member)
+    services.datanet_remove_member(datanet=datanet, user=datanet.owner, member=member)
+    # when they withdraw it through the API
+    response = _as(member).post(reverse("datanets_api:contribution_withdraw", args=[pending.pk]))
+    # then it is withdrawn; a stranger still finds nothing there
+    assert response.status_code == 200 and response.json()["status"] == "withdrawn"
+    stranger = _as(UserFactory()).post(reverse("datanets_api:contribution_withdraw", args=[pending.pk]))
+    assert stranger.status_code == 404
+
+
 def test_the_schema_lists_every_datanets_endpoint() -> None:
     from datanets import api_urls
 

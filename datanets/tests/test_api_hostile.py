@@ -15,12 +15,12 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from datanets import services
 from datanets.models import Contribution, ContributionDecision, Datanet, Record
 from ledger.models import Anchor
+from openledger_web.services import api_token_create
 from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts
@@ -352,7 +352,7 @@ def test_a_rejection_needs_a_reason(datanet: Datanet) -> None:
 
 
 def test_token_authentication_works_and_a_bad_token_is_a_401(datanet: Datanet, contributor: Any) -> None:
-    token = Token.objects.create(user=contributor)
+    token = api_token_create(user=contributor)
     client = APIClient()
     url = reverse("datanets_api:contribution_upload", args=[datanet.slug])
     content = {"file": SimpleUploadedFile("t.jsonl", texts("sent with a token, several words"))}

@@ -114,7 +114,7 @@ def test_an_upload_that_lies_about_its_size_is_stopped_at_the_limit(settings) ->
     assert not any(p.is_file() for p in settings.MEDIA_ROOT.rglob("*") if "contributions" in p.parts)
 
 
-def test_the_daily_file_quota_counts_non_withdrawn_contributions_of_the_utc_day() -> None:
+def test_the_daily_file_quota_counts_every_contribution_of_the_utc_day_withdrawn_ones_too() -> None:
     datanet = DatanetFactory(daily_quota_files=2)
     alice = UserFactory()
     first = submit(datanet, alice, texts("a b c d"))
@@ -122,11 +122,57 @@ def test_the_daily_file_quota_counts_non_withdrawn_contributions_of_the_utc_day(
     with pytest.raises(ValidationError, match="daily quota reached: 2 of 2 files"):
         submit(datanet, alice, texts("i j k l"))
     services.contribution_withdraw(contribution=first, user=alice)
-    assert submit(datanet, alice, texts("i j k l")).status == "pending"
+    with pytest.raises(ValidationError, match="daily quota reached: 2 of 2 files"):
+        submit(datanet, alice, texts("i j k l"))
     # yesterday's uploads don't count, nor do other people's
     Contribution.objects.filter(contributor=alice).update(submitted_at=timezone.now() - timedelta(days=1))
     assert submit(datanet, alice, texts("m n o p")).status == "pending"
     assert submit(datanet, UserFactory(), texts("q r s t")).status == "pending"
+
+
+def test_upload_then_withdraw_cycles_do_not_get_around_the_byte_quota() -> None:
+    datanet = DatanetFactory(daily_quota_bytes=100, daily_quota_files=50)
+    alice = UserFactory()
+    services.contribution_withdraw(contribution=submit(datanet, alice, texts("x" * 40)), user=alice)
+    with pytest.raises(ValidationError, match="daily quota exceeded"):
+        submit(datanet, alice, texts("y" * 40))
+
+
+def test_withdrawing_deletes_the_records_and_the_bytes_no_other_contribution_refers_to(
+    settings, django_capture_on_commit_callbacks
+) -> None:
+    datanet = DatanetFactory()
+    alice, bob = UserFactory(), UserFactory()
+    shared = texts("the same bytes sent twice", "by two people")
+    mine, theirs = submit(datanet, alice, shared), submit(datanet, bob, shared)
+    only_mine = submit(datanet, alice, texts("bytes nobody else sent"))
+    with django_capture_on_commit_callbacks(execute=True):  # the bytes go once the withdrawal is committed
+        services.contribution_withdraw(contribution=mine, user=alice)
+        services.contribution_withdraw(contribution=only_mine, user=alice)
+        assert (settings.MEDIA_ROOT / only_mine.storage_path).exists()
+    assert not Record.objects.filter(contribution__in=[mine, only_mine]).exists()
+    assert theirs.records.count() == 2
+    # bob's identical upload still holds the shared file; nothing holds the other one
+    assert (settings.MEDIA_ROOT / theirs.storage_path).read_bytes() == shared
+    assert not (settings.MEDIA_ROOT / only_mine.storage_path).exists()
+    withdrawn = Contribution.objects.get(pk=mine.pk)
+    assert (withdrawn.status, withdrawn.size_bytes, withdrawn.record_count) == ("withdrawn", len(shared), 2)
+    # once bob withdraws too, the shared bytes go
+    with django_capture_on_commit_callbacks(execute=True):
+        services.contribution_withdraw(contribution=theirs, user=bob)
+    assert not (settings.MEDIA_ROOT / theirs.storage_path).exists()
+
+
+def test_a_curators_exclusion_stays_in_the_history_of_a_withdrawn_contribution() -> None:
+    datanet = DatanetFactory()
+    contribution = submit(datanet)
+    services.record_exclude(curator=datanet.owner, record=contribution.records.first(), reason="spam")
+    services.contribution_withdraw(contribution=contribution, user=contribution.contributor)
+    assert list(contribution.decisions.order_by("id").values_list("action", "reason", "record")) == [
+        ("submit", "", None),
+        ("exclude_record", "spam", None),
+        ("withdraw", "", None),
+    ]
 
 
 def test_the_daily_byte_quota_refuses_an_upload_that_would_pass_it() -> None:

@@ -398,3 +398,38 @@ def test_pages_run_a_constant_number_of_queries(
         _grow(world.datanet, size)
         with django_assert_max_num_queries(limit):
             assert client.get(url).status_code == 200
+
+
+def test_a_removed_member_withdraws_their_own_pending_contribution_from_its_page() -> None:
+    datanet = DatanetFactory(visibility=Datanet.Visibility.PRIVATE)
+    member = UserFactory()
+    services.datanet_add_member(datanet=datanet, user=datanet.owner, member=member)
+    pending = submit(datanet, member)
+    services.datanet_remove_member(datanet=datanet, user=datanet.owner, member=member)
+    client = Client()
+    client.force_login(member)
+    assert client.get(reverse("datanets:contribution", args=[pending.pk])).status_code == 200
+    response = client.post(reverse("datanets:contribution_withdraw", args=[pending.pk]))
+    assert response.status_code == 302
+    assert Contribution.objects.get(pk=pending.pk).status == "withdrawn"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+def test_a_posted_next_never_redirects_to_another_site(target: str) -> None:
+    datanet = DatanetFactory()
+    pending = submit(datanet)
+    curator = Client()
+    curator.force_login(datanet.owner)
+    decided = curator.post(
+        reverse("datanets:curation_decide"), {"contribution": [pending.pk], "action": "accept", "next": target}
+    )
+    assert decided.status_code == 302 and decided.url == reverse("datanets:curation")
+    other = submit(datanet)
+    record = other.records.first()
+    excluded = curator.post(reverse("datanets:record_exclude", args=[record.pk]), {"reason": "pii", "next": target})
+    assert excluded.status_code == 302 and excluded.url == reverse("datanets:curation")
+    local = reverse("datanets:contribution", args=[other.pk])
+    kept = curator.post(
+        reverse("datanets:curation_decide"), {"contribution": [other.pk], "action": "accept", "next": local}
+    )
+    assert kept.url == local

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from inference import services
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
+from openledger_web.authentication import api_key_hash
+from openledger_web.models import ApiToken
+from openledger_web.services import api_token_create
 
 from .runs_support import clear_rate_limits, served_version
 
@@ -44,7 +46,7 @@ def asker():
 
 @pytest.fixture
 def token(asker) -> str:
-    return Token.objects.create(user=asker).key
+    return api_token_create(user=asker).key
 
 
 def post(client, path: str, body, token: str | None, content_type: str = "application/json", **headers):
@@ -152,7 +154,7 @@ def test_it_answers_405_for_a_get_on_a_post_endpoint(client, token) -> None:
 
 def test_it_answers_429_with_retry_after_once_the_rate_limit_is_spent(client, version, token, settings) -> None:
     settings.INFERENCE_RATE_LIMIT = "1/minute"
-    services.run_submit(user=Token.objects.get(key=token).user, version=version, prompt="first")
+    services.run_submit(user=ApiToken.objects.get(key_hash=api_key_hash(token)).user, version=version, prompt="first")
     InferenceRun.objects.all().delete()
 
     response = post(client, "/v1/chat/completions", chat(version), token)
@@ -163,8 +165,8 @@ def test_it_answers_429_with_retry_after_once_the_rate_limit_is_spent(client, ve
 
 def test_models_lists_published_versions_the_callers_own_and_the_base_models(client, owner, base, version) -> None:
     private = served_version(owner=owner, base_model=base, adapter=None, name="private", published=False)
-    stranger = Token.objects.create(user=UserFactory()).key
-    mine = Token.objects.create(user=owner).key
+    stranger = api_token_create(user=UserFactory()).key
+    mine = api_token_create(user=owner).key
 
     seen = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {stranger}").json()
     assert seen["object"] == "list"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
-from rest_framework.authtoken.models import Token
 
 from inference import services, streams
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
+from openledger_web.services import api_token_create
 
 from .runs_support import clear_rate_limits, served_version
 from .test_views import stream_body
@@ -32,7 +32,7 @@ def test_a_streamed_chat_answer_arrives_in_openai_chunks_then_usage_then_done(
 ) -> None:
     # given: a published version and an API token
     version = served_version(owner=UserFactory(), base_model=default_base(), adapter=None, name="streamer")
-    token = Token.objects.create(user=UserFactory()).key
+    token = api_token_create(user=UserFactory()).key
     body = {"model": f"mv-{version.pk}", "messages": [{"role": "user", "content": "hi"}], "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
     post = (Client() if server == "wsgi" else AsyncClient()).post

@@ -11,11 +11,11 @@ from pathlib import Path
 import openai
 import pytest
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from inference import selectors, services, streams
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
+from openledger_web.services import api_token_create
 from openledger_web.testing import celery_worker_process
 
 from .runs_support import clear_rate_limits, make_adapters, served_version
@@ -174,7 +174,7 @@ def test_the_workers_engine_evicts_the_least_recently_used_adapter_at_its_bound(
 @pytest.fixture
 def client_for(setup, live_server):
     _, _, versions = setup
-    token = Token.objects.create(user=UserFactory()).key
+    token = api_token_create(user=UserFactory()).key
     return openai.OpenAI(base_url=live_server.url + "/v1", api_key=token, max_retries=0, timeout=240), versions
 
 

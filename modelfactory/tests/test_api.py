@@ -106,16 +106,57 @@ def test_a_private_datanets_snapshot_is_refused_without_naming_the_datanet(owner
 def test_a_snapshot_the_user_may_no_longer_use_or_that_does_not_exist_is_refused(owner: Any, base: BaseModel) -> None:
     private = frozen_snapshot(owner=owner, visibility="private", name="Members only")
     former = UserFactory()
-    private.datanet.members.add(former)
+    private.datanet.curators.add(former)
     assert _launch(_as(former), name="ok", snapshots=[private.pk], config=QUICK).status_code == 201
-    private.datanet.members.remove(former)
+    private.datanet.curators.remove(former)
 
     refused = _launch(_as(former), name="x", snapshots=[private.pk], config=QUICK)
     unknown = _launch(_as(former), name="x", snapshots=[private.pk + 1000], config=QUICK)
 
-    assert refused.status_code == 403 and "only its members may train" in refused.json()["detail"]
+    assert refused.status_code == 403 and "only its owner and curators may train" in refused.json()["detail"]
     assert unknown.status_code == 400 and unknown.json()["fields"]["snapshots"] == [f"no snapshot #{private.pk + 1000}"]
     assert FineTuneJob.objects.count() == 1
+
+
+def test_a_member_who_is_not_a_curator_may_not_train_on_a_private_snapshot(owner: Any, base: BaseModel) -> None:
+    private = frozen_snapshot(owner=owner, visibility="private", name="Members only")
+    member, curator = UserFactory(), UserFactory()
+    private.datanet.members.add(member)
+    private.datanet.curators.add(curator)
+    refused = _launch(_as(member), name="x", snapshots=[private.pk], config=QUICK)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "'Members only' is private: only its owner and curators may train on its snapshots"
+    )
+    assert _launch(_as(curator), name="ok", snapshots=[private.pk], config=QUICK).status_code == 201
+    assert FineTuneJob.objects.get().owner == curator
+
+
+def _trained_on(snapshot: Any, *, owner: Any, base: BaseModel) -> ModelVersion:
+    """A published stand-in version trained on ``snapshot``, with a sample quoting its first record."""
+    version = stand_in_version(owner=owner, base_model=base, name="public model")
+    version.snapshots.set([snapshot])
+    sample = {"prompt": "Question 0: what is the secret code of Zorblat?", "reference": "The code of Zorblat is 7421."}
+    samples = [{**sample, "base": "?", "tuned": "7421"}]
+    ModelVersion.objects.filter(pk=version.pk).update(published=True, samples=samples)
+    version.refresh_from_db()
+    return version
+
+
+def test_a_published_version_trained_on_private_data_shows_that_it_did_but_not_the_data(
+    owner: Any, base: BaseModel
+) -> None:
+    private = frozen_snapshot(owner=owner, visibility="private", name="Secret facts")
+    version = _trained_on(private, owner=owner, base=base)
+    stranger = _as(UserFactory()).get(_url("version_detail", version.pk))
+    assert stranger.status_code == 200
+    body = stranger.json()
+    assert (body["samples"], body["snapshots"], body["private_datanets"]) == ([], [], 1)
+    assert "7421" not in stranger.content.decode() and "Secret" not in stranger.content.decode()
+
+    mine = _as(owner).get(_url("version_detail", version.pk)).json()
+    assert mine["private_datanets"] == 0 and mine["samples"][0]["tuned"] == "7421"
+    assert [s["id"] for s in mine["snapshots"]] == [private.pk]
 
 
 def test_incompatible_licences_are_refused(owner: Any, base: BaseModel) -> None:

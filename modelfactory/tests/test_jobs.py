@@ -88,6 +88,30 @@ def test_launch_creates_a_queued_job_with_its_snapshots_and_config(owner: Any, b
     assert job.celery_task_id
 
 
+def test_only_the_owner_and_curators_of_a_private_datanet_train_on_its_snapshots(owner: Any, base: Any) -> None:
+    private = frozen_snapshot(owner=owner, visibility="private", name="Secret facts")
+    member, curator, global_curator = UserFactory(), UserFactory(), UserFactory(is_global_curator=True)
+    private.datanet.members.add(member)
+    private.datanet.curators.add(curator)
+    with pytest.raises(PermissionDenied, match="only its owner and curators may train"):
+        services.job_launch(owner=member, name="x", base_model=base, snapshots=[private], config=TINY)
+    for user in (owner, curator, global_curator):
+        job = services.job_launch(owner=user, name="ok", base_model=base, snapshots=[private], config=TINY)
+        assert job.owner == user
+
+
+def test_a_curator_who_stepped_down_cannot_retry_a_job_on_a_private_snapshot(owner: Any, base: Any) -> None:
+    private = frozen_snapshot(owner=owner, visibility="private", name="Secret facts")
+    curator = UserFactory()
+    private.datanet.curators.add(curator)
+    job = services.job_launch(owner=curator, name="x", base_model=base, snapshots=[private], config=TINY)
+    services.job_cancel(job=job, user=curator)
+    private.datanet.curators.remove(curator)
+    with pytest.raises(PermissionDenied, match="may no longer train on 'Secret facts'"):
+        services.job_retry(job=job, user=curator)
+    assert FineTuneJob.objects.get(pk=job.pk).status == "cancelled"
+
+
 def test_a_private_datanets_snapshot_is_refused_to_a_non_member(owner: Any, base: Any) -> None:
     private = frozen_snapshot(owner=owner, visibility="private", name="Secret facts")
     with pytest.raises(PermissionDenied, match="private"):

@@ -203,6 +203,20 @@ def test_the_form_offers_only_snapshots_the_user_may_use(owner: Any, other: Any,
     assert "Public facts" in body and "CC-BY-4.0" in body
 
 
+def test_the_form_offers_a_private_snapshot_to_its_curators_but_not_to_its_members(
+    owner: Any, other: Any, base: BaseModel
+) -> None:
+    private = frozen_snapshot(owner=other, name="Hidden facts", visibility="private")
+    private.datanet.members.add(owner)
+    body = client_for(owner).get(reverse("modelfactory:job_new")).content.decode()
+    assert f'data-snapshot="{private.pk}"' not in body
+    response = client_for(owner).post(reverse("modelfactory:job_new"), form_data([private.pk], base))
+    assert response.status_code == 400 and not FineTuneJob.objects.exists()
+    private.datanet.curators.add(owner)
+    body = client_for(owner).get(reverse("modelfactory:job_new")).content.decode()
+    assert f'data-snapshot="{private.pk}"' in body
+
+
 def test_a_preset_fills_the_form(owner: Any, base: BaseModel) -> None:
     response = client_for(owner).get(reverse("modelfactory:job_new"), {"preset": "thorough"})
     assert response.status_code == 200
@@ -522,6 +536,36 @@ def test_the_version_page_shows_lineage_config_anchor_and_downloads(
     assert "data-publish>" in body and f"?parent={version.pk}" in body
     child_body = client_for(owner).get(reverse("modelfactory:version_detail", args=[child.pk])).content.decode()
     assert f'data-node="p{version.pk}"' in child_body and "continued from" in child_body
+
+
+def _publish_with_sample(version: ModelVersion, snapshot: Any) -> None:
+    version.snapshots.add(snapshot)
+    sample = {"prompt": "Question 0: what is the secret code of Zorblat?", "reference": "The code is 7421."}
+    samples = [{**sample, "base": "?", "tuned": "7421"}]
+    ModelVersion.objects.filter(pk=version.pk).update(published=True, samples=samples)
+
+
+def test_a_published_version_trained_on_a_private_datanet_says_so_and_shows_none_of_its_data(
+    owner: Any, other: Any, base: BaseModel, version: ModelVersion
+) -> None:
+    private = frozen_snapshot(owner=owner, name="Hidden facts", visibility="private")
+    _publish_with_sample(version, private)
+    pages = [
+        reverse("modelfactory:version_detail", args=[version.pk]),
+        reverse("modelfactory:version_list"),
+        reverse("modelfactory:version_compare") + f"?a={version.pk}&b={version.pk}",
+    ]
+    for url in pages:
+        body = client_for(other).get(url).content.decode()
+        assert "secret code" not in body and "7421" not in body and "Hidden facts" not in body, url
+    detail = client_for(other).get(pages[0]).content.decode()
+    assert 'data-private-datanets="1"' in detail and "1 private Datanet" in detail
+    assert "1 private Datanet" in client_for(other).get(pages[1]).content.decode()
+    # the Datanet's own people see it all
+    private.datanet.members.add(other)
+    for url in (pages[0], pages[2]):
+        assert "secret code" in client_for(other).get(url).content.decode(), url
+    assert "Hidden facts #1" in client_for(other).get(pages[1]).content.decode()
 
 
 def test_the_version_page_says_what_its_attribution_index_is_and_how_reliable(

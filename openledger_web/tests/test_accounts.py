@@ -77,6 +77,63 @@ def test_signup_refuses_a_taken_username(client: Client, alice: User) -> None:
     assert User.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    ("username", "code"),
+    [
+        ("\u0430lice", "mixed_script"),  # Cyrillic a, then Latin
+        ("p\u0430yp\u0430l", "mixed_script"),
+        ("bob\u3164", "invisible"),  # Hangul filler
+        ("\u115fbob", "invisible"),
+        ("bo\u1160b", "invisible"),
+        ("bo\u200bb", "invalid"),  # zero-width space: Django's own validator refuses format characters
+        ("bo\u200db", "invalid"),  # zero-width joiner
+    ],
+)
+def test_signup_refuses_mixed_script_and_invisible_names(client: Client, db: None, username: str, code: str) -> None:
+    response = _signup(client, username=username)
+    assert response.status_code == 200
+    assert response.context["form"].has_error("username", code), response.context["form"].errors
+    assert not User.objects.filter(username=username).exists()
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    [
+        "\u0430\u0406\u0456\u0441\u0435",  # all Cyrillic: one script, but it reads "alice"
+        "ALICE",
+        "\uff41lice",  # fullwidth a
+        "aIice",  # capital I for l
+        "a1ice",
+    ],
+)
+def test_signup_refuses_a_name_that_looks_like_an_existing_users(client: Client, alice: User, lookalike: str) -> None:
+    response = _signup(client, username=lookalike)
+    assert response.status_code == 200
+    errors = response.context["form"].errors.as_data()["username"]
+    # Django itself refuses the same name in another case (which NFKC makes of fullwidth letters): "unique"
+    assert {e.code for e in errors} & {"lookalike", "unique"}, errors
+    assert User.objects.count() == 1
+
+
+def test_every_user_has_a_unique_skeleton_that_follows_the_name(alice: User) -> None:
+    from django.db import IntegrityError, transaction
+
+    assert alice.username_skeleton == "alice"
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create_user("\u0430lice", "x@example.org", PASSWORD)
+    alice.username = "alicia"
+    alice.save(update_fields=["username"])
+    alice.refresh_from_db()
+    assert alice.username_skeleton == "alicia"
+
+
+def test_names_in_one_script_or_an_allowed_mix_are_welcome(client: Client, db: None) -> None:
+    for name in ("\u0438\u0432\u0430\u043d", "\u5c71\u7530\u592a\u90ce", "yamada\u5c71\u7530", "jos\u00e9"):
+        response = _signup(client, username=name, email=f"{len(name)}@example.org")
+        assert response.status_code == 302, response.context["form"].errors
+        client.logout()
+
+
 def test_signed_in_user_visiting_signup_is_sent_to_their_profile(client: Client, alice: User) -> None:
     client.force_login(alice)
     assert client.get(reverse("signup")).url == reverse("profile")
@@ -207,3 +264,33 @@ def test_only_active_users_with_the_flag_are_global_curators(alice: User) -> Non
     alice.is_active = False
     assert not user_is_global_curator(alice)
     assert not user_is_global_curator(AnonymousUser())
+
+
+def test_the_login_page_does_not_carry_a_foreign_next_into_its_form(client: Client, db: None) -> None:
+    body = client.get(reverse("login"), {"next": "https://evil.example/"}).content.decode()
+    assert "evil.example" not in body
+    assert 'name="next" value="/datanets/"' in client.get(reverse("login"), {"next": "/datanets/"}).content.decode()
+
+
+def test_the_migration_gives_existing_accounts_skeletons_oldest_first(db: None) -> None:
+    import importlib
+    from datetime import timedelta
+
+    from django.apps import apps
+    from django.utils import timezone
+
+    migration = importlib.import_module("openledger_web.migrations.0003_username_skeleton")
+    older = User.objects.create_user("alice", "a@example.org")
+    # an account from before the rule, whose name reads like the older one's
+    newer = User.objects.create_user("bob", "b@example.org")
+    User.objects.filter(pk=newer.pk).update(username="\u0430lice", date_joined=timezone.now() + timedelta(days=1))
+    User.objects.update(username_skeleton=None)
+    migration.fill_skeletons(apps, None)
+    skeletons = dict(User.objects.values_list("pk", "username_skeleton"))
+    assert skeletons == {older.pk: "alice", newer.pk: None}
+    # the account left without one can still be saved, and gets one once renamed
+    newer.refresh_from_db()
+    newer.save()
+    newer.username = "alicia"
+    newer.save()
+    assert User.objects.get(pk=newer.pk).username_skeleton == "alicia"

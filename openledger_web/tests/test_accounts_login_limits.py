@@ -1,4 +1,5 @@
-"""Login rate limits: per account and per network address, counted over a sliding window of failures."""
+"""Login rate limits: per account from one address, per address, and a slower per-account ceiling that addresses
+which signed in before pass; each counted over a sliding window of failures."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def _limits(settings: Settings) -> None:
     settings.LOGIN_RATE_LIMIT_PER_ACCOUNT = 3
     settings.LOGIN_RATE_LIMIT_PER_IP = 5
     settings.LOGIN_RATE_LIMIT_WINDOW_SECONDS = 900
+    settings.LOGIN_RATE_LIMIT_ACCOUNT_CEILING = 8
+    settings.LOGIN_RATE_LIMIT_CEILING_WINDOW_SECONDS = 3600
 
 
 @pytest.fixture
@@ -62,10 +65,33 @@ def test_refused_attempts_change_nothing(client: Client, alice: User) -> None:
     assert User.objects.get(pk=alice.pk).last_login == last_login
 
 
-def test_account_limit_counts_the_account_whatever_address_the_guesses_come_from(client: Client, alice: User) -> None:
-    for i in range(3):
-        _login(client, "alice", "wrong", ip=f"203.0.113.{i}")
-    assert _login(client, "alice", PASSWORD, ip="192.0.2.99").status_code == 429
+def test_a_stranger_guessing_from_elsewhere_does_not_lock_the_owner_out(client: Client, alice: User) -> None:
+    for _ in range(5):
+        _login(client, "alice", "wrong", ip="203.0.113.66")
+    assert _login(client, "alice", PASSWORD, ip="203.0.113.66").status_code == 429
+    assert _login(client, "alice", PASSWORD, ip="192.0.2.99").status_code == 302
+
+
+def test_an_admin_is_not_locked_out_by_guesses_from_another_address(client: Client, alice: User) -> None:
+    User.objects.filter(pk=alice.pk).update(is_staff=True, is_superuser=True)
+    for _ in range(5):
+        client.post(reverse("admin:login"), {"username": "alice", "password": "wrong"}, REMOTE_ADDR="203.0.113.66")
+    response = client.post(
+        reverse("admin:login"), {"username": "alice", "password": PASSWORD, "next": "/admin/"}, REMOTE_ADDR="192.0.2.1"
+    )
+    assert response.status_code == 302 and client.session[SESSION_KEY] == str(alice.pk)
+
+
+def test_the_account_ceiling_stops_guesses_spread_over_many_addresses_but_not_known_ones(
+    client: Client, alice: User
+) -> None:
+    assert _login(client, "alice", PASSWORD, ip="192.0.2.1").status_code == 302  # the owner's usual address
+    client.logout()
+    for i in range(8):  # two guesses each from four addresses: under every per-address limit
+        _login(client, "alice", "wrong", ip=f"203.0.113.{i // 2}")
+    response = _login(client, "alice", PASSWORD, ip="203.0.113.99")
+    assert response.status_code == 429 and "from many addresses" in response.content.decode()
+    assert _login(client, "alice", PASSWORD, ip="192.0.2.1").status_code == 302
 
 
 def test_account_limit_ignores_the_case_of_the_typed_username(client: Client, alice: User) -> None:
@@ -91,11 +117,12 @@ def test_account_may_log_in_again_once_its_failures_leave_the_window(client: Cli
     assert client.session[SESSION_KEY] == str(alice.pk)
 
 
-def test_successful_login_clears_the_accounts_failures(client: Client, alice: User) -> None:
+def test_successful_login_clears_the_accounts_failures_from_that_address(client: Client, alice: User) -> None:
+    _login(client, "alice", "wrong", ip="203.0.113.66")
     for _ in range(2):
         _login(client, "alice", "wrong")
     assert _login(client, "alice", PASSWORD).status_code == 302
-    assert not LoginFailure.objects.filter(account="alice").exists()
+    assert list(LoginFailure.objects.filter(account="alice").values_list("ip", flat=True)) == ["203.0.113.66"]
     client.logout()
     for _ in range(2):
         _login(client, "alice", "wrong")
@@ -157,7 +184,9 @@ def test_admin_login_page_obeys_the_same_account_limit(client: Client, alice: Us
     for _ in range(3):
         _login(client, "alice", "wrong")
     response = client.post(
-        reverse("admin:login"), {"username": "alice", "password": PASSWORD, "next": "/admin/"}, REMOTE_ADDR="1.1.1.1"
+        reverse("admin:login"),
+        {"username": "alice", "password": PASSWORD, "next": "/admin/"},
+        REMOTE_ADDR="198.51.100.7",
     )
     assert response.status_code == 200
     assert "Too many failed attempts for this account" in response.content.decode()
@@ -167,4 +196,4 @@ def test_admin_login_page_obeys_the_same_account_limit(client: Client, alice: Us
 def test_admin_login_failures_count_toward_the_account_limit(client: Client, alice: User) -> None:
     for _ in range(3):
         client.post(reverse("admin:login"), {"username": "alice", "password": "wrong"}, REMOTE_ADDR="1.1.1.1")
-    assert _login(client, "alice", PASSWORD).status_code == 429
+    assert _login(client, "alice", PASSWORD, ip="1.1.1.1").status_code == 429

@@ -22,7 +22,6 @@ from django.db import close_old_connections, transaction
 from django.test import Client
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
 from datanets import services as datanet_services
@@ -30,6 +29,7 @@ from datanets.models import Record
 from inference.models import InferenceRun
 from modelfactory.tests.factories import default_base, frozen_snapshot, stand_in_version
 from openledger_web.models import Wallet
+from openledger_web.services import api_token_create
 from openledger_web.tests.factories import UserFactory
 
 pytestmark = [
@@ -73,7 +73,7 @@ def world(settings: Any, deployed_chain: Any) -> dict[str, Any]:
     )
     record = Record.objects.filter(contribution__datanet=datanet).order_by("pk").first()
     return {
-        "token": Token.objects.create(user=user).key,
+        "token": api_token_create(user=user).key,
         "models": [f"mv-{version.pk}", f"base-{version.base_model_id}"],
         "path": {
             "slug": datanet.slug,

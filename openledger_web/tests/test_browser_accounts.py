@@ -99,6 +99,8 @@ def test_link_a_wallet_by_pasting_a_signature_made_elsewhere(
     expect(page.locator("[data-wallet-address]")).to_have_text(KEY.address)
     assert Wallet.objects.get().user == user
 
+    page.get_by_label("Expires").select_option("30")
     page.get_by_role("button", name="Create token").click()
-    expect(page.locator("[data-token]")).to_have_text(re.compile(r"^[0-9a-f]{40}$"))
+    expect(page.locator("[data-token]")).to_have_text(re.compile(r"^olt_[A-Za-z0-9_-]{43}$"))
+    expect(page.locator("[data-token-info]")).to_contain_text("expires")
     screenshot(page, "profile-token")

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from datanets.models import Contribution, ContributionDecision
@@ -19,6 +18,7 @@ from datanets.tests.factories import DatanetFactory, submit, texts
 from openledger_web import jsonguard
 from openledger_web.jsonguard import JsonLimits, JsonRefused
 from openledger_web.models import WalletChallenge
+from openledger_web.services import api_token_create
 from openledger_web.tests.factories import UserFactory
 
 DEEP = 200_000
@@ -117,7 +117,7 @@ def user(db: None) -> Any:
 @pytest.fixture
 def token_client(user: Any) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user).key}")
     return client
 
 
@@ -135,7 +135,7 @@ def test_a_deep_body_to_the_wallet_challenge_is_a_400_in_the_drf_shape(
 
 
 def test_a_deep_body_to_chat_completions_is_a_400_in_openais_shape(user: Any, high_recursion_limit: None) -> None:
-    key = Token.objects.create(user=user).key
+    key = api_token_create(user=user).key
     body = b'{"model": "mv-1", "messages": ' + b"[" * DEEP + b"]" * DEEP + b"}"
     response = _post(APIClient(), "/v1/chat/completions", body, HTTP_AUTHORIZATION=f"Bearer {key}")
     assert response.status_code == 400, response.content
@@ -149,7 +149,7 @@ def test_a_deep_body_to_chat_completions_is_a_400_in_openais_shape(user: Any, hi
     [(b"1e400", "not_finite"), (b"NaN", "not_finite"), (b"99999999999999999999999", "integer_out_of_range")],
 )
 def test_non_finite_and_out_of_range_numbers_are_refused_on_v1(user: Any, fragment: bytes, code: str) -> None:
-    key = Token.objects.create(user=user).key
+    key = api_token_create(user=user).key
     body = b'{"model": "mv-1", "messages": [{"role": "user", "content": "hi"}], "temperature": ' + fragment + b"}"
     response = _post(APIClient(), "/v1/chat/completions", body, HTTP_AUTHORIZATION=f"Bearer {key}")
     assert response.status_code == 400, response.content
@@ -158,7 +158,7 @@ def test_non_finite_and_out_of_range_numbers_are_refused_on_v1(user: Any, fragme
 
 def test_a_body_without_a_length_is_stopped_at_the_limit_on_v1(user: Any, settings: Any) -> None:
     settings.JSON_MAX_BODY_BYTES = 1000
-    key = Token.objects.create(user=user).key
+    key = api_token_create(user=user).key
     body = json.dumps({"model": "mv-1", "prompt": "x" * 5000}).encode()
     # chunked: no Content-Length to refuse it by, so the parser stops reading at the limit
     response = APIClient().generic(

@@ -17,9 +17,9 @@ import requests
 from django.conf import settings
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from rest_framework.authtoken.models import Token
 
 from ledger.testing import free_port
+from openledger_web.services import api_token_create
 from openledger_web.testing import ROOT, service_env
 from openledger_web.tests.factories import UserFactory
 
@@ -61,7 +61,7 @@ def gunicorn(log: Path) -> Iterator[str]:
 
 
 def test_deep_bodies_are_refused_and_the_worker_lives_on(transactional_db: Any) -> None:
-    key = Token.objects.create(user=UserFactory()).key
+    key = api_token_create(user=UserFactory()).key
     log = Path(settings.DATA_DIR) / "gunicorn-jsonguard-test.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     logged_before = log.stat().st_size if log.exists() else 0

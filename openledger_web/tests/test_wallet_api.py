@@ -14,12 +14,12 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from pytest_django.fixtures import Settings
-from rest_framework.authtoken.models import Token
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from openledger_web import siwe
 from openledger_web.models import User, Wallet, WalletChallenge
+from openledger_web.services import api_token_create
 
 KEY = Account.from_key("0x" + "44" * 32)
 OTHER_KEY = Account.from_key("0x" + "55" * 32)
@@ -38,7 +38,7 @@ def bob(db: None) -> User:
 def _api(user: User | None) -> APIClient:
     api = APIClient()
     if user:
-        api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user).key}")
     return api
 
 
