@@ -288,7 +288,7 @@ class UploadParser:
                 )
             if clock() > self._deadline:
                 raise UploadRejected(
-                    f"{self.filename}: reading the upload took more than {limits.max_seconds:g} seconds "
+                    f"{self.filename}: reading the upload took more than {limits.max_seconds:g} s "
                     f"({_size(self.expanded_bytes)} read), the most one upload may take; split it into smaller uploads",
                     code="too_slow",
                 )

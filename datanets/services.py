@@ -818,7 +818,8 @@ def contribution_records_settle(contribution: Contribution) -> int:
 
 
 def _locked_pending(contribution: Contribution, action: str) -> Contribution:
-    locked = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    # the contribution's row only: nothing locks a Datanet after a contribution (docs/decisions.md, "One lock order")
+    locked = Contribution.objects.select_for_update(of=("self",)).select_related("datanet").get(pk=contribution.pk)
     if locked.status != Contribution.Status.PENDING:
         raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be {action}")
     contribution_records_settle(locked)
@@ -853,8 +854,14 @@ def contributions_decide(
     ids = sorted({c.pk for c in contributions})
     if not ids:
         raise ValidationError("choose at least one contribution")
-    # locked in id order, so two curators deciding overlapping sets can't deadlock
-    locked = list(Contribution.objects.select_for_update().select_related("datanet").filter(pk__in=ids).order_by("pk"))
+    # One lock order everywhere (docs/decisions.md, "One lock order"): the Datanets first, as a freeze takes its
+    # own, then the contributions, each set in id order, so two curators deciding overlapping sets, or a decision
+    # and a freeze, can't deadlock. A freeze of the same Datanet waits for this decision, and this one for it.
+    datanet_ids = sorted(set(Contribution.objects.filter(pk__in=ids).values_list("datanet_id", flat=True)))
+    list(Datanet.objects.select_for_update(no_key=True).filter(pk__in=datanet_ids).order_by("pk").values_list("pk"))
+    locked = list(
+        Contribution.objects.select_for_update(of=("self",)).select_related("datanet").filter(pk__in=ids).order_by("pk")
+    )
     if len(locked) != len(ids):
         raise ValidationError("some of these contributions no longer exist")
     can_curate: dict[int, bool] = {}
@@ -948,17 +955,64 @@ def _snapshot_leaves(datanet: Datanet) -> tuple[array, array, list[bytes], list[
     return record_ids, contribution_ids, hashes, addresses, words, duplicates
 
 
-@transaction.atomic
+def _accepted_unscanned(datanet: Datanet) -> list[Contribution]:
+    return list(
+        datanet.contributions.filter(status=Contribution.Status.ACCEPTED)
+        .exclude(check_status=Contribution.CheckStatus.DONE)
+        .order_by("pk")
+    )
+
+
+def _scan_accepted(datanet: Datanet) -> None:
+    """Run the checks, here and now, of every accepted contribution of ``datanet`` that has none yet (accepted
+    before they ran): outside any transaction, as the checks task does."""
+    from .checks import contribution_check
+
+    for contribution in _accepted_unscanned(datanet):
+        try:
+            contribution_check(contribution_id=contribution.pk)
+        except Exception:  # noqa: S112 (logged by the checks; the freeze then refuses and says why)
+            continue
+
+
 def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     """Freeze the Datanet's accepted records now into the next numbered snapshot, with its Merkle root anchored
     through the outbox in this same transaction (one anchor whatever the size).
 
     Leaf values are ``(record_hash, contributor's primary wallet or the zero address, contribution id)``; a hash
     accepted more than once is in the snapshot once, for the contribution accepted first. Refuses an empty snapshot.
+
+    Every accepted contribution is scanned (personal data, secrets and the other checks) before it can enter a
+    snapshot: one accepted before its checks ran is checked first, here; a freeze refuses, saying which and why,
+    while one still is not (accepted meanwhile, or its checks failed).
     """
     _require_curator(user, datanet, "freeze a snapshot")
-    # one freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions
-    datanet = Datanet.objects.select_for_update().get(pk=datanet.pk)
+    _scan_accepted(datanet)
+    return _snapshot_write(datanet=datanet, user=user)
+
+
+@transaction.atomic
+def _snapshot_write(*, datanet: Datanet, user: Any) -> Snapshot:
+    # One freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions.
+    # FOR NO KEY UPDATE: uploads and checks that insert rows pointing at the Datanet (a foreign key's KEY SHARE) go on
+    # meanwhile; decisions and other freezes wait. The Datanet first, then (by the foreign keys of the leaves, at
+    # commit) the contributions: the lock order every writer keeps (docs/decisions.md, "One lock order").
+    datanet = Datanet.objects.select_for_update(no_key=True).get(pk=datanet.pk)
+    unscanned = _accepted_unscanned(datanet)
+    if unscanned:
+        failed = [c for c in unscanned if c.check_status == Contribution.CheckStatus.FAILED]
+        names = ", ".join(f"#{c.pk}" for c in unscanned[:ERRORS_SHOWN])
+        more = f" and {len(unscanned) - ERRORS_SHOWN} more" if len(unscanned) > ERRORS_SHOWN else ""
+        why = (
+            "their checks failed; run them again or reject them"
+            if failed
+            else "their checks are running; try again in a minute"
+        )
+        raise ValidationError(
+            f"accepted contributions {names}{more} have not been scanned for personal data and secrets yet, so they "
+            f"can't enter a snapshot: {why}",
+            code="unscanned",
+        )
     record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet)
     if not record_ids:
         raise ValidationError(
