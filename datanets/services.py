@@ -45,7 +45,7 @@ from .models import (
     StagedRecord,
 )
 from .parsing import ParsedRow, ParseLimits, RowError, UploadRejected, parse_upload
-from .storage import TooLarge, media_path, store_bytes_file, storing_stream
+from .storage import StoredFile, TooLarge, media_path, store_bytes_file, storing_stream
 
 RECORD_BATCH = 500  # parsed rows held before they are encoded: few enough to stay in the CPU's cache
 SNAPSHOT_BATCH = 5_000
@@ -988,11 +988,56 @@ def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     """
     _require_curator(user, datanet, "freeze a snapshot")
     _scan_accepted(datanet)
-    return _snapshot_write(datanet=datanet, user=user)
+    # The leaves and the tree are built before the write transaction: reading and hashing a large Datanet takes
+    # seconds, and on SQLite a write transaction is the database's one write lock. The accepted contributions of a
+    # Datanet only ever grow in number (an accepted one is frozen and can't be deleted), so their count, taken before
+    # the leaves are read and again under the lock, says whether the leaves still hold.
+    for _ in range(FREEZE_ATTEMPTS):
+        accepted = _accepted_count(datanet)
+        built = _snapshot_build(datanet)
+        snapshot = _snapshot_write(datanet=datanet, user=user, built=built, accepted=accepted)
+        if snapshot is not None:
+            return snapshot
+    raise ValidationError(
+        "contributions kept being accepted while the snapshot was built: freeze again in a moment", code="busy"
+    )
+
+
+FREEZE_ATTEMPTS = 3
+
+
+class _Built(NamedTuple):
+    """A snapshot's leaves (``_snapshot_leaves``), its tree and the stored file of the tree's nodes."""
+
+    record_ids: array
+    contribution_ids: array
+    addresses: list[str]
+    words: int
+    duplicates: int
+    tree: merkle.StandardMerkleTree
+    stored: StoredFile
+
+
+def _accepted_count(datanet: Datanet) -> int:
+    return datanet.contributions.filter(status=Contribution.Status.ACCEPTED).count()
+
+
+def _snapshot_build(datanet: Datanet) -> _Built:
+    record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet)
+    if not record_ids:
+        raise ValidationError(
+            f"{datanet.name!r} has no accepted records to freeze: accept a contribution first", code="empty"
+        )
+    tree = merkle.StandardMerkleTree.of(zip(hashes, addresses, contribution_ids, strict=True))
+    nodes = tree.nodes()
+    stored = store_bytes_file(lambda out: out.writelines(nodes), prefix="snapshots", suffix=".nodes")
+    return _Built(record_ids, contribution_ids, addresses, words, duplicates, tree, stored)
 
 
 @transaction.atomic
-def _snapshot_write(*, datanet: Datanet, user: Any) -> Snapshot:
+def _snapshot_write(*, datanet: Datanet, user: Any, built: _Built, accepted: int) -> Snapshot | None:
+    """Write the snapshot ``built`` from ``accepted`` accepted contributions, or None when more were accepted since
+    (the caller builds it again). Refuses while an accepted contribution is unscanned."""
     # One freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions.
     # FOR NO KEY UPDATE: uploads and checks that insert rows pointing at the Datanet (a foreign key's KEY SHARE) go on
     # meanwhile; decisions and other freezes wait. The Datanet first, then (by the foreign keys of the leaves, at
@@ -1013,14 +1058,10 @@ def _snapshot_write(*, datanet: Datanet, user: Any) -> Snapshot:
             f"can't enter a snapshot: {why}",
             code="unscanned",
         )
-    record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet)
-    if not record_ids:
-        raise ValidationError(
-            f"{datanet.name!r} has no accepted records to freeze: accept a contribution first", code="empty"
-        )
-    tree = merkle.StandardMerkleTree.of(zip(hashes, addresses, contribution_ids, strict=True))
-    nodes = tree.nodes()
-    stored = store_bytes_file(lambda out: out.writelines(nodes), prefix="snapshots", suffix=".nodes")
+    if _accepted_count(datanet) != accepted:
+        return None
+    record_ids, contribution_ids, addresses = built.record_ids, built.contribution_ids, built.addresses
+    tree = built.tree
     previous = datanet.snapshots.order_by("-number").first()
     number = (previous.number if previous else 0) + 1
     anchor = anchor_request(
@@ -1040,11 +1081,11 @@ def _snapshot_write(*, datanet: Datanet, user: Any) -> Snapshot:
         .values("contributor_id")
         .distinct()
         .count(),
-        words=words,
-        duplicates_skipped=duplicates,
+        words=built.words,
+        duplicates_skipped=built.duplicates,
         merkle_root=tree.root,
-        tree_path=stored.path,
-        tree_sha256=stored.sha256,
+        tree_path=built.stored.path,
+        tree_sha256=built.stored.sha256,
         anchor=anchor,
     )
     batch: list[SnapshotRecord] = []

@@ -28,19 +28,20 @@ HOLD_SECONDS = 3.0  # how long the freeze holds its lock while the other writer 
 
 
 class Held:
-    """A freeze paused right after it took its Datanet lock, until ``release()``."""
+    """A freeze paused inside its write transaction, after it took its Datanet lock (where it asks for its anchor),
+    until ``go`` is set."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.locked = threading.Event()
         self.go = threading.Event()
-        leaves = services._snapshot_leaves
+        anchor_request = services.anchor_request
 
-        def paused(datanet: Any) -> Any:
+        def paused(**kwargs: Any) -> Any:
             self.locked.set()
             self.go.wait(timeout=60)
-            return leaves(datanet)
+            return anchor_request(**kwargs)
 
-        monkeypatch.setattr(services, "_snapshot_leaves", paused)
+        monkeypatch.setattr(services, "anchor_request", paused)
 
 
 def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -158,3 +159,27 @@ def test_a_freeze_refuses_while_an_accepted_contribution_could_not_be_scanned(
 
     monkeypatch.undo()
     assert services.snapshot_freeze(datanet=datanet, user=datanet.owner).record_count == 1
+
+
+def test_a_contribution_accepted_while_the_snapshot_was_built_is_in_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The leaves and the tree are built before the freeze's write transaction; a decision in between is not lost.
+    datanet = DatanetFactory(record_type="text")
+    first = submit(datanet, content=jsonl({"text": "accepted before the freeze"}))
+    late = submit(datanet, content=jsonl({"text": "accepted while the freeze built its tree"}))
+    for contribution in (first, late):
+        checks.contribution_check(contribution_id=contribution.pk)
+    services.contribution_accept(curator=datanet.owner, contribution=first)
+    build = services._snapshot_build
+    builds: list[int] = []
+
+    def build_then_accept(datanet: Any) -> Any:
+        built = build(datanet)
+        builds.append(len(built.record_ids))
+        if len(builds) == 1:
+            services.contribution_accept(curator=datanet.owner, contribution=late)
+        return built
+
+    monkeypatch.setattr(services, "_snapshot_build", build_then_accept)
+    snapshot = services.snapshot_freeze(datanet=datanet, user=datanet.owner)
+    assert builds == [1, 2] and (snapshot.record_count, snapshot.contribution_count) == (2, 2)
+    assert services.snapshot_rebuild_root(snapshot=snapshot) == snapshot.merkle_root
