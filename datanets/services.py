@@ -409,7 +409,7 @@ class _RecordSpool:
         if self._stage_write is not None:
             self._stage_write(batch, first)
             return
-        # the parsed objects aren't written: only their encoded bytes are held
+        # the parsed dicts are never written: only the canonical bytes and their facts are held
         self._held.append(([row._replace(record=None) for row in batch], first))
         self._held_bytes += sum(row.size for row in batch)
         if self._held_bytes > self.stage_above and connection.vendor in ("postgresql", "sqlite"):

@@ -208,3 +208,24 @@ def test_only_pending_or_accepted_contributions_whose_checks_never_started_are_q
     Contribution.objects.filter(pk__in=[c.pk for c in late]).update(submitted_at=timezone.now() - timedelta(hours=1))
     submit(datanet, content=jsonl({"text": "an upload from a minute ago"}))
     assert checks.contributions_checks_requeue() == 2 and queued == [late[0].pk, late[1].pk]
+
+
+@pytest.mark.django_db
+def test_a_small_zip_whose_rows_pass_the_threshold_is_staged_as_it_is_read(settings) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import zipfile
+
+    rows = [{"text": f"record number {i} of a small archive that expands"} for i in range(2_000)]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("data.jsonl", jsonl(*rows))
+    settings.UPLOAD_STAGE_ABOVE_BYTES = 40_000  # more than the archive, less than its records
+    assert len(archive.getvalue()) < settings.UPLOAD_STAGE_ABOVE_BYTES
+    contribution = submit(DatanetFactory(record_type="text"), content=archive.getvalue(), name="small.zip")
+    assert contribution.records_staged and contribution.record_count == 2_000
+    assert StagedRecord.objects.filter(contribution_id=contribution.pk).count() == 2_000
+    assert not Record.objects.filter(contribution=contribution).exists()
+    checks.contribution_check(contribution_id=contribution.pk)
+    assert [r.canonical for r in Record.objects.filter(contribution=contribution).order_by("position")] == [
+        canonical_json(row).decode() for row in rows
+    ]
