@@ -20,11 +20,11 @@ from datetime import timedelta
 from typing import Any, Final
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import Contribution, Record
-from .services import contribution_records_settle
+from .services import contribution_records_settle, contribution_records_settle_in_steps
 
 logger = logging.getLogger(__name__)
 
@@ -529,6 +529,11 @@ def contribution_check(*, contribution_id: int) -> Contribution | None:
     decides while they run keeps the decision, and an accepted contribution still gets its evidence (its row is
     frozen for everything else, so the evidence is written with ``update``).
     """
+    if connection.vendor == "sqlite":
+        # one write lock for the whole database: a large upload's records move in short steps, not one long one
+        staged = Contribution.objects.filter(pk=contribution_id, records_staged=True, status__in=CHECKED_STATUSES)
+        if staged.exists():
+            contribution_records_settle_in_steps(contribution_id)
     with transaction.atomic():
         contribution = _lock(contribution_id)
         if contribution is None:
@@ -551,15 +556,23 @@ def contribution_check(*, contribution_id: int) -> Contribution | None:
                     check_status=Contribution.CheckStatus.FAILED, checks={"error": f"{type(e).__name__}: {e}"}
                 )
         raise
+    # The records' evidence in steps of UPDATE_BATCH, each its own short transaction (on SQLite one write transaction
+    # is the database's only write lock; a million records in one would stop every other writer). A step is skipped
+    # once the contribution was rejected or withdrawn meanwhile; the row is marked done only after the last one.
+    for start in range(0, len(rows), UPDATE_BATCH):
+        with transaction.atomic():
+            locked = _lock(contribution_id)
+            if locked is None or locked.status not in CHECKED_STATUSES:
+                return locked  # rejected or withdrawn while the checks ran: the evidence no longer changes anything
+            updates = [
+                Record(id=row.id, flags=row.flags, minhash=row.signature.astype("<u4").tobytes())  # type: ignore[union-attr]
+                for row in rows[start : start + UPDATE_BATCH]
+            ]
+            Record.objects.bulk_update(updates, ["flags", "minhash"], batch_size=UPDATE_BATCH)
     with transaction.atomic():
         locked = _lock(contribution_id)
         if locked is None or locked.status not in CHECKED_STATUSES:
-            return locked  # rejected or withdrawn while the checks ran: the evidence no longer changes anything
-        updates = [
-            Record(id=row.id, flags=row.flags, minhash=row.signature.astype("<u4").tobytes())  # type: ignore[union-attr]
-            for row in rows
-        ]
-        Record.objects.bulk_update(updates, ["flags", "minhash"], batch_size=UPDATE_BATCH)
+            return locked
         locked.checks = checks
         locked.quality_score = score
         locked.check_status = Contribution.CheckStatus.DONE

@@ -817,6 +817,44 @@ def contribution_records_settle(contribution: Contribution) -> int:
     return moved
 
 
+SETTLE_BATCH = 5_000
+
+
+def contribution_records_settle_in_steps(contribution_id: int, *, batch: int = SETTLE_BATCH) -> int:
+    """``contribution_records_settle`` in short transactions of ``batch`` rows each, for SQLite, where a write
+    transaction holds the database's only write lock: moving a million rows in one would stop every other writer for
+    as long. Each step moves the next rows (in id order, which is file order) and deletes them from the staging
+    table in one transaction, so a step is whole or not done and a crash between steps leaves the rest to move;
+    a decision that settles meanwhile just leaves less. Returns how many rows moved; marks the contribution settled
+    once none wait. Needs no transaction of the caller's."""
+    record, staged = Record._meta.db_table, StagedRecord._meta.db_table
+    defaults = "false, '', '[]'::jsonb" if connection.vendor == "postgresql" else "0, '', '[]'"
+    moved, last = 0, 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:  # our own tables and columns below, no input
+            cursor.execute(
+                f"SELECT MAX(id) FROM (SELECT id FROM {staged} WHERE contribution_id = %s AND id > %s "  # noqa: S608
+                "ORDER BY id LIMIT %s) AS step",
+                [contribution_id, last, batch],
+            )
+            upto = cursor.fetchone()[0]
+            if upto is None:
+                Contribution.objects.filter(pk=contribution_id).update(records_staged=False)
+                return moved
+            cursor.execute(
+                f"INSERT INTO {record} ({_UPLOAD_COLUMNS}{_RECORD_EXTRA_COLUMNS}) "  # noqa: S608
+                f"SELECT {_UPLOAD_COLUMNS}, {defaults} FROM {staged} "
+                "WHERE contribution_id = %s AND id > %s AND id <= %s ORDER BY id",
+                [contribution_id, last, upto],
+            )
+            moved += cursor.rowcount
+            cursor.execute(
+                f"DELETE FROM {staged} WHERE contribution_id = %s AND id > %s AND id <= %s",  # noqa: S608
+                [contribution_id, last, upto],
+            )
+        last = upto
+
+
 def _locked_pending(contribution: Contribution, action: str) -> Contribution:
     # the contribution's row only: nothing locks a Datanet after a contribution (docs/decisions.md, "One lock order")
     locked = Contribution.objects.select_for_update(of=("self",)).select_related("datanet").get(pk=contribution.pk)

@@ -229,3 +229,22 @@ def test_a_small_zip_whose_rows_pass_the_threshold_is_staged_as_it_is_read(setti
     assert [r.canonical for r in Record.objects.filter(contribution=contribution).order_by("position")] == [
         canonical_json(row).decode() for row in rows
     ]
+
+
+@pytest.mark.django_db
+def test_records_move_in_short_steps_in_file_order_and_a_second_run_moves_nothing(staged) -> None:  # type: ignore[no-untyped-def]
+    # what the checks task does on SQLite, where one long transaction would hold the only write lock
+    values = [{"text": f"record {i} moved a few at a time"} for i in range(11)]
+    datanet = DatanetFactory(record_type="text")
+    contribution = submit(datanet, content=jsonl(*values))
+    other = submit(datanet, content=jsonl({"text": "another upload staged meanwhile"}))
+    assert services.contribution_records_settle_in_steps(contribution.pk, batch=3) == 11
+    assert services.contribution_records_settle_in_steps(contribution.pk, batch=3) == 0
+    contribution.refresh_from_db()
+    assert not contribution.records_staged
+    assert [r.canonical for r in Record.objects.filter(contribution=contribution).order_by("position")] == [
+        canonical_json(v).decode() for v in values
+    ]
+    positions = Record.objects.filter(contribution=contribution).order_by("id").values_list("position", flat=True)
+    assert list(positions) == list(range(11))
+    assert StagedRecord.objects.filter(contribution_id=other.pk).count() == 1 and StagedRecord.objects.count() == 1
