@@ -47,6 +47,8 @@ os.environ.update(
     DATABASE_URL=f"{PG_URL}/{DB_NAME}",
     CELERY_BROKER_URL="memory://",
     UPLOAD_MAX_BYTES=str(1024 * 1024 * 1024),
+    UPLOAD_MAX_EXPANDED_BYTES=str(1024 * 1024 * 1024),
+    UPLOAD_MAX_PARSE_SECONDS="3600",  # a loaded machine must not turn the measurement into a refusal
     DEBUG="0",  # DEBUG keeps every SQL statement in memory
     SECRET_KEY="bench-only-not-a-secret",
 )

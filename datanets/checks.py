@@ -20,11 +20,11 @@ from datetime import timedelta
 from typing import Any, Final
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import Contribution, Record
-from .services import contribution_records_settle
+from .services import contribution_records_settle, contribution_records_settle_in_steps
 
 logger = logging.getLogger(__name__)
 
@@ -503,53 +503,83 @@ def run_checks(contribution: Contribution) -> tuple[dict[str, Any], list[_Row]]:
     return checks, rows
 
 
-def contribution_check(*, contribution_id: int) -> Contribution | None:
-    """Run the checks of a pending contribution and store their evidence, flags and quality score.
+# What the checks may still scan: a pending contribution, and one accepted before its checks ran (it can't enter a
+# snapshot until they have: snapshot_freeze). A rejected or withdrawn one never joins a snapshot.
+CHECKED_STATUSES: Final = (Contribution.Status.PENDING, Contribution.Status.ACCEPTED)
 
-    Idempotent: a contribution already checked, decided or withdrawn is left as it is (a redelivered message, or a
-    curator who decided before the checks ran), and a rerun after a crash overwrites the same fields.
+
+def _lock(contribution_id: int) -> Contribution | None:
+    # Only the contribution's row, and FOR NO KEY UPDATE: the checks change none of its keys, so a freeze or an upload
+    # inserting rows that point at it (a foreign key's KEY SHARE) never waits for them, and they never lock the
+    # Datanet. Everything that locks both takes the Datanet first (docs/decisions.md, "One lock order").
+    return (
+        Contribution.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("datanet")
+        .filter(pk=contribution_id)
+        .first()
+    )
+
+
+def contribution_check(*, contribution_id: int) -> Contribution | None:
+    """Run the checks of a pending contribution, or of an accepted one never checked, and store their evidence,
+    flags and quality score.
+
+    Idempotent: a contribution already checked, rejected or withdrawn is left as it is (a redelivered message), and
+    a rerun after a crash overwrites the same fields. The checks never change a contribution's status; a curator who
+    decides while they run keeps the decision, and an accepted contribution still gets its evidence (its row is
+    frozen for everything else, so the evidence is written with ``update``).
     """
+    if connection.vendor == "sqlite":
+        # one write lock for the whole database: a large upload's records move in short steps, not one long one
+        staged = Contribution.objects.filter(pk=contribution_id, records_staged=True, status__in=CHECKED_STATUSES)
+        if staged.exists():
+            contribution_records_settle_in_steps(contribution_id)
     with transaction.atomic():
-        contribution = (
-            Contribution.objects.select_for_update().select_related("datanet").filter(pk=contribution_id).first()
-        )
+        contribution = _lock(contribution_id)
         if contribution is None:
             return None
-        if (
-            contribution.status != Contribution.Status.PENDING
-            or contribution.check_status == Contribution.CheckStatus.DONE
-        ):
+        if contribution.status not in CHECKED_STATUSES or contribution.check_status == Contribution.CheckStatus.DONE:
             return contribution
         # A large upload's records wait in the staging table: indexed now, under the lock, before they are read.
         contribution_records_settle(contribution)
         contribution.check_status = Contribution.CheckStatus.RUNNING
-        contribution.save(update_fields=["check_status"])
+        Contribution.objects.filter(pk=contribution_id).update(check_status=contribution.check_status)
     try:
         checks, rows = run_checks(contribution)
         score = quality_score(contribution, checks)
     except Exception as e:
         logger.exception("checks of contribution %s failed", contribution_id)
         with transaction.atomic():
-            failed = Contribution.objects.select_for_update().get(pk=contribution_id)
-            if failed.status == Contribution.Status.PENDING:
-                failed.check_status = Contribution.CheckStatus.FAILED
-                failed.checks = {"error": f"{type(e).__name__}: {e}"}
-                failed.save(update_fields=["check_status", "checks"])
+            failed = _lock(contribution_id)
+            if failed is not None and failed.status in CHECKED_STATUSES:
+                Contribution.objects.filter(pk=contribution_id).update(
+                    check_status=Contribution.CheckStatus.FAILED, checks={"error": f"{type(e).__name__}: {e}"}
+                )
         raise
+    # The records' evidence in steps of UPDATE_BATCH, each its own short transaction (on SQLite one write transaction
+    # is the database's only write lock; a million records in one would stop every other writer). A step is skipped
+    # once the contribution was rejected or withdrawn meanwhile; the row is marked done only after the last one.
+    for start in range(0, len(rows), UPDATE_BATCH):
+        with transaction.atomic():
+            locked = _lock(contribution_id)
+            if locked is None or locked.status not in CHECKED_STATUSES:
+                return locked  # rejected or withdrawn while the checks ran: the evidence no longer changes anything
+            updates = [
+                Record(id=row.id, flags=row.flags, minhash=row.signature.astype("<u4").tobytes())  # type: ignore[union-attr]
+                for row in rows[start : start + UPDATE_BATCH]
+            ]
+            Record.objects.bulk_update(updates, ["flags", "minhash"], batch_size=UPDATE_BATCH)
     with transaction.atomic():
-        locked = Contribution.objects.select_for_update().get(pk=contribution_id)
-        if locked.status != Contribution.Status.PENDING:
-            return locked  # decided while the checks ran: the evidence no longer changes anything
-        updates = [
-            Record(id=row.id, flags=row.flags, minhash=row.signature.astype("<u4").tobytes())  # type: ignore[union-attr]
-            for row in rows
-        ]
-        Record.objects.bulk_update(updates, ["flags", "minhash"], batch_size=UPDATE_BATCH)
+        locked = _lock(contribution_id)
+        if locked is None or locked.status not in CHECKED_STATUSES:
+            return locked
         locked.checks = checks
         locked.quality_score = score
         locked.check_status = Contribution.CheckStatus.DONE
         locked.checked_at = timezone.now()
-        locked.save(update_fields=["checks", "quality_score", "check_status", "checked_at"])
+        Contribution.objects.filter(pk=contribution_id).update(
+            checks=checks, quality_score=score, check_status=locked.check_status, checked_at=locked.checked_at
+        )
         return locked
 
 
@@ -562,14 +592,15 @@ CHECKS_REQUEUE_MAX: Final = 500
 
 
 def contributions_checks_requeue(*, older_than: timedelta = CHECKS_REQUEUE_AFTER) -> int:
-    """Queue the checks again for pending contributions submitted more than ``older_than`` ago whose checks never
-    started (at most ``CHECKS_REQUEUE_MAX`` a call, oldest first); returns how many. A large upload's records wait
-    in the staging table until its checks start, so a lost message must not leave it there."""
+    """Queue the checks again for pending (or accepted) contributions submitted more than ``older_than`` ago whose
+    checks never started (at most ``CHECKS_REQUEUE_MAX`` a call, oldest first); returns how many. A large upload's
+    records wait in the staging table until its checks start, and an accepted contribution can't enter a snapshot
+    until it is scanned, so a lost message must not leave either there."""
     from .tasks import contribution_check_task
 
     ids = list(
         Contribution.objects.filter(
-            status=Contribution.Status.PENDING,
+            status__in=CHECKED_STATUSES,
             check_status=Contribution.CheckStatus.QUEUED,
             submitted_at__lt=timezone.now() - older_than,
         )

@@ -5,7 +5,8 @@ directory, then returns an ``UploadParser``: iterate it to get, in file order, a
 and a ``RowError`` for every bad one. Memory stays bounded whatever the file size: lines are read in chunks, a line
 longer than ``ParseLimits.max_line_bytes`` is skipped without being held, and only a 16-byte hash prefix per record
 is kept (to flag duplicates). Problems that make the whole file unusable raise ``UploadRejected``, either from
-``parse_upload()`` or while iterating; a consumer that writes rows in batches should do so inside one transaction.
+``parse_upload()`` or while iterating, so a consumer should hold no database transaction while it iterates: it
+collects the rows and writes them once the whole file has been read (``services.contribution_submit``).
 
 Record types (every value is text; empty or blank text is refused; unknown keys are refused, not dropped, so that
 nothing a contributor sent is silently lost):
@@ -47,6 +48,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import unicodedata
 import zipfile
 import zlib
@@ -117,6 +119,10 @@ class ParseLimits:
     ``max_line_bytes`` is larger than ``max_record_bytes`` because ``\\u`` escapes (the default of Python's
     ``json.dumps``) can double a record's size on the line; a longer line is skipped unread, a shorter one is parsed
     and then held to ``max_record_bytes`` (measured on the canonical bytes). The zip limits hold per archive.
+    ``max_expanded_bytes`` and ``max_seconds`` hold for the whole upload, whatever its format: every byte the
+    parser reads counts (a zip's entries as they expand, blank and whitespace-only lines too), and so does every
+    second from the first read; each is checked at every chunk read, so a file of nothing but blank lines is
+    stopped as surely as one of records.
     """
 
     max_record_bytes: int = 1 * MiB
@@ -128,6 +134,8 @@ class ParseLimits:
     max_zip_entries: int = 10_000
     max_zip_uncompressed_bytes: int = 1 * GiB
     max_zip_ratio: int = 100
+    max_expanded_bytes: int = 1 * GiB
+    max_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         for name in self.__slots__:
@@ -142,7 +150,7 @@ class UploadRejected(Exception):
     """The upload as a whole cannot be used; ``message`` says why, for the contributor, with a location if any.
 
     ``code`` is stable, for code: extension, binary, encoding, empty, csv, columns, too_large, too_many_records,
-    zip, zip_bomb.
+    too_slow, zip, zip_bomb.
     """
 
     def __init__(self, message: str, *, code: str) -> None:
@@ -217,6 +225,8 @@ class UploadParser:
         self.error_count = 0
         self.errors_omitted = 0
         self.duplicate_count = 0
+        self.expanded_bytes = 0  # read so far, every entry of an archive as it expands
+        self._deadline = 0.0  # time.monotonic() past which reading stops; set when iteration starts
         self._stream = stream
         self._extension = _extension_allowed(filename, record_type, prefix="")
         self._sources: list[_Source] = []
@@ -237,6 +247,7 @@ class UploadParser:
         if self._started:
             raise RuntimeError("an upload can be parsed only once")
         self._started = True
+        self._deadline = time.monotonic() + self.limits.max_seconds
         if self._zip is None:
             source = self._add_source(self.filename, self._extension, prefix="")
             yield from self._parse_file(source, self._stream.read)
@@ -252,7 +263,7 @@ class UploadParser:
     # Whole files
 
     def _parse_file(self, source: _Source, read: Callable[[int], bytes]) -> Iterator[ParsedRow | RowError]:
-        lines = _LineReader(read, self.limits.max_line_bytes, source)
+        lines = _LineReader(self._budgeted(read), self.limits.max_line_bytes, source)
         if source.extension == ".jsonl":
             return self._parse_jsonl(source, lines)
         if source.extension == ".csv":
@@ -260,6 +271,30 @@ class UploadParser:
         if source.extension == ".txt":
             return self._parse_txt(source, lines)
         return self._parse_md(source, lines)
+
+    def _budgeted(self, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        """``read``, counting what it returns against ``max_expanded_bytes`` and the clock against ``max_seconds``."""
+        limits = self.limits
+        clock = time.monotonic
+
+        def counted(size: int) -> bytes:
+            data = read(size)
+            self.expanded_bytes += len(data)
+            if self.expanded_bytes > limits.max_expanded_bytes:
+                raise UploadRejected(
+                    f"{self.filename}: the upload holds more than {_size(limits.max_expanded_bytes)} of text (blank "
+                    "lines included, and a zip's entries once expanded); split it into smaller uploads",
+                    code="too_large",
+                )
+            if clock() > self._deadline:
+                raise UploadRejected(
+                    f"{self.filename}: reading the upload took more than {limits.max_seconds:g} s "
+                    f"({_size(self.expanded_bytes)} read), the most one upload may take; split it into smaller uploads",
+                    code="too_slow",
+                )
+            return data
+
+        return counted
 
     def _parse_jsonl(self, source: _Source, lines: _LineReader) -> Iterator[ParsedRow | RowError]:
         # The hot loop of the module: names are bound locally and the common path has no extra calls.

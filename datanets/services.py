@@ -15,11 +15,11 @@ import re
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, time
 from functools import partial
 from pathlib import PurePath
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -45,8 +45,8 @@ from .models import (
     SnapshotRecord,
     StagedRecord,
 )
-from .parsing import ParsedRow, RowError, UploadRejected, parse_upload
-from .storage import TooLarge, media_path, store_bytes_file, storing_stream
+from .parsing import ParsedRow, ParseLimits, RowError, UploadRejected, parse_upload
+from .storage import StoredFile, TooLarge, media_path, store_bytes_file, storing_stream
 
 logger = logging.getLogger(__name__)
 
@@ -301,36 +301,50 @@ def _enqueue_checks(contribution_id: int) -> None:
     contribution_check_task.delay(contribution_id)
 
 
-def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
-    """Parse the stored bytes into Records, in batches, and apply the contribution's bad-rows policy."""
-    datanet = contribution.datanet
-    reject_whole = contribution.bad_rows == Contribution.BadRows.REJECT_WHOLE
+class _Parsed(NamedTuple):
+    """What reading an upload found, for its contribution's row."""
+
+    record_count: int
+    error_count: int
+    duplicate_count: int
+    parse_errors: list[dict[str, Any]]
+
+
+def _parse_limits() -> ParseLimits:
+    return ParseLimits(
+        max_expanded_bytes=settings.UPLOAD_MAX_EXPANDED_BYTES, max_seconds=settings.UPLOAD_MAX_PARSE_SECONDS
+    )
+
+
+def _ingest(stream: BinaryIO, *, filename: str, record_type: str, reject_whole: bool, spool: _RecordSpool) -> _Parsed:
+    """Parse the stored bytes into ``spool``, in batches, and apply the bad-rows policy: raise ``ValidationError``
+    for a refused upload. Holds no transaction: the rows are written once the whole file is known to be good."""
     try:
-        parser = parse_upload(stream, filename=contribution.source_filename, record_type=datanet.record_type)
+        parser = parse_upload(stream, filename=filename, record_type=record_type, limits=_parse_limits())
         errors: list[dict[str, Any]] = []
         bad: list[str] = []
         batch: list[ParsedRow] = []
         position = 0  # of the batch's first row
-        with _record_writer(contribution, staged=contribution.records_staged) as write:
-            for item in parser:
-                if item.__class__ is RowError:
-                    if len(errors) < PARSE_ERRORS_KEPT:
-                        errors.append(
-                            {"source": item.source, "line": item.line, "code": item.code, "message": item.message}
-                        )
-                    if item.code != "duplicate" and len(bad) < ERRORS_SHOWN:
-                        bad.append(item.message)
-                    continue
-                if reject_whole and bad:
-                    continue  # the file will be refused: parse on only to count its problems
-                batch.append(item)  # type: ignore[arg-type]
-                if len(batch) >= RECORD_BATCH:
-                    write(batch, position)
-                    position += len(batch)
-                    batch = []
-            if batch and not (reject_whole and bad):
+        write = spool.write
+        for item in parser:
+            if item.__class__ is RowError:
+                if len(errors) < PARSE_ERRORS_KEPT:
+                    errors.append(
+                        {"source": item.source, "line": item.line, "code": item.code, "message": item.message}
+                    )
+                if item.code != "duplicate" and len(bad) < ERRORS_SHOWN:
+                    bad.append(item.message)
+                continue
+            if reject_whole and bad:
+                continue  # the file will be refused: parse on only to count its problems
+            batch.append(item)  # type: ignore[arg-type]
+            if len(batch) >= RECORD_BATCH:
                 write(batch, position)
                 position += len(batch)
+                batch = []
+        if batch and not (reject_whole and bad):
+            write(batch, position)
+            position += len(batch)
     except UploadRejected as e:
         raise ValidationError(e.message, code=e.code) from None
     bad_count = parser.error_count - parser.duplicate_count
@@ -352,10 +366,152 @@ def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
             + (f" and {parser.duplicate_count} duplicates" if parser.duplicate_count else ""),
             code="no_records",
         )
-    contribution.record_count = position
-    contribution.error_count = bad_count
-    contribution.duplicate_row_count = parser.duplicate_count
-    contribution.parse_errors = errors
+    return _Parsed(position, bad_count, parser.duplicate_count, errors)
+
+
+class _RecordSpool:
+    """Where an upload's parsed rows wait while the file is read, outside any transaction, until ``save()`` writes
+    them with the new contribution, in the short transaction that creates it.
+
+    A small upload's rows wait in memory and ``save()`` writes them as Records. Once they pass
+    ``UPLOAD_STAGE_ABOVE_BYTES`` (from the start, for a stored file that large) they go to the staging table as they
+    are parsed, under a contribution id reserved now, each piece committed on its own and holding no lock another
+    writer needs: on PostgreSQL one COPY into the unindexed table with no foreign key, on SQLite one short
+    transaction per batch, so other writers take the write lock between them. ``save()`` then only creates the
+    contribution with that id. Leaving the block with an exception (a refused upload) drops what was staged.
+    Databases other than these two never stage.
+    """
+
+    def __init__(self, *, datanet_id: int, stage_above: int, stage_now: bool) -> None:
+        self.datanet_id = datanet_id
+        self.stage_above = stage_above
+        self.contribution_id: int | None = None  # reserved once the rows go to the staging table
+        self._held: list[tuple[list[ParsedRow], int]] = []
+        self._held_bytes = 0
+        self._exit = ExitStack()
+        self._stage_write: Callable[[list[ParsedRow], int], None] | None = None
+        self._stage_now = stage_now and connection.vendor in ("postgresql", "sqlite")
+
+    @property
+    def staged(self) -> bool:
+        return self.contribution_id is not None
+
+    def __enter__(self) -> _RecordSpool:
+        if self._stage_now:
+            self._start_staging()
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            self._exit.__exit__(kind, error, trace)  # ends (or on error, aborts) the staging COPY
+        finally:
+            if kind is not None:
+                self.discard()
+
+    def write(self, batch: list[ParsedRow], first: int) -> None:
+        if self._stage_write is not None:
+            self._stage_write(batch, first)
+            return
+        # the parsed dicts are never written: only the canonical bytes and their facts are held
+        self._held.append(([row._replace(record=None) for row in batch], first))
+        self._held_bytes += sum(row.size for row in batch)
+        if self._held_bytes > self.stage_above and connection.vendor in ("postgresql", "sqlite"):
+            self._start_staging()
+
+    def finish(self) -> None:
+        """Every row is written: end the staging COPY (its rows are then committed, under the reserved id)."""
+        self._exit.close()
+
+    def save(self, contribution: Contribution) -> None:
+        """Write the held rows as Records of ``contribution`` (created with ``contribution_id`` when staged); run in
+        the caller's transaction."""
+        if self.staged:
+            return
+        with _record_writer(contribution) as write:
+            for batch, first in self._held:
+                write(batch, first)
+        self._held = []
+
+    def discard(self) -> None:
+        """Drop what was staged (a refused upload, or one whose contribution could not be written)."""
+        self._held = []
+        if self.contribution_id is not None:
+            StagedRecord.objects.filter(contribution_id=self.contribution_id).delete()
+
+    def _start_staging(self) -> None:
+        self.contribution_id = _reserve_contribution_id()
+        postgres = connection.vendor == "postgresql"
+        self._stage_write = self._exit.enter_context(_staged_writer(self.contribution_id, self.datanet_id, postgres))
+        held, self._held = self._held, []
+        for batch, first in held:
+            self._stage_write(batch, first)
+
+
+def _reserve_contribution_id() -> int:
+    """A contribution id no other upload will get: the staged rows carry it before the contribution exists."""
+    table = Contribution._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id'))", [table])
+            return int(cursor.fetchone()[0])
+        # SQLite: an AUTOINCREMENT table's last id lives in sqlite_sequence, an ordinary table that may be updated
+        with transaction.atomic():
+            cursor.execute("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = %s RETURNING seq", [table])
+            row = cursor.fetchone()
+            if row is not None:
+                return int(row[0])
+            cursor.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}")  # noqa: S608 (our own table)
+            reserved = int(cursor.fetchone()[0])
+            cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, reserved])
+            return reserved
+
+
+@contextmanager
+def _staged_writer(
+    contribution_id: int, datanet_id: int, postgres: bool
+) -> Iterator[Callable[[list[ParsedRow], int], None]]:
+    """Yield ``write(batch, first)`` that puts parsed rows in the staging table under ``contribution_id``, outside
+    the caller's transaction (there should be none). PostgreSQL: one COPY for the whole upload, sent from this
+    thread, committed when the block ends and aborted if it ends with an error. SQLite: one short transaction per
+    batch."""
+    ids = _Ids(contribution_id, datanet_id)
+    if postgres:
+        connection.ensure_connection()
+        statement = f"COPY {StagedRecord._meta.db_table} ({_UPLOAD_COLUMNS}) FROM STDIN"
+        # inside a caller's transaction (tests), a savepoint: an aborted COPY then leaves that transaction usable
+        savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+        with (
+            savepoint,
+            connection.wrap_database_errors,
+            connection.connection.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            rows = _CopyRows(ids, b"\n", copy.write)
+            yield rows.write
+            rows.flush()
+        return
+    insert = (
+        f"INSERT INTO {StagedRecord._meta.db_table} ({_UPLOAD_COLUMNS}) "  # noqa: S608 (our own table and columns)
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+
+    def write(batch: list[ParsedRow], first: int) -> None:
+        values = [
+            (contribution_id, datanet_id, position, row.source[:300], row.line, row.canonical.decode(),
+             row.record_hash, row.words, row.size)
+            for position, row in enumerate(batch, first)
+        ]  # fmt: skip
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(insert, values)
+
+    yield write
+
+
+class _Ids(NamedTuple):
+    """What ``_CopyRows`` reads of a contribution: its id and its Datanet's."""
+
+    pk: int
+    datanet_id: int
 
 
 # What an upload writes: StagedRecord has exactly these; Record adds its exclusion fields, flags and minhash.
@@ -367,36 +523,26 @@ _COPY_QUEUE = 4  # encoded chunks (~1.5 MB each) waiting for the writer thread: 
 
 
 @contextmanager
-def _record_writer(contribution: Contribution, *, staged: bool) -> Iterator[Callable[[list[ParsedRow], int], None]]:
+def _record_writer(contribution: Contribution) -> Iterator[Callable[[list[ParsedRow], int], None]]:
     """Yield ``write(batch, first)``, which stores parsed rows (at positions ``first``, ``first + 1``, ...) as Records
-    of ``contribution``, or as StagedRecords if ``staged`` (no index to update and no foreign key to check per row;
-    ``contribution_records_settle`` moves them later).
+    of ``contribution``, in the caller's transaction.
 
-    On PostgreSQL the rows are encoded here as COPY text, in chunks of ``_COPY_ROWS``. Staged rows go in one COPY for
-    the whole upload, sent from this thread: the server takes them faster than they are parsed and has nothing to
-    check per row, so sending rarely waits (a sending thread, as below, measured no faster here). Records go
-    one COPY per chunk, sent by a thread of its own on the same connection and transaction, so the server inserts and
-    indexes one chunk while this thread parses the next; their foreign keys are checked at the end of each COPY
-    instead of all at commit, which moves that work into the overlap too. Leaving the block ends the COPY (or waits
-    for the writer) and raises what the database raised; an error in the block aborts the COPY, and nothing is left
-    running on the connection either way. Elsewhere: ``bulk_create``.
+    On PostgreSQL the rows are encoded here as COPY text, in chunks of ``_COPY_ROWS``, one COPY per chunk, sent by a
+    thread of its own on the same connection and transaction, so the server inserts and indexes one chunk while this
+    thread encodes the next; their foreign keys are checked at the end of each COPY instead of all at commit, which
+    moves that work into the overlap too. Leaving the block waits for the writer and raises what the database
+    raised; an error in the block cancels it, and nothing is left running on the connection either way. Elsewhere:
+    ``bulk_create``. (A large upload's rows go to the staging table instead: ``_staged_writer``.)
     """
-    model = StagedRecord if staged else Record
     if connection.vendor != "postgresql":
-        yield lambda batch, first: model.objects.bulk_create(
-            _record(model, contribution, row, position) for position, row in enumerate(batch, first)
+        yield lambda batch, first: Record.objects.bulk_create(
+            _record(Record, contribution, row, position) for position, row in enumerate(batch, first)
         )
         return
     connection.ensure_connection()
     # Record's other columns have no database default (Django fills them in Python): given here, as new rows have them
-    columns, tail = (_UPLOAD_COLUMNS, b"\n") if staged else (_UPLOAD_COLUMNS + _RECORD_EXTRA_COLUMNS, b"\tf\t\t[]\n")
-    statement = f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
-    if staged:
-        with connection.wrap_database_errors, connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            rows = _CopyRows(contribution, tail, copy.write)
-            yield rows.write
-            rows.flush()
-        return
+    tail = b"\tf\t\t[]\n"
+    statement = f"COPY {Record._meta.db_table} ({_UPLOAD_COLUMNS + _RECORD_EXTRA_COLUMNS}) FROM STDIN"
     foreign_keys = _record_foreign_keys()
     with connection.cursor() as cursor:
         cursor.execute(f"SET CONSTRAINTS {foreign_keys} IMMEDIATE")
@@ -417,7 +563,7 @@ class _CopyRows:
     """Encodes parsed rows of ``contribution`` as lines of COPY text (``_UPLOAD_COLUMNS``, then ``tail``) and hands
     ``send`` a chunk of them every ``_COPY_ROWS`` rows, and the rest on ``flush()``."""
 
-    def __init__(self, contribution: Contribution, tail: bytes, send: Callable[[bytes], object]) -> None:
+    def __init__(self, contribution: Contribution | _Ids, tail: bytes, send: Callable[[bytes], object]) -> None:
         self._ids = b"%d\t%d\t" % (contribution.pk, contribution.datanet_id)
         self._tail = tail
         self._send = send
@@ -521,7 +667,6 @@ def _record(model: type[Record | StagedRecord], contribution: Contribution, row:
     )
 
 
-@transaction.atomic
 def contribution_submit(
     *,
     datanet: Datanet,
@@ -535,8 +680,13 @@ def contribution_submit(
 
     Refused before a byte is read: a contributor who may not contribute, an incompatible licence, a declared size
     over ``UPLOAD_MAX_BYTES``, a day's quota (files, or bytes by the declared size) already used. Refused while
-    reading: more bytes than declared or allowed, an unusable file, and (``reject_whole``) any bad row. Rows that
-    repeat an earlier row of the same upload are left out and listed under either policy.
+    reading: more bytes than declared or allowed, more than ``UPLOAD_MAX_EXPANDED_BYTES`` of text once expanded or
+    more than ``UPLOAD_MAX_PARSE_SECONDS`` spent reading, an unusable file, and (``reject_whole``) any bad row. Rows
+    that repeat an earlier row of the same upload are left out and listed under either policy.
+
+    No write transaction is open while the file is read, however long that takes: the bytes are stored and parsed
+    first (a large upload's rows staged as they come, see ``_RecordSpool``), then one short transaction takes the
+    contributor's lock, checks the quota again and writes the contribution, its records and its log entry.
     """
     _require_user(contributor, "contribute")
     if not selectors.user_can_contribute(user=contributor, datanet=datanet):
@@ -558,36 +708,60 @@ def contribution_submit(
     declared = getattr(upload, "size", None)
     if declared is not None and declared > limit:
         raise ValidationError(f"the file is {_mb(declared)}; an upload may be at most {_mb(limit)}", code="too_large")
-    # One contributor's uploads queue on their user row, so two at once can't both slip under the quota.
-    get_user_model().objects.select_for_update().filter(pk=contributor.pk).first()
     now = timezone.now()
-    _check_quota(datanet=datanet, contributor=contributor, size=declared or 0, now=now)
-    # The bytes are parsed from their temporary copy and linked into place (before the commit) only if the upload is
-    # kept: a refused one leaves nothing behind.
+    _check_quota(datanet=datanet, contributor=contributor, size=declared or 0, now=now)  # again under the lock below
+    filename = _clean_filename(upload.name)
+    # The bytes are parsed from their temporary copy and linked into place only if the upload is kept: a refused one
+    # leaves nothing behind.
     try:
         with storing_stream(upload, prefix="contributions", max_bytes=limit) as stored:  # type: ignore[arg-type]
             if stored.size != declared:
                 _check_quota(datanet=datanet, contributor=contributor, size=stored.size, now=now)
-            contribution = Contribution.objects.create(
-                datanet=datanet,
-                contributor=contributor,
-                licence=licence,
-                source_filename=_clean_filename(upload.name),
-                content_sha256=stored.sha256,
-                size_bytes=stored.size,
-                storage_path=stored.path,
-                bad_rows=bad_rows,
-                submitted_at=now,
-            )
-            contribution.records_staged = stored.size > settings.UPLOAD_STAGE_ABOVE_BYTES
-            with stored.temp.open("rb") as stream:
-                _ingest(contribution, stream)
+            stage_above = settings.UPLOAD_STAGE_ABOVE_BYTES
+            spool = _RecordSpool(datanet_id=datanet.pk, stage_above=stage_above, stage_now=stored.size > stage_above)
+            with spool, stored.temp.open("rb") as stream:
+                parsed = _ingest(
+                    stream,
+                    filename=filename,
+                    record_type=datanet.record_type,
+                    reject_whole=bad_rows == Contribution.BadRows.REJECT_WHOLE,
+                    spool=spool,
+                )
+                spool.finish()
+                contribution = Contribution(
+                    id=spool.contribution_id,
+                    datanet=datanet,
+                    contributor=contributor,
+                    licence=licence,
+                    source_filename=filename,
+                    content_sha256=stored.sha256,
+                    size_bytes=stored.size,
+                    storage_path=stored.path,
+                    bad_rows=bad_rows,
+                    submitted_at=now,
+                    records_staged=spool.staged,
+                    record_count=parsed.record_count,
+                    error_count=parsed.error_count,
+                    duplicate_row_count=parsed.duplicate_count,
+                    parse_errors=parsed.parse_errors,
+                )
+                _contribution_write(contribution, spool=spool, now=now)
     except TooLarge:  # only ever from reading the upload, before the block runs
         raise ValidationError(f"the file is over the upload limit of {_mb(limit)}", code="too_large") from None
-    contribution.save()
+    return contribution
+
+
+@transaction.atomic
+def _contribution_write(contribution: Contribution, *, spool: _RecordSpool, now: datetime) -> None:
+    """The upload's one write transaction: quota under the contributor's lock, then the rows."""
+    contributor = contribution.contributor
+    # One contributor's uploads queue on their user row, so two at once can't both slip under the quota.
+    get_user_model().objects.select_for_update().filter(pk=contributor.pk).first()
+    _check_quota(datanet=contribution.datanet, contributor=contributor, size=contribution.size_bytes, now=now)
+    contribution.save(force_insert=True)
+    spool.save(contribution)
     ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
     transaction.on_commit(partial(_enqueue_checks, contribution.id), robust=True)
-    return contribution
 
 
 class _PastedUpload(io.BytesIO):
@@ -646,8 +820,47 @@ def contribution_records_settle(contribution: Contribution) -> int:
     return moved
 
 
+SETTLE_BATCH = 5_000
+
+
+def contribution_records_settle_in_steps(contribution_id: int, *, batch: int = SETTLE_BATCH) -> int:
+    """``contribution_records_settle`` in short transactions of ``batch`` rows each, for SQLite, where a write
+    transaction holds the database's only write lock: moving a million rows in one would stop every other writer for
+    as long. Each step moves the next rows (in id order, which is file order) and deletes them from the staging
+    table in one transaction, so a step is whole or not done and a crash between steps leaves the rest to move;
+    a decision that settles meanwhile just leaves less. Returns how many rows moved; marks the contribution settled
+    once none wait. Needs no transaction of the caller's."""
+    record, staged = Record._meta.db_table, StagedRecord._meta.db_table
+    defaults = "false, '', '[]'::jsonb" if connection.vendor == "postgresql" else "0, '', '[]'"
+    moved, last = 0, 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:  # our own tables and columns below, no input
+            cursor.execute(
+                f"SELECT MAX(id) FROM (SELECT id FROM {staged} WHERE contribution_id = %s AND id > %s "  # noqa: S608
+                "ORDER BY id LIMIT %s) AS step",
+                [contribution_id, last, batch],
+            )
+            upto = cursor.fetchone()[0]
+            if upto is None:
+                Contribution.objects.filter(pk=contribution_id).update(records_staged=False)
+                return moved
+            cursor.execute(
+                f"INSERT INTO {record} ({_UPLOAD_COLUMNS}{_RECORD_EXTRA_COLUMNS}) "  # noqa: S608
+                f"SELECT {_UPLOAD_COLUMNS}, {defaults} FROM {staged} "
+                "WHERE contribution_id = %s AND id > %s AND id <= %s ORDER BY id",
+                [contribution_id, last, upto],
+            )
+            moved += cursor.rowcount
+            cursor.execute(
+                f"DELETE FROM {staged} WHERE contribution_id = %s AND id > %s AND id <= %s",  # noqa: S608
+                [contribution_id, last, upto],
+            )
+        last = upto
+
+
 def _locked_pending(contribution: Contribution, action: str) -> Contribution:
-    locked = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    # the contribution's row only: nothing locks a Datanet after a contribution (docs/decisions.md, "One lock order")
+    locked = Contribution.objects.select_for_update(of=("self",)).select_related("datanet").get(pk=contribution.pk)
     if locked.status != Contribution.Status.PENDING:
         raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be {action}")
     contribution_records_settle(locked)
@@ -727,8 +940,14 @@ def contributions_decide(
     ids = sorted({c.pk for c in contributions})
     if not ids:
         raise ValidationError("choose at least one contribution")
-    # locked in id order, so two curators deciding overlapping sets can't deadlock
-    locked = list(Contribution.objects.select_for_update().select_related("datanet").filter(pk__in=ids).order_by("pk"))
+    # One lock order everywhere (docs/decisions.md, "One lock order"): the Datanets first, as a freeze takes its
+    # own, then the contributions, each set in id order, so two curators deciding overlapping sets, or a decision
+    # and a freeze, can't deadlock. A freeze of the same Datanet waits for this decision, and this one for it.
+    datanet_ids = sorted(set(Contribution.objects.filter(pk__in=ids).values_list("datanet_id", flat=True)))
+    list(Datanet.objects.select_for_update(no_key=True).filter(pk__in=datanet_ids).order_by("pk").values_list("pk"))
+    locked = list(
+        Contribution.objects.select_for_update(of=("self",)).select_related("datanet").filter(pk__in=ids).order_by("pk")
+    )
     if len(locked) != len(ids):
         raise ValidationError("some of these contributions no longer exist")
     can_curate: dict[int, bool] = {}
@@ -822,17 +1041,74 @@ def _snapshot_leaves(datanet: Datanet) -> tuple[array, array, list[bytes], list[
     return record_ids, contribution_ids, hashes, addresses, words, duplicates
 
 
-@transaction.atomic
+def _accepted_unscanned(datanet: Datanet) -> list[Contribution]:
+    return list(
+        datanet.contributions.filter(status=Contribution.Status.ACCEPTED)
+        .exclude(check_status=Contribution.CheckStatus.DONE)
+        .order_by("pk")
+    )
+
+
+def _scan_accepted(datanet: Datanet) -> None:
+    """Run the checks, here and now, of every accepted contribution of ``datanet`` that has none yet (accepted
+    before they ran): outside any transaction, as the checks task does."""
+    from .checks import contribution_check
+
+    for contribution in _accepted_unscanned(datanet):
+        try:
+            contribution_check(contribution_id=contribution.pk)
+        except Exception:  # noqa: S112 (logged by the checks; the freeze then refuses and says why)
+            continue
+
+
 def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     """Freeze the Datanet's accepted records now into the next numbered snapshot, with its Merkle root anchored
     through the outbox in this same transaction (one anchor whatever the size).
 
     Leaf values are ``(record_hash, contributor's primary wallet or the zero address, contribution id)``; a hash
     accepted more than once is in the snapshot once, for the contribution accepted first. Refuses an empty snapshot.
+
+    Every accepted contribution is scanned (personal data, secrets and the other checks) before it can enter a
+    snapshot: one accepted before its checks ran is checked first, here; a freeze refuses, saying which and why,
+    while one still is not (accepted meanwhile, or its checks failed).
     """
     _require_curator(user, datanet, "freeze a snapshot")
-    # one freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions
-    datanet = Datanet.objects.select_for_update().get(pk=datanet.pk)
+    _scan_accepted(datanet)
+    # The leaves and the tree are built before the write transaction: reading and hashing a large Datanet takes
+    # seconds, and on SQLite a write transaction is the database's one write lock. The accepted contributions of a
+    # Datanet only ever grow in number (an accepted one is frozen and can't be deleted), so their count, taken before
+    # the leaves are read and again under the lock, says whether the leaves still hold.
+    for _ in range(FREEZE_ATTEMPTS):
+        accepted = _accepted_count(datanet)
+        built = _snapshot_build(datanet)
+        snapshot = _snapshot_write(datanet=datanet, user=user, built=built, accepted=accepted)
+        if snapshot is not None:
+            return snapshot
+    raise ValidationError(
+        "contributions kept being accepted while the snapshot was built: freeze again in a moment", code="busy"
+    )
+
+
+FREEZE_ATTEMPTS = 3
+
+
+class _Built(NamedTuple):
+    """A snapshot's leaves (``_snapshot_leaves``), its tree and the stored file of the tree's nodes."""
+
+    record_ids: array
+    contribution_ids: array
+    addresses: list[str]
+    words: int
+    duplicates: int
+    tree: merkle.StandardMerkleTree
+    stored: StoredFile
+
+
+def _accepted_count(datanet: Datanet) -> int:
+    return datanet.contributions.filter(status=Contribution.Status.ACCEPTED).count()
+
+
+def _snapshot_build(datanet: Datanet) -> _Built:
     record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet)
     if not record_ids:
         raise ValidationError(
@@ -841,6 +1117,37 @@ def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     tree = merkle.StandardMerkleTree.of(zip(hashes, addresses, contribution_ids, strict=True))
     nodes = tree.nodes()
     stored = store_bytes_file(lambda out: out.writelines(nodes), prefix="snapshots", suffix=".nodes")
+    return _Built(record_ids, contribution_ids, addresses, words, duplicates, tree, stored)
+
+
+@transaction.atomic
+def _snapshot_write(*, datanet: Datanet, user: Any, built: _Built, accepted: int) -> Snapshot | None:
+    """Write the snapshot ``built`` from ``accepted`` accepted contributions, or None when more were accepted since
+    (the caller builds it again). Refuses while an accepted contribution is unscanned."""
+    # One freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions.
+    # FOR NO KEY UPDATE: uploads and checks that insert rows pointing at the Datanet (a foreign key's KEY SHARE) go on
+    # meanwhile; decisions and other freezes wait. The Datanet first, then (by the foreign keys of the leaves, at
+    # commit) the contributions: the lock order every writer keeps (docs/decisions.md, "One lock order").
+    datanet = Datanet.objects.select_for_update(no_key=True).get(pk=datanet.pk)
+    unscanned = _accepted_unscanned(datanet)
+    if unscanned:
+        failed = [c for c in unscanned if c.check_status == Contribution.CheckStatus.FAILED]
+        names = ", ".join(f"#{c.pk}" for c in unscanned[:ERRORS_SHOWN])
+        more = f" and {len(unscanned) - ERRORS_SHOWN} more" if len(unscanned) > ERRORS_SHOWN else ""
+        why = (
+            "their checks failed; run them again or reject them"
+            if failed
+            else "their checks are running; try again in a minute"
+        )
+        raise ValidationError(
+            f"accepted contributions {names}{more} have not been scanned for personal data and secrets yet, so they "
+            f"can't enter a snapshot: {why}",
+            code="unscanned",
+        )
+    if _accepted_count(datanet) != accepted:
+        return None
+    record_ids, contribution_ids, addresses = built.record_ids, built.contribution_ids, built.addresses
+    tree = built.tree
     previous = datanet.snapshots.order_by("-number").first()
     number = (previous.number if previous else 0) + 1
     anchor = anchor_request(
@@ -860,11 +1167,11 @@ def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
         .values("contributor_id")
         .distinct()
         .count(),
-        words=words,
-        duplicates_skipped=duplicates,
+        words=built.words,
+        duplicates_skipped=built.duplicates,
         merkle_root=tree.root,
-        tree_path=stored.path,
-        tree_sha256=stored.sha256,
+        tree_path=built.stored.path,
+        tree_sha256=built.stored.sha256,
         anchor=anchor,
     )
     batch: list[SnapshotRecord] = []

@@ -69,6 +69,7 @@ def build_manifest(
     adapter_sha256: str,
     metrics: Mapping[str, Any],
     attribution_index: Mapping[str, Any] | None = None,
+    job_id: int | None = None,
 ) -> bytes:
     """The canonical manifest bytes.
 
@@ -77,6 +78,9 @@ def build_manifest(
     ``config``: ``TrainingConfig.to_dict()``. ``attribution_index``: the version's attribution index as
     ``AttributionIndex.manifest_entry`` gives it (status, method, seed, width, feature and span hashes, records),
     anchored with the rest; absent from manifests made before indexes existed, so those keep their bytes.
+    ``job_id``: the fine-tune or merge job that made the version, so that two identical runs (training is
+    deterministic) still make two versions with a manifest each (docs/decisions.md, "Identical fine-tunes");
+    absent from manifests made before, which keep their bytes.
     """
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -114,4 +118,6 @@ def build_manifest(
     }
     if attribution_index is not None:
         manifest["attribution_index"] = dict(attribution_index)
+    if job_id is not None:
+        manifest["job"] = {"id": int(job_id)}
     return canonical_json(finite(manifest))

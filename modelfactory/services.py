@@ -872,6 +872,7 @@ def _version_create(
         adapter_sha256=adapter_sha256,
         metrics=clean_metrics,
         attribution_index=attribution_index.manifest_entry() if attribution_index is not None else None,
+        job_id=job.pk,
     )
     digest = lineage.manifest_hash(manifest)
     anchor = anchor_request(

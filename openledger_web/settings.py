@@ -123,11 +123,12 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL and immediate transactions let the web server and the Celery workers share one SQLite file without
-    # "database is locked" errors under light concurrency.
+    # WAL and immediate transactions let the web server and the Celery workers share one SQLite file: readers never
+    # wait, a writer waits only for the one transaction that holds the write lock, and every write transaction is
+    # kept short (uploads are parsed before theirs starts). The busy timeout is a ceiling, not an expected wait.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": envint("SQLITE_BUSY_TIMEOUT_SECONDS", "10"),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -182,6 +183,9 @@ JSON_MAX_STRING_CHARS = envint("JSON_MAX_STRING_CHARS", str(1024 * 1024))
 JSON_MAX_NUMBER_CHARS = envint("JSON_MAX_NUMBER_CHARS", "100")
 # Larger uploads stage their records in an unindexed table; the checks task indexes them (datanets.StagedRecord).
 UPLOAD_STAGE_ABOVE_BYTES = envint("UPLOAD_STAGE_ABOVE_BYTES", str(16 * 1024 * 1024))
+# Whatever the upload's size, what it expands to (a zip's entries, blank lines included) and how long it is read.
+UPLOAD_MAX_EXPANDED_BYTES = envint("UPLOAD_MAX_EXPANDED_BYTES", str(256 * 1024 * 1024))
+UPLOAD_MAX_PARSE_SECONDS = envint("UPLOAD_MAX_PARSE_SECONDS", "120")
 
 # Security: strict in production; a local checkout speaks plain HTTP on 127.0.0.1.
 SESSION_COOKIE_HTTPONLY = True

@@ -115,8 +115,11 @@ def test_a_decision_before_the_checks_moves_the_records_first_and_the_snapshot_h
     snapshot = services.snapshot_freeze(datanet=datanet, user=datanet.owner)
     assert snapshot.record_count == 4
     assert services.snapshot_rebuild_root(snapshot=snapshot) == snapshot.merkle_root
-    # the checks message that comes later finds a decided contribution and changes nothing
-    assert checks.contribution_check(contribution_id=contribution.pk).check_status == "queued"
+    # the freeze scanned it first (accepted before its checks ran); the checks message that comes later finds it
+    # checked and changes nothing
+    checked_at = Contribution.objects.get(pk=contribution.pk).checked_at
+    assert checked_at is not None
+    assert checks.contribution_check(contribution_id=contribution.pk).checked_at == checked_at
 
     rejected = submit(datanet, content=jsonl({"text": "a second large upload, turned down"}))
     services.contribution_reject(curator=datanet.owner, contribution=rejected, reason="off topic")
@@ -189,16 +192,59 @@ def test_a_lost_checks_message_is_queued_again_and_a_real_worker_moves_the_recor
 
 
 @pytest.mark.django_db
-def test_only_pending_contributions_whose_checks_never_started_are_queued_again(staged, monkeypatch) -> None:
+def test_only_pending_or_accepted_contributions_whose_checks_never_started_are_queued_again(
+    staged, monkeypatch
+) -> None:
     from datanets import tasks
 
     queued: list[int] = []
     monkeypatch.setattr(tasks.contribution_check_task, "delay", queued.append)  # no worker here: what was sent
     datanet = DatanetFactory(record_type="text")
-    late = [submit(datanet, content=jsonl({"text": f"late upload number {i}"})) for i in range(4)]
-    services.contribution_accept(curator=datanet.owner, contribution=late[1])
+    late = [submit(datanet, content=jsonl({"text": f"late upload number {i}"})) for i in range(5)]
+    services.contribution_accept(curator=datanet.owner, contribution=late[1])  # still to be scanned
+    services.contribution_reject(curator=datanet.owner, contribution=late[4], reason="off topic")
     Contribution.objects.filter(pk=late[2].pk).update(check_status="running")
     checks.contribution_check(contribution_id=late[3].pk)
     Contribution.objects.filter(pk__in=[c.pk for c in late]).update(submitted_at=timezone.now() - timedelta(hours=1))
     submit(datanet, content=jsonl({"text": "an upload from a minute ago"}))
-    assert checks.contributions_checks_requeue() == 1 and queued == [late[0].pk]
+    assert checks.contributions_checks_requeue() == 2 and queued == [late[0].pk, late[1].pk]
+
+
+@pytest.mark.django_db
+def test_a_small_zip_whose_rows_pass_the_threshold_is_staged_as_it_is_read(settings) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import zipfile
+
+    rows = [{"text": f"record number {i} of a small archive that expands"} for i in range(2_000)]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("data.jsonl", jsonl(*rows))
+    settings.UPLOAD_STAGE_ABOVE_BYTES = 40_000  # more than the archive, less than its records
+    assert len(archive.getvalue()) < settings.UPLOAD_STAGE_ABOVE_BYTES
+    contribution = submit(DatanetFactory(record_type="text"), content=archive.getvalue(), name="small.zip")
+    assert contribution.records_staged and contribution.record_count == 2_000
+    assert StagedRecord.objects.filter(contribution_id=contribution.pk).count() == 2_000
+    assert not Record.objects.filter(contribution=contribution).exists()
+    checks.contribution_check(contribution_id=contribution.pk)
+    assert [r.canonical for r in Record.objects.filter(contribution=contribution).order_by("position")] == [
+        canonical_json(row).decode() for row in rows
+    ]
+
+
+@pytest.mark.django_db
+def test_records_move_in_short_steps_in_file_order_and_a_second_run_moves_nothing(staged) -> None:  # type: ignore[no-untyped-def]
+    # what the checks task does on SQLite, where one long transaction would hold the only write lock
+    values = [{"text": f"record {i} moved a few at a time"} for i in range(11)]
+    datanet = DatanetFactory(record_type="text")
+    contribution = submit(datanet, content=jsonl(*values))
+    other = submit(datanet, content=jsonl({"text": "another upload staged meanwhile"}))
+    assert services.contribution_records_settle_in_steps(contribution.pk, batch=3) == 11
+    assert services.contribution_records_settle_in_steps(contribution.pk, batch=3) == 0
+    contribution.refresh_from_db()
+    assert not contribution.records_staged
+    assert [r.canonical for r in Record.objects.filter(contribution=contribution).order_by("position")] == [
+        canonical_json(v).decode() for v in values
+    ]
+    positions = Record.objects.filter(contribution=contribution).order_by("id").values_list("position", flat=True)
+    assert list(positions) == list(range(11))
+    assert StagedRecord.objects.filter(contribution_id=other.pk).count() == 1 and StagedRecord.objects.count() == 1
