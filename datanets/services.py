@@ -15,8 +15,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, time
-from functools import partial
+from datetime import UTC, datetime, time, timedelta
 from pathlib import PurePath
 from typing import Any, BinaryIO, Protocol
 
@@ -30,6 +29,7 @@ from django.utils.text import slugify
 
 from ledger import merkle
 from ledger.services import anchor_request, anchor_subject_id
+from outbox.services import enqueue_on_commit
 
 from . import selectors
 from .licences import LICENCES, compatible_licences, licence_compatible
@@ -295,7 +295,7 @@ def _mb(size: int) -> str:
 def _enqueue_checks(contribution_id: int) -> None:
     from .tasks import contribution_check_task
 
-    contribution_check_task.delay(contribution_id)
+    enqueue_on_commit(contribution_check_task, contribution_id)
 
 
 def _ingest(contribution: Contribution, stream: BinaryIO) -> None:
@@ -526,9 +526,14 @@ def contribution_submit(
     upload: Upload,
     licence: str,
     bad_rows: str = Contribution.BadRows.REJECT_WHOLE,
+    idempotency_key: str = "",
 ) -> Contribution:
     """Check who may contribute and what, store the bytes content-addressed, parse them into Records and queue the
     checks once committed.
+
+    A retry stores nothing twice: the contributor's earlier contribution to this Datanet is returned (its
+    ``replayed`` set) when it carried the same ``idempotency_key``, or held the same bytes and was submitted within
+    CONTRIBUTION_REPLAY_WINDOW_SECONDS (withdrawn ones excepted).
 
     Refused before a byte is read: a contributor who may not contribute, an incompatible licence, a declared size
     over ``UPLOAD_MAX_BYTES``, a day's quota (files, or bytes by the declared size) already used. Refused while
@@ -558,11 +563,15 @@ def contribution_submit(
     # One contributor's uploads queue on their user row, so two at once can't both slip under the quota.
     get_user_model().objects.select_for_update().filter(pk=contributor.pk).first()
     now = timezone.now()
+    if idempotency_key and (earlier := _earlier(datanet, contributor, now, idempotency_key=idempotency_key)):
+        return earlier
     _check_quota(datanet=datanet, contributor=contributor, size=declared or 0, now=now)
     # The bytes are parsed from their temporary copy and linked into place (before the commit) only if the upload is
     # kept: a refused one leaves nothing behind.
     try:
         with storing_stream(upload, prefix="contributions", max_bytes=limit) as stored:  # type: ignore[arg-type]
+            if earlier := _earlier(datanet, contributor, now, content_sha256=stored.sha256):
+                return earlier
             if stored.size != declared:
                 _check_quota(datanet=datanet, contributor=contributor, size=stored.size, now=now)
             contribution = Contribution.objects.create(
@@ -575,6 +584,7 @@ def contribution_submit(
                 storage_path=stored.path,
                 bad_rows=bad_rows,
                 submitted_at=now,
+                idempotency_key=idempotency_key,
             )
             contribution.records_staged = stored.size > settings.UPLOAD_STAGE_ABOVE_BYTES
             with stored.temp.open("rb") as stream:
@@ -583,7 +593,24 @@ def contribution_submit(
         raise ValidationError(f"the file is over the upload limit of {_mb(limit)}", code="too_large") from None
     contribution.save()
     ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
-    transaction.on_commit(partial(_enqueue_checks, contribution.id), robust=True)
+    _enqueue_checks(contribution.id)
+    return contribution
+
+
+def _earlier(datanet: Datanet, contributor: Any, now: datetime, **match: str) -> Contribution | None:
+    """The contributor's contribution to ``datanet`` that a retried upload repeats (same idempotency key, or same
+    bytes within the replay window), flagged ``replayed``; None when there is none."""
+    earlier = Contribution.objects.filter(datanet=datanet, contributor=contributor, **match)
+    if "content_sha256" in match:
+        window = settings.CONTRIBUTION_REPLAY_WINDOW_SECONDS
+        if window <= 0:
+            return None
+        earlier = earlier.filter(submitted_at__gte=now - timedelta(seconds=window)).exclude(
+            status=Contribution.Status.WITHDRAWN
+        )
+    contribution = earlier.order_by("-submitted_at", "-pk").first()
+    if contribution is not None:
+        contribution.replayed = True
     return contribution
 
 
@@ -601,6 +628,7 @@ def contribution_submit_pasted(
     text: str,
     licence: str,
     bad_rows: str = Contribution.BadRows.REJECT_WHOLE,
+    idempotency_key: str = "",
 ) -> Contribution:
     """Submit records pasted in a form: JSON Lines, or paragraphs separated by blank lines for a text Datanet."""
     if not text or not text.strip():
@@ -612,6 +640,7 @@ def contribution_submit_pasted(
         upload=_PastedUpload(text.encode("utf-8", errors="surrogatepass"), name),
         licence=licence,
         bad_rows=bad_rows,
+        idempotency_key=idempotency_key,
     )
 
 

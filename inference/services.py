@@ -11,7 +11,7 @@ import secrets
 import socket
 import time
 from datetime import datetime, timedelta
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ledger.merkle import StandardMerkleTree
 from ledger.services import anchor_request, anchor_subject_id
 from modelfactory.lineage import canonical_json, manifest_hash
 from modelfactory.models import BaseModel, ModelVersion
+from outbox.services import enqueue_on_commit
 
 from . import streams
 from .models import InferenceRun, RunBatch
@@ -247,7 +248,7 @@ def _rate_check(user: Any) -> None:
 def _enqueue(run_id: int) -> None:
     from .tasks import run_generate_task
 
-    run_generate_task.delay(run_id)
+    enqueue_on_commit(run_generate_task, run_id)
 
 
 @transaction.atomic
@@ -307,8 +308,8 @@ def run_submit(
         source=source,
         prompt_tokens=tokens,
     )
-    # robust: the run is committed whatever the broker does; the reaper fails it if no worker ever takes it
-    transaction.on_commit(partial(_enqueue, run.pk), robust=True)
+    # through the outbox: the run commits whatever the broker does, and its message is sent once the broker is back
+    _enqueue(run.pk)
     return run
 
 
@@ -441,13 +442,14 @@ def run_finish(
     run.run_hash = manifest_hash(run.facts.encode())
     run.save()
     event = streams.ERROR if error else streams.DONE
-    transaction.on_commit(
-        partial(streams.publish_final, public_id=run.public_id, type_=event, data=streams.final_data(run)), robust=True
-    )
+    public_id, data = run.public_id, streams.final_data(run)
+    # robust: a Redis that is away must not fail the worker after the commit (readers then answer from the row). A
+    # function, not a functools.partial: Django's robust error path logs the callback's __qualname__.
+    transaction.on_commit(lambda: streams.publish_final(public_id=public_id, type_=event, data=data), robust=True)
     if run.status == InferenceRun.Status.SUCCEEDED and run.version_id is not None:
         from attribution.tasks import run_attribute_task
 
-        transaction.on_commit(partial(run_attribute_task.delay, run.pk))  # scored after the answer is delivered
+        enqueue_on_commit(run_attribute_task, run.pk)  # scored after the answer is delivered
     return run
 
 

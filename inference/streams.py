@@ -12,6 +12,7 @@ The final event is published after the run's row is committed (see ``services.ru
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 TOKEN, DONE, ERROR = "token", "done", "error"
 STREAM_MAXLEN = 20_000
@@ -95,25 +98,40 @@ class RunStreamWriter:
         # A retried run (its first worker was lost) regenerates the same tokens (greedy, or the seed fixed at the
         # first claim): what the first attempt already streamed is not streamed twice.
         self._published = 0
-        if retry and uses_redis():
-            entries = _client().xrange(_key(public_id))
-            self._published = sum(len(f[b"text"].decode()) for _, f in entries if f[b"type"] == TOKEN.encode())
+        # Redis went away mid-run: the rest of this run is written to its row, as without Redis, and readers (who
+        # lost Redis too) poll the row.
+        self._redis = uses_redis()
+        if retry and self._redis:
+            try:
+                entries = _client().xrange(_key(public_id))
+            except Exception as e:
+                self._redis_lost(e)
+            else:
+                self._published = sum(len(f[b"text"].decode()) for _, f in entries if f[b"type"] == TOKEN.encode())
+
+    def _redis_lost(self, error: Exception) -> None:
+        logger.warning("run %s: Redis is unreachable (%s); streaming through the database", self.public_id, error)
+        self._redis = False
 
     def token(self, text: str) -> None:
         if not text:
             return
         self.answer += text
-        if uses_redis():
+        if self._redis:
             if len(self.answer) <= self._published:
                 return
             text = self.answer[max(self._published, len(self.answer) - len(text)) :]
-            self._published = len(self.answer)
-            client = _client()
-            pipe = client.pipeline(transaction=False)
-            pipe.xadd(_key(self.public_id), {"type": TOKEN, "text": text}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(_key(self.public_id), settings.INFERENCE_STREAM_TTL_SECONDS)
-            pipe.execute()
-            return
+            try:
+                client = _client()
+                pipe = client.pipeline(transaction=False)
+                pipe.xadd(_key(self.public_id), {"type": TOKEN, "text": text}, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.expire(_key(self.public_id), settings.INFERENCE_STREAM_TTL_SECONDS)
+                pipe.execute()
+            except Exception as e:
+                self._redis_lost(e)
+            else:
+                self._published = len(self.answer)
+                return
         now = time.monotonic()
         if now - self._last_flush >= DB_FLUSH_SECONDS:
             self.flush()
@@ -121,7 +139,7 @@ class RunStreamWriter:
 
     def flush(self) -> None:
         """Without Redis: write the answer so far to the row (only while the run is still running)."""
-        if uses_redis() or self._flushed == len(self.answer):
+        if self._redis or self._flushed == len(self.answer):
             return
         from .models import InferenceRun
 
@@ -152,10 +170,45 @@ def run_events(*, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: 
     public_id = _public_id(run_id)
     if not InferenceRun.objects.filter(public_id=public_id).exists():
         raise InferenceRun.DoesNotExist(f"no run {public_id}")
-    if uses_redis():
-        yield from _redis_events(public_id, last_id, timeout_s)
-    else:
+    if not uses_redis():
         yield from _db_events(public_id, last_id, timeout_s)
+        return
+    deadline = time.monotonic() + timeout_s
+    progress = _Progress(delivered=0 if last_id in ("0", "0-0") else None)
+    try:
+        yield from _redis_events(public_id, last_id, timeout_s, progress)
+    except Exception as e:  # redis.ConnectionError and kin: Redis went away; the run goes on without it
+        if not _is_redis_error(e):
+            raise
+        logger.warning("run %s: Redis is unreachable (%s); reading the run from the database", public_id, e)
+        yield from _db_fallback_events(public_id, progress, max(0.0, deadline - time.monotonic()))
+
+
+@dataclass
+class _Progress:
+    delivered: int | None  # characters of the answer delivered so far, when known
+    last_id: str = "0"
+
+
+def _is_redis_error(error: Exception) -> bool:
+    import redis
+
+    return isinstance(error, redis.RedisError)
+
+
+def _db_fallback_events(public_id: uuid.UUID, progress: _Progress, timeout_s: float) -> Iterator[RunEvent]:
+    """The rest of a run read from its row, once Redis went away: the worker then writes the answer there too."""
+    if progress.delivered is None:  # resumed mid-stream: only the end can be told
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = _finished_row(public_id)
+            if run is not None:
+                kind = ERROR if run.status == "failed" else DONE
+                yield RunEvent(id=progress.last_id, type=kind, data=final_data(run))
+                return
+            time.sleep(DB_POLL_SECONDS)
+        return
+    yield from _db_events(public_id, str(progress.delivered), timeout_s)
 
 
 def _finished_row(public_id: uuid.UUID) -> Any | None:
@@ -165,12 +218,12 @@ def _finished_row(public_id: uuid.UUID) -> Any | None:
     return run if run.is_finished else None
 
 
-def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
+def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float, progress: _Progress) -> Iterator[RunEvent]:
     client = _client()
     key = _key(public_id)
     deadline = time.monotonic() + timeout_s
     next_check = time.monotonic() + DB_CHECK_SECONDS
-    delivered = 0 if last_id in ("0", "0-0") else None  # characters delivered, when known
+    delivered = progress.delivered
     # A run that ended before its stream expired reads from the stream; one whose stream is gone, from its row now.
     finished_seen = 1 if not client.exists(key) else 0
     if finished_seen:
@@ -185,8 +238,14 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
                     text = fields[b"text"].decode()
                     if delivered is not None:
                         delivered += len(text)
+                        progress.delivered = delivered
+                    progress.last_id = last_id
                     yield RunEvent(id=last_id, type=TOKEN, text=text)
                 else:
+                    # a worker that lost Redis mid-run wrote the rest of the answer only to the row
+                    run = _finished_row(public_id) if delivered is not None and kind == DONE else None
+                    if run is not None and len(run.answer) > delivered:
+                        yield RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:])
                     yield RunEvent(id=last_id, type=kind, data=json.loads(fields[b"data"]))
                     return
         if reply or time.monotonic() < next_check:
