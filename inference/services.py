@@ -215,6 +215,21 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(match[1]), _PERIODS[match[2]]
 
 
+def _redis_rate_count(key: str, period: int) -> int | None:
+    """This request's number in its window, counted in Redis; None when Redis is unreachable."""
+    try:
+        # INCR is atomic, so concurrent requests cannot both take the last slot.
+        pipe = streams._client().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, period + 1)
+        return pipe.execute()[0]
+    except Exception as e:
+        if not streams.is_redis_error(e):
+            raise
+        logger.warning("rate limit: Redis is unreachable (%s); counting in the cache", e)
+        return None
+
+
 def _rate_check(user: Any) -> None:
     """Fixed window per user: count this request, raise RateLimited once the window's allowance is spent."""
     allowed, period = parse_rate(settings.INFERENCE_RATE_LIMIT)
@@ -222,14 +237,8 @@ def _rate_check(user: Any) -> None:
     window = int(now // period)
     retry_after = max(1, math.ceil((window + 1) * period - now))
     key = f"openledger:inference:rate:{user.pk}:{period}:{window}"
-    if streams.uses_redis():
-        # INCR is atomic, so concurrent requests cannot both take the last slot.
-        client = streams._client()
-        pipe = client.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, period + 1)
-        count = pipe.execute()[0]
-    else:
+    count = _redis_rate_count(key, period) if streams.uses_redis() else None
+    if count is None:  # no Redis, or it is away: the cache counts (per cache, a good enough window)
         django_cache.add(key, 0, period + 1)
         try:
             count = django_cache.incr(key)

@@ -178,7 +178,7 @@ def run_events(*, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: 
     try:
         yield from _redis_events(public_id, last_id, timeout_s, progress)
     except Exception as e:  # redis.ConnectionError and kin: Redis went away; the run goes on without it
-        if not _is_redis_error(e):
+        if not is_redis_error(e):
             raise
         logger.warning("run %s: Redis is unreachable (%s); reading the run from the database", public_id, e)
         yield from _db_fallback_events(public_id, progress, max(0.0, deadline - time.monotonic()))
@@ -190,7 +190,8 @@ class _Progress:
     last_id: str = "0"
 
 
-def _is_redis_error(error: Exception) -> bool:
+def is_redis_error(error: Exception) -> bool:
+    """Whether ``error`` is redis-py's (Redis unreachable, a connection lost): the caller falls back to the database."""
     import redis
 
     return isinstance(error, redis.RedisError)

@@ -26,8 +26,10 @@ class Consumer(CeleryConsumer):
     When the broker goes away mid-task, Celery closes the lost connection; kombu's Redis channel then tries to put
     the unacknowledged message back through a transport that collect() already detached, and raises AttributeError.
     Celery counts that as unrecoverable and shuts the worker down (the inference worker, with the engine's threads
-    still running, then aborted with status -6). Closing a dead connection is best effort: the message stays in
-    Redis's unacked set and is redelivered after the visibility timeout, which every task here tolerates.
+    still running, then aborted with status -6). Closing a dead connection is best effort, and so is acknowledging,
+    once it finishes, a task whose message came through the lost connection (the same AttributeError, raised from
+    the ack): the message stays in Redis's unacked set and is redelivered after the visibility timeout, which every
+    task here tolerates (it finds its row claimed or finished and does nothing).
     """
 
     def on_connection_error_after_connected(self, exc: Any) -> None:
@@ -36,3 +38,14 @@ class Consumer(CeleryConsumer):
         except Exception:
             logger.warning("closing the lost broker connection failed; reconnecting anyway", exc_info=True)
             self.connection = None
+
+    def update_strategies(self) -> None:
+        # The task strategies built here hand these errors to every request: an ack or reject that raises one is
+        # logged ("Couldn't ack") instead of stopping the worker. Only the requests get AttributeError; the
+        # consumer's own loop still treats it as the bug it would be there.
+        errors = self.connection_errors
+        self.connection_errors = (*errors, AttributeError)
+        try:
+            super().update_strategies()
+        finally:
+            self.connection_errors = errors
