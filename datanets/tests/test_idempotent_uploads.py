@@ -89,3 +89,19 @@ def test_the_paste_api_honours_the_idempotency_key() -> None:
     again = client.post(url, {"text": "Another paragraph."}, format="json", headers={"Idempotency-Key": "paste-1"})
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
+
+
+def test_the_contribute_page_says_a_resent_file_was_already_received() -> None:
+    from django.test import Client
+
+    datanet, user = DatanetFactory(), UserFactory()
+    client = Client()
+    client.force_login(user)
+    url = reverse("datanets:contribute", args=[datanet.slug])
+    content = texts("a record the browser sends twice")
+    for _ in range(2):
+        upload = SimpleUploadedFile("a.jsonl", content)
+        response = client.post(url, {"licence": datanet.licence, "bad_rows": "reject_whole", "files": [upload]})
+        assert response.status_code == 200
+    assert "already received" in response.content.decode()
+    assert Contribution.objects.count() == 1
