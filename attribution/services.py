@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from datanets.models import Record, SnapshotRecord
 from datanets.storage import content_path, media_path
+from outbox.services import enqueue_on_commit
 
 from . import scoring
 from .features import FeatureIndexError
@@ -607,7 +608,7 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
     for run_id in list(unattributed[:500]):
         _, created = RunAttribution.objects.get_or_create(run_id=run_id, defaults={"queued_at": now})
         if created:  # else a worker made the row meanwhile
-            transaction.on_commit(lambda run_id=run_id: tasks.attribution_run_task.delay(run_id))
+            enqueue_on_commit(tasks.attribution_run_task, run_id)
             done["unqueued"] += 1
     with transaction.atomic():
         due = RunAttribution.objects.select_for_update(skip_locked=True).filter(
@@ -621,7 +622,7 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
             attribution.finished_at = None
             attribution.save()
             run_id = attribution.run_id
-            transaction.on_commit(lambda run_id=run_id: tasks.attribution_run_task.delay(run_id))
+            enqueue_on_commit(tasks.attribution_run_task, run_id)
             done["requeued"] += 1
     return done
 

@@ -21,7 +21,13 @@ from django.db.models import Q, QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
@@ -322,6 +328,35 @@ class ContributionSerializer(serializers.Serializer):
     review_reason = serializers.CharField()
     submitted_at = serializers.DateTimeField()
     withdrawn_at = serializers.DateTimeField(allow_null=True)
+    replayed = serializers.BooleanField(
+        read_only=True,
+        help_text="True when an upload was a retry (the same Idempotency-Key, or the same bytes within the replay "
+        "window) and this is the contribution stored the first time; nothing was stored again",
+    )
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Any unique string (a UUID) per upload: a retry with the same key answers 200 with the contribution "
+    "stored the first time instead of storing it again",
+)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 255 or not key.isascii() or not key.isprintable():
+        raise exceptions.ValidationError({"Idempotency-Key": ["at most 255 printable ASCII characters"]})
+    return key
+
+
+def _submitted(contribution: Contribution) -> Response:
+    """201 with a new contribution; 200, flagged, with the earlier one a retry repeated."""
+    response = Response(ContributionSerializer(contribution).data, status=200 if contribution.replayed else 201)
+    if contribution.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
 
 
 @extend_schema_serializer(component_name="Anchor")
@@ -669,7 +704,13 @@ class ContributionUploadApi(DatanetsApi):
     @extend_schema(
         summary="Upload a contribution",
         request={"multipart/form-data": InputSerializer},
-        responses={201: ContributionSerializer, 413: _errors("Over the upload size limit; not read"), **WRITE_ERRORS},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            201: ContributionSerializer,
+            200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
+            413: _errors("Over the upload size limit; not read"),
+            **WRITE_ERRORS,
+        },
         tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -685,8 +726,9 @@ class ContributionUploadApi(DatanetsApi):
             upload=data["file"],
             licence=data.get("licence", datanet.licence),
             bad_rows=data["bad_rows"],
+            idempotency_key=_idempotency_key(request),
         )
-        return Response(ContributionSerializer(contribution).data, status=201)
+        return _submitted(contribution)
 
 
 def _require_contributor(user: Any, datanet: Datanet) -> None:
@@ -728,7 +770,13 @@ class ContributionPasteApi(DatanetsApi):
     @extend_schema(
         summary="Contribute records in the body",
         request=InputSerializer,
-        responses={201: ContributionSerializer, 413: _errors("The body is too large; not read"), **WRITE_ERRORS},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            201: ContributionSerializer,
+            200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
+            413: _errors("The body is too large; not read"),
+            **WRITE_ERRORS,
+        },
         tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -738,9 +786,10 @@ class ContributionPasteApi(DatanetsApi):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         licence = data.get("licence", datanet.licence)
+        options = {"licence": licence, "bad_rows": data["bad_rows"], "idempotency_key": _idempotency_key(request)}
         if "text" in data:
             contribution = services.contribution_submit_pasted(
-                datanet=datanet, contributor=request.user, text=data["text"], licence=licence, bad_rows=data["bad_rows"]
+                datanet=datanet, contributor=request.user, text=data["text"], **options
             )
         else:
             # One JSON object per line, read by the same parser as an uploaded file. ASCII escapes keep a lone
@@ -750,10 +799,9 @@ class ContributionPasteApi(DatanetsApi):
                 datanet=datanet,
                 contributor=request.user,
                 upload=SimpleUploadedFile("pasted.jsonl", lines.encode()),
-                licence=licence,
-                bad_rows=data["bad_rows"],
+                **options,
             )
-        return Response(ContributionSerializer(contribution).data, status=201)
+        return _submitted(contribution)
 
 
 class ContributionListApi(DatanetsApi):

@@ -149,10 +149,22 @@ class Contribution(models.Model):
         help_text="A large upload's records wait in StagedRecord until the checks (or a decision) move them into "
         "Record; until then they are not listed.",
     )
+    idempotency_key = models.CharField(
+        max_length=255, blank=True, help_text="The client's Idempotency-Key: a retry with it returns this contribution"
+    )
+
+    # Not a field: True on a contribution that contribution_submit returned for a retried upload instead of storing
+    # the same bytes again.
+    replayed = False
 
     class Meta:
         ordering = ["-submitted_at", "-id"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["contributor", "datanet", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="datanets_contribution_idempotency_key_unique",
+            ),
             models.CheckConstraint(
                 condition=Q(quality_score__isnull=True) | Q(quality_score__lte=100), name="datanets_quality_score_0_100"
             ),

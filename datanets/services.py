@@ -16,8 +16,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
-from datetime import UTC, datetime, time
-from functools import partial
+from datetime import UTC, datetime, time, timedelta
 from pathlib import PurePath
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
@@ -31,6 +30,7 @@ from django.utils.text import slugify
 
 from ledger import merkle
 from ledger.services import anchor_request, anchor_subject_id
+from outbox.services import enqueue_on_commit
 
 from . import selectors
 from .licences import LICENCES, compatible_licences, licence_compatible
@@ -298,7 +298,7 @@ def _mb(size: int) -> str:
 def _enqueue_checks(contribution_id: int) -> None:
     from .tasks import contribution_check_task
 
-    contribution_check_task.delay(contribution_id)
+    enqueue_on_commit(contribution_check_task, contribution_id)
 
 
 class _Parsed(NamedTuple):
@@ -674,9 +674,14 @@ def contribution_submit(
     upload: Upload,
     licence: str,
     bad_rows: str = Contribution.BadRows.REJECT_WHOLE,
+    idempotency_key: str = "",
 ) -> Contribution:
     """Check who may contribute and what, store the bytes content-addressed, parse them into Records and queue the
     checks once committed.
+
+    A retry stores nothing twice: the contributor's earlier contribution to this Datanet is returned (its
+    ``replayed`` set) when it carried the same ``idempotency_key``, or held the same bytes and was submitted within
+    CONTRIBUTION_REPLAY_WINDOW_SECONDS (withdrawn ones excepted).
 
     Refused before a byte is read: a contributor who may not contribute, an incompatible licence, a declared size
     over ``UPLOAD_MAX_BYTES``, a day's quota (files, or bytes by the declared size) already used. Refused while
@@ -709,12 +714,16 @@ def contribution_submit(
     if declared is not None and declared > limit:
         raise ValidationError(f"the file is {_mb(declared)}; an upload may be at most {_mb(limit)}", code="too_large")
     now = timezone.now()
+    if idempotency_key and (earlier := _earlier(datanet, contributor, now, idempotency_key=idempotency_key)):
+        return earlier
     _check_quota(datanet=datanet, contributor=contributor, size=declared or 0, now=now)  # again under the lock below
     filename = _clean_filename(upload.name)
     # The bytes are parsed from their temporary copy and linked into place only if the upload is kept: a refused one
     # leaves nothing behind.
     try:
         with storing_stream(upload, prefix="contributions", max_bytes=limit) as stored:  # type: ignore[arg-type]
+            if earlier := _earlier(datanet, contributor, now, content_sha256=stored.sha256):
+                return earlier
             if stored.size != declared:
                 _check_quota(datanet=datanet, contributor=contributor, size=stored.size, now=now)
             stage_above = settings.UPLOAD_STAGE_ABOVE_BYTES
@@ -744,24 +753,52 @@ def contribution_submit(
                     error_count=parsed.error_count,
                     duplicate_row_count=parsed.duplicate_count,
                     parse_errors=parsed.parse_errors,
+                    idempotency_key=idempotency_key,
                 )
-                _contribution_write(contribution, spool=spool, now=now)
+                contribution = _contribution_write(contribution, spool=spool, now=now)
     except TooLarge:  # only ever from reading the upload, before the block runs
         raise ValidationError(f"the file is over the upload limit of {_mb(limit)}", code="too_large") from None
     return contribution
 
 
 @transaction.atomic
-def _contribution_write(contribution: Contribution, *, spool: _RecordSpool, now: datetime) -> None:
-    """The upload's one write transaction: quota under the contributor's lock, then the rows."""
+def _contribution_write(contribution: Contribution, *, spool: _RecordSpool, now: datetime) -> Contribution:
+    """The upload's one write transaction: replay and quota checks under the contributor's lock, then the rows.
+    Returns the contribution written, or the earlier one this upload turned out to repeat (its rows dropped)."""
     contributor = contribution.contributor
-    # One contributor's uploads queue on their user row, so two at once can't both slip under the quota.
+    # One contributor's uploads queue on their user row, so two at once can't both slip under the quota, and of two
+    # concurrent retries of one upload only the first to take the lock stores anything.
     get_user_model().objects.select_for_update().filter(pk=contributor.pk).first()
-    _check_quota(datanet=contribution.datanet, contributor=contributor, size=contribution.size_bytes, now=now)
+    datanet = contribution.datanet
+    earlier = _earlier(datanet, contributor, now, content_sha256=contribution.content_sha256)
+    if earlier is None and contribution.idempotency_key:
+        earlier = _earlier(datanet, contributor, now, idempotency_key=contribution.idempotency_key)
+    if earlier is not None:
+        spool.discard()
+        return earlier
+    _check_quota(datanet=datanet, contributor=contributor, size=contribution.size_bytes, now=now)
     contribution.save(force_insert=True)
     spool.save(contribution)
     ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
-    transaction.on_commit(partial(_enqueue_checks, contribution.id), robust=True)
+    _enqueue_checks(contribution.id)
+    return contribution
+
+
+def _earlier(datanet: Datanet, contributor: Any, now: datetime, **match: str) -> Contribution | None:
+    """The contributor's contribution to ``datanet`` that a retried upload repeats (same idempotency key, or same
+    bytes within the replay window), flagged ``replayed``; None when there is none."""
+    earlier = Contribution.objects.filter(datanet=datanet, contributor=contributor, **match)
+    if "content_sha256" in match:
+        window = settings.CONTRIBUTION_REPLAY_WINDOW_SECONDS
+        if window <= 0:
+            return None
+        earlier = earlier.filter(submitted_at__gte=now - timedelta(seconds=window)).exclude(
+            status=Contribution.Status.WITHDRAWN
+        )
+    contribution = earlier.order_by("-submitted_at", "-pk").first()
+    if contribution is not None:
+        contribution.replayed = True
+    return contribution
 
 
 class _PastedUpload(io.BytesIO):
@@ -778,6 +815,7 @@ def contribution_submit_pasted(
     text: str,
     licence: str,
     bad_rows: str = Contribution.BadRows.REJECT_WHOLE,
+    idempotency_key: str = "",
 ) -> Contribution:
     """Submit records pasted in a form: JSON Lines, or paragraphs separated by blank lines for a text Datanet."""
     if not text or not text.strip():
@@ -789,6 +827,7 @@ def contribution_submit_pasted(
         upload=_PastedUpload(text.encode("utf-8", errors="surrogatepass"), name),
         licence=licence,
         bad_rows=bad_rows,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -886,7 +925,7 @@ def contribution_withdraw(*, contribution: Contribution, user: Any) -> Contribut
     locked.save()
     ContributionDecision.objects.create(contribution=locked, actor=user, action="withdraw", created_at=now)
     sha256, path = locked.content_sha256, locked.storage_path
-    transaction.on_commit(lambda: content_release(sha256=sha256, path=path))
+    transaction.on_commit(lambda: content_release(sha256=sha256, path=path), robust=True)
     return locked
 
 

@@ -11,7 +11,7 @@ import secrets
 import socket
 import time
 from datetime import datetime, timedelta
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ledger.merkle import StandardMerkleTree
 from ledger.services import anchor_request, anchor_subject_id
 from modelfactory.lineage import canonical_json, manifest_hash
 from modelfactory.models import BaseModel, ModelVersion
+from outbox.services import enqueue_on_commit
 
 from . import streams
 from .models import InferenceRun, RunBatch
@@ -214,6 +215,21 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(match[1]), _PERIODS[match[2]]
 
 
+def _redis_rate_count(key: str, period: int) -> int | None:
+    """This request's number in its window, counted in Redis; None when Redis is unreachable."""
+    try:
+        # INCR is atomic, so concurrent requests cannot both take the last slot.
+        pipe = streams._client().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, period + 1)
+        return pipe.execute()[0]
+    except Exception as e:
+        if not streams.is_redis_error(e):
+            raise
+        logger.warning("rate limit: Redis is unreachable (%s); counting in the cache", e)
+        return None
+
+
 def _rate_check(user: Any) -> None:
     """Fixed window per user: count this request, raise RateLimited once the window's allowance is spent."""
     allowed, period = parse_rate(settings.INFERENCE_RATE_LIMIT)
@@ -221,14 +237,8 @@ def _rate_check(user: Any) -> None:
     window = int(now // period)
     retry_after = max(1, math.ceil((window + 1) * period - now))
     key = f"openledger:inference:rate:{user.pk}:{period}:{window}"
-    if streams.uses_redis():
-        # INCR is atomic, so concurrent requests cannot both take the last slot.
-        client = streams._client()
-        pipe = client.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, period + 1)
-        count = pipe.execute()[0]
-    else:
+    count = _redis_rate_count(key, period) if streams.uses_redis() else None
+    if count is None:  # no Redis, or it is away: the cache counts (per cache, a good enough window)
         django_cache.add(key, 0, period + 1)
         try:
             count = django_cache.incr(key)
@@ -247,7 +257,7 @@ def _rate_check(user: Any) -> None:
 def _enqueue(run_id: int) -> None:
     from .tasks import run_generate_task
 
-    run_generate_task.delay(run_id)
+    enqueue_on_commit(run_generate_task, run_id)
 
 
 @transaction.atomic
@@ -307,8 +317,8 @@ def run_submit(
         source=source,
         prompt_tokens=tokens,
     )
-    # robust: the run is committed whatever the broker does; the reaper fails it if no worker ever takes it
-    transaction.on_commit(partial(_enqueue, run.pk), robust=True)
+    # through the outbox: the run commits whatever the broker does, and its message is sent once the broker is back
+    _enqueue(run.pk)
     return run
 
 
@@ -441,13 +451,14 @@ def run_finish(
     run.run_hash = manifest_hash(run.facts.encode())
     run.save()
     event = streams.ERROR if error else streams.DONE
-    transaction.on_commit(
-        partial(streams.publish_final, public_id=run.public_id, type_=event, data=streams.final_data(run)), robust=True
-    )
+    public_id, data = run.public_id, streams.final_data(run)
+    # robust: a Redis that is away must not fail the worker after the commit (readers then answer from the row). A
+    # function, not a functools.partial: Django's robust error path logs the callback's __qualname__.
+    transaction.on_commit(lambda: streams.publish_final(public_id=public_id, type_=event, data=data), robust=True)
     if run.status == InferenceRun.Status.SUCCEEDED and run.version_id is not None:
         from attribution.tasks import run_attribute_task
 
-        transaction.on_commit(partial(run_attribute_task.delay, run.pk))  # scored after the answer is delivered
+        enqueue_on_commit(run_attribute_task, run.pk)  # scored after the answer is delivered
     return run
 
 

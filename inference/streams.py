@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import uuid
@@ -28,6 +29,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 TOKEN, DONE, ERROR = "token", "done", "error"
 STREAM_MAXLEN = 20_000
@@ -103,25 +106,40 @@ class RunStreamWriter:
         # A retried run (its first worker was lost) regenerates the same tokens (greedy, or the seed fixed at the
         # first claim): what the first attempt already streamed is not streamed twice.
         self._published = 0
-        if retry and uses_redis():
-            entries = _client().xrange(_key(public_id))
-            self._published = sum(len(f[b"text"].decode()) for _, f in entries if f[b"type"] == TOKEN.encode())
+        # Redis went away mid-run: the rest of this run is written to its row, as without Redis, and readers (who
+        # lost Redis too) poll the row.
+        self._redis = uses_redis()
+        if retry and self._redis:
+            try:
+                entries = _client().xrange(_key(public_id))
+            except Exception as e:
+                self._redis_lost(e)
+            else:
+                self._published = sum(len(f[b"text"].decode()) for _, f in entries if f[b"type"] == TOKEN.encode())
+
+    def _redis_lost(self, error: Exception) -> None:
+        logger.warning("run %s: Redis is unreachable (%s); streaming through the database", self.public_id, error)
+        self._redis = False
 
     def token(self, text: str) -> None:
         if not text:
             return
         self.answer += text
-        if uses_redis():
+        if self._redis:
             if len(self.answer) <= self._published:
                 return
             text = self.answer[max(self._published, len(self.answer) - len(text)) :]
-            self._published = len(self.answer)
-            client = _client()
-            pipe = client.pipeline(transaction=False)
-            pipe.xadd(_key(self.public_id), {"type": TOKEN, "text": text}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(_key(self.public_id), settings.INFERENCE_STREAM_TTL_SECONDS)
-            pipe.execute()
-            return
+            try:
+                client = _client()
+                pipe = client.pipeline(transaction=False)
+                pipe.xadd(_key(self.public_id), {"type": TOKEN, "text": text}, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.expire(_key(self.public_id), settings.INFERENCE_STREAM_TTL_SECONDS)
+                pipe.execute()
+            except Exception as e:
+                self._redis_lost(e)
+            else:
+                self._published = len(self.answer)
+                return
         now = time.monotonic()
         if now - self._last_flush >= DB_FLUSH_SECONDS:
             self.flush()
@@ -129,7 +147,7 @@ class RunStreamWriter:
 
     def flush(self) -> None:
         """Without Redis: write the answer so far to the row (only while the run is still running)."""
-        if uses_redis() or self._flushed == len(self.answer):
+        if self._redis or self._flushed == len(self.answer):
             return
         from .models import InferenceRun
 
@@ -156,10 +174,18 @@ def run_events(*, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: 
     the caller may resume with the last id it saw. Raises InferenceRun.DoesNotExist for an unknown run.
     """
     public_id = _existing_public_id(run_id)
-    if uses_redis():
-        yield from _redis_events(public_id, last_id, timeout_s)
-    else:
+    if not uses_redis():
         yield from _db_events(public_id, last_id, timeout_s)
+        return
+    deadline = time.monotonic() + timeout_s
+    progress = _Progress(delivered=0 if last_id in ("0", "0-0") else None, last_id=last_id)
+    try:
+        yield from _redis_events(public_id, last_id, timeout_s, progress)
+    except Exception as e:  # Redis went away mid-stream; the run goes on without it, and so does its reader
+        if not is_redis_error(e):
+            raise
+        _redis_lost(public_id, e)
+        yield from _db_fallback_events(public_id, progress, max(0.0, deadline - time.monotonic()))
 
 
 async def arun_events(
@@ -168,12 +194,25 @@ async def arun_events(
     """``run_events`` for async code (the streaming views): the same events, the same ids, the same end; waiting
     holds no thread. Close it (``contextlib.aclosing``) when stopping early, so that its Redis connection goes."""
     public_id = await sync_to_async(_existing_public_id)(run_id)
-    events = (
-        _aredis_events(public_id, last_id, timeout_s) if uses_redis() else _adb_events(public_id, last_id, timeout_s)
-    )
-    async with aclosing(events):
-        async for event in events:
-            yield event
+    if not uses_redis():
+        async with aclosing(_adb_events(public_id, last_id, timeout_s)) as events:
+            async for event in events:
+                yield event
+        return
+    deadline = time.monotonic() + timeout_s
+    progress = _Progress(delivered=0 if last_id in ("0", "0-0") else None, last_id=last_id)
+    try:
+        async with aclosing(_aredis_events(public_id, last_id, timeout_s, progress)) as events:
+            async for event in events:
+                yield event
+    except Exception as e:  # as in run_events
+        if not is_redis_error(e):
+            raise
+        _redis_lost(public_id, e)
+        remaining = max(0.0, deadline - time.monotonic())
+        async with aclosing(_adb_fallback_events(public_id, progress, remaining)) as fallback:
+            async for event in fallback:
+                yield event
 
 
 def _existing_public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
@@ -183,6 +222,58 @@ def _existing_public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
     if not InferenceRun.objects.filter(public_id=public_id).exists():
         raise InferenceRun.DoesNotExist(f"no run {public_id}")
     return public_id
+
+
+@dataclass
+class _Progress:
+    """How far a reader got in a run's Redis stream, so that it can go on from the row if Redis goes away."""
+
+    delivered: int | None  # characters of the answer delivered so far, when known
+    last_id: str = "0"
+
+
+def is_redis_error(error: BaseException) -> bool:
+    """Whether ``error`` is redis-py's (Redis unreachable, a connection lost): the caller falls back to the database."""
+    import redis
+
+    return isinstance(error, redis.RedisError)
+
+
+def _redis_lost(public_id: uuid.UUID, error: BaseException) -> None:
+    logger.warning("run %s: Redis is unreachable (%s); reading the run from the database", public_id, error)
+
+
+def _fallback_start(progress: _Progress) -> str | None:
+    """Where a reader that lost Redis goes on in the row: the answer offset when known, else None (only the end)."""
+    return None if progress.delivered is None else str(progress.delivered)
+
+
+def _db_fallback_events(public_id: uuid.UUID, progress: _Progress, timeout_s: float) -> Iterator[RunEvent]:
+    """The rest of a run read from its row, once Redis went away: the worker then writes the answer there too."""
+    if (start := _fallback_start(progress)) is not None:
+        yield from _db_events(public_id, start, timeout_s)
+        return
+    deadline = time.monotonic() + timeout_s  # resumed mid-stream: only the end can be told
+    while time.monotonic() < deadline:
+        if (run := _finished_row(public_id)) is not None:
+            yield from _row_ending(run, progress.last_id, None)
+            return
+        time.sleep(DB_POLL_SECONDS)
+
+
+async def _adb_fallback_events(public_id: uuid.UUID, progress: _Progress, timeout_s: float) -> AsyncIterator[RunEvent]:
+    if (start := _fallback_start(progress)) is not None:
+        async with aclosing(_adb_events(public_id, start, timeout_s)) as events:
+            async for event in events:
+                yield event
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (run := await sync_to_async(_finished_row)(public_id)) is not None:
+            for event in _row_ending(run, progress.last_id, None):
+                yield event
+            return
+        await asyncio.sleep(DB_POLL_SECONDS)
 
 
 def _finished_row(public_id: uuid.UUID) -> Any | None:
@@ -199,6 +290,14 @@ def _entry_event(entry_id: bytes, fields: dict[bytes, bytes]) -> RunEvent:
     return RunEvent(id=entry_id.decode(), type=kind, data=json.loads(fields[b"data"]))
 
 
+def _row_tail(run: Any, last_id: str, delivered: int) -> list[RunEvent]:
+    """The answer's text past ``delivered`` that only the row has: a worker that lost Redis mid-run wrote the rest of
+    the answer to the row, and published its final event once Redis was back."""
+    if run is not None and run.status == "succeeded" and len(run.answer) > delivered:
+        return [RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:])]
+    return []
+
+
 def _row_ending(run: Any, last_id: str, delivered: int | None) -> list[RunEvent]:
     """The end of a finished run whose final event never reached its stream: the rest of the answer when the reader's
     position in it is known, then the final event, both from the row."""
@@ -209,12 +308,12 @@ def _row_ending(run: Any, last_id: str, delivered: int | None) -> list[RunEvent]
     return events
 
 
-def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
+def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float, progress: _Progress) -> Iterator[RunEvent]:
     client = _client()
     key = _key(public_id)
     deadline = time.monotonic() + timeout_s
     next_check = time.monotonic() + DB_CHECK_SECONDS
-    delivered = 0 if last_id in ("0", "0-0") else None  # characters delivered, when known
+    delivered = progress.delivered
     # A run that ended before its stream expired reads from the stream; one whose stream is gone, from its row now.
     finished_seen = 1 if not client.exists(key) else 0
     if finished_seen:
@@ -224,9 +323,12 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 event = _entry_event(entry_id, fields)
-                last_id = event.id
+                last_id = progress.last_id = event.id
                 if delivered is not None:
                     delivered += len(event.text)
+                    progress.delivered = delivered
+                if event.type == DONE and delivered is not None:
+                    yield from _row_tail(_finished_row(public_id), last_id, delivered)
                 yield event
                 if event.is_final:
                     return
@@ -244,7 +346,9 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Itera
         return
 
 
-async def _aredis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> AsyncIterator[RunEvent]:
+async def _aredis_events(
+    public_id: uuid.UUID, last_id: str, timeout_s: float, progress: _Progress
+) -> AsyncIterator[RunEvent]:
     """``_redis_events`` with redis.asyncio: a connection of its own for the blocking XREAD, closed at the end."""
     import redis.asyncio
 
@@ -253,7 +357,7 @@ async def _aredis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -
         key = _key(public_id)
         deadline = time.monotonic() + timeout_s
         next_check = time.monotonic() + DB_CHECK_SECONDS
-        delivered = 0 if last_id in ("0", "0-0") else None
+        delivered = progress.delivered
         finished_seen = 1 if not await client.exists(key) else 0
         if finished_seen:
             next_check = 0.0
@@ -262,9 +366,13 @@ async def _aredis_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     event = _entry_event(entry_id, fields)
-                    last_id = event.id
+                    last_id = progress.last_id = event.id
                     if delivered is not None:
                         delivered += len(event.text)
+                        progress.delivered = delivered
+                    if event.type == DONE and delivered is not None:
+                        for tail in _row_tail(await sync_to_async(_finished_row)(public_id), last_id, delivered):
+                            yield tail
                     yield event
                     if event.is_final:
                         return

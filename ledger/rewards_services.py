@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import partial
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -25,6 +24,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import is_address, to_checksum_address
+
+from outbox.services import enqueue_on_commit
 
 from . import chain, merkle
 from .models import RewardClaim, RewardContracts, RewardEpoch, RewardEpochEntry, RewardTransaction
@@ -55,7 +56,7 @@ class ClaimRefused(Exception):
 def _enqueue(task_name: str, row_id: int) -> None:
     from . import tasks
 
-    getattr(tasks, task_name).delay(row_id)
+    enqueue_on_commit(getattr(tasks, task_name), row_id)
 
 
 # Writing epochs
@@ -126,7 +127,7 @@ def epoch_publish(*, entries: Sequence[tuple[str, int]], beneficiaries: Mapping[
         )
         for index, account, amount in values
     )
-    transaction.on_commit(partial(_enqueue, "epoch_send_task", epoch.id), robust=True)
+    _enqueue("epoch_send_task", epoch.id)
     return epoch
 
 
@@ -333,7 +334,7 @@ def epoch_retry(*, epoch: RewardEpoch) -> RewardEpoch:
     epoch.attempts = 0
     epoch.next_attempt_at = timezone.now()
     epoch.save()
-    transaction.on_commit(partial(_enqueue, "epoch_send_task", epoch.id), robust=True)
+    _enqueue("epoch_send_task", epoch.id)
     return epoch
 
 
@@ -537,7 +538,7 @@ def rewards_requeue_after_reset(*, old: RewardContracts, new: RewardContracts, r
         epoch.next_attempt_at = timezone.now()
         epoch.last_error = f"chain reset ({reason}); publishing again on {new.distributor_address} (was {was})"
         epoch.save()
-        transaction.on_commit(partial(_enqueue, "epoch_send_task", epoch.id), robust=True)
+        _enqueue("epoch_send_task", epoch.id)
         requeued += 1
     voided = RewardClaim.objects.filter(contracts=old, status=RewardTransaction.Status.CONFIRMED).update(
         status=RewardClaim.VOIDED, last_error=f"chain reset ({reason}): this payment is gone with the old chain"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -19,6 +18,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
+
+from outbox.services import enqueue_on_commit
 
 from . import chain
 from .models import Anchor, AnchorEvent, ChainDeployment, SignerNonce
@@ -62,7 +63,7 @@ def anchor_subject_id(*parts: object) -> str:
 def _enqueue_send(anchor_id: int) -> None:
     from .tasks import anchor_send_task
 
-    anchor_send_task.delay(anchor_id)
+    enqueue_on_commit(anchor_send_task, anchor_id)
 
 
 def _event(anchor: Anchor, type_: str, detail: str = "", **fields: object) -> None:
@@ -94,7 +95,7 @@ def anchor_request(*, kind: str, subject_id: str | bytes, root: str | bytes, uri
     anchor = Anchor.objects.create(kind=kind, subject_id=values["subject_id"], root=values["root"], uri=uri)
     _event(anchor, AnchorEvent.Type.REQUESTED)
     # robust: the row is committed whatever the broker does, and the dispatcher sends what no message announced
-    transaction.on_commit(partial(_enqueue_send, anchor.id), robust=True)
+    _enqueue_send(anchor.id)
     return anchor
 
 
@@ -233,7 +234,7 @@ def _requeue(anchor_id: int, *, tx_hash: str, reason: str, count_attempt: bool) 
         anchor.next_attempt_at = timezone.now()
     anchor.save()
     if anchor.status == Anchor.Status.PENDING and not count_attempt:
-        transaction.on_commit(partial(_enqueue_send, anchor.id), robust=True)
+        _enqueue_send(anchor.id)
     return anchor
 
 
@@ -431,7 +432,7 @@ def anchor_retry(*, anchor: Anchor) -> Anchor:
     anchor.attempts = 0
     anchor.next_attempt_at = timezone.now()
     anchor.save()
-    transaction.on_commit(partial(_enqueue_send, anchor.id), robust=True)
+    _enqueue_send(anchor.id)
     return anchor
 
 

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from datanets.models import Snapshot, SnapshotRecord
 from datanets.selectors import user_can_train, user_can_view
 from datanets.storage import content_path, media_path
 from ledger.services import anchor_request, anchor_subject_id
+from outbox.services import enqueue_on_commit
 
 from . import lineage, weights
 from .config import RECORD_TYPES, TrainingConfig
@@ -198,7 +198,7 @@ def _enqueue_run(job: FineTuneJob) -> None:
     task_id = str(uuid.uuid4())
     FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
     job.celery_task_id = task_id
-    transaction.on_commit(partial(training_run_task.apply_async, args=[job.pk], task_id=task_id))
+    enqueue_on_commit(training_run_task, job.pk, task_id=task_id)
 
 
 @transaction.atomic

@@ -108,12 +108,26 @@ def processes_health(status: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def outbox_health() -> dict[str, Any]:
+    from outbox.selectors import outbox_backlog
+
+    backlog = outbox_backlog()
+    result = {"ok": backlog["stale"] == 0, **backlog}
+    if backlog["stale"]:
+        result["error"] = (
+            f"{backlog['stale']} Celery messages unsent for over {backlog['stale_after_seconds']} s: "
+            "is the broker reachable, and beat running?"
+        )
+    return result
+
+
 CHECKS = {
     "database": database_health,
     "broker": broker_health,
     "workers": workers_health,
     "chain": chain_health,
     "model": model_health,
+    "outbox": outbox_health,
 }
 
 

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "modelfactory",
     "inference",
     "attribution",
+    "outbox",
 ]
 
 MIDDLEWARE = [
@@ -186,6 +187,9 @@ UPLOAD_STAGE_ABOVE_BYTES = envint("UPLOAD_STAGE_ABOVE_BYTES", str(16 * 1024 * 10
 # Whatever the upload's size, what it expands to (a zip's entries, blank lines included) and how long it is read.
 UPLOAD_MAX_EXPANDED_BYTES = envint("UPLOAD_MAX_EXPANDED_BYTES", str(256 * 1024 * 1024))
 UPLOAD_MAX_PARSE_SECONDS = envint("UPLOAD_MAX_PARSE_SECONDS", "120")
+# A retried upload stores nothing twice: the same bytes from the same user to the same Datanet within this window
+# return the first contribution (0: only an Idempotency-Key header makes a retry).
+CONTRIBUTION_REPLAY_WINDOW_SECONDS = envint("CONTRIBUTION_REPLAY_WINDOW_SECONDS", str(24 * 3600))
 
 # Security: strict in production; a local checkout speaks plain HTTP on 127.0.0.1.
 SESSION_COOKIE_HTTPONLY = True
@@ -300,6 +304,17 @@ CELERY_TASK_ROUTES = {
     "attribution.tasks.attribution_*": {"queue": "attribution"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker outage of any length is waited out: workers and beat reconnect forever (Celery's default gives up after
+# 100 tries), and the consumer below survives losing the broker mid-task (openledger_web.celery.Consumer).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CONSUMER = "openledger_web.celery:Consumer"
+# Messages to Celery go through the outbox (outbox.services.enqueue_on_commit): a row sent after commit, and sent
+# again by beat when still unsent this long after it was written; /healthz reports unsent rows older than
+# OUTBOX_STALE_SECONDS; sent rows are deleted after OUTBOX_KEEP_SENT_DAYS.
+OUTBOX_RESEND_AFTER_SECONDS = envint("OUTBOX_RESEND_AFTER_SECONDS", "10")
+OUTBOX_STALE_SECONDS = envint("OUTBOX_STALE_SECONDS", "60")
+OUTBOX_KEEP_SENT_DAYS = envint("OUTBOX_KEEP_SENT_DAYS", "7")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Rewards (issue 6): open accruals close into an on-chain reward epoch this often; where the protocol pool is paid
@@ -327,6 +342,7 @@ CELERY_BEAT_SCHEDULE = {
     "attribution-retry": {"task": "attribution.tasks.runs_attribution_retry_task", "schedule": 30.0},
     "inference-seal-batch": {"task": "inference.runs_seal_batch_task", "schedule": 15.0},
     "datanets-checks-requeue": {"task": "datanets.tasks.contributions_checks_requeue_task", "schedule": 600.0},
+    "outbox-resend": {"task": "outbox.tasks.outbox_resend_task", "schedule": 10.0},
 }
 # A running training job whose heartbeat is older than this is marked failed (worker lost) so it can be retried.
 TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "120")

@@ -19,7 +19,7 @@ def test_it_reports_every_part_up_with_a_worker_on_every_queue(
     assert response.status_code == 200, body
     assert body["ok"] is True
     components = body["components"]
-    assert set(components) == {"database", "broker", "workers", "chain", "model"}
+    assert set(components) == {"database", "broker", "workers", "chain", "model", "outbox"}
     assert components["database"]["vendor"] in ("postgresql", "sqlite")
     assert components["chain"]["chain_id"] == 31337
     assert components["chain"]["contract_address"].startswith("0x")
