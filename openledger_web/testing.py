@@ -86,3 +86,48 @@ def celery_worker_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+ASGI_SERVER = ["openledger_web.asgi", "-k", "uvicorn_worker.UvicornWorker", "--workers", "1"]  # as `make run` serves
+WSGI_GTHREAD_SERVER = ["openledger_web.wsgi", "--worker-class", "gthread", "--workers", "1", "--threads", "4"]
+
+
+@contextmanager
+def gunicorn_process(
+    *, log: Path, env: dict[str, str] | None = None, server: list[str] = ASGI_SERVER, ready_path: str = "/healthz"
+) -> Iterator[str]:
+    """A real gunicorn serving the app (``server``: the app module and worker options) on a free port, with ``env``
+    (default: ``service_env()``, the test database), logging to ``log``; yields its base URL once ``ready_path``
+    answers, and stops it when the block ends."""
+    import requests
+
+    from ledger.testing import free_port
+
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *server, "-b", f"127.0.0.1:{port}", "--timeout", "60",
+             "--no-control-socket"],  # the default socket path in $HOME is shared by every gunicorn here
+            cwd=ROOT, env=env if env is not None else service_env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{url}{ready_path}", timeout=5)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start; see {log}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

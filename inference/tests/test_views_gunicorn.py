@@ -5,11 +5,8 @@ every gunicorn thread and `/healthz` waited 42 s). Both with Redis streams and w
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -21,9 +18,8 @@ from django.urls import reverse
 
 from inference import services, streams
 from inference.models import InferenceRun
-from ledger.testing import free_port
 from modelfactory.tests.factories import BaseModelFactory, UserFactory
-from openledger_web.testing import ROOT, service_env
+from openledger_web.testing import gunicorn_process, service_env
 
 from .test_ancestry import lineage_version
 
@@ -43,39 +39,13 @@ def broker(request: pytest.FixtureRequest, settings: Any) -> str:
     return "filesystem://"
 
 
-@contextmanager
-def web_server(broker_url: str) -> Iterator[str]:
+def web_server(broker_url: str) -> Any:
     """The ASGI app under gunicorn's uvicorn worker, as `make run` starts it (one process here)."""
-    port = free_port()
-    log = settings.DATA_DIR / "gunicorn-stream-test.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "openledger_web.asgi", "-k", "uvicorn_worker.UvicornWorker",
-             "-b", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "30",
-             "--no-control-socket"],  # the default socket path in $HOME is shared by every gunicorn here
-            cwd=ROOT, env=service_env(CELERY_BROKER_URL=broker_url), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{url}/accounts/login/", timeout=5)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start; see {log}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return gunicorn_process(
+        log=settings.DATA_DIR / "gunicorn-stream-test.log",
+        env=service_env(CELERY_BROKER_URL=broker_url),
+        ready_path="/accounts/login/",
+    )
 
 
 def _next_event(lines: Iterator[str]) -> tuple[str, str]:

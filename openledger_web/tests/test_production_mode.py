@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from ledger.models import Anchor
 from ledger.testing import free_port
 from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import VIEWPORT, PageProblems
-from openledger_web.testing import ROOT, service_env
+from openledger_web.testing import ROOT, gunicorn_process, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
@@ -45,36 +43,6 @@ def production_env(data_dir: Path) -> dict[str, str]:
         DATA_DIR=str(data_dir),  # STATIC_ROOT lives there: this test's own collected files
         MEDIA_ROOT=str(settings.MEDIA_ROOT),
     )
-
-
-@contextmanager
-def production_gunicorn(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "openledger_web.wsgi", "-b", f"127.0.0.1:{port}",
-             "--workers", "1", "--threads", "8", "--timeout", "60", "--no-control-socket"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{url}/accounts/login/", timeout=5)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start; see {log}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def every_page(world: Any, run: Any, other: Any) -> list[str]:
@@ -130,7 +98,7 @@ def test_debug_off_collects_static_serves_every_page_under_its_csp_without_conso
     assert collected.returncode == 0, collected.stdout + collected.stderr
     assert (tmp_path / "static" / "staticfiles.json").exists()
 
-    with production_gunicorn(env, tmp_path / "gunicorn.log") as url:
+    with gunicorn_process(log=tmp_path / "gunicorn.log", env=env, ready_path="/accounts/login/") as url:
         context = playwright_browser.new_context(base_url=url, viewport=VIEWPORT)
         context.set_default_timeout(20_000)
         problems = PageProblems()
