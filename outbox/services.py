@@ -13,11 +13,12 @@ time.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -68,13 +69,17 @@ def enqueue_on_commit(
 def outbox_send(*, message_id: int) -> bool:
     """Publish message ``message_id`` unless it was sent already; True when the broker took it now.
 
-    The row is locked while it is published (on PostgreSQL; SQLite serialises writers anyway), so the send after
-    commit and the beat task never publish one row at the same time.
+    On PostgreSQL the row is locked while it is published, so the send after commit and the beat task never publish
+    one row at the same time. On SQLite a transaction would hold the whole database's write lock for as long as the
+    broker takes to answer (seconds, when it is away), so there the row is read, published and marked without one:
+    the two senders are kept apart by the resend's age cut-off, and a second publish is harmless (at least once).
     """
     from celery import current_app
 
-    with transaction.atomic():
-        message = OutboxMessage.objects.select_for_update(skip_locked=True).filter(pk=message_id).first()
+    hold_lock = connection.vendor != "sqlite"
+    with transaction.atomic() if hold_lock else nullcontext():
+        rows = OutboxMessage.objects.select_for_update(skip_locked=True) if hold_lock else OutboxMessage.objects
+        message = rows.filter(pk=message_id).first()
         if message is None or message.sent_at is not None:
             return False
         options: dict[str, Any] = {"task_id": message.task_id}
