@@ -55,7 +55,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from itertools import accumulate
 from json.encoder import encode_basestring
 from typing import BinaryIO, Final, NamedTuple
 
@@ -63,6 +62,7 @@ import orjson
 from eth_hash.auto import keccak as _eth_keccak
 
 from ledger.merkle import keccak256_hasher, keccak256_object
+from openledger_web.jsonguard import json_depth
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -103,10 +103,7 @@ _BINARY_SIGNATURES = (
 )
 # A JSON string, in unrolled-loop form. The closing quote is optional so that a match, once started, can't fail:
 # retrying from every later quote of an unterminated string full of \" escapes would take quadratic time.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
 _JSON_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?')
-_BRACKETS_ONLY = re.compile(r"[^\[\]{}]+")
-_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _CHAT_ROLES = frozenset({"system", "user", "assistant"})
 _MESSAGE_KEYS = frozenset({"role", "content"})
 _MISSING: Final = object()
@@ -370,7 +367,7 @@ class UploadParser:
                 try:
                     # Counting brackets is cheap (and cheaper on bytes than on wide strings); the exact scan runs
                     # only when there could be too many. Done before parsing, so depth never reaches C recursion.
-                    if raw.count(b"{") + raw.count(b"[") > max_depth and _json_depth(text) > max_depth:
+                    if raw.count(b"{") + raw.count(b"[") > max_depth and json_depth(raw) > max_depth:
                         raise _Invalid("too_deep", f"JSON is nested more than {max_depth} levels deep")
                     try:
                         obj, end = scan(text, 0)
@@ -1137,14 +1134,6 @@ def _json_decoder(max_digits: int) -> json.JSONDecoder:
         return int(text)
 
     return json.JSONDecoder(parse_int=parse_int, parse_float=parse_number)
-
-
-def _json_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in ``text``, ignoring brackets inside strings; linear time."""
-    brackets = _BRACKETS_ONLY.sub("", _JSON_STRING.sub("", text))
-    if not brackets:
-        return 0
-    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)))
 
 
 def _nfc(obj: object) -> object:
