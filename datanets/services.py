@@ -897,12 +897,13 @@ def contribution_records_settle_in_steps(contribution_id: int, *, batch: int = S
         last = upto
 
 
-def _locked_pending(contribution: Contribution, action: str) -> Contribution:
+def _locked_pending(contribution: Contribution, action: str, *, settle: bool = True) -> Contribution:
     # the contribution's row only: nothing locks a Datanet after a contribution (docs/decisions.md, "One lock order")
     locked = Contribution.objects.select_for_update(of=("self",)).select_related("datanet").get(pk=contribution.pk)
     if locked.status != Contribution.Status.PENDING:
         raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be {action}")
-    contribution_records_settle(locked)
+    if settle:
+        contribution_records_settle(locked)
     return locked
 
 
@@ -914,9 +915,7 @@ def contribution_withdraw(*, contribution: Contribution, user: Any) -> Contribut
     """
     if getattr(user, "pk", None) != contribution.contributor_id:
         raise PermissionDenied("only the contributor may withdraw a contribution")
-    locked = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
-    if locked.status != Contribution.Status.PENDING:
-        raise ValidationError(f"contribution #{locked.pk} is {locked.status}: only a pending one can be withdrawn")
+    locked = _locked_pending(contribution, "withdrawn", settle=False)  # its staged rows are deleted, not moved
     _contribution_records_delete(locked)
     now = timezone.now()
     locked.status = Contribution.Status.WITHDRAWN
