@@ -178,9 +178,9 @@ def run_events(*, run_id: uuid.UUID | str | int, last_id: str = "0", timeout_s: 
         yield from _db_events(public_id, last_id, timeout_s)
         return
     deadline = time.monotonic() + timeout_s
-    progress = _Progress(delivered=0 if last_id in ("0", "0-0") else None, last_id=last_id)
+    progress = _Progress.starting_at(last_id)
     try:
-        yield from _redis_events(public_id, last_id, timeout_s, progress)
+        yield from _redis_events(public_id, timeout_s, progress)
     except Exception as e:  # Redis went away mid-stream; the run goes on without it, and so does its reader
         if not is_redis_error(e):
             raise
@@ -200,9 +200,9 @@ async def arun_events(
                 yield event
         return
     deadline = time.monotonic() + timeout_s
-    progress = _Progress(delivered=0 if last_id in ("0", "0-0") else None, last_id=last_id)
+    progress = _Progress.starting_at(last_id)
     try:
-        async with aclosing(_aredis_events(public_id, last_id, timeout_s, progress)) as events:
+        async with aclosing(_aredis_events(public_id, timeout_s, progress)) as events:
             async for event in events:
                 yield event
     except Exception as e:  # as in run_events
@@ -230,6 +230,11 @@ class _Progress:
 
     delivered: int | None  # characters of the answer delivered so far, when known
     last_id: str = "0"
+
+    @classmethod
+    def starting_at(cls, last_id: str) -> _Progress:
+        """A reader resuming after ``last_id``: its position in the answer is known only from the start."""
+        return cls(delivered=0 if last_id in ("0", "0-0") else None, last_id=last_id)
 
 
 def is_redis_error(error: BaseException) -> bool:
@@ -290,10 +295,10 @@ def _entry_event(entry_id: bytes, fields: dict[bytes, bytes]) -> RunEvent:
     return RunEvent(id=entry_id.decode(), type=kind, data=json.loads(fields[b"data"]))
 
 
-def _row_tail(run: Any, last_id: str, delivered: int) -> list[RunEvent]:
-    """The answer's text past ``delivered`` that only the row has: a worker that lost Redis mid-run wrote the rest of
-    the answer to the row, and published its final event once Redis was back."""
-    if run is not None and run.status == "succeeded" and len(run.answer) > delivered:
+def _row_tail(run: Any, last_id: str, delivered: int | None) -> list[RunEvent]:
+    """The answer's text past ``delivered`` that only the row has (none when the position is unknown): a worker that
+    lost Redis mid-run wrote the rest of the answer to the row, and published its final event once Redis was back."""
+    if run is not None and run.status == "succeeded" and delivered is not None and len(run.answer) > delivered:
         return [RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:])]
     return []
 
@@ -301,34 +306,36 @@ def _row_tail(run: Any, last_id: str, delivered: int) -> list[RunEvent]:
 def _row_ending(run: Any, last_id: str, delivered: int | None) -> list[RunEvent]:
     """The end of a finished run whose final event never reached its stream: the rest of the answer when the reader's
     position in it is known, then the final event, both from the row."""
-    events = []
-    if run.status == "succeeded" and delivered is not None and len(run.answer) > delivered:
-        events.append(RunEvent(id=last_id, type=TOKEN, text=run.answer[delivered:]))
-    events.append(RunEvent(id=last_id, type=ERROR if run.status == "failed" else DONE, data=final_data(run)))
-    return events
+    final = RunEvent(id=last_id, type=ERROR if run.status == "failed" else DONE, data=final_data(run))
+    return [*_row_tail(run, last_id, delivered), final]
 
 
-def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float, progress: _Progress) -> Iterator[RunEvent]:
+def _advance(progress: _Progress, entry_id: bytes, fields: dict[bytes, bytes]) -> RunEvent:
+    """The event of one stream entry, with the reader's ``progress`` moved past it."""
+    event = _entry_event(entry_id, fields)
+    progress.last_id = event.id
+    if progress.delivered is not None:
+        progress.delivered += len(event.text)
+    return event
+
+
+def _redis_events(public_id: uuid.UUID, timeout_s: float, progress: _Progress) -> Iterator[RunEvent]:
+    """The run's events from its Redis stream, from ``progress.last_id`` on, keeping ``progress`` up to date."""
     client = _client()
     key = _key(public_id)
     deadline = time.monotonic() + timeout_s
     next_check = time.monotonic() + DB_CHECK_SECONDS
-    delivered = progress.delivered
     # A run that ended before its stream expired reads from the stream; one whose stream is gone, from its row now.
     finished_seen = 1 if not client.exists(key) else 0
     if finished_seen:
         next_check = 0.0
     while (remaining := deadline - time.monotonic()) > 0:
-        reply = client.xread({key: last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
+        reply = client.xread({key: progress.last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                event = _entry_event(entry_id, fields)
-                last_id = progress.last_id = event.id
-                if delivered is not None:
-                    delivered += len(event.text)
-                    progress.delivered = delivered
-                if event.type == DONE and delivered is not None:
-                    yield from _row_tail(_finished_row(public_id), last_id, delivered)
+                event = _advance(progress, entry_id, fields)
+                if event.type == DONE and progress.delivered is not None:
+                    yield from _row_tail(_finished_row(public_id), event.id, progress.delivered)
                 yield event
                 if event.is_final:
                     return
@@ -342,13 +349,11 @@ def _redis_events(public_id: uuid.UUID, last_id: str, timeout_s: float, progress
         finished_seen += 1
         if finished_seen < 2 and client.exists(key):
             continue
-        yield from _row_ending(run, last_id, delivered)
+        yield from _row_ending(run, progress.last_id, progress.delivered)
         return
 
 
-async def _aredis_events(
-    public_id: uuid.UUID, last_id: str, timeout_s: float, progress: _Progress
-) -> AsyncIterator[RunEvent]:
+async def _aredis_events(public_id: uuid.UUID, timeout_s: float, progress: _Progress) -> AsyncIterator[RunEvent]:
     """``_redis_events`` with redis.asyncio: a connection of its own for the blocking XREAD, closed at the end."""
     import redis.asyncio
 
@@ -357,21 +362,18 @@ async def _aredis_events(
         key = _key(public_id)
         deadline = time.monotonic() + timeout_s
         next_check = time.monotonic() + DB_CHECK_SECONDS
-        delivered = progress.delivered
         finished_seen = 1 if not await client.exists(key) else 0
         if finished_seen:
             next_check = 0.0
         while (remaining := deadline - time.monotonic()) > 0:
-            reply = await client.xread({key: last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
+            block = max(1, int(min(remaining, 1.0) * 1000))
+            reply = await client.xread({key: progress.last_id}, count=512, block=block)
             for _, entries in reply or []:
                 for entry_id, fields in entries:
-                    event = _entry_event(entry_id, fields)
-                    last_id = progress.last_id = event.id
-                    if delivered is not None:
-                        delivered += len(event.text)
-                        progress.delivered = delivered
-                    if event.type == DONE and delivered is not None:
-                        for tail in _row_tail(await sync_to_async(_finished_row)(public_id), last_id, delivered):
+                    event = _advance(progress, entry_id, fields)
+                    if event.type == DONE and progress.delivered is not None:
+                        run = await sync_to_async(_finished_row)(public_id)
+                        for tail in _row_tail(run, event.id, progress.delivered):
                             yield tail
                     yield event
                     if event.is_final:
@@ -385,7 +387,7 @@ async def _aredis_events(
             finished_seen += 1
             if finished_seen < 2 and await client.exists(key):
                 continue
-            for event in _row_ending(run, last_id, delivered):
+            for event in _row_ending(run, progress.last_id, progress.delivered):
                 yield event
             return
     finally:
