@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,7 @@ def version_lineage(*, version: ModelVersion, user: Any) -> dict[str, Any]:
     return {
         "snapshots": data.snapshots,
         "private_datanets": data.private_datanets,
+        "training_data": data,
         "parents": [(link, link.parent_id in visible) for link in parents],
         "children": [(link, link.child_id in visible) for link in children],
     }
@@ -182,18 +184,34 @@ class TrainingData:
         return self.private_datanets == 0
 
 
+def _training_data(snapshots_of: dict[int, list[Snapshot]], user: Any) -> dict[int, TrainingData]:
+    """Each version's training snapshots (by version id) as ``user`` may see them: one query whatever the number."""
+    datanet_ids = {s.datanet_id for snapshots in snapshots_of.values() for s in snapshots}
+    visible = set(datanets_visible_to(user=user).filter(pk__in=datanet_ids).values_list("pk", flat=True))
+    return {
+        pk: TrainingData(
+            snapshots=[s for s in snapshots if s.datanet_id in visible],
+            private_datanets=len({s.datanet_id for s in snapshots} - visible),
+        )
+        for pk, snapshots in snapshots_of.items()
+    }
+
+
 def version_training_data(*, version: ModelVersion, user: Any) -> TrainingData:
     """The version's training snapshots as ``user`` may see them (two queries; a merge's are its parents' too)."""
     snapshots = list(version.snapshots.select_related("datanet").order_by("datanet__name", "number"))
-    datanet_ids = {s.datanet_id for s in snapshots}
-    visible = set(datanets_visible_to(user=user).filter(pk__in=datanet_ids).values_list("pk", flat=True))
-    return TrainingData(
-        snapshots=[s for s in snapshots if s.datanet_id in visible], private_datanets=len(datanet_ids - visible)
-    )
+    return _training_data({version.pk: snapshots}, user)[version.pk]
 
 
-def version_samples_for(*, version: ModelVersion, user: Any) -> list[dict[str, Any]]:
-    """The version's sample answers, or none when they would show ``user`` records of a Datanet they may not see."""
-    if not version_training_data(version=version, user=user).samples_shown:
+def versions_training_data(*, versions: Iterable[ModelVersion], user: Any) -> dict[int, TrainingData]:
+    """``version_training_data`` for a page of versions whose snapshots are prefetched (``version_list``): one
+    query more, whatever the page's size."""
+    return _training_data({v.pk: list(v.snapshots.all()) for v in versions}, user)
+
+
+def version_samples_for(*, version: ModelVersion, user: Any, seen: TrainingData | None = None) -> list[dict[str, Any]]:
+    """The version's sample answers, or none when they would show ``user`` records of a Datanet they may not see
+    (``seen``: their ``version_training_data``, when the caller has it already)."""
+    if not (seen or version_training_data(version=version, user=user)).samples_shown:
         return []
     return [s for s in version.samples or [] if isinstance(s, dict)]

@@ -22,7 +22,6 @@ from django_htmx.middleware import HtmxDetails
 from attribution.models import AttributionIndex
 from attribution.selectors import reliability_line
 from datanets.models import Snapshot
-from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
 
 from . import selectors, services
@@ -333,13 +332,11 @@ def version_list(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     page = _page(request, versions)
-    snapshots = {v.pk: list(v.snapshots.all()) for v in page}
-    datanet_ids = {s.datanet_id for shown in snapshots.values() for s in shown}
-    visible = set(datanets_visible_to(user=request.user).filter(pk__in=datanet_ids).values_list("pk", flat=True))
+    seen = selectors.versions_training_data(versions=page, user=request.user)
     for version in page:
         # a private Datanet's name is its members' to see; the card only counts it
-        version.shown_snapshots = [s for s in snapshots[version.pk] if s.datanet_id in visible]  # type: ignore[attr-defined]
-        version.private_datanets = len({s.datanet_id for s in snapshots[version.pk]} - visible)  # type: ignore[attr-defined]
+        version.shown_snapshots = seen[version.pk].snapshots  # type: ignore[attr-defined]
+        version.private_datanets = seen[version.pk].private_datanets  # type: ignore[attr-defined]
     context = {"form": form, "page": page, "query": query.urlencode(), "search": search}
     return render(request, _template(request, "version_list", "results"), context)
 
@@ -428,7 +425,7 @@ def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, A
         "anchor": version.anchor,
         "lineage": lineage,
         "graph": _lineage_graph(version, lineage),
-        "samples": selectors.version_samples_for(version=version, user=request.user),
+        "samples": selectors.version_samples_for(version=version, user=request.user, seen=lineage["training_data"]),
         "config_rows": _flat(version.config or {}),
         "training_rows": _flat({k: v for k, v in (version.training or {}).items() if k != "lora"}),
         "is_owner": version.owner_id == request.user.pk or request.user.is_staff,
