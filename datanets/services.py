@@ -29,7 +29,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from ledger import merkle
-from ledger.services import anchor_request, anchor_subject_id
+from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
 from . import selectors
@@ -1190,7 +1190,7 @@ def _snapshot_write(*, datanet: Datanet, user: Any, built: _Built, accepted: int
     number = (previous.number if previous else 0) + 1
     anchor = anchor_request(
         kind="snapshot",
-        subject_id=anchor_subject_id("snapshot", datanet.id, number),
+        subject=anchor_subject("snapshot", datanet.id, number),
         root=tree.root,
         uri=f"datanet:{datanet.slug}/snapshot/{number}",
     )

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.merkle import StandardMerkleTree
-from ledger.services import anchor_request, anchor_subject_id
+from ledger.services import anchor_request, anchor_subject
 from modelfactory.lineage import canonical_json, manifest_hash
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
@@ -508,7 +508,7 @@ def _seal_one(*, now: datetime, force: bool) -> RunBatch | None:
         return None
     tree = StandardMerkleTree.of([(r.run_hash,) for r in runs], RunBatch.LEAF_TYPES)
     anchor = anchor_request(
-        kind="inference_batch", subject_id=anchor_subject_id("inference_batch", tree.root), root=tree.root
+        kind="inference_batch", subject=anchor_subject("inference_batch", tree.root), root=tree.root
     )
     batch = RunBatch.objects.create(root=tree.root, size=len(runs), tree=tree.dump(), anchor=anchor, sealed_at=now)
     InferenceRun.objects.filter(pk__in=[r.pk for r in runs]).update(batch=batch)

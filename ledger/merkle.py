@@ -385,6 +385,10 @@ class StandardMerkleTree:
     def value(self, index: int) -> tuple[Any, ...]:
         return self._values[index]
 
+    def value_json(self, index: int) -> list[Any]:
+        """Value ``index`` in the dump's JSON form (addresses checksummed, integers as decimal strings)."""
+        return [_to_json(t, v) for t, v in zip(self.leaf_types, self._values[index], strict=True)]
+
     def nodes(self) -> Sequence[bytes]:
         """The flat node array (32 bytes each; root first, children of node i at 2i+1 and 2i+2), read-only, for
         callers that store the tree and serve proofs later without rebuilding it."""

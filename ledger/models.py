@@ -71,6 +71,8 @@ class Anchor(models.Model):
         SNAPSHOT = "snapshot", "Datanet snapshot"
         MODEL_VERSION = "model_version", "model version lineage"
         INFERENCE_BATCH = "inference_batch", "inference batch"
+        RECEIPT_BATCH = "receipt_batch", "contribution and curation receipts"
+        REWARD_EPOCH = "reward_epoch", "reward epoch document"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -79,10 +81,23 @@ class Anchor(models.Model):
         FAILED = "failed"
 
     # the uint8 the contract stores; fixed forever, since anchored events carry it
-    KIND_CODES = {Kind.GENERIC: 0, Kind.SNAPSHOT: 1, Kind.MODEL_VERSION: 2, Kind.INFERENCE_BATCH: 3}
+    KIND_CODES = {
+        Kind.GENERIC: 0,
+        Kind.SNAPSHOT: 1,
+        Kind.MODEL_VERSION: 2,
+        Kind.INFERENCE_BATCH: 3,
+        Kind.RECEIPT_BATCH: 4,
+        Kind.REWARD_EPOCH: 5,
+    }
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     subject_id = models.CharField(max_length=66, db_index=True, help_text="bytes32, 0x-prefixed lowercase hex.")
+    subject = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What subject_id hashes (subject_id = keccak256 of its UTF-8), e.g. snapshot:1:3; blank on anchors "
+        "requested before subjects were stored.",
+    )
     root = models.CharField(max_length=66, db_index=True, help_text="bytes32 Merkle root, 0x-prefixed lowercase hex.")
     uri = models.CharField(max_length=2048, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -113,7 +128,9 @@ class Anchor(models.Model):
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_anchor_due")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["generic", "snapshot", "model_version", "inference_batch"]),
+                condition=Q(
+                    kind__in=["generic", "snapshot", "model_version", "inference_batch", "receipt_batch", "reward_epoch"]
+                ),
                 name="ledger_anchor_kind_known",
             ),
             models.CheckConstraint(

@@ -17,11 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from eth_utils import keccak
-
 from outbox.services import enqueue_on_commit
 
-from . import chain
+from . import chain, hashing
 from .models import Anchor, AnchorEvent, ChainDeployment, SignerNonce
 
 logger = logging.getLogger(__name__)
@@ -32,6 +30,7 @@ DISPATCH_BATCH = 100
 REBROADCAST_AFTER_SECONDS = 30
 CONFIRM_BATCH = 200
 URI_MAX_LENGTH = 2048
+SUBJECT_MAX_LENGTH = 200
 ZERO_BYTES32 = "0x" + "00" * 32
 
 
@@ -54,10 +53,16 @@ def _bytes32_hex(value: object, field: str) -> str:
     return "0x" + text.lower()
 
 
+def anchor_subject(*parts: object) -> str:
+    """A readable subject from its parts joined with ``:``, e.g. ``anchor_subject("snapshot", datanet.id, 3)`` is
+    ``snapshot:1:3``; the anchored subject id is keccak256 of it (``anchor_subject_id``)."""
+    return ":".join(str(p) for p in parts)
+
+
 def anchor_subject_id(*parts: object) -> str:
-    """A bytes32 subject id from readable parts, e.g. ``anchor_subject_id("snapshot", datanet.slug, 3)``:
+    """A bytes32 subject id from readable parts, e.g. ``anchor_subject_id("snapshot", datanet.id, 3)``:
     keccak256 of the parts joined with ``:``."""
-    return "0x" + keccak(text=":".join(str(p) for p in parts)).hex()
+    return hashing.subject_id(anchor_subject(*parts))
 
 
 def _enqueue_send(anchor_id: int) -> None:
@@ -71,28 +76,48 @@ def _event(anchor: Anchor, type_: str, detail: str = "", **fields: object) -> No
 
 
 @transaction.atomic
-def anchor_request(*, kind: str, subject_id: str | bytes, root: str | bytes, uri: str = "") -> Anchor:
-    """Queue ``root`` to be anchored on chain for ``subject_id``; returns the pending Anchor.
+def anchor_request(
+    *, kind: str, root: str | bytes, subject: str = "", subject_id: str | bytes | None = None, uri: str = ""
+) -> Anchor:
+    """Queue ``root`` to be anchored on chain for a subject; returns the pending Anchor.
+
+    ``subject`` is the readable subject (``snapshot:1:3``), stored so that proofs can show what the anchored
+    ``subject_id`` (keccak256 of its UTF-8) stands for; a bare ``subject_id`` is still taken, and when both are given
+    they must agree.
 
     Call it inside the transaction that creates the thing anchored: the anchor exists exactly when that commits,
     and the send is enqueued only then. Raises ValidationError, writing nothing, on a malformed value.
     """
     errors: dict[str, list[str]] = {}
     values: dict[str, str] = {}
+    if not isinstance(subject, str) or len(subject) > SUBJECT_MAX_LENGTH:
+        errors["subject"] = [f"must be a string of at most {SUBJECT_MAX_LENGTH} characters"]
+        subject = ""
+    if subject_id is None and not subject:
+        errors.setdefault("subject", ["give the subject (or its subject_id)"])
     for field, value in (("subject_id", subject_id), ("root", root)):
+        if value is None:
+            continue
         try:
             values[field] = _bytes32_hex(value, field)
         except ValidationError as e:
             errors.update(e.message_dict)
     if kind not in Anchor.Kind.values:
         errors["kind"] = [f"unknown kind {kind!r}; expected one of {', '.join(Anchor.Kind.values)}"]
+    if subject:
+        derived = hashing.subject_id(subject)
+        if subject_id is not None and values.get("subject_id", derived) != derived:
+            errors["subject_id"] = [f"is not keccak256({subject!r})"]
+        values["subject_id"] = derived
     if values.get("root") == ZERO_BYTES32:
         errors["root"] = ["must not be zero"]
     if not isinstance(uri, str) or len(uri) > URI_MAX_LENGTH:
         errors["uri"] = [f"must be a string of at most {URI_MAX_LENGTH} characters"]
     if errors:
         raise ValidationError(errors)
-    anchor = Anchor.objects.create(kind=kind, subject_id=values["subject_id"], root=values["root"], uri=uri)
+    anchor = Anchor.objects.create(
+        kind=kind, subject_id=values["subject_id"], subject=subject, root=values["root"], uri=uri
+    )
     _event(anchor, AnchorEvent.Type.REQUESTED)
     # robust: the row is committed whatever the broker does, and the dispatcher sends what no message announced
     _enqueue_send(anchor.id)

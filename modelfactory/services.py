@@ -26,7 +26,7 @@ from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot, SnapshotRecord
 from datanets.selectors import user_can_train, user_can_view
 from datanets.storage import content_path, media_path
-from ledger.services import anchor_request, anchor_subject_id
+from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
 from . import lineage, weights
@@ -877,7 +877,7 @@ def _version_create(
     digest = lineage.manifest_hash(manifest)
     anchor = anchor_request(
         kind="model_version",
-        subject_id=anchor_subject_id("model_version", job.pk),
+        subject=anchor_subject("model_version", job.pk),
         root=digest,
         uri=f"modelfactory:job/{job.pk}/manifest",
     )

@@ -63,3 +63,26 @@ def test_subject_ids_are_stable_bytes32() -> None:
     assert subject == anchor_subject_id("snapshot", "weather", "3")
     assert len(subject) == 66 and subject.startswith("0x")
     assert subject != anchor_subject_id("snapshot", "weather", 4)
+
+
+def test_a_readable_subject_is_stored_and_hashed_into_the_subject_id() -> None:
+    anchor = anchor_request(kind="snapshot", subject="snapshot:1:1", root=ROOT)
+
+    assert anchor.subject == "snapshot:1:1"
+    # the value docs/proofs.md shows for snapshot 1 of Datanet 1
+    assert anchor.subject_id == "0x0230c1c716d4f2b237cf798d9a59b30540023f14a3318b74aafbc40fbfebe0fc"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"subject": "snapshot:1:1", "subject_id": SUBJECT},  # the two disagree
+        {"subject": "x" * 201},
+        {"subject": ""},  # neither given
+    ],
+)
+def test_a_subject_that_does_not_fit_is_refused_and_nothing_is_written(kwargs) -> None:
+    with pytest.raises(ValidationError):
+        anchor_request(kind="snapshot", root=ROOT, **kwargs)
+
+    assert not Anchor.objects.exists()

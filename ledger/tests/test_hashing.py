@@ -1,0 +1,34 @@
+"""ledger.hashing: RFC 8785 bytes that a JavaScript verifier rebuilds, and the values it refuses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ledger import hashing
+
+
+def test_jcs_matches_the_rfc_8785_number_and_key_rules() -> None:
+    document = {"b": 1.0, "a": [0.7, 1e21, -0.0, "\u2028"], "\u00e9": None, "\U0001f600": 1, "\ufb01": 2}
+
+    # keys sorted by UTF-16 code units: the astral character (a surrogate pair, 0xd83d) before U+FB01
+    assert hashing.jcs(document) == '{"a":[0.7,1e+21,0,"\u2028"],"b":1,"\u00e9":null,"\U0001f600":1,"\ufb01":2}'.encode()
+
+
+@pytest.mark.parametrize("value", [2**53, -(2**53), math.nan, math.inf, {1: "not a string key"}])
+def test_jcs_refuses_what_another_reader_could_not_rebuild(value) -> None:
+    with pytest.raises(hashing.CanonicalError):
+        hashing.jcs({"v": value})
+
+
+def test_large_integers_travel_as_decimal_strings() -> None:
+    assert hashing.jcs({"seed": hashing.uint_text(2**63 - 1)}) == b'{"seed":"9223372036854775807"}'
+    assert hashing.uint_text(None) is None
+    with pytest.raises(hashing.CanonicalError):
+        hashing.uint_text(-1)
+
+
+def test_document_hash_is_keccak_of_the_jcs_bytes() -> None:
+    assert hashing.document_hash({}) == hashing.keccak_hex(b"{}")
+    assert hashing.keccak_hex(b"") == "0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
