@@ -59,6 +59,9 @@ class SignerNonce(models.Model):
         return f"{self.address} next nonce {self.next_nonce}"
 
 
+KNOWN_KINDS = ["generic", "snapshot", "model_version", "inference_batch", "receipt_batch", "reward_epoch"]
+
+
 class Anchor(models.Model):
     """One root to put on chain in one transaction: the outbox row, written with the thing it anchors.
 
@@ -128,9 +131,7 @@ class Anchor(models.Model):
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_anchor_due")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(
-                    kind__in=["generic", "snapshot", "model_version", "inference_batch", "receipt_batch", "reward_epoch"]
-                ),
+                condition=Q(kind__in=KNOWN_KINDS),
                 name="ledger_anchor_kind_known",
             ),
             models.CheckConstraint(

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+
 from outbox.services import enqueue_on_commit
 
 from . import chain, hashing

@@ -13,7 +13,8 @@ def test_jcs_matches_the_rfc_8785_number_and_key_rules() -> None:
     document = {"b": 1.0, "a": [0.7, 1e21, -0.0, "\u2028"], "\u00e9": None, "\U0001f600": 1, "\ufb01": 2}
 
     # keys sorted by UTF-16 code units: the astral character (a surrogate pair, 0xd83d) before U+FB01
-    assert hashing.jcs(document) == '{"a":[0.7,1e+21,0,"\u2028"],"b":1,"\u00e9":null,"\U0001f600":1,"\ufb01":2}'.encode()
+    expected = '{"a":[0.7,1e+21,0,"\u2028"],"b":1,"\u00e9":null,"\U0001f600":1,"\ufb01":2}'
+    assert hashing.jcs(document) == expected.encode()
 
 
 @pytest.mark.parametrize("value", [2**53, -(2**53), math.nan, math.inf, {1: "not a string key"}])
