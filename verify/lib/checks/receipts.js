@@ -1,0 +1,59 @@
+// Contribution and curation receipts: each document rehashed, its batch proof checked off and on chain.
+import { StandardMerkleTree } from "@openzeppelin/merkle-tree";
+
+import { checkAnchor, checkOnChainProof } from "../anchor.js";
+import { documentHash } from "../documents.js";
+import { checkEnvelope } from "../proofs.js";
+import { once } from "./guard.js";
+
+const KINDS = ["contribution", "curation"];
+
+/** Every receipt a list endpoint gives (a Datanet's, or a contribution's). */
+export async function checkReceiptList(ctx, path, where) {
+  const items = await ctx.site.all(path);
+  ctx.report.check(Array.isArray(items), where, `receipt list (${items.length})`, "not a list");
+  for (const item of items) await checkReceipt(ctx, item);
+}
+
+export function checkReceipt(ctx, item) {
+  const where = `${item.kind} receipt ${item.id}`;
+  return once(ctx, `receipt ${item.id}`, where, async () => {
+    const { report } = ctx;
+    const document = item.document;
+    if (!report.check(KINDS.includes(item.kind), where, "receipt kind", `${item.kind}`)) return;
+    if (!report.check(document && typeof document === "object", where, "document served as an object", typeof document)) {
+      return;
+    }
+    report.same(document.schema, `openledger.receipt.${item.kind}.v1`, where, "document schema");
+    const hash = documentHash(document);
+    report.same(item.document_hash, hash, where, "document hash = keccak256(RFC 8785 of the document)");
+    if (item.kind === "contribution") checkRecordsRoot(ctx, where, document);
+    if (!item.proof) {
+      report.wait(where, "proof", "its batch is not sealed yet");
+      return;
+    }
+    const artifact = `${item.kind}_receipt`;
+    const held = checkEnvelope(report, where, item.proof, { artifact, encoding: ["bytes32"], value: [hash] });
+    if (!held) return;
+    report.check(item.proof.batch && item.proof.batch.id !== undefined, where, "proof names its batch", "no batch");
+    await checkOnChainProof(ctx, where, { anchor: item.proof.anchor, ...held });
+    await checkAnchor(ctx, where, {
+      anchor: item.proof.anchor,
+      root: held.root,
+      kind: "receipt_batch",
+      subject: `receipt_batch:${held.root}`,
+    });
+  });
+}
+
+/** The receipt's `records_root` is the tree over its records' hashes: rebuilt when every one of them is in a public
+ * snapshot checked in this run (records still pending, rejected or deduplicated are not published). */
+function checkRecordsRoot(ctx, where, document) {
+  const hashes = ctx.snapshotLines
+    .filter(({ line }) => Number(line.contribution_id) === Number(document.contribution))
+    .map(({ hash }) => hash);
+  const unique = [...new Set(hashes)];
+  if (unique.length === 0 || unique.length !== Number(document.record_count)) return;
+  const root = StandardMerkleTree.of(unique.map((h) => [h]), ["bytes32"]).root;
+  ctx.report.same(document.records_root, root, where, "records_root rebuilt from the snapshot's records");
+}
