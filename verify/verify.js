@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 
 import { Chain } from "./lib/chain.js";
 import { checkEpoch } from "./lib/checks/epochs.js";
+import { once } from "./lib/checks/guard.js";
 import { checkReceiptList } from "./lib/checks/receipts.js";
 import { checkRun } from "./lib/checks/runs.js";
 import { checkChainApi, checkSite } from "./lib/checks/site.js";
@@ -76,7 +77,7 @@ async function main(argv) {
   const site = new Site(options.site ?? options.artifacts[0]);
   const chain = await Chain.connect(options.rpc);
   const ctx = { site, chain, report, done: new Map(), snapshotLines: [], registries: new Set(), distributors: new Set() };
-  await checkChainApi(ctx, options);
+  await once(ctx, "chain", "chain", () => checkChainApi(ctx, options));
   if (options.site) await checkSite(ctx);
   for (const url of options.artifacts) {
     const path = new URL(url).pathname;

@@ -1,6 +1,7 @@
 // The site as a whole: its published contracts checked on chain, then every public artifact it lists.
 import { KIND_CODES } from "../chain.js";
 import { checkEpoch } from "./epochs.js";
+import { once } from "./guard.js";
 import { checkReceiptList } from "./receipts.js";
 import { checkRecord, checkSnapshot } from "./snapshots.js";
 import { checkVersion } from "./versions.js";
@@ -19,6 +20,11 @@ const lower = (v) => (typeof v === "string" ? v.toLowerCase() : v);
 export async function checkChainApi(ctx, { registry, distributor }) {
   const { site, report, chain } = ctx;
   const where = "chain";
+  // pinned addresses hold even when the site's own description is missing or wrong
+  if (registry) ctx.registries = new Set([registry.toLowerCase()]);
+  if (distributor) ctx.distributors = new Set([distributor.toLowerCase()]);
+  ctx.registry = registry?.toLowerCase();
+  ctx.distributor = distributor?.toLowerCase();
   const info = await site.json("/api/chain/");
   report.same(info.chain_id, chain.chainId, where, "the site's chain id is the RPC's");
   const all = [...(info.contracts ?? []).map((c) => ({ ...c, active: c.active ?? true })), ...(info.retired ?? [])];
@@ -70,10 +76,10 @@ export async function checkChainApi(ctx, { registry, distributor }) {
 /** Everything public: each Datanet's snapshots (and one record proof each) and receipts, each published version,
  * each reward epoch (and, through its accruals, the runs it pays for). */
 export async function checkSite(ctx) {
-  const { site } = ctx;
-  const datanets = await site.all("/api/datanets/");
+  const list = (path, where) => once(ctx, `list ${path}`, where, () => ctx.site.all(path)).then((items) => items ?? []);
+  const datanets = await list("/api/datanets/", "datanet list");
   for (const datanet of datanets) {
-    for (const snapshot of await site.all(`/api/datanets/${datanet.slug}/snapshots/`)) {
+    for (const snapshot of await list(`/api/datanets/${datanet.slug}/snapshots/`, `datanet ${datanet.slug}`)) {
       await checkSnapshot(ctx, datanet.slug, snapshot.number);
       await checkRecord(ctx, datanet.slug, snapshot.number);
     }
@@ -81,6 +87,6 @@ export async function checkSite(ctx) {
   for (const datanet of datanets) {
     await checkReceiptList(ctx, `/api/datanets/${datanet.slug}/receipts/`, `datanet ${datanet.slug}`);
   }
-  for (const version of await site.all("/api/modelfactory/versions/")) await checkVersion(ctx, version.id);
-  for (const epoch of await site.all("/api/rewards/epochs/")) await checkEpoch(ctx, epoch.number);
+  for (const version of await list("/api/modelfactory/versions/", "version list")) await checkVersion(ctx, version.id);
+  for (const epoch of await list("/api/rewards/epochs/", "epoch list")) await checkEpoch(ctx, epoch.number);
 }
