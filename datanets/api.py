@@ -1128,9 +1128,10 @@ class RecordProofApi(DatanetsApi):
 
 class RecordProofVerifyApi(DatanetsApi):
     """Ask the chain (``LineageRegistry.verify``, an eth_call) whether the record's proof leads to an anchored
-    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached."""
+    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached. Anyone may ask: it
+    writes nothing."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [AllowAny]
 
     @extend_schema_serializer(component_name="ProofVerification")
     class OutputSerializer(serializers.Serializer):
@@ -1143,7 +1144,6 @@ class RecordProofVerifyApi(DatanetsApi):
         request=None,
         responses={
             200: OutputSerializer,
-            401: _errors("Not signed in"),
             503: _errors("Chain unreachable"),
             **READ_ERRORS,
         },
