@@ -243,6 +243,7 @@ def _require(allowed: bool, message: str) -> None:
 
 @extend_schema_serializer(component_name="Datanet")
 class DatanetSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The number in its snapshots' anchor subjects, snapshot:<id>:<number>")
     slug = serializers.SlugField()
     name = serializers.CharField()
     summary = serializers.CharField()
@@ -372,7 +373,9 @@ class AnchorSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="Snapshot")
 class SnapshotSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
     datanet = serializers.CharField(source="datanet.slug")
+    datanet_id = serializers.IntegerField(help_text="With number, the anchor's subject: snapshot:<datanet_id>:<number>")
     number = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     created_by = serializers.CharField(source="created_by.username")
