@@ -4,8 +4,8 @@ versions and their downloads. One view per operation, each calling a selector or
 Everything needs a signed-in user (401 otherwise) except reading versions: the published ones whose training data
 is public are anyone's to read and download, with or without an account (``versions_visible_to``), so that a
 verifier needs none. A job someone else owns, or a version ``versions_visible_to`` hides, is a 404 as if it did not
-exist; an action on one you may see but not act on is a 403. Refusals share the
-Datanets API's JSON shape ``{"detail", "code", "fields"?}`` and leave nothing written (the services are atomic).
+exist; an action on one you may see but not act on is a 403. Refusals share the Datanets API's JSON shape
+``{"detail", "code", "fields"?}`` and leave nothing written (the services are atomic).
 """
 
 from __future__ import annotations

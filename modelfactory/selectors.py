@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from datanets.licences import LICENCES, licence_compatible
-from datanets.models import Snapshot
+from datanets.models import Datanet, Snapshot
 from datanets.selectors import datanets_trainable_by, datanets_visible_to
 
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
@@ -48,8 +48,6 @@ def _versions_with_hidden_data() -> RawSQL:
     """The ids of the versions trained on a snapshot of a Datanet that is not public, and of every version built on
     one of those (a continuation or a merge carries its parents' training data in its weights): one recursive
     query, down the lineage edges."""
-    from datanets.models import Datanet
-
     quote = connection.ops.quote_name
     used = quote(ModelVersion.snapshots.through._meta.db_table)
     snapshots = quote(Snapshot._meta.db_table)
