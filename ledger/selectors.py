@@ -72,6 +72,7 @@ def _deploy_block(row: RewardContracts, tx_hash: str) -> int | None:
     if (block := cache.get(key)) is not None or not (row.active and row.chain_id == settings.EVM_CHAIN_ID):
         return block  # a retired row's chain may be gone, or hold the same transaction in another block now
     try:
+        chain.chain_id()  # the node is the configured chain: another one may hold the same hash elsewhere
         receipt = chain.get_receipt(tx_hash)
     except chain.ChainError:
         return None

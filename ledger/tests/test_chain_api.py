@@ -139,3 +139,40 @@ def test_the_schema_describes_the_chain_api() -> None:
     assert {"chain_id", "contracts", "retired", "anchor_kinds", "subjects", "leaf_encodings"} <= set(properties)
     contract = schema["components"]["schemas"]["ChainContract"]["properties"]
     assert {"name", "address", "deploy_block", "deploy_tx_hash", "active", "abi"} <= set(contract)
+
+
+def test_while_the_chain_is_away_the_reward_contracts_deploy_blocks_are_unknown_not_guessed(settings: Any) -> None:
+    settings.EVM_RPC_URL = "http://127.0.0.1:9"  # nothing listens
+    settings.EVM_CHAIN_ID = 31337
+    registry = ChainDeployment.objects.create(
+        chain_id=31337,
+        rpc_url="http://127.0.0.1",
+        contract_address="0x" + "ab" * 20,
+        deployer="0x" + "cd" * 20,
+        deploy_tx_hash="0x" + "01" * 32,
+        deploy_block_number=1,
+        deploy_block_hash="0x" + "02" * 32,
+        artifact_sha256=chain.artifact_sha256(),
+    )
+    RewardContracts.objects.create(
+        deployment=registry,
+        chain_id=31337,
+        token_address="0x" + "11" * 20,
+        distributor_address="0x" + "22" * 20,
+        treasury="0x" + "cd" * 20,
+        token_tx_hash="0x" + "03" * 32,
+        distributor_tx_hash="0x" + "04" * 32,
+        approve_tx_hash="0x" + "05" * 32,
+        deploy_block_number=4,
+        deploy_block_hash="0x" + "06" * 32,
+        token_artifact_sha256=chain.contract_artifact_sha256("RewardToken"),
+        distributor_artifact_sha256=chain.contract_artifact_sha256("RewardDistributor"),
+    )
+
+    facts = _chain()
+    page = Client().get(reverse("ledger:chain")).content.decode()
+
+    blocks = {c["name"]: c["deploy_block"] for c in facts["contracts"]}
+    assert blocks == {"LineageRegistry": 1, "RewardToken": None, "RewardDistributor": None}
+    assert all(c["abi"] for c in facts["contracts"]) and facts["note"] == ""
+    assert "unknown (the chain could not be asked)" in page
