@@ -244,6 +244,7 @@ def _require(allowed: bool, message: str) -> None:
 
 @extend_schema_serializer(component_name="Datanet")
 class DatanetSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The number in its snapshots' anchor subjects, snapshot:<id>:<number>")
     slug = serializers.SlugField()
     name = serializers.CharField()
     summary = serializers.CharField()
@@ -386,7 +387,9 @@ class AnchorSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="Snapshot")
 class SnapshotSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
     datanet = serializers.CharField(source="datanet.slug")
+    datanet_id = serializers.IntegerField(help_text="With number, the anchor's subject: snapshot:<datanet_id>:<number>")
     number = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     created_by = serializers.CharField(source="created_by.username")
@@ -1155,9 +1158,10 @@ class RecordProofApi(DatanetsApi):
 
 class RecordProofVerifyApi(DatanetsApi):
     """Ask the chain (``LineageRegistry.verify``, an eth_call) whether the record's proof leads to an anchored
-    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached."""
+    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached. Anyone may ask: it
+    writes nothing."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [AllowAny]
 
     @extend_schema_serializer(component_name="ProofVerification")
     class OutputSerializer(serializers.Serializer):
@@ -1170,7 +1174,6 @@ class RecordProofVerifyApi(DatanetsApi):
         request=None,
         responses={
             200: OutputSerializer,
-            401: _errors("Not signed in"),
             503: _errors("Chain unreachable"),
             **READ_ERRORS,
         },

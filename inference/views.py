@@ -302,7 +302,6 @@ def _verify_page(request: HttpRequest, subject: dict[str, Any], check: Any) -> H
 
 
 @require_GET
-@login_required  # an eth_call per request: not for anonymous scripts
 def verify_version(request: HttpRequest, version_id: int) -> HttpResponse:
     """Check on chain that a model version's lineage manifest, re-hashed here, is anchored."""
     version = get_object_or_404(
@@ -317,7 +316,6 @@ def verify_version(request: HttpRequest, version_id: int) -> HttpResponse:
 
 
 @require_GET
-@login_required  # an eth_call per request: not for anonymous scripts
 def verify_snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Check on chain that a snapshot's Merkle root is anchored (its records' proofs are on the Datanet pages)."""
     snapshot = get_object_or_404(
@@ -332,7 +330,6 @@ def verify_snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 
 
 @require_GET
-@login_required  # an eth_call per request: not for anonymous scripts
 def verify_run(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     """Check on chain that the run's batch root is anchored and that the run's inclusion proof leads to it."""
     run = _run_for(request, public_id)

@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/modelfactory/", include("modelfactory.api_urls")),
     path("ask/", include("inference.urls")),
     path("api/runs/", include("inference.api_urls")),
+    path("chain/", include("ledger.urls")),
+    path("api/chain/", include("ledger.api_urls")),
     path("v1/", include("inference.openai_urls")),
     path("attribution/", include("attribution.urls")),
     path("api/rewards/", include("attribution.rewards_api_urls")),

@@ -154,3 +154,30 @@ def test_a_run_proof_names_its_chain_contract_transaction_and_subject(world: dic
     Anchor.objects.filter(pk=batch.anchor_id).update(subject="")
     again = Client().get(reverse("inference:run_proof", args=[run.public_id])).json()
     assert again["anchor"]["subject"] == subject
+
+
+def test_an_anonymous_visitor_with_the_links_verifies_a_run_its_version_and_its_snapshot(
+    world: dict[str, Any],
+) -> None:
+    run = _answered(world["asker"], world["version"])
+    services.runs_seal_batches(force=True)
+    _anchor_all()
+    anonymous = Client()
+
+    pages = {
+        name: anonymous.get(reverse(name, args=args))
+        for name, args in (
+            ("inference:run_detail", [run.public_id]),
+            ("inference:run_proof", [run.public_id]),
+            ("inference:verify_run", [run.public_id]),
+            ("inference:verify_version", [world["version"].pk]),
+            ("inference:verify_snapshot", [world["snapshot"].pk]),
+            ("inference-api:run_detail", [run.public_id]),
+        )
+    }
+
+    assert {name: r.status_code for name, r in pages.items()} == dict.fromkeys(pages, 200)
+    for name in ("inference:verify_run", "inference:verify_version", "inference:verify_snapshot"):
+        assert 'data-verified="true"' in pages[name].content.decode(), name
+    assert run.run_hash in pages["inference:run_proof"].content.decode()
+    assert anonymous.get(reverse("inference:history")).status_code == 302  # the list of one's runs stays private
