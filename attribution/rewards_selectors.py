@@ -18,7 +18,11 @@ from django.db.models.functions import TruncDate
 
 from datanets.models import Contribution, Datanet
 from datanets.selectors import user_can_curate, user_can_view
-from ledger.models import RewardClaim, RewardEpochEntry, RewardTransaction
+from inference.models import InferenceRun
+from ledger import merkle
+from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry, RewardTransaction
+from ledger.proofs import anchor_facts_for
+from ledger.rewards_selectors import claim_facts, claim_proof, distributor_facts, latest_claims
 from modelfactory.models import ModelVersion, ModelVersionParent
 from modelfactory.selectors import versions_visible_to
 
@@ -97,17 +101,129 @@ class Earnings:
         return {"labels": labels, "daily": daily, "cumulative": cumulative, "symbol": TOKEN_SYMBOL}
 
 
+def entries_of(*, user: Any) -> QuerySet[RewardEpochEntry]:
+    """The user's leaves in reward epochs (closed to them, whatever wallet they were paid to), newest epoch first."""
+    return (
+        RewardEpochEntry.objects.filter(beneficiary=user_label(user.pk))
+        .select_related("epoch", "epoch__contracts")
+        .order_by("-epoch__number", "index")
+    )
+
+
 def epoch_balances_of(*, user: Any) -> list[EpochBalance]:
     """The user's entries in reward epochs, newest epoch first, each with its latest claim (if any)."""
-    entries = list(
-        RewardEpochEntry.objects.filter(beneficiary=user_label(user.pk))
-        .select_related("epoch")
-        .order_by("-epoch__number")
-    )
-    latest: dict[int, RewardClaim] = {}
-    for claim in RewardClaim.objects.filter(entry__in=entries).order_by("created_at", "id"):
-        latest[claim.entry_id] = claim  # the newest wins: a failed try followed by a good one shows the good one
+    entries = list(entries_of(user=user))
+    latest = latest_claims(entries)  # a failed try followed by a good one gives the good one
     return [EpochBalance(entry=entry, claim=latest.get(entry.id)) for entry in entries]
+
+
+def claims_with_proofs(entries: list[RewardEpochEntry]) -> list[dict[str, Any]]:
+    """Each entry as the claims API gives it: epoch, index, account, amount (a decimal string), its state on the
+    earnings page, and its claim proof (kept after payment, with the claim transaction)."""
+    latest = latest_claims(entries)
+    trees: dict[int, merkle.StandardMerkleTree] = {}
+    out = []
+    for entry in entries:
+        tree = trees.get(entry.epoch_id)
+        if tree is None:
+            tree = trees[entry.epoch_id] = merkle.StandardMerkleTree.load(entry.epoch.tree)
+        claim = latest.get(entry.id)
+        out.append(
+            {
+                "epoch": entry.epoch.number,
+                "index": entry.index,
+                "account": entry.account,
+                "amount": str(int(entry.amount)),
+                "state": EpochBalance(entry=entry, claim=claim).state,
+                "proof": claim_proof(entry, claim=claim, tree=tree),
+            }
+        )
+    return out
+
+
+# Reward epochs, in the open
+
+
+def epochs() -> QuerySet[RewardEpoch]:
+    """Every reward epoch, newest first: they are public (their leaves pay addresses on a public chain)."""
+    return RewardEpoch.objects.select_related("contracts", "document_anchor").order_by("-number")
+
+
+def epoch_summary(epoch: RewardEpoch) -> dict[str, Any]:
+    return {
+        "number": epoch.number,
+        "root": epoch.root,
+        "total": str(int(epoch.total)),
+        "status": epoch.status,
+        "entry_count": epoch.entry_count,
+        "created_at": epoch.created_at,
+        "document_hash": epoch.document_hash or None,
+        "chain": distributor_facts(epoch),
+    }
+
+
+def epoch_anchor_facts(epoch: RewardEpoch) -> dict[str, Any] | None:
+    """Where the epoch document's hash is anchored (LineageRegistry, subject ``reward_epoch:<number>``)."""
+    anchor = epoch.document_anchor
+    if anchor is not None:
+        anchor = type(anchor).objects.select_related("deployment").get(pk=anchor.pk)
+    return anchor_facts_for(anchor, f"reward_epoch:{epoch.number}")
+
+
+def epoch_full(epoch: RewardEpoch) -> dict[str, Any]:
+    """The epoch as the API serves it: its summary, the whole tree (OpenZeppelin's standard-v1 dump), the document
+    (each leaf with the accruals that make its amount), its hash and where that hash is anchored."""
+    return {
+        **epoch_summary(epoch),
+        "tree": epoch.tree,
+        "document": epoch.document,
+        "document_anchor": epoch_anchor_facts(epoch),
+    }
+
+
+def epoch_leaves(*, epoch: RewardEpoch, user: Any) -> list[dict[str, Any]]:
+    """The epoch's leaves for its public page: index, account, amount, claim state (and transaction), and the
+    accruals behind each amount with links where ``user`` may follow them: a contribution whose impact page they may
+    see, a model version they may see, and a run only for whoever asked it (and staff), since its link opens it."""
+    entries = list(epoch.entries.order_by("index"))
+    latest = latest_claims(entries)
+    accruals_by_index = {leaf["index"]: leaf["accruals"] for leaf in (epoch.document or {}).get("leaves", [])}
+    accruals = [a for group in accruals_by_index.values() for a in group]
+    run_hashes = {a["run_hash"] for a in accruals if a.get("run_hash")}
+    openable_runs: dict[str, Any] = {}
+    if run_hashes and user.is_authenticated:
+        runs = InferenceRun.objects.filter(run_hash__in=run_hashes)
+        if not user.is_staff:
+            runs = runs.filter(user=user)
+        openable_runs = dict(runs.values_list("run_hash", "public_id"))
+    version_ids = {a["version"] for a in accruals if a.get("version") is not None}
+    visible_versions = set(versions_visible_to(user=user).filter(id__in=version_ids).values_list("id", flat=True))
+    contributions = Contribution.objects.select_related("datanet").in_bulk(
+        {a["contribution"] for a in accruals if a.get("contribution") is not None}
+    )
+    viewable = {cid for cid, c in contributions.items() if contribution_viewable_by(user=user, contribution=c)}
+    leaves = []
+    for entry in entries:
+        rows = [
+            {
+                **a,
+                "amount": int(a["amount"]),
+                "run_public_id": openable_runs.get(a.get("run_hash")),
+                "version_visible": a.get("version") in visible_versions,
+                "contribution_visible": a.get("contribution") in viewable,
+            }
+            for a in accruals_by_index.get(entry.index, [])
+        ]
+        leaves.append(
+            {
+                "index": entry.index,
+                "account": entry.account,
+                "amount": int(entry.amount),
+                "claim": claim_facts(latest.get(entry.id)),
+                "accruals": rows,
+            }
+        )
+    return leaves
 
 
 def earnings_of(*, user: Any) -> Earnings:

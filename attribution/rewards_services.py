@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from eth_utils import is_address, to_checksum_address
 
-from ledger import chain
+from ledger import chain, hashing
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
-from ledger.rewards_services import ClaimRefused, claim_confirm, claim_relay, epoch_publish
+from ledger.rewards_services import ClaimRefused, claim_confirm, claim_relay, epoch_document_attach, epoch_publish
 from openledger_web.models import User, Wallet
 
 from .models import RewardAccrual
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _CLOSE_LOCK_ID = 0x41434352  # "ACCR": one epoch close at a time
 POOL_LABEL = "pool"
+EPOCH_SCHEMA = "openledger.reward_epoch.v1"
 # how long the claim button waits for the receipt before answering "sent" (anvil: milliseconds; a chain: a block)
 CLAIM_WAIT_SECONDS = 5.0
 
@@ -123,6 +126,13 @@ def rewards_epoch_close() -> EpochClose:
     closing = [accrual_id for user_id in paid_users for accrual_id in ids_by_user[user_id]]
     if pool is not None:
         closing += pool_ids
+    closing_by_account: dict[str, list[int]] = defaultdict(list)
+    for user_id in paid_users:
+        closing_by_account[to_checksum_address(wallets[user_id])] += ids_by_user[user_id]
+    if pool is not None:
+        closing_by_account[pool] += pool_ids
+    document = epoch_document(epoch=epoch, accruals_by_account=closing_by_account)
+    epoch = epoch_document_attach(epoch=epoch, document=document)
     closed = 0
     for start in range(0, len(closing), 10_000):
         closed += RewardAccrual.objects.filter(id__in=closing[start : start + 10_000], epoch__isnull=True).update(
@@ -130,6 +140,51 @@ def rewards_epoch_close() -> EpochClose:
         )
     logger.info("reward epoch %s closed %s accrual(s) into %s entries", epoch.number, closed, epoch.entry_count)
     return EpochClose(epoch=epoch, accruals=closed, waiting_users=waiting)
+
+
+def epoch_document(*, epoch: RewardEpoch, accruals_by_account: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """The ``openledger.reward_epoch.v1`` document of ``epoch``: each leaf with the accruals that make its amount
+    (they sum to it exactly), amounts as decimal strings. A run is named by its ``run_hash`` (the leaf its batch
+    anchored), not by its public id: that id is the link to the run's page, question and answer included, which
+    belongs to whoever asked. Raises ValueError when the accruals do not add up to a leaf."""
+    ids = [accrual_id for group in accruals_by_account.values() for accrual_id in group]
+    rows = {
+        row["id"]: row
+        for row in RewardAccrual.objects.filter(id__in=ids).values(
+            "id", "recipient_kind", "amount", "run__run_hash", "run__version_id", "contribution_id"
+        )
+    }
+    leaves = []
+    for entry in epoch.entries.order_by("index"):
+        accruals = [rows[accrual_id] for accrual_id in sorted(accruals_by_account.get(entry.account, ()))]
+        if sum(int(a["amount"]) for a in accruals) != int(entry.amount):
+            raise ValueError(f"the accruals of {entry.account} do not add up to its leaf in epoch {epoch.number}")
+        leaves.append(
+            {
+                "index": entry.index,
+                "account": entry.account,
+                "amount": hashing.uint_text(int(entry.amount)),
+                "accruals": [
+                    {
+                        "id": a["id"],
+                        "kind": a["recipient_kind"],
+                        "amount": hashing.uint_text(int(a["amount"])),
+                        "run": None,
+                        "run_hash": a["run__run_hash"] or None,
+                        "version": a["run__version_id"],
+                        "contribution": a["contribution_id"],
+                    }
+                    for a in accruals
+                ],
+            }
+        )
+    return {
+        "schema": EPOCH_SCHEMA,
+        "epoch": epoch.number,
+        "root": epoch.root,
+        "total": hashing.uint_text(int(epoch.total)),
+        "leaves": leaves,
+    }
 
 
 class ClaimNotAllowed(Exception):
@@ -149,4 +204,12 @@ def reward_claim(
     return claim_confirm(claim=claim, wait_seconds=CLAIM_WAIT_SECONDS)
 
 
-__all__ = ["ClaimNotAllowed", "ClaimRefused", "EpochClose", "pool_address", "reward_claim", "rewards_epoch_close"]
+__all__ = [
+    "ClaimNotAllowed",
+    "ClaimRefused",
+    "EpochClose",
+    "epoch_document",
+    "pool_address",
+    "reward_claim",
+    "rewards_epoch_close",
+]

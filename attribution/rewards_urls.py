@@ -9,5 +9,7 @@ from . import rewards_views
 urlpatterns = [
     path("earnings/", rewards_views.earnings, name="earnings"),
     path("earnings/claim/", rewards_views.claim, name="claim"),
+    path("epochs/", rewards_views.epoch_list, name="epoch_list"),
+    path("epochs/<int:number>/", rewards_views.epoch_detail, name="epoch_detail"),
     path("contributions/<int:contribution_id>/impact/", rewards_views.contribution_impact, name="contribution_impact"),
 ]

@@ -1,4 +1,4 @@
-"""The earnings page, the claim button behind it, and a contribution's impact page."""
+"""The earnings page, the claim button behind it, the public reward epoch pages, and a contribution's impact page."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -19,6 +20,8 @@ from . import rewards_selectors as selectors
 from .rewards_services import ClaimNotAllowed, ClaimRefused, reward_claim
 
 PROOF_MAX_CHARS = 20_000
+EPOCHS_PER_PAGE = 50
+LEAVES_PER_PAGE = 100
 REFUSAL_STATUS = {"bad_proof": 400, "not_published": 409, "already_claimed": 409, "in_flight": 409, "unavailable": 503}
 
 
@@ -113,6 +116,28 @@ def claim(request: HttpRequest) -> HttpResponse:
     if getattr(request, "htmx", False):
         return _balances(request)
     return redirect("attribution:earnings")
+
+
+@require_GET
+def epoch_list(request: HttpRequest) -> HttpResponse:
+    """Every reward epoch, for anyone: its root, total, publication and document hash."""
+    page = Paginator(selectors.epochs(), EPOCHS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "attribution/epochs.html", {"page": page})
+
+
+@require_GET
+def epoch_detail(request: HttpRequest, number: int) -> HttpResponse:
+    """One epoch for anyone: where it is published, its document's anchor, and every leaf with the accruals that
+    make its amount."""
+    epoch = get_object_or_404(selectors.epochs(), number=number)
+    page = Paginator(selectors.epoch_leaves(epoch=epoch, user=request.user), LEAVES_PER_PAGE)
+    context = {
+        "epoch": epoch,
+        "summary": selectors.epoch_summary(epoch),
+        "document_anchor": selectors.epoch_anchor_facts(epoch),
+        "leaves": page.get_page(request.GET.get("page")),
+    }
+    return render(request, "attribution/epoch.html", context)
 
 
 @require_GET

@@ -36,6 +36,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ledger.proofs import anchor_facts
 from openledger_web.api import ErrorSerializer
 from openledger_web.jsonguard import GuardedJSONParser, JsonLimits, PayloadTooLarge
 
@@ -243,6 +244,7 @@ def _require(allowed: bool, message: str) -> None:
 
 @extend_schema_serializer(component_name="Datanet")
 class DatanetSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The number in its snapshots' anchor subjects, snapshot:<id>:<number>")
     slug = serializers.SlugField()
     name = serializers.CharField()
     summary = serializers.CharField()
@@ -361,18 +363,33 @@ def _submitted(contribution: Contribution) -> Response:
 
 @extend_schema_serializer(component_name="Anchor")
 class AnchorSerializer(serializers.Serializer):
+    """Where an anchored root lives on chain (``ledger.proofs.anchor_facts``): give it an Anchor, or the facts
+    already built (with their ``subject`` filled in by whoever knows it)."""
+
+    id = serializers.IntegerField()
     status = serializers.CharField()
-    chain_id = serializers.IntegerField(source="deployment.chain_id", allow_null=True, default=None)
-    contract_address = serializers.CharField(source="deployment.contract_address", allow_null=True, default=None)
-    tx_hash = serializers.CharField()
+    chain_id = serializers.IntegerField(allow_null=True)
+    contract = serializers.CharField(help_text="LineageRegistry")
+    contract_address = serializers.CharField(allow_null=True)
+    tx_hash = serializers.CharField(allow_null=True, help_text="null until the anchor is sent")
     block_number = serializers.IntegerField(allow_null=True)
     confirmations = serializers.IntegerField()
     confirmed_at = serializers.DateTimeField(allow_null=True)
+    kind = serializers.CharField()
+    kind_code = serializers.IntegerField(help_text="The uint8 kind LineageRegistry stores")
+    subject_id = serializers.CharField(help_text="bytes32: keccak256 of subject's UTF-8")
+    subject = serializers.CharField(allow_null=True, help_text="e.g. snapshot:<datanet id>:<number>")
+    root = serializers.CharField()
+
+    def to_representation(self, instance: Any) -> Any:
+        return super().to_representation(instance if isinstance(instance, dict) else anchor_facts(instance))
 
 
 @extend_schema_serializer(component_name="Snapshot")
 class SnapshotSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
     datanet = serializers.CharField(source="datanet.slug")
+    datanet_id = serializers.IntegerField(help_text="With number, the anchor's subject: snapshot:<datanet_id>:<number>")
     number = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     created_by = serializers.CharField(source="created_by.username")
@@ -385,7 +402,11 @@ class SnapshotSerializer(serializers.Serializer):
     added_count = serializers.IntegerField()
     removed_count = serializers.IntegerField()
     merkle_root = serializers.CharField()
-    anchor = AnchorSerializer()
+    anchor = serializers.SerializerMethodField()
+
+    @extend_schema_field(AnchorSerializer)
+    def get_anchor(self, snapshot: Snapshot) -> dict[str, Any]:
+        return AnchorSerializer(services.snapshot_anchor_facts(snapshot)).data
 
 
 @extend_schema_serializer(component_name="Record")
@@ -1098,6 +1119,14 @@ def _proof(snapshot: Snapshot, record: Record) -> dict[str, Any]:
         raise exceptions.NotFound(f"record {record.pk} is not in snapshot {snapshot.number}") from None
 
 
+@extend_schema_serializer(component_name="ProofSnapshot")
+class ProofSnapshotSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    datanet = serializers.CharField(help_text="The Datanet's slug")
+    datanet_id = serializers.IntegerField()
+    number = serializers.IntegerField()
+
+
 class RecordProofApi(DatanetsApi):
     """A record's inclusion proof in a snapshot, in OpenZeppelin's StandardMerkleTree format: verify it with
     ``StandardMerkleTree.verify(root, leafEncoding, value, proof)`` or ``LineageRegistry.verify(root, leaf, proof)``
@@ -1107,6 +1136,8 @@ class RecordProofApi(DatanetsApi):
 
     @extend_schema_serializer(component_name="RecordProof")
     class OutputSerializer(serializers.Serializer):
+        schema = serializers.CharField(help_text="openledger.proof.v1")
+        artifact = serializers.CharField(help_text="record")
         format = serializers.CharField()
         leafEncoding = serializers.ListField(child=serializers.CharField())
         root = serializers.CharField()
@@ -1114,23 +1145,23 @@ class RecordProofApi(DatanetsApi):
         leaf = serializers.CharField()
         proof = serializers.ListField(child=serializers.CharField())
         treeIndex = serializers.IntegerField()
-        snapshot = serializers.DictField()
-        anchor = AnchorSerializer()
+        snapshot = ProofSnapshotSerializer()
+        anchor = AnchorSerializer(allow_null=True)
 
     @extend_schema(
         summary="Get a record's inclusion proof", responses={200: OutputSerializer, **READ_ERRORS}, tags=TAGS
     )
     def get(self, request: Request, slug: str, number: int, record_id: int) -> Response:
         snapshot = _snapshot_for(request.user, slug, number)
-        proof = _proof(snapshot, _record_in(snapshot, record_id))
-        return Response(self.OutputSerializer({**proof, "anchor": snapshot.anchor}).data)
+        return Response(self.OutputSerializer(_proof(snapshot, _record_in(snapshot, record_id))).data)
 
 
 class RecordProofVerifyApi(DatanetsApi):
     """Ask the chain (``LineageRegistry.verify``, an eth_call) whether the record's proof leads to an anchored
-    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached."""
+    root: false until the snapshot's anchor is mined. 503 when the chain can't be reached. Anyone may ask: it
+    writes nothing."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [AllowAny]
 
     @extend_schema_serializer(component_name="ProofVerification")
     class OutputSerializer(serializers.Serializer):
@@ -1143,7 +1174,6 @@ class RecordProofVerifyApi(DatanetsApi):
         request=None,
         responses={
             200: OutputSerializer,
-            401: _errors("Not signed in"),
             503: _errors("Chain unreachable"),
             **READ_ERRORS,
         },

@@ -1,7 +1,9 @@
 """A frozen snapshot as files anyone can use: its records as JSON Lines and a manifest that ties them to the chain.
 
 The JSONL has one object per leaf, in leaf order: the record's own fields, then ``record_hash``, ``contribution_id``,
-``contributor`` (the leaf's address, EIP-55) , ``licence`` (the contribution's) and ``leaf_index``. Every row of a
+``contributor`` (the leaf's address, EIP-55) , ``licence`` (the contribution's), ``leaf_index``, ``record_id`` (what
+the record proof API takes) and ``datanet_id`` (the number in the anchor's subject ``snapshot:<datanet id>:<n>``);
+the leaf value is ``[record_hash, contributor, contribution_id]``. Fields are only ever added at the end. Every row of a
 snapshot has the same keys with the same types, so Hugging Face ``datasets`` (``load_dataset("json", ...)``) and
 pyarrow load it as it is: an optional field the record left out is written as an empty string (the parser refuses
 empty text, so an empty string never is real data). The bytes are deterministic: the same snapshot always gives the
@@ -29,7 +31,7 @@ FIELDS_BY_RECORD_TYPE: dict[str, tuple[str, ...]] = {
     "chat": ("messages",),
     "classification": ("text", "label"),
 }
-EXTRA_FIELDS = ("record_hash", "contribution_id", "contributor", "licence", "leaf_index")
+EXTRA_FIELDS = ("record_hash", "contribution_id", "contributor", "licence", "leaf_index", "record_id", "datanet_id")
 LEAF_VALUE_FIELDS = ("record_hash", "contributor", "contribution_id")
 
 
@@ -47,7 +49,9 @@ def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
     rows = (
         SnapshotRecord.objects.filter(snapshot=snapshot)
         .order_by("leaf_index")
-        .values_list("leaf_index", "record__canonical", "record__record_hash", "contribution_id", "address")
+        .values_list(
+            "leaf_index", "record__canonical", "record__record_hash", "contribution_id", "address", "record_id"
+        )
     )
     licences = dict(
         SnapshotRecord.objects.filter(snapshot=snapshot)
@@ -55,7 +59,10 @@ def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
         .values_list("contribution_id", "contribution__licence")
         .distinct()
     )
-    for leaf_index, canonical, record_hash, contribution_id, address in rows.iterator(chunk_size=EXPORT_BATCH):
+    datanet_id = snapshot.datanet_id
+    for leaf_index, canonical, record_hash, contribution_id, address, record_id in rows.iterator(
+        chunk_size=EXPORT_BATCH
+    ):
         record = json.loads(canonical)
         row: dict[str, Any] = {name: record.get(name, "") for name in fields}
         if address not in checksummed:
@@ -65,13 +72,16 @@ def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
         row["contributor"] = checksummed[address]
         row["licence"] = licences[contribution_id]
         row["leaf_index"] = leaf_index
+        row["record_id"] = record_id
+        row["datanet_id"] = datanet_id
         yield (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def snapshot_manifest(*, snapshot: Snapshot) -> dict[str, Any]:
-    """What the snapshot holds and where its root is anchored: counts, the JSONL's SHA-256 (computed by streaming it),
-    contributors and licences with their record counts, the Merkle root and leaf encoding, and the anchor's chain,
-    contract, transaction, block and status (null until it is sent)."""
+    """What the snapshot holds and where its root is anchored: the Datanet's and the snapshot's ids, counts, the
+    JSONL's SHA-256 (computed by streaming it), contributors and licences with their record counts, the Merkle root
+    and leaf encoding, and the anchor's chain, contract, transaction, block, subject and status (null until it is
+    sent)."""
     from eth_utils import to_checksum_address
 
     digest = hashlib.sha256()
@@ -96,8 +106,9 @@ def snapshot_manifest(*, snapshot: Snapshot) -> dict[str, Any]:
     deployment = anchor.deployment
     datanet = snapshot.datanet
     return {
-        "datanet": {"slug": datanet.slug, "name": datanet.name, "licence": datanet.licence},
+        "datanet": {"id": datanet.pk, "slug": datanet.slug, "name": datanet.name, "licence": datanet.licence},
         "snapshot": snapshot.number,
+        "snapshot_id": snapshot.pk,
         "created_at": snapshot.created_at.isoformat(),
         "record_type": datanet.record_type,
         "fields": [*FIELDS_BY_RECORD_TYPE[datanet.record_type], *EXTRA_FIELDS],
@@ -124,6 +135,7 @@ def snapshot_manifest(*, snapshot: Snapshot) -> dict[str, Any]:
             "block_hash": anchor.block_hash or None,
             "confirmations": anchor.confirmations,
             "subject_id": anchor.subject_id,
+            "subject": anchor.subject,
             "uri": anchor.uri,
         },
     }

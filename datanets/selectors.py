@@ -228,7 +228,7 @@ def contribution_snapshots(*, contribution: Contribution) -> QuerySet[Snapshot]:
 
 
 def snapshots_of(*, datanet: Datanet) -> QuerySet[Snapshot]:
-    return datanet.snapshots.select_related("anchor", "created_by").order_by("-number")
+    return datanet.snapshots.select_related("anchor", "anchor__deployment", "created_by").order_by("-number")
 
 
 def models_trained_on(*, datanet: Datanet, limit: int = 20) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from ledger import merkle
+from ledger.proofs import PROOF_SCHEMA, anchor_facts_for
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
@@ -1251,10 +1252,18 @@ def _read_nodes(snapshot: Snapshot, indices: Sequence[int]) -> list[bytes]:
         return out
 
 
+def snapshot_anchor_facts(snapshot: Snapshot) -> dict[str, Any] | None:
+    """Where the snapshot's root is anchored (``ledger.proofs.anchor_facts``), its subject named as
+    ``snapshot:<datanet id>:<number>`` even on anchors requested before subjects were stored."""
+    return anchor_facts_for(snapshot.anchor, anchor_subject("snapshot", snapshot.datanet_id, snapshot.number))
+
+
 def record_proof(*, snapshot: Snapshot, record: Record) -> dict[str, Any]:
-    """The inclusion proof of ``record`` in ``snapshot`` in OpenZeppelin's format: ``root``, the leaf ``value``
-    (JSON form), its ``leaf`` hash, the sibling ``proof`` and the tree ``format``/``leafEncoding``. Raises
-    ``Record.DoesNotExist`` when the record is not in the snapshot; the answer is checked before it is returned."""
+    """The inclusion proof of ``record`` in ``snapshot``: the proof envelope of ``ledger.proofs.tree_proof``
+    (artifact ``record``; OpenZeppelin's ``format``, ``leafEncoding``, ``value``, ``treeIndex``, ``leaf``, ``proof``,
+    ``root``; the ``anchor`` on chain), plus ``snapshot`` (``id``, ``datanet`` slug, ``datanet_id``, ``number``).
+    Built from the stored node file, not a rebuilt tree. Raises ``Record.DoesNotExist`` when the record is not in the
+    snapshot; the answer is checked before it is returned."""
     leaf = SnapshotRecord.objects.filter(snapshot=snapshot, record=record).first()
     if leaf is None:
         raise Record.DoesNotExist(f"record {record.pk} is not in snapshot {snapshot.number}")
@@ -1273,14 +1282,22 @@ def record_proof(*, snapshot: Snapshot, record: Record) -> dict[str, Any]:
     from eth_utils import to_checksum_address
 
     return {
+        "schema": PROOF_SCHEMA,
+        "artifact": "record",
         "format": TREE_FORMAT,
         "leafEncoding": list(merkle.DEFAULT_LEAF_TYPES),
-        "root": snapshot.merkle_root,
         "value": [record.record_hash, to_checksum_address(leaf.address), str(leaf.contribution_id)],
+        "treeIndex": leaf.tree_index,
         "leaf": leaf_hash,
         "proof": proof,
-        "treeIndex": leaf.tree_index,
-        "snapshot": {"datanet": snapshot.datanet.slug, "number": snapshot.number},
+        "root": snapshot.merkle_root,
+        "anchor": snapshot_anchor_facts(snapshot),
+        "snapshot": {
+            "id": snapshot.pk,
+            "datanet": snapshot.datanet.slug,
+            "datanet_id": snapshot.datanet_id,
+            "number": snapshot.number,
+        },
     }
 
 

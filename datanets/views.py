@@ -17,6 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.paginator import Page, Paginator
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Case, F, IntegerField, Value, When, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -619,13 +620,12 @@ def record_proof(request: HttpRequest, slug: str, number: int, record_id: int) -
         proof = services.record_proof(snapshot=snapshot, record=record)
     except Record.DoesNotExist:
         raise Http404("this record is not in this snapshot") from None
-    response = HttpResponse(json.dumps(proof, indent=2), content_type="application/json")
+    response = HttpResponse(json.dumps(proof, indent=2, cls=DjangoJSONEncoder), content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="proof-{slug}-{number}-record-{record.pk}.json"'
     return response
 
 
 @require_POST
-@login_required  # an eth_call per request: not for anonymous scripts
 def proof_verify(request: HtmxHttpRequest, slug: str, number: int, record_id: int) -> HttpResponse:
     from ledger.chain import ChainError
 

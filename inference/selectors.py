@@ -10,6 +10,8 @@ from django.core.cache import cache
 from django.db.models import Q, QuerySet
 
 from ledger.merkle import StandardMerkleTree
+from ledger.proofs import anchor_facts_for, tree_proof
+from ledger.services import anchor_subject
 from modelfactory.models import BaseModel, ModelVersion
 from modelfactory.selectors import versions_visible_to
 
@@ -97,31 +99,18 @@ def run_for_viewer(*, public_id: uuid.UUID | str, user: Any) -> InferenceRun | N
 
 
 def run_proof(run: InferenceRun) -> dict[str, Any] | None:
-    """The run's inclusion proof in its batch, in OpenZeppelin's StandardMerkleTree terms (``root``,
-    ``leafEncoding`` ["bytes32"], ``value`` [run_hash], ``leaf``, ``proof``, plus ``batch`` and ``anchor``), or
-    None while the run is not in a sealed batch."""
+    """The run's inclusion proof in its batch: the proof envelope of ``ledger.proofs.tree_proof`` (artifact ``run``,
+    leafEncoding ``["bytes32"]``, value ``[run_hash]``, the batch's ``anchor`` on chain, subject
+    ``inference_batch:<root>``) plus ``batch`` (``id``, ``size``, ``sealed_at``), or None while the run is not in a
+    sealed batch."""
     if run.batch_id is None or not run.run_hash:
         return None
-    batch = RunBatch.objects.select_related("anchor").get(pk=run.batch_id)
+    batch = RunBatch.objects.select_related("anchor", "anchor__deployment").get(pk=run.batch_id)
     tree = StandardMerkleTree.load(batch.tree)
-    value = (run.run_hash,)
-    index = tree.index_of(value)
-    anchor = batch.anchor
-    return {
-        "root": tree.root,
-        "leafEncoding": list(RunBatch.LEAF_TYPES),
-        "value": [run.run_hash],
-        "leaf": tree.leaf(index),
-        "proof": tree.proof(index),
-        "batch": {"id": batch.pk, "size": batch.size, "sealed_at": batch.sealed_at.isoformat()},
-        "anchor": {
-            "id": anchor.pk,
-            "status": anchor.status,
-            "tx_hash": anchor.tx_hash or None,
-            "kind": anchor.kind,
-            "subject_id": anchor.subject_id,
-        },
-    }
+    batch_facts = {"id": batch.pk, "size": batch.size, "sealed_at": batch.sealed_at.isoformat()}
+    proof = tree_proof(tree, tree.index_of((run.run_hash,)), artifact="run", anchor=batch.anchor, batch=batch_facts)
+    proof["anchor"] = anchor_facts_for(batch.anchor, anchor_subject("inference_batch", tree.root))
+    return proof
 
 
 def engine_states() -> list[dict[str, Any]]:

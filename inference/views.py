@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +30,9 @@ from django_htmx.middleware import HtmxDetails
 
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
+from datanets.services import snapshot_anchor_facts
+from ledger.proofs import anchor_facts_for
+from ledger.services import anchor_subject
 from modelfactory.models import BaseModel, ModelVersion
 
 from . import ancestry, selectors, services, streams
@@ -262,7 +266,7 @@ def run_detail(request: HtmxHttpRequest, public_id: uuid.UUID) -> HttpResponse:
         and run.status == InferenceRun.Status.SUCCEEDED,
     }
     if context["proof"] is not None:
-        context["proof_json"] = json.dumps(context["proof"], indent=2)
+        context["proof_json"] = json.dumps(context["proof"], indent=2, cls=DjangoJSONEncoder)
     return render(request, "inference/run_detail.html", context)
 
 
@@ -273,7 +277,7 @@ def run_proof(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     proof = selectors.run_proof(run)
     if proof is None:
         raise Http404("this run is not in a sealed batch yet")
-    response = HttpResponse(json.dumps(proof, indent=2), content_type="application/json")
+    response = HttpResponse(json.dumps(proof, indent=2, cls=DjangoJSONEncoder), content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="run-{run.public_id}-proof.json"'
     return response
 
@@ -298,7 +302,6 @@ def _verify_page(request: HttpRequest, subject: dict[str, Any], check: Any) -> H
 
 
 @require_GET
-@login_required  # an eth_call per request: not for anonymous scripts
 def verify_version(request: HttpRequest, version_id: int) -> HttpResponse:
     """Check on chain that a model version's lineage manifest, re-hashed here, is anchored."""
     version = get_object_or_404(
@@ -307,12 +310,12 @@ def verify_version(request: HttpRequest, version_id: int) -> HttpResponse:
     if not ancestry.lineage_visible_to(user=request.user, version=version):
         raise Http404("no such model version")
     subject = {"kind": "model_version", "title": f"Lineage manifest of {version.name}", "version": version,
-               "anchor": version.anchor, "root": version.manifest_hash}  # fmt: skip
+               "anchor": version.anchor, "root": version.manifest_hash,
+               "facts": anchor_facts_for(version.anchor, anchor_subject("model_version", version.job_id))}  # fmt: skip
     return _verify_page(request, subject, lambda: ancestry.manifest_check(version=version))
 
 
 @require_GET
-@login_required  # an eth_call per request: not for anonymous scripts
 def verify_snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Check on chain that a snapshot's Merkle root is anchored (its records' proofs are on the Datanet pages)."""
     snapshot = get_object_or_404(
@@ -321,12 +324,12 @@ def verify_snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
         datanet__in=datanets_visible_to(user=request.user),
     )
     subject = {"kind": "snapshot", "title": f"Snapshot #{snapshot.number} of {snapshot.datanet.name}",
-               "snapshot": snapshot, "anchor": snapshot.anchor, "root": snapshot.merkle_root}  # fmt: skip
+               "snapshot": snapshot, "anchor": snapshot.anchor, "root": snapshot.merkle_root,
+               "facts": snapshot_anchor_facts(snapshot)}  # fmt: skip
     return _verify_page(request, subject, lambda: ancestry.snapshot_check(snapshot=snapshot))
 
 
 @require_GET
-@login_required  # an eth_call per request: not for anonymous scripts
 def verify_run(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     """Check on chain that the run's batch root is anchored and that the run's inclusion proof leads to it."""
     run = _run_for(request, public_id)
@@ -334,5 +337,5 @@ def verify_run(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     if proof is None:
         raise Http404("this run is not in a sealed batch yet")
     subject = {"kind": "inference_batch", "title": f"Answer {run.public_id} in batch #{run.batch_id}", "run": run,
-               "anchor": run.batch.anchor, "root": proof["root"], "proof": proof}  # fmt: skip
+               "anchor": run.batch.anchor, "root": proof["root"], "proof": proof, "facts": proof["anchor"]}  # fmt: skip
     return _verify_page(request, subject, lambda: ancestry.run_inclusion_check(proof=proof))

@@ -270,6 +270,13 @@ class RewardEpoch(RewardTransaction):
     total = models.DecimalField(max_digits=78, decimal_places=0, help_text="Sum of the entries, smallest token unit.")
     entry_count = models.PositiveIntegerField()
     tree = models.JSONField(help_text="The StandardMerkleTree standard-v1 dump.")
+    # what the epoch pays and why, as the closer describes it (an openledger.reward_epoch.v1 document): the ledger
+    # stores it as given, hashes it (JCS) and anchors the hash; null on epochs closed before documents
+    document = models.JSONField(null=True, blank=True, help_text="The epoch document (RFC 8785 canonical JSON).")
+    document_hash = models.CharField(max_length=66, blank=True, help_text="keccak256 of the document's JCS bytes.")
+    document_anchor = models.OneToOneField(
+        "Anchor", null=True, blank=True, on_delete=models.PROTECT, related_name="reward_epoch"
+    )
 
     class Meta:
         ordering = ["-number"]

@@ -44,6 +44,15 @@ def anchor_facts(anchor: Anchor | None) -> dict[str, Any] | None:
     }
 
 
+def anchor_facts_for(anchor: Anchor | None, subject: str) -> dict[str, Any] | None:
+    """``anchor_facts``, naming ``subject`` where the anchor predates stored subjects (its ``subject`` is blank) and
+    ``subject`` is what its ``subject_id`` hashes: the caller knows what it anchored."""
+    facts = anchor_facts(anchor)
+    if facts is not None and facts["subject"] is None and subject_matches(subject, facts["subject_id"]):
+        facts["subject"] = subject
+    return facts
+
+
 def tree_proof(
     tree: merkle.StandardMerkleTree, index: int, *, artifact: str, anchor: Anchor | None, **extra: Any
 ) -> dict[str, Any]:

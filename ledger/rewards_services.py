@@ -27,9 +27,9 @@ from eth_utils import is_address, to_checksum_address
 
 from outbox.services import enqueue_on_commit
 
-from . import chain, merkle
-from .models import RewardClaim, RewardContracts, RewardEpoch, RewardEpochEntry, RewardTransaction
-from .services import _backoff_seconds, _take_nonce
+from . import chain, hashing, merkle
+from .models import Anchor, RewardClaim, RewardContracts, RewardEpoch, RewardEpochEntry, RewardTransaction
+from .services import _backoff_seconds, _take_nonce, anchor_request, anchor_subject
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,32 @@ def epoch_publish(*, entries: Sequence[tuple[str, int]], beneficiaries: Mapping[
         for index, account, amount in values
     )
     _enqueue("epoch_send_task", epoch.id)
+    return epoch
+
+
+@transaction.atomic
+def epoch_document_attach(*, epoch: RewardEpoch, document: Mapping[str, Any]) -> RewardEpoch:
+    """Store ``document`` (the caller's account of what the epoch pays, e.g. an ``openledger.reward_epoch.v1``
+    document) with the epoch, and anchor its keccak256-of-JCS hash as ``reward_epoch:<number>`` in the caller's
+    transaction. The ledger reads only ``epoch`` and ``root`` from it, which must be the epoch's own. Raises
+    ValidationError, writing nothing, for a mismatched or non-canonical document or an epoch that has one already.
+    """
+    epoch = RewardEpoch.objects.select_for_update().get(id=epoch.id)
+    if epoch.document is not None:
+        raise ValidationError({"document": [f"epoch {epoch.number} has its document already"]})
+    if document.get("epoch") != epoch.number or document.get("root") != epoch.root:
+        raise ValidationError({"document": [f"the document does not name epoch {epoch.number} and its root"]})
+    try:
+        digest = hashing.document_hash(dict(document))
+    except hashing.CanonicalError as e:
+        raise ValidationError({"document": [f"cannot be made canonical: {e}"]}) from None
+    anchor = anchor_request(
+        kind=Anchor.Kind.REWARD_EPOCH, subject=anchor_subject("reward_epoch", epoch.number), root=digest
+    )
+    epoch.document = dict(document)
+    epoch.document_hash = digest
+    epoch.document_anchor = anchor
+    epoch.save(update_fields=["document", "document_hash", "document_anchor", "updated_at"])
     return epoch
 
 

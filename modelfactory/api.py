@@ -1,9 +1,11 @@
 """The ModelFactory REST API, mounted at ``/api/modelfactory/``: base models, fine-tune and merge jobs, model
 versions and their downloads. One view per operation, each calling a selector or a service.
 
-Everything needs a signed-in user (401 otherwise). A job someone else owns, or a version ``versions_visible_to``
-hides, is a 404 as if it did not exist; an action on one you may see but not act on is a 403. Refusals share the
-Datanets API's JSON shape ``{"detail", "code", "fields"?}`` and leave nothing written (the services are atomic).
+Everything needs a signed-in user (401 otherwise) except reading versions: the published ones whose training data
+is public are anyone's to read and download, with or without an account (``versions_visible_to``), so that a
+verifier needs none. A job someone else owns, or a version ``versions_visible_to`` hides, is a 404 as if it did not
+exist; an action on one you may see but not act on is a 403. Refusals share the Datanets API's JSON shape
+``{"detail", "code", "fields"?}`` and leave nothing written (the services are atomic).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -38,6 +40,7 @@ from .selectors import jobs_visible_to, version_training_data, versions_visible_
 
 TAGS = ["modelfactory"]
 LIST_ERRORS = {401: OpenApiResponse(ErrorSerializer, description="Not signed in")}
+PUBLIC_READ_ERRORS = READ_ERRORS  # the reads anyone may make: no 401
 READ_ERRORS = {**LIST_ERRORS, **READ_ERRORS}
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 MAX_SNAPSHOTS = 20
@@ -490,8 +493,10 @@ class JobRetryApi(ModelFactoryApi):
 
 
 class VersionListApi(ModelFactoryApi):
-    """Model versions you can see (published ones, and your own), newest first; ``q`` searches names and
-    descriptions."""
+    """Model versions you can see (published ones, and your own; without an account the published ones trained on
+    public Datanets only), newest first; ``q`` searches names and descriptions."""
+
+    permission_classes = [AllowAny]
 
     @extend_schema_serializer(component_name="ModelVersionFilter")
     class FilterSerializer(serializers.Serializer):
@@ -505,7 +510,7 @@ class VersionListApi(ModelFactoryApi):
         summary="List model versions",
         operation_id="modelfactory_versions_list",
         parameters=[FilterSerializer],
-        responses={200: VersionPage, 400: WRITE_ERRORS[400], **LIST_ERRORS},
+        responses={200: VersionPage, 400: WRITE_ERRORS[400]},
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
@@ -520,7 +525,7 @@ class VersionListApi(ModelFactoryApi):
         if wanted.get("published") is not None:
             versions = versions.filter(published=wanted["published"])
         if wanted.get("mine"):
-            versions = versions.filter(owner=request.user)
+            versions = versions.filter(owner=request.user) if request.user.is_authenticated else versions.none()
         return paginated(self, request, versions, VersionSerializer)
 
 
@@ -528,7 +533,11 @@ class VersionDetailApi(ModelFactoryApi):
     """A version: lineage (parents with relation and weight, children, snapshots), config, metrics, samples, the
     manifest and its anchor's state on chain."""
 
-    @extend_schema(summary="Get a model version", responses={200: VersionDetailSerializer, **READ_ERRORS}, tags=TAGS)
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Get a model version", responses={200: VersionDetailSerializer, **PUBLIC_READ_ERRORS}, tags=TAGS
+    )
     def get(self, request: Request, version_id: int) -> Response:
         version = _version_for(request.user, version_id)
         return Response(VersionDetailSerializer(version, context={"request": request}).data)
@@ -562,9 +571,11 @@ class VersionManifestApi(ModelFactoryApi):
     """The lineage manifest's exact bytes: keccak256 of the body equals ``manifest_hash`` and the root on chain
     (also sent as the ``X-Manifest-Keccak256`` header)."""
 
+    permission_classes = [AllowAny]
+
     @extend_schema(
         summary="Download a version's manifest",
-        responses={(200, "application/json"): OpenApiTypes.BINARY, **READ_ERRORS},
+        responses={(200, "application/json"): OpenApiTypes.BINARY, **PUBLIC_READ_ERRORS},
         tags=TAGS,
     )
     def get(self, request: Request, version_id: int) -> HttpResponse:
@@ -581,11 +592,13 @@ class VersionAdapterFileApi(ModelFactoryApi):
     ``PeftModel.from_pretrained(base, folder)``. ``X-Content-SHA256`` carries the file's SHA-256; for the weights it
     equals the manifest's ``adapter_sha256``."""
 
+    permission_classes = [AllowAny]
+
     @extend_schema(
         summary="Download a file of a version's adapter",
         responses={
             (200, "application/octet-stream"): OpenApiTypes.BINARY,
-            **READ_ERRORS,
+            **PUBLIC_READ_ERRORS,
         },
         tags=TAGS,
     )

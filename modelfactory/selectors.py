@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from datanets.licences import LICENCES, licence_compatible
-from datanets.models import Snapshot
+from datanets.models import Datanet, Snapshot
 from datanets.selectors import datanets_trainable_by, datanets_visible_to
 
-from .models import BaseModel, FineTuneJob, ModelVersion
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
 
 
 def _signed_in(user: Any) -> bool:
@@ -30,13 +32,35 @@ def jobs_visible_to(*, user: Any) -> QuerySet[FineTuneJob]:
 
 
 def versions_visible_to(*, user: Any) -> QuerySet[ModelVersion]:
-    """Published versions for everyone signed in, plus the user's own; staff see every version."""
+    """Published versions for everyone signed in, plus the user's own; staff see every version. Anonymous visitors
+    see the published versions whose training data, and every ancestor's, is public (``_versions_with_hidden_data``):
+    a manifest names its snapshots and an adapter carries their data, so a private Datanet's curators stay the only
+    ones who decide who outside sees a model trained on it."""
     versions = ModelVersion.objects.select_related("base_model", "owner", "anchor")
     if not _signed_in(user):
-        return versions.none()
+        return versions.filter(published=True).exclude(pk__in=_versions_with_hidden_data())
     if user.is_staff:
         return versions
     return versions.filter(Q(published=True) | Q(owner=user))
+
+
+def _versions_with_hidden_data() -> RawSQL:
+    """The ids of the versions trained on a snapshot of a Datanet that is not public, and of every version built on
+    one of those (a continuation or a merge carries its parents' training data in its weights): one recursive
+    query, down the lineage edges."""
+    quote = connection.ops.quote_name
+    used = quote(ModelVersion.snapshots.through._meta.db_table)
+    snapshots = quote(Snapshot._meta.db_table)
+    datanets = quote(Datanet._meta.db_table)
+    edges = quote(ModelVersionParent._meta.db_table)
+    # only table names from the models' metadata go into the text; the visibility is a query parameter
+    sql = (
+        f"WITH RECURSIVE hidden(id) AS (SELECT u.modelversion_id FROM {used} u "  # noqa: S608
+        f"JOIN {snapshots} s ON s.id = u.snapshot_id JOIN {datanets} d ON d.id = s.datanet_id "
+        f"WHERE d.visibility <> %s UNION SELECT e.child_id FROM {edges} e JOIN hidden h ON e.parent_id = h.id) "
+        "SELECT id FROM hidden"
+    )
+    return RawSQL(sql, [Datanet.Visibility.PUBLIC])  # noqa: S611 (table names only, see above)
 
 
 def version_training_records(*, version: ModelVersion) -> QuerySet[Any]:

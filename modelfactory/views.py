@@ -434,7 +434,6 @@ def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, A
 
 
 @require_GET
-@login_required
 def version_detail(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
     version = _version_for(request, version_id)
     if request.htmx:
@@ -458,7 +457,6 @@ def version_publish(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
 
 
 @require_GET
-@login_required
 def version_manifest(request: HttpRequest, version_id: int) -> HttpResponse:
     """The lineage manifest, byte for byte what was hashed and anchored."""
     version = _version_for(request, version_id)
@@ -469,7 +467,6 @@ def version_manifest(request: HttpRequest, version_id: int) -> HttpResponse:
 
 
 @require_GET
-@login_required
 def version_adapter_file(request: HttpRequest, version_id: int, filename: str) -> FileResponse:
     version = _version_for(request, version_id)
     if filename not in ADAPTER_FILES:

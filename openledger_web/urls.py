@@ -17,8 +17,11 @@ urlpatterns = [
     path("api/modelfactory/", include("modelfactory.api_urls")),
     path("ask/", include("inference.urls")),
     path("api/runs/", include("inference.api_urls")),
+    path("chain/", include("ledger.urls")),
+    path("api/chain/", include("ledger.api_urls")),
     path("v1/", include("inference.openai_urls")),
     path("attribution/", include("attribution.urls")),
+    path("api/rewards/", include("attribution.rewards_api_urls")),
     path("api/", include("openledger_web.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     # the split view serves Swagger UI's start-up script as a file of its own, which the CSP allows

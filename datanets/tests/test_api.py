@@ -182,6 +182,20 @@ def test_a_snapshot_downloads_as_jsonl_with_its_manifest_and_proofs() -> None:
     assert proof["value"] == [row["record_hash"], row["contributor"], str(row["contribution_id"])]
     assert merkle.verify(proof["root"], proof["leafEncoding"], proof["value"], proof["proof"])
     assert proof["anchor"]["status"] == "pending"
+    assert row["record_id"] == record.pk and row["datanet_id"] == datanet.pk
+
+    # the ids a verifier needs to rebuild the anchor's subject, snapshot:<datanet id>:<number>, without an account
+    listed = client.get(reverse("datanets_api:datanet_list")).json()["results"]
+    detail = client.get(reverse("datanets_api:datanet_detail", args=[datanet.slug])).json()
+    snapshots = client.get(reverse("datanets_api:snapshot_list", args=[datanet.slug])).json()["results"]
+    one = client.get(reverse("datanets_api:snapshot_detail", args=args)).json()
+    assert [d["id"] for d in listed] == [datanet.pk] and detail["id"] == datanet.pk
+    for shown in (snapshots[0], one):
+        assert {k: shown[k] for k in ("id", "datanet_id", "number", "merkle_root")} == {
+            "id": snapshot.pk, "datanet_id": datanet.pk, "number": 1, "merkle_root": snapshot.merkle_root
+        }  # fmt: skip
+    assert snapshot.anchor.subject == f"snapshot:{one['datanet_id']}:{one['number']}"
+
     outsider = submit(datanet).records.first()
     missing = client.get(reverse("datanets_api:record_proof", args=[*args, outsider.pk]))
     assert missing.status_code == 404 and "not in snapshot 1" in missing.json()["detail"]

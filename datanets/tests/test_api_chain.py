@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from datanets import services
 from datanets.models import Snapshot
-from ledger import chain, merkle
+from ledger import chain, hashing, merkle
 from ledger import services as ledger_services
 from ledger.models import Anchor
 from openledger_web.tests.factories import UserFactory
@@ -74,3 +75,66 @@ def test_every_snapshot_root_rebuilt_from_its_records_is_the_root_on_chain(deplo
         assert rebuilt == snapshot.merkle_root
         assert on_chain is not None and on_chain.subject_id == snapshot.anchor.subject_id
         assert on_chain.block_number == snapshot.anchor.block_number
+
+
+def _check_anchor_block(anchor: dict, *, deployment: object, subject: str, kind_code: int) -> None:
+    """What a verifier needs to find the root on chain, with nothing else: the chain, the contract, the transaction,
+    the block, and the subject whose keccak256 was anchored."""
+    assert anchor["chain_id"] == 31337 and anchor["contract"] == "LineageRegistry"
+    assert anchor["contract_address"] == deployment.contract_address  # type: ignore[attr-defined]
+    assert anchor["tx_hash"].startswith("0x") and anchor["block_number"] > 0 and anchor["status"] == "confirmed"
+    assert anchor["subject"] == subject and anchor["subject_id"] == hashing.subject_id(subject)
+    assert anchor["kind_code"] == kind_code
+    info = chain.root_info(anchor["root"])
+    assert info is not None and (info.kind, info.subject_id, info.block_number) == (
+        kind_code,
+        anchor["subject_id"],
+        anchor["block_number"],
+    )
+
+
+def test_a_record_proof_describes_itself_and_verifies_off_and_on_chain(deployed_chain: object) -> None:
+    # given an anchored snapshot
+    datanet = DatanetFactory()
+    bob = UserFactory()
+    wallet(bob, BOB_ADDRESS)
+    contribution = accepted(datanet, bob, texts(*(f"self-described record {i}" for i in range(5))))
+    snapshot = services.snapshot_freeze(datanet=datanet, user=datanet.owner)
+    _anchor_all()
+    record = contribution.records.get(position=2)
+
+    # when an anonymous client asks for a record's proof, through the API and as the page's download
+    url = reverse("datanets_api:record_proof", args=[datanet.slug, 1, record.pk])
+    proof = APIClient().get(url).json()
+    download = Client().get(reverse("datanets:record_proof", args=[datanet.slug, 1, record.pk])).json()
+
+    # then it is the proof envelope, with everything needed to check it
+    assert proof["schema"] == "openledger.proof.v1" and proof["artifact"] == "record"
+    assert proof["format"] == "standard-v1" and proof["leafEncoding"] == ["bytes32", "address", "uint256"]
+    assert proof["snapshot"] == {"id": snapshot.pk, "datanet": datanet.slug, "datanet_id": datanet.pk, "number": 1}
+    assert proof["value"] == [record.record_hash, BOB_ADDRESS, str(contribution.pk)]
+    assert merkle.verify(proof["root"], proof["leafEncoding"], proof["value"], proof["proof"])
+    assert proof["leaf"] == merkle.leaf_hash(proof["leafEncoding"], proof["value"])
+    _check_anchor_block(proof["anchor"], deployment=deployed_chain, subject=f"snapshot:{datanet.pk}:1", kind_code=1)
+    assert proof["anchor"]["root"] == proof["root"]
+    assert chain.verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
+    assert {k: v for k, v in download.items() if k != "anchor"} == {k: v for k, v in proof.items() if k != "anchor"}
+    assert download["anchor"]["tx_hash"] == proof["anchor"]["tx_hash"]
+    assert download["anchor"]["subject"] == proof["anchor"]["subject"]
+    detail = APIClient().get(reverse("datanets_api:snapshot_detail", args=[datanet.slug, 1])).json()
+    assert {k: detail["anchor"][k] for k in proof["anchor"]} == proof["anchor"]
+
+
+def test_an_anchor_from_before_stored_subjects_is_named_by_its_snapshot(deployed_chain: object) -> None:
+    datanet = DatanetFactory()
+    contribution = accepted(datanet, UserFactory(), texts("an old record", "another old record"))
+    services.snapshot_freeze(datanet=datanet, user=datanet.owner)
+    _anchor_all()
+    Anchor.objects.update(subject="")  # as anchors requested before the subject was stored
+
+    record = contribution.records.first()
+    proof = APIClient().get(reverse("datanets_api:record_proof", args=[datanet.slug, 1, record.pk])).json()
+    detail = APIClient().get(reverse("datanets_api:snapshot_detail", args=[datanet.slug, 1])).json()
+
+    _check_anchor_block(proof["anchor"], deployment=deployed_chain, subject=f"snapshot:{datanet.pk}:1", kind_code=1)
+    assert detail["anchor"]["subject"] == f"snapshot:{datanet.pk}:1"

@@ -545,19 +545,16 @@ def test_only_the_owner_may_follow_the_stream(
 # -- verify pages: permissions (the on-chain answers are in test_views_chain.py) ---------------------------------
 
 
-def test_verify_pages_need_a_signed_in_user_who_may_see_the_subject(
-    owner: Any, version: ModelVersion, unpublished: ModelVersion, builder: Any
+@pytest.mark.parametrize("who", ["anonymous", "signed in"])
+def test_verify_pages_answer_whoever_may_see_the_subject(
+    who: str, owner: Any, version: ModelVersion, unpublished: ModelVersion, builder: Any, settings: Any
 ) -> None:
+    settings.EVM_RPC_URL = "http://127.0.0.1:9"  # nothing listens: a visible subject gets as far as asking the chain
     private = frozen_snapshot(owner=builder, records=instructions(2), name="Private", visibility="private")
-    anonymous = client_for(None)
-    for url in (
-        reverse("inference:verify_version", args=[version.pk]),
-        reverse("inference:verify_snapshot", args=[private.pk]),
-        reverse("inference:verify_run", args=[uuid.uuid4()]),
-    ):
-        response = anonymous.get(url)
-        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
-    client = client_for(owner)
+    public = frozen_snapshot(owner=builder, records=instructions(2), name="Open")
+    client = client_for(None if who == "anonymous" else owner)
+    assert client.get(reverse("inference:verify_version", args=[version.pk])).status_code == 503
+    assert client.get(reverse("inference:verify_snapshot", args=[public.pk])).status_code == 503
     assert client.get(reverse("inference:verify_version", args=[unpublished.pk])).status_code == 404
     assert client.get(reverse("inference:verify_version", args=[987654321])).status_code == 404
     assert client.get(reverse("inference:verify_snapshot", args=[private.pk])).status_code == 404

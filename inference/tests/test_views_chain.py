@@ -117,3 +117,67 @@ def test_the_ancestry_panel_shows_every_anchor_with_its_chain_state(world: dict[
         ("inference:verify_run", [run.public_id]),
     ):
         assert reverse(name, args=args) in page
+
+
+def test_a_run_proof_names_its_chain_contract_transaction_and_subject(world: dict[str, Any]) -> None:
+    from ledger import chain, hashing, merkle
+
+    # given a run in an anchored batch
+    run = _answered(world["asker"], world["version"])
+    _answered(world["asker"], world["version"])
+    (batch,) = services.runs_seal_batches(force=True)
+    _anchor_all()
+    batch.anchor.refresh_from_db()
+
+    # when anyone with the run's link downloads its proof
+    proof = Client().get(reverse("inference:run_proof", args=[run.public_id])).json()
+
+    # then the envelope verifies off chain and on chain with nothing but itself
+    assert proof["schema"] == "openledger.proof.v1" and proof["artifact"] == "run"
+    assert proof["leafEncoding"] == ["bytes32"] and proof["value"] == [run.run_hash]
+    assert proof["batch"]["id"] == batch.pk and proof["batch"]["size"] == 2
+    assert merkle.verify(proof["root"], proof["leafEncoding"], proof["value"], proof["proof"])
+    anchor = proof["anchor"]
+    subject = f"inference_batch:{batch.root}"
+    assert anchor["chain_id"] == 31337 and anchor["contract"] == "LineageRegistry"
+    assert anchor["contract_address"] == chain.active_deployment().contract_address
+    assert anchor["tx_hash"] == batch.anchor.tx_hash and anchor["block_number"] > 0
+    assert anchor["subject"] == subject and anchor["subject_id"] == hashing.subject_id(subject)
+    assert anchor["kind"] == "inference_batch" and anchor["kind_code"] == 3
+    assert chain.verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
+    info = chain.root_info(proof["root"])
+    assert info is not None and info.subject_id == anchor["subject_id"] and info.kind == 3
+    page = world["client"].get(reverse("inference:verify_run", args=[run.public_id])).content.decode()
+    assert f"<code data-subject>{subject}</code>" in page and anchor["contract_address"] in page
+
+    # an anchor requested before subjects were stored is still named
+    Anchor.objects.filter(pk=batch.anchor_id).update(subject="")
+    again = Client().get(reverse("inference:run_proof", args=[run.public_id])).json()
+    assert again["anchor"]["subject"] == subject
+
+
+def test_an_anonymous_visitor_with_the_links_verifies_a_run_its_version_and_its_snapshot(
+    world: dict[str, Any],
+) -> None:
+    run = _answered(world["asker"], world["version"])
+    services.runs_seal_batches(force=True)
+    _anchor_all()
+    anonymous = Client()
+
+    pages = {
+        name: anonymous.get(reverse(name, args=args))
+        for name, args in (
+            ("inference:run_detail", [run.public_id]),
+            ("inference:run_proof", [run.public_id]),
+            ("inference:verify_run", [run.public_id]),
+            ("inference:verify_version", [world["version"].pk]),
+            ("inference:verify_snapshot", [world["snapshot"].pk]),
+            ("inference-api:run_detail", [run.public_id]),
+        )
+    }
+
+    assert {name: r.status_code for name, r in pages.items()} == dict.fromkeys(pages, 200)
+    for name in ("inference:verify_run", "inference:verify_version", "inference:verify_snapshot"):
+        assert 'data-verified="true"' in pages[name].content.decode(), name
+    assert run.run_hash in pages["inference:run_proof"].content.decode()
+    assert anonymous.get(reverse("inference:history")).status_code == 302  # the list of one's runs stays private

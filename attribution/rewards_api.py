@@ -1,0 +1,194 @@
+"""The reward epochs API, mounted at ``/api/rewards/``: every epoch in the open, and a user's own claims.
+
+Epochs, their trees, documents and leaf proofs are public (anonymous reads): an epoch pays addresses on a public
+chain, and anyone should be able to check what it pays and why. ``claims/`` is the signed-in user's own leaves.
+Refusals have the Datanets API's shape ``{"detail", "code"}``; an id that is not a number, an unknown epoch or a
+leaf index out of range is a 404.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from datanets.api import READ_ERRORS, AnchorSerializer, DatanetsApi, page_serializer
+from ledger.models import RewardEpoch, RewardEpochEntry
+from ledger.rewards_selectors import claim_proof
+from openledger_web.api import ErrorSerializer
+
+from . import rewards_selectors as selectors
+
+TAGS = ["rewards"]
+MAX_NUMBER = 2**31 - 1  # the columns are PostgreSQL integers: a larger number names nothing
+LEAF_INDEX = OpenApiParameter("index", int, OpenApiParameter.PATH, description="The leaf's index (from 0)")
+EPOCH_NUMBER = OpenApiParameter("number", int, OpenApiParameter.PATH, description="The epoch's number (from 1)")
+
+
+def _number(text: str, *, what: str) -> int:
+    """``text`` as a non-negative integer, or a 404: a path segment that is not one names nothing here."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_NUMBER:
+        raise exceptions.NotFound(f"no such {what}")
+    return int(text)
+
+
+def _epoch(number: str) -> RewardEpoch:
+    epoch = selectors.epochs().filter(number=_number(number, what="reward epoch")).first()
+    if epoch is None:
+        raise exceptions.NotFound("no such reward epoch")
+    return epoch
+
+
+class RewardsApi(DatanetsApi):
+    """Reads only: JSON refusals in the Datanets API's shape."""
+
+    permission_classes = [AllowAny]
+
+
+@extend_schema_serializer(component_name="RewardDistributorPublication")
+class DistributorSerializer(serializers.Serializer):
+    chain_id = serializers.IntegerField(allow_null=True)
+    contract = serializers.CharField(help_text="RewardDistributor")
+    contract_address = serializers.CharField(allow_null=True)
+    tx_hash = serializers.CharField(allow_null=True, help_text="publishEpoch's transaction; null until sent")
+    block_number = serializers.IntegerField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="ClaimAnchor")
+class ClaimAnchorSerializer(DistributorSerializer):
+    epoch = serializers.IntegerField()
+    status = serializers.CharField(help_text="The epoch's publication: pending, submitted, confirmed, failed")
+
+
+@extend_schema_serializer(component_name="ClaimState")
+class ClaimStateSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["unclaimed", "in_flight", "claimed"])
+    tx_hash = serializers.CharField(allow_null=True)
+    block_number = serializers.IntegerField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="ClaimProof")
+class ClaimProofSerializer(serializers.Serializer):
+    """``StandardMerkleTree.verify(root, leafEncoding, value, proof)`` checks it off chain; the distributor's
+    ``epochInfo(epoch)`` holds ``root`` and ``claim(epoch, index, account, amount, proof)`` pays it."""
+
+    schema = serializers.CharField(help_text="openledger.proof.v1")
+    artifact = serializers.CharField(help_text="claim")
+    format = serializers.CharField(help_text="standard-v1")
+    leafEncoding = serializers.ListField(child=serializers.CharField(), help_text='["uint256","address","uint256"]')
+    value = serializers.ListField(child=serializers.CharField(), help_text="[index, account, amount]")
+    treeIndex = serializers.IntegerField()
+    leaf = serializers.CharField()
+    proof = serializers.ListField(child=serializers.CharField())
+    root = serializers.CharField()
+    anchor = ClaimAnchorSerializer()
+    claim = ClaimStateSerializer()
+
+
+@extend_schema_serializer(component_name="RewardEpoch")
+class EpochSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    root = serializers.CharField()
+    total = serializers.CharField(help_text="Sum of the leaves, smallest token unit, as a decimal string")
+    status = serializers.CharField(help_text="Its publication on the distributor")
+    entry_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    document_hash = serializers.CharField(allow_null=True, help_text="keccak256 of the document's JCS bytes")
+    chain = DistributorSerializer()
+
+
+class RewardEpochListApi(RewardsApi):
+    """Every reward epoch, newest first."""
+
+    @extend_schema(
+        summary="List reward epochs",
+        operation_id="rewards_epochs_list",
+        responses={200: page_serializer(EpochSerializer, "RewardEpoch")},
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.epochs(), request, view=self)
+        data = EpochSerializer([selectors.epoch_summary(e) for e in page], many=True).data
+        return paginator.get_paginated_response(data)
+
+
+class RewardEpochDetailApi(RewardsApi):
+    """One epoch: its publication on the distributor, the whole tree (OpenZeppelin's standard-v1 dump), the epoch
+    document (``openledger.reward_epoch.v1``: each leaf with the accruals that make its amount), the document's hash
+    (keccak256 of its RFC 8785 bytes) and that hash's anchor (LineageRegistry, subject ``reward_epoch:<number>``).
+    Epochs closed before documents have ``document`` null."""
+
+    @extend_schema_serializer(component_name="RewardEpochDetail")
+    class OutputSerializer(EpochSerializer):
+        tree = serializers.JSONField(help_text="StandardMerkleTree standard-v1 dump")
+        document = serializers.JSONField(allow_null=True)
+        document_anchor = AnchorSerializer(allow_null=True)
+
+    @extend_schema(
+        summary="Get a reward epoch",
+        operation_id="rewards_epoch_retrieve",
+        parameters=[EPOCH_NUMBER],
+        responses={200: OutputSerializer, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, number: str) -> Response:
+        return Response(self.OutputSerializer(selectors.epoch_full(_epoch(number))).data)
+
+
+class RewardLeafProofApi(RewardsApi):
+    """The claim proof of leaf ``index`` of an epoch, kept after the leaf is paid (``claim`` then names the
+    transaction)."""
+
+    @extend_schema(
+        summary="Get a leaf's claim proof",
+        operation_id="rewards_leaf_proof",
+        parameters=[EPOCH_NUMBER, LEAF_INDEX],
+        responses={200: ClaimProofSerializer, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, number: str, index: str) -> Response:
+        epoch = _epoch(number)
+        entry = (
+            RewardEpochEntry.objects.select_related("epoch__contracts")
+            .filter(epoch=epoch, index=_number(index, what="leaf"))
+            .first()
+        )
+        if entry is None:
+            raise exceptions.NotFound(f"epoch {epoch.number} has no such leaf")
+        return Response(ClaimProofSerializer(claim_proof(entry)).data)
+
+
+@extend_schema_serializer(component_name="RewardClaim")
+class ClaimSerializer(serializers.Serializer):
+    epoch = serializers.IntegerField()
+    index = serializers.IntegerField()
+    account = serializers.CharField(help_text="The wallet the leaf pays (EIP-55)")
+    amount = serializers.CharField(help_text="Smallest token unit, as a decimal string")
+    state = serializers.ChoiceField(choices=["publishing", "claimable", "claiming", "claimed"])
+    proof = ClaimProofSerializer()
+
+
+class RewardClaimListApi(RewardsApi):
+    """The signed-in user's leaves in every epoch, newest first: publishing, claimable, being claimed or claimed,
+    each with its claim proof (kept after payment, with the claim transaction)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="List my reward claims",
+        operation_id="rewards_claims_mine",
+        responses={
+            200: page_serializer(ClaimSerializer, "RewardClaim"),
+            401: OpenApiResponse(ErrorSerializer, description="Not signed in"),
+        },
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.entries_of(user=request.user), request, view=self)
+        data = ClaimSerializer(selectors.claims_with_proofs(list(page)), many=True).data
+        return paginator.get_paginated_response(data)
