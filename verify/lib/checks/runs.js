@@ -14,13 +14,15 @@ export function checkRun(ctx, publicId) {
   return once(ctx, `run ${publicId}`, where, async () => {
     const { site, report } = ctx;
     const run = await site.json(`/api/runs/${publicId}/`);
-    const document = run.document;
+    // servers from before the document field gave the facts only as their stored text
+    const text = run.document_text ?? run.facts;
+    const document = run.document ?? (typeof text === "string" ? JSON.parse(text) : undefined);
     if (!report.check(document && typeof document === "object", where, "facts served as an object", typeof document)) {
       return undefined;
     }
-    const hashed = hashDocument({ document, text: run.document_text });
+    const hashed = hashDocument({ document, text });
     if (!report.check(hashed.hash, where, "facts hashed", hashed.problem)) return undefined;
-    report.same(run.document_hash, hashed.hash, where, `run hash (${hashed.how})`);
+    report.same(run.document_hash ?? run.run_hash, hashed.hash, where, `run hash (${hashed.how})`);
     if (run.facts_schema !== undefined) report.same(run.facts_schema, document.schema, where, "facts schema");
     report.same(document.run, publicId, where, "facts name this run");
     if (document.schema !== "openledger.inference_run.v1") {
@@ -41,15 +43,17 @@ export function checkRun(ctx, publicId) {
       const manifestHash = await checkVersion(ctx, versionId);
       report.same(document.model.manifest_hash, manifestHash, where, `model is version ${versionId}'s anchored manifest`);
     }
-    if (!run.proof) {
+    // the envelope is `proof`; servers from before it named it `batch`
+    const envelope = run.proof ?? (run.batch?.schema ? run.batch : null);
+    if (!envelope) {
       report.wait(where, "proof", "its batch is not anchored yet");
       return hashed.hash;
     }
-    const held = checkEnvelope(report, where, run.proof, { artifact: "run", encoding: ["bytes32"], value: [hashed.hash] });
+    const held = checkEnvelope(report, where, envelope, { artifact: "run", encoding: ["bytes32"], value: [hashed.hash] });
     if (held) {
-      await checkOnChainProof(ctx, where, { anchor: run.proof.anchor, ...held });
+      await checkOnChainProof(ctx, where, { anchor: envelope.anchor, ...held });
       await checkAnchor(ctx, where, {
-        anchor: run.proof.anchor,
+        anchor: envelope.anchor,
         root: held.root,
         kind: "inference_batch",
         subject: `inference_batch:${held.root}`,
