@@ -32,7 +32,7 @@ from ledger import merkle
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
-from . import selectors
+from . import receipts, selectors
 from .licences import LICENCES, compatible_licences, licence_compatible
 from .models import (
     PARSE_ERRORS_KEPT,
@@ -780,6 +780,7 @@ def _contribution_write(contribution: Contribution, *, spool: _RecordSpool, now:
     contribution.save(force_insert=True)
     spool.save(contribution)
     ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
+    receipts.receipt_contribution_write(contribution=contribution)
     _enqueue_checks(contribution.id)
     return contribution
 
@@ -916,6 +917,8 @@ def contribution_withdraw(*, contribution: Contribution, user: Any) -> Contribut
     if getattr(user, "pk", None) != contribution.contributor_id:
         raise PermissionDenied("only the contributor may withdraw a contribution")
     locked = _locked_pending(contribution, "withdrawn", settle=False)  # its staged rows are deleted, not moved
+    # its receipt stays, the record of what was submitted: its records' root is taken while they still exist
+    receipts.receipt_complete_before_withdrawal(contribution=locked)
     _contribution_records_delete(locked)
     now = timezone.now()
     locked.status = Contribution.Status.WITHDRAWN
@@ -1009,6 +1012,7 @@ def contributions_decide(
         ContributionDecision(contribution=c, actor=curator, action=action, reason=reason, created_at=now)
         for c in locked
     )
+    receipts.receipts_curation_write(curator=curator, decision=action, contributions=locked, reason=reason, now=now)
     return locked
 
 
@@ -1042,6 +1046,9 @@ def record_exclude(*, curator: Any, record: Record, reason: str) -> Record:
     locked.save()
     ContributionDecision.objects.create(
         contribution=locked, actor=curator, action="exclude_record", reason=reason, record=record, created_at=now
+    )
+    receipts.receipts_curation_write(
+        curator=curator, decision="exclude", contributions=[locked], reason=reason, now=now, record=record
     )
     return record
 
