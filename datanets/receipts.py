@@ -129,8 +129,8 @@ def records_root(contribution_id: int) -> str | None:
 
     One statement reads both tables, so the records moving from one to the other meanwhile are seen once, before or
     after the move. The root does not depend on the order of the leaves (the tree sorts them)."""
-    settled = Record.objects.filter(contribution_id=contribution_id).values_list("record_hash", flat=True)
-    staged = StagedRecord.objects.filter(contribution_id=contribution_id).values_list("record_hash", flat=True)
+    settled = Record.objects.filter(contribution_id=contribution_id).order_by().values_list("record_hash", flat=True)
+    staged = StagedRecord.objects.filter(contribution_id=contribution_id).order_by().values_list("record_hash")
     hashes = list(settled.union(staged, all=True))
     if not hashes:
         return None
@@ -177,8 +177,11 @@ def receipts_complete(*, limit: int = COMPLETE_MAX_PER_CALL) -> int:
     seconds); returns how many were completed."""
     waiting = Receipt.objects.filter(kind=Receipt.Kind.CONTRIBUTION, document_hash="", batch__isnull=True)
     done = 0
-    for receipt_id in waiting.order_by("id").values_list("id", flat=True)[:limit]:
-        done += receipt_complete(receipt_id=receipt_id)
+    for receipt_id in list(waiting.order_by("id").values_list("id", flat=True)[:limit]):
+        try:
+            done += receipt_complete(receipt_id=receipt_id)
+        except Exception:  # one receipt that can't be completed must not hold back the sealing of all the others
+            logger.exception("could not complete receipt %s; it waits for the next try", receipt_id)
     return done
 
 

@@ -254,3 +254,21 @@ def test_every_sealed_receipt_is_proved_by_its_batch_tree() -> None:
         assert proof["anchor"]["kind"] == "receipt_batch"
         assert merkle.verify(proof["root"], proof["leafEncoding"], proof["value"], proof["proof"])
     assert selectors.receipts_of_contribution(contribution=first).count() == 1
+
+
+def test_a_receipt_that_cannot_be_completed_does_not_hold_back_the_others(caplog) -> None:  # type: ignore[no-untyped-def]
+    datanet = DatanetFactory()
+    stuck, fine = submit(datanet), submit(datanet, content=texts("a second upload of words"))
+    real = receipts.records_root
+
+    def failing_for_stuck(contribution_id: int) -> str | None:
+        if contribution_id == stuck.pk:
+            raise RuntimeError("the database went away")
+        return real(contribution_id)
+
+    with patch("datanets.receipts.records_root", side_effect=failing_for_stuck):
+        (batch,) = receipts.receipts_seal_batches(force=True)
+
+    assert batch.size == 1 and Receipt.objects.get(contribution=fine).batch == batch
+    assert Receipt.objects.get(contribution=stuck).batch is None and "could not complete receipt" in caplog.text
+    assert len(receipts.receipts_seal_batches(force=True)) == 1  # completed and sealed on the next tick
