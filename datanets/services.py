@@ -691,7 +691,8 @@ def contribution_submit(
 
     No write transaction is open while the file is read, however long that takes: the bytes are stored and parsed
     first (a large upload's rows staged as they come, see ``_RecordSpool``), then one short transaction takes the
-    contributor's lock, checks the quota again and writes the contribution, its records and its log entry.
+    contributor's lock, checks the quota again and writes the contribution, its records, its log entry and its
+    receipt (the cheap facts only: ``receipts`` computes the records' root off this path).
     """
     _require_user(contributor, "contribute")
     if not selectors.user_can_contribute(user=contributor, datanet=datanet):
@@ -972,7 +973,8 @@ def contributions_decide(
     *, curator: Any, contributions: Iterable[Contribution], action: str, reason: str = ""
 ) -> list[Contribution]:
     """Accept or reject pending contributions, all or none: every one must be pending and curated by ``curator``
-    (owner, curator of its Datanet, or global curator). A rejection needs a reason; each decision is logged."""
+    (owner, curator of its Datanet, or global curator). A rejection needs a reason; each decision is logged and
+    gets its receipt, in this transaction."""
     if action not in ("accept", "reject"):
         raise ValidationError({"action": "choose accept or reject"})
     reason = (reason or "").strip()
@@ -1026,7 +1028,8 @@ def contribution_reject(*, curator: Any, contribution: Contribution, reason: str
 
 @transaction.atomic
 def record_exclude(*, curator: Any, record: Record, reason: str) -> Record:
-    """Leave one record of a pending contribution out of every snapshot; a reason is required and logged."""
+    """Leave one record of a pending contribution out of every snapshot; a reason is required, logged and its hash
+    put in the exclusion's receipt."""
     contribution = record.contribution
     _require_curator(curator, contribution.datanet, "exclude records")
     reason = (reason or "").strip()
