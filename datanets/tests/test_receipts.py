@@ -272,3 +272,15 @@ def test_a_receipt_that_cannot_be_completed_does_not_hold_back_the_others(caplog
     assert batch.size == 1 and Receipt.objects.get(contribution=fine).batch == batch
     assert Receipt.objects.get(contribution=stuck).batch is None and "could not complete receipt" in caplog.text
     assert len(receipts.receipts_seal_batches(force=True)) == 1  # completed and sealed on the next tick
+
+
+def test_the_sealing_beat_task_is_scheduled_on_the_default_queue_and_seals(settings) -> None:  # type: ignore[no-untyped-def]
+    from datanets import tasks
+    from openledger_web.celery import app
+
+    task = settings.CELERY_BEAT_SCHEDULE["datanets-seal-receipts"]["task"]
+    assert task == tasks.receipts_seal_batches_task.name and task in app.tasks
+    assert app.amqp.router.route({}, task)["queue"].name == "default"
+    settings.RECEIPT_BATCH_SIZE = 1
+    submit(DatanetFactory())
+    assert tasks.receipts_seal_batches_task() == 1
