@@ -99,6 +99,11 @@ class RunAttribution(models.Model):
         NO_INDEX = "no_index", "no index"
         FAILED = "failed"
 
+    class Verdict(models.TextChoices):
+        SUPPORTED = "supported"
+        PARTLY_SUPPORTED = "partly_supported", "partly supported"
+        UNSUPPORTED = "unsupported"
+
     FINISHED = (Status.OK, Status.NO_INDEX, Status.FAILED)
 
     run = models.OneToOneField("inference.InferenceRun", on_delete=models.CASCADE, related_name="attribution")
@@ -118,6 +123,14 @@ class RunAttribution(models.Model):
     answer_tokens = models.PositiveIntegerField(default=0)
     longest_span = models.PositiveIntegerField(default=0, help_text="Tokens of the longest verbatim span.")
     explanation = models.TextField(blank=True)
+    verdict = models.CharField(
+        max_length=16,
+        choices=Verdict.choices,
+        blank=True,
+        help_text="Whether training records support the answer's content; blank for runs scored before verdicts.",
+    )
+    confidence = models.FloatField(null=True, blank=True, help_text="How sure the verdict and top credit are, 0-1.")
+    support = models.JSONField(default=dict, blank=True, help_text="The evidence behind the verdict, per signal.")
     fee = models.DecimalField(max_digits=78, decimal_places=0, default=0)
     seconds = models.FloatField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Scoring attempts that ended: failed, lost, stored.")

@@ -10,7 +10,17 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import services
-from .models import Contribution, ContributionDecision, Datanet, Record, Snapshot, SnapshotRecord, StagedRecord
+from .models import (
+    Contribution,
+    ContributionDecision,
+    Datanet,
+    Receipt,
+    ReceiptBatch,
+    Record,
+    Snapshot,
+    SnapshotRecord,
+    StagedRecord,
+)
 
 
 def _problem(error: Exception) -> str:
@@ -202,6 +212,31 @@ class ContributionDecisionAdmin(NoEditAdmin):
     search_fields = ["reason", "actor__username", "=contribution__id"]
     list_select_related = ["contribution", "actor"]
     date_hierarchy = "created_at"
+
+
+@admin.register(Receipt)
+class ReceiptAdmin(NoEditAdmin):
+    """Receipts of submissions and curation decisions: written by the services, sealed by a beat task."""
+
+    list_display = ["id", "kind", "contribution", "datanet", "document_hash", "batch", "created_at"]
+    list_filter = ["kind", "datanet"]
+    search_fields = ["document_hash", "=contribution__id"]
+    list_select_related = ["contribution", "datanet", "batch"]
+    readonly_fields = [f.name for f in Receipt._meta.fields]
+    date_hierarchy = "created_at"
+
+
+@admin.register(ReceiptBatch)
+class ReceiptBatchAdmin(NoEditAdmin):
+    list_display = ["id", "root", "size", "anchor_status", "sealed_at"]
+    search_fields = ["root"]
+    list_select_related = ["anchor"]
+    readonly_fields = [f.name for f in ReceiptBatch._meta.fields if f.name != "tree"]
+    exclude = ["tree"]
+
+    @admin.display(description="anchor")
+    def anchor_status(self, obj: ReceiptBatch) -> Any:
+        return obj.anchor.status
 
 
 admin.site.register(SnapshotRecord, NoEditAdmin)

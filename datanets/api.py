@@ -43,7 +43,7 @@ from openledger_web.jsonguard import GuardedJSONParser, JsonLimits, PayloadTooLa
 from . import exports, selectors, services
 from .licences import LICENCE_CHOICES
 from .markdown import render_markdown
-from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Record, Snapshot
+from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Receipt, Record, Snapshot
 
 TAGS = ["datanets"]
 # Room for the multipart boundaries, part headers and the small fields sent beside the file.
@@ -449,10 +449,43 @@ class HoldingSnapshotSerializer(serializers.Serializer):
     anchor_status = serializers.CharField(source="anchor.status")
 
 
+@extend_schema_serializer(component_name="Receipt")
+class ReceiptSerializer(serializers.Serializer):
+    """A receipt: its document (JCS; keccak256 of its canonical bytes is ``document_hash``) and, once its batch is
+    sealed, its inclusion proof (docs/proofs.md)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Receipt.Kind.choices)
+    document = serializers.SerializerMethodField(
+        help_text="openledger.receipt.contribution.v1 or openledger.receipt.curation.v1; null for the few seconds "
+        "before a contribution receipt's records root is computed"
+    )
+    document_hash = serializers.SerializerMethodField(help_text="keccak256 of the document's JCS bytes")
+    proof = serializers.SerializerMethodField(
+        help_text="The proof envelope (openledger.proof.v1, artifact contribution_receipt or curation_receipt, "
+        "leafEncoding [bytes32], value [document_hash], plus batch {id, size, sealed_at}); null until sealed"
+    )
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_document(self, receipt: Receipt) -> dict[str, Any] | None:
+        return receipt.document if receipt.document_hash else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_document_hash(self, receipt: Receipt) -> str | None:
+        return receipt.document_hash or None
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_proof(self, receipt: Receipt) -> dict[str, Any] | None:
+        # one cache of loaded batch trees for the whole page: its receipts share a few batches
+        trees = self.root.context.setdefault("receipt_trees", {})
+        return selectors.receipt_proof(receipt, trees=trees)
+
+
 DatanetPage = page_serializer(DatanetSerializer, "Datanet")
 ContributionPage = page_serializer(ContributionSerializer, "Contribution")
 SnapshotPage = page_serializer(SnapshotSerializer, "Snapshot")
 RecordPage = page_serializer(RecordSerializer, "Record")
+ReceiptPage = page_serializer(ReceiptSerializer, "Receipt")
 
 
 class _DatanetFields(serializers.Serializer):
@@ -1008,6 +1041,43 @@ class RecordExcludeApi(DatanetsApi):
             curator=request.user, record=record, reason=serializer.validated_data["reason"]
         )
         return Response(RecordSerializer(record).data)
+
+
+# Receipts
+
+
+class DatanetReceiptListApi(DatanetsApi):
+    """Every receipt of a Datanet's contributions (submissions and curation decisions, withdrawn contributions'
+    included), oldest first, each with its document and, once sealed, its proof."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="List a Datanet's receipts",
+        operation_id="datanets_receipts_list",
+        responses={200: ReceiptPage, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        return paginated(self, request, selectors.receipts_of_datanet(datanet=datanet), ReceiptSerializer)
+
+
+class ContributionReceiptListApi(DatanetsApi):
+    """A contribution's receipts (its submission's, then each decision's), to anyone who may see its Datanet."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="List a contribution's receipts",
+        operation_id="datanets_contribution_receipts_list",
+        responses={200: ReceiptPage, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, contribution_id: int) -> Response:
+        contribution = _contribution_for(request.user, contribution_id)
+        receipts = selectors.receipts_of_contribution(contribution=contribution)
+        return paginated(self, request, receipts, ReceiptSerializer)
 
 
 # Snapshots and proofs

@@ -22,6 +22,11 @@ urlpatterns = [
         name="contribution_records",
     ),
     path(
+        "contributions/<int:contribution_id>/receipts/",
+        api.ContributionReceiptListApi.as_view(),
+        name="contribution_receipts",
+    ),
+    path(
         "contributions/<int:contribution_id>/withdraw/",
         api.ContributionWithdrawApi.as_view(),
         name="contribution_withdraw",
@@ -36,6 +41,7 @@ urlpatterns = [
     path("<slug:slug>/leaderboard/", api.DatanetLeaderboardApi.as_view(), name="datanet_leaderboard"),
     path("<slug:slug>/contribute/", api.ContributionUploadApi.as_view(), name="contribution_upload"),
     path("<slug:slug>/contribute/records/", api.ContributionPasteApi.as_view(), name="contribution_paste"),
+    path("<slug:slug>/receipts/", api.DatanetReceiptListApi.as_view(), name="receipt_list"),
     path("<slug:slug>/snapshots/", api.SnapshotListApi.as_view(), name="snapshot_list"),
     path("<slug:slug>/snapshots/freeze/", api.SnapshotFreezeApi.as_view(), name="snapshot_freeze"),
     path("<slug:slug>/snapshots/<int:number>/", api.SnapshotDetailApi.as_view(), name="snapshot_detail"),

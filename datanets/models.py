@@ -386,3 +386,75 @@ class SnapshotRecord(models.Model):
 
     def __str__(self) -> str:
         return f"leaf {self.leaf_index} of snapshot {self.snapshot_id}"
+
+
+class ReceiptBatch(models.Model):
+    """A sealed set of receipts anchored by one Merkle root: one transaction whatever the number of receipts.
+
+    Layout (OpenZeppelin StandardMerkleTree): leaf values ``("bytes32",)`` = ``(document_hash,)``. ``tree`` holds the
+    dumped tree, so a receipt's proof is a lookup that any standard tool verifies as it is.
+    """
+
+    LEAF_TYPES = ("bytes32",)
+
+    root = models.CharField(max_length=66, unique=True)
+    size = models.PositiveIntegerField()
+    tree = models.JSONField(help_text="StandardMerkleTree.dump(): format, leafEncoding, tree, values.")
+    anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="receipt_batch")
+    sealed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sealed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"receipt batch {self.pk} ({self.size} receipts, root {self.root[:10]}…)"
+
+
+class Receipt(models.Model):
+    """What happened to a contribution, as a hashed document: its submission (``contribution``) or a curator's
+    decision on it or on one of its records (``curation``). Written in the transaction of the action it records;
+    sealed later into a ``ReceiptBatch`` whose root goes on chain. Rows are only ever added, and stay when their
+    contribution is withdrawn: they are the record of what happened.
+
+    A contribution receipt is written with the cheap facts of the upload; its ``records_root`` (a tree over the
+    records) is filled, and the document hashed, off the upload's path (``receipts.receipts_complete``): until then
+    ``document_hash`` is empty. A curation receipt is complete when written.
+    """
+
+    class Kind(models.TextChoices):
+        CONTRIBUTION = "contribution"
+        CURATION = "curation"
+
+    SCHEMAS = {Kind.CONTRIBUTION: "openledger.receipt.contribution.v1", Kind.CURATION: "openledger.receipt.curation.v1"}
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    # CASCADE like the decision log: nothing deletes a contribution but code handling a pending one
+    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="receipts", db_index=False)
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="receipts", db_index=False)
+    document = models.JSONField(help_text="The JCS document (records_root null until completed).")
+    document_hash = models.CharField(
+        max_length=66, blank=True, help_text="keccak256 of the document's JCS bytes; empty until completed."
+    )
+    batch = models.ForeignKey(ReceiptBatch, on_delete=models.PROTECT, null=True, blank=True, related_name="receipts")
+    created_at = models.DateTimeField(default=timezone.now, help_text="When the action it records happened.")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["contribution", "curation"]), name="datanets_receipt_kind"),
+            models.CheckConstraint(
+                condition=Q(batch__isnull=True) | ~Q(document_hash=""), name="datanets_receipt_sealed_complete"
+            ),
+            models.UniqueConstraint(
+                fields=["contribution"], condition=Q(kind="contribution"), name="datanets_one_contribution_receipt"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["datanet", "id"]),
+            models.Index(fields=["contribution", "id"]),
+            # the few receipts not yet sealed: what the beat task reads
+            models.Index(fields=["id"], condition=Q(batch__isnull=True), name="datanets_receipt_unsealed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} receipt {self.pk} of contribution {self.contribution_id}"

@@ -24,9 +24,11 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, TruncDate
 
+from ledger import proofs
+from ledger.merkle import StandardMerkleTree
 from openledger_web.models import Wallet
 
-from .models import Contribution, Datanet, Record, Snapshot, SnapshotRecord
+from .models import Contribution, Datanet, Receipt, ReceiptBatch, Record, Snapshot, SnapshotRecord
 
 SORTS = {
     "newest": ("-created_at", "-id"),
@@ -324,3 +326,39 @@ def primary_addresses(*, user_ids: Iterable[int] | QuerySet[Any]) -> dict[int, s
     ):
         addresses.setdefault(user_id, address)
     return addresses
+
+
+def _receipts() -> QuerySet[Receipt]:
+    # a batch's tree is read once per batch by receipt_proof, not once per receipt
+    return Receipt.objects.select_related("batch__anchor__deployment").defer("batch__tree").order_by("id")
+
+
+def receipts_of_datanet(*, datanet: Datanet) -> QuerySet[Receipt]:
+    """Every receipt of the Datanet's contributions (withdrawn ones' too), oldest first."""
+    return _receipts().filter(datanet=datanet)
+
+
+def receipts_of_contribution(*, contribution: Contribution) -> QuerySet[Receipt]:
+    """The contribution's receipts: its submission's, then each curation decision's, oldest first."""
+    return _receipts().filter(contribution=contribution)
+
+
+def receipt_proof(receipt: Receipt, *, trees: dict[int, StandardMerkleTree] | None = None) -> dict[str, Any] | None:
+    """The receipt's inclusion proof in its batch (``ledger.proofs.tree_proof``: artifact ``contribution_receipt``
+    or ``curation_receipt``, leafEncoding ["bytes32"], value [document_hash], plus ``batch``), or None until it is
+    sealed. ``trees`` caches loaded batch trees by batch id across calls (a page of receipts shares a few)."""
+    if receipt.batch_id is None:
+        return None
+    trees = {} if trees is None else trees
+    tree = trees.get(receipt.batch_id)
+    if tree is None:
+        tree = StandardMerkleTree.load(ReceiptBatch.objects.values_list("tree", flat=True).get(pk=receipt.batch_id))
+        trees[receipt.batch_id] = tree
+    batch = receipt.batch
+    return proofs.tree_proof(
+        tree,
+        tree.index_of((receipt.document_hash,)),
+        artifact=f"{receipt.kind}_receipt",
+        anchor=batch.anchor,
+        batch={"id": batch.pk, "size": batch.size, "sealed_at": batch.sealed_at.isoformat().replace("+00:00", "Z")},
+    )

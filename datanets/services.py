@@ -33,7 +33,7 @@ from ledger.proofs import PROOF_SCHEMA, anchor_facts_for
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
-from . import selectors
+from . import receipts, selectors
 from .licences import LICENCES, compatible_licences, licence_compatible
 from .models import (
     PARSE_ERRORS_KEPT,
@@ -692,7 +692,8 @@ def contribution_submit(
 
     No write transaction is open while the file is read, however long that takes: the bytes are stored and parsed
     first (a large upload's rows staged as they come, see ``_RecordSpool``), then one short transaction takes the
-    contributor's lock, checks the quota again and writes the contribution, its records and its log entry.
+    contributor's lock, checks the quota again and writes the contribution, its records, its log entry and its
+    receipt (the cheap facts only: ``receipts`` computes the records' root off this path).
     """
     _require_user(contributor, "contribute")
     if not selectors.user_can_contribute(user=contributor, datanet=datanet):
@@ -781,6 +782,7 @@ def _contribution_write(contribution: Contribution, *, spool: _RecordSpool, now:
     contribution.save(force_insert=True)
     spool.save(contribution)
     ContributionDecision.objects.create(contribution=contribution, actor=contributor, action="submit", created_at=now)
+    receipts.receipt_contribution_write(contribution=contribution)
     _enqueue_checks(contribution.id)
     return contribution
 
@@ -917,6 +919,8 @@ def contribution_withdraw(*, contribution: Contribution, user: Any) -> Contribut
     if getattr(user, "pk", None) != contribution.contributor_id:
         raise PermissionDenied("only the contributor may withdraw a contribution")
     locked = _locked_pending(contribution, "withdrawn", settle=False)  # its staged rows are deleted, not moved
+    # its receipt stays, the record of what was submitted: its records' root is taken while they still exist
+    receipts.receipt_complete_before_withdrawal(contribution=locked)
     _contribution_records_delete(locked)
     now = timezone.now()
     locked.status = Contribution.Status.WITHDRAWN
@@ -970,7 +974,8 @@ def contributions_decide(
     *, curator: Any, contributions: Iterable[Contribution], action: str, reason: str = ""
 ) -> list[Contribution]:
     """Accept or reject pending contributions, all or none: every one must be pending and curated by ``curator``
-    (owner, curator of its Datanet, or global curator). A rejection needs a reason; each decision is logged."""
+    (owner, curator of its Datanet, or global curator). A rejection needs a reason; each decision is logged and
+    gets its receipt, in this transaction."""
     if action not in ("accept", "reject"):
         raise ValidationError({"action": "choose accept or reject"})
     reason = (reason or "").strip()
@@ -1010,6 +1015,7 @@ def contributions_decide(
         ContributionDecision(contribution=c, actor=curator, action=action, reason=reason, created_at=now)
         for c in locked
     )
+    receipts.receipts_curation_write(curator=curator, decision=action, contributions=locked, reason=reason, now=now)
     return locked
 
 
@@ -1023,7 +1029,8 @@ def contribution_reject(*, curator: Any, contribution: Contribution, reason: str
 
 @transaction.atomic
 def record_exclude(*, curator: Any, record: Record, reason: str) -> Record:
-    """Leave one record of a pending contribution out of every snapshot; a reason is required and logged."""
+    """Leave one record of a pending contribution out of every snapshot; a reason is required, logged and its hash
+    put in the exclusion's receipt."""
     contribution = record.contribution
     _require_curator(curator, contribution.datanet, "exclude records")
     reason = (reason or "").strip()
@@ -1043,6 +1050,9 @@ def record_exclude(*, curator: Any, record: Record, reason: str) -> Record:
     locked.save()
     ContributionDecision.objects.create(
         contribution=locked, actor=curator, action="exclude_record", reason=reason, record=record, created_at=now
+    )
+    receipts.receipts_curation_write(
+        curator=curator, decision="exclude", contributions=[locked], reason=reason, now=now, record=record
     )
     return record
 

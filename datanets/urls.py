@@ -15,6 +15,9 @@ urlpatterns = [
     path("curation/decide/", views.curation_decide, name="curation_decide"),
     path("leaderboard/", views.leaderboard, name="leaderboard_all"),
     path("contributions/<int:contribution_id>/", views.contribution_detail, name="contribution"),
+    path(
+        "contributions/<int:contribution_id>/receipts/<int:receipt_id>.json", views.receipt_proof, name="receipt_proof"
+    ),
     path("contributions/<int:contribution_id>/withdraw/", views.contribution_withdraw, name="contribution_withdraw"),
     path("records/<int:record_id>/exclude/", views.record_exclude, name="record_exclude"),
     path("<slug:slug>/", views.datanet_detail, name="detail"),

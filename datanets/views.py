@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.paginator import Page, Paginator
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Case, F, IntegerField, Value, When, Window
+from django.db.models import Case, F, IntegerField, Q, Value, When, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -445,12 +445,33 @@ def contribution_detail(request: HtmxHttpRequest, contribution_id: int) -> HttpR
         "checks_done": checks_done,
         "samples": _detail_samples(contribution),
         "decisions": list(contribution.decisions.select_related("actor", "record")),
+        "receipts": list(selectors.receipts_of_contribution(contribution=contribution)),
         "snapshots": snapshots,
         "can_curate": selectors.user_can_curate(user=request.user, datanet=contribution.datanet),
         "is_contributor": contribution.contributor_id == request.user.pk,
         "proof_rows": PROOF_ROWS,
     }
     return render(request, "datanets/contribution.html", context)
+
+
+@require_GET
+def receipt_proof(request: HttpRequest, contribution_id: int, receipt_id: int) -> HttpResponse:
+    """A receipt's document and proof as a file, for whoever may see the contribution's Datanet (as the API)."""
+    visible = selectors.datanets_visible_to(user=request.user).values("pk")
+    contribution = get_object_or_404(
+        Contribution.objects.filter(Q(datanet__in=visible) | Q(contributor_id=request.user.pk)), pk=contribution_id
+    )
+    receipt = get_object_or_404(selectors.receipts_of_contribution(contribution=contribution), pk=receipt_id)
+    body = {
+        "id": receipt.pk,
+        "kind": receipt.kind,
+        "document": receipt.document if receipt.document_hash else None,
+        "document_hash": receipt.document_hash or None,
+        "proof": selectors.receipt_proof(receipt),
+    }
+    response = HttpResponse(json.dumps(body, indent=2, cls=DjangoJSONEncoder), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="receipt-{contribution.pk}-{receipt.pk}.json"'
+    return response
 
 
 def _detail_samples(contribution: Contribution) -> list[Record]:

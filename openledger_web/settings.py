@@ -341,6 +341,7 @@ CELERY_BEAT_SCHEDULE = {
     "inference-reap-stale": {"task": "inference.runs_reap_stale_task", "schedule": 15.0},
     "attribution-retry": {"task": "attribution.tasks.runs_attribution_retry_task", "schedule": 30.0},
     "inference-seal-batch": {"task": "inference.runs_seal_batch_task", "schedule": 15.0},
+    "datanets-seal-receipts": {"task": "datanets.tasks.receipts_seal_batches_task", "schedule": 15.0},
     "datanets-checks-requeue": {"task": "datanets.tasks.contributions_checks_requeue_task", "schedule": 600.0},
     "outbox-resend": {"task": "outbox.tasks.outbox_resend_task", "schedule": 10.0},
 }
@@ -376,6 +377,10 @@ INFERENCE_MAX_NEW_TOKENS = envint("INFERENCE_MAX_NEW_TOKENS", "512")
 INFERENCE_RATE_LIMIT = os.getenv("INFERENCE_RATE_LIMIT", "60/minute")
 INFERENCE_BATCH_RUNS = envint("INFERENCE_BATCH_RUNS", "256")
 INFERENCE_BATCH_SECONDS = envint("INFERENCE_BATCH_SECONDS", "300")
+# Receipts (issue 12): a beat task seals the receipts of submissions and curation decisions into one anchored batch
+# (one transaction) per RECEIPT_BATCH_SIZE receipts, or whatever waits once the oldest is RECEIPT_BATCH_SECONDS old.
+RECEIPT_BATCH_SIZE = envint("RECEIPT_BATCH_SIZE", "256")
+RECEIPT_BATCH_SECONDS = envint("RECEIPT_BATCH_SECONDS", "300")
 INFERENCE_HEARTBEAT_SECONDS = envint("INFERENCE_HEARTBEAT_SECONDS", "5")
 # A running run whose heartbeat is older than this, or a run queued longer than the queue timeout, is failed.
 INFERENCE_STALE_SECONDS = envint("INFERENCE_STALE_SECONDS", "60")

@@ -159,6 +159,8 @@ ENDPOINTS: dict[str, Endpoint] = {
         "json",
         {"owner": 200, "curator": 200, "contributor": 200, "other": 404, "anonymous": 401},
     ),
+    "contribution_receipts": ("get", _contribution("contribution_receipts"), _none, "json", EVERYONE_OK),
+    "receipt_list": ("get", _dn("receipt_list"), _none, "json", EVERYONE_OK),
     "contribution_withdraw": (
         "post",
         _contribution("contribution_withdraw"),
@@ -261,7 +263,15 @@ def test_a_private_datanet_does_not_exist_for_outsiders(name: str) -> None:
 def test_a_private_datanet_answers_its_people(role: str) -> None:
     world = _world(visibility=Datanet.Visibility.PRIVATE, prefix="priv")
     client = _client(world, role)
-    for name in ("datanet_detail", "snapshot_detail", "snapshot_download", "record_proof", "contribution_detail"):
+    for name in (
+        "datanet_detail",
+        "snapshot_detail",
+        "snapshot_download",
+        "record_proof",
+        "contribution_detail",
+        "receipt_list",
+        "contribution_receipts",
+    ):
         response = _call(client, ENDPOINTS[name], world)
         assert response.status_code == 200, (name, role)
     listed = client.get(reverse("datanets_api:datanet_list")).json()

@@ -84,6 +84,10 @@ def pending_record(w: World) -> int:
     return w.pending.records.first().pk
 
 
+def pending_receipt(w: World) -> int:
+    return w.pending.receipts.get().pk
+
+
 def edit_data(w: World) -> dict[str, Any]:
     return {
         "name": "Renamed",
@@ -129,6 +133,11 @@ ENDPOINTS = [
         (200, 200, 200, LOGIN),
     ),
     ("contribution", _get("datanets:contribution", contribution_id=pending_id), (200, 200, 404, LOGIN)),
+    (
+        "receipt",
+        _get("datanets:receipt_proof", contribution_id=pending_id, receipt_id=pending_receipt),
+        (200, 200, 200, 200),
+    ),
     ("withdraw", _post("datanets:contribution_withdraw", contribution_id=pending_id), (403, 403, 404, LOGIN)),
     ("curation", _get("datanets:curation"), (200, 200, 403, LOGIN)),
     (
