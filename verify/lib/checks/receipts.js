@@ -49,13 +49,16 @@ export function checkReceipt(ctx, item) {
 }
 
 /** The receipt's `records_root` is the tree over its records' hashes: rebuilt when every one of them is in a public
- * snapshot checked in this run (records still pending, rejected or deduplicated are not published). */
+ * snapshot checked in this run (records still pending, rejected or deduplicated are not published); its Datanet is then the
+ * snapshot's too (not its contributor address: the leaf holds the wallet linked at freeze time, the receipt the one
+ * at submission). */
 function checkRecordsRoot(ctx, where, document) {
-  const hashes = ctx.snapshotLines
-    .filter(({ line }) => Number(line.contribution_id) === Number(document.contribution))
-    .map(({ hash }) => hash);
-  const unique = [...new Set(hashes)];
-  if (unique.length === 0 || unique.length !== Number(document.record_count)) return;
+  const found = ctx.snapshotLines.filter(({ line }) => Number(line.contribution_id) === Number(document.contribution));
+  if (found.length === 0) return;
+  const { line } = found[0];
+  if (line.datanet_id !== undefined) ctx.report.same(document.datanet?.id, line.datanet_id, where, "datanet id is the snapshot's");
+  const unique = [...new Set(found.map(({ hash }) => hash))];
+  if (unique.length !== Number(document.record_count)) return;
   const root = StandardMerkleTree.of(unique.map((h) => [h]), ["bytes32"]).root;
   ctx.report.same(document.records_root, root, where, "records_root rebuilt from the snapshot's records");
 }
