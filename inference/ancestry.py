@@ -20,6 +20,7 @@ from django.db.models import Count
 
 from datanets.models import Datanet, Snapshot, SnapshotRecord
 from datanets.selectors import datanets_visible_to
+from ledger import hashing
 from ledger.models import Anchor
 from modelfactory.models import BaseModel, ModelVersion, ModelVersionParent
 
@@ -321,10 +322,9 @@ def _root_check(root: str, *, kind: str, extra_ok: bool = True, problems: tuple[
 
 
 def manifest_check(*, version: ModelVersion) -> RootCheck:
-    """Re-hash the stored lineage manifest and ask the chain whether that hash is anchored as a model version."""
-    from modelfactory.lineage import manifest_hash
-
-    rehashed = manifest_hash(version.manifest.encode())
+    """Re-hash the stored lineage manifest and ask the chain whether that hash is anchored as a model version. The
+    stored text is hashed as it is, whatever its schema (v1 ``json.dumps`` or v2 JCS): it is what was anchored."""
+    rehashed = hashing.keccak_hex(version.manifest.encode())
     problems = () if rehashed == version.manifest_hash else (f"the stored manifest hashes to {rehashed}",)
     return _root_check(version.manifest_hash, kind=Anchor.Kind.MODEL_VERSION, problems=problems)
 

@@ -19,7 +19,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -474,10 +474,35 @@ class RunDetailApi(APIView):
         finished_at = serializers.DateTimeField(allow_null=True)
         run_hash = serializers.CharField()
         facts = serializers.CharField()
+        document = serializers.SerializerMethodField(help_text="The run facts run_hash hashes, as an object")
+        document_hash = serializers.SerializerMethodField(help_text="keccak256 of the facts' bytes: run_hash")
+        facts_schema = serializers.SerializerMethodField(help_text="openledger.inference_run.v1 or .v2")
+        document_text = serializers.SerializerMethodField(
+            help_text="v1 facts only (Python's json.dumps, not JCS): the exact text hashed; null for v2"
+        )
         version = serializers.SerializerMethodField()
         base_model = serializers.SerializerMethodField()
         batch = serializers.SerializerMethodField()
         attribution = serializers.SerializerMethodField()
+
+        @extend_schema_field(serializers.DictField(allow_null=True))
+        def get_document(self, run: InferenceRun) -> dict[str, Any] | None:
+            return json.loads(run.facts) if run.facts else None
+
+        @extend_schema_field(serializers.CharField(allow_null=True))
+        def get_document_hash(self, run: InferenceRun) -> str | None:
+            return run.run_hash or None
+
+        @extend_schema_field(serializers.CharField(allow_null=True))
+        def get_facts_schema(self, run: InferenceRun) -> str | None:
+            return json.loads(run.facts).get("schema") if run.facts else None
+
+        @extend_schema_field(serializers.CharField(allow_null=True))
+        def get_document_text(self, run: InferenceRun) -> str | None:
+            # v2 facts are JCS, rebuilt from ``document``; v1 ones are not, so their exact text goes with them
+            if run.facts and self.get_facts_schema(run) != services.FACTS_SCHEMA:
+                return run.facts
+            return None
 
         def get_version(self, run: InferenceRun) -> dict[str, Any] | None:
             version = run.version

@@ -21,9 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from ledger import hashing
 from ledger.merkle import StandardMerkleTree
 from ledger.services import anchor_request, anchor_subject
-from modelfactory.lineage import canonical_json, manifest_hash
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
 
@@ -34,7 +34,8 @@ from .selectors import versions_askable_by
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = "the inference worker was lost; please retry"
-FACTS_SCHEMA = "openledger.inference_run.v1"
+FACTS_SCHEMA = "openledger.inference_run.v2"
+FACTS_SCHEMA_V1 = "openledger.inference_run.v1"
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 64
 MAX_STOP = 4
@@ -382,10 +383,19 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def run_facts(run: InferenceRun) -> bytes:
-    """The canonical JSON of a finished run (sorted keys, no whitespace, UTF-8): what ``run_hash`` hashes. The
-    version stands in by its lineage manifest hash, which pins the adapter, the base and the training data."""
+    """The facts of a finished run as RFC 8785 canonical JSON (``ledger.hashing.jcs``, schema
+    ``openledger.inference_run.v2``): what ``run_hash`` hashes. The version stands in by its lineage manifest hash,
+    which pins the adapter, the base and the training data.
+
+    Seeds (the run's and the one asked for in ``options``) are decimal strings: they go up to 2**63 - 1, beyond what
+    a JavaScript reader holds exactly. The other options stay as given (``0.7`` stays a float; JCS writes ``1.0``
+    as ``1``, as every JCS implementation does). Facts stored under v1 (``json.dumps``, integer seeds) keep their
+    bytes and ``run_hash``: nothing re-serialises a finished run."""
     version = run.version
-    return canonical_json(
+    options = dict(run.options)
+    if options.get("seed") is not None:
+        options["seed"] = hashing.uint_text(int(options["seed"]))
+    return hashing.jcs(
         {
             "schema": FACTS_SCHEMA,
             "run": str(run.public_id),
@@ -398,8 +408,8 @@ def run_facts(run: InferenceRun) -> bytes:
             "kind": run.kind,
             "prompt": run.prompt,
             "messages": run.messages,
-            "options": run.options,
-            "seed": run.seed,
+            "options": options,
+            "seed": hashing.uint_text(run.seed),
             "status": run.status,
             "answer": run.answer,
             "error": run.error,
@@ -448,7 +458,7 @@ def run_finish(
         run.seed = seed
     run.finished_at = now or timezone.now()
     run.facts = run_facts(run).decode()
-    run.run_hash = manifest_hash(run.facts.encode())
+    run.run_hash = hashing.keccak_hex(run.facts.encode())
     run.save()
     event = streams.ERROR if error else streams.DONE
     public_id, data = run.public_id, streams.final_data(run)

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
@@ -27,22 +28,23 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datanets.api import READ_ERRORS, WRITE_ERRORS, AnchorSerializer, DatanetsApi, page_serializer, paginated
+from datanets.api import READ_ERRORS, WRITE_ERRORS, DatanetsApi, page_serializer, paginated
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
+from ledger.proofs import anchor_facts
 from openledger_web.api import ErrorSerializer
 
-from . import services
+from . import lineage, services
 from .config import PRESETS, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
-from .selectors import jobs_visible_to, version_training_data, versions_visible_to
+from .selectors import jobs_visible_to, version_adapter_files, version_training_data, versions_visible_to
 
 TAGS = ["modelfactory"]
 LIST_ERRORS = {401: OpenApiResponse(ErrorSerializer, description="Not signed in")}
 PUBLIC_READ_ERRORS = READ_ERRORS  # the reads anyone may make: no 401
 READ_ERRORS = {**LIST_ERRORS, **READ_ERRORS}
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+ADAPTER_FILES = (lineage.ADAPTER_WEIGHTS, lineage.ADAPTER_CONFIG)
 MAX_SNAPSHOTS = 20
 MAX_CONFIG_KEYS = 64
 MAX_ID = 2**63 - 1  # PostgreSQL bigint: a larger id is no id, not a database error
@@ -128,6 +130,22 @@ class JobSerializer(serializers.Serializer):
         return ModelVersion.objects.filter(job=job).values_list("pk", flat=True).first()
 
 
+@extend_schema_serializer(component_name="ModelVersionAdapterFile")
+class AdapterFileSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    sha256 = serializers.CharField(allow_null=True, help_text="null: a file of a v1 version missing on this server")
+    bytes = serializers.IntegerField(allow_null=True)
+    url = serializers.URLField()
+
+
+@extend_schema_serializer(component_name="ModelVersionLineageParent")
+class LineageParentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    manifest_hash = serializers.CharField()
+    weight = serializers.FloatField()
+    relation = serializers.CharField()
+
+
 @extend_schema_serializer(component_name="ModelVersion")
 class VersionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
@@ -138,11 +156,48 @@ class VersionSerializer(serializers.Serializer):
     kind = serializers.CharField(source="job.kind")
     record_type = serializers.CharField()
     adapter_sha256 = serializers.CharField()
-    adapter_bytes = serializers.IntegerField()
+    adapter_bytes = serializers.IntegerField(help_text="The adapter files' sizes summed")
     manifest_hash = serializers.CharField(help_text="keccak256 of the manifest bytes: the root anchored on chain")
     anchor_status = serializers.CharField(source="anchor.status")
     published = serializers.BooleanField()
     created_at = serializers.DateTimeField()
+    job_id = serializers.IntegerField()
+    anchor = serializers.SerializerMethodField(help_text="Where the manifest hash is anchored (ledger.proofs)")
+    manifest_url = serializers.SerializerMethodField(help_text="The manifest's exact bytes")
+    adapter_files = serializers.SerializerMethodField()
+    parents = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_anchor(self, version: ModelVersion) -> dict[str, Any] | None:
+        return anchor_facts(version.anchor)
+
+    def _version_url(self, version: ModelVersion, route: str, **kwargs: Any) -> str:
+        path = reverse(f"modelfactory-api:{route}", kwargs={"version_id": version.pk, **kwargs})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema_field(serializers.URLField())
+    def get_manifest_url(self, version: ModelVersion) -> str:
+        return self._version_url(version, "version_manifest")
+
+    @extend_schema_field(AdapterFileSerializer(many=True))
+    def get_adapter_files(self, version: ModelVersion) -> list[dict[str, Any]]:
+        return [
+            {**f, "url": self._version_url(version, "version_adapter_file", filename=f["name"])}
+            for f in version_adapter_files(version=version)
+        ]
+
+    @extend_schema_field(LineageParentSerializer(many=True))
+    def get_parents(self, version: ModelVersion) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": link.parent_id,
+                "manifest_hash": link.parent.manifest_hash,
+                "weight": link.weight,
+                "relation": link.relation,
+            }
+            for link in version.parent_links.all()  # the list prefetches them with their parents
+        ]
 
 
 @extend_schema_serializer(component_name="ModelVersionParent")
@@ -185,7 +240,6 @@ class VersionDetailSerializer(VersionSerializer):
         source="seen.private_datanets",
         help_text="How many more Datanets it trained on that you may not see (named by neither snapshot nor sample)",
     )
-    anchor = AnchorSerializer()
     downloads = serializers.SerializerMethodField()
 
     def to_representation(self, version: ModelVersion) -> dict[str, Any]:
@@ -517,7 +571,11 @@ class VersionListApi(ModelFactoryApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = filters.validated_data
-        versions = versions_visible_to(user=request.user).select_related("job")
+        versions = (
+            versions_visible_to(user=request.user)
+            .select_related("job", "anchor__deployment")
+            .prefetch_related("parent_links__parent")
+        )
         if q := wanted.get("q", "").strip():
             versions = versions.filter(Q(name__icontains=q) | Q(job__description__icontains=q))
         if wanted.get("base_model") is not None:

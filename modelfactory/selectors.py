@@ -15,7 +15,9 @@ from django.db.models.expressions import RawSQL
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Datanet, Snapshot
 from datanets.selectors import datanets_trainable_by, datanets_visible_to
+from datanets.storage import media_path
 
+from . import lineage
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
 
 
@@ -239,3 +241,25 @@ def version_samples_for(*, version: ModelVersion, user: Any, seen: TrainingData 
     if not (seen or version_training_data(version=version, user=user)).samples_shown:
         return []
     return [s for s in version.samples or [] if isinstance(s, dict)]
+
+
+def version_adapter_files(*, version: ModelVersion) -> list[dict[str, Any]]:
+    """``{"name", "sha256", "bytes"}`` of each file of the version's adapter, by name.
+
+    A v2 manifest lists them itself (that list is what was anchored). A v1 manifest hashed only the weights
+    (``adapter_sha256``), so the files are read from the stored folder, the weights named by the hash stored with the
+    version; a file missing there is listed with ``sha256`` and ``bytes`` null (the weights keep their hash)."""
+    anchored = lineage.manifest_adapter_files(version.manifest)
+    if anchored is not None:
+        return anchored
+    folder = media_path(version.adapter_path)
+    files = []
+    for name in sorted(lineage.ADAPTER_FILES):
+        path = folder / name
+        present = path.is_file()
+        if name == lineage.ADAPTER_WEIGHTS:
+            digest: str | None = version.adapter_sha256
+        else:
+            digest = lineage.file_sha256(path) if present else None
+        files.append({"name": name, "sha256": digest, "bytes": path.stat().st_size if present else None})
+    return files

@@ -544,21 +544,29 @@ def _checkpoint_dir(job: FineTuneJob) -> Path:
     return Path(settings.DATA_DIR) / "checkpoints" / f"job-{job.pk}"
 
 
-def _store_adapter(staged: Path, sha256: str) -> tuple[str, int]:
-    """Move a trained adapter folder to ``adapters/ab/cd/<sha256>/`` (read-only); identical weights share it."""
+def _store_adapter(staged: Path, sha256: str) -> tuple[str, list[dict[str, Any]]]:
+    """Move a trained adapter folder to ``adapters/ab/cd/<sha256>/`` (read-only); identical weights share it.
+
+    Only the adapter's own files are kept (peft's README.md model card is not part of it), so the folder holds
+    exactly what the manifest hashes. Returns the relative path and ``lineage.adapter_files`` of the stored folder:
+    when the same weights were stored before, their stored files are the ones served, so those are hashed."""
     relative = content_path("adapters", sha256)
     target = media_path(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
     for file in staged.iterdir():
-        file.chmod(0o444)  # stored content is never written again
+        if file.is_dir():
+            shutil.rmtree(file)
+        elif file.name not in lineage.ADAPTER_FILES:
+            file.unlink()
+        else:
+            file.chmod(0o444)  # stored content is never written again
     try:
         staged.rename(target)
     except OSError:
-        if not (target / "adapter_model.safetensors").exists():
+        if not (target / lineage.ADAPTER_WEIGHTS).exists():
             raise
         shutil.rmtree(staged, ignore_errors=True)  # the same weights were stored before
-    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
-    return relative, size
+    return relative, lineage.adapter_files(target)
 
 
 def _job_end(job_id: int, worker: str, status: str, error: str = "") -> None:
@@ -855,7 +863,7 @@ def _version_create(
         job.log_tail = _tail(job.log_tail, "cancelled")
         job.save()
         return None
-    adapter_path, adapter_bytes = _store_adapter(output_dir, adapter_sha256)
+    adapter_path, files = _store_adapter(output_dir, adapter_sha256)
     base = job.base_model
     snapshots = list(job.snapshots.select_related("datanet").order_by("pk"))
     clean_metrics = json.loads(lineage.canonical_json(lineage.finite(metrics)))
@@ -870,6 +878,7 @@ def _version_create(
         record_type=record_type,
         code_version=lineage.code_version(),
         adapter_sha256=adapter_sha256,
+        adapter_files=files,
         metrics=clean_metrics,
         attribution_index=attribution_index.manifest_entry() if attribution_index is not None else None,
         job_id=job.pk,
@@ -892,7 +901,7 @@ def _version_create(
         code_version=lineage.code_version(),
         adapter_path=adapter_path,
         adapter_sha256=adapter_sha256,
-        adapter_bytes=adapter_bytes,
+        adapter_bytes=sum(f["bytes"] for f in files),
         metrics=clean_metrics,
         samples=samples,
         training=training_facts,

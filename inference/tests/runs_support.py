@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
+from inference.models import InferenceRun
+from ledger import hashing
 from ledger.services import anchor_request, anchor_subject_id
 from modelfactory import lineage
 from modelfactory.config import TrainingConfig
 from modelfactory.models import BaseModel, FineTuneJob, ModelVersion
+from modelfactory.tests.factories import stand_in_adapter_files
 
 # The prepared bundled model; a test run with its own DATA_DIR falls back to the checkout's copy.
 BASE_MODEL_DIR = next(
@@ -76,10 +80,10 @@ def served_version(
     ``adapter`` None with an ``adapter_sha256`` makes a version whose adapter folder does not exist."""
     if adapter is not None:
         relative, digest = store_adapter(adapter)
-        size = (adapter / "adapter_model.safetensors").stat().st_size
+        files = lineage.adapter_files(Path(settings.MEDIA_ROOT) / relative)
     else:
         digest = adapter_sha256 or "ee" * 32
-        relative, size = f"adapters/{digest[:2]}/{digest[2:4]}/{digest}", 1
+        relative, files = f"adapters/{digest[:2]}/{digest[2:4]}/{digest}", stand_in_adapter_files(digest)
     config = TrainingConfig(lora_rank=8, max_steps=1, warmup_steps=0, max_length=64)
     job = FineTuneJob.objects.create(
         name=name, owner=owner, base_model=base_model, config=config.to_dict(), status=FineTuneJob.Status.SUCCEEDED
@@ -93,6 +97,7 @@ def served_version(
         record_type="instruction",
         code_version="unknown",
         adapter_sha256=digest,
+        adapter_files=files,
         metrics={"train_loss": 1.0},
     )
     manifest_digest = lineage.manifest_hash(manifest)
@@ -107,7 +112,7 @@ def served_version(
         code_version="unknown",
         adapter_path=relative,
         adapter_sha256=digest,
-        adapter_bytes=size,
+        adapter_bytes=sum(f["bytes"] for f in files),
         metrics={"train_loss": 1.0},
         manifest=manifest.decode(),
         manifest_hash=manifest_digest,
@@ -116,3 +121,17 @@ def served_version(
         ),
         published=published,
     )
+
+
+def make_v1_run(run: Any) -> Any:
+    """Rewrite a finished run (not yet in a batch) as one finished under run facts schema v1, before JCS:
+    ``json.dumps`` with sorted keys, the seeds integers, floats as Python writes them (``1.0``)."""
+    facts = json.loads(run.facts)
+    facts["schema"] = "openledger.inference_run.v1"
+    facts["seed"] = run.seed
+    facts["options"] = run.options
+    text = lineage.canonical_json(facts).decode()
+    # a direct UPDATE stands in for a row the code before JCS wrote
+    InferenceRun.objects.filter(pk=run.pk).update(facts=text, run_hash=hashing.keccak_hex(text.encode()))
+    run.refresh_from_db()
+    return run

@@ -10,13 +10,20 @@ from typing import Any
 import pytest
 
 from datanets.models import Snapshot
+from datanets.storage import media_path
 from inference.ancestry import ancestry_of, lineage_visible_to
 from ledger.models import Anchor
 from ledger.services import anchor_request, anchor_subject_id
 from modelfactory import lineage
 from modelfactory.config import TrainingConfig
 from modelfactory.models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
-from modelfactory.tests.factories import BaseModelFactory, UserFactory, frozen_snapshot, instructions
+from modelfactory.tests.factories import (
+    BaseModelFactory,
+    UserFactory,
+    frozen_snapshot,
+    instructions,
+    stand_in_adapter_files,
+)
 
 CONTINUED = ModelVersionParent.Relation.CONTINUED_FROM
 MERGED = ModelVersionParent.Relation.MERGED_FROM
@@ -42,10 +49,10 @@ def lineage_version(
         from inference.tests.runs_support import store_adapter
 
         relative, digest = store_adapter(adapter)
-        size = (adapter / "adapter_model.safetensors").stat().st_size
+        files = lineage.adapter_files(media_path(relative))
     else:
         digest = hashlib.sha256(f"{name}:{job.pk}".encode()).hexdigest()
-        relative, size = f"adapters/{digest[:2]}/{digest[2:4]}/{digest}", 1
+        relative, files = f"adapters/{digest[:2]}/{digest[2:4]}/{digest}", stand_in_adapter_files(digest)
     manifest = lineage.build_manifest(
         base_model={"name": base_model.name, "weights_sha256": base_model.weights_sha256},
         parents=[
@@ -60,6 +67,7 @@ def lineage_version(
         record_type="instruction",
         code_version="unknown",
         adapter_sha256=digest,
+        adapter_files=files,
         metrics={"train_loss": 1.0},
     )
     digest_manifest = lineage.manifest_hash(manifest)
@@ -74,7 +82,7 @@ def lineage_version(
         code_version="unknown",
         adapter_path=relative,
         adapter_sha256=digest,
-        adapter_bytes=size,
+        adapter_bytes=sum(f["bytes"] for f in files),
         metrics={"train_loss": 1.0},
         manifest=manifest.decode(),
         manifest_hash=digest_manifest,

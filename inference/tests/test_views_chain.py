@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from inference.models import InferenceRun
 from ledger import services as ledger_services
 from ledger.models import Anchor
 from modelfactory.models import ModelVersion, ModelVersionParent
-from modelfactory.tests.factories import BaseModelFactory, UserFactory, frozen_snapshot, instructions
+from modelfactory.tests.factories import BaseModelFactory, UserFactory, frozen_snapshot, instructions, make_v1
 
+from .runs_support import make_v1_run
 from .test_ancestry import lineage_version
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
@@ -181,3 +183,19 @@ def test_an_anonymous_visitor_with_the_links_verifies_a_run_its_version_and_its_
         assert 'data-verified="true"' in pages[name].content.decode(), name
     assert run.run_hash in pages["inference:run_proof"].content.decode()
     assert anonymous.get(reverse("inference:history")).status_code == 302  # the list of one's runs stays private
+
+
+def test_a_v1_manifest_and_a_v1_run_stored_before_jcs_still_verify(world: dict[str, Any]) -> None:
+    version = make_v1(world["version"])
+    run = make_v1_run(_answered(world["asker"], version))
+    _answered(world["asker"], version)
+    services.runs_seal_batches(force=True)
+    _anchor_all()
+
+    manifest_page = world["client"].get(reverse("inference:verify_version", args=[version.pk])).content.decode()
+    run_page = world["client"].get(reverse("inference:verify_run", args=[run.public_id])).content.decode()
+
+    assert json.loads(version.manifest)["schema"] == "openledger.model_version.v1"
+    assert 'data-verified="true"' in manifest_page and version.manifest_hash in manifest_page
+    assert '"schema":"openledger.inference_run.v1"' in run.facts
+    assert 'data-verified="true"' in run_page and run.run_hash in run_page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,15 @@ def frozen_snapshot(
     return datanet_services.snapshot_freeze(datanet=datanet, user=owner)
 
 
+def stand_in_adapter_files(weights_sha256: str) -> list[dict[str, Any]]:
+    """The manifest's ``adapter.files`` for a version whose adapter folder does not exist (1 byte each)."""
+    config_sha256 = hashlib.sha256(f"config of {weights_sha256}".encode()).hexdigest()
+    return [
+        {"name": lineage.ADAPTER_CONFIG, "sha256": config_sha256, "bytes": 1},
+        {"name": lineage.ADAPTER_WEIGHTS, "sha256": weights_sha256, "bytes": 1},
+    ]
+
+
 def stand_in_version(*, owner: Any, base_model: BaseModel, name: str = "stand-in") -> ModelVersion:
     """A finished ModelVersion written directly (no training), for lineage and validation tests."""
     config = TrainingConfig(lora_rank=4, max_steps=1, warmup_steps=0, max_length=64)
@@ -118,6 +128,7 @@ def stand_in_version(*, owner: Any, base_model: BaseModel, name: str = "stand-in
         record_type="instruction",
         code_version="unknown",
         adapter_sha256="cd" * 32,
+        adapter_files=stand_in_adapter_files("cd" * 32),
         metrics={"train_loss": 1.0},
     )
     digest = lineage.manifest_hash(manifest)
@@ -132,9 +143,48 @@ def stand_in_version(*, owner: Any, base_model: BaseModel, name: str = "stand-in
         code_version="unknown",
         adapter_path=f"adapters/cd/cd/{'cd' * 32}",
         adapter_sha256="cd" * 32,
-        adapter_bytes=1,
+        adapter_bytes=2,
         metrics={"train_loss": 1.0},
         manifest=manifest.decode(),
         manifest_hash=digest,
         anchor=anchor_request(kind="model_version", subject_id=anchor_subject_id("model_version", job.pk), root=digest),
     )
+
+
+def v1_manifest(version: ModelVersion, *, seed: int) -> bytes:
+    """The manifest ``version`` would have had under schema v1 (before JCS): ``json.dumps`` with sorted keys, the
+    seed an integer, only the weights hashed. For tests of what was stored before."""
+    manifest = {
+        "schema": lineage.MANIFEST_SCHEMA_V1,
+        "base_model": {"name": version.base_model.name, "weights_sha256": version.base_model.weights_sha256},
+        "parents": [
+            {"id": link.parent_id, "manifest_hash": link.parent.manifest_hash, "weight": link.weight,
+             "relation": link.relation}
+            for link in version.parent_links.order_by("parent_id")
+        ],
+        "snapshots": [
+            {"datanet": s.datanet.slug, "number": s.number, "id": s.pk, "merkle_root": s.merkle_root}
+            for s in version.snapshots.order_by("pk")
+        ],
+        "config": version.config,
+        "seed": seed,
+        "record_type": version.record_type,
+        "code_version": version.code_version,
+        "adapter_sha256": version.adapter_sha256,
+        "metrics": version.metrics,
+        "job": {"id": version.job_id},
+    }  # fmt: skip
+    return lineage.canonical_json(manifest)
+
+
+def make_v1(version: ModelVersion, *, seed: int = 2**53 + 1) -> ModelVersion:
+    """Rewrite a version (not yet anchored) as one stored under manifest schema v1, its anchor's root with it; a seed
+    beyond 2**53 - 1, which v1 wrote as a JSON number."""
+    manifest = v1_manifest(version, seed=seed)
+    digest = lineage.manifest_hash(manifest)
+    # the model refuses changes: a direct UPDATE stands in for a row written by the code before JCS
+    ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest.decode(), manifest_hash=digest, seed=seed)
+    type(version.anchor).objects.filter(pk=version.anchor_id).update(root=digest)
+    version.refresh_from_db()
+    version.anchor.refresh_from_db()
+    return version

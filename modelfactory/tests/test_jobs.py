@@ -19,7 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from datanets.storage import media_path
-from ledger import chain
+from ledger import chain, hashing
 from ledger import services as ledger_services
 from ledger.models import Anchor
 from modelfactory import lineage, services
@@ -257,6 +257,10 @@ def test_the_manifest_is_canonical_json_and_its_hash_is_keccak256() -> None:
         "record_type": "instruction",
         "code_version": "unknown",
         "adapter_sha256": "ab" * 32,
+        "adapter_files": [
+            {"name": "adapter_model.safetensors", "sha256": "ab" * 32, "bytes": 10},
+            {"name": "adapter_config.json", "sha256": "cd" * 32, "bytes": 2},
+        ],
         "metrics": {"eval_loss": float("nan"), "train_loss": 1.5},
     }
     parents = [
@@ -267,8 +271,11 @@ def test_the_manifest_is_canonical_json_and_its_hash_is_keccak256() -> None:
     again = lineage.build_manifest(parents=list(reversed(parents)), **common)
     parsed = json.loads(data)
     assert data == again
-    assert data == lineage.canonical_json(parsed)
+    assert data == hashing.jcs(parsed)
     assert b" " not in data and b"\n" not in data
+    assert parsed["schema"] == "openledger.model_version.v2" and parsed["seed"] == "7"
+    assert [f["name"] for f in parsed["adapter"]["files"]] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert parsed["adapter"]["bytes"] == 12
     assert [p["id"] for p in parsed["parents"]] == [2, 5]
     assert [s["id"] for s in parsed["snapshots"]] == [3, 9]
     assert parsed["metrics"]["eval_loss"] is None
@@ -286,13 +293,19 @@ def _assert_version_checks_out(version: ModelVersion, snapshot: Any) -> None:
     assert (folder / "adapter_config.json").exists()
     assert lineage.manifest_hash(version.manifest.encode()) == version.manifest_hash
     manifest = json.loads(version.manifest)
-    assert lineage.canonical_json(manifest) == version.manifest.encode()
+    assert hashing.jcs(manifest) == version.manifest.encode()
     assert manifest["adapter_sha256"] == version.adapter_sha256
+    files = {f.name: f.read_bytes() for f in folder.iterdir()}
+    assert manifest["adapter"]["files"] == [
+        {"name": name, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+        for name, body in sorted(files.items())
+    ]
+    assert version.adapter_bytes == manifest["adapter"]["bytes"] == sum(len(b) for b in files.values())
     assert manifest["snapshots"] == [
         {"datanet": snapshot.datanet.slug, "number": 1, "id": snapshot.pk, "merkle_root": snapshot.merkle_root}
     ]
     assert manifest["base_model"]["weights_sha256"] == version.base_model.weights_sha256
-    assert manifest["config"] == TINY.to_dict() and manifest["seed"] == 7
+    assert manifest["config"] == TINY.to_dict() and manifest["seed"] == "7"
     assert manifest["code_version"] == lineage.code_version()
     assert version.anchor.kind == Anchor.Kind.MODEL_VERSION and version.anchor.root == version.manifest_hash
 
