@@ -26,7 +26,7 @@ export function checkRun(ctx, publicId) {
     if (run.facts_schema !== undefined) report.same(run.facts_schema, document.schema, where, "facts schema");
     report.same(document.run, publicId, where, "facts name this run");
     if (document.schema !== "openledger.inference_run.v1") {
-      report.same(document.schema, "openledger.inference_run.v2", where, "facts schema");
+      report.same(document.schema, "openledger.inference_run.v2", where, "facts schema is v2");
       report.check(
         document.seed === null || typeof document.seed === "string",
         where,
