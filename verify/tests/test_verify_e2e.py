@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.apps import apps
 from django.conf import settings
 from django.utils import timezone
 from eth_account import Account
@@ -32,12 +31,12 @@ from attribution.rewards import REWARD_POLICY_V1, split_fee
 from attribution.rewards_services import reward_claim, rewards_epoch_close, user_label
 from attribution.tests.rewards_support import publish
 from datanets import services as datanet_services
-from datanets.models import Record
+from datanets.models import Receipt, Record
 from datanets.tests.factories import wallet
 from inference import services as run_services
 from inference.models import InferenceRun
 from inference.tests.runs_support import make_adapters
-from ledger.models import Anchor, RewardEpoch, RewardEpochEntry
+from ledger.models import Anchor, RewardEpoch
 from modelfactory import services as factory_services
 from modelfactory.models import FineTuneJob, ModelVersion, ModelVersionParent
 from modelfactory.tests.factories import default_base, tiny_config
@@ -279,16 +278,6 @@ def _changed(model: Any, pk: Any, field: str, change: Callable[[Any], Any]) -> I
         model.objects.filter(pk=pk).update(**{field: before})
 
 
-def _document_model(name_part: str) -> tuple[Any, str]:
-    """The model storing the ``name_part`` documents (a receipt, an epoch) and its document field."""
-    for model in apps.get_models():
-        if name_part in model.__name__.lower():
-            for field in ("document", "document_text", "document_json"):
-                if any(f.name == field for f in model._meta.get_fields()):
-                    return model, field
-    raise LookupError(f"no model stores {name_part} documents")
-
-
 def _tampered_document(document: Any, key_path: list[Any]) -> Any:
     """``document`` (stored as JSON or as its text) with one byte changed in the string at ``key_path``."""
     parsed = json.loads(document) if isinstance(document, str) else json.loads(json.dumps(document))
@@ -302,15 +291,10 @@ def _tampered_document(document: Any, key_path: list[Any]) -> Any:
     return parsed
 
 
-def _receipt_change(kind: str, key_path: list[Any]) -> Any:
-    model, field = _document_model("receipt")
-    row = next(r for r in model.objects.order_by("pk") if _kind_of(getattr(r, field)) == kind)
-    return _changed(model, row.pk, field, lambda doc: _tampered_document(doc, key_path)), f"{kind} receipt {row.pk}"
-
-
-def _kind_of(document: Any) -> str:
-    parsed = json.loads(document) if isinstance(document, str) else document
-    return parsed["schema"].split(".")[2]
+def _receipt_change(kind: str, key_path: list[Any]) -> tuple[Any, str]:
+    receipt = Receipt.objects.filter(kind=kind).order_by("pk").first()
+    change = _changed(Receipt, receipt.pk, "document", lambda doc: _tampered_document(doc, key_path))
+    return change, f"{kind} receipt {receipt.pk}"
 
 
 @contextmanager
@@ -338,28 +322,36 @@ def _run_answer_changed(run: InferenceRun) -> Iterator[None]:
 
 
 @contextmanager
-def _epoch_document_or_rows(world: World, *, leaf: bool) -> Iterator[None]:
-    """An accrual amount (``leaf`` False) or a leaf amount changed where the epoch's document is built from: the
-    stored document when the epoch stores one, else the accrual or entry row."""
+def _accrual_amount_changed(world: World) -> Iterator[None]:
+    """One accrual's amount changed where the epoch's document comes from: the stored document, or (epochs without
+    one) the accrual row."""
     entry = world.epoch.entries.get(index=world.unpaid_index)
-    try:
-        model, field = _document_model("rewardepoch")
-    except LookupError:
-        model = None
-    if model is not None and model is RewardEpoch:
-        position = next(
-            i for i, leaf_ in enumerate(_parsed(getattr(world.epoch, field))["leaves"]) if leaf_["index"] == entry.index
-        )
-        path = ["leaves", position, "amount"] if leaf else ["leaves", position, "accruals", 0, "amount"]
-        with _changed(RewardEpoch, world.epoch.pk, field, lambda doc: _tampered_document(doc, path)):
-            yield
-    elif leaf:
-        with _changed(RewardEpochEntry, entry.pk, "amount", lambda amount: str(int(amount) + 1)):
+    if world.epoch.document is not None:
+        leaves = _parsed(world.epoch.document)["leaves"]
+        position = next(i for i, leaf in enumerate(leaves) if leaf["index"] == entry.index)
+        path = ["leaves", position, "accruals", 0, "amount"]
+        with _changed(RewardEpoch, world.epoch.pk, "document", lambda doc: _tampered_document(doc, path)):
             yield
     else:
         accrual = RewardAccrual.objects.filter(epoch=world.epoch.number, user=world.builder).order_by("pk").first()
-        with _changed(RewardAccrual, accrual.pk, "amount", lambda amount: type(amount)(int(amount) + 1)):
+        with _changed(RewardAccrual, accrual.pk, "amount", lambda amount: int(amount) + 1):
             yield
+
+
+@contextmanager
+def _leaf_amount_changed(world: World) -> Iterator[None]:
+    """The unpaid leaf's amount changed in the epoch's stored tree (what the tree and the claim proofs are served
+    from)."""
+
+    def change(tree: Any) -> Any:
+        tree = json.loads(json.dumps(tree))
+        for item in tree["values"]:
+            if int(item["value"][0]) == world.unpaid_index:
+                item["value"][2] = str(int(item["value"][2]) + 1)
+        return tree
+
+    with _changed(RewardEpoch, world.epoch.pk, "tree", change):
+        yield
 
 
 def _parsed(document: Any) -> Any:
@@ -439,8 +431,8 @@ def test_every_artifact_verifies_from_outside_and_one_changed_byte_in_each_fails
                 f"version {world.tuned.pk}")),
             ("an adapter file byte", lambda: (_adapter_byte_flipped(world.merged), f"version {world.merged.pk}")),
             ("a run's answer", lambda: (_run_answer_changed(world.run), f"run {run_id}")),
-            ("an accrual amount", lambda: (_epoch_document_or_rows(world, leaf=False), f"epoch {world.epoch.number}")),
-            ("an epoch leaf", lambda: (_epoch_document_or_rows(world, leaf=True), f"epoch {world.epoch.number}")),
+            ("an accrual amount", lambda: (_accrual_amount_changed(world), f"epoch {world.epoch.number}")),
+            ("an epoch leaf", lambda: (_leaf_amount_changed(world), f"epoch {world.epoch.number}")),
         ]  # fmt: skip
         for what, tampering in tamperings:
             try:
