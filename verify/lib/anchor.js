@@ -43,7 +43,7 @@ export async function checkAnchor(ctx, where, { anchor, root, kind, subject }) {
   if (!report.check(receipt && receipt.status === 1, where, "anchor transaction mined and succeeded", anchor.tx_hash)) {
     return false;
   }
-  good = report.same(receipt.blockNumber, anchor.block_number, where, "anchor block") && good;
+  good = report.same(anchor.block_number, receipt.blockNumber, where, "anchor block") && good;
   const event = eventsIn(receipt, address, "Anchored").find((e) => lower(e.args.root) === lower(root));
   const eventIsOurs = event && Number(event.args.kind) === KIND_CODES[kind] && lower(event.args.subjectId) === sid;
   good =

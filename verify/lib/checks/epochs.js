@@ -32,10 +32,10 @@ export function checkEpoch(ctx, number) {
     for (const leaf of leaves) {
       const lwhere = `${where} leaf ${leaf.index}`;
       const sum = (leaf.accruals ?? []).reduce((s, a) => s + big(a.amount), 0n);
-      report.same(sum.toString(), big(leaf.amount).toString(), lwhere, "accruals sum to the leaf's amount");
+      report.same(big(leaf.amount).toString(), sum.toString(), lwhere, "accruals sum to the leaf's amount");
       total += big(leaf.amount);
     }
-    report.same(total.toString(), big(document.total).toString(), where, "leaf amounts sum to the document's total");
+    report.same(big(document.total).toString(), total.toString(), where, "leaf amounts sum to the document's total");
     report.same(epoch.total, document.total, where, "total is the document's");
     const values = leaves.map((l) => [String(l.index), l.account, big(l.amount).toString()]);
     if (!report.check(values.length > 0, where, "epoch has leaves", "none")) return;
@@ -91,13 +91,13 @@ async function checkDistributor(ctx, where, epoch, number, root, total) {
   }
   const info = await chain.epochInfo(address, number);
   report.same(info.root, root, where, "RewardDistributor.epochInfo root");
-  report.same(info.total.toString(), big(total).toString(), where, "RewardDistributor.epochInfo total");
+  report.same(big(total).toString(), info.total.toString(), where, "RewardDistributor.epochInfo total");
   report.check(info.publishedAt > 0n, where, "epoch published on chain", "publishedAt is 0");
   const receipt = facts.tx_hash ? await chain.receipt(facts.tx_hash) : null;
   if (!report.check(receipt && receipt.status === 1, where, "publish transaction mined and succeeded", facts.tx_hash)) {
     return;
   }
-  report.same(receipt.blockNumber, facts.block_number, where, "publish block");
+  report.same(facts.block_number, receipt.blockNumber, where, "publish block");
   const event = eventsIn(receipt, address, "EpochPublished").find((e) => e.args.epoch === BigInt(number));
   report.check(
     event && lower(event.args.root) === lower(root) && event.args.total === big(total),

@@ -40,7 +40,7 @@ export async function checkChainApi(ctx, { registry, distributor }) {
         "deployed by the transaction the site names",
         receipt ? `that transaction deployed ${receipt.contractAddress}` : "no such transaction",
       );
-      if (receipt) report.same(receipt.blockNumber, contract.deploy_block, cwhere, "deploy block");
+      if (receipt) report.same(contract.deploy_block, receipt.blockNumber, cwhere, "deploy block");
     }
   }
   const named = (name) => all.filter((c) => c.name === name).map((c) => lower(c.address));

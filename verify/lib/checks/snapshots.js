@@ -35,7 +35,7 @@ export function checkSnapshot(ctx, slug, number) {
     const text = new TextDecoder().decode(bytes);
     const lines = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
     const manifest = await site.json(`${base}manifest/`);
-    report.same(sha256Hex(bytes), manifest.jsonl?.sha256, where, "JSONL sha256 is the manifest's");
+    report.same(manifest.jsonl?.sha256, sha256Hex(bytes), where, "JSONL sha256 is the manifest's");
     if (manifest.datanet?.id !== undefined) report.same(manifest.datanet.id, detail.datanet_id, where, "manifest datanet id");
 
     const values = [];

@@ -74,8 +74,8 @@ async function checkAdapter(ctx, where, version, manifest, v2) {
     const entry = served.get(file.name);
     if (!report.check(entry?.url, where, `adapter file ${file.name} has a download URL`, "none")) continue;
     const bytes = await site.bytes(entry.url);
-    report.same(sha256Hex(bytes), file.sha256, where, `adapter file ${file.name} sha256 is the manifest's`);
-    if (file.bytes !== undefined) report.same(bytes.length, file.bytes, where, `adapter file ${file.name} size`);
+    report.same(file.sha256, sha256Hex(bytes), where, `adapter file ${file.name} sha256 is the manifest's`);
+    if (file.bytes !== undefined) report.same(file.bytes, bytes.length, where, `adapter file ${file.name} size`);
   }
 }
 
