@@ -47,12 +47,15 @@ export class Chain {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
+        signal: AbortSignal.timeout(60_000),
       });
       return response.json();
     });
     if (!answer?.result) throw new NetworkError(`eth_chainId at ${url}: ${JSON.stringify(answer?.error ?? answer)}`);
     const chainId = Number(BigInt(answer.result));
-    const provider = new ethers.JsonRpcProvider(url, chainId, {
+    const request = new ethers.FetchRequest(url);
+    request.timeout = 60_000;
+    const provider = new ethers.JsonRpcProvider(request, chainId, {
       staticNetwork: ethers.Network.from(chainId),
       batchMaxCount: 1,
     });

@@ -1,5 +1,8 @@
 // Every request the verifier makes to the site: anonymous (no cookie, no token), JSON or raw bytes.
 
+// A site that stops answering is a network error, not a hang.
+const TIMEOUT_MS = 120_000;
+
 export class UsageError extends Error {}
 
 /** The site or the chain could not be reached (exit 2), as opposed to answering something wrong (exit 1). */
@@ -29,7 +32,11 @@ export class Site {
     const url = this.url(path);
     let response;
     try {
-      response = await fetch(url, { headers: { Accept: accept }, redirect: "manual" });
+      response = await fetch(url, {
+        headers: { Accept: accept },
+        redirect: "manual",
+        signal: AbortSignal.timeout(TIMEOUT_MS),
+      });
     } catch (e) {
       throw new NetworkError(`GET ${url}: ${e.cause?.message ?? e.message}`);
     }
