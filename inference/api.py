@@ -26,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from modelfactory.selectors import version_anchor_facts
 from openledger_web.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
 from openledger_web.jsonguard import GuardedJSONParser, PayloadTooLarge
 
@@ -482,7 +483,10 @@ class RunDetailApi(APIView):
         )
         version = serializers.SerializerMethodField()
         base_model = serializers.SerializerMethodField()
-        batch = serializers.SerializerMethodField()
+        batch = serializers.SerializerMethodField(help_text="The same envelope as proof (its first name)")
+        proof = serializers.SerializerMethodField(
+            help_text="The run's inclusion proof in its anchored batch (openledger.proof.v1); null until sealed"
+        )
         attribution = serializers.SerializerMethodField()
 
         @extend_schema_field(serializers.DictField(allow_null=True))
@@ -508,7 +512,6 @@ class RunDetailApi(APIView):
             version = run.version
             if version is None:
                 return None
-            anchor = version.anchor
             return {
                 "id": version.pk,
                 "name": version.name,
@@ -523,15 +526,23 @@ class RunDetailApi(APIView):
                     {"id": s.pk, "datanet": s.datanet.slug, "number": s.number, "root": s.merkle_root}
                     for s in version.snapshots.select_related("datanet")
                 ],
-                "anchor": {"status": anchor.status, "tx_hash": anchor.tx_hash or None, "root": anchor.root},
+                "anchor": version_anchor_facts(version),
             }
 
         def get_base_model(self, run: InferenceRun) -> dict[str, Any]:
             base = run.base_model
             return {"id": base.pk, "name": base.name, "weights_sha256": base.weights_sha256}
 
+        @extend_schema_field(serializers.DictField(allow_null=True))
         def get_batch(self, run: InferenceRun) -> dict[str, Any] | None:
-            return selectors.run_proof(run)
+            return self.get_proof(run)
+
+        @extend_schema_field(serializers.DictField(allow_null=True))
+        def get_proof(self, run: InferenceRun) -> dict[str, Any] | None:
+            proofs = self.context.setdefault("proofs", {})  # built once for both names
+            if run.pk not in proofs:
+                proofs[run.pk] = selectors.run_proof(run)
+            return proofs[run.pk]
 
         def get_attribution(self, run: InferenceRun) -> dict[str, Any]:
             """The run page's attribution panel as data: state, shares as exact "p/q" fractions, the reward split.

@@ -31,9 +31,8 @@ from django_htmx.middleware import HtmxDetails
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.services import snapshot_anchor_facts
-from ledger.proofs import anchor_facts_for
-from ledger.services import anchor_subject
 from modelfactory.models import BaseModel, ModelVersion
+from modelfactory.selectors import version_anchor_facts
 
 from . import ancestry, selectors, services, streams
 from .forms import CHAT_ROLES, AskForm
@@ -311,7 +310,7 @@ def verify_version(request: HttpRequest, version_id: int) -> HttpResponse:
         raise Http404("no such model version")
     subject = {"kind": "model_version", "title": f"Lineage manifest of {version.name}", "version": version,
                "anchor": version.anchor, "root": version.manifest_hash,
-               "facts": anchor_facts_for(version.anchor, anchor_subject("model_version", version.job_id))}  # fmt: skip
+               "facts": version_anchor_facts(version)}  # fmt: skip
     return _verify_page(request, subject, lambda: ancestry.manifest_check(version=version))
 
 

@@ -32,10 +32,9 @@ from datanets.api import READ_ERRORS, WRITE_ERRORS, DatanetsApi, page_serializer
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
-from ledger.proofs import anchor_facts
 from openledger_web.api import ErrorSerializer
 
-from . import lineage, services
+from . import lineage, selectors, services
 from .config import PRESETS, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
 from .selectors import jobs_visible_to, version_adapter_files, version_training_data, versions_visible_to
@@ -169,7 +168,7 @@ class VersionSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.DictField(allow_null=True))
     def get_anchor(self, version: ModelVersion) -> dict[str, Any] | None:
-        return anchor_facts(version.anchor)
+        return selectors.version_anchor_facts(version)
 
     def _version_url(self, version: ModelVersion, route: str, **kwargs: Any) -> str:
         path = reverse(f"modelfactory-api:{route}", kwargs={"version_id": version.pk, **kwargs})

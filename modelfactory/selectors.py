@@ -16,6 +16,8 @@ from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Datanet, Snapshot
 from datanets.selectors import datanets_trainable_by, datanets_visible_to
 from datanets.storage import media_path
+from ledger.proofs import anchor_facts_for
+from ledger.services import anchor_subject
 
 from . import lineage
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
@@ -263,3 +265,9 @@ def version_adapter_files(*, version: ModelVersion) -> list[dict[str, Any]]:
             digest = lineage.file_sha256(path) if present else None
         files.append({"name": name, "sha256": digest, "bytes": path.stat().st_size if present else None})
     return files
+
+
+def version_anchor_facts(version: ModelVersion) -> dict[str, Any] | None:
+    """Where the version's manifest hash is anchored (``ledger.proofs.anchor_facts``), its subject named as
+    ``model_version:<job id>`` even on anchors requested before subjects were stored."""
+    return anchor_facts_for(version.anchor, anchor_subject("model_version", version.job_id))

@@ -100,3 +100,15 @@ def test_an_unfinished_run_has_no_document(owner, version) -> None:
     shown = _detail(run)
 
     assert shown["document"] is None and shown["document_hash"] is None and shown["facts_schema"] is None
+
+
+def test_the_run_api_serves_its_proof_under_proof_and_batch(owner, version) -> None:
+    run = _finished(owner, version, temperature=0.7, top_p=1.0, seed=BIG_SEED)
+    assert _detail(run)["proof"] is None  # not sealed yet
+    services.runs_seal_batches(force=True)
+
+    shown = _detail(run)
+
+    assert shown["proof"] == shown["batch"] and shown["proof"]["schema"] == "openledger.proof.v1"
+    assert shown["proof"]["artifact"] == "run" and shown["proof"]["value"] == [run.run_hash]
+    assert shown["version"]["anchor"]["subject"] == f"model_version:{version.job_id}"
