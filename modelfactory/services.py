@@ -660,15 +660,15 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
     if version is None:  # cancelled after its last step, or the job belongs to a newer attempt by now
         _drop_unkept_index(job.pk, worker, attribution_index)
         return None
-    _selfcheck(version, _loaded_base(base_model.path))
+    _selfcheck(version, base_model.path)
     return version
 
 
-def _selfcheck(version: ModelVersion, base: Any) -> None:
+def _selfcheck(version: ModelVersion, base_model_path: str) -> None:
     """The attribution self-check of a stored version (``attribution.selfcheck``), with the worker's loaded model.
     The job has succeeded already: whatever happens here is stored as the self-check's outcome, never the job's."""
     try:
-        attribution_selfcheck.version_selfcheck(version=version, base=base)
+        attribution_selfcheck.version_selfcheck(version=version, base=_loaded_base(base_model_path))
     except Exception:  # version_selfcheck stores its own failures; this guards the job against the guard failing
         logger.exception("version %s: the attribution self-check raised", version.pk)
 
@@ -811,7 +811,7 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
     if version is None:
         _drop_unkept_index(job.pk, worker, attribution_index)
         return None
-    _selfcheck(version, loaded)
+    _selfcheck(version, base_model.path)
     return version
 
 
