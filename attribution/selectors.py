@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
-
-from django.conf import settings
 
 from datanets.models import Record, SnapshotRecord
 from datanets.selectors import primary_addresses, user_can_view
@@ -17,7 +14,6 @@ from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttri
 from .scoring import SIGNAL_LABELS, SIGNALS
 
 TOP_RECORDS = 10
-BENCH_FIGURES_FILE = Path(settings.BASE_DIR) / "docs" / "attribution_eval.json"
 
 
 def record_display_text(record: Record) -> str:
@@ -66,35 +62,61 @@ def percent(share: str | Fraction) -> str:
     return f"{float(value) * 100:.1f}%"
 
 
-def bench_figures() -> dict[str, Any] | None:
-    """The last planted-fact evaluation (``bench/attribution_eval.py`` writes it), or None."""
-    try:
-        return json.loads(BENCH_FIGURES_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+@dataclass(frozen=True)
+class Reliability:
+    """How far to trust this version's attribution: its own self-check (``attribution.selfcheck``), measured with
+    n, or "not measured". A benchmark's figures never stand in for a version's measurement."""
+
+    state: str  # measured | timed_out | failed | off | not_measured
+    figures: dict[str, Any]
+    sentence: str
+
+    @property
+    def measured(self) -> bool:
+        return self.state in ("measured", "timed_out") and bool(self.figures.get("n"))
+
+    @property
+    def verdict_counts(self) -> list[tuple[str, int]]:
+        labels = dict(RunAttribution.Verdict.choices)
+        return [(str(labels.get(v, v)), int(c)) for v, c in (self.figures.get("verdicts") or {}).items()]
 
 
-def reliability_line(index: AttributionIndex | None) -> str:
-    """How much to trust the numbers for this version: its own evaluation when one was run, else the benchmark's,
-    said to be the benchmark's."""
-    figures = (index.evaluation if index is not None else None) or None
-    source = "measured on this version"
-    if not figures:
-        figures = bench_figures()
-        source = "not measured on this version; on the planted-fact benchmark (bench/attribution_eval.py)"
-    if not figures:
-        return "Reliability: not measured yet for this version or on the benchmark."
-    parts = []
-    if figures.get("top1_true_contributor") is not None:
-        parts.append(f"the true contributor ranked first for {figures['top1_true_contributor'] * 100:.0f}% of answers")
-    if figures.get("mean_true_share") is not None:
-        parts.append(f"received {figures['mean_true_share'] * 100:.0f}% of the credit on average")
-    if figures.get("loo_rank_correlation") is not None:
-        parts.append(
-            f"gradient scores agree with retraining without each contributor at rank correlation "
-            f"{figures['loo_rank_correlation']:.2f}"
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.0f}%"
+
+
+def version_reliability(index: AttributionIndex | None) -> Reliability:
+    """The reliability of ``index``'s version as measured by its self-check, said in one sentence with n."""
+    figures = dict(index.evaluation or {}) if index is not None else {}
+    if figures.get("schema") != "openledger.attribution_selfcheck.v1":
+        return Reliability("not_measured", {}, "Reliability: not measured for this version (it has no self-check).")
+    status, n = figures.get("status"), int(figures.get("n") or 0)
+    if status == "off":
+        return Reliability("off", figures, "Reliability: not measured for this version (the self-check was off).")
+    if status == "failed" and not n:
+        why = figures.get("error") or "unknown error"
+        sentence = f"Reliability: not measured for this version (its self-check failed: {why})."
+        return Reliability("failed", figures, sentence)
+    if not n:
+        return Reliability(
+            "timed_out" if status == "timed_out" else "not_measured",
+            figures,
+            f"Reliability: not measured for this version (its self-check attributed no answer within "
+            f"{figures.get('time_limit_seconds', 0):.0f} s).",
         )
-    return f"Reliability ({source}): " + "; ".join(parts) + "."
+    right = int(figures.get("n_right") or 0)
+    parts = [
+        f"on {n} of its own training questions answered by this version ({right} answered as the record says)",
+        f"the asked record was credited first for {_pct(figures.get('record_top1'))}",
+        f"its contributor ranked first for {_pct(figures.get('owner_top1'))}",
+    ]
+    if figures.get("owner_share_right") is not None:
+        parts.append(f"and got {_pct(figures['owner_share_right'])} of the credit on the right answers")
+    if figures.get("unsupported_on_wrong") is not None:
+        parts.append(f"{_pct(figures['unsupported_on_wrong'])} of wrong answers were judged unsupported")
+    unfinished = " (the self-check ran out of time before its whole sample)" if status == "timed_out" else ""
+    state = "timed_out" if status == "timed_out" else "measured"
+    return Reliability(state, figures, "Reliability measured on this version: " + ", ".join(parts) + unfinished + ".")
 
 
 @dataclass
@@ -130,11 +152,23 @@ class Panel:
     signals: list[tuple[str, str, float]] = field(default_factory=list)
     accruals: list[RewardAccrual] = field(default_factory=list)
     accrual_total: int = 0
-    reliability: str = ""
+    reliability: Reliability | None = None
+    more_count: int = 0  # credited records beyond the top ones shown
+    more_share: str = ""  # their part of the credit, as a percentage
 
     @property
     def finished(self) -> bool:
         return self.state != "pending"
+
+    @property
+    def verdict(self) -> str:
+        """supported | partly_supported | unsupported, or blank for runs scored before verdicts existed."""
+        return self.attribution.verdict if self.attribution is not None else ""
+
+    @property
+    def confidence(self) -> str:
+        value = self.attribution.confidence if self.attribution is not None else None
+        return "" if value is None else f"{value * 100:.0f}%"
 
 
 def _latest_proofs(record_ids: list[int]) -> dict[int, SnapshotRecord]:
@@ -162,7 +196,7 @@ def run_panel(*, run: Any, user: Any) -> Panel:
         return Panel(run=run, state="run_failed")
     if attribution is None or not attribution.is_finished:
         return Panel(run=run, state="pending", attribution=attribution)
-    panel = Panel(run=run, state=attribution.status, attribution=attribution, reliability=reliability_line(index))
+    panel = Panel(run=run, state=attribution.status, attribution=attribution, reliability=version_reliability(index))
     panel.accruals = list(
         RewardAccrual.objects.filter(run=run).select_related("user", "datanet").order_by("recipient_kind", "-amount")
     )
@@ -176,6 +210,13 @@ def run_panel(*, run: Any, user: Any) -> Panel:
         .select_related("record", "record__datanet", "contribution")
         .order_by("rank")[:TOP_RECORDS]
     )
+    beyond = list(
+        RecordAttribution.objects.filter(run_attribution=attribution, rank__gt=TOP_RECORDS).values_list(
+            "share", flat=True
+        )
+    )
+    panel.more_count = len(beyond)
+    panel.more_share = percent(sum((Fraction(share) for share in beyond), Fraction(0)))
     proofs = _latest_proofs([r.record_id for r in rows])
     for row in rows:
         record = row.record
@@ -218,3 +259,33 @@ def run_panel(*, run: Any, user: Any) -> Panel:
         if s in shares and (Fraction(shares[s]) > 0 or s in ("gradient", "span"))
     ]
     return panel
+
+
+@dataclass(frozen=True)
+class Credit:
+    """One credited record of a run as a viewer may see it: identified when its Datanet is visible to them, else
+    only its rank and share (counted, not shown)."""
+
+    row: RecordAttribution
+    visible: bool
+
+
+def run_credits(*, attribution: RunAttribution) -> Any:
+    """Every credited record of an attribution, by rank (a queryset, for paging)."""
+    return (
+        RecordAttribution.objects.filter(run_attribution=attribution)
+        .select_related("record", "record__datanet", "contribution")
+        .order_by("rank", "pk")
+    )
+
+
+def credits_as_seen(*, rows: list[RecordAttribution], user: Any) -> list[Credit]:
+    """``rows`` (one page of ``run_credits``) with each Datanet's visibility to ``user`` decided once."""
+    seen: dict[int, bool] = {}
+    out = []
+    for row in rows:
+        datanet = row.record.datanet
+        if datanet.pk not in seen:
+            seen[datanet.pk] = user_can_view(user=user, datanet=datanet)
+        out.append(Credit(row=row, visible=seen[datanet.pk]))
+    return out

@@ -564,7 +564,18 @@ class RunDetailApi(APIView):
                 index={"features_sha256": attribution.feature_hash, "spans_sha256": attribution.span_hash},
                 signal_shares=attribution.signal_shares,
                 explanation=attribution.explanation,
-                reliability=panel.reliability,
+                verdict=attribution.verdict or None,
+                confidence=attribution.confidence,
+                reliability=(
+                    {
+                        "state": panel.reliability.state,
+                        "sentence": panel.reliability.sentence,
+                        "figures": panel.reliability.figures,
+                    }
+                    if panel.reliability is not None
+                    else None
+                ),
+                more_records=panel.more_count,
                 contributors=[
                     {"user": c.user_id, "name": c.name, "wallet": c.wallet or None, "share": s}
                     for c, (_, s) in zip(panel.contributors, attribution.contributors, strict=True)

@@ -21,6 +21,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from attribution import selfcheck as attribution_selfcheck
 from attribution import services as attribution_services
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot, SnapshotRecord
@@ -666,7 +667,18 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         return None
     if version is None:  # cancelled after its last step, or the job belongs to a newer attempt by now
         _drop_unkept_index(job.pk, worker, attribution_index)
+        return None
+    _selfcheck(version, base_model.path)
     return version
+
+
+def _selfcheck(version: ModelVersion, base_model_path: str) -> None:
+    """The attribution self-check of a stored version (``attribution.selfcheck``), with the worker's loaded model.
+    The job has succeeded already: whatever happens here is stored as the self-check's outcome, never the job's."""
+    try:
+        attribution_selfcheck.version_selfcheck(version=version, base=_loaded_base(base_model_path))
+    except Exception:  # version_selfcheck stores its own failures; this guards the job against the guard failing
+        logger.exception("version %s: the attribution self-check raised", version.pk)
 
 
 def _drop_unkept_index(job_id: int, worker: str, pending: Any) -> None:
@@ -806,6 +818,8 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
         return None
     if version is None:
         _drop_unkept_index(job.pk, worker, attribution_index)
+        return None
+    _selfcheck(version, base_model.path)
     return version
 
 

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from attribution.models import AttributionIndex
-from attribution.selectors import reliability_line
+from attribution.selectors import version_reliability
 from datanets.models import Snapshot
 from datanets.storage import media_path
 
@@ -420,7 +420,7 @@ def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, A
     index = AttributionIndex.objects.filter(version=version).first()
     return {
         "attribution_index": index,
-        "reliability": reliability_line(index) if index is not None and index.is_ok else "",
+        "reliability": version_reliability(index) if index is not None and index.is_ok else None,
         "version": version,
         "anchor": version.anchor,
         "lineage": lineage,

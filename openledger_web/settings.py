@@ -393,6 +393,14 @@ INFERENCE_STREAM_TTL_SECONDS = envint("INFERENCE_STREAM_TTL_SECONDS", "3600")
 ATTRIBUTION_FEATURE_DIM = envint("ATTRIBUTION_FEATURE_DIM", "1024")
 ATTRIBUTION_MIN_SPAN_TOKENS = envint("ATTRIBUTION_MIN_SPAN_TOKENS", "8")
 INFERENCE_RUN_FEE = envint("INFERENCE_RUN_FEE", str(10**15))
+# The self-check at the end of each training or merge job (attribution.selfcheck): how many of the version's own
+# training questions it answers and attributes (0: off), and the time it may take; its figures go on the version's
+# index, and an unfinished one says so.
+ATTRIBUTION_SELFCHECK_SAMPLE = envint("ATTRIBUTION_SELFCHECK_SAMPLE", "12")
+ATTRIBUTION_SELFCHECK_SECONDS = envint("ATTRIBUTION_SELFCHECK_SECONDS", "60")
+# Attribution worker processes of `make run` and the Procfile (`-c` of the `attribution` queue's worker; scripts/run.py
+# reads the same variable with the same default).
+ATTRIBUTION_WORKERS = envint("ATTRIBUTION_WORKERS", "2")
 
 LOGGING = {
     "version": 1,

@@ -22,6 +22,7 @@ urlpatterns = [
     path("v1/", include("inference.openai_urls")),
     path("attribution/", include("attribution.urls")),
     path("api/rewards/", include("attribution.rewards_api_urls")),
+    path("api/attribution/", include("attribution.api_urls")),
     path("api/", include("openledger_web.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     # the split view serves Swagger UI's start-up script as a file of its own, which the CSP allows

@@ -97,9 +97,10 @@ def celery_argvs(data_dir: Path) -> dict[str, list[str]]:
         # threads, not processes: the pool's tasks share one engine (the base model loaded once) whose scheduler
         # gathers their concurrent requests into one batch
         "worker-inference": worker("inference", "inference", "-P", "threads", "-c", "32"),
-        # attribution scoring loads the same base model with gradients, one run at a time; it scales out to its
-        # own `-Q attribution` workers on other machines
-        "worker-attribution": worker("attribution", "attribution", "-c", "1"),
+        # attribution scoring loads the same base model with gradients, one run at a time per process: answers that
+        # end together are scored ATTRIBUTION_WORKERS at a time (each process holds its own model, ~0.6 GB for the
+        # bundled one); more `-Q attribution` workers on other machines scale it further
+        "worker-attribution": worker("attribution", "attribution", "-c", os.getenv("ATTRIBUTION_WORKERS", "2")),
         "beat": [*celery, "beat", "-l", "INFO", "-s", str(data_dir / "celerybeat-schedule")],
     }
 

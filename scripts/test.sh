@@ -14,6 +14,9 @@ if [[ -z "${CELERY_BROKER_URL:-}" ]] && reachable 6379; then
   export CELERY_BROKER_URL="redis://127.0.0.1:6379/14"
 fi
 export DATA_DIR="${TEST_DATA_DIR:-$PWD/var/test}"
+# the self-check at the end of every training job (attribution.selfcheck) is off in the tests, which train ~30 jobs;
+# attribution/tests/test_selfcheck.py turns it on for its own jobs
+export ATTRIBUTION_SELFCHECK_SAMPLE="${ATTRIBUTION_SELFCHECK_SAMPLE:-0}"
 export DEFAULT_BASE_MODEL_DIR="${DEFAULT_BASE_MODEL_DIR:-$PWD/var/models/smollm2-135m-instruct}"
 export PLAYWRIGHT_BROWSERS_PATH=0 PYTHONUNBUFFERED=1
 rm -rf "$DATA_DIR" && mkdir -p "$DATA_DIR"

@@ -426,7 +426,7 @@ def test_the_panel_shows_records_spans_contributors_proofs_and_the_split(
     assert reverse("datanets:record_proof", args=[lineage.datanet.slug, 1, lineage.alice_records[3].pk]) in html
     assert "Reliability" in html and "gradient influence" in html and "verbatim span matches" in html
     total = sum(int(a.amount) for a in RewardAccrual.objects.filter(run=run))
-    assert f"data-reward-total>{total:,}<" in html
+    assert f'data-reward-total="{total}"' in html
 
 
 def test_the_run_api_carries_the_attribution_and_the_exact_reward_split(
