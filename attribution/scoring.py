@@ -244,8 +244,8 @@ class Support:
     """Whether training records support an answer, and the evidence (``assess``).
 
     ``record_weights``: each supporting record's part of the supported information (the span signal under v2);
-    ``relevant_not_supporting``: records about the question that do not contain what the answer says (an answer
-    that contradicts a record leaves it here, uncredited).
+    ``relevant_not_supporting``: records about the question that get none of the credit: they do not contain what
+    the answer says, or too little of it (an answer that contradicts a record leaves it here, uncredited).
     """
 
     verdict: str
@@ -292,13 +292,17 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
     weights = {t: min(max(float(evidence.surprisal[t]), 0.0), rules.surprisal_cap) for t in content}
     total = sum(weights.values())
     supporting = [c for c in evidence.candidates if c.relevance >= rules.relevance_min and c.covered]
-    relevant_only = tuple(
-        c.record_id for c in evidence.candidates if c.relevance >= rules.relevance_min and not c.covered
-    )
+    # each supported token goes to the record(s) with the longest verbatim span around it: the record that says the
+    # whole fact, not the ones that share a word pair of it
     covering: dict[int, list[int]] = {}
+    longest: dict[int, int] = {}
     for candidate in supporting:
-        for t in candidate.covered:
-            covering.setdefault(t, []).append(candidate.record_id)
+        lengths = candidate.lengths or (1,) * len(candidate.covered)
+        for t, length in zip(candidate.covered, lengths, strict=True):
+            if length > longest.get(t, 0):
+                longest[t], covering[t] = length, [candidate.record_id]
+            elif length == longest[t]:
+                covering[t].append(candidate.record_id)
     record_weights: dict[int, float] = {}
     for t, records in covering.items():
         for record_id in records:
@@ -341,7 +345,11 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
         novelty=round(novelty, 4),
         paid=round(_clip(paid), 6),
         record_weights=record_weights,
-        relevant_not_supporting=relevant_only,
+        relevant_not_supporting=tuple(
+            c.record_id
+            for c in evidence.candidates
+            if c.relevance >= rules.relevance_min and c.record_id not in record_weights
+        ),
         agreement=round(agreement, 4),
         content_tokens=len(content),
         reason=reason,

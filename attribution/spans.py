@@ -353,14 +353,27 @@ def echo_mask(answer_ids: Sequence[int], prompt_ids: Sequence[int], *, n: int = 
 
 def shared_ngram_mask(answer_ids: Sequence[int], record_ids: Sequence[int], *, n: int = 2) -> list[bool]:
     """For each answer token, whether it lies inside an ``n``-gram of the answer that occurs verbatim in the record."""
+    return [length > 0 for length in shared_span_lengths(answer_ids, record_ids, n=n)]
+
+
+def shared_span_lengths(answer_ids: Sequence[int], record_ids: Sequence[int], *, n: int = 2) -> list[int]:
+    """For each answer token, the length of the longest span of the answer that contains it and occurs verbatim in
+    the record, or 0 when that is shorter than ``n`` tokens. A sparse longest-common-suffix table: only the record
+    positions holding each answer token are visited, so the cost follows the overlap, not the record's length."""
     answer = [int(t) for t in answer_ids]
-    record = [int(t) for t in record_ids]
-    mask = [False] * len(answer)
-    if len(answer) < n or len(record) < n:
-        return mask
-    grams = {tuple(record[i : i + n]) for i in range(len(record) - n + 1)}
-    for i in range(len(answer) - n + 1):
-        if tuple(answer[i : i + n]) in grams:
-            for j in range(i, i + n):
-                mask[j] = True
-    return mask
+    where: dict[int, list[int]] = {}
+    for j, token in enumerate(int(t) for t in record_ids):
+        where.setdefault(token, []).append(j)
+    ends = [0] * len(answer)  # longest match ending at each answer position
+    previous: dict[int, int] = {}
+    for i, token in enumerate(answer):
+        current = {j: previous.get(j - 1, 0) + 1 for j in where.get(token, ())}
+        ends[i] = max(current.values(), default=0)
+        previous = current
+    lengths = [0] * len(answer)
+    for i, length in enumerate(ends):
+        if length < n:
+            continue
+        for k in range(i - length + 1, i + 1):
+            lengths[k] = max(lengths[k], length)
+    return lengths

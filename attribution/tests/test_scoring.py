@@ -158,7 +158,7 @@ def test_an_answer_no_relevant_record_contains_is_unsupported_and_credits_nobody
     support = assess(evidence, {2: 0.9})
 
     assert support.verdict == "unsupported" and support.paid == 0.0
-    assert support.relevant_not_supporting == () and support.record_weights == {}
+    assert support.relevant_not_supporting == (1,) and support.record_weights == {}  # about it, says too little
     assert combine_supported({2: 0.9}, support).unattributed
     text = explain(combine_supported({2: 0.9}, support), support=support)
     assert text.startswith("No training record supports this answer")
@@ -204,3 +204,19 @@ def test_a_record_contributed_by_two_people_splits_its_credit_exactly() -> None:
     assert shares[100] == shares[101] == result.records[0].share / 2
     assert sum(shares.values()) == result.total
     assert sum(s for _, s in rollup.contributions) == sum(s for _, s in rollup.datanets) == result.total
+
+
+def test_a_token_goes_to_the_record_with_the_longest_verbatim_span_around_it() -> None:
+    from attribution.index import CandidateEvidence, SupportEvidence
+
+    evidence = SupportEvidence(
+        surprisal=(0.0, 5.0, 5.0),
+        echo=(True, False, False),
+        content=(1, 2),
+        key_tokens={},
+        candidates=(CandidateEvidence(1, 1.0, (1, 2), (3, 3)), CandidateEvidence(2, 1.0, (2,), (2,))),
+    )
+
+    support = assess(evidence, {})
+
+    assert dict(support.record_weights) == {1: pytest.approx(1.0)}

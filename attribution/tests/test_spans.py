@@ -164,3 +164,9 @@ def test_token_lookups_find_the_records_that_contain_a_token() -> None:
 def test_shared_ngrams_mark_the_answer_tokens_a_record_contains() -> None:
     assert spans.shared_ngram_mask([5, 2, 8, 6], [1, 8, 6, 0], n=2) == [False, False, True, True]
     assert spans.shared_ngram_mask([5, 8], [8], n=2) == [False, False]
+
+
+def test_shared_span_lengths_give_each_token_its_longest_verbatim_span() -> None:
+    assert spans.shared_span_lengths([5, 1, 2, 3, 9], [1, 2, 3, 0, 2, 3], n=2) == [0, 3, 3, 3, 0]
+    assert spans.shared_span_lengths([1, 9, 2], [1, 2], n=2) == [0, 0, 0]
+    assert spans.shared_span_lengths([], [1, 2]) == [] and spans.shared_span_lengths([1, 2], []) == [0, 0]
