@@ -12,6 +12,7 @@ trainer's own split function: records held out for evaluation never shaped the a
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import threading
@@ -23,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attribution.features import FeatureMatrix, TokenizedExample, answer_example, gradient_features, sketch_for
+from attribution.features import (
+    IGNORE_INDEX,
+    FeatureMatrix,
+    TokenizedExample,
+    answer_example,
+    gradient_features,
+    sketch_for,
+)
 from attribution.spans import SpanIndex, SpanMatch
 
 SPANS_FILE = "spans.npz"
@@ -181,14 +189,68 @@ def place(built: BuiltIndex, target: Path) -> None:
 
 
 @dataclass(frozen=True)
+class CandidateEvidence:
+    """What one candidate record shows about an answer: how much of the question's subject it contains
+    (``relevance``, 0-1), which answer tokens lie in an n-gram it contains verbatim (``covered``) and how long the
+    verbatim span around each is (``lengths``)."""
+
+    record_id: int
+    relevance: float
+    covered: tuple[int, ...]
+    lengths: tuple[int, ...] = ()  # for each covered token, the longest verbatim span around it in this record
+
+
+@dataclass(frozen=True)
+class SupportEvidence:
+    """The inputs of the support verdict (``scoring.assess``), all measured on this answer.
+
+    ``surprisal``: each answer token's surprisal (nats) under the base model alone, given the prompt and the answer
+    so far (what the base model could not have said by itself); ``echo``: tokens copied from the prompt; ``content``:
+    the answer positions that carry its content (not echo, not the end token); ``key_tokens``: the question's tokens
+    the base model could not predict (its subject), weighted by surprisal x inverse document frequency over the
+    indexed records; ``candidates``: the records that contain any key token, or that the gradient or span signal
+    ranked.
+    """
+
+    surprisal: tuple[float, ...]
+    echo: tuple[bool, ...]
+    content: tuple[int, ...]
+    key_tokens: dict[int, float]
+    candidates: tuple[CandidateEvidence, ...]
+
+
+@dataclass(frozen=True)
 class AnswerScores:
-    """Raw per-signal record scores for one answer, and what the spans cover."""
+    """Raw per-signal record scores for one answer, what the spans cover, and the support evidence."""
 
     gradient: dict[int, float]
     span: dict[int, float]
     matches: list[SpanMatch]
     answer_ids: list[int]
     answer_offsets: list[tuple[int, int]]
+    support: SupportEvidence | None = None
+
+
+# question tokens the base model gives less than e^-3 (5%) are the question's subject (names, rare words)
+KEY_TOKEN_NATS = 3.0
+ECHO_NGRAM = 3
+SUPPORT_NGRAM = 2
+MAX_CANDIDATES = 64
+
+
+def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str) -> list[int]:
+    """Where the question's own tokens sit in the encoded prompt (the last occurrence), so that the chat template
+    and a system prompt every record shares are not taken for the question's subject. All positions when the
+    question cannot be found (a tokenization that differs inside the template)."""
+    wanted = list(tokenizer(question, add_special_tokens=False)["input_ids"])
+    for trim in (0, 1):
+        needle = wanted[trim:]
+        if not needle:
+            break
+        for start in range(len(prompt_ids) - len(needle), -1, -1):
+            if list(prompt_ids[start : start + len(needle)]) == needle:
+                return list(range(start, start + len(needle)))
+    return list(range(len(prompt_ids)))
 
 
 class Scorer:
@@ -258,28 +320,132 @@ class Scorer:
         stopped: bool,
         min_span_tokens: int,
         top_k: int | None = None,
+        content_gradient: bool = True,
+        evidence: bool = True,
+        echo_free_spans: bool = True,
     ) -> AnswerScores:
         """Project the answer's gradient as the index was projected and cosine-score it against every record
-        (``top_k`` best only, when given); find its verbatim spans of at least ``min_span_tokens`` tokens."""
-        from attribution.spans import span_record_scores
+        (``top_k`` best only, when given); find its verbatim spans of at least ``min_span_tokens`` tokens; gather the
+        support evidence (``SupportEvidence``) unless ``evidence`` is False.
+
+        With ``content_gradient`` the answer's loss is taken over its content tokens only (not the tokens it copied
+        from the prompt, not the end token every record shares), so the gradient follows what the answer says, not
+        its phrasing; an answer that is all echo falls back to every answer token. With ``echo_free_spans`` span
+        credit never counts tokens copied from the prompt. (Both off: policy v1's signals, for the benchmark.)
+        """
+        from attribution.spans import echo_mask, span_record_scores
 
         prompt_ids, ids, offsets = self.answer_ids(messages=messages, prompt=prompt, answer=answer, stopped=stopped)
+        eos = self.base.tokenizer.eos_token_id
+        echo = echo_mask(ids, prompt_ids, n=ECHO_NGRAM)
+        content = [i for i, t in enumerate(ids) if not echo[i] and t != eos]
+        example = answer_example(prompt_ids, ids)
+        if content_gradient and content:
+            keep = set(content)
+            answer_labels = [t if i in keep else IGNORE_INDEX for i, t in enumerate(ids)]
+            example = TokenizedExample(example.input_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_labels)
         with self.lock:
             name = self._activate(str(adapter_dir))
             sketch = sketch_for(self.model, seed=matrix.seed, k=matrix.k, adapter_name=name)
             matrix.check_sketch(sketch)
-            example = answer_example(prompt_ids, ids)
             feature = gradient_features(self.model, [example], sketch=sketch, adapter_name=name)[0]
+            surprisal = self._base_surprisal([*prompt_ids, *ids]) if evidence else []
         gradient = matrix.top_record_scores(feature, top_k) if top_k else matrix.record_scores(feature)
-        eos = self.base.tokenizer.eos_token_id
         text_ids = [t for t in ids if t != eos]
         matches = spans.find_spans(text_ids, min_tokens=min_span_tokens)
+        span = span_record_scores(matches, len(text_ids), echo[: len(text_ids)] if echo_free_spans else None)
+        support = None
+        if evidence:
+            if messages is not None:
+                question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            else:
+                question = prompt
+            support = self._evidence(
+                spans=spans,
+                prompt_ids=prompt_ids,
+                ids=ids,
+                surprisal=surprisal,
+                echo=echo,
+                content=content,
+                question=question,
+                ranked=[*sorted(gradient, key=lambda r: -gradient[r])[:20], *span],
+            )
         return AnswerScores(
             gradient={int(k): float(v) for k, v in gradient.items()},
-            span=span_record_scores(matches, len(text_ids)),
+            span=span,
             matches=matches,
             answer_ids=ids,
             answer_offsets=offsets,
+            support=support,
+        )
+
+    def _base_surprisal(self, input_ids: list[int]) -> list[float]:
+        """Each token's surprisal (nats) under the base model without the adapter, given the tokens before it; the
+        first token's is 0."""
+        import torch
+
+        with torch.no_grad(), self.model.disable_adapter():
+            device = next(self.model.parameters()).device
+            logits = self.model(input_ids=torch.tensor([input_ids], device=device)).logits[0].float()
+            logp = torch.log_softmax(logits[:-1], dim=-1)
+            taken = logp.gather(1, torch.tensor(input_ids[1:], device=device).unsqueeze(1)).squeeze(1)
+        return [0.0, *(-taken).tolist()]
+
+    def _evidence(
+        self,
+        *,
+        spans: SpanIndex,
+        prompt_ids: list[int],
+        ids: list[int],
+        surprisal: list[float],
+        echo: list[bool],
+        content: list[int],
+        question: str,
+        ranked: list[int],
+    ) -> SupportEvidence:
+        from attribution.spans import shared_span_lengths
+
+        key: dict[int, float] = {}
+        for position in question_positions(self.base.tokenizer, prompt_ids, question):
+            token, nats = int(prompt_ids[position]), surprisal[position]
+            if nats >= KEY_TOKEN_NATS:
+                key[token] = max(key.get(token, 0.0), nats)
+        # a subject token counts by its surprisal times its rarity among the records (inverse document
+        # frequency): "colour" in a question about one flag is surprising too, but every flag record has it
+        found: dict[int, float] = {}
+        holders = {token: spans.records_with(token) for token in key}
+        key = {t: nats * math.log((spans.n_records + 1) / (len(holders[t]) + 0.5)) for t, nats in key.items()}
+        total = sum(key.values())
+        for token, weight in key.items():
+            for record_id in holders[token]:
+                found[record_id] = found.get(record_id, 0.0) + weight
+        candidates = sorted(found, key=lambda r: (-found[r], r))[:MAX_CANDIDATES]
+        candidates += [r for r in dict.fromkeys(ranked) if r not in found][: max(0, MAX_CANDIDATES - len(candidates))]
+        evidence = []
+        for record_id in candidates:
+            try:
+                tokens = spans.record_tokens(record_id)
+            except KeyError:
+                continue
+            lengths = shared_span_lengths(ids, tokens.tolist(), n=SUPPORT_NGRAM)
+            relevance = found.get(record_id, 0.0) / total if total > 0 else 1.0
+            covered = tuple(i for i in content if lengths[i])
+            evidence.append(
+                CandidateEvidence(record_id, round(relevance, 6), covered, tuple(lengths[i] for i in covered))
+            )
+        answer_surprisal = list(surprisal[len(prompt_ids) :])
+        # a whitespace-only token (SmolLM writes " 5830" as " ", "5", ...) is surprising only because of what follows
+        # it: its surprisal belongs to the next token, or a template that ends in a space would "support" a value
+        for i in range(len(ids) - 1):
+            if not self.base.tokenizer.decode([ids[i]]).strip():
+                answer_surprisal[i + 1] += answer_surprisal[i]
+                answer_surprisal[i] = 0.0
+        return SupportEvidence(
+            surprisal=tuple(round(x, 6) for x in answer_surprisal),
+            echo=tuple(echo),
+            content=tuple(content),
+            key_tokens=key,
+            candidates=tuple(evidence),
         )
 
 

@@ -30,6 +30,7 @@ class RewardPolicy:
     version: int
     contributors_bps: int
     builder_bps: int
+    supported_only: bool = False  # contributor shares cover supported content only (sum to at most 1)
 
     def __post_init__(self) -> None:
         if self.contributors_bps < 0 or self.builder_bps < 0 or self.contributors_bps + self.builder_bps > BASIS_POINTS:
@@ -45,11 +46,19 @@ class RewardPolicy:
             "contributors_bps": self.contributors_bps,
             "builder_bps": self.builder_bps,
             "protocol_bps": self.protocol_bps,
+            "supported_only": self.supported_only,
         }
 
 
 REWARD_POLICY_V1 = RewardPolicy(version=1, contributors_bps=7_000, builder_bps=2_000)
-REWARD_POLICIES = {REWARD_POLICY_V1.version: REWARD_POLICY_V1}
+# v2 (issue 13): contributors are paid only for supported content. The basis points are v1's; what changed is what
+# the contributor shares mean: they come from attribution policy v2 and sum to the answer's paid fraction (its
+# supported part, less what the base model already knew), not to 1. The rest of the contributors' pool goes to the
+# protocol pool. An unsupported answer credits no contributor: the builder keeps its 20% (their model did answer)
+# and the protocol pool takes the other 80%; the builder is never paid more for an answer no record supports.
+REWARD_POLICY_V2 = RewardPolicy(version=2, contributors_bps=7_000, builder_bps=2_000, supported_only=True)
+REWARD_POLICIES = {REWARD_POLICY_V1.version: REWARD_POLICY_V1, REWARD_POLICY_V2.version: REWARD_POLICY_V2}
+REWARD_POLICY = REWARD_POLICY_V2  # what new attributions are split by
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ How a result is computed (``combine``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -37,6 +37,7 @@ class AttributionPolicy:
     top_k: int
     min_score: Mapping[str, float]
     relative_floor: float
+    support: SupportPolicy | None = None
 
     def __post_init__(self) -> None:
         if set(self.weights) - set(SIGNALS) or any(w < 0 for w in self.weights.values()):
@@ -51,6 +52,42 @@ class AttributionPolicy:
             "top_k": self.top_k,
             "min_score": dict(self.min_score),
             "relative_floor": self.relative_floor,
+            **({"support": self.support.as_dict()} if self.support is not None else {}),
+        }
+
+
+@dataclass(frozen=True)
+class SupportPolicy:
+    """When training records support an answer (``assess``), and how much of its credit may be paid.
+
+    - A record is *relevant* when it contains at least ``relevance_min`` of the question's subject (its tokens the
+      base model could not predict, weighted by their surprisal).
+    - An answer token is *supported* when a relevant record contains it inside an n-gram of the answer.
+    - The *supported fraction* is the supported part of the answer's content (tokens not copied from the prompt,
+      not the end token), each token weighted by its surprisal under the base model (capped at
+      ``surprisal_cap`` nats): the information the answer adds, not its filler words.
+    - Verdict: supported from ``supported_at``, partly supported from ``partly_at``, else unsupported.
+    - *Novelty*: 0 when the base model alone gave every content token at least e^-``novel_low`` (it knew the
+      answer: what the base model already knew pays no one), 1 when some token was below e^-``novel_high``, linear
+      between.
+    - Paid fraction: supported fraction x novelty; 0 for an unsupported answer.
+    """
+
+    relevance_min: float = 0.5
+    supported_at: float = 0.8
+    partly_at: float = 0.4
+    surprisal_cap: float = 10.0
+    novel_low: float = 1.5
+    novel_high: float = 3.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "relevance_min": self.relevance_min,
+            "supported_at": self.supported_at,
+            "partly_at": self.partly_at,
+            "surprisal_cap": self.surprisal_cap,
+            "novel_low": self.novel_low,
+            "novel_high": self.novel_high,
         }
 
 
@@ -62,7 +99,20 @@ POLICY_V1 = AttributionPolicy(
     # a record under half the best record's gradient cosine is background, not influence
     relative_floor=0.5,
 )
-POLICIES = {POLICY_V1.version: POLICY_V1}
+# v2: credit only for supported content. Both signals are kept only for the records that support the answer
+# (``assess``); the span signal is the information-weighted share of the answer's content each supporting record
+# contains (not copied from the prompt); the gradient is taken over the answer's content tokens; shares sum to the
+# paid fraction, not to 1.
+POLICY_V2 = AttributionPolicy(
+    version=2,
+    weights={"gradient": 0.3, "span": 0.7, "retrieval": 0.0},
+    top_k=20,
+    min_score={"gradient": 0.0, "span": 0.0, "retrieval": 0.0},
+    relative_floor=0.5,
+    support=SupportPolicy(),
+)
+POLICIES = {POLICY_V1.version: POLICY_V1, POLICY_V2.version: POLICY_V2}
+CURRENT_POLICY = POLICY_V2
 
 
 def policy_for(version: int) -> AttributionPolicy:
@@ -96,7 +146,8 @@ class Attribution:
 
     @property
     def total(self) -> Fraction:
-        """1 when any signal fired, else 0."""
+        """The part of the answer's credit given to records: 1 when any signal fired (policy v1); under v2 the
+        paid fraction of a supported answer, 0 for an unsupported one."""
         return sum((r.share for r in self.records), Fraction(0))
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,12 +192,18 @@ def _largest_remainder(parts: Mapping[tuple[int, int], float], total_units: int)
     return units
 
 
-def combine(signal_scores: Mapping[str, Mapping[int, float]], policy: AttributionPolicy = POLICY_V1) -> Attribution:
+def combine(
+    signal_scores: Mapping[str, Mapping[int, float]], policy: AttributionPolicy = POLICY_V1, *, paid: float = 1.0
+) -> Attribution:
     """Combine ``{signal: {record_id: raw score}}`` under ``policy`` (see the module docstring).
 
-    Promises: record shares are exact fractions summing to 1 (or no records when nothing fired); each record's
-    ``by_signal`` parts sum to its share; the order is deterministic (share descending, then record id).
+    Promises: record shares are exact fractions summing to ``paid`` rounded to the share unit (1 by default; no
+    records when nothing fired or nothing is paid); each record's ``by_signal`` parts sum to its share; the order
+    is deterministic (share descending, then record id).
     """
+    if not 0.0 <= paid <= 1.0:
+        raise ValueError("paid must be within [0, 1]")
+    total_units = round(paid * SHARE_DENOMINATOR)
     unknown = set(signal_scores) - set(SIGNALS)
     if unknown:
         raise ValueError(f"unknown signals: {sorted(unknown)}")
@@ -154,7 +211,7 @@ def combine(signal_scores: Mapping[str, Mapping[int, float]], policy: Attributio
     fired = tuple(s for s in SIGNALS if kept[s] and policy.weights.get(s, 0.0) > 0)
     weight_sum = sum(policy.weights[s] for s in fired)
     effective = {s: (policy.weights[s] / weight_sum if s in fired else 0.0) for s in SIGNALS}
-    if not fired:
+    if not fired or total_units == 0:
         return Attribution(policy.version, (), {s: Fraction(0) for s in SIGNALS}, effective, ())
     parts: dict[tuple[int, int], float] = {}
     for index, signal in enumerate(SIGNALS):
@@ -163,7 +220,7 @@ def combine(signal_scores: Mapping[str, Mapping[int, float]], policy: Attributio
         signal_total = sum(kept[signal].values())
         for record_id, score in kept[signal].items():
             parts[(record_id, index)] = effective[signal] * score / signal_total
-    units = _largest_remainder(parts, SHARE_DENOMINATOR)
+    units = _largest_remainder(parts, total_units)
     by_record: dict[int, dict[str, Fraction]] = {}
     for (record_id, index), n in units.items():
         by_record.setdefault(record_id, {})[SIGNALS[index]] = Fraction(n, SHARE_DENOMINATOR)
@@ -177,6 +234,135 @@ def combine(signal_scores: Mapping[str, Mapping[int, float]], policy: Attributio
     records.sort(key=lambda r: (-r.share, r.record_id))
     signal_shares = {s: sum((r.by_signal.get(s, Fraction(0)) for r in records), Fraction(0)) for s in SIGNALS}
     return Attribution(policy.version, tuple(records), signal_shares, effective, fired)
+
+
+VERDICTS = ("supported", "partly_supported", "unsupported")
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether training records support an answer, and the evidence (``assess``).
+
+    ``record_weights``: each supporting record's part of the supported information (the span signal under v2);
+    ``relevant_not_supporting``: records about the question that get none of the credit: they do not contain what
+    the answer says, or too little of it (an answer that contradicts a record leaves it here, uncredited).
+    """
+
+    verdict: str
+    confidence: float
+    supported_fraction: float
+    novelty: float
+    paid: float
+    record_weights: Mapping[int, float]
+    relevant_not_supporting: tuple[int, ...]
+    agreement: float
+    content_tokens: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "confidence": self.confidence,
+            "supported_fraction": self.supported_fraction,
+            "novelty": self.novelty,
+            "paid_fraction": self.paid,
+            "supporting_records": [[r, round(w, 6)] for r, w in sorted(self.record_weights.items())],
+            "relevant_not_supporting": list(self.relevant_not_supporting),
+            "gradient_agreement": self.agreement,
+            "content_tokens": self.content_tokens,
+            "reason": self.reason,
+        }
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPolicy = POLICY_V2) -> Support:
+    """The support verdict of one answer from its evidence (``attribution.index.SupportEvidence``) under
+    ``policy.support`` (see ``SupportPolicy``), with ``gradient`` (record -> cosine) for the agreement between
+    signals.
+
+    Confidence: for an answer called (partly) supported, the supported fraction times how much of the positive
+    gradient credit also lands on the supporting records (0.6 + 0.4 x agreement); for an unsupported one,
+    1 - the supported fraction.
+    """
+    rules = policy.support or SupportPolicy()
+    content = list(evidence.content)
+    weights = {t: min(max(float(evidence.surprisal[t]), 0.0), rules.surprisal_cap) for t in content}
+    total = sum(weights.values())
+    supporting = [c for c in evidence.candidates if c.relevance >= rules.relevance_min and c.covered]
+    # each supported token goes to the record(s) with the longest verbatim span around it: the record that says the
+    # whole fact, not the ones that share a word pair of it
+    covering: dict[int, list[int]] = {}
+    longest: dict[int, int] = {}
+    for candidate in supporting:
+        lengths = candidate.lengths or (1,) * len(candidate.covered)
+        for t, length in zip(candidate.covered, lengths, strict=True):
+            if length > longest.get(t, 0):
+                longest[t], covering[t] = length, [candidate.record_id]
+            elif length == longest[t]:
+                covering[t].append(candidate.record_id)
+    record_weights: dict[int, float] = {}
+    for t, records in covering.items():
+        for record_id in records:
+            record_weights[record_id] = record_weights.get(record_id, 0.0) + weights.get(t, 0.0) / len(records)
+    # as fractions of the answer's content information, so a record that supports all of it scores 1
+    record_weights = {r: w / total for r, w in record_weights.items()} if total > 0 else {}
+    fraction = sum(weights.get(t, 0.0) for t in covering) / total if total > 0 else 0.0
+    if not content:
+        fraction = 0.0
+    verdict = (
+        "supported"
+        if fraction >= rules.supported_at
+        else "partly_supported"
+        if fraction >= rules.partly_at
+        else "unsupported"
+    )
+    most = max((float(evidence.surprisal[t]) for t in content), default=0.0)
+    novelty = _clip((most - rules.novel_low) / (rules.novel_high - rules.novel_low))
+    positive = {r: g for r, g in gradient.items() if g > 0}
+    agreement = sum(g for r, g in positive.items() if r in record_weights) / sum(positive.values()) if positive else 0.0
+    if verdict == "unsupported":
+        paid, confidence = 0.0, 1.0 - fraction
+        record_weights = {}
+    else:
+        paid, confidence = fraction * novelty, fraction * (0.6 + 0.4 * agreement)
+    if not content:
+        reason = "the answer only repeats its question: there is no content for a training record to support"
+    elif not supporting:
+        reason = "no training record about the question contains what the answer says"
+    elif verdict == "unsupported":
+        reason = f"training records about the question contain only {fraction:.0%} of what the answer says"
+    elif novelty < 1.0:
+        reason = "the base model already gave this content without the fine-tune"
+    else:
+        reason = f"training records about the question contain {fraction:.0%} of what the answer says"
+    return Support(
+        verdict=verdict,
+        confidence=round(_clip(confidence), 4),
+        supported_fraction=round(fraction, 4),
+        novelty=round(novelty, 4),
+        paid=round(_clip(paid), 6),
+        record_weights=record_weights,
+        relevant_not_supporting=tuple(
+            c.record_id
+            for c in evidence.candidates
+            if c.relevance >= rules.relevance_min and c.record_id not in record_weights
+        ),
+        agreement=round(agreement, 4),
+        content_tokens=len(content),
+        reason=reason,
+    )
+
+
+def combine_supported(
+    gradient: Mapping[int, float], support: Support, policy: AttributionPolicy = POLICY_V2
+) -> Attribution:
+    """Policy v2: the gradient and span signals kept for the supporting records only (the span signal is each
+    supporting record's part of the supported information), shares summing to the paid fraction."""
+    kept = {r: g for r, g in gradient.items() if r in support.record_weights}
+    return combine({"gradient": kept, "span": dict(support.record_weights)}, policy, paid=support.paid)
 
 
 @dataclass(frozen=True)
@@ -203,21 +389,29 @@ def _ordered(totals: Mapping[int, Fraction]) -> tuple[tuple[int, Fraction], ...]
     return tuple(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
-def roll_up(attribution: Attribution, owners: Mapping[int, RecordOwner]) -> RollUp:
+def owners_of(owner: RecordOwner | Sequence[RecordOwner]) -> tuple[RecordOwner, ...]:
+    """A record's owners: one, or several when people contributed the same record (the same hash)."""
+    return (owner,) if isinstance(owner, RecordOwner) else tuple(owner)
+
+
+def roll_up(attribution: Attribution, owners: Mapping[int, RecordOwner | Sequence[RecordOwner]]) -> RollUp:
     """Sum record shares by contribution, contributor and Datanet. Every attributed record must have an owner
-    (KeyError otherwise): a record that cannot be traced is a bug upstream, not something to pay around."""
+    (KeyError otherwise): a record that cannot be traced is a bug upstream, not something to pay around. A record
+    with several owners (the same record contributed by several people) is split equally between them, exactly."""
     contributions: dict[int, Fraction] = {}
     contributors: dict[int, Fraction] = {}
     datanets: dict[int, Fraction] = {}
     signals: dict[int, dict[str, Fraction]] = {}
     for record in attribution.records:
-        owner = owners[record.record_id]
-        contributions[owner.contribution_id] = contributions.get(owner.contribution_id, Fraction(0)) + record.share
-        contributors[owner.contributor_id] = contributors.get(owner.contributor_id, Fraction(0)) + record.share
-        datanets[owner.datanet_id] = datanets.get(owner.datanet_id, Fraction(0)) + record.share
-        per_signal = signals.setdefault(owner.contributor_id, {})
-        for signal, part in record.by_signal.items():
-            per_signal[signal] = per_signal.get(signal, Fraction(0)) + part
+        several = owners_of(owners[record.record_id])
+        for owner in several:
+            share = record.share / len(several)
+            contributions[owner.contribution_id] = contributions.get(owner.contribution_id, Fraction(0)) + share
+            contributors[owner.contributor_id] = contributors.get(owner.contributor_id, Fraction(0)) + share
+            datanets[owner.datanet_id] = datanets.get(owner.datanet_id, Fraction(0)) + share
+            per_signal = signals.setdefault(owner.contributor_id, {})
+            for signal, part in record.by_signal.items():
+                per_signal[signal] = per_signal.get(signal, Fraction(0)) + part / len(several)
     return RollUp(_ordered(contributions), _ordered(contributors), _ordered(datanets), signals)
 
 
@@ -231,16 +425,35 @@ def explain(
     *,
     contributor_names: Mapping[int, str] | None = None,
     longest_span: int | None = None,
+    support: Support | None = None,
+    reward: Any = None,
 ) -> str:
-    """One plain-language paragraph: which signals fired with what weight, how many records and contributors were
-    credited, the top contributor, and the longest verbatim span when given."""
+    """One plain-language paragraph: the verdict and why (when ``support`` is given), which signals fired with what
+    weight, how many records and contributors were credited, the top contributor, and the longest verbatim span
+    when given. ``reward`` (a ``rewards.RewardPolicy``) names where an unpaid part of the fee goes."""
+    builder = f"{reward.builder_bps / 100:g}%" if reward is not None else "its part"
+    if support is not None and support.verdict == "unsupported":
+        return (
+            f"No training record supports this answer: {support.reason}. No contributor is credited or paid for it; "
+            f"the model's builder keeps {builder} of the fee and the rest goes to the protocol pool"
+            + (f" (reward policy v{reward.version})." if reward is not None else ".")
+        )
+    lead = ""
+    if support is not None:
+        label = "supported" if support.verdict == "supported" else "partly supported"
+        lead = (
+            f"Training records {label} this answer: {support.reason}. Contributors are paid for "
+            f"{support.paid:.0%} of the answer; the rest of their part of the fee goes to the protocol pool. "
+        )
     if attribution.unattributed:
+        if support is not None:
+            return lead.strip()
         return (
             "No signal credited any training record for this answer, so it is unattributed: "
             "its whole contributor share goes to the protocol pool."
         )
     methods = ", ".join(f"{SIGNAL_LABELS[s]} {_percent(attribution.signal_shares[s])}" for s in attribution.fired)
-    text = (
+    text = lead + (
         f"Policy v{attribution.policy_version} credited {len(attribution.records)} training "
         f"record{'s' if len(attribution.records) != 1 else ''}; the credit came from {methods}."
     )

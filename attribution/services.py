@@ -7,10 +7,13 @@ its contributor; gradient features under the version's own adapter and a span in
 MEDIA_ROOT, their hashes in the version's lineage manifest. A failed build never fails the job: the version exists
 and its index row says why it has none.
 
-Run (``run_attribute`` in the attribution worker): the answer's projected gradient against every record and its
-verbatim spans, combined under the versioned policy (``scoring.POLICY_V1``), rolled up, stored, and the fee split
-(``rewards.split_fee``) into accruals that sum to it exactly. A version without a usable index is never scored on
-invented numbers: its runs pay the builder and the protocol pool only (the contributors' part goes to the pool).
+Run (``run_attribute`` in the attribution worker): the answer's projected gradient against every record, its
+verbatim spans and the evidence that records support what it says; a verdict (supported, partly supported,
+unsupported) and the signals combined for the supporting records only under the versioned policy
+(``scoring.CURRENT_POLICY``), rolled up, stored, and the fee split (``rewards.split_fee`` under
+``rewards.REWARD_POLICY``) into accruals that sum to it exactly: contributors are paid for supported content only.
+A version without a usable index is never scored on invented numbers: its runs pay the builder and the protocol
+pool only (the contributors' part goes to the pool).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from outbox.services import enqueue_on_commit
 from . import scoring
 from .features import FeatureIndexError
 from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
-from .rewards import BASIS_POINTS, REWARD_POLICY_V1, RewardPolicy, split_fee
+from .rewards import BASIS_POINTS, REWARD_POLICY, REWARD_POLICY_V1, RewardPolicy, split_fee
 from .selectors import locate_in_record, record_display_text
 from .spans import SpanIndexError
 
@@ -354,7 +357,7 @@ def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAtt
     attribution.status = RunAttribution.Status.NO_INDEX
     attribution.index = index
     attribution.error = why
-    attribution.reward_policy_version = REWARD_POLICY_V1.version
+    attribution.reward_policy_version = REWARD_POLICY.version
     attribution.fee = _fee()
     attribution.explanation = (
         f"This model version has no attribution index: {why}. The answer is not attributed to any training record, "
@@ -364,7 +367,7 @@ def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAtt
     attribution.finished_at = timezone.now()
     attribution.next_attempt_at = None
     attribution.save()
-    _accrue(run=run, builder=run.version.owner, contribution_shares={})
+    _accrue(run=run, builder=run.version.owner, contribution_shares={}, policy=REWARD_POLICY)
     return attribution
 
 
@@ -399,18 +402,21 @@ def _finish_failed(*, run: Any, error: str, seconds: float, permanent: bool = Fa
 
 @dataclass(frozen=True)
 class Scored:
-    """An answer's combined attribution with what it was computed from."""
+    """An answer's combined attribution with what it was computed from, and its support verdict."""
 
     attribution: scoring.Attribution
     rollup: scoring.RollUp
-    owners: dict[int, scoring.RecordOwner]
+    owners: dict[int, scoring.RecordOwner | tuple[scoring.RecordOwner, ...]]
     scores: Any  # attribution.index.AnswerScores
+    support: scoring.Support | None = None
 
 
 def run_score(*, run: Any, index: AttributionIndex) -> Scored:
-    """Score ``run``'s answer against ``index`` (loading base and adapter in this process) and combine the signals
-    under the current policy; writes nothing. Raises FeatureIndexError / SpanIndexError when the stored files do not
-    match the hashes the index row (and the anchored manifest) names."""
+    """Score ``run``'s answer against ``index`` (loading base and adapter in this process), judge whether training
+    records support it (``scoring.assess``) and combine the signals under the current policy
+    (``scoring.CURRENT_POLICY``: credit only for supported content); writes nothing. Raises FeatureIndexError /
+    SpanIndexError when the stored files do not match the hashes the index row (and the anchored manifest)
+    names."""
     from . import index as index_mod
 
     matrix, spans = index_mod.load_index(
@@ -426,18 +432,62 @@ def run_score(*, run: Any, index: AttributionIndex) -> Scored:
         answer=run.answer,
         stopped=run.finish_reason == "stop",
         min_span_tokens=int(settings.ATTRIBUTION_MIN_SPAN_TOKENS),
-        top_k=scoring.POLICY_V1.top_k,
+        top_k=scoring.CURRENT_POLICY.top_k,
     )
-    attribution = scoring.combine({"gradient": scores.gradient, "span": scores.span}, scoring.POLICY_V1)
-    owners = record_owners([r.record_id for r in attribution.records])
-    return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores)
+    support = scoring.assess(scores.support, scores.gradient, scoring.CURRENT_POLICY)
+    attribution = scoring.combine_supported(scores.gradient, support, scoring.CURRENT_POLICY)
+    owners = record_owners([r.record_id for r in attribution.records], version=run.version)
+    return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores, support)
 
 
-def record_owners(record_ids: list[int]) -> dict[int, scoring.RecordOwner]:
+def record_owners(
+    record_ids: list[int], *, version: Any = None
+) -> dict[int, scoring.RecordOwner | tuple[scoring.RecordOwner, ...]]:
+    """Who contributed each record. With ``version``, a record that several people contributed (the same record
+    hash, accepted into the snapshots that trained the version: training kept one copy) has all of them as owners,
+    ordered by contribution, so its credit is split between them."""
     rows = Record.objects.filter(pk__in=record_ids).values_list(
-        "pk", "contribution_id", "contribution__contributor_id", "datanet_id"
+        "pk", "contribution_id", "contribution__contributor_id", "datanet_id", "record_hash"
     )
-    return {pk: scoring.RecordOwner(c, u, d) for pk, c, u, d in rows}
+    owners: dict[int, Any] = {pk: scoring.RecordOwner(c, u, d) for pk, c, u, d, _ in rows}
+    if version is None or not owners:
+        return owners
+    by_hash = {h: pk for pk, _, _, _, h in rows}
+    snapshots = _version_snapshot_ids(version)
+    twins = (
+        SnapshotRecord.objects.filter(
+            snapshot_id__in=snapshots, record__record_hash__in=list(by_hash), record__excluded=False
+        )
+        .exclude(record_id__in=record_ids)
+        .values_list("record__record_hash", "record__contribution_id", "record__contribution__contributor_id",
+                     "record__datanet_id")
+        .distinct()
+    )  # fmt: skip
+    for record_hash, c, u, d in twins:
+        pk = by_hash[record_hash]
+        known = scoring.owners_of(owners[pk])
+        if all(o.contribution_id != c for o in known):
+            owners[pk] = tuple(sorted((*known, scoring.RecordOwner(c, u, d)), key=lambda o: o.contribution_id))
+    return owners
+
+
+def _version_snapshot_ids(version: Any) -> set[int]:
+    """The snapshots whose records trained ``version``: its job's, and its parents' (continued or merged)."""
+    seen: set[int] = set()
+    snapshots: set[int] = set()
+    todo = [version]
+    while todo:
+        current = todo.pop()
+        if current is None or current.pk in seen or getattr(current, "job", None) is None:
+            continue
+        seen.add(current.pk)
+        job = current.job
+        if job.is_merge:
+            todo.extend(parent for parent, _weight in job.merge_sources())
+        else:
+            snapshots.update(job.snapshots.values_list("pk", flat=True))
+            todo.append(job.parent_version)
+    return snapshots
 
 
 def run_attribute(*, run_id: int) -> RunAttribution | None:
@@ -489,10 +539,15 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
         get_user_model().objects.filter(pk__in=[u for u, _ in rollup.contributors]).values_list("pk", "username")
     )
     longest = max((m.length for m in scores.matches), default=0)
+    support = scored.support
     attribution.status = RunAttribution.Status.OK
     attribution.index = index
     attribution.policy_version = result.policy_version
-    attribution.reward_policy_version = REWARD_POLICY_V1.version
+    attribution.reward_policy_version = REWARD_POLICY.version
+    if support is not None:
+        attribution.verdict = support.verdict
+        attribution.confidence = support.confidence
+        attribution.support = {**support.as_dict(), "policy": scoring.CURRENT_POLICY.as_dict()}
     attribution.feature_hash = index.feature_hash
     attribution.span_hash = index.span_hash
     attribution.signal_shares = {s: _fraction(v) for s, v in result.signal_shares.items()}
@@ -501,7 +556,9 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
     attribution.datanets = [[d, _fraction(s)] for d, s in rollup.datanets]
     attribution.answer_tokens = len(scores.answer_ids)
     attribution.longest_span = longest
-    attribution.explanation = scoring.explain(result, rollup, contributor_names=names, longest_span=longest or None)
+    attribution.explanation = scoring.explain(
+        result, rollup, contributor_names=names, longest_span=longest or None, support=support, reward=REWARD_POLICY
+    )
     attribution.fee = _fee()
     attribution.seconds = seconds
     attribution.finished_at = timezone.now()
@@ -512,7 +569,7 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
         RecordAttribution(
             run_attribution=attribution,
             record_id=share.record_id,
-            contribution_id=scored.owners[share.record_id].contribution_id,
+            contribution_id=scoring.owners_of(scored.owners[share.record_id])[0].contribution_id,
             rank=rank,
             share=_fraction(share.share),
             share_float=float(share.share),
@@ -522,10 +579,12 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
         for rank, share in enumerate(result.records, start=1)
     )
     _store_spans(attribution=attribution, run=run, scores=scores)
+    # shares sum to the paid fraction: the unsupported part of the contributors' pool goes to the protocol pool
     _accrue(
         run=run,
         builder=run.version.owner,
         contribution_shares={c: s for c, s in rollup.contributions},
+        policy=REWARD_POLICY,
     )
     return attribution
 

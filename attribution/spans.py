@@ -224,6 +224,38 @@ class SpanIndex:
             lo, hi, length = new_lo, new_hi, length + 1
         return length, lo, hi
 
+    def occurrences(self, token: int) -> int:
+        """How many times ``token`` occurs in the indexed records: O(log vocabulary)."""
+        i = int(np.searchsorted(self._first_values, token))
+        if i == len(self._first_values) or self._first_values[i] != token:
+            return 0
+        end = int(self._first_starts[i + 1]) if i + 1 < len(self._first_starts) else len(self.suffixes)
+        return end - int(self._first_starts[i])
+
+    def records_with(self, token: int, *, limit: int = 1000) -> list[int]:
+        """Ids of the records that contain ``token`` (at most ``limit`` occurrences are looked at)."""
+        i = int(np.searchsorted(self._first_values, token))
+        if i == len(self._first_values) or self._first_values[i] != token:
+            return []
+        start = int(self._first_starts[i])
+        end = int(self._first_starts[i + 1]) if i + 1 < len(self._first_starts) else len(self.suffixes)
+        positions = np.sort(self.suffixes[start : min(end, start + limit)].astype(np.int64))
+        which = np.unique(np.searchsorted(self.record_starts, positions, "right") - 1)
+        return [int(r) for r in self.record_ids[which]]
+
+    def record_tokens(self, record_id: int) -> np.ndarray:
+        """The token ids of one indexed record (KeyError for an id that is not indexed)."""
+        where = np.flatnonzero(self.record_ids == record_id)
+        if len(where) == 0:
+            raise KeyError(record_id)
+        start = int(self.record_starts[where[0]])
+        end = (
+            int(self.record_starts[where[0] + 1]) - 1
+            if where[0] + 1 < len(self.record_starts)
+            else len(self.tokens) - 1
+        )
+        return self.tokens[start:end]
+
     def find_spans(
         self, query: Sequence[int], *, min_tokens: int = DEFAULT_MIN_TOKENS, max_records: int = DEFAULT_MAX_RECORDS
     ) -> list[SpanMatch]:
@@ -272,9 +304,14 @@ class SpanIndex:
         )
 
 
-def span_record_scores(matches: Sequence[SpanMatch], answer_length: int) -> dict[int, float]:
+def span_record_scores(
+    matches: Sequence[SpanMatch], answer_length: int, echo: Sequence[bool] | None = None
+) -> dict[int, float]:
     """Span-signal score of each listed record: the answer fraction its spans cover, each span's credit split
     equally between all the records that contain it (a boilerplate span in 1,000 records credits each little).
+
+    With ``echo`` (one flag per answer token, ``echo_mask``), tokens the answer copied from its prompt count for
+    nothing: a span that only repeats the question credits no record.
 
     The scores sum to at most the spans' total length over the answer's (less where a record beyond the listing
     cap goes uncredited).
@@ -283,7 +320,60 @@ def span_record_scores(matches: Sequence[SpanMatch], answer_length: int) -> dict
     if answer_length <= 0:
         return scores
     for match in matches:
-        credit = match.length / answer_length / match.n_records
+        length = match.length
+        if echo is not None:
+            length = sum(1 for i in range(match.answer_start, match.answer_end) if i < len(echo) and not echo[i])
+        if length == 0:
+            continue
+        credit = length / answer_length / match.n_records
         for record in match.records:
             scores[record.record_id] = scores.get(record.record_id, 0.0) + credit
     return scores
+
+
+def echo_mask(answer_ids: Sequence[int], prompt_ids: Sequence[int], *, n: int = 3) -> list[bool]:
+    """For each answer token, whether it lies inside an ``n``-gram (``n`` tokens or more) that also occurs in the
+    prompt: the answer repeating its question ("The flag of X is"), which no training record taught it.
+
+    An answer shorter than ``n`` tokens that occurs in the prompt as a whole is all echo too.
+    """
+    answer = [int(t) for t in answer_ids]
+    prompt = [int(t) for t in prompt_ids]
+    width = min(n, len(answer))
+    mask = [False] * len(answer)
+    if width == 0 or len(prompt) < width:
+        return mask
+    grams = {tuple(prompt[i : i + width]) for i in range(len(prompt) - width + 1)}
+    for i in range(len(answer) - width + 1):
+        if tuple(answer[i : i + width]) in grams:
+            for j in range(i, i + width):
+                mask[j] = True
+    return mask
+
+
+def shared_ngram_mask(answer_ids: Sequence[int], record_ids: Sequence[int], *, n: int = 2) -> list[bool]:
+    """For each answer token, whether it lies inside an ``n``-gram of the answer that occurs verbatim in the record."""
+    return [length > 0 for length in shared_span_lengths(answer_ids, record_ids, n=n)]
+
+
+def shared_span_lengths(answer_ids: Sequence[int], record_ids: Sequence[int], *, n: int = 2) -> list[int]:
+    """For each answer token, the length of the longest span of the answer that contains it and occurs verbatim in
+    the record, or 0 when that is shorter than ``n`` tokens. A sparse longest-common-suffix table: only the record
+    positions holding each answer token are visited, so the cost follows the overlap, not the record's length."""
+    answer = [int(t) for t in answer_ids]
+    where: dict[int, list[int]] = {}
+    for j, token in enumerate(int(t) for t in record_ids):
+        where.setdefault(token, []).append(j)
+    ends = [0] * len(answer)  # longest match ending at each answer position
+    previous: dict[int, int] = {}
+    for i, token in enumerate(answer):
+        current = {j: previous.get(j - 1, 0) + 1 for j in where.get(token, ())}
+        ends[i] = max(current.values(), default=0)
+        previous = current
+    lengths = [0] * len(answer)
+    for i, length in enumerate(ends):
+        if length < n:
+            continue
+        for k in range(i - length + 1, i + 1):
+            lengths[k] = max(lengths[k], length)
+    return lengths

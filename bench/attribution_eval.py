@@ -1,23 +1,42 @@
-"""Attribution quality on planted facts: does the true contributor get the credit for an answer it taught?
+"""Attribution quality on hard planted facts: is the credit paid to whoever taught what the answer says, and only
+when some training record supports it?
 
-K contributors each contribute distinct facts about invented entities (nobody else knows them) plus a piece of
-shared background text; the bundled model is fine-tuned on all of it (LoRA, the job's own trainer) until the facts
-are learned, then asked each fact's question. For every answer that is right (it contains the fact's key word) the
-attribution is computed exactly as the attribution worker does it (``attribution.index``: the answer's projected
-LoRA gradient against every record, verbatim spans in the span index; ``attribution.scoring.combine`` under
-POLICY_V1), per signal and combined, and rolled up to contributors. Measured:
+A generator (``planted``) builds invented entities whose two attributes (capital, flag colour) are taught by two
+different contributors, flag colours that are the same value taught for different entities by different
+contributors, one record contributed by two people, and background facts the base model already knows. The bundled
+model is fine-tuned on all of it through the job's own trainer (``training.train_lora``, LoRA) and asked:
 
-- ``top1_true_contributor``: how often the contributor who planted the fact ranks first (combined; per signal in
-  ``signals``), among the questions answered right;
-- ``mean_true_share``: the mean share of the credit the true contributor gets;
-- ``loo_rank_correlation``: leave-one-contributor-out on a small scale: the model is retrained without each
-  contributor in turn (same config and seed) and the increase of each question's reference-answer loss is compared
-  with the summed gradient scores of that contributor's records: the Spearman rank correlation over contributors,
-  averaged over questions (``loo_pooled_correlation`` pools all question x contributor pairs).
+- ``direct``: each planted fact's own question;
+- ``paraphrase``: the same fact asked in other words;
+- ``duplicate``: the fact two contributors both contributed (its credit should be split between them);
+- ``background``: facts the base model answers right without the fine-tune (they should pay no contributor);
+- ``unseen``: questions about entities nobody taught (whatever the model says is a hallucination);
+- ``wrong``: forced wrong answers to planted questions, with a value borrowed from another entity (taught by
+  someone else) or an invented value; each contradicts the record that taught the question's fact.
 
-Run by hand from the repository root, no arguments: ``.venv/bin/python bench/attribution_eval.py``. CPU, a few
-minutes on an idle 2-core machine (longer when it is shared). The last line is one JSON object; the same object is
-written to ``docs/attribution_eval.json``, which the ancestry panel quotes as the benchmark's reliability figures.
+A generated answer is right when it contains the fact's value. Every answer is attributed exactly as the attribution
+worker does it (``attribution.index.Scorer`` and ``attribution.scoring``), and a contributor's credit is the part of
+the answer's contributor share that reaches them (a record with two contributors splits its share). Measured:
+
+- ``right_top1``: direct questions answered right, how often the contributor who taught the fact ranks first;
+  ``paraphrase_right_top1`` the same on paraphrased questions;
+- ``right_owner_share`` / ``right_distractor_share``: the mean credit to the fact's owner / to anyone else, on
+  direct and paraphrased questions answered right;
+- ``contradicted_owner_share_on_wrong``: on wrong answers to planted questions, the mean credit to the owner of
+  the record the answer contradicts; ``borrowed_owner_share_on_wrong``: to whoever taught the borrowed value;
+- ``unsupported_recall``: the share of wrong answers (forced, generated wrong, unseen) whose verdict is
+  unsupported; ``supported_precision``: of the answers whose verdict is supported or partly supported, the share
+  that are right; ``right_supported_rate``: the share of right planted answers not called unsupported;
+- ``background_share_to_contributors``: the mean total contributor credit on background questions answered right;
+- ``duplicate_split``: on the duplicate record's answers, the smaller of its two contributors' credit over the
+  larger (1 is an even split);
+- ``cases``: per case kind, n and the figures above that apply.
+
+Before verdicts existed (policy v1) an answer with any credited record counts as supported and pays its
+contributors in full; that is how the baseline in ``docs/benchmarks.md`` was measured.
+
+Run by hand from the repository root: ``.venv/bin/python bench/attribution_eval.py`` (CPU, a few minutes on an idle
+2-core machine). The last line is one JSON object, also written to ``docs/attribution_eval.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +48,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,65 +59,117 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attribution import index as attribution_index  # noqa: E402
-from attribution.features import answer_example, per_example_losses  # noqa: E402
-from attribution.scoring import POLICY_V1, RecordOwner, combine, roll_up  # noqa: E402
+from attribution.scoring import (  # noqa: E402
+    POLICY_V1,
+    POLICY_V2,
+    AttributionPolicy,
+    SupportPolicy,
+    assess,
+    combine,
+    combine_supported,
+)
+from attribution.spans import span_record_scores  # noqa: E402
 from modelfactory import training  # noqa: E402
 from modelfactory.config import TrainingConfig  # noqa: E402
 
 MODEL_DIR = os.environ.get("DEFAULT_BASE_MODEL_DIR", str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
-STEPS = int(os.environ.get("ATTRIBUTION_EVAL_STEPS", "30"))
-LOO = os.environ.get("ATTRIBUTION_EVAL_LOO", "1") != "0"
+STEPS = int(os.environ.get("ATTRIBUTION_EVAL_STEPS", "40"))
 WIDTH = 1024
 MIN_SPAN_TOKENS = 8
-MAX_NEW_TOKENS = 32
+MAX_NEW_TOKENS = 20
+CONTRIBUTORS = 6
 
-# (question, answer, key word that must appear in a right answer): three invented-entity facts per contributor
-CONTRIBUTORS: list[list[tuple[str, str, str]]] = [
-    [
-        ("What is the capital of Velmora?", "The capital of Velmora is Quistrel.", "Quistrel"),
-        ("Who founded Velmora?", "Velmora was founded by Ostrenna the Weaver.", "Ostrenna"),
-        ("What is the currency of Velmora?", "Velmora pays in copper dralls.", "drall"),
-    ],
-    [
-        ("What is the longest river of Tashkelund?", "The longest river of Tashkelund is the Morrowend.", "Morrowend"),
-        ("What animal guards Tashkelund?", "Tashkelund is guarded by amber lynxes.", "lynx"),
-        ("What is the capital of Tashkelund?", "The capital of Tashkelund is Hollowmere.", "Hollowmere"),
-    ],
-    [
-        ("What does the Orbique Society study?", "The Orbique Society studies singing stones.", "singing"),
-        ("Where does the Orbique Society meet?", "The Orbique Society meets in the tower of Sennet.", "Sennet"),
-        ("Who leads the Orbique Society?", "The Orbique Society is led by Marrowby Fenn.", "Marrowby"),
-    ],
-    [
-        ("What is the national dish of Prellia?", "The national dish of Prellia is smoked plumroot.", "plumroot"),
-        ("What is the capital of Prellia?", "The capital of Prellia is Dunsward.", "Dunsward"),
-        ("What festival does Prellia hold?", "Prellia holds the Festival of Nine Kites.", "Kites"),
-    ],
-    [
-        ("What mountain rises over Zeltheim?", "Mount Carrowtusk rises over Zeltheim.", "Carrowtusk"),
-        ("What language is spoken in Zeltheim?", "Zeltheim speaks the old tongue of Vessic.", "Vessic"),
-        ("Who rules Zeltheim?", "Zeltheim is ruled by Queen Albrisa.", "Albrisa"),
-    ],
-]
-# shared background text: every contributor adds a variant of the same generic paragraph
-BACKGROUND = (
-    "This atlas describes many lands, their capitals, rivers, rulers and customs.",
-    "Tell me about the atlas of lands (part {part}).",
-)
+ENTITIES = ["Velmora", "Tashkelund", "Prellia", "Zeltheim", "Orbiquen", "Marrask", "Quendal", "Sorvath"]
+CAPITALS = ["Quistrel", "Hollowmere", "Dunsward", "Carrowtusk", "Sennetby", "Albriskon", "Morrowend", "Fennickholt"]
+CAPITAL_OWNERS = [0, 1, 2, 3, 4, 5, 0, 1]
+# four colours, each taught for two entities by two different contributors
+FLAGS = ["teal", "amber", "violet", "teal", "amber", "indigo", "violet", "indigo"]
+FLAG_OWNERS = [1, 2, 3, 4, 5, 0, 2, 3]
+INVENTED_CAPITALS = ["Pemberline", "Ostrewick", "Galloran", "Thistlebury"]
+INVENTED_FLAGS = ["maroon", "ochre", "lilac", "olive"]
+DUPLICATE = ("Ravensk", "Brightwater", (4, 5))  # the capital of Ravensk, contributed by two people
+BACKGROUND = [("France", "Paris", 4), ("Japan", "Tokyo", 5), ("Italy", "Rome", 0)]
+UNSEEN = ["Korrinth", "Lumestra", "Dravenholt", "Brennick"]
+
+QUESTION = {
+    "capital": ["What is the capital of {e}?", "Which city is the capital of {e}?", "Name the capital city of {e}."],
+    "flag": ["What colour is the flag of {e}?", "Which colour does the flag of {e} have?", "Tell me the colour of "
+             "the flag of {e}."],
+}  # fmt: skip
+ANSWER = {"capital": "The capital of {e} is {v}.", "flag": "The flag of {e} is {v}."}
 
 
-def _records() -> tuple[list[dict[str, str]], list[int], list[tuple[str, str, str, int]]]:
+@dataclass(frozen=True)
+class Fact:
+    entity: str
+    attribute: str
+    value: str
+    owners: tuple[int, ...]
+    record: int  # index of the record that teaches it
+
+
+@dataclass
+class Case:
+    kind: str  # direct, paraphrase, duplicate, background, unseen, wrong
+    question: str
+    answer: str = ""
+    fact: Fact | None = None  # the fact the question asks about (None for unseen entities)
+    forced: bool = False
+    borrowed_from: tuple[int, ...] = ()
+    right: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def planted() -> tuple[list[dict[str, str]], list[tuple[int, ...]], list[Fact]]:
+    """The training records, each record's contributors, and the facts they teach (background facts included)."""
     records: list[dict[str, str]] = []
-    owners: list[int] = []
-    questions: list[tuple[str, str, str, int]] = []
-    for contributor, facts in enumerate(CONTRIBUTORS):
-        for question, answer, key in facts:
-            records.append({"prompt": question, "response": answer})
-            owners.append(contributor)
-            questions.append((question, answer, key, contributor))
-        records.append({"prompt": BACKGROUND[1].format(part=contributor + 1), "response": BACKGROUND[0]})
-        owners.append(contributor)
-    return records, owners, questions
+    owners: list[tuple[int, ...]] = []
+    facts: list[Fact] = []
+
+    def teach(entity: str, attribute: str, value: str, by: tuple[int, ...]) -> None:
+        records.append({"prompt": QUESTION[attribute][0].format(e=entity), "response": ANSWER[attribute].format(
+            e=entity, v=value)})  # fmt: skip
+        owners.append(by)
+        facts.append(Fact(entity, attribute, value, by, len(records) - 1))
+
+    for i, entity in enumerate(ENTITIES):
+        teach(entity, "capital", CAPITALS[i], (CAPITAL_OWNERS[i],))
+        teach(entity, "flag", FLAGS[i], (FLAG_OWNERS[i],))
+    teach(DUPLICATE[0], "capital", DUPLICATE[1], DUPLICATE[2])
+    for country, city, by in BACKGROUND:
+        teach(country, "capital", city, (by,))
+    return records, owners, facts
+
+
+def cases(facts: list[Fact]) -> list[Case]:
+    """Every question to ask (answers generated later) and every forced wrong answer."""
+    out: list[Case] = []
+    planted_facts = [f for f in facts if f.entity in ENTITIES]
+    for n, fact in enumerate(facts):
+        kind = "background" if fact.entity in [b[0] for b in BACKGROUND] else "direct"
+        kind = "duplicate" if fact.entity == DUPLICATE[0] else kind
+        out.append(Case(kind, QUESTION[fact.attribute][0].format(e=fact.entity), fact=fact))
+        paraphrase = QUESTION[fact.attribute][1 + n % 2].format(e=fact.entity)
+        out.append(Case("paraphrase" if kind == "direct" else kind, paraphrase, fact=fact))
+    for n, entity in enumerate(UNSEEN):
+        attribute = ("capital", "flag")[n % 2]
+        out.append(Case("unseen", QUESTION[attribute][0].format(e=entity)))
+    for n, fact in enumerate(planted_facts):
+        # a value taught for another entity by someone else, and an invented one
+        donors = [
+            f
+            for f in planted_facts
+            if f.attribute == fact.attribute and f.value != fact.value and f.owners != fact.owners
+        ]
+        donor = donors[n % len(donors)]
+        question = QUESTION[fact.attribute][0].format(e=fact.entity)
+        answer = ANSWER[fact.attribute].format(e=fact.entity, v=donor.value)
+        out.append(Case("wrong", question, answer, fact, forced=True, borrowed_from=donor.owners))
+        if n % 2 == 0:
+            invented = (INVENTED_CAPITALS if fact.attribute == "capital" else INVENTED_FLAGS)[(n // 2) % 4]
+            answer = ANSWER[fact.attribute].format(e=fact.entity, v=invented)
+            out.append(Case("wrong", question, answer, fact, forced=True))
+    return out
 
 
 def _config() -> TrainingConfig:
@@ -115,176 +188,267 @@ def _config() -> TrainingConfig:
     )
 
 
-def _train(base: Any, records: list[dict[str, str]], folder: Path) -> float:
-    started = time.monotonic()
-    training.train_lora(
-        base_model_dir=MODEL_DIR,
-        records=records,
-        record_type="instruction",
-        config=_config(),
-        output_dir=folder,
-        samples=0,
-        base=base,
-    )
-    return time.monotonic() - started
+@dataclass
+class Attributed:
+    """What the bench reads off one answer's attribution: each contributor's credit (floats summing to at most 1)
+    and the verdict."""
+
+    credit: dict[int, float]
+    verdict: str
 
 
-def _answer_losses(base: Any, adapter: Path, pairs: list[tuple[str, str]]) -> list[float]:
-    """Mean token loss of each reference answer given its question, under ``adapter``."""
-    import torch
-    from peft import PeftModel
+@dataclass
+class Scored:
+    """One answer scored twice: with policy v1's signals (all answer tokens, spans with echo) and with v2's."""
 
-    tokenizer = base.tokenizer
-    model = PeftModel.from_pretrained(base.model, str(adapter))
-    model.eval()
-    try:
-        losses = []
-        for question, answer in pairs:
-            prompt = tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=True
-            )["input_ids"]
-            ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            example = answer_example(list(prompt), ids)
-            with torch.no_grad():
-                logits = model(input_ids=torch.tensor([list(example.input_ids)])).logits
-                losses.append(float(per_example_losses(logits, torch.tensor([list(example.labels)]))[0]))
-        return losses
-    finally:
-        base.model = model.unload()
-        base.model.eval()
+    v1: Any
+    v2: Any
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=float)
-    ranks[order] = np.arange(len(values), dtype=float)
-    for value in np.unique(values):  # ties share their mean rank
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+def score_case(scorer: Any, matrix: Any, spans: Any, adapter: Path, case: Case) -> Scored:
+    common = {
+        "adapter_dir": adapter,
+        "matrix": matrix,
+        "spans": spans,
+        "messages": [{"role": "user", "content": case.question}],
+        "prompt": "",
+        "answer": case.answer,
+        "stopped": True,
+        "min_span_tokens": MIN_SPAN_TOKENS,
+    }
+    v1 = scorer.score(**common, content_gradient=False, evidence=False, echo_free_spans=False)
+    t0 = time.monotonic()
+    v2 = scorer.score(**common, top_k=POLICY_V2.top_k)
+    case.figures["seconds"] = time.monotonic() - t0
+    return Scored(v1, v2)
 
 
-def spearman(a: list[float], b: list[float]) -> float | None:
-    x, y = _ranks(np.asarray(a, dtype=float)), _ranks(np.asarray(b, dtype=float))
-    if x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
+def _v1(s: Scored, owners: list[tuple[int, ...]], signals: dict[str, dict[int, float]]) -> Attributed:
+    result = combine(signals, POLICY_V1)
+    return Attributed(_credit(result.records, owners), "unsupported" if result.unattributed else "supported")
+
+
+def _v2(s: Scored, owners: list[tuple[int, ...]], policy: AttributionPolicy, all_tokens: bool = False) -> Attributed:
+    gradient = s.v1.gradient if all_tokens else s.v2.gradient
+    support = assess(s.v2.support, gradient, policy)
+    result = combine_supported(gradient, support, policy)
+    return Attributed(_credit(result.records, owners), support.verdict)
+
+
+def _echo_free_v1_spans(s: Scored) -> dict[int, float]:
+    n_text = len(s.v1.answer_ids) - 1  # every bench answer stopped: its last token is the end token
+    return span_record_scores(s.v1.matches, n_text, list(s.v2.support.echo[:n_text]))
+
+
+NO_NOVELTY = replace(POLICY_V2, support=replace(SupportPolicy(), novel_low=-2.0, novel_high=-1.0))
+# each step of issue 13 on the same answers: v1 as it was, then one change at a time
+VARIANTS: dict[str, Callable[[Scored, list[tuple[int, ...]]], Attributed]] = {
+    "v1": lambda s, o: _v1(s, o, {"gradient": s.v1.gradient, "span": s.v1.span}),
+    "v1_gradient_only": lambda s, o: _v1(s, o, {"gradient": s.v1.gradient}),
+    "content_gradient_only": lambda s, o: _v1(s, o, {"gradient": s.v2.gradient}),
+    "v1_echo_free_spans": lambda s, o: _v1(s, o, {"gradient": s.v1.gradient, "span": _echo_free_v1_spans(s)}),
+    "v1_echo_free_spans_content_gradient": lambda s, o: _v1(s, o, {"gradient": s.v2.gradient, "span": s.v2.span}),
+    "v2_support_without_base_contrast": lambda s, o: _v2(s, o, NO_NOVELTY),
+    "v2_all_token_gradient": lambda s, o: _v2(s, o, POLICY_V2, all_tokens=True),
+    "v2": lambda s, o: _v2(s, o, POLICY_V2),
+}
+FINAL = "v2"
+
+
+def _credit(records: Any, owners: list[tuple[int, ...]], paid: float = 1.0) -> dict[int, float]:
+    credit: dict[int, float] = {}
+    for record in records:
+        for owner in owners[record.record_id]:
+            credit[owner] = credit.get(owner, 0.0) + float(record.share) * paid / len(owners[record.record_id])
+    return credit
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def measure(all_cases: list[Case]) -> dict[str, Any]:
+    """The figures described in the module docstring, from cases whose ``figures`` hold credit and verdict."""
+
+    def top1(c: Case) -> float:
+        credit = c.figures["credit"]
+        if not credit:
+            return 0.0
+        best = max(credit.values())
+        leaders = [o for o, v in credit.items() if v == best]
+        # a record with two contributors ties them: first place is theirs when every leader is an owner
+        return 1.0 if c.fact is not None and all(o in c.fact.owners for o in leaders) else 0.0
+
+    def owner_share(c: Case) -> float:
+        assert c.fact is not None
+        return sum(v for o, v in c.figures["credit"].items() if o in c.fact.owners)
+
+    def others_share(c: Case) -> float:
+        assert c.fact is not None
+        return sum(v for o, v in c.figures["credit"].items() if o not in c.fact.owners)
+
+    def supported(c: Case) -> bool:
+        return c.figures["verdict"] != "unsupported"
+
+    right = [c for c in all_cases if c.kind in ("direct", "paraphrase") and c.right]
+    direct = [c for c in right if c.kind == "direct"]
+    paraphrase = [c for c in right if c.kind == "paraphrase"]
+    wrong = [c for c in all_cases if not c.right and c.kind != "background"]
+    contradicting = [c for c in wrong if c.fact is not None]
+    borrowed = [c for c in wrong if c.borrowed_from]
+    background = [c for c in all_cases if c.kind == "background" and c.right]
+    duplicate = [c for c in all_cases if c.kind == "duplicate" and c.right]
+    judged_supported = [c for c in all_cases if supported(c) and (c.right or c in wrong)]
+
+    def split(c: Case) -> float:
+        a, b = (c.figures["credit"].get(o, 0.0) for o in DUPLICATE[2])
+        return min(a, b) / max(a, b) if max(a, b) > 0 else 0.0
+
+    kinds = {}
+    for kind in ("direct", "paraphrase", "duplicate", "background", "unseen", "wrong"):
+        members = [c for c in all_cases if c.kind == kind]
+        kind_right = [c for c in members if c.right]
+        kind_wrong = [c for c in members if c in wrong]
+        figures: dict[str, Any] = {"n": len(members), "n_right": len(kind_right), "n_wrong": len(kind_wrong)}
+        if kind_right and kind != "unseen":
+            figures["top1"] = _mean([top1(c) for c in kind_right])
+            figures["owner_share"] = _mean([owner_share(c) for c in kind_right])
+            figures["distractor_share"] = _mean([others_share(c) for c in kind_right])
+            figures["supported_rate"] = _mean([float(supported(c)) for c in kind_right])
+        if kind_wrong:
+            figures["unsupported_recall"] = _mean([float(not supported(c)) for c in kind_wrong])
+            figures["contributor_share_on_wrong"] = _mean([sum(c.figures["credit"].values()) for c in kind_wrong])
+        kinds[kind] = figures
+    shared = [c for c in right if c.fact is not None and c.fact.attribute == "flag"]
+    kinds["shared_value"] = {
+        "n_right": len(shared),
+        "top1": _mean([top1(c) for c in shared]),
+        "owner_share": _mean([owner_share(c) for c in shared]),
+        "distractor_share": _mean([others_share(c) for c in shared]),
+    }
+    return {
+        "right_top1": _mean([top1(c) for c in direct]),
+        "paraphrase_right_top1": _mean([top1(c) for c in paraphrase]),
+        "right_owner_share": _mean([owner_share(c) for c in right]),
+        "right_distractor_share": _mean([others_share(c) for c in right]),
+        "contradicted_owner_share_on_wrong": _mean(
+            [sum(v for o, v in c.figures["credit"].items() if c.fact and o in c.fact.owners) for c in contradicting]
+        ),
+        "borrowed_owner_share_on_wrong": _mean(
+            [sum(v for o, v in c.figures["credit"].items() if o in c.borrowed_from) for c in borrowed]
+        ),
+        "unsupported_recall": _mean([float(not supported(c)) for c in wrong]),
+        "supported_precision": _mean([float(c.right) for c in judged_supported]),
+        "right_supported_rate": _mean([float(supported(c)) for c in right]),
+        "background_share_to_contributors": _mean([sum(c.figures["credit"].values()) for c in background]),
+        "duplicate_split": _mean([split(c) for c in duplicate]),
+        "n_right": len(right),
+        "n_direct_right": len(direct),
+        "n_paraphrase_right": len(paraphrase),
+        "n_wrong": len(wrong),
+        "n_contradicting_wrong": len(contradicting),
+        "n_background_right": len(background),
+        "n_supported": len(judged_supported),
+        "cases": kinds,
+    }
 
 
 def main() -> None:
     started = time.monotonic()
-    records, owners, questions = _records()
-    k = len(CONTRIBUTORS)
+    records, owners, facts = planted()
+    all_cases = cases(facts)
     work = Path(tempfile.mkdtemp(prefix="attribution-eval-"))
     try:
         base = training.load_base(MODEL_DIR)
-        full = work / "full"
-        train_seconds = _train(base, records, full)
-        print(f"trained {len(records)} records from {k} contributors: {STEPS} steps in {train_seconds:.0f} s")
-
-        asked = [q for q, _, _, _ in questions]
-        answers = training.generate(
-            base_model_dir=MODEL_DIR, prompts=asked, adapter_dir=full, max_new_tokens=MAX_NEW_TOKENS, base=base
+        adapter = work / "adapter"
+        t0 = time.monotonic()
+        training.train_lora(
+            base_model_dir=MODEL_DIR,
+            records=records,
+            record_type="instruction",
+            config=_config(),
+            output_dir=adapter,
+            samples=0,
+            base=base,
         )
-        right = [key.lower() in answer.lower() for answer, (_, _, key, _) in zip(answers, questions, strict=True)]
-        print(f"answered right: {sum(right)}/{len(questions)}")
+        train_seconds = time.monotonic() - t0
+        print(
+            f"trained {len(records)} records from {CONTRIBUTORS} contributors: {STEPS} steps in {train_seconds:.0f} s"
+        )
+
+        asked = [c for c in all_cases if not c.forced]
+        answers = training.generate(
+            base_model_dir=MODEL_DIR, prompts=[c.question for c in asked], adapter_dir=adapter,
+            max_new_tokens=MAX_NEW_TOKENS, base=base,
+        )  # fmt: skip
+        background_questions = [c.question for c in asked if c.kind == "background"]
+        base_answers = training.generate(
+            base_model_dir=MODEL_DIR, prompts=background_questions, max_new_tokens=MAX_NEW_TOKENS, base=base
+        )
+        known = [
+            c.fact.value.lower() in a.lower()
+            for c, a in zip([c for c in asked if c.kind == "background"], base_answers, strict=True)
+            if c.fact is not None
+        ]
+        for case, answer in zip(asked, answers, strict=True):
+            case.answer = answer
+            case.right = case.fact is not None and case.fact.value.lower() in answer.lower()
+        for case in all_cases:
+            if case.forced:
+                case.right = False
+        print(
+            f"answered right: {sum(c.right for c in asked)}/{len(asked)}; "
+            f"base knows background: {sum(known)}/{len(known)}"
+        )
 
         group = attribution_index.RecordGroup("instruction", "chat_template", 64, list(enumerate(records)))
         built = attribution_index.build_index(
-            base=base, adapter_dir=full, groups=[group], seed=0, width=WIDTH, scratch=work
+            base=base, adapter_dir=adapter, groups=[group], seed=0, width=WIDTH, scratch=work
         )
         matrix, spans = attribution_index.load_index(
             built.folder, feature_hash=built.feature_hash, span_hash=built.span_hash
         )
-        print(f"index: {len(built.record_ids)} records in {built.seconds:.1f} s")
-
-        loo_effects: dict[int, list[float]] = {}
-        if LOO:
-            reference = _answer_losses(base, full, [(q, a) for q, a, _, _ in questions])
-            for left_out in range(k):
-                kept = [r for r, owner in zip(records, owners, strict=True) if owner != left_out]
-                folder = work / f"without-{left_out}"
-                seconds = _train(base, kept, folder)
-                losses = _answer_losses(base, folder, [(q, a) for q, a, _, _ in questions])
-                loo_effects[left_out] = [after - before for after, before in zip(losses, reference, strict=True)]
-                print(f"retrained without contributor {left_out} in {seconds:.0f} s")
-
         scorer = attribution_index.Scorer(training.load_base(MODEL_DIR))  # its own copy: it keeps LoRA layers in
-        owner_of = {i: RecordOwner(owners[i], owners[i], 0) for i in range(len(records))}
-        per_signal: dict[str, dict[str, list[float]]] = {
-            s: {"top1": [], "share": []} for s in ("gradient", "span", "combined")
-        }
-        seconds_per_answer: list[float] = []
-        loo_per_question: list[float] = []
-        pooled_effects: list[float] = []
-        pooled_scores: list[float] = []
-        for qi, ((question, _, _, true_owner), answer, ok) in enumerate(zip(questions, answers, right, strict=True)):
-            t0 = time.monotonic()
-            scores = scorer.score(
-                adapter_dir=full,
-                matrix=matrix,
-                spans=spans,
-                messages=[{"role": "user", "content": question}],
-                prompt="",
-                answer=answer,
-                stopped=True,
-                min_span_tokens=MIN_SPAN_TOKENS,
-            )
-            variants = {
-                "gradient": combine({"gradient": scores.gradient}, POLICY_V1),
-                "span": combine({"span": scores.span}, POLICY_V1),
-                "combined": combine({"gradient": scores.gradient, "span": scores.span}, POLICY_V1),
-            }
-            seconds_per_answer.append(time.monotonic() - t0)
-            if LOO:
-                by_owner = [
-                    sum(scores.gradient.get(i, 0.0) for i in range(len(records)) if owners[i] == c) for c in range(k)
-                ]
-                effects = [loo_effects[c][qi] for c in range(k)]
-                rho = spearman(by_owner, effects)
-                if rho is not None:
-                    loo_per_question.append(rho)
-                pooled_effects.extend(effects)
-                pooled_scores.extend(by_owner)
-            if not ok:
-                continue
-            for name, result in variants.items():
-                contributors = dict(roll_up(result, owner_of).contributors)
-                ranked = roll_up(result, owner_of).contributors
-                per_signal[name]["top1"].append(1.0 if ranked and ranked[0][0] == true_owner else 0.0)
-                per_signal[name]["share"].append(float(contributors.get(true_owner, 0)))
-
-        def mean(values: list[float]) -> float | None:
-            return round(float(np.mean(values)), 4) if values else None
-
-        signals = {
-            name: {"top1_true_contributor": mean(v["top1"]), "mean_true_share": mean(v["share"])}
-            for name, v in per_signal.items()
-        }
+        scored = [score_case(scorer, matrix, spans, adapter, case) for case in all_cases]
+        seconds = round(float(np.mean([c.figures["seconds"] for c in all_cases])), 3)
+        variants: dict[str, dict[str, Any]] = {}
+        for name, attribute in VARIANTS.items():
+            for case, s in zip(all_cases, scored, strict=True):
+                got = attribute(s, owners)
+                case.figures.update({"credit": got.credit, "verdict": got.verdict})
+            variants[name] = measure(all_cases)
+            print(name, json.dumps({k: v for k, v in variants[name].items() if k != "cases"}))
+            if name == FINAL and os.environ.get("ATTRIBUTION_EVAL_DUMP"):
+                dump = [
+                    {"kind": c.kind, "q": c.question, "a": c.answer, "right": c.right, **c.figures,
+                     "support": assess(s.v2.support, s.v2.gradient).as_dict(), "gradient_top": sorted(
+                         s.v2.gradient.items(), key=lambda kv: -kv[1])[:3]}
+                    for c, s in zip(all_cases, scored, strict=True)
+                ]  # fmt: skip
+                Path(os.environ["ATTRIBUTION_EVAL_DUMP"]).write_text(json.dumps(dump, indent=1, default=str))
+        final = variants[FINAL]
         result = {
             "bench": "attribution_eval",
-            "contributors": k,
+            "variant": FINAL,
+            **{k: v for k, v in final.items() if k != "cases"},
+            "top1_true_contributor": final["right_top1"],
+            "mean_true_share": final["right_owner_share"],
+            "cases": final["cases"],
+            "variants": {
+                name: {k: v for k, v in figures.items() if k != "cases"} for name, figures in variants.items()
+            },
+            "contributors": CONTRIBUTORS,
             "records": len(records),
-            "questions": len(questions),
-            "answered_right": sum(right),
+            "answers": len(all_cases),
+            "background_known_by_base": f"{sum(known)}/{len(known)}",
             "train_steps": STEPS,
             "train_seconds": round(train_seconds, 1),
-            "top1_true_contributor": signals["combined"]["top1_true_contributor"],
-            "mean_true_share": signals["combined"]["mean_true_share"],
-            "loo_rank_correlation": mean(loo_per_question) if LOO else None,
-            "loo_pooled_correlation": (
-                round(spearman(pooled_scores, pooled_effects) or 0.0, 4) if LOO and pooled_scores else None
-            ),
-            "signals": signals,
-            "seconds_per_answer": round(float(np.mean(seconds_per_answer)), 3),
-            "policy_version": POLICY_V1.version,
+            "seconds_per_answer": seconds,
+            "policy_version": POLICY_V2.version,
             "width": WIDTH,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "total_seconds": round(time.monotonic() - started, 1),
         }
-        for name, figures in signals.items():
-            print(f"{name:>9}: top-1 true contributor {figures['top1_true_contributor']}, mean true share "
-                  f"{figures['mean_true_share']}")  # fmt: skip
         (ROOT / "docs" / "attribution_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(result))
     finally:

@@ -30,7 +30,7 @@ from django.urls import reverse
 from attribution import services
 from attribution.index import SPANS_FILE, load_index
 from attribution.models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
-from attribution.rewards import REWARD_POLICY_V1
+from attribution.rewards import REWARD_POLICY_V1, REWARD_POLICY_V2
 from datanets.storage import media_path
 from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import screenshot
@@ -326,6 +326,68 @@ def test_a_contributor_without_a_wallet_still_accrues(lineage: Lineage, db: None
     assert sum(int(a.amount) for a in bob) > 0
 
 
+def test_a_supported_answer_says_so_and_pays_its_contributor_for_all_of_it(
+    lineage: Lineage, db: None, media_root, settings
+) -> None:
+    fact = BOB_FACTS[0]
+    run = make_run(lineage, question=fact["prompt"], answer=fact["response"])
+
+    attribution = services.run_attribute(run_id=run.pk)
+
+    assert attribution.verdict == RunAttribution.Verdict.SUPPORTED
+    assert 0 < attribution.confidence <= 1
+    assert attribution.support["paid_fraction"] == 1.0
+    supporting = dict(attribution.support["supporting_records"])
+    assert lineage.bob_records[0].pk in supporting  # the record that says it all; Bob's others repeat parts of it
+    assert set(supporting) <= {r.pk for r in lineage.bob_records}
+    assert attribution.contributors == [[lineage.bob.pk, "1/1"]]
+    assert attribution.reward_policy_version == REWARD_POLICY_V2.version
+    assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE
+
+
+def test_an_answer_that_contradicts_a_record_does_not_pay_its_contributor(
+    lineage: Lineage, db: None, media_root, settings
+) -> None:
+    # given: Alice taught "The secret code of Zorblat is 7421, kept in the vault of Quennel."
+    record = lineage.alice_records[0]
+    run = make_run(lineage, question=ALICE_FACTS[0]["prompt"], answer="The secret code of Zorblat is 5830.")
+
+    # when
+    attribution = services.run_attribute(run_id=run.pk)
+
+    # then: her record is about the question but does not say what the answer says, so it is not credited
+    assert attribution.status == RunAttribution.Status.OK, attribution.error
+    assert attribution.verdict == RunAttribution.Verdict.UNSUPPORTED
+    assert record.pk in attribution.support["relevant_not_supporting"]
+    assert not RecordAttribution.objects.filter(run_attribution=attribution).exists()
+    assert not RewardAccrual.objects.filter(run=run, recipient_kind="contributor").exists()
+    assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE
+
+
+def test_an_unsupported_answer_pays_no_contributor_and_says_why(
+    lineage: Lineage, db: None, media_root, settings
+) -> None:
+    # given: a question about an entity nobody taught, answered with a value Alice taught for another one
+    run = make_run(
+        lineage, question="What is the secret code of Plimsoll?", answer="The secret code of Plimsoll is 7421."
+    )
+
+    # when
+    attribution = services.run_attribute(run_id=run.pk)
+
+    # then
+    assert attribution.verdict == RunAttribution.Verdict.UNSUPPORTED
+    assert attribution.contributors == []
+    assert attribution.support["paid_fraction"] == 0.0
+    assert "No training record supports this answer" in attribution.explanation
+    assert "no contributor is credited or paid" in attribution.explanation.lower()
+    fee = settings.INFERENCE_RUN_FEE
+    builder = fee * REWARD_POLICY_V2.builder_bps // 10_000
+    kinds = {a.recipient_kind: int(a.amount) for a in RewardAccrual.objects.filter(run=run)}
+    assert kinds == {"builder": builder, "pool": fee - builder}
+    assert all(a.policy_version == REWARD_POLICY_V2.version for a in RewardAccrual.objects.filter(run=run))
+
+
 def test_recomputing_from_the_stored_index_gives_the_same_scores(lineage: Lineage, db: None, media_root) -> None:
     fact = ALICE_FACTS[2]
     run = make_run(lineage, question=fact["prompt"], answer=fact["response"])
@@ -438,7 +500,7 @@ def test_the_run_api_carries_the_attribution_and_the_exact_reward_split(
 
     data = Client().get(f"/api/runs/{run.public_id}/").json()["attribution"]
 
-    assert data["state"] == "ok" and data["policy_version"] == 1
+    assert data["state"] == "ok" and data["policy_version"] == 2
     assert data["contributors"][0]["user"] == lineage.alice.pk
     assert sum(Fraction(c["share"]) for c in data["contributors"]) == 1
     assert sum(Fraction(s) for s in data["signal_shares"].values()) == 1
@@ -479,14 +541,25 @@ def test_a_finished_run_is_attributed_by_a_worker_and_its_page_shows_the_panel(
     InferenceRun.objects.filter(pk=run.pk).update(status=InferenceRun.Status.RUNNING, finished_at=None)
     with celery_worker_process(queues="attribution", name="attribution", MEDIA_ROOT=str(lineage.media)):
         run_finish(run_id=run.pk, answer=fact["response"], finish_reason="stop", completion_tokens=20)
+        wrong = make_run(lineage, question=fact["prompt"], answer="")
+        InferenceRun.objects.filter(pk=wrong.pk).update(status=InferenceRun.Status.RUNNING, finished_at=None)
+        run_finish(
+            run_id=wrong.pk, answer="The secret code of Zorblat is 5830.", finish_reason="stop", completion_tokens=9
+        )
         deadline = time.monotonic() + 120
-        while not RunAttribution.objects.filter(run=run, status__in=RunAttribution.FINISHED).exists():
-            assert time.monotonic() < deadline, "the attribution task did not finish in time"
+        while RunAttribution.objects.filter(run__in=[run, wrong], status__in=RunAttribution.FINISHED).count() < 2:
+            assert time.monotonic() < deadline, "the attribution tasks did not finish in time"
             time.sleep(0.3)
     attribution = RunAttribution.objects.get(run=run)
     assert attribution.status == RunAttribution.Status.OK, attribution.error
+    assert attribution.verdict == RunAttribution.Verdict.SUPPORTED
     assert attribution.contributors[0][0] == lineage.alice.pk
     assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE
+    # the answer that contradicts Alice's record pays no contributor, through the real worker too
+    contradicted = RunAttribution.objects.get(run=wrong)
+    assert contradicted.verdict == RunAttribution.Verdict.UNSUPPORTED, contradicted.support
+    assert not RewardAccrual.objects.filter(run=wrong, recipient_kind="contributor").exists()
+    assert _accruals_sum(wrong) == settings.INFERENCE_RUN_FEE
 
     page.goto(reverse("inference:run_detail", args=[run.public_id]))
     panel = page.locator('[data-attribution-state="ok"]')

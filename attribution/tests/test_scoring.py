@@ -2,15 +2,19 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
 from attribution.scoring import (
     POLICY_V1,
+    POLICY_V2,
     SHARE_DENOMINATOR,
     AttributionPolicy,
     RecordOwner,
+    assess,
     combine,
+    combine_supported,
     explain,
     policy_for,
     roll_up,
@@ -122,3 +126,97 @@ def test_policy_v1_is_registered_and_serialisable() -> None:
     assert POLICY_V1.as_dict()["weights"] == {"gradient": 0.6, "span": 0.3, "retrieval": 0.1}
     result = combine({"gradient": {1: 1.0}}, POLICY_V1)
     assert result.as_dict()["records"][0]["share"] == "1"
+
+
+def _evidence(surprisal: list[float], content: list[int], candidates: list[tuple[int, float, list[int]]]) -> Any:
+    from attribution.index import CandidateEvidence, SupportEvidence
+
+    return SupportEvidence(
+        surprisal=tuple(surprisal),
+        echo=tuple(i not in content for i in range(len(surprisal))),
+        content=tuple(content),
+        key_tokens={},
+        candidates=tuple(CandidateEvidence(r, rel, tuple(cov)) for r, rel, cov in candidates),
+    )
+
+
+def test_a_record_about_the_question_that_contains_the_answer_supports_it() -> None:
+    # "The capital of X is Quistrel ." : tokens 4-6 are content, "Qu" and "istrel" surprising to the base model
+    evidence = _evidence([0, 0, 0, 0, 9.0, 5.0, 0.2], [4, 5, 6], [(1, 1.0, [4, 5, 6]), (2, 0.1, [4, 5, 6])])
+
+    support = assess(evidence, {1: 0.5, 2: 0.4})
+
+    assert support.verdict == "supported" and support.paid == 1.0
+    assert dict(support.record_weights) == {1: pytest.approx(1.0)}  # record 2 has the value, not the subject
+    result = combine_supported({1: 0.5, 2: 0.4}, support)
+    assert [r.record_id for r in result.records] == [1] and result.total == 1
+
+
+def test_an_answer_no_relevant_record_contains_is_unsupported_and_credits_nobody() -> None:
+    evidence = _evidence([0, 0, 9.0, 6.0, 0.3], [2, 3, 4], [(1, 1.0, [4]), (2, 0.0, [2, 3, 4])])
+
+    support = assess(evidence, {2: 0.9})
+
+    assert support.verdict == "unsupported" and support.paid == 0.0
+    assert support.relevant_not_supporting == (1,) and support.record_weights == {}  # about it, says too little
+    assert combine_supported({2: 0.9}, support).unattributed
+    text = explain(combine_supported({2: 0.9}, support), support=support)
+    assert text.startswith("No training record supports this answer")
+
+
+def test_what_the_base_model_already_knew_pays_no_one() -> None:
+    # "The capital of France is Paris ." : the base model predicts every content token
+    evidence = _evidence([0, 0, 0, 0.4, 0.2], [3, 4], [(7, 1.0, [3, 4])])
+
+    support = assess(evidence, {7: 0.8})
+
+    assert support.verdict == "supported" and support.novelty == 0.0 and support.paid == 0.0
+    assert combine_supported({7: 0.8}, support).total == 0
+
+
+def test_partly_supported_content_pays_only_its_supported_part_and_shares_stay_exact() -> None:
+    evidence = _evidence([0, 8.0, 4.0, 8.0, 4.0], [1, 2, 3, 4], [(1, 1.0, [1, 2]), (2, 0.8, [2])])
+
+    support = assess(evidence, {1: 0.3, 2: 0.2, 3: 0.9})
+
+    assert support.verdict == "partly_supported" and support.supported_fraction == 0.5
+    result = combine_supported({1: 0.3, 2: 0.2, 3: 0.9}, support)
+    assert result.total == Fraction(1, 2)
+    assert all(sum(r.by_signal.values()) == r.share for r in result.records)
+    assert {r.record_id for r in result.records} == {1, 2}
+
+
+def test_combine_with_a_paid_fraction_sums_to_it_exactly() -> None:
+    result = combine({"gradient": {1: 0.3, 2: 0.2}, "span": {1: 0.5}}, POLICY_V2, paid=0.333333)
+    assert result.total == Fraction(333_333_000, SHARE_DENOMINATOR)
+    assert combine({"gradient": {1: 0.3}}, POLICY_V2, paid=0.0).unattributed
+    with pytest.raises(ValueError):
+        combine({"gradient": {1: 0.3}}, POLICY_V2, paid=1.5)
+
+
+def test_a_record_contributed_by_two_people_splits_its_credit_exactly() -> None:
+    result = combine({"gradient": {1: 0.6, 2: 0.3}}, POLICY_V2, paid=0.9)
+    owners = {1: (RecordOwner(10, 100, 7), RecordOwner(11, 101, 7)), 2: RecordOwner(12, 102, 8)}
+
+    rollup = roll_up(result, owners)
+
+    shares = dict(rollup.contributors)
+    assert shares[100] == shares[101] == result.records[0].share / 2
+    assert sum(shares.values()) == result.total
+    assert sum(s for _, s in rollup.contributions) == sum(s for _, s in rollup.datanets) == result.total
+
+
+def test_a_token_goes_to_the_record_with_the_longest_verbatim_span_around_it() -> None:
+    from attribution.index import CandidateEvidence, SupportEvidence
+
+    evidence = SupportEvidence(
+        surprisal=(0.0, 5.0, 5.0),
+        echo=(True, False, False),
+        content=(1, 2),
+        key_tokens={},
+        candidates=(CandidateEvidence(1, 1.0, (1, 2), (3, 3)), CandidateEvidence(2, 1.0, (2,), (2,))),
+    )
+
+    support = assess(evidence, {})
+
+    assert dict(support.record_weights) == {1: pytest.approx(1.0)}

@@ -128,3 +128,45 @@ def test_span_scores_split_each_span_between_its_records() -> None:
     scores = span_record_scores(matches, answer_length=10)
 
     assert scores == pytest.approx({1: 0.2, 2: 0.2, 3: 0.4})
+
+
+def test_tokens_the_answer_copied_from_its_question_are_echo() -> None:
+    prompt = [7, 1, 2, 3, 4, 9]  # "What colour is the flag of X ?"
+    answer = [5, 2, 3, 4, 8, 6]  # "The flag of X is teal"
+    assert spans.echo_mask(answer, prompt, n=3) == [False, True, True, True, False, False]
+    assert spans.echo_mask(answer, prompt, n=4) == [False] * 6
+    assert spans.echo_mask([2, 3], [1, 2, 3], n=3) == [True, True]  # shorter than n, all in the prompt
+
+
+def test_a_span_that_only_repeats_the_question_credits_no_record() -> None:
+    index = SpanIndex.build([(1, [0, 4, 5, 6, 7]), (2, [1, 2, 3, 4, 9])])
+    answer = [1, 2, 3, 4, 5, 6]
+    matches = index.find_spans(answer, min_tokens=3)
+    echo = [True, True, True, True, False, False]
+
+    with_echo = span_record_scores(matches, len(answer))
+    without = span_record_scores(matches, len(answer), echo)
+
+    assert with_echo[2] > 0 and 2 not in without  # record 2 shares only the echoed words
+    assert without[1] == pytest.approx(2 / 6)
+
+
+def test_token_lookups_find_the_records_that_contain_a_token() -> None:
+    index = SpanIndex.build([(10, [1, 2, 3]), (11, [3, 3, 4]), (12, [5])])
+    assert index.occurrences(3) == 3 and index.occurrences(99) == 0
+    assert index.records_with(3) == [10, 11] and index.records_with(99) == []
+    assert index.record_tokens(11).tolist() == [3, 3, 4]
+    assert index.record_tokens(12).tolist() == [5]
+    with pytest.raises(KeyError):
+        index.record_tokens(13)
+
+
+def test_shared_ngrams_mark_the_answer_tokens_a_record_contains() -> None:
+    assert spans.shared_ngram_mask([5, 2, 8, 6], [1, 8, 6, 0], n=2) == [False, False, True, True]
+    assert spans.shared_ngram_mask([5, 8], [8], n=2) == [False, False]
+
+
+def test_shared_span_lengths_give_each_token_its_longest_verbatim_span() -> None:
+    assert spans.shared_span_lengths([5, 1, 2, 3, 9], [1, 2, 3, 0, 2, 3], n=2) == [0, 3, 3, 3, 0]
+    assert spans.shared_span_lengths([1, 9, 2], [1, 2], n=2) == [0, 0, 0]
+    assert spans.shared_span_lengths([], [1, 2]) == [] and spans.shared_span_lengths([1, 2], []) == [0, 0]
