@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from ledger import hashing
 from ledger.merkle import StandardMerkleTree
-from ledger.services import anchor_request, anchor_subject
+from ledger.services import batch_anchor_request, batch_due
 
 from . import selectors
 from .models import Contribution, Receipt, ReceiptBatch, Record, StagedRecord
@@ -199,11 +199,12 @@ def _seal_one(*, now: datetime, force: bool) -> ReceiptBatch | None:
     if not receipts:
         return None
     oldest = min(r.created_at for r in receipts)
-    due = len(receipts) >= limit or oldest <= now - timedelta(seconds=settings.RECEIPT_BATCH_SECONDS)
+    due = batch_due(
+        count=len(receipts), limit=limit, oldest=oldest, max_age_seconds=settings.RECEIPT_BATCH_SECONDS, now=now
+    )
     if not (due or force):
         return None
-    tree = StandardMerkleTree.of([(r.document_hash,) for r in receipts], ReceiptBatch.LEAF_TYPES)
-    anchor = anchor_request(kind="receipt_batch", subject=anchor_subject("receipt_batch", tree.root), root=tree.root)
+    tree, anchor = batch_anchor_request(kind="receipt_batch", hashes=[r.document_hash for r in receipts])
     batch = ReceiptBatch.objects.create(
         root=tree.root, size=len(receipts), tree=tree.dump(), anchor=anchor, sealed_at=now
     )

@@ -22,8 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger import hashing
-from ledger.merkle import StandardMerkleTree
-from ledger.services import anchor_request, anchor_subject
+from ledger.services import batch_anchor_request, batch_due
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
 
@@ -513,13 +512,12 @@ def _seal_one(*, now: datetime, force: bool) -> RunBatch | None:
     if not runs:
         return None
     oldest = min(r.finished_at for r in runs if r.finished_at is not None)
-    due = len(runs) >= limit or oldest <= now - timedelta(seconds=settings.INFERENCE_BATCH_SECONDS)
+    due = batch_due(
+        count=len(runs), limit=limit, oldest=oldest, max_age_seconds=settings.INFERENCE_BATCH_SECONDS, now=now
+    )
     if not (due or force):
         return None
-    tree = StandardMerkleTree.of([(r.run_hash,) for r in runs], RunBatch.LEAF_TYPES)
-    anchor = anchor_request(
-        kind="inference_batch", subject=anchor_subject("inference_batch", tree.root), root=tree.root
-    )
+    tree, anchor = batch_anchor_request(kind="inference_batch", hashes=[r.run_hash for r in runs])
     batch = RunBatch.objects.create(root=tree.root, size=len(runs), tree=tree.dump(), anchor=anchor, sealed_at=now)
     InferenceRun.objects.filter(pk__in=[r.pk for r in runs]).update(batch=batch)
     return batch

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from outbox.services import enqueue_on_commit
 
-from . import chain, hashing
+from . import chain, hashing, merkle
 from .models import Anchor, AnchorEvent, ChainDeployment, SignerNonce
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ REBROADCAST_AFTER_SECONDS = 30
 CONFIRM_BATCH = 200
 URI_MAX_LENGTH = 2048
 SUBJECT_MAX_LENGTH = 200
+BATCH_LEAF_TYPES = ("bytes32",)
 ZERO_BYTES32 = "0x" + "00" * 32
 
 
@@ -64,6 +65,20 @@ def anchor_subject_id(*parts: object) -> str:
     """A bytes32 subject id from readable parts, e.g. ``anchor_subject_id("snapshot", datanet.id, 3)``:
     keccak256 of the parts joined with ``:``."""
     return hashing.subject_id(anchor_subject(*parts))
+
+
+def batch_due(*, count: int, limit: int, oldest: datetime, max_age_seconds: int, now: datetime) -> bool:
+    """Whether a batch of ``count`` waiting items is to be sealed now: full (``limit``), or its oldest item has waited
+    ``max_age_seconds``. The one rule of inference-run and receipt batches."""
+    return count >= limit or oldest <= now - timedelta(seconds=max_age_seconds)
+
+
+def batch_anchor_request(*, kind: str, hashes: list[str]) -> tuple[merkle.StandardMerkleTree, Anchor]:
+    """A StandardMerkleTree over ``hashes`` (one ``bytes32`` leaf each) and the anchor of its root, subject
+    ``<kind>:<root>``: how a batch of documents (inference runs, receipts) goes on chain in one transaction. Call it
+    in the transaction that writes the batch."""
+    tree = merkle.StandardMerkleTree.of([(h,) for h in hashes], BATCH_LEAF_TYPES)
+    return tree, anchor_request(kind=kind, subject=anchor_subject(kind, tree.root), root=tree.root)
 
 
 def _enqueue_send(anchor_id: int) -> None:
