@@ -111,7 +111,7 @@ class RewardEpochListApi(RewardsApi):
     )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.epochs(), request, view=self)
+        page = paginator.paginate_queryset(selectors.epochs_listed(), request, view=self)
         data = EpochSerializer([selectors.epoch_summary(e) for e in page], many=True).data
         return paginator.get_paginated_response(data)
 

@@ -149,6 +149,11 @@ def epochs() -> QuerySet[RewardEpoch]:
     return RewardEpoch.objects.select_related("contracts", "document_anchor").order_by("-number")
 
 
+def epochs_listed() -> QuerySet[RewardEpoch]:
+    """``epochs()`` for lists: without each epoch's tree and document, which can hold 100,000 leaves each."""
+    return epochs().defer("tree", "document")
+
+
 def epoch_summary(epoch: RewardEpoch) -> dict[str, Any]:
     return {
         "number": epoch.number,

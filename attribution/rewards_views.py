@@ -121,7 +121,7 @@ def claim(request: HttpRequest) -> HttpResponse:
 @require_GET
 def epoch_list(request: HttpRequest) -> HttpResponse:
     """Every reward epoch, for anyone: its root, total, publication and document hash."""
-    page = Paginator(selectors.epochs(), EPOCHS_PER_PAGE).get_page(request.GET.get("page"))
+    page = Paginator(selectors.epochs_listed(), EPOCHS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "attribution/epochs.html", {"page": page})
 
 
