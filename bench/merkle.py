@@ -61,9 +61,9 @@ def build_openzeppelin(values: list[list[str | int]]) -> tuple[str, float]:
 
 
 def anchor_gas(node: object, roots: dict[int, str]) -> dict[int, tuple[int, float]]:
-    from ledger import chain
+    from ledger import chain, deployments
 
-    deployment = chain.ensure_deployed()
+    deployment = deployments.ensure_deployed()
     account = chain.signer()
     used = {}
     for n, root in roots.items():

@@ -135,11 +135,11 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         from datanets import services
-        from ledger import chain
+        from ledger import chain, deployments
         from ledger import services as ledger_services
         from ledger.models import Anchor
 
-        chain.ensure_deployed()
+        deployments.ensure_deployed()
         started = time.perf_counter()
         datanet = populate()
         print(f"inserted {RECORDS:,} records by COPY in {time.perf_counter() - started:.1f} s", flush=True)

@@ -297,9 +297,9 @@ class RootCheck:
 
 
 def _root_check(root: str, *, kind: str, extra_ok: bool = True, problems: tuple[str, ...] = ()) -> RootCheck:
-    from ledger import chain
+    from ledger import chain, deployments
 
-    deployment = chain.active_deployment()
+    deployment = deployments.active_deployment()
     info = chain.root_info(root, deployment=deployment)
     found: list[str] = list(problems)
     expected_code = Anchor.KIND_CODES[Anchor.Kind(kind)]

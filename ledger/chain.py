@@ -5,6 +5,10 @@ health check) costs nothing and works without a chain. Every RPC failure leaves 
 endpoint is down or slow: retry later) or another :class:`ChainError` (it answered no), never as a web3 or requests
 exception, so callers need not know those libraries.
 
+A client and nothing more: it reads and writes no rows (deployment rows, their locks and resets live in
+``ledger.deployments``; the outbox's states in ``ledger.transactions``). The one exception is a read: the helpers
+that take an optional ``deployment``/``contracts`` use the active row for EVM_CHAIN_ID when given none.
+
 No code path assumes anvil: the anvil development key is only a default on chain id 31337.
 """
 
@@ -22,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
 
 from .models import ChainDeployment, RewardContracts
 
@@ -40,8 +42,6 @@ RPC_TIMEOUT_SECONDS = 10.0
 HEALTH_TIMEOUT_SECONDS = 2.0
 GAS_MARGIN = 1.2
 ALREADY_KNOWN = ("already known", "already imported", "known transaction", "alreadyknown")
-_DEPLOY_LOCK_ID = 0x4C454447  # "LEDG": one advisory lock id for "deploying LineageRegistry"
-_REWARDS_LOCK_ID = 0x52455744  # "REWD": the same for the reward contracts
 REWARD_CONTRACTS = ("RewardToken", "RewardDistributor")
 # the test token's whole supply (a billion tokens of 18 decimals), minted once to the treasury
 REWARD_TOKEN_SUPPLY = 10**9 * 10**18
@@ -88,6 +88,7 @@ class Receipt:
     block_hash: str
     logs: tuple[Any, ...]
     gas_used: int = 0
+    contract_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,111 +224,46 @@ def _contract(w3: Web3, address: str) -> Contract:
     return w3.eth.contract(address=w3.to_checksum_address(address), abi=load_artifact()["abi"])
 
 
-def active_deployment() -> ChainDeployment | None:
-    """The deployment in use for EVM_CHAIN_ID, from the database only (no RPC)."""
-    return ChainDeployment.objects.filter(chain_id=settings.EVM_CHAIN_ID, active=True).first()
-
-
-def _lock_deployments() -> None:
-    # PostgreSQL: one deployer at a time across processes. SQLite runs write transactions one at a time anyway.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DEPLOY_LOCK_ID])
-
-
-def deployment_problem(deployment: ChainDeployment, *, w3: Web3 | None = None) -> str | None:
-    """Why ``deployment`` no longer describes the chain (a reset, a reorg of its block), or None when it still does.
-
-    Compares the code at the address and the block hash at the deploy height, not the genesis hash: anvil changes
-    that one when it reloads a saved state, and a reloaded chain is the same chain.
-    """
-    w3 = w3 or connect()
+def has_code(address: str) -> bool:
+    """True when a contract's code is at ``address`` (eth_getCode)."""
+    w3 = connect()
     with _rpc("eth_getCode"):
-        code = w3.eth.get_code(w3.to_checksum_address(deployment.contract_address))
-    if not code:
-        return f"no contract code at {deployment.contract_address}"
-    from web3.exceptions import BlockNotFound
-
-    try:
-        with _rpc("eth_getBlockByNumber"):
-            block = w3.eth.get_block(deployment.deploy_block_number)
-    except ChainError as e:
-        if isinstance(e.__cause__, BlockNotFound):
-            return f"block {deployment.deploy_block_number} (the deploy block) does not exist any more"
-        raise
-    if _hex(block["hash"]) != deployment.deploy_block_hash:
-        return (
-            f"block {deployment.deploy_block_number} is {_hex(block['hash'])}, "
-            f"the contract was deployed in {deployment.deploy_block_hash}"
-        )
-    return None
+        return bool(w3.eth.get_code(w3.to_checksum_address(address)))
 
 
-def ensure_deployed() -> ChainDeployment:
-    """The active LineageRegistry deployment, deploying it first if this chain has none or was reset.
+def creation_transaction(name: str, *args: Any, chain_id: int) -> dict[str, Any]:
+    """An unsigned transaction deploying our contract ``name`` (its committed artifact) with constructor ``args``:
+    gas estimated with a margin, fees priced, no nonce."""
+    artifact = load_artifact() if name == "LineageRegistry" else load_contract_artifact(name)
+    w3 = connect()
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    with _rpc(f"prepare {name} deployment"):
+        tx = factory.constructor(*args).build_transaction({"from": signer().address, "chainId": chain_id})
+    tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+    return tx
 
-    Idempotent and safe to call from several processes. On a reset the old deployment is retired with the reason,
-    the contract is deployed again, and every anchor sent to the old one goes back to pending (see
-    ``services.anchors_requeue_after_reset``) to be anchored again on the new one.
+
+def approve_transaction(token_address: str, *, spender: str, amount: int, chain_id: int) -> dict[str, Any]:
+    """An unsigned ``RewardToken.approve(spender, amount)`` transaction from the signer (no nonce)."""
+    call = _reward_contract(connect(), "RewardToken", token_address).functions.approve(spender, amount)
+    return _signer_transaction(call, chain_id, "prepare treasury approval")
+
+
+def send_and_wait(tx: dict[str, Any], *, nonce: int, what: str) -> Receipt:
+    """Sign ``tx`` with ``nonce``, send it and wait (up to CHAIN_TX_TIMEOUT_SECONDS) for a successful receipt.
+
+    For deployments only, which nothing else waits on: the outbox never waits, it stores the signed bytes first.
+    Raises ChainError when the transaction reverted.
     """
     w3 = connect()
-    current_chain = chain_id(w3=w3)
-    # the common case, every few seconds from the beat: nothing wrong, so no lock that would hold up the senders
-    current = ChainDeployment.objects.filter(chain_id=current_chain, active=True).first()
-    if current is not None and deployment_problem(current, w3=w3) is None:
-        return current
-    with transaction.atomic():
-        _lock_deployments()
-        current = ChainDeployment.objects.select_for_update().filter(chain_id=current_chain, active=True).first()
-        if current is not None:
-            problem = deployment_problem(current, w3=w3)
-            if problem is None:
-                return current  # another process repaired it while this one waited for the lock
-            logger.warning("chain %s was reset (%s): deploying LineageRegistry again", current_chain, problem)
-            current.active = False
-            current.retired_at = timezone.now()
-            current.retired_reason = problem
-            current.save(update_fields=["active", "retired_at", "retired_reason"])
-        deployment = _deploy(w3, current_chain)
-        if current is not None:
-            from .services import anchors_requeue_after_reset
-
-            anchors_requeue_after_reset(old=current, new=deployment, reason=problem or "")
-    return deployment
-
-
-def _deploy(w3: Web3, current_chain: int) -> ChainDeployment:
-    artifact = load_artifact()
-    account = signer()
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    with _rpc("deploy LineageRegistry"):
-        nonce = w3.eth.get_transaction_count(account.address, "pending")
-        tx = factory.constructor().build_transaction(
-            {"from": account.address, "nonce": nonce, "chainId": current_chain}
-        )
-        tx["gas"] = int(tx["gas"] * GAS_MARGIN)
-        signed = account.sign_transaction(tx)
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(
-            tx_hash, timeout=settings.CHAIN_TX_TIMEOUT_SECONDS, poll_latency=0.2
-        )
-        if receipt["status"] != 1 or not receipt["contractAddress"]:
-            raise ChainError(f"deploying LineageRegistry failed in transaction {_hex(tx_hash)}")
-        address = receipt["contractAddress"]
-        if not w3.eth.get_code(address):
-            raise ChainError(f"no code at {address} after deploying it")
-    deployment = ChainDeployment.objects.create(
-        chain_id=current_chain,
-        rpc_url=redacted_rpc_url(settings.EVM_RPC_URL),
-        contract_address=address,
-        deployer=account.address,
-        deploy_tx_hash=_hex(tx_hash),
-        deploy_block_number=receipt["blockNumber"],
-        deploy_block_hash=_hex(receipt["blockHash"]),
-        artifact_sha256=artifact_sha256(),
-    )
-    logger.info("LineageRegistry deployed at %s on chain %s (block %s)", address, current_chain, receipt["blockNumber"])
-    return deployment
+    signed = sign(tx, nonce=nonce)
+    with _rpc(what):
+        w3.eth.send_raw_transaction(bytes.fromhex(signed.raw[2:]))
+        w3.eth.wait_for_transaction_receipt(signed.hash, timeout=settings.CHAIN_TX_TIMEOUT_SECONDS, poll_latency=0.1)
+    receipt = get_receipt(signed.hash)
+    if receipt is None or receipt.status != 1:
+        raise ChainError(f"{what} failed in transaction {signed.hash}")
+    return receipt
 
 
 def account_nonce(address: str, *, block: str = "pending") -> int:
@@ -413,6 +349,7 @@ def get_receipt(tx_hash: str) -> Receipt | None:
         block_hash=_hex(receipt["blockHash"]),
         logs=tuple(receipt["logs"]),
         gas_used=int(receipt.get("gasUsed", 0)),
+        contract_address=receipt.get("contractAddress"),
     )
 
 
@@ -473,7 +410,7 @@ def block_hash(number: int) -> str | None:
 
 
 def _deployment_or_active(deployment: ChainDeployment | None) -> ChainDeployment:
-    deployment = deployment or active_deployment()
+    deployment = deployment or ChainDeployment.objects.current()
     if deployment is None:
         raise ChainError("LineageRegistry is not deployed on this chain: run manage.py chain_deploy")
     return deployment
@@ -523,7 +460,7 @@ def chain_status() -> dict[str, Any]:
         if status["chain_id"] != settings.EVM_CHAIN_ID:
             status["error"] = f"the node is chain {status['chain_id']}, but EVM_CHAIN_ID is {settings.EVM_CHAIN_ID}"
             return status
-        deployment = active_deployment()
+        deployment = ChainDeployment.objects.current()
         if deployment is None:
             status["error"] = "LineageRegistry is not deployed: run manage.py chain_deploy"
             return status
@@ -583,139 +520,9 @@ def _reward_contract(w3: Web3, name: str, address: str) -> Contract:
     return w3.eth.contract(address=w3.to_checksum_address(address), abi=load_contract_artifact(name)["abi"])
 
 
-def active_reward_contracts() -> RewardContracts | None:
-    """The reward contracts in use for EVM_CHAIN_ID, from the database only (no RPC)."""
-    return RewardContracts.objects.filter(chain_id=settings.EVM_CHAIN_ID, active=True).first()
-
-
-def reward_contracts_problem(contracts: RewardContracts, *, w3: Web3 | None = None) -> str | None:
-    """Why ``contracts`` no longer describe the chain, or None when they still do (the rule of deployment_problem)."""
-    w3 = w3 or connect()
-    addresses = {"RewardToken": contracts.token_address, "RewardDistributor": contracts.distributor_address}
-    for label, address in addresses.items():
-        with _rpc("eth_getCode"):
-            if not w3.eth.get_code(w3.to_checksum_address(address)):
-                return f"no {label} code at {address}"
-    current = block_hash(contracts.deploy_block_number)
-    if current is None:
-        return f"block {contracts.deploy_block_number} (the reward contracts' deploy block) does not exist any more"
-    if current != contracts.deploy_block_hash:
-        return f"block {contracts.deploy_block_number} is {current}, the reward contracts were deployed in " + (
-            contracts.deploy_block_hash
-        )
-    return None
-
-
-def ensure_rewards_deployed() -> RewardContracts:
-    """The active RewardToken + RewardDistributor, deploying them first when this chain has none, was reset, or
-    LineageRegistry itself was redeployed (a reset seen from there first).
-
-    Idempotent and safe from several processes. On a reset the old row is retired with the reason and every epoch
-    sent to the old distributor goes back to pending to be published again (see
-    ``rewards_services.rewards_requeue_after_reset``).
-    """
-    deployment = ensure_deployed()
-    w3 = connect()
-    current = RewardContracts.objects.filter(chain_id=deployment.chain_id, active=True).first()
-    if current is not None and current.deployment_id == deployment.id and reward_contracts_problem(current) is None:
-        return current
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_REWARDS_LOCK_ID])
-        current = RewardContracts.objects.select_for_update().filter(chain_id=deployment.chain_id, active=True).first()
-        problem = None
-        if current is not None:
-            if current.deployment_id != deployment.id:
-                problem = f"LineageRegistry was redeployed ({current.deployment.retired_reason or 'chain reset'})"
-            else:
-                problem = reward_contracts_problem(current, w3=w3)
-            if problem is None:
-                return current
-            logger.warning("chain %s: reward contracts gone (%s): deploying them again", deployment.chain_id, problem)
-            current.active = False
-            current.retired_at = timezone.now()
-            current.retired_reason = problem
-            current.save(update_fields=["active", "retired_at", "retired_reason"])
-        contracts = _deploy_rewards(w3, deployment)
-        if current is not None:
-            from .rewards_services import rewards_requeue_after_reset
-
-            rewards_requeue_after_reset(old=current, new=contracts, reason=problem or "")
-    return contracts
-
-
-def _send_and_wait(w3: Web3, deployment: ChainDeployment, tx: dict[str, Any], what: str) -> Any:
-    """Sign ``tx`` with the signer's next nonce from its SignerNonce row (shared with the outboxes, so no nonce is
-    ever used twice) and wait for a successful receipt. Only for deployments, inside their locked transaction."""
-    from .services import _take_nonce
-
-    account = signer()
-    tx["gas"] = int(tx["gas"] * GAS_MARGIN)
-    signed = account.sign_transaction({**tx, "nonce": _take_nonce(deployment, account.address)})
+def _signer_transaction(call: Any, chain_id: int, what: str) -> dict[str, Any]:
     with _rpc(what):
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(
-            tx_hash, timeout=settings.CHAIN_TX_TIMEOUT_SECONDS, poll_latency=0.1
-        )
-    if receipt["status"] != 1:
-        raise ChainError(f"{what} failed in transaction {_hex(tx_hash)}")
-    return receipt
-
-
-def _deploy_rewards(w3: Web3, deployment: ChainDeployment) -> RewardContracts:
-    account = signer()
-    base = {"from": account.address, "chainId": deployment.chain_id}
-    token_artifact = load_contract_artifact("RewardToken")
-    distributor_artifact = load_contract_artifact("RewardDistributor")
-    with _rpc("prepare RewardToken deployment"):
-        tx = (
-            w3.eth.contract(abi=token_artifact["abi"], bytecode=token_artifact["bytecode"])
-            .constructor(account.address, REWARD_TOKEN_SUPPLY)
-            .build_transaction(base)
-        )
-    token_receipt = _send_and_wait(w3, deployment, tx, "deploy RewardToken")
-    token_address = token_receipt["contractAddress"]
-    with _rpc("prepare RewardDistributor deployment"):
-        tx = (
-            w3.eth.contract(abi=distributor_artifact["abi"], bytecode=distributor_artifact["bytecode"])
-            .constructor(token_address, account.address)
-            .build_transaction(base)
-        )
-    distributor_receipt = _send_and_wait(w3, deployment, tx, "deploy RewardDistributor")
-    distributor_address = distributor_receipt["contractAddress"]
-    # the treasury lets the distributor pull each epoch's total when it is published
-    with _rpc("prepare treasury approval"):
-        tx = (
-            _reward_contract(w3, "RewardToken", token_address)
-            .functions.approve(distributor_address, MAX_UINT256)
-            .build_transaction(base)
-        )
-    approve_receipt = _send_and_wait(w3, deployment, tx, "approve RewardDistributor")
-    with _rpc("eth_getCode"):
-        if not w3.eth.get_code(distributor_address) or not w3.eth.get_code(token_address):
-            raise ChainError("no code at the reward contracts' addresses after deploying them")
-    contracts = RewardContracts.objects.create(
-        deployment=deployment,
-        chain_id=deployment.chain_id,
-        token_address=token_address,
-        distributor_address=distributor_address,
-        treasury=account.address,
-        token_tx_hash=_hex(token_receipt["transactionHash"]),
-        distributor_tx_hash=_hex(distributor_receipt["transactionHash"]),
-        approve_tx_hash=_hex(approve_receipt["transactionHash"]),
-        deploy_block_number=approve_receipt["blockNumber"],
-        deploy_block_hash=_hex(approve_receipt["blockHash"]),
-        token_artifact_sha256=contract_artifact_sha256("RewardToken"),
-        distributor_artifact_sha256=contract_artifact_sha256("RewardDistributor"),
-    )
-    logger.info("RewardDistributor deployed at %s (token %s)", distributor_address, token_address)
-    return contracts
-
-
-def _reward_transaction(call: Any, contracts: RewardContracts, what: str) -> dict[str, Any]:
-    with _rpc(what):
-        tx = call.build_transaction({"from": signer().address, "chainId": contracts.chain_id})
+        tx = call.build_transaction({"from": signer().address, "chainId": chain_id})
     tx["gas"] = int(tx["gas"] * GAS_MARGIN)
     return tx
 
@@ -726,7 +533,7 @@ def publish_epoch_transaction(contracts: RewardContracts, *, epoch: int, root: s
     call = _reward_contract(connect(), "RewardDistributor", contracts.distributor_address).functions.publishEpoch(
         epoch, _bytes32(root), total
     )
-    return _reward_transaction(call, contracts, "prepare publishEpoch transaction")
+    return _signer_transaction(call, contracts.chain_id, "prepare publishEpoch transaction")
 
 
 def claim_transaction(
@@ -738,7 +545,7 @@ def claim_transaction(
     call = _reward_contract(w3, "RewardDistributor", contracts.distributor_address).functions.claim(
         epoch, index, w3.to_checksum_address(account), amount, [_bytes32(p) for p in proof]
     )
-    return _reward_transaction(call, contracts, "prepare claim transaction")
+    return _signer_transaction(call, contracts.chain_id, "prepare claim transaction")
 
 
 def decode_reward_events(receipt: Receipt, *, contracts: RewardContracts) -> list[EpochPublishedEvent | ClaimedEvent]:
@@ -782,7 +589,7 @@ def decode_reward_events(receipt: Receipt, *, contracts: RewardContracts) -> lis
 
 
 def _rewards_or_active(contracts: RewardContracts | None) -> RewardContracts:
-    contracts = contracts or active_reward_contracts()
+    contracts = contracts or RewardContracts.objects.current()
     if contracts is None:
         raise ChainError("the reward contracts are not deployed on this chain: run manage.py chain_deploy")
     return contracts

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+
+class ActiveRowQuerySet(models.QuerySet):
+    def current(self) -> models.Model | None:
+        """The active row for EVM_CHAIN_ID, or None: a read only, no RPC."""
+        return self.filter(chain_id=settings.EVM_CHAIN_ID, active=True).first()
 
 
 class ChainDeployment(models.Model):
@@ -25,6 +32,8 @@ class ChainDeployment(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     retired_at = models.DateTimeField(null=True, blank=True)
     retired_reason = models.TextField(blank=True)
+
+    objects = ActiveRowQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -59,15 +68,54 @@ class SignerNonce(models.Model):
         return f"{self.address} next nonce {self.next_nonce}"
 
 
+class SignedTransaction(models.Model):
+    """The outbox columns of one transaction we sign and send (an anchor, an epoch publication, a relayed claim).
+
+    pending (no nonce) -> submitted (nonce, signed bytes and hash committed before the first broadcast) -> confirmed
+    (the receipt holds the row's own contract event and CHAIN_CONFIRMATIONS blocks sit on it) | failed (last_error
+    says why). ``ledger.transactions`` moves rows between these states; each concrete model adds the foreign key to
+    what it is sent to (a deployment, the reward contracts) and its own payload.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUBMITTED = "submitted"
+        CONFIRMED = "confirmed"
+        FAILED = "failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    signer = models.CharField(max_length=42, blank=True)
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    raw_tx = models.TextField(blank=True, help_text="The signed transaction, rebroadcast as is on every retry.")
+    tx_hash = models.CharField(max_length=66, blank=True, db_index=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True)
+    confirmations = models.PositiveIntegerField(default=0)
+
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    broadcast_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.CONFIRMED, self.Status.FAILED)
+
+
 KNOWN_KINDS = ["generic", "snapshot", "model_version", "inference_batch", "receipt_batch", "reward_epoch"]
 
 
-class Anchor(models.Model):
-    """One root to put on chain in one transaction: the outbox row, written with the thing it anchors.
-
-    pending (no nonce) -> submitted (nonce, signed transaction and hash stored before broadcast) -> confirmed (the
-    receipt holds our Anchored event and CHAIN_CONFIRMATIONS blocks sit on it) | failed (last_error says why).
-    """
+class Anchor(SignedTransaction):
+    """One root to put on chain in one transaction: the outbox row, written with the thing it anchors. Confirmed
+    needs our Anchored event for this very root in the receipt."""
 
     class Kind(models.TextChoices):
         GENERIC = "generic", "generic"
@@ -76,12 +124,6 @@ class Anchor(models.Model):
         INFERENCE_BATCH = "inference_batch", "inference batch"
         RECEIPT_BATCH = "receipt_batch", "contribution and curation receipts"
         REWARD_EPOCH = "reward_epoch", "reward epoch document"
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        SUBMITTED = "submitted"
-        CONFIRMED = "confirmed"
-        FAILED = "failed"
 
     # the uint8 the contract stores; fixed forever, since anchored events carry it
     KIND_CODES = {
@@ -103,28 +145,9 @@ class Anchor(models.Model):
     )
     root = models.CharField(max_length=66, db_index=True, help_text="bytes32 Merkle root, 0x-prefixed lowercase hex.")
     uri = models.CharField(max_length=2048, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-
     deployment = models.ForeignKey(
         ChainDeployment, on_delete=models.PROTECT, null=True, blank=True, related_name="anchors"
     )
-    signer = models.CharField(max_length=42, blank=True)
-    nonce = models.PositiveBigIntegerField(null=True, blank=True)
-    raw_tx = models.TextField(blank=True, help_text="The signed transaction, rebroadcast as is on every retry.")
-    tx_hash = models.CharField(max_length=66, blank=True, db_index=True)
-    block_number = models.PositiveBigIntegerField(null=True, blank=True)
-    block_hash = models.CharField(max_length=66, blank=True)
-    confirmations = models.PositiveIntegerField(default=0)
-
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    broadcast_at = models.DateTimeField(null=True, blank=True)
-    confirmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -212,6 +235,8 @@ class RewardContracts(models.Model):
     retired_at = models.DateTimeField(null=True, blank=True)
     retired_reason = models.TextField(blank=True)
 
+    objects = ActiveRowQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "reward contracts"
@@ -225,40 +250,14 @@ class RewardContracts(models.Model):
         return f"RewardDistributor {self.distributor_address} on chain {self.chain_id}"
 
 
-class RewardTransaction(models.Model):
-    """The outbox fields of a transaction we send (an epoch publication, a relayed claim), under the nonce rule of
-    ``Anchor``: the nonce and signed bytes are committed before the first broadcast and every retry resends them."""
+class RewardTransaction(SignedTransaction):
+    """A transaction to the RewardDistributor (an epoch publication, a relayed claim): the outbox columns and the
+    reward contracts it was sent to."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        SUBMITTED = "submitted"
-        CONFIRMED = "confirmed"
-        FAILED = "failed"
-
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     contracts = models.ForeignKey(RewardContracts, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    signer = models.CharField(max_length=42, blank=True)
-    nonce = models.PositiveBigIntegerField(null=True, blank=True)
-    raw_tx = models.TextField(blank=True)
-    tx_hash = models.CharField(max_length=66, blank=True, db_index=True)
-    block_number = models.PositiveBigIntegerField(null=True, blank=True)
-    block_hash = models.CharField(max_length=66, blank=True)
-    confirmations = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    broadcast_at = models.DateTimeField(null=True, blank=True)
-    confirmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.CONFIRMED, self.Status.FAILED)
 
 
 class RewardEpoch(RewardTransaction):

@@ -119,6 +119,6 @@ def chain_settings(anvil: Anvil, settings: Any) -> Anvil:
 @pytest.fixture
 def deployed_chain(chain_settings: Anvil, db: None) -> Any:
     """The active ChainDeployment of LineageRegistry on the session's anvil (deployed now if the database has none)."""
-    from ledger import chain
+    from ledger import deployments
 
-    return chain.ensure_deployed()
+    return deployments.ensure_deployed()

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from attribution.models import RewardAccrual
 from attribution.rewards_services import reward_claim, rewards_epoch_close, user_label
 from inference.models import InferenceRun
-from ledger import chain, hashing, merkle
+from ledger import chain, deployments, hashing, merkle
 from ledger import services as ledger_services
 from ledger.models import Anchor, RewardEpoch
 
@@ -72,7 +72,7 @@ def test_an_anonymous_client_reads_epochs_and_leaf_proofs_that_verify_off_and_on
     # given a closed epoch, published on the distributor, its document anchored on the registry
     epoch = publish(_closed(world))
     _anchor_all()
-    contracts = chain.active_reward_contracts()
+    contracts = deployments.active_reward_contracts()
     anonymous = APIClient()
 
     # when anyone lists the epochs and reads this one

@@ -8,7 +8,7 @@ from eth_account import Account
 from attribution.models import RewardAccrual
 from attribution.rewards_services import ClaimNotAllowed, pool_address, reward_claim, rewards_epoch_close, user_label
 from datanets.tests.factories import wallet
-from ledger import chain
+from ledger import chain, deployments
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
 from ledger.rewards_services import ClaimRefused
 
@@ -118,7 +118,7 @@ def test_a_claim_pays_the_exact_balance_once_to_the_linked_wallet(world, deploye
     epoch = rewards_epoch_close().epoch
     publish(epoch)
     entry = entry_of(epoch, world.alice)
-    contracts = chain.active_reward_contracts()
+    contracts = deployments.active_reward_contracts()
     assert chain.token_balance(world.alice_wallet, contracts=contracts) == 0
 
     claim = reward_claim(user=world.alice, epoch_number=epoch.number, index=entry.index)

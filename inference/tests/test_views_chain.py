@@ -122,7 +122,7 @@ def test_the_ancestry_panel_shows_every_anchor_with_its_chain_state(world: dict[
 
 
 def test_a_run_proof_names_its_chain_contract_transaction_and_subject(world: dict[str, Any]) -> None:
-    from ledger import chain, hashing, merkle
+    from ledger import chain, deployments, hashing, merkle
 
     # given a run in an anchored batch
     run = _answered(world["asker"], world["version"])
@@ -142,7 +142,7 @@ def test_a_run_proof_names_its_chain_contract_transaction_and_subject(world: dic
     anchor = proof["anchor"]
     subject = f"inference_batch:{batch.root}"
     assert anchor["chain_id"] == 31337 and anchor["contract"] == "LineageRegistry"
-    assert anchor["contract_address"] == chain.active_deployment().contract_address
+    assert anchor["contract_address"] == deployments.active_deployment().contract_address
     assert anchor["tx_hash"] == batch.anchor.tx_hash and anchor["block_number"] > 0
     assert anchor["subject"] == subject and anchor["subject_id"] == hashing.subject_id(subject)
     assert anchor["kind"] == "inference_batch" and anchor["kind_code"] == 3

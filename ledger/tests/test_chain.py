@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ledger import chain, merkle, services
+from ledger import chain, deployments, merkle, services
 from ledger.models import Anchor, AnchorEvent, ChainDeployment
 from ledger.tasks import anchor_confirm_task, anchor_dispatch_task, chain_check_task
 from ledger.testing import free_port
@@ -27,7 +27,7 @@ def confirmed_anchor(n: int, root: str | None = None) -> Anchor:
 
 
 def test_ensure_deployed_is_idempotent(deployed_chain) -> None:
-    again = chain.ensure_deployed()
+    again = deployments.ensure_deployed()
 
     assert again == deployed_chain
     assert ChainDeployment.objects.count() == 1
@@ -39,8 +39,8 @@ def test_a_chain_restarted_with_its_state_is_the_same_chain(deployed_chain, anvi
     anvil.stop()
     anvil.start(state=True)
 
-    assert chain.deployment_problem(deployed_chain) is None
-    assert chain.ensure_deployed() == deployed_chain
+    assert deployments.deployment_problem(deployed_chain) is None
+    assert deployments.ensure_deployed() == deployed_chain
 
 
 def test_a_reset_chain_is_redeployed_and_confirmed_anchors_are_anchored_again(deployed_chain, anvil) -> None:
@@ -49,7 +49,7 @@ def test_a_reset_chain_is_redeployed_and_confirmed_anchors_are_anchored_again(de
     anvil.stop()
     anvil.start(state=False)
     chain_check_task.apply()
-    new = chain.active_deployment()
+    new = deployments.active_deployment()
 
     old = ChainDeployment.objects.get(id=deployed_chain.id)
     assert new != old and new.active and not old.active
@@ -79,8 +79,8 @@ def test_a_reset_is_seen_by_the_deploy_block_hash_when_code_is_back_at_the_addre
     anvil.rpc("anvil_mine", hex(deployed_chain.deploy_block_number + 1))
     anvil.rpc("anvil_setCode", deployed_chain.contract_address, chain.load_artifact()["deployedBytecode"])
     try:
-        problem = chain.deployment_problem(deployed_chain)
-        new = chain.ensure_deployed()
+        problem = deployments.deployment_problem(deployed_chain)
+        new = deployments.ensure_deployed()
     finally:
         # the planted code would collide with a later deployment from the nonce that first created it
         anvil.stop()
@@ -151,7 +151,7 @@ def test_chain_status_flags_a_wrong_chain_id(chain_settings, settings) -> None:
 
     assert status["ok"] is False and "EVM_CHAIN_ID is 1" in status["error"]
     with pytest.raises(chain.ChainError, match="EVM_CHAIN_ID"):
-        chain.ensure_deployed()
+        deployments.ensure_deployed()
 
 
 def test_only_anvil_gets_the_development_key(settings) -> None:

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from ledger import chain
+from ledger import chain, deployments
 from ledger.models import Anchor, ChainDeployment, RewardContracts
 from ledger.services import anchor_subject
 
@@ -72,7 +72,7 @@ def test_it_gives_the_subject_formats_and_leaf_encodings_of_the_brief() -> None:
 
 @pytest.mark.chain
 def test_it_lists_every_contract_as_deployed_on_anvil(deployed_chain: ChainDeployment, anvil: Any) -> None:
-    rewards = chain.ensure_rewards_deployed()
+    rewards = deployments.ensure_rewards_deployed()
 
     facts = _chain()
 

@@ -1,4 +1,8 @@
-"""The outbox against a real anvil: send, confirm, retry through outages, never two nonces for one anchor."""
+"""The outbox against a real anvil: send, confirm, retry through outages, never two nonces for one row.
+
+The nonce tests take the ``kind`` fixture (ledger/tests/conftest.py): each runs for an anchor, a reward epoch and a
+relayed claim; what only anchors keep (their AnchorEvent history) is checked for anchors.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from eth_account import Account
 from eth_utils import keccak
 
 from ledger import chain, services
-from ledger.models import Anchor, AnchorEvent
+from ledger.models import Anchor, AnchorEvent, RewardClaim, SignedTransaction
 from ledger.testing import free_port
+
+Status = SignedTransaction.Status
 
 pytestmark = pytest.mark.chain
 
@@ -73,96 +79,94 @@ def test_it_waits_for_the_configured_confirmations(deployed_chain, anvil, settin
 
 
 @pytest.mark.django_db
-def test_a_redelivered_send_does_not_send_twice(deployed_chain, anvil) -> None:
-    from ledger.tasks import anchor_send_task
-
-    anchor = request_anchor(3)
+def test_a_redelivered_send_does_not_send_twice(kind, anvil) -> None:
+    row = kind.make(3)
     before = signer_count(anvil, block="pending")
 
-    anchor_send_task.apply(args=[anchor.id])
-    anchor_send_task.apply(args=[anchor.id])
-    services.anchors_dispatch()
+    kind.send_task.apply(args=[row.id])
+    kind.send_task.apply(args=[row.id])
+    kind.dispatch()
 
-    anchor.refresh_from_db()
-    assert anchor.nonce == before
+    row.refresh_from_db()
+    assert row.nonce == before
     assert signer_count(anvil, block="pending") == before + 1
-    assert anchor.events.filter(type=AnchorEvent.Type.SIGNED).count() == 1
+    if kind.name == "anchor":
+        assert row.events.filter(type=AnchorEvent.Type.SIGNED).count() == 1
 
 
 @pytest.mark.django_db
-def test_a_send_that_died_before_broadcasting_rebroadcasts_the_same_transaction(deployed_chain, anvil) -> None:
-    anchor = request_anchor(4)
+def test_a_send_that_died_before_broadcasting_rebroadcasts_the_same_transaction(kind, anvil) -> None:
+    row = kind.make(4)
     before = signer_count(anvil, block="pending")
 
     # given: the nonce and signed transaction were committed, then the worker died before the node saw them
     with patch.object(chain, "broadcast", autospec=True, side_effect=chain.ChainUnavailable("worker killed")):
-        services.anchor_send(anchor_id=anchor.id)
-    anchor.refresh_from_db()
-    signed = (anchor.nonce, anchor.tx_hash, anchor.raw_tx)
-    assert anchor.status == Anchor.Status.SUBMITTED and anchor.broadcast_at is None
+        kind.send(row.id)
+    row.refresh_from_db()
+    signed = (row.nonce, row.tx_hash, row.raw_tx)
+    assert row.status == Status.SUBMITTED and row.broadcast_at is None
     assert signer_count(anvil, block="pending") == before
 
     # when: the message is redelivered, and the dispatcher runs too
-    services.anchor_send(anchor_id=anchor.id)
-    services.anchors_dispatch(now=later())
-    services.anchors_confirm()
+    kind.send(row.id)
+    kind.dispatch(now=later())
+    kind.confirmed(row)
 
     # then: the very same transaction was mined, once
-    anchor.refresh_from_db()
-    assert (anchor.nonce, anchor.tx_hash, anchor.raw_tx) == signed
-    assert anchor.status == Anchor.Status.CONFIRMED
+    assert (row.nonce, row.tx_hash, row.raw_tx) == signed
+    assert row.status == Status.CONFIRMED
     assert signer_count(anvil) == before + 1
 
 
 @pytest.mark.django_db
-def test_an_anchor_survives_anvil_stopping_and_is_sent_with_one_nonce(deployed_chain, anvil) -> None:
+def test_a_row_survives_anvil_stopping_and_is_sent_with_one_nonce(kind, anvil) -> None:
     before = signer_count(anvil)
     anvil.stop()
     try:
-        anchor = request_anchor(5)
+        row = kind.make(5)
 
-        failed = services.anchor_send(anchor_id=anchor.id)
-        assert failed.status == Anchor.Status.PENDING
+        failed = kind.send(row.id)
+        assert failed.status == Status.PENDING
         assert failed.attempts == 1
         assert failed.next_attempt_at > timezone.now()
         assert "Connection" in failed.last_error
-        assert services.anchors_dispatch() == {"sent": 0, "checked": 0}
+        assert kind.dispatch() == {"sent": 0, "checked": 0}
         assert chain.chain_status()["ok"] is False
     finally:
         anvil.start(state=True)
 
     # not due yet: the backoff holds it
-    assert services.anchors_dispatch()["sent"] == 0
-    services.anchors_dispatch(now=later())
-    services.anchors_confirm()
+    assert kind.dispatch()["sent"] == 0
+    kind.dispatch(now=later())
+    kind.confirmed(row)
 
-    anchor.refresh_from_db()
-    assert anchor.status == Anchor.Status.CONFIRMED
-    assert anchor.deployment == deployed_chain
-    assert anchor.nonce == before
+    assert row.status == Status.CONFIRMED
+    assert kind.target_of(row) == kind.target
+    assert row.nonce == before
     assert signer_count(anvil) == before + 1
 
 
 @pytest.mark.django_db
-def test_it_backs_off_exponentially_and_fails_after_the_maximum_attempts(deployed_chain, settings) -> None:
+def test_it_backs_off_exponentially_and_fails_after_the_maximum_attempts(kind, settings) -> None:
+    row = kind.make(6)
     settings.ANCHOR_MAX_ATTEMPTS = 3
     settings.EVM_RPC_URL = f"http://127.0.0.1:{free_port()}"
-    anchor = request_anchor(6)
 
     delays = []
     for _ in range(3):
         started = timezone.now()
-        services.anchor_send(anchor_id=anchor.id)
-        anchor.refresh_from_db()
-        delays.append((anchor.next_attempt_at - started).total_seconds())
-        Anchor.objects.filter(id=anchor.id).update(next_attempt_at=timezone.now())
+        kind.send(row.id)
+        row.refresh_from_db()
+        delays.append((row.next_attempt_at - started).total_seconds())
+        kind.model.objects.filter(id=row.id).update(next_attempt_at=timezone.now())
 
     assert delays[1] > delays[0] * 1.5 and delays[2] > delays[1] * 1.5
-    anchor.refresh_from_db()
-    assert anchor.status == Anchor.Status.FAILED
-    assert anchor.attempts == 3
-    assert anchor.last_error
-    assert anchor.events.filter(type=AnchorEvent.Type.ERROR).count() == 3
+    row.refresh_from_db()
+    assert row.status == Status.FAILED
+    assert row.attempts == 3
+    assert row.last_error
+    if kind.name == "anchor":
+        assert row.events.filter(type=AnchorEvent.Type.ERROR).count() == 3
 
 
 @pytest.mark.django_db
@@ -185,87 +189,124 @@ def test_a_contract_refusal_fails_at_once_and_retry_now_sends_it(deployed_chain,
 
 
 @pytest.mark.django_db
-def test_a_nonce_taken_by_another_transaction_is_given_up_for_a_new_one(deployed_chain, anvil) -> None:
-    anchor = request_anchor(8)
+def test_a_nonce_taken_by_another_transaction_is_given_up_for_a_new_one(kind, anvil) -> None:
+    row = kind.make(8)
     with patch.object(chain, "broadcast", autospec=True, side_effect=chain.ChainUnavailable("node away")):
-        services.anchor_send(anchor_id=anchor.id)
-    anchor.refresh_from_db()
-    taken = anchor.nonce
+        kind.send(row.id)
+    row.refresh_from_db()
+    taken = row.nonce
     # another process with the same key uses that nonce first
     me = chain.signer().address
     anvil.rpc("eth_sendTransaction", {"from": me, "to": me, "value": "0x1", "nonce": hex(taken)})
 
-    services.anchors_dispatch(now=later())
-    anchor.refresh_from_db()
-    assert anchor.status in (Anchor.Status.PENDING, Anchor.Status.SUBMITTED)
-    requeued = anchor.events.get(type=AnchorEvent.Type.REQUEUED)
-    assert requeued.nonce == taken and "used by another transaction" in requeued.detail
+    kind.dispatch(now=later())
+    row.refresh_from_db()
+    assert row.status in (Status.PENDING, Status.SUBMITTED)
+    if kind.name == "anchor":
+        requeued = row.events.get(type=AnchorEvent.Type.REQUEUED)
+        assert requeued.nonce == taken and "used by another transaction" in requeued.detail
+    else:
+        assert row.status == Status.PENDING and "used by another transaction" in row.last_error
 
-    services.anchors_dispatch(now=later())
-    services.anchors_confirm()
-    anchor.refresh_from_db()
-    assert anchor.status == Anchor.Status.CONFIRMED
-    assert anchor.nonce == taken + 1
+    kind.dispatch(now=later())
+    kind.confirmed(row)
+    assert row.status == Status.CONFIRMED
+    assert row.nonce == taken + 1
 
 
 @pytest.mark.django_db
-def test_a_receipt_without_our_event_for_this_root_is_not_confirmed(deployed_chain) -> None:
-    other = services.anchor_send(anchor_id=request_anchor(9).id)
-    services.anchors_confirm()
-    # given: two anchors whose transactions were mined without their event (the deploy, another root's anchor)
-    no_event = request_anchor(10)
-    wrong_root = request_anchor(11)
-    for anchor, tx_hash, nonce in (
+def test_a_receipt_without_our_event_for_this_row_is_not_confirmed(kind, deployed_chain) -> None:
+    other = kind.send(kind.make(9).id)
+    kind.confirmed(other)
+    # given: two rows whose transactions were mined without their event (the deploy, another row's transaction)
+    no_event = kind.make(10)
+    wrong_row = kind.make(11)
+    for row, tx_hash, nonce in (
         (no_event, deployed_chain.deploy_tx_hash, 10**6),
-        (wrong_root, other.tx_hash, 10**6 + 1),
+        (wrong_row, other.tx_hash, 10**6 + 1),
     ):
-        Anchor.objects.filter(id=anchor.id).update(
-            status=Anchor.Status.SUBMITTED,
-            deployment=deployed_chain,
+        kind.model.objects.filter(id=row.id).update(
+            status=Status.SUBMITTED,
             signer=other.signer,
             nonce=nonce,
             raw_tx="0x00",
             tx_hash=tx_hash,
             broadcast_at=timezone.now(),
+            **{kind.spec.target_field: kind.target},
         )
 
-    counts = services.anchors_confirm()
+    counts = kind.confirm()
 
     assert counts["requeued"] == 2
-    for anchor in (no_event, wrong_root):
-        anchor.refresh_from_db()
-        assert anchor.status == Anchor.Status.PENDING
-        assert anchor.nonce is None and anchor.attempts == 1
-        assert "without our Anchored event" in anchor.events.get(type=AnchorEvent.Type.REQUEUED).detail
+    for row in (no_event, wrong_row):
+        row.refresh_from_db()
+        assert row.status == Status.PENDING
+        assert row.nonce is None and row.attempts == 1
+        assert f"without our {kind.spec.event} event" in row.last_error
+        if kind.name == "anchor":
+            assert "without our Anchored event" in row.events.get(type=AnchorEvent.Type.REQUEUED).detail
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_senders_take_distinct_consecutive_nonces(deployed_chain, anvil) -> None:
-    anchors = [request_anchor(20 + i) for i in range(6)]
+def test_concurrent_senders_take_distinct_consecutive_nonces(kind, anvil) -> None:
+    rows = [kind.make(20 + i) for i in range(6)]
     before = signer_count(anvil, block="pending")
-    barrier = threading.Barrier(len(anchors))
+    barrier = threading.Barrier(len(rows))
     errors: list[BaseException] = []
 
-    def send(anchor_id: int) -> None:
+    def send(row_id: int) -> None:
         try:
             barrier.wait()
-            services.anchor_send(anchor_id=anchor_id)
+            kind.send(row_id)
         except BaseException as e:
             errors.append(e)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=send, args=(a.id,)) for a in anchors]
+    threads = [threading.Thread(target=send, args=(row.id,)) for row in rows]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
 
     assert not errors
-    services.anchors_confirm()
-    sent = Anchor.objects.filter(id__in=[a.id for a in anchors])
+    for row in rows:
+        kind.confirmed(row)
+    sent = kind.model.objects.filter(id__in=[row.id for row in rows])
     assert sorted(sent.values_list("nonce", flat=True)) == list(range(before, before + 6))
-    assert set(sent.values_list("status", flat=True)) == {Anchor.Status.CONFIRMED}
+    assert set(sent.values_list("status", flat=True)) == {Status.CONFIRMED}
+
+
+@pytest.mark.django_db
+def test_a_chain_reset_sends_again_on_the_new_contracts_with_the_new_chains_nonces(kind, anvil) -> None:
+    row = kind.confirmed(kind.send(kind.make(50).id))
+    assert row.status == Status.CONFIRMED, row.last_error
+    old_target, old_tx = kind.target_of(row), row.tx_hash
+
+    anvil.stop()
+    anvil.start(state=False)
+    kind.spec.ensure_target()  # the beat's check sees the reset: new contracts, and the kind's reset rule applied
+
+    row.refresh_from_db()
+    new_target = kind.spec.target_model.objects.current()
+    assert new_target != old_target and new_target.active
+    if kind.name == "claim":
+        # the new chain never paid it: voided, and the entry may be claimed again once its epoch is republished
+        assert row.status == RewardClaim.VOIDED and row.tx_hash == old_tx
+        epoch = row.entry.epoch
+        kind.dispatch()
+        kind.confirmed(epoch)
+        assert epoch.status == Status.CONFIRMED and epoch.contracts == new_target
+        row = RewardClaim.objects.create(entry=row.entry)
+    else:
+        assert row.status == Status.PENDING and row.nonce is None
+        assert "chain reset" in row.last_error and old_tx in row.last_error
+    kind.dispatch()
+    kind.confirmed(row)
+    assert row.status == Status.CONFIRMED, row.last_error
+    assert kind.target_of(row) == new_target
+    # sent on the new chain with its next nonce: nothing skipped, nothing left waiting behind it
+    assert signer_count(anvil) == row.nonce + 1 == signer_count(anvil, block="pending")
 
 
 @pytest.mark.django_db

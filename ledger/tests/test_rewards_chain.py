@@ -7,7 +7,7 @@ import time
 import pytest
 from eth_account import Account
 
-from ledger import chain, merkle
+from ledger import chain, deployments, merkle
 from ledger.models import ChainDeployment, RewardContracts
 from ledger.rewards_services import LEAF_TYPES
 
@@ -32,7 +32,7 @@ def mined(tx_hash: str, timeout: float = 10) -> chain.Receipt:
 
 @pytest.fixture
 def rewards(deployed_chain: ChainDeployment) -> RewardContracts:
-    return chain.ensure_rewards_deployed()
+    return deployments.ensure_rewards_deployed()
 
 
 def tree_of(payouts: list[tuple[str, int]]) -> merkle.StandardMerkleTree:
@@ -40,7 +40,7 @@ def tree_of(payouts: list[tuple[str, int]]) -> merkle.StandardMerkleTree:
 
 
 def test_the_reward_contracts_deploy_once_and_the_treasury_holds_the_supply(rewards, deployed_chain) -> None:
-    assert chain.ensure_rewards_deployed() == rewards
+    assert deployments.ensure_rewards_deployed() == rewards
     assert RewardContracts.objects.filter(active=True).count() == 1
     assert rewards.deployment == deployed_chain
     assert rewards.treasury == chain.signer().address
@@ -96,7 +96,7 @@ def test_a_reset_chain_gets_new_reward_contracts(rewards, anvil) -> None:
     anvil.stop()
     anvil.start(state=False)
 
-    fresh = chain.ensure_rewards_deployed()
+    fresh = deployments.ensure_rewards_deployed()
 
     rewards.refresh_from_db()
     assert fresh != rewards and fresh.active

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from eth_account import Account
 
-from ledger import chain, merkle
+from ledger import chain, deployments, merkle
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
 from ledger.rewards_services import (
     LEAF_TYPES,
@@ -50,7 +50,7 @@ def published(entries: list[tuple[str, int]], **kwargs) -> RewardEpoch:
 
 @pytest.fixture
 def rewards(deployed_chain):
-    return chain.ensure_rewards_deployed()
+    return deployments.ensure_rewards_deployed()
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def test_a_chain_reset_republishes_epochs_and_voids_the_lost_payments(rewards, a
     rewards_dispatch()
     confirmed(epoch)
     claim.refresh_from_db()
-    fresh = chain.active_reward_contracts()
+    fresh = deployments.active_reward_contracts()
     assert fresh != rewards
     assert epoch.status == RewardEpoch.Status.CONFIRMED and epoch.contracts == fresh
     assert chain.epoch_info(epoch.number, contracts=fresh).root == epoch.root

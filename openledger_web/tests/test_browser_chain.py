@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from ledger import chain
+from ledger import deployments
 from openledger_web.browser import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain]
 
 
 def test_an_anonymous_visitor_reads_the_chain_page(page: Page, deployed_chain: Any) -> None:
-    rewards = chain.ensure_rewards_deployed()
+    rewards = deployments.ensure_rewards_deployed()
 
     page.goto("/")
     page.locator("[data-chain-link]").click()

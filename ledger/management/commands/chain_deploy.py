@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ledger import chain
+from ledger import chain, deployments
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            deployment = chain.ensure_deployed()
+            deployment = deployments.ensure_deployed()
         except chain.ChainError as e:
             raise CommandError(f"cannot deploy LineageRegistry: {e}") from e
         self.stdout.write(
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             f"(deployed in block {deployment.deploy_block_number}, signer {deployment.deployer})"
         )
         try:
-            rewards = chain.ensure_rewards_deployed()
+            rewards = deployments.ensure_rewards_deployed()
         except chain.ChainError as e:
             raise CommandError(f"cannot deploy the reward contracts: {e}") from e
         self.stdout.write(
