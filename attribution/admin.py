@@ -1,24 +1,13 @@
+"""Attribution rows are written by the scoring and index services only: results and money are never hand-edited,
+so the admin only shows them."""
+
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
+
+from common.admin import ReadOnlyAdmin
 
 from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Attribution rows are written by the scoring and index services only: results and money are never hand-edited."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(AttributionIndex)

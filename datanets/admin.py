@@ -9,6 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdmin
+
 from . import services
 from .models import (
     Contribution,
@@ -27,19 +29,6 @@ def _problem(error: Exception) -> str:
     if isinstance(error, ValidationError):
         return "; ".join(error.messages)
     return str(error)
-
-
-class NoEditAdmin(admin.ModelAdmin):
-    """Rows written only by the services: staff look, and act through the actions."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Datanet)
@@ -87,7 +76,7 @@ class DecisionInline(admin.TabularInline):
 
 
 @admin.register(Contribution)
-class ContributionAdmin(NoEditAdmin):
+class ContributionAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "datanet",
@@ -161,7 +150,7 @@ class ContributionAdmin(NoEditAdmin):
 
 
 @admin.register(Record)
-class RecordAdmin(NoEditAdmin):
+class RecordAdmin(ReadOnlyAdmin):
     list_display = ["id", "contribution", "position", "line", "record_hash", "words", "excluded", "flag_count"]
     list_filter = ["excluded", "datanet"]
     search_fields = ["record_hash", "=contribution__id"]
@@ -175,7 +164,7 @@ class RecordAdmin(NoEditAdmin):
 
 
 @admin.register(StagedRecord)
-class StagedRecordAdmin(NoEditAdmin):
+class StagedRecordAdmin(ReadOnlyAdmin):
     """Records of large uploads waiting for their checks to move them into Record: usually none."""
 
     list_display = ["id", "contribution", "position", "line", "record_hash", "words", "size_bytes"]
@@ -185,7 +174,7 @@ class StagedRecordAdmin(NoEditAdmin):
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(NoEditAdmin):
+class SnapshotAdmin(ReadOnlyAdmin):
     list_display = [
         "datanet",
         "number",
@@ -206,7 +195,7 @@ class SnapshotAdmin(NoEditAdmin):
 
 
 @admin.register(ContributionDecision)
-class ContributionDecisionAdmin(NoEditAdmin):
+class ContributionDecisionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "contribution", "action", "actor", "reason"]
     list_filter = ["action"]
     search_fields = ["reason", "actor__username", "=contribution__id"]
@@ -215,7 +204,7 @@ class ContributionDecisionAdmin(NoEditAdmin):
 
 
 @admin.register(Receipt)
-class ReceiptAdmin(NoEditAdmin):
+class ReceiptAdmin(ReadOnlyAdmin):
     """Receipts of submissions and curation decisions: written by the services, sealed by a beat task."""
 
     list_display = ["id", "kind", "contribution", "datanet", "document_hash", "batch", "created_at"]
@@ -227,7 +216,7 @@ class ReceiptAdmin(NoEditAdmin):
 
 
 @admin.register(ReceiptBatch)
-class ReceiptBatchAdmin(NoEditAdmin):
+class ReceiptBatchAdmin(ReadOnlyAdmin):
     list_display = ["id", "root", "size", "anchor_status", "sealed_at"]
     search_fields = ["root"]
     list_select_related = ["anchor"]
@@ -239,4 +228,4 @@ class ReceiptBatchAdmin(NoEditAdmin):
         return obj.anchor.status
 
 
-admin.site.register(SnapshotRecord, NoEditAdmin)
+admin.site.register(SnapshotRecord, ReadOnlyAdmin)

@@ -27,6 +27,7 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
     extend_schema_serializer,
+    extend_schema_view,
 )
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
@@ -651,6 +652,7 @@ def _role_schema(summary: str) -> Any:
     )
 
 
+@extend_schema_view(post=_role_schema("Add a curator"))
 class DatanetCuratorAddApi(_RoleApi):
     """Name a curator (owner or global curator). Adding twice is harmless."""
 
@@ -658,11 +660,8 @@ class DatanetCuratorAddApi(_RoleApi):
     role = "curator"
     managers_only = True
 
-    @_role_schema("Add a curator")
-    def post(self, request: Request, slug: str) -> Response:
-        return super().post(request, slug)
 
-
+@extend_schema_view(post=_role_schema("Remove a curator"))
 class DatanetCuratorRemoveApi(_RoleApi):
     """Remove a curator (owner or global curator)."""
 
@@ -670,31 +669,21 @@ class DatanetCuratorRemoveApi(_RoleApi):
     role = "curator"
     managers_only = True
 
-    @_role_schema("Remove a curator")
-    def post(self, request: Request, slug: str) -> Response:
-        return super().post(request, slug)
 
-
+@extend_schema_view(post=_role_schema("Add a member"))
 class DatanetMemberAddApi(_RoleApi):
     """Add a member (owner or curator): members see a private Datanet and contribute to a members-only one."""
 
     service = services.datanet_add_member
     role = "member"
 
-    @_role_schema("Add a member")
-    def post(self, request: Request, slug: str) -> Response:
-        return super().post(request, slug)
 
-
+@extend_schema_view(post=_role_schema("Remove a member"))
 class DatanetMemberRemoveApi(_RoleApi):
     """Remove a member (owner or curator)."""
 
     service = services.datanet_remove_member
     role = "member"
-
-    @_role_schema("Remove a member")
-    def post(self, request: Request, slug: str) -> Response:
-        return super().post(request, slug)
 
 
 class DatanetLeaderboardApi(DatanetsApi):

@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from ledger.batches import SealedBatch
+
 from .licences import LICENCE_CHOICES
 from .parsing import RECORD_TYPES
 
@@ -388,23 +390,10 @@ class SnapshotRecord(models.Model):
         return f"leaf {self.leaf_index} of snapshot {self.snapshot_id}"
 
 
-class ReceiptBatch(models.Model):
-    """A sealed set of receipts anchored by one Merkle root: one transaction whatever the number of receipts.
+class ReceiptBatch(SealedBatch):
+    """A sealed batch of receipts: its leaves are their ``document_hash`` (layout in ``SealedBatch``)."""
 
-    Layout (OpenZeppelin StandardMerkleTree): leaf values ``("bytes32",)`` = ``(document_hash,)``. ``tree`` holds the
-    dumped tree, so a receipt's proof is a lookup that any standard tool verifies as it is.
-    """
-
-    LEAF_TYPES = ("bytes32",)
-
-    root = models.CharField(max_length=66, unique=True)
-    size = models.PositiveIntegerField()
-    tree = models.JSONField(help_text="StandardMerkleTree.dump(): format, leafEncoding, tree, values.")
     anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="receipt_batch")
-    sealed_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["-sealed_at", "-id"]
 
     def __str__(self) -> str:
         return f"receipt batch {self.pk} ({self.size} receipts, root {self.root[:10]}…)"

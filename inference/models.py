@@ -8,25 +8,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from ledger.batches import SealedBatch
 
-class RunBatch(models.Model):
-    """A sealed set of finished runs anchored by one Merkle root.
 
-    Layout (OpenZeppelin StandardMerkleTree): leaf values ``("bytes32",)`` = ``(run_hash,)``, leaf =
-    keccak256(keccak256(abi.encode(run_hash))), sorted pairs. ``tree`` holds the dumped tree so a run's proof is a
-    lookup, and any standard tool (``@openzeppelin/merkle-tree``, ``MerkleProof.sol``) verifies it.
-    """
+class RunBatch(SealedBatch):
+    """A sealed batch of finished runs: its leaves are their ``run_hash`` (layout in ``SealedBatch``)."""
 
-    LEAF_TYPES = ("bytes32",)
-
-    root = models.CharField(max_length=66, unique=True)
-    size = models.PositiveIntegerField()
-    tree = models.JSONField(help_text="StandardMerkleTree.dump(): format, leafEncoding, tree, values.")
     anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="inference_batch")
-    sealed_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["-sealed_at", "-id"]
 
     def __str__(self) -> str:
         return f"batch {self.pk} ({self.size} runs, root {self.root[:10]}…)"

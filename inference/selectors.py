@@ -41,21 +41,20 @@ def versions_askable_by(
         versions = versions.filter(
             Q(name__icontains=q) | Q(snapshots__datanet__name__icontains=q) | Q(base_model__name__icontains=q)
         )
-    if datanet is not None and datanet != "":
-        if hasattr(datanet, "pk"):
-            versions = versions.filter(snapshots__datanet=datanet)
-        elif str(datanet).isdigit():
-            versions = versions.filter(snapshots__datanet_id=int(datanet))
-        else:
-            versions = versions.filter(snapshots__datanet__slug=str(datanet))
-    if base is not None and base != "":
-        if hasattr(base, "pk"):
-            versions = versions.filter(base_model=base)
-        elif str(base).isdigit():
-            versions = versions.filter(base_model_id=int(base))
-        else:
-            versions = versions.filter(base_model__name=str(base))
+    versions = _narrowed(versions, "snapshots__datanet", datanet, key="slug")
+    versions = _narrowed(versions, "base_model", base, key="name")
     return versions.distinct().order_by("-created_at", "-id")
+
+
+def _narrowed(versions: QuerySet[ModelVersion], field: str, value: Any, *, key: str) -> QuerySet[ModelVersion]:
+    # ``value``: a row, its id (digits) or its ``key`` (a slug, a name); None or "" leaves ``versions`` as they are
+    if value is None or value == "":
+        return versions
+    if hasattr(value, "pk"):
+        return versions.filter(**{field: value})
+    if str(value).isdigit():
+        return versions.filter(**{f"{field}_id": int(value)})
+    return versions.filter(**{f"{field}__{key}": str(value)})
 
 
 def model_id_of(version: ModelVersion | None, base_model: BaseModel) -> str:

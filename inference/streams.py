@@ -319,35 +319,65 @@ def _advance(progress: _Progress, entry_id: bytes, fields: dict[bytes, bytes]) -
     return event
 
 
+class _Follow:
+    """When a reader of a run's Redis stream reads what, apart from the reading itself: the sync and the async reader
+    share it and do only the I/O."""
+
+    def __init__(self, timeout_s: float, *, stream_exists: bool) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        # A run that ended before its stream expired reads from the stream; one whose stream is gone, from its row now.
+        self.finished_seen = 0 if stream_exists else 1
+        self.next_check = time.monotonic() + DB_CHECK_SECONDS if stream_exists else 0.0
+
+    def block_ms(self) -> int | None:
+        """How long the next XREAD may block, in milliseconds; None once the time is up."""
+        remaining = self.deadline - time.monotonic()
+        return max(1, int(min(remaining, 1.0) * 1000)) if remaining > 0 else None
+
+    def row_due(self, reply: Any) -> bool:
+        """Whether to look at the run's row after a read that brought ``reply``: when nothing came for a while."""
+        if reply or time.monotonic() < self.next_check:
+            return False
+        self.next_check = time.monotonic() + DB_CHECK_SECONDS
+        return True
+
+    def seen_finished(self) -> bool:
+        """Count one more sight of the finished row; True when it was seen before or the stream was already gone.
+
+        The run is over but its final event has not come: give the publish one more round, then answer from the row.
+        """
+        self.finished_seen += 1
+        return self.finished_seen >= 2
+
+
+def _reply_events(progress: _Progress, reply: Any) -> Iterator[RunEvent]:
+    """The events of one XREAD reply, in order, each moving ``progress`` past it."""
+    for _, entries in reply or []:
+        for entry_id, fields in entries:
+            yield _advance(progress, entry_id, fields)
+
+
+def _needs_tail(event: RunEvent, progress: _Progress) -> bool:
+    # the row may hold text that the stream never got (see _row_tail)
+    return event.type == DONE and progress.delivered is not None
+
+
 def _redis_events(public_id: uuid.UUID, timeout_s: float, progress: _Progress) -> Iterator[RunEvent]:
     """The run's events from its Redis stream, from ``progress.last_id`` on, keeping ``progress`` up to date."""
     client = _client()
     key = _key(public_id)
-    deadline = time.monotonic() + timeout_s
-    next_check = time.monotonic() + DB_CHECK_SECONDS
-    # A run that ended before its stream expired reads from the stream; one whose stream is gone, from its row now.
-    finished_seen = 1 if not client.exists(key) else 0
-    if finished_seen:
-        next_check = 0.0
-    while (remaining := deadline - time.monotonic()) > 0:
-        reply = client.xread({key: progress.last_id}, count=512, block=max(1, int(min(remaining, 1.0) * 1000)))
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                event = _advance(progress, entry_id, fields)
-                if event.type == DONE and progress.delivered is not None:
-                    yield from _row_tail(_finished_row(public_id), event.id, progress.delivered)
-                yield event
-                if event.is_final:
-                    return
-        if reply or time.monotonic() < next_check:
+    follow = _Follow(timeout_s, stream_exists=bool(client.exists(key)))
+    while (block := follow.block_ms()) is not None:
+        reply = client.xread({key: progress.last_id}, count=512, block=block)
+        for event in _reply_events(progress, reply):
+            if _needs_tail(event, progress):
+                yield from _row_tail(_finished_row(public_id), event.id, progress.delivered)
+            yield event
+            if event.is_final:
+                return
+        if not follow.row_due(reply) or (run := _finished_row(public_id)) is None:
             continue
-        next_check = time.monotonic() + DB_CHECK_SECONDS
-        run = _finished_row(public_id)
-        if run is None:
-            continue
-        # The run is over but its final event has not come: give the publish one more round, then answer from the row.
-        finished_seen += 1
-        if finished_seen < 2 and client.exists(key):
+        if not follow.seen_finished() and client.exists(key):
             continue
         yield from _row_ending(run, progress.last_id, progress.delivered)
         return
@@ -358,34 +388,22 @@ async def _aredis_events(public_id: uuid.UUID, timeout_s: float, progress: _Prog
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(settings.CELERY_BROKER_URL)
+    finished_row = sync_to_async(_finished_row)
     try:
         key = _key(public_id)
-        deadline = time.monotonic() + timeout_s
-        next_check = time.monotonic() + DB_CHECK_SECONDS
-        finished_seen = 1 if not await client.exists(key) else 0
-        if finished_seen:
-            next_check = 0.0
-        while (remaining := deadline - time.monotonic()) > 0:
-            block = max(1, int(min(remaining, 1.0) * 1000))
+        follow = _Follow(timeout_s, stream_exists=bool(await client.exists(key)))
+        while (block := follow.block_ms()) is not None:
             reply = await client.xread({key: progress.last_id}, count=512, block=block)
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    event = _advance(progress, entry_id, fields)
-                    if event.type == DONE and progress.delivered is not None:
-                        run = await sync_to_async(_finished_row)(public_id)
-                        for tail in _row_tail(run, event.id, progress.delivered):
-                            yield tail
-                    yield event
-                    if event.is_final:
-                        return
-            if reply or time.monotonic() < next_check:
+            for event in _reply_events(progress, reply):
+                if _needs_tail(event, progress):
+                    for tail in _row_tail(await finished_row(public_id), event.id, progress.delivered):
+                        yield tail
+                yield event
+                if event.is_final:
+                    return
+            if not follow.row_due(reply) or (run := await finished_row(public_id)) is None:
                 continue
-            next_check = time.monotonic() + DB_CHECK_SECONDS
-            run = await sync_to_async(_finished_row)(public_id)
-            if run is None:
-                continue
-            finished_seen += 1
-            if finished_seen < 2 and await client.exists(key):
+            if not follow.seen_finished() and await client.exists(key):
                 continue
             for event in _row_ending(run, progress.last_id, progress.delivered):
                 yield event

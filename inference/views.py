@@ -65,6 +65,15 @@ def _run_for(request: HttpRequest, public_id: uuid.UUID) -> InferenceRun:
     return run
 
 
+def _sealed_run_proof(request: HttpRequest, public_id: uuid.UUID) -> tuple[InferenceRun, dict[str, Any]]:
+    """The run, if the user may see it, and its inclusion proof; 404 while the run is in no sealed batch."""
+    run = _run_for(request, public_id)
+    proof = selectors.run_proof(run)
+    if proof is None:
+        raise Http404("this run is not in a sealed batch yet")
+    return run, proof
+
+
 def _own_run(request: HttpRequest, public_id: uuid.UUID) -> InferenceRun:
     return get_object_or_404(selectors.runs_of(user=request.user), public_id=public_id)
 
@@ -272,10 +281,7 @@ def run_detail(request: HtmxHttpRequest, public_id: uuid.UUID) -> HttpResponse:
 @require_GET
 def run_proof(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     """The run's inclusion proof in its batch (OpenZeppelin StandardMerkleTree terms) as a JSON download."""
-    run = _run_for(request, public_id)
-    proof = selectors.run_proof(run)
-    if proof is None:
-        raise Http404("this run is not in a sealed batch yet")
+    run, proof = _sealed_run_proof(request, public_id)
     response = HttpResponse(json.dumps(proof, indent=2, cls=DjangoJSONEncoder), content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="run-{run.public_id}-proof.json"'
     return response
@@ -331,10 +337,7 @@ def verify_snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 @require_GET
 def verify_run(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     """Check on chain that the run's batch root is anchored and that the run's inclusion proof leads to it."""
-    run = _run_for(request, public_id)
-    proof = selectors.run_proof(run)
-    if proof is None:
-        raise Http404("this run is not in a sealed batch yet")
+    run, proof = _sealed_run_proof(request, public_id)
     subject = {"kind": "inference_batch", "title": f"Answer {run.public_id} in batch #{run.batch_id}", "run": run,
                "anchor": run.batch.anchor, "root": proof["root"], "proof": proof, "facts": proof["anchor"]}  # fmt: skip
     return _verify_page(request, subject, lambda: ancestry.run_inclusion_check(proof=proof))

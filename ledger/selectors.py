@@ -82,11 +82,22 @@ def _deploy_block(row: RewardContracts, tx_hash: str) -> int | None:
     return receipt.block_number
 
 
-def _contract(name: str, row: ChainDeployment | RewardContracts, **facts: Any) -> dict[str, Any]:
+def _contract(
+    name: str,
+    row: ChainDeployment | RewardContracts,
+    *,
+    address: str,
+    deploy_block: int | None,
+    tx_hash: str,
+    artifact_sha256: str,
+) -> dict[str, Any]:
     return {
         "name": name,
         "chain_id": row.chain_id,
-        **facts,
+        "address": address,
+        "deploy_block": deploy_block,
+        "deploy_tx_hash": tx_hash,
+        "abi": _abi(name, artifact_sha256),
         "active": row.active,
         "deployed_at": row.created_at,
         "retired_at": row.retired_at,
@@ -100,29 +111,26 @@ def _registry(row: ChainDeployment) -> dict[str, Any]:
         row,
         address=row.contract_address,
         deploy_block=row.deploy_block_number,
-        deploy_tx_hash=row.deploy_tx_hash,
-        abi=_abi("LineageRegistry", row.artifact_sha256),
+        tx_hash=row.deploy_tx_hash,
+        artifact_sha256=row.artifact_sha256,
     )
 
 
 def _rewards(row: RewardContracts) -> list[dict[str, Any]]:
+    # RewardContracts stores the block of its last transaction only: each contract's own block comes from the chain
     return [
         _contract(
-            "RewardToken",
+            name,
             row,
-            address=row.token_address,
-            deploy_block=_deploy_block(row, row.token_tx_hash),
-            deploy_tx_hash=row.token_tx_hash,
-            abi=_abi("RewardToken", row.token_artifact_sha256),
-        ),
-        _contract(
-            "RewardDistributor",
-            row,
-            address=row.distributor_address,
-            deploy_block=_deploy_block(row, row.distributor_tx_hash),
-            deploy_tx_hash=row.distributor_tx_hash,
-            abi=_abi("RewardDistributor", row.distributor_artifact_sha256),
-        ),
+            address=address,
+            deploy_block=_deploy_block(row, tx_hash),
+            tx_hash=tx_hash,
+            artifact_sha256=artifact_sha256,
+        )
+        for name, address, tx_hash, artifact_sha256 in [
+            ("RewardToken", row.token_address, row.token_tx_hash, row.token_artifact_sha256),
+            ("RewardDistributor", row.distributor_address, row.distributor_tx_hash, row.distributor_artifact_sha256),
+        ]
     ]
 
 

@@ -32,6 +32,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen[Any], *, timeout: float) -> None:
+    """Stop ``proc`` politely (SIGTERM) if it still runs, killing it when it has not exited within ``timeout`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Anvil:
     """One anvil process on a fixed port, saving its state to ``state_file`` every second and when stopped."""
 
@@ -75,13 +86,7 @@ class Anvil:
         """Stop anvil the way an operator would (SIGTERM): it writes its state file on the way out."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc, timeout=20)
         self._proc = None
 
     def rpc(self, method: str, *params: Any) -> Any:

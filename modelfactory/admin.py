@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
+
+from common.admin import ReadOnlyAdmin
 
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
 
@@ -17,7 +16,9 @@ class BaseModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(FineTuneJob)
-class FineTuneJobAdmin(admin.ModelAdmin):
+class FineTuneJobAdmin(ReadOnlyAdmin):
+    """Jobs change through the services only (claims, cancellation and retries hold row locks)."""
+
     list_display = (
         "id", "name", "kind", "owner", "base_model", "status", "step", "total_steps", "attempts", "heartbeat_at"
     )  # fmt: skip
@@ -25,47 +26,19 @@ class FineTuneJobAdmin(admin.ModelAdmin):
     search_fields = ("name", "owner__username", "worker", "celery_task_id")
     raw_id_fields = ("owner", "parent_version", "snapshots")
 
-    # jobs change through services only (claims, cancellation, retries hold row locks)
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ("id", "name", "owner", "base_model", "adapter_sha256", "manifest_hash", "published", "created_at")
     list_filter = ("published", "base_model")
     search_fields = ("name", "owner__username", "manifest_hash", "adapter_sha256")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(ModelVersionParent)
-class ModelVersionParentAdmin(admin.ModelAdmin):
+class ModelVersionParentAdmin(ReadOnlyAdmin):
     """Lineage edges are written with their version and never change: staff look only."""
 
     list_display = ("child", "relation", "parent", "weight")
     list_filter = ("relation",)
     search_fields = ("child__name", "parent__name")
     list_select_related = ("child", "parent")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -71,12 +71,31 @@ class SnapshotChoiceField(forms.ModelMultipleChoiceField):
         return f"{obj.datanet.name} · snapshot #{obj.number}"
 
 
-class FineTuneForm(forms.Form):
-    """Everything a fine-tune needs. ``start`` is "base-<id>" or "version-<id>" (continue training that version on
-    its own base), so a parent and a base can never disagree."""
+def _pick_errors(noun: str, *, required: str) -> dict[str, str]:
+    """The messages of a field that picks rows the user may use; ``noun`` names one row ("snapshot")."""
+    return {
+        "required": required,
+        "invalid_choice": f"{noun.capitalize()} %(value)s does not exist, or you may not use it.",
+        "invalid_pk_value": f"%(pk)s is not a {noun} id.",
+    }
+
+
+class _JobForm(forms.Form):
+    """What every job form asks first: the name and description of the version it will make."""
 
     name = forms.CharField(max_length=MAX_NAME)
     description = forms.CharField(max_length=MAX_DESCRIPTION, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def chosen_ids(self, field: str) -> set[str]:
+        """The ids ticked in the multiple-choice ``field``, as strings (what the page compares to), valid or not."""
+        values = self[field].value() or []
+        return {str(v) for v in (values if isinstance(values, list | tuple) else [values])}
+
+
+class FineTuneForm(_JobForm):
+    """Everything a fine-tune needs. ``start`` is "base-<id>" or "version-<id>" (continue training that version on
+    its own base), so a parent and a base can never disagree."""
+
     start = forms.ChoiceField(
         label="Start from",
         error_messages={"invalid_choice": "%(value)s is not a base model or a version you may continue."},
@@ -84,11 +103,7 @@ class FineTuneForm(forms.Form):
     snapshots = SnapshotChoiceField(
         queryset=Snapshot.objects.none(),
         widget=forms.CheckboxSelectMultiple,
-        error_messages={
-            "required": "Choose at least one Datanet snapshot.",
-            "invalid_choice": "Snapshot %(value)s does not exist, or you may not use it.",
-            "invalid_pk_value": "%(pk)s is not a snapshot id.",
-        },
+        error_messages=_pick_errors("snapshot", required="Choose at least one Datanet snapshot."),
     )
     formatting = forms.ChoiceField(
         label="Records become text through",
@@ -144,8 +159,7 @@ class FineTuneForm(forms.Form):
         return list(self.fields["snapshots"].queryset)
 
     def chosen_snapshot_ids(self) -> set[str]:
-        values = self["snapshots"].value() or []
-        return {str(v) for v in (values if isinstance(values, list | tuple) else [values])}
+        return self.chosen_ids("snapshots")
 
     def clean_start(self) -> str:
         value = self.cleaned_data["start"]
@@ -222,19 +236,13 @@ class BaseModelRegisterForm(forms.Form):
 MAX_MERGE_PARENTS = 8
 
 
-class MergeForm(forms.Form):
+class MergeForm(_JobForm):
     """Two or more versions of one base, each with a weight (``weight_<id>`` fields), a method and a name."""
 
-    name = forms.CharField(max_length=MAX_NAME)
-    description = forms.CharField(max_length=MAX_DESCRIPTION, required=False, widget=forms.Textarea(attrs={"rows": 2}))
     versions = forms.ModelMultipleChoiceField(
         queryset=ModelVersion.objects.none(),
         widget=forms.CheckboxSelectMultiple,
-        error_messages={
-            "required": "Choose at least two versions to merge.",
-            "invalid_choice": "Version %(value)s does not exist, or you may not use it.",
-            "invalid_pk_value": "%(pk)s is not a version id.",
-        },
+        error_messages=_pick_errors("version", required="Choose at least two versions to merge."),
     )
     method = forms.ChoiceField(choices=FineTuneJob.MergeMethod.choices, widget=forms.RadioSelect, initial="linear")
     density = forms.FloatField(
@@ -251,8 +259,7 @@ class MergeForm(forms.Form):
 
     def version_rows(self) -> list[dict[str, Any]]:
         """Each offered version with its typed weight (kept when the form comes back with errors) and tick."""
-        values = self["versions"].value() or []
-        chosen = {str(v) for v in (values if isinstance(values, list | tuple) else [values])}
+        chosen = self.chosen_ids("versions")
         rows = []
         for version in self.fields["versions"].queryset.select_related("owner")[:200]:
             weight = self.data.get(f"weight_{version.pk}", "1.0") if self.is_bound else "1.0"

@@ -7,6 +7,7 @@ fragment, plain requests the whole page, so everything works without JavaScript.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -69,6 +70,32 @@ def _apply_errors(form: Any, error: ValidationError, fields: dict[str, str] | No
         name = (fields or {}).get(key, key.removeprefix("config."))
         messages_ = [m for e in errors for m in e.messages]
         form.add_error(name if name in form.fields else None, [m[:1].upper() + m[1:] for m in messages_])
+
+
+def _launched(
+    request: HttpRequest,
+    form: FineTuneForm | MergeForm,
+    service: Callable[..., FineTuneJob],
+    fields: dict[str, str],
+    **specifics: Any,
+) -> tuple[FineTuneJob | None, int]:
+    """Launch a job through ``service`` with the form's name and description and ``specifics``. When the service
+    refuses: None, its reasons put on ``form`` (``fields`` maps its field names to the form's), and the status to
+    answer with (400, or 403 for a permission)."""
+    try:
+        job = service(
+            owner=request.user,
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data["description"],
+            **specifics,
+        )
+    except ValidationError as e:
+        _apply_errors(form, e, fields)
+        return None, 400
+    except PermissionDenied as e:
+        form.add_error(None, str(e))
+        return None, 403
+    return job, 200
 
 
 def _job_for(request: HttpRequest, job_id: int) -> FineTuneJob:
@@ -215,26 +242,21 @@ def job_new(request: HtmxHttpRequest) -> HttpResponse:
         return render(request, "modelfactory/job_form.html", _form_context(form, preset=preset_name))
 
     form = FineTuneForm(request.POST, user=request.user)
-    status = 400
+    job, status = None, 400
     if form.is_valid() and form.config is not None:
-        try:
-            job = services.job_launch(
-                owner=request.user,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-                base_model=form.base_model,
-                parent_version=form.parent_version,
-                snapshots=form.cleaned_data["snapshots"],
-                config=form.config,
-            )
-        except ValidationError as e:
-            _apply_errors(form, e, {"parent_version": "start"})
-        except PermissionDenied as e:
-            form.add_error(None, str(e))
-            status = 403
-        else:
-            messages.success(request, f"Job #{job.pk} is queued on the training queue.")
-            return redirect("modelfactory:job_detail", job_id=job.pk)
+        job, status = _launched(
+            request,
+            form,
+            services.job_launch,
+            {"parent_version": "start"},
+            base_model=form.base_model,
+            parent_version=form.parent_version,
+            snapshots=form.cleaned_data["snapshots"],
+            config=form.config,
+        )
+    if job is not None:
+        messages.success(request, f"Job #{job.pk} is queued on the training queue.")
+        return redirect("modelfactory:job_detail", job_id=job.pk)
     return render(request, "modelfactory/job_form.html", _form_context(form), status=status)
 
 
@@ -539,23 +561,18 @@ def merge_new(request: HtmxHttpRequest) -> HttpResponse:
         form = MergeForm(user=request.user, initial={"versions": chosen, "method": "linear", "density": 0.5})
         return render(request, "modelfactory/merge_form.html", {"form": form})
     form = MergeForm(request.POST, user=request.user)
-    status = 400
+    job, status = None, 400
     if form.is_valid():
-        try:
-            job = services.merge_launch(
-                owner=request.user,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-                parents=form.parents,
-                method=form.cleaned_data["method"],
-                density=form.cleaned_data["density"],
-            )
-        except ValidationError as e:
-            _apply_errors(form, e, {"parents": "versions", "weights": "versions"})
-        except PermissionDenied as e:
-            form.add_error(None, str(e))
-            status = 403
-        else:
-            messages.success(request, f"Merge job #{job.pk} is queued.")
-            return redirect("modelfactory:job_detail", job_id=job.pk)
+        job, status = _launched(
+            request,
+            form,
+            services.merge_launch,
+            {"parents": "versions", "weights": "versions"},
+            parents=form.parents,
+            method=form.cleaned_data["method"],
+            density=form.cleaned_data["density"],
+        )
+    if job is not None:
+        messages.success(request, f"Merge job #{job.pk} is queued.")
+        return redirect("modelfactory:job_detail", job_id=job.pk)
     return render(request, "modelfactory/merge_form.html", {"form": form}, status=status)

@@ -14,6 +14,8 @@ from urllib.parse import quote
 from django.conf import settings
 from django.db import connection
 
+from ledger.testing import free_port, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,13 +81,7 @@ def celery_worker_process(
             time.sleep(0.2)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=20)
 
 
 ASGI_SERVER = ["openledger_web.asgi", "-k", "uvicorn_worker.UvicornWorker", "--workers", "1"]  # as `make run` serves
@@ -100,8 +96,6 @@ def gunicorn_process(
     (default: ``service_env()``, the test database), logging to ``log``; yields its base URL once ``ready_path``
     answers, and stops it when the block ends."""
     import requests
-
-    from ledger.testing import free_port
 
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -125,9 +119,4 @@ def gunicorn_process(
                 time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)

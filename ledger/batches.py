@@ -1,0 +1,27 @@
+"""The one shape of a sealed batch (inference runs, contribution receipts): a set of bytes32 hashes under one Merkle
+root, which one anchor puts on chain. ``ledger.services.batch_due`` and ``batch_anchor_request`` seal them."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class SealedBatch(models.Model):
+    """A sealed set of hashes anchored by one Merkle root: one transaction whatever the number of hashes.
+
+    Layout (OpenZeppelin StandardMerkleTree): leaf values ``("bytes32",)`` = ``(hash,)``, leaf =
+    keccak256(keccak256(abi.encode(hash))), sorted pairs. ``tree`` holds the dumped tree, so a member's proof is a
+    lookup that any standard tool (``@openzeppelin/merkle-tree``, ``MerkleProof.sol``) verifies as it is. Each
+    concrete batch adds its ``anchor`` (a one-to-one link to ``ledger.Anchor``, with a related name of its own).
+    """
+
+    LEAF_TYPES = ("bytes32",)
+
+    root = models.CharField(max_length=66, unique=True)
+    size = models.PositiveIntegerField()
+    tree = models.JSONField(help_text="StandardMerkleTree.dump(): format, leafEncoding, tree, values.")
+    sealed_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+        ordering = ["-sealed_at", "-id"]
