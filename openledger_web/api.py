@@ -1,21 +1,21 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+
+from common.api.errors import error_response
+from common.api.views import BaseApi
 
 from .health import system_health
 from .selectors import user_roles, wallets_of
 from .services import WalletError, wallet_challenge_issue, wallet_link, wallet_unlink
 
 
-class HealthApi(APIView):
+class HealthApi(BaseApi):
     """The state of database, broker, workers, chain and model; 503 when any is down."""
 
     permission_classes = [AllowAny]
@@ -31,21 +31,6 @@ class HealthApi(APIView):
         return Response(health, status=200 if health["ok"] else 503)
 
 
-@extend_schema_serializer(component_name="ApiError")
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="What went wrong, for people")
-    code = serializers.CharField(help_text="What went wrong, for programs")
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, with a ``code`` beside each lone ``detail`` so that refusals have ``ErrorSerializer``'s shape."""
-    response = exception_handler(exc, context)
-    if response is not None and isinstance(response.data, dict) and set(response.data) == {"detail"}:
-        detail = response.data["detail"]
-        response.data = {"detail": str(detail), "code": getattr(detail, "code", None) or "error"}
-    return response
-
-
 def _refused(error: WalletError) -> Response:
     return Response({"detail": error.message, "code": error.code}, status=400)
 
@@ -58,7 +43,7 @@ class WalletSerializer(serializers.Serializer):
     linked_at = serializers.DateTimeField()
 
 
-class MeApi(APIView):
+class MeApi(BaseApi):
     """The signed-in user: identity, roles and linked wallets (the first is the primary one)."""
 
     permission_classes = [IsAuthenticated]
@@ -90,7 +75,7 @@ class MeApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class WalletChallengeApi(APIView):
+class WalletChallengeApi(BaseApi):
     """Issue a single-use Sign-In with Ethereum (EIP-4361) message for an address.
 
     Sign ``message`` with the address's key (EIP-191 ``personal_sign``), then POST it to ``/api/wallets/`` before
@@ -115,7 +100,7 @@ class WalletChallengeApi(APIView):
     @extend_schema(
         summary="Get a message to sign",
         request=InputSerializer,
-        responses={201: OutputSerializer, 400: OpenApiResponse(ErrorSerializer, description="Malformed or taken")},
+        responses={201: OutputSerializer, 400: error_response("Malformed or taken")},
         tags=["accounts"],
     )
     def post(self, request: Request) -> Response:
@@ -133,7 +118,7 @@ class WalletChallengeApi(APIView):
         return Response(self.OutputSerializer(challenge).data, status=201)
 
 
-class WalletListApi(APIView):
+class WalletListApi(BaseApi):
     """The signed-in user's wallets."""
 
     permission_classes = [IsAuthenticated]
@@ -163,7 +148,7 @@ class WalletListApi(APIView):
         request=InputSerializer,
         responses={
             201: WalletSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="Refused; nothing changed"),
+            400: error_response(),
         },
         tags=["accounts"],
     )
@@ -177,7 +162,7 @@ class WalletListApi(APIView):
         return Response(WalletSerializer(wallet).data, status=201)
 
 
-class WalletUnlinkApi(APIView):
+class WalletUnlinkApi(BaseApi):
     """Unlink one of the signed-in user's wallets. Another user's wallet is a 404, as if it did not exist."""
 
     permission_classes = [IsAuthenticated]

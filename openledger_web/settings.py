@@ -177,7 +177,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024))
-# Every JSON request body is read through openledger_web.jsonguard with these limits.
+# Every JSON request body is read through common.jsonguard with these limits.
 JSON_MAX_BODY_BYTES = envint("JSON_MAX_BODY_BYTES", str(DATA_UPLOAD_MAX_MEMORY_SIZE))
 JSON_MAX_DEPTH = envint("JSON_MAX_DEPTH", "72")  # a Datanet record may nest 64 levels; a body wraps it in a few more
 JSON_MAX_STRING_CHARS = envint("JSON_MAX_STRING_CHARS", str(1024 * 1024))
@@ -243,11 +243,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PARSER_CLASSES": [
-        "openledger_web.jsonguard.GuardedJSONParser",
+        "common.jsonguard.GuardedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "EXCEPTION_HANDLER": "openledger_web.api.api_exception_handler",
+    "EXCEPTION_HANDLER": "common.api.exception_handlers.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

@@ -35,7 +35,7 @@ from openledger_web.tests.factories import UserFactory
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db,
-    # web3, imported by the on-chain proof check, raises the recursion limit on import (see openledger_web/jsonguard.py)
+    # web3, imported by the on-chain proof check, raises the recursion limit on import (see common/jsonguard.py)
     pytest.mark.filterwarnings("ignore:The recursion limit will not be reset"),
 ]
 

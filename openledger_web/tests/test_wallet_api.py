@@ -202,7 +202,8 @@ def test_malformed_address_gets_no_challenge(alice: User, address: str, code: st
 def test_missing_address_is_a_field_error(alice: User) -> None:
     response = _api(alice).post(reverse("api_wallet_challenge"), {}, format="json")
     assert response.status_code == 400
-    assert "address" in response.json()
+    assert response.json()["code"] == "required"
+    assert "address" in response.json()["fields"]
     assert not WalletChallenge.objects.exists()
 
 
@@ -240,7 +241,7 @@ def test_garbage_signature_is_refused(alice: User, signature: str, code: str) ->
     before = _challenge_row(challenge)
     response = _link(api, challenge, signature=signature)
     if signature == "":
-        assert response.status_code == 400 and "signature" in response.json()
+        assert response.status_code == 400 and "signature" in response.json()["fields"]
     else:
         _refused(response, code)
     assert not Wallet.objects.exists()
