@@ -26,10 +26,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
 from common.api.views import BaseApi
 from common.jsonguard import GuardedJSONParser, PayloadTooLarge
 from modelfactory.selectors import version_anchor_facts
-from openledger_web.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
 
 from . import selectors, services, streams
 from .models import InferenceRun

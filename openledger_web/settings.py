@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "csp",
     "openledger_web",
     "ledger",
+    "accounts",
     "datanets",
     "modelfactory",
     "inference",
@@ -95,7 +96,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "openledger_web.urls"
 WSGI_APPLICATION = "openledger_web.wsgi.application"
 ASGI_APPLICATION = "openledger_web.asgi.application"  # what `make run` serves (streams wait without a thread)
-AUTH_USER_MODEL = "openledger_web.User"
+AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "profile"
 LOGOUT_REDIRECT_URL = "home"
@@ -238,7 +239,7 @@ TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "False")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "openledger_web.authentication.ApiTokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],

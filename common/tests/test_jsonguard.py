@@ -13,13 +13,13 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.models import WalletChallenge
+from accounts.services import api_token_create
+from accounts.tests.factories import UserFactory
 from common import jsonguard
 from common.jsonguard import JsonLimits, JsonRefused
 from datanets.models import Contribution, ContributionDecision
 from datanets.tests.factories import DatanetFactory, submit, texts
-from openledger_web.models import WalletChallenge
-from openledger_web.services import api_token_create
-from openledger_web.tests.factories import UserFactory
 
 DEEP = 200_000
 LIMITS = JsonLimits(max_body_bytes=2 * 1024 * 1024, max_depth=72, max_string_chars=1000, max_number_chars=100)
