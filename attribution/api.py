@@ -16,7 +16,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datanets.api import READ_ERRORS, DatanetsApi, page_serializer
+from common.api.errors import READ_ERRORS
+from common.api.pagination import page_serializer
+from common.api.views import BaseApi
 from inference.selectors import run_for_viewer
 
 from . import selectors
@@ -61,7 +63,7 @@ class CreditSerializer(serializers.Serializer):
         }
 
 
-class RunCreditListApi(DatanetsApi):
+class RunCreditListApi(BaseApi):
     """Every record credited for a run's answer, by rank (``page`` and ``page_size``, at most 200)."""
 
     permission_classes = [AllowAny]

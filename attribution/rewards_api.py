@@ -8,17 +8,19 @@ leaf index out of range is a 404.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datanets.api import READ_ERRORS, AnchorSerializer, DatanetsApi, page_serializer
+from common.api.errors import READ_ERRORS, error_response
+from common.api.pagination import page_serializer
+from common.api.views import BaseApi
+from datanets.api import AnchorSerializer
 from ledger.models import RewardEpoch, RewardEpochEntry
 from ledger.rewards_selectors import claim_proof
-from openledger_web.api import ErrorSerializer
 
 from . import rewards_selectors as selectors
 
@@ -42,8 +44,8 @@ def _epoch(number: str) -> RewardEpoch:
     return epoch
 
 
-class RewardsApi(DatanetsApi):
-    """Reads only: JSON refusals in the Datanets API's shape."""
+class RewardsApi(BaseApi):
+    """Reads only, open to anyone."""
 
     permission_classes = [AllowAny]
 
@@ -183,7 +185,7 @@ class RewardClaimListApi(RewardsApi):
         operation_id="rewards_claims_mine",
         responses={
             200: page_serializer(ClaimSerializer, "RewardClaim"),
-            401: OpenApiResponse(ErrorSerializer, description="Not signed in"),
+            401: error_response("Not signed in"),
         },
         tags=TAGS,
     )

@@ -21,10 +21,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from eth_utils import is_address, to_checksum_address
 
+from accounts.models import User, Wallet
 from ledger import chain, hashing
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
 from ledger.rewards_services import ClaimRefused, claim_confirm, claim_relay, epoch_document_attach, epoch_publish
-from openledger_web.models import User, Wallet
 
 from .models import RewardAccrual
 

@@ -12,9 +12,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from common import jsonguard
 from datanets.models import Contribution
 from ledger.models import RewardEpochEntry
-from openledger_web import jsonguard
 
 from . import rewards_selectors as selectors
 from .rewards_services import ClaimNotAllowed, ClaimRefused, reward_claim

@@ -73,11 +73,11 @@ def _version() -> tuple[Any, dict[str, Any], float]:
     self-check figures and the job's seconds."""
     import json as _json
 
+    from accounts.tests.factories import UserFactory
     from datanets import services as datanet_services
     from modelfactory import services as mf
     from modelfactory.config import TrainingConfig
     from modelfactory.models import FineTuneJob
-    from openledger_web.tests.factories import UserFactory
 
     folder = Path(os.environ["DEFAULT_BASE_MODEL_DIR"])
     record = _json.loads((folder / "openledger.json").read_text())

@@ -186,9 +186,9 @@ def ingest(path: Path) -> tuple[float, int, PeakRss]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from accounts.models import User
     from datanets import services
     from datanets.tests.factories import DatanetFactory
-    from openledger_web.models import User
 
     services._enqueue_checks = lambda contribution_id: None  # the checks are a later Celery task, not the upload
     owner = User.objects.create_user("bench-owner")

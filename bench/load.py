@@ -282,9 +282,10 @@ def main() -> None:
         django.setup()
         from django.test import Client
 
+        from accounts.models import User
+        from accounts.services import api_token_rotate
         from modelfactory.models import BaseModel
-        from openledger_web.models import User, WorkerHeartbeat
-        from openledger_web.services import api_token_rotate
+        from openledger_web.models import WorkerHeartbeat
 
         users = [User.objects.create_user(f"load{i}", password="load-password-123") for i in range(USERS)]
         tokens = [api_token_rotate(user=user).key for user in users]

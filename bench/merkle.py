@@ -84,10 +84,10 @@ def receipt_batches(node: object, sizes: tuple[int, ...]) -> dict[int, tuple[int
     from django.conf import settings
     from django.utils import timezone
 
+    from accounts.models import User
     from datanets import receipts
     from datanets.models import Contribution, Datanet, Receipt
     from ledger import services
-    from openledger_web.models import User
 
     owner = User.objects.create_user("bench-receipts")
     datanet = Datanet.objects.create(name="Receipts", slug="receipts", owner=owner, record_type="text")

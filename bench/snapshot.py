@@ -57,8 +57,8 @@ def populate() -> Any:
     from django.db import connection
     from django.utils import timezone
 
+    from accounts.models import User, Wallet
     from datanets.models import Contribution, Datanet
-    from openledger_web.models import User, Wallet
 
     owner = User.objects.create_user("bench-owner")
     datanet = Datanet.objects.create(name="Bench", slug="bench", owner=owner, record_type="text")

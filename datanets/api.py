@@ -14,10 +14,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -30,16 +29,16 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import exceptions, serializers
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from common.api.errors import READ_ERRORS, WRITE_ERRORS, ChainUnavailable, error_response
+from common.api.pagination import page_serializer, paginated
+from common.api.views import BaseApi
+from common.jsonguard import JsonLimits
 from ledger.proofs import anchor_facts
-from openledger_web.api import ErrorSerializer
-from openledger_web.jsonguard import GuardedJSONParser, JsonLimits, PayloadTooLarge
 
 from . import exports, selectors, services
 from .licences import LICENCE_CHOICES
@@ -57,145 +56,11 @@ MAX_PASTED_RECORDS = 10_000
 # Errors
 
 
-class ChainUnavailable(exceptions.APIException):
-    status_code = 503
-    default_detail = "the chain can't be reached now; try again later"
-    default_code = "chain_unavailable"
-
-
 class RecordsStaged(exceptions.APIException):
     status_code = 409
     default_detail = "this contribution's records are still being indexed; try again in a moment"
     default_code = "records_staged"
     wait = 5  # DRF's handler sends it as Retry-After
-
-
-def _error_code(error: DjangoValidationError) -> str:
-    if hasattr(error, "error_dict"):
-        first = next(iter(error.error_dict.values()))[0]
-        return first.code or "invalid"
-    if hasattr(error, "error_list") and error.error_list:
-        return error.error_list[0].code or "invalid"
-    return getattr(error, "code", None) or "invalid"
-
-
-def _django_validation_body(error: DjangoValidationError) -> dict[str, Any]:
-    if hasattr(error, "error_dict"):
-        fields = error.message_dict
-        detail = "; ".join(
-            message if field == "__all__" else f"{field}: {message}"
-            for field, messages in fields.items()
-            for message in messages
-        )
-        return {"detail": detail, "code": _error_code(error), "fields": fields}
-    return {"detail": "; ".join(error.messages), "code": _error_code(error)}
-
-
-def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    """(field, message, code) for each message of a DRF validation error's nested dicts and lists."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            name = key if key == "non_field_errors" or not prefix else f"{prefix}.{key}"
-            yield from _flatten(value, "" if key == "non_field_errors" else name)
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            yield from _flatten(value, f"{prefix}[{index}]" if isinstance(value, dict | list) else prefix)
-    else:
-        yield prefix, str(data), getattr(data, "code", "invalid") or "invalid"
-
-
-def _drf_error_body(exc: exceptions.APIException, data: Any) -> dict[str, Any]:
-    if isinstance(data, dict) and set(data) <= {"detail", "code"} and "detail" in data:
-        # already {"detail", "code"} when it comes through openledger_web.api.api_exception_handler
-        return {
-            "detail": str(data["detail"]),
-            "code": data.get("code") or getattr(data["detail"], "code", exc.default_code),
-        }
-    problems = list(_flatten(data))
-    detail = "; ".join(f"{field}: {message}" if field else message for field, message, _ in problems)
-    body: dict[str, Any] = {"detail": detail or str(exc), "code": problems[0][2] if problems else exc.default_code}
-    if isinstance(data, dict):
-        body["fields"] = data
-    return body
-
-
-def _content_length(request: Request) -> int:
-    try:
-        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
-    except ValueError:
-        return 0
-
-
-class DatanetsApi(APIView):
-    """The base of every Datanets view: JSON bodies only (bounded in size), refusals in one shape."""
-
-    parser_classes = [GuardedJSONParser]
-
-    def max_body_bytes(self) -> int:
-        return settings.JSON_MAX_BODY_BYTES
-
-    def json_limits(self) -> JsonLimits:
-        return JsonLimits.from_settings()
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        # Before authentication: session auth's CSRF check reads a POST body, and the point is to never read this one.
-        limit = self.max_body_bytes()
-        if _content_length(request) > limit:
-            raise PayloadTooLarge(f"the request is {_size(_content_length(request))}; at most {_size(limit)} here")
-        super().initial(request, *args, **kwargs)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DjangoValidationError):
-            status = 413 if _error_code(exc) == "too_large" else 400
-            return Response(_django_validation_body(exc), status=status)
-        if isinstance(exc, DjangoPermissionDenied):
-            exc = exceptions.PermissionDenied(str(exc) or None)
-        elif isinstance(exc, Http404):
-            exc = exceptions.NotFound(str(exc) or None)
-        response = super().handle_exception(exc)
-        if isinstance(exc, exceptions.APIException):
-            response.data = _drf_error_body(exc, response.data)
-        return response
-
-
-def _size(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
-
-
-def _errors(description: str = "Refused; nothing changed") -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description)
-
-
-READ_ERRORS = {404: _errors("No such thing, or not visible to you")}
-WRITE_ERRORS = {
-    400: _errors("The input is wrong; nothing changed"),
-    401: _errors("Not signed in"),
-    403: _errors("Signed in, but not allowed to do this"),
-    404: _errors("No such thing, or not visible to you"),
-}
-
-
-def page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
-    """The response envelope of a paginated list of ``item`` (what ``PageNumberPagination`` sends)."""
-    return type(
-        f"{name}PageSerializer",
-        (serializers.Serializer,),
-        {
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": item(many=True),
-        },
-    )
-
-
-def paginated(
-    view: APIView, request: Request, items: QuerySet[Any] | list[Any], serializer: type[serializers.Serializer]
-) -> Response:
-    """One page of ``items`` in the envelope ``page_serializer`` describes."""
-    paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(items, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True, context={"request": request}).data)
 
 
 # Lookups: what the user may see, or a 404.
@@ -519,7 +384,7 @@ def _detail(datanet: Datanet, user: Any) -> dict[str, Any]:
 # Datanets
 
 
-class DatanetListApi(DatanetsApi):
+class DatanetListApi(BaseApi):
     """Browse the Datanets you can see: full-text search over name, summary and tags, filters, sorting."""
 
     permission_classes = [AllowAny]
@@ -547,7 +412,7 @@ class DatanetListApi(DatanetsApi):
         return paginated(self, request, selectors.datanet_list(user=request.user, **query), DatanetSerializer)
 
 
-class DatanetCreateApi(DatanetsApi):
+class DatanetCreateApi(BaseApi):
     """Create a Datanet owned by you; its slug comes from the name and never changes."""
 
     permission_classes = [IsAuthenticated]
@@ -569,7 +434,7 @@ class DatanetCreateApi(DatanetsApi):
         return Response(_detail(datanet, request.user), status=201)
 
 
-class DatanetDetailApi(DatanetsApi):
+class DatanetDetailApi(BaseApi):
     """One Datanet with its numbers, curators and what you may do with it."""
 
     permission_classes = [AllowAny]
@@ -580,7 +445,7 @@ class DatanetDetailApi(DatanetsApi):
         return Response(DatanetDetailSerializer(datanet, context={"user": request.user}).data)
 
 
-class DatanetUpdateApi(DatanetsApi):
+class DatanetUpdateApi(BaseApi):
     """Change a Datanet's settings (owner or global curator); send only the fields that change."""
 
     permission_classes = [IsAuthenticated]
@@ -619,7 +484,7 @@ def _named_user(username: str) -> Any:
     return user
 
 
-class _RoleApi(DatanetsApi):
+class _RoleApi(BaseApi):
     """Add or remove a curator or member; the subclasses name the service and who may call it."""
 
     permission_classes = [IsAuthenticated]
@@ -686,7 +551,7 @@ class DatanetMemberRemoveApi(_RoleApi):
     role = "member"
 
 
-class DatanetLeaderboardApi(DatanetsApi):
+class DatanetLeaderboardApi(BaseApi):
     """Contributors of one Datanet ranked by accepted records, with their acceptance rate."""
 
     permission_classes = [AllowAny]
@@ -702,7 +567,7 @@ class DatanetLeaderboardApi(DatanetsApi):
         return Response(LeaderboardRowSerializer(selectors.leaderboard(datanet=datanet), many=True).data)
 
 
-class LeaderboardApi(DatanetsApi):
+class LeaderboardApi(BaseApi):
     """Contributors across every Datanet ranked by accepted records, with their acceptance rate."""
 
     permission_classes = [AllowAny]
@@ -720,7 +585,7 @@ class LeaderboardApi(DatanetsApi):
 # Contributions
 
 
-class ContributionUploadApi(DatanetsApi):
+class ContributionUploadApi(BaseApi):
     """Upload one file (``.jsonl``, ``.csv``, ``.txt``, ``.md``, or a ``.zip`` of those) as a contribution.
 
     A body over ``UPLOAD_MAX_BYTES`` is refused (413) before it is read. ``bad_rows`` says what happens to a file
@@ -751,7 +616,7 @@ class ContributionUploadApi(DatanetsApi):
         responses={
             201: ContributionSerializer,
             200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
-            413: _errors("Over the upload size limit; not read"),
+            413: error_response("Over the upload size limit; not read"),
             **WRITE_ERRORS,
         },
         tags=TAGS,
@@ -781,7 +646,7 @@ def _require_contributor(user: Any, datanet: Datanet) -> None:
     )
 
 
-class ContributionPasteApi(DatanetsApi):
+class ContributionPasteApi(BaseApi):
     """Contribute records sent in the body: ``records`` (a list of objects of the Datanet's record type) or
     ``text`` (JSON Lines, or for a text Datanet paragraphs separated by blank lines)."""
 
@@ -817,7 +682,7 @@ class ContributionPasteApi(DatanetsApi):
         responses={
             201: ContributionSerializer,
             200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
-            413: _errors("The body is too large; not read"),
+            413: error_response("The body is too large; not read"),
             **WRITE_ERRORS,
         },
         tags=TAGS,
@@ -847,7 +712,7 @@ class ContributionPasteApi(DatanetsApi):
         return _submitted(contribution)
 
 
-class ContributionListApi(DatanetsApi):
+class ContributionListApi(BaseApi):
     """Your own contributions, newest first."""
 
     permission_classes = [IsAuthenticated]
@@ -862,7 +727,7 @@ class ContributionListApi(DatanetsApi):
         summary="My contributions",
         operation_id="datanets_contributions_mine",
         parameters=[FilterSerializer],
-        responses={200: ContributionPage, 401: _errors("Not signed in")},
+        responses={200: ContributionPage, 401: error_response("Not signed in")},
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
@@ -876,19 +741,19 @@ class ContributionListApi(DatanetsApi):
         return paginated(self, request, contributions, ContributionSerializer)
 
 
-class ContributionQueueApi(DatanetsApi):
+class ContributionQueueApi(BaseApi):
     """Pending contributions across the Datanets you curate, oldest first."""
 
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        summary="Curation queue", responses={200: ContributionPage, 401: _errors("Not signed in")}, tags=TAGS
+        summary="Curation queue", responses={200: ContributionPage, 401: error_response("Not signed in")}, tags=TAGS
     )
     def get(self, request: Request) -> Response:
         return paginated(self, request, selectors.contributions_for_curator(user=request.user), ContributionSerializer)
 
 
-class ContributionDetailApi(DatanetsApi):
+class ContributionDetailApi(BaseApi):
     """One contribution with its checks, decisions and the snapshots that hold it (contributor and curators)."""
 
     permission_classes = [IsAuthenticated]
@@ -910,7 +775,7 @@ class ContributionDetailApi(DatanetsApi):
 
     @extend_schema(
         summary="Get a contribution",
-        responses={200: OutputSerializer, 401: _errors("Not signed in"), **READ_ERRORS},
+        responses={200: OutputSerializer, 401: error_response("Not signed in"), **READ_ERRORS},
         tags=TAGS,
     )
     def get(self, request: Request, contribution_id: int) -> Response:
@@ -918,7 +783,7 @@ class ContributionDetailApi(DatanetsApi):
         return Response(self.OutputSerializer(contribution).data)
 
 
-class ContributionRecordListApi(DatanetsApi):
+class ContributionRecordListApi(BaseApi):
     """The records of a contribution, in file order, with flagged spans (contributor and curators)."""
 
     permission_classes = [IsAuthenticated]
@@ -927,9 +792,9 @@ class ContributionRecordListApi(DatanetsApi):
         summary="List a contribution's records",
         responses={
             200: RecordPage,
-            401: _errors("Not signed in"),
+            401: error_response("Not signed in"),
             **READ_ERRORS,
-            409: _errors("The records of a large upload are still being indexed"),
+            409: error_response("The records of a large upload are still being indexed"),
         },
         tags=TAGS,
     )
@@ -943,7 +808,7 @@ class ContributionRecordListApi(DatanetsApi):
         return paginated(self, request, contribution.records.order_by("position"), RecordSerializer)
 
 
-class ContributionWithdrawApi(DatanetsApi):
+class ContributionWithdrawApi(BaseApi):
     """Take back your own pending contribution (also after leaving its Datanet): it joins no snapshot, its records
     and (unless someone else sent the same bytes) its file are deleted; it still counts for the day's quota."""
 
@@ -961,7 +826,7 @@ class ContributionWithdrawApi(DatanetsApi):
         return Response(ContributionSerializer(contribution).data)
 
 
-class ContributionDecideApi(DatanetsApi):
+class ContributionDecideApi(BaseApi):
     """Accept or reject one or many pending contributions at once, all or none; a rejection needs a reason, which
     the contributor reads."""
 
@@ -1000,7 +865,7 @@ class ContributionDecideApi(DatanetsApi):
         return Response(ContributionSerializer(decided.order_by("pk"), many=True).data)
 
 
-class RecordExcludeApi(DatanetsApi):
+class RecordExcludeApi(BaseApi):
     """Leave one record of a pending contribution out of every snapshot (owner or curator), with a reason."""
 
     permission_classes = [IsAuthenticated]
@@ -1035,7 +900,7 @@ class RecordExcludeApi(DatanetsApi):
 # Receipts
 
 
-class DatanetReceiptListApi(DatanetsApi):
+class DatanetReceiptListApi(BaseApi):
     """Every receipt of a Datanet's contributions (submissions and curation decisions, withdrawn contributions'
     included), oldest first, each with its document and, once sealed, its proof."""
 
@@ -1052,7 +917,7 @@ class DatanetReceiptListApi(DatanetsApi):
         return paginated(self, request, selectors.receipts_of_datanet(datanet=datanet), ReceiptSerializer)
 
 
-class ContributionReceiptListApi(DatanetsApi):
+class ContributionReceiptListApi(BaseApi):
     """A contribution's receipts (its submission's, then each decision's), to anyone who may see its Datanet."""
 
     permission_classes = [AllowAny]
@@ -1072,7 +937,7 @@ class ContributionReceiptListApi(DatanetsApi):
 # Snapshots and proofs
 
 
-class SnapshotListApi(DatanetsApi):
+class SnapshotListApi(BaseApi):
     """A Datanet's snapshots, newest first, with their anchor state."""
 
     permission_classes = [AllowAny]
@@ -1089,7 +954,7 @@ class SnapshotListApi(DatanetsApi):
         return paginated(self, request, snapshots, SnapshotSerializer)
 
 
-class SnapshotFreezeApi(DatanetsApi):
+class SnapshotFreezeApi(BaseApi):
     """Freeze the accepted records now into the next numbered snapshot, its root anchored in one transaction."""
 
     permission_classes = [IsAuthenticated]
@@ -1107,7 +972,7 @@ class SnapshotFreezeApi(DatanetsApi):
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
 
-class SnapshotDetailApi(DatanetsApi):
+class SnapshotDetailApi(BaseApi):
     """One snapshot: its numbers, what changed since the previous one, and its anchor."""
 
     permission_classes = [AllowAny]
@@ -1131,7 +996,7 @@ def _batched(lines: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(chunk)
 
 
-class SnapshotDownloadApi(DatanetsApi):
+class SnapshotDownloadApi(BaseApi):
     """The snapshot's records as JSON Lines, streamed: one object per leaf with the record's fields, its
     ``record_hash``, ``contribution_id``, ``contributor`` address, ``licence`` and ``leaf_index``. Loads with
     ``datasets.load_dataset("json", data_files=...)`` as it is."""
@@ -1153,7 +1018,7 @@ class SnapshotDownloadApi(DatanetsApi):
         return response
 
 
-class SnapshotManifestApi(DatanetsApi):
+class SnapshotManifestApi(BaseApi):
     """What the snapshot's JSONL holds and where its root is anchored: counts, the JSONL's SHA-256, contributors,
     licences, the Merkle root and leaf encoding, chain, contract, transaction and block."""
 
@@ -1186,7 +1051,7 @@ class ProofSnapshotSerializer(serializers.Serializer):
     number = serializers.IntegerField()
 
 
-class RecordProofApi(DatanetsApi):
+class RecordProofApi(BaseApi):
     """A record's inclusion proof in a snapshot, in OpenZeppelin's StandardMerkleTree format: verify it with
     ``StandardMerkleTree.verify(root, leafEncoding, value, proof)`` or ``LineageRegistry.verify(root, leaf, proof)``
     (docs/proofs.md)."""
@@ -1215,7 +1080,7 @@ class RecordProofApi(DatanetsApi):
         return Response(self.OutputSerializer(_proof(snapshot, _record_in(snapshot, record_id))).data)
 
 
-class RecordProofVerifyApi(DatanetsApi):
+class RecordProofVerifyApi(BaseApi):
     """Ask the chain (``LineageRegistry.verify``, an eth_call) whether the record's proof leads to an anchored
     root: false until the snapshot's anchor is mined. 503 when the chain can't be reached. Anyone may ask: it
     writes nothing."""
@@ -1233,7 +1098,7 @@ class RecordProofVerifyApi(DatanetsApi):
         request=None,
         responses={
             200: OutputSerializer,
-            503: _errors("Chain unreachable"),
+            503: error_response("Chain unreachable"),
             **READ_ERRORS,
         },
         tags=TAGS,

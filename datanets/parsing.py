@@ -61,8 +61,8 @@ from typing import BinaryIO, Final, NamedTuple
 import orjson
 from eth_hash.auto import keccak as _eth_keccak
 
+from common.jsonguard import json_depth
 from ledger.merkle import keccak256_hasher, keccak256_object
-from openledger_web.jsonguard import json_depth
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB

@@ -24,9 +24,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, TruncDate
 
+from accounts.models import Wallet
 from ledger import proofs
 from ledger.merkle import StandardMerkleTree
-from openledger_web.models import Wallet
 
 from .models import Contribution, Datanet, Receipt, ReceiptBatch, Record, Snapshot, SnapshotRecord
 

@@ -27,7 +27,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from openledger_web.redirects import safe_next
+from common.redirects import safe_next
 
 from . import selectors, services
 from .forms import (

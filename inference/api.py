@@ -26,9 +26,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
+from common.api.views import BaseApi
+from common.jsonguard import GuardedJSONParser, PayloadTooLarge
 from modelfactory.selectors import version_anchor_facts
-from openledger_web.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
-from openledger_web.jsonguard import GuardedJSONParser, PayloadTooLarge
 
 from . import selectors, services, streams
 from .models import InferenceRun
@@ -78,7 +79,7 @@ def _openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     if isinstance(exc, exceptions.ParseError):
         if exc.detail.code == "parse_error":
             return openai_error(f"the body is not valid JSON: {exc.detail}", status=400, code="invalid_json")
-        # refused by openledger_web.jsonguard: too deep, too long, out of range or not finite, with its own words
+        # refused by common.jsonguard: too deep, too long, out of range or not finite, with its own words
         return openai_error(str(exc.detail), status=400, code=exc.detail.code)
     if isinstance(exc, PayloadTooLarge):  # a body without Content-Length, stopped at the limit while read
         return openai_error(str(exc.detail), status=413, code="request_too_large")
@@ -446,7 +447,7 @@ class CompletionsApi(_CompletionBase):
 # -- /api/runs/<id>/ ----------------------------------------------------------------------------------------------
 
 
-class RunDetailApi(APIView):
+class RunDetailApi(BaseApi):
     """A run: question, answer, options, tokens, latency, model and lineage summary, batch with inclusion proof and
     its anchor's state. Anyone with the run's id may read it (run pages are shareable)."""
 

@@ -7,7 +7,8 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
+
+from common.api.views import BaseApi
 
 from .selectors import chain_facts
 
@@ -56,7 +57,7 @@ class ChainSerializer(serializers.Serializer):
     leaf_hash = serializers.CharField()
 
 
-class ChainApi(APIView):
+class ChainApi(BaseApi):
     """The chain id, every contract this server uses there (LineageRegistry, RewardToken, RewardDistributor) with
     address, deploy block and transaction and ABI, the retired deployments, the anchor kinds' codes, the subject
     formats and the leaf encodings: what a verifier needs besides an RPC endpoint. Never deploys anything."""

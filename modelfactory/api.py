@@ -22,17 +22,18 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datanets.api import READ_ERRORS, WRITE_ERRORS, DatanetsApi, page_serializer, paginated
+from common.api.errors import READ_ERRORS, WRITE_ERRORS, error_response
+from common.api.pagination import page_serializer, paginated
+from common.api.views import BaseApi
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
-from openledger_web.api import ErrorSerializer
 
 from . import lineage, selectors, services
 from .config import PRESETS, TrainingConfig
@@ -40,7 +41,7 @@ from .models import BaseModel, FineTuneJob, ModelVersion
 from .selectors import jobs_visible_to, version_adapter_files, version_training_data, versions_visible_to
 
 TAGS = ["modelfactory"]
-LIST_ERRORS = {401: OpenApiResponse(ErrorSerializer, description="Not signed in")}
+LIST_ERRORS = {401: error_response("Not signed in")}
 PUBLIC_READ_ERRORS = READ_ERRORS  # the reads anyone may make: no 401
 READ_ERRORS = {**LIST_ERRORS, **READ_ERRORS}
 ADAPTER_FILES = (lineage.ADAPTER_WEIGHTS, lineage.ADAPTER_CONFIG)
@@ -49,8 +50,8 @@ MAX_CONFIG_KEYS = 64
 MAX_ID = 2**63 - 1  # PostgreSQL bigint: a larger id is no id, not a database error
 
 
-class ModelFactoryApi(DatanetsApi):
-    """JSON bodies only (bounded in size), refusals in the Datanets API's shape, signed-in users only."""
+class ModelFactoryApi(BaseApi):
+    """JSON bodies only (bounded in size), refusals in the one shape (common.api), signed-in users only."""
 
     permission_classes = [IsAuthenticated]
 

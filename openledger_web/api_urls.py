@@ -4,8 +4,4 @@ from . import api
 
 urlpatterns = [
     path("health/", api.HealthApi.as_view(), name="api_health"),
-    path("me/", api.MeApi.as_view(), name="api_me"),
-    path("wallets/", api.WalletListApi.as_view(), name="api_wallets"),
-    path("wallets/challenge/", api.WalletChallengeApi.as_view(), name="api_wallet_challenge"),
-    path("wallets/<int:wallet_id>/", api.WalletUnlinkApi.as_view(), name="api_wallet_unlink"),
 ]

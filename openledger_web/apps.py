@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class OpenledgerWebConfig(AppConfig):
     name = "openledger_web"
-    verbose_name = "Accounts and platform"
+    verbose_name = "Platform"
 
     def ready(self) -> None:
         from . import lookups, signals  # noqa: F401  (signals connects the worker heartbeat)

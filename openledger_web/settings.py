@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "csp",
     "openledger_web",
     "ledger",
+    "accounts",
     "datanets",
     "modelfactory",
     "inference",
@@ -95,7 +96,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "openledger_web.urls"
 WSGI_APPLICATION = "openledger_web.wsgi.application"
 ASGI_APPLICATION = "openledger_web.asgi.application"  # what `make run` serves (streams wait without a thread)
-AUTH_USER_MODEL = "openledger_web.User"
+AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "profile"
 LOGOUT_REDIRECT_URL = "home"
@@ -177,7 +178,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024))
-# Every JSON request body is read through openledger_web.jsonguard with these limits.
+# Every JSON request body is read through common.jsonguard with these limits.
 JSON_MAX_BODY_BYTES = envint("JSON_MAX_BODY_BYTES", str(DATA_UPLOAD_MAX_MEMORY_SIZE))
 JSON_MAX_DEPTH = envint("JSON_MAX_DEPTH", "72")  # a Datanet record may nest 64 levels; a body wraps it in a few more
 JSON_MAX_STRING_CHARS = envint("JSON_MAX_STRING_CHARS", str(1024 * 1024))
@@ -238,16 +239,16 @@ TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "False")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "openledger_web.authentication.ApiTokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PARSER_CLASSES": [
-        "openledger_web.jsonguard.GuardedJSONParser",
+        "common.jsonguard.GuardedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "EXCEPTION_HANDLER": "openledger_web.api.api_exception_handler",
+    "EXCEPTION_HANDLER": "common.api.exception_handlers.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

@@ -9,7 +9,7 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("accounts/", include("openledger_web.account_urls")),
+    path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("datanets/", include("datanets.urls")),
     path("api/datanets/", include("datanets.api_urls")),
@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/rewards/", include("attribution.rewards_api_urls")),
     path("api/attribution/", include("attribution.api_urls")),
     path("api/", include("openledger_web.api_urls")),
+    path("api/", include("accounts.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     # the split view serves Swagger UI's start-up script as a file of its own, which the CSP allows
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),

@@ -89,12 +89,12 @@ def _contribute(datanet: Any, user: Any, facts: list[dict[str, str]], curator: A
 
 
 def build_lineage(media: Path, *, with_merge: bool) -> Lineage:
+    from accounts.models import Wallet
     from datanets import services as datanet_services
     from datanets.models import Record
     from modelfactory import services as mf
     from modelfactory.models import FineTuneJob
     from modelfactory.tests.factories import UserFactory, default_base, tiny_config
-    from openledger_web.models import Wallet
 
     config = tiny_config(eval_fraction=0.0, seed=11)
     alice, bob, carol, builder = (UserFactory(username=n) for n in ("alice", "bob", "carol", "builder"))

@@ -6,10 +6,10 @@ from typing import Any
 import factory
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from accounts.models import Wallet
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.models import Contribution, Datanet
-from openledger_web.models import Wallet
-from openledger_web.tests.factories import UserFactory
 
 
 class DatanetFactory(factory.django.DjangoModelFactory):

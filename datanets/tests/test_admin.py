@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from accounts.tests.factories import UserFactory
 from datanets.models import Contribution, Snapshot
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit
 

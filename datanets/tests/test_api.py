@@ -11,10 +11,10 @@ from django.urls import reverse
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import exports, services
 from datanets.models import Contribution, Datanet
 from ledger import merkle
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts
 

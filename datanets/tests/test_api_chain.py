@@ -7,12 +7,12 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.models import Snapshot
 from ledger import chain, hashing, merkle
 from ledger import services as ledger_services
 from ledger.models import Anchor
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, texts, wallet
 

@@ -17,11 +17,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_create
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.models import Contribution, ContributionDecision, Datanet, Record
 from ledger.models import Anchor
-from openledger_web.services import api_token_create
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts
 

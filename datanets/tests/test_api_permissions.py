@@ -18,9 +18,9 @@ from django.db import transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.models import Contribution, Datanet, Snapshot
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts
 

@@ -10,11 +10,11 @@ import rfc8785
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import receipts, services
 from datanets.models import Datanet
 from ledger import merkle
 from ledger.merkle import keccak256
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, submit, texts
 

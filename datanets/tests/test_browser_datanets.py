@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from accounts.models import User
+from accounts.tests.factories import UserFactory
 from datanets.models import Contribution, Datanet, Snapshot
 from ledger.tasks import anchor_confirm_task
 from openledger_web.browser import screenshot
-from openledger_web.models import User
 from openledger_web.testing import celery_worker_process
-from openledger_web.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain, pytest.mark.slow]
 

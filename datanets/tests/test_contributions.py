@@ -10,10 +10,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.models import Contribution, ContributionDecision, ContributionFrozen, Datanet, Record, StagedRecord
 from datanets.parsing import canonical_json, record_hash
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, jsonl, submit, texts, upload
 

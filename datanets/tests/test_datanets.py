@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from accounts.tests.factories import UserFactory
 from datanets import selectors, services
 from datanets.licences import COMPATIBLE_CONTRIBUTION_LICENCES, LICENCES, licence_compatible
 from datanets.markdown import render_markdown
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, submit
 

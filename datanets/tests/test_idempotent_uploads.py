@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.models import Contribution
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, texts
 

@@ -12,12 +12,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.tests.factories import UserFactory
 from datanets import receipts, selectors, services
 from datanets.models import Contribution, ContributionDecision, Receipt, ReceiptBatch, Record
 from ledger import hashing, merkle
 from ledger.merkle import StandardMerkleTree, keccak256
 from ledger.models import Anchor
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, jsonl, submit, texts, wallet
 

@@ -7,13 +7,13 @@ import pytest
 import rfc8785
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import receipts, services
 from datanets.models import Receipt, ReceiptBatch
 from ledger import chain, hashing, merkle
 from ledger import services as ledger_services
 from ledger.merkle import keccak256
 from ledger.models import Anchor
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, submit, texts, wallet
 

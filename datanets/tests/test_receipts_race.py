@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from accounts.tests.factories import UserFactory
 from datanets import receipts, services
 from datanets.models import Contribution, Receipt, Record
 from ledger.merkle import StandardMerkleTree
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, submit, texts
 

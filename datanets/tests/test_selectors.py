@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import AnonymousUser
 
+from accounts.tests.factories import UserFactory
 from datanets import selectors, services
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts
 

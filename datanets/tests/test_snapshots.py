@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from accounts.tests.factories import UserFactory
 from datanets import selectors, services
 from datanets.models import ZERO_ADDRESS, Snapshot
 from ledger import chain, merkle
 from ledger import services as ledger_services
 from ledger.models import Anchor
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts, wallet
 

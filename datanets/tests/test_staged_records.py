@@ -11,10 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets import checks, services
 from datanets.models import Contribution, Record, StagedRecord
 from datanets.parsing import canonical_json, record_hash
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, jsonl, submit
 

@@ -15,8 +15,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets.models import Contribution, Record, StagedRecord
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, jsonl, submit
 

@@ -10,10 +10,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from accounts.tests.factories import UserFactory
 from datanets import checks, services
 from datanets.models import Contribution, Datanet, Record, Snapshot
 from ledger.models import Anchor
-from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, accepted, submit, texts
 

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
+from accounts.authentication import api_key_hash
+from accounts.models import ApiToken
+from accounts.services import api_token_create
 from inference import services
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
-from openledger_web.authentication import api_key_hash
-from openledger_web.models import ApiToken
-from openledger_web.services import api_token_create
 
 from .runs_support import clear_rate_limits, served_version
 

@@ -10,10 +10,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
+from accounts.services import api_token_create
 from inference import services, streams
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
-from openledger_web.services import api_token_create
 
 from .runs_support import clear_rate_limits, served_version
 from .test_views import stream_body

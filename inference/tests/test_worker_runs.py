@@ -12,10 +12,10 @@ import openai
 import pytest
 from django.db import transaction
 
+from accounts.services import api_token_create
 from inference import selectors, services, streams
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
-from openledger_web.services import api_token_create
 from openledger_web.testing import celery_worker_process
 
 from .runs_support import clear_rate_limits, make_adapters, served_version

@@ -11,6 +11,7 @@ from typing import Any
 import factory
 from django.conf import settings
 
+from accounts.tests.factories import UserFactory
 from datanets import services as datanet_services
 from datanets.models import Snapshot
 from ledger.services import anchor_request, anchor_subject_id
@@ -18,7 +19,6 @@ from modelfactory import lineage
 from modelfactory.config import TrainingConfig
 from modelfactory.models import BaseModel, FineTuneJob, ModelVersion
 from modelfactory.services import base_model_register_default
-from openledger_web.tests.factories import UserFactory
 
 __all__ = ["BaseModelFactory", "UserFactory", "default_base", "frozen_snapshot", "instructions", "stand_in_version"]
 

@@ -8,9 +8,9 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
-from openledger_web.tests.factories import UserFactory
+from accounts.tests.factories import UserFactory
 
-OUR_APPS = ("openledger_web", "ledger", "datanets", "modelfactory", "inference", "attribution")
+OUR_APPS = ("openledger_web", "ledger", "accounts", "datanets", "modelfactory", "inference", "attribution")
 
 
 def our_models() -> list[type]:

@@ -24,18 +24,18 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from accounts.models import Wallet
+from accounts.services import api_token_create
+from accounts.tests.factories import UserFactory
 from datanets import services as datanet_services
 from datanets.models import Record
 from inference.models import InferenceRun
 from modelfactory.tests.factories import default_base, frozen_snapshot, stand_in_version
-from openledger_web.models import Wallet
-from openledger_web.services import api_token_create
-from openledger_web.tests.factories import UserFactory
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db,
-    # web3, imported by the on-chain proof check, raises the recursion limit on import (see openledger_web/jsonguard.py)
+    # web3, imported by the on-chain proof check, raises the recursion limit on import (see common/jsonguard.py)
     pytest.mark.filterwarnings("ignore:The recursion limit will not be reset"),
 ]
 

@@ -11,10 +11,10 @@ from django.templatetags.static import static
 from django.test import AsyncClient, Client
 from django.urls import reverse
 
+from accounts.tests.factories import UserFactory
 from datanets import services
 from datanets.tests.factories import DatanetFactory, accepted, texts
 from openledger_web import streaming
-from openledger_web.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -30,14 +30,13 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
+from accounts.tests.factories import UserFactory
 from datanets import services as datanet_services
 from modelfactory import services as model_services
 from modelfactory.models import FineTuneJob
 from modelfactory.tests.factories import default_base, frozen_snapshot, tiny_config
 from openledger_web.services import worker_heartbeat_touch
 from openledger_web.testing import celery_worker_process
-
-from .factories import UserFactory
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import reverse
 
+from accounts.tests.factories import UserFactory
 from datanets.models import Contribution, Datanet
 from datanets.tests.factories import DatanetFactory
 from inference.models import InferenceRun
@@ -23,7 +24,6 @@ from inference.tests.test_views import ask_data
 from modelfactory.models import ModelVersion
 from modelfactory.tests.factories import BaseModelFactory, frozen_snapshot, instructions
 from openledger_web.middleware import INVALID_UTF8_MESSAGE
-from openledger_web.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

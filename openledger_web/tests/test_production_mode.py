@@ -66,7 +66,7 @@ def every_page(world: Any, run: Any, other: Any) -> list[str]:
         f"/attribution/contributions/{contribution}/impact/",
         "/accounts/profile/",
         "/api/docs/", "/api/redoc/",
-        "/admin/", "/admin/openledger_web/user/", f"/admin/openledger_web/user/{world.owner.pk}/change/",
+        "/admin/", "/admin/accounts/user/", f"/admin/accounts/user/{world.owner.pk}/change/",
         "/admin/datanets/datanet/", f"/admin/datanets/datanet/{datanet.pk}/change/",
     ]  # fmt: skip
 

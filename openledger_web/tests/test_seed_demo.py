@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
+from accounts.models import User
 from datanets.models import Contribution, Datanet
-from openledger_web.models import User
 
 
 @pytest.mark.django_db

@@ -15,10 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
 from datanets.models import Contribution
 from datanets.tests.factories import DatanetFactory, texts
 from ledger.testing import free_port
-from openledger_web.tests.factories import UserFactory
 from outbox import services
 from outbox.models import OutboxMessage
 from outbox.selectors import outbox_backlog

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 from eth_account import Account
 
+from accounts.tests.factories import UserFactory
 from attribution.models import RewardAccrual
 from attribution.rewards import REWARD_POLICY_V1, split_fee
 from attribution.rewards_services import reward_claim, rewards_epoch_close, user_label
@@ -42,7 +43,6 @@ from modelfactory.models import FineTuneJob, ModelVersion, ModelVersionParent
 from modelfactory.tests.factories import default_base, tiny_config
 from openledger_web.celery import app
 from openledger_web.testing import ROOT, gunicorn_process, service_env
-from openledger_web.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain, pytest.mark.django_db(transaction=True)]
 

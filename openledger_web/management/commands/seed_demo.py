@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from openledger_web.models import User
+from accounts.models import User
 
 DEMO_DATANETS = (
     {

@@ -4,13 +4,13 @@ from typing import Any
 
 from django.db import migrations, models
 
-from openledger_web.usernames import SKELETON_MAX_LENGTH, username_skeleton
+from accounts.usernames import SKELETON_MAX_LENGTH, username_skeleton
 
 
 def fill_skeletons(apps: Any, schema_editor: Any) -> None:
     """Give every existing account its skeleton, oldest first; an account whose name looks like an older one's (or
     whose skeleton is too long to index) keeps none, and is listed for an administrator to rename."""
-    User = apps.get_model("openledger_web", "User")
+    User = apps.get_model("accounts", "User")
     taken: set[str] = set()
     for user in User.objects.order_by("date_joined", "pk").only("pk", "username").iterator():
         skeleton = username_skeleton(user.username)
@@ -22,8 +22,12 @@ def fill_skeletons(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
+    # Moved from openledger_web (issue 14): this is that app's migration of the same name, now in accounts; a
+    # database that has it applied counts this one as applied, and the tables keep their old names.
+    replaces = [("openledger_web", "0003_username_skeleton")]
+
     dependencies = [
-        ("openledger_web", "0002_accounts_wallets"),
+        ("accounts", "0002_accounts_wallets"),
     ]
 
     operations = [

@@ -8,8 +8,12 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
+    # Moved from openledger_web (issue 14): this is that app's migration of the same name, now in accounts; a
+    # database that has it applied counts this one as applied, and the tables keep their old names.
+    replaces = [('openledger_web', '0002_accounts_wallets')]
+
     dependencies = [
-        ('openledger_web', '0001_initial'),
+        ('accounts', '0001_initial'),
     ]
 
     operations = [
@@ -22,6 +26,7 @@ class Migration(migrations.Migration):
                 ('at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
             ],
             options={
+                'db_table': 'openledger_web_loginfailure',
                 'ordering': ('-at',),
                 'indexes': [models.Index(fields=['account', 'at'], name='openledger__account_6e19e7_idx'), models.Index(fields=['ip', 'at'], name='openledger__ip_928a1e_idx')],
             },
@@ -38,6 +43,7 @@ class Migration(migrations.Migration):
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='wallets', to=settings.AUTH_USER_MODEL)),
             ],
             options={
+                'db_table': 'openledger_web_wallet',
                 'ordering': ('-linked_at',),
             },
         ),
@@ -55,6 +61,7 @@ class Migration(migrations.Migration):
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='wallet_challenges', to=settings.AUTH_USER_MODEL)),
             ],
             options={
+                'db_table': 'openledger_web_walletchallenge',
                 'ordering': ('-issued_at',),
                 'indexes': [models.Index(fields=['user', '-issued_at'], name='openledger__user_id_1b22f3_idx')],
             },

@@ -10,7 +10,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from openledger_web import siwe
+from accounts import siwe
 
 KEY = "0x" + "11" * 32
 ACCOUNT = Account.from_key(KEY)

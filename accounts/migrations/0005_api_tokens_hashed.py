@@ -14,7 +14,7 @@ def hash_legacy_tokens(apps, schema_editor):
     connection = schema_editor.connection
     if "authtoken_token" not in connection.introspection.table_names():
         return
-    ApiToken = apps.get_model("openledger_web", "ApiToken")
+    ApiToken = apps.get_model("accounts", "ApiToken")
     with connection.cursor() as cursor:
         cursor.execute("SELECT key, user_id, created FROM authtoken_token")
         for key, user_id, created in cursor.fetchall():
@@ -26,8 +26,12 @@ def hash_legacy_tokens(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
+    # Moved from openledger_web (issue 14): this is that app's migration of the same name, now in accounts; a
+    # database that has it applied counts this one as applied, and the tables keep their old names.
+    replaces = [('openledger_web', '0005_api_tokens_hashed')]
+
     dependencies = [
-        ('openledger_web', '0004_login_address'),
+        ('accounts', '0004_login_address'),
     ]
 
     operations = [
@@ -44,6 +48,7 @@ class Migration(migrations.Migration):
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
             ],
             options={
+                'db_table': 'openledger_web_apitoken',
                 'ordering': ('-created_at',),
                 'indexes': [models.Index(fields=['user', '-created_at'], name='openledger__user_id_7ed957_idx')],
             },

@@ -10,20 +10,33 @@ class Migration(migrations.Migration):
 
     initial = True
 
+    # Moved from openledger_web (issue 14): this is that app's migration of the same name, now in accounts; a
+    # database that has it applied counts this one as applied, and the tables keep their old names.
+    replaces = [('openledger_web', '0001_initial')]
+
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
     ]
 
     operations = [
-        migrations.CreateModel(
-            name='WorkerHeartbeat',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hostname', models.CharField(max_length=255, unique=True)),
-                ('queues', models.JSONField(default=list)),
-                ('pid', models.IntegerField()),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+        # WorkerHeartbeat stays in openledger_web: its table is made here (where it always was), its model state
+        # by openledger_web's 0006.
+        migrations.SeparateDatabaseAndState(
+            database_operations=[
+                migrations.CreateModel(
+                    name='WorkerHeartbeat',
+                    fields=[
+                        ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                        ('hostname', models.CharField(max_length=255, unique=True)),
+                        ('queues', models.JSONField(default=list)),
+                        ('pid', models.IntegerField()),
+                        ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
+                        ('last_seen', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                    ],
+                    options={
+                        'db_table': 'openledger_web_workerheartbeat',
+                    },
+                ),
             ],
         ),
         migrations.CreateModel(
@@ -48,6 +61,7 @@ class Migration(migrations.Migration):
                 'verbose_name': 'user',
                 'verbose_name_plural': 'users',
                 'abstract': False,
+                'db_table': 'openledger_web_user',
             },
             managers=[
                 ('objects', django.contrib.auth.models.UserManager()),

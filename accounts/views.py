@@ -20,9 +20,10 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from common.redirects import safe_next
+
 from .forms import ApiTokenForm, LoginForm, SignupForm, WalletChallengeForm, WalletLinkForm
 from .models import User, Wallet, WalletChallenge
-from .redirects import safe_next
 from .selectors import api_token_of, user_roles, wallets_of
 from .services import (
     WalletError,

@@ -17,9 +17,9 @@ from django.utils import timezone
 from eth_account import Account
 from rest_framework.test import APIClient
 
-from openledger_web.authentication import api_key_hash
-from openledger_web.models import ApiToken, User, Wallet
-from openledger_web.services import api_token_create
+from accounts.authentication import api_key_hash
+from accounts.models import ApiToken, User, Wallet
+from accounts.services import api_token_create
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_the_migration_hashes_the_plain_keys_rest_framework_authtoken_kept(alice
     from django.apps import apps
     from django.db import connection
 
-    migration = importlib.import_module("openledger_web.migrations.0005_api_tokens_hashed")
+    migration = importlib.import_module("accounts.migrations.0005_api_tokens_hashed")
     legacy_key = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"
     with connection.cursor() as cursor:  # the table as rest_framework.authtoken left it
         columns = "key varchar(40) PRIMARY KEY, user_id bigint, created timestamp with time zone"

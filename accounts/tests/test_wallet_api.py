@@ -17,9 +17,9 @@ from pytest_django.fixtures import Settings
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 
-from openledger_web import siwe
-from openledger_web.models import User, Wallet, WalletChallenge
-from openledger_web.services import api_token_create
+from accounts import siwe
+from accounts.models import User, Wallet, WalletChallenge
+from accounts.services import api_token_create
 
 KEY = Account.from_key("0x" + "44" * 32)
 OTHER_KEY = Account.from_key("0x" + "55" * 32)
@@ -202,7 +202,8 @@ def test_malformed_address_gets_no_challenge(alice: User, address: str, code: st
 def test_missing_address_is_a_field_error(alice: User) -> None:
     response = _api(alice).post(reverse("api_wallet_challenge"), {}, format="json")
     assert response.status_code == 400
-    assert "address" in response.json()
+    assert response.json()["code"] == "required"
+    assert "address" in response.json()["fields"]
     assert not WalletChallenge.objects.exists()
 
 
@@ -240,7 +241,7 @@ def test_garbage_signature_is_refused(alice: User, signature: str, code: str) ->
     before = _challenge_row(challenge)
     response = _link(api, challenge, signature=signature)
     if signature == "":
-        assert response.status_code == 400 and "signature" in response.json()
+        assert response.status_code == 400 and "signature" in response.json()["fields"]
     else:
         _refused(response, code)
     assert not Wallet.objects.exists()
@@ -322,7 +323,7 @@ def test_challenge_times_are_whole_seconds_matching_the_message(alice: User) -> 
 
 
 def test_open_challenges_per_user_are_capped(alice: User, bob: User) -> None:
-    from openledger_web.services import MAX_OPEN_WALLET_CHALLENGES
+    from accounts.services import MAX_OPEN_WALLET_CHALLENGES
 
     api = _api(alice)
     for _ in range(MAX_OPEN_WALLET_CHALLENGES):

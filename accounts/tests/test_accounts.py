@@ -10,8 +10,8 @@ from django.urls import reverse
 from eth_account import Account
 from pytest_django.fixtures import Settings
 
-from openledger_web.models import User, Wallet
-from openledger_web.selectors import user_is_global_curator
+from accounts.models import User, Wallet
+from accounts.selectors import user_is_global_curator
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -279,7 +279,7 @@ def test_the_migration_gives_existing_accounts_skeletons_oldest_first(db: None) 
     from django.apps import apps
     from django.utils import timezone
 
-    migration = importlib.import_module("openledger_web.migrations.0003_username_skeleton")
+    migration = importlib.import_module("accounts.migrations.0003_username_skeleton")
     older = User.objects.create_user("alice", "a@example.org")
     # an account from before the rule, whose name reads like the older one's
     newer = User.objects.create_user("bob", "b@example.org")

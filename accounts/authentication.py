@@ -68,7 +68,7 @@ class BearerApiTokenAuthentication(ApiTokenAuthentication):
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "openledger_web.authentication.ApiTokenAuthentication"
+    target_class = "accounts.authentication.ApiTokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
@@ -81,7 +81,7 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
 
 
 class BearerApiTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "openledger_web.authentication.BearerApiTokenAuthentication"
+    target_class = "accounts.authentication.BearerApiTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

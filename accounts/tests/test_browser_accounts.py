@@ -11,9 +11,9 @@ from eth_account.messages import encode_defunct
 from playwright.sync_api import Page, expect
 from pytest_django.fixtures import Settings
 
-from openledger_web import siwe
+from accounts import siwe
+from accounts.models import User, Wallet
 from openledger_web.browser import install_wallet, screenshot
-from openledger_web.models import User, Wallet
 
 pytestmark = pytest.mark.browser
 

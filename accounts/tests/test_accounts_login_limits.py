@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
-from openledger_web.models import LoginFailure, User
+from accounts.models import LoginFailure, User
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import factory
 
-from openledger_web.models import User
+from accounts.models import User
 
 PASSWORD = "correct-horse-battery-staple"
 

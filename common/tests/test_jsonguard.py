@@ -1,4 +1,4 @@
-"""Every JSON body goes through one guard (openledger_web.jsonguard): a hostile body is a 400 (413 when too large) in
+"""Every JSON body goes through one guard (common.jsonguard): a hostile body is a 400 (413 when too large) in
 the API's own error shape, and never reaches a recursive parser. Issue #11, "what was seen" 1 and 13."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.models import WalletChallenge
+from accounts.services import api_token_create
+from accounts.tests.factories import UserFactory
+from common import jsonguard
+from common.jsonguard import JsonLimits, JsonRefused
 from datanets.models import Contribution, ContributionDecision
 from datanets.tests.factories import DatanetFactory, submit, texts
-from openledger_web import jsonguard
-from openledger_web.jsonguard import JsonLimits, JsonRefused
-from openledger_web.models import WalletChallenge
-from openledger_web.services import api_token_create
-from openledger_web.tests.factories import UserFactory
 
 DEEP = 200_000
 LIMITS = JsonLimits(max_body_bytes=2 * 1024 * 1024, max_depth=72, max_string_chars=1000, max_number_chars=100)

@@ -14,9 +14,9 @@ from django.conf import settings
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from openledger_web.services import api_token_create
+from accounts.services import api_token_create
+from accounts.tests.factories import UserFactory
 from openledger_web.testing import ASGI_SERVER, WSGI_GTHREAD_SERVER, gunicorn_process
-from openledger_web.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -6,8 +6,12 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
+    # Moved from openledger_web (issue 14): this is that app's migration of the same name, now in accounts; a
+    # database that has it applied counts this one as applied, and the tables keep their old names.
+    replaces = [('openledger_web', '0004_login_address')]
+
     dependencies = [
-        ('openledger_web', '0003_username_skeleton'),
+        ('accounts', '0003_username_skeleton'),
     ]
 
     operations = [
@@ -20,6 +24,7 @@ class Migration(migrations.Migration):
                 ('last_success_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
+                'db_table': 'openledger_web_loginaddress',
                 'constraints': [models.UniqueConstraint(fields=('account', 'ip'), name='openledger_login_address_unique')],
             },
         ),

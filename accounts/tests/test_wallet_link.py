@@ -9,7 +9,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from openledger_web.models import User, Wallet, WalletChallenge
+from accounts.models import User, Wallet, WalletChallenge
 
 KEY = Account.from_key("0x" + "77" * 32)
 OTHER_KEY = Account.from_key("0x" + "88" * 32)
@@ -167,17 +167,17 @@ def test_admin_lists_and_searches_wallets_and_challenges_read_only(client: Clien
         user=alice, address=KEY.address, chain_id=31337, message=challenge.message, signature="0xabc"
     )
     client.force_login(admin)
-    wallets = client.get(reverse("admin:openledger_web_wallet_changelist"), {"q": "alice"})
+    wallets = client.get(reverse("admin:accounts_wallet_changelist"), {"q": "alice"})
     assert KEY.address in wallets.content.decode()
-    challenges = client.get(reverse("admin:openledger_web_walletchallenge_changelist"), {"state": "open"})
+    challenges = client.get(reverse("admin:accounts_walletchallenge_changelist"), {"state": "open"})
     assert challenge.nonce in challenges.content.decode()
-    detail = client.get(reverse("admin:openledger_web_wallet_change", args=[wallet.id])).content.decode()
+    detail = client.get(reverse("admin:accounts_wallet_change", args=[wallet.id])).content.decode()
     assert 'name="signature"' not in detail and "0xabc" in detail
-    assert client.get(reverse("admin:openledger_web_wallet_add")).status_code == 403
-    assert client.get(reverse("admin:openledger_web_loginfailure_changelist")).status_code == 200
+    assert client.get(reverse("admin:accounts_wallet_add")).status_code == 403
+    assert client.get(reverse("admin:accounts_loginfailure_changelist")).status_code == 200
 
 
 def _issue_for(user: User) -> WalletChallenge:
-    from openledger_web.services import wallet_challenge_issue
+    from accounts.services import wallet_challenge_issue
 
     return wallet_challenge_issue(user=user, address=KEY.address, domain="testserver", uri="http://testserver/")

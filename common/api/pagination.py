@@ -1,0 +1,35 @@
+"""Paged lists: DRF's ``PageNumberPagination`` envelope, and its description for the schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+def page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
+    """The response envelope of a paginated list of ``item`` (what ``PageNumberPagination`` sends)."""
+    return type(
+        f"{name}PageSerializer",
+        (serializers.Serializer,),
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item(many=True),
+        },
+    )
+
+
+def paginated(
+    view: APIView, request: Request, items: QuerySet[Any] | list[Any], serializer: type[serializers.Serializer]
+) -> Response:
+    """One page of ``items`` in the envelope ``page_serializer`` describes."""
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(items, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True, context={"request": request}).data)
