@@ -1,4 +1,5 @@
-"""The attribution API, mounted at ``/api/attribution/``: the full credit list of a run, paged.
+"""The attribution API, mounted at ``/api/attribution/``: the full credit list of a run, paged; and the run API's
+``attribution`` (``run_attribution_data``, a run extra of ``inference.hooks``).
 
 A run's panel shows its top records; this lists every record it credited, by rank. The run page's rule applies:
 anyone with the run's link (its unguessable id) reads it, signed in or not. Records of Datanets the caller may not
@@ -8,6 +9,7 @@ view are counted (rank and share) but not identified, as on the panel.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
@@ -19,6 +21,7 @@ from rest_framework.response import Response
 from common.api.errors import READ_ERRORS
 from common.api.pagination import page_serializer
 from common.api.views import BaseApi
+from inference.models import InferenceRun
 from inference.selectors import run_for_viewer
 
 from . import selectors
@@ -85,3 +88,67 @@ class RunCreditListApi(BaseApi):
         page = paginator.paginate_queryset(selectors.run_credits(attribution=attribution), request, view=self)
         credits = selectors.credits_as_seen(rows=list(page), user=request.user)
         return paginator.get_paginated_response(CreditSerializer(credits, many=True).data)
+
+
+def run_attribution_data(*, run: InferenceRun, user: Any) -> dict[str, Any]:
+    """The run page's attribution panel as data: state, shares as exact "p/q" fractions, the reward split.
+
+    Records of Datanets the caller may not view are counted in the shares but not identified.
+    """
+    panel = selectors.run_panel(run=run, user=user)
+    data: dict[str, Any] = {"state": panel.state}
+    attribution = panel.attribution
+    if attribution is None or panel.state in ("pending", "base_model", "run_failed"):
+        return data
+    datanet_shares = {int(d): share for d, share in attribution.datanets}
+    data.update(
+        policy_version=attribution.policy_version,
+        reward_policy_version=attribution.reward_policy_version,
+        index={"features_sha256": attribution.feature_hash, "spans_sha256": attribution.span_hash},
+        signal_shares=attribution.signal_shares,
+        explanation=attribution.explanation,
+        verdict=attribution.verdict or None,
+        confidence=attribution.confidence,
+        reliability=(
+            {
+                "state": panel.reliability.state,
+                "sentence": panel.reliability.sentence,
+                "figures": panel.reliability.figures,
+            }
+            if panel.reliability is not None
+            else None
+        ),
+        more_records=panel.more_count,
+        contributors=[
+            {"user": c.user_id, "name": c.name, "wallet": c.wallet or None, "share": s}
+            for c, (_, s) in zip(panel.contributors, attribution.contributors, strict=True)
+        ],
+        datanets=[
+            {"slug": datanet.slug, "share": datanet_shares[datanet.pk]}
+            for datanet, _, visible in panel.datanets
+            if visible
+        ],
+        records=[
+            {
+                "record": r.record.pk,
+                "record_hash": r.record.record_hash,
+                "contribution": r.row.contribution_id,
+                "share": r.row.share,
+                "by_signal": r.row.by_signal,
+            }
+            for r in panel.records
+            if r.visible
+        ],
+        fee=str(int(attribution.fee)),
+        rewards=[
+            {
+                "kind": a.recipient_kind,
+                "user": a.user_id,
+                "contribution": a.contribution_id,
+                "amount": str(int(a.amount)),
+                "share": a.share,
+            }
+            for a in panel.accruals
+        ],
+    )
+    return data

@@ -4,7 +4,7 @@ answer's projected gradient and verbatim spans at answer time.
 Nothing here touches the database: ``attribution.services`` gathers the records (with their ids and how they were
 tokenized) and stores the results. torch, transformers and peft are imported inside functions.
 
-Records are tokenized exactly as the training job tokenized them (``modelfactory.training.encode_records`` with the
+Records are tokenized exactly as the training job tokenized them (``modelfactory.encoding.encode_records`` with the
 job's record type, formatting and max length), and a fresh job's records are cut to its train split with the
 trainer's own split function: records held out for evaluation never shaped the adapter and are not credited.
 """
@@ -33,6 +33,8 @@ from attribution.features import (
     sketch_for,
 )
 from attribution.spans import SpanIndex, SpanMatch
+from modelfactory import encoding
+from modelfactory.config import TrainingConfig
 
 SPANS_FILE = "spans.npz"
 FEATURE_BATCH_SIZE = 8
@@ -81,15 +83,12 @@ def storage_key(feature_hash: str, span_hash: str) -> str:
 def tokenize_groups(tokenizer: Any, groups: Sequence[RecordGroup]) -> tuple[list[IndexedRecord], list[dict[str, Any]]]:
     """Each kept record's training tokens, first occurrence of a record id winning, and the groups as they were
     resolved (record ids after the split), for storing with the index."""
-    from modelfactory import training
-    from modelfactory.config import TrainingConfig
-
     seen: set[int] = set()
     out: list[IndexedRecord] = []
     resolved: list[dict[str, Any]] = []
     for group in groups:
         dicts = [record for _, record in group.records]
-        encoded = training.encode_records(
+        encoded = encoding.encode_records(
             dicts,
             record_type=group.record_type,
             tokenizer=tokenizer,
@@ -99,7 +98,7 @@ def tokenize_groups(tokenizer: Any, groups: Sequence[RecordGroup]) -> tuple[list
         examples = encoded.examples
         if group.split is not None:
             # the trainer's own split of its encoded examples, so the index holds exactly what was trained on
-            train_positions, _ = training.train_eval_split(len(examples), TrainingConfig.from_dict(group.split))
+            train_positions, _ = encoding.train_eval_split(len(examples), TrainingConfig.from_dict(group.split))
             examples = [examples[i] for i in train_positions]
         kept: list[int] = []
         for example in examples:

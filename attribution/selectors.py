@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from datanets.models import Record, SnapshotRecord
+from datanets.models import Datanet, Record, SnapshotRecord
 from datanets.selectors import primary_addresses, user_can_view
 
 from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
@@ -244,8 +244,6 @@ def run_panel(*, run: Any, user: Any) -> Panel:
         PanelContributor(int(u), names.get(int(u), f"#{u}"), wallets.get(int(u), ""), percent(s))
         for u, s in attribution.contributors
     ]
-    from datanets.models import Datanet
-
     datanets = Datanet.objects.in_bulk([int(d) for d, _ in attribution.datanets])
     panel.datanets = [
         (datanets[int(d)], percent(s), user_can_view(user=user, datanet=datanets[int(d)]))

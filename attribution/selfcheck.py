@@ -29,7 +29,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from datanets.models import Record
+from datanets.storage import media_path
+from modelfactory import encoding
 
+from . import services
 from .models import AttributionIndex
 
 logger = logging.getLogger(__name__)
@@ -58,8 +61,6 @@ def time_limit() -> float:
 def questions_for(index: AttributionIndex, *, size: int) -> list[Question]:
     """Up to ``size`` of the version's own training questions (records that have a prompt: plain text has none),
     drawn with the index's seed so a rerun asks the same ones."""
-    from modelfactory import training
-
     candidates: list[tuple[int, str, str]] = []
     for group in index.groups:
         if group.get("record_type") == "text":
@@ -75,7 +76,7 @@ def questions_for(index: AttributionIndex, *, size: int) -> list[Question]:
         if record is None:
             continue
         try:
-            prompt, reference = training._sample_prompt(json.loads(record.canonical), record_type, mode)
+            prompt, reference = encoding.sample_prompt(json.loads(record.canonical), record_type, mode)
         except (ValueError, KeyError, TypeError):
             continue  # a record without a question in this shape
         contributor = record.contribution.contributor_id if record.contribution_id else 0
@@ -192,10 +193,7 @@ def version_selfcheck(*, version: Any, base: Any) -> dict[str, Any]:
 def _attribute_sample(
     *, version: Any, index: AttributionIndex, base: Any, questions: list[Question], deadline: float
 ) -> list[dict[str, Any]]:
-    from datanets.storage import media_path
-    from modelfactory import training
-
-    from . import services
+    from modelfactory import training  # torch: only a training worker runs the self-check
 
     rows: list[dict[str, Any]] = []
     adapter = media_path(version.adapter_path)

@@ -31,8 +31,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from datanets.models import Record, SnapshotRecord
+from datanets.models import Contribution, Record, SnapshotRecord
 from datanets.storage import content_path, media_path
+from inference.models import InferenceRun
+from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
 from outbox.services import enqueue_on_commit
 
 from . import scoring
@@ -122,8 +124,6 @@ def _version_groups(version: Any) -> list[Any]:
 def job_groups(job: Any) -> list[Any]:
     """Every record that shaped a job's adapter, grouped by how it was tokenized: for a fine-tune its own train
     split then its parent's records; for a merge every parent's records, in the merge's parent order."""
-    from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
-
     from .index import RecordGroup
 
     if job.is_merge:
@@ -279,8 +279,6 @@ def _accrue(
 
 
 def _contributions_with_owner(ids: list[int]) -> list[Any]:
-    from datanets.models import Contribution
-
     return list(Contribution.objects.filter(pk__in=ids).only("id", "contributor_id", "datanet_id"))
 
 
@@ -498,8 +496,6 @@ def run_attribute(*, run_id: int) -> RunAttribution | None:
     spent, scheduled for a retry by ``run_attributions_retry``. Credit is written at most once: the accruals are
     created in the transaction that makes the row final, under its row lock (``_claim``).
     """
-    from inference.models import InferenceRun
-
     run = InferenceRun.objects.select_related("version", "version__owner", "base_model").filter(pk=run_id).first()
     if run is None or run.status != InferenceRun.Status.SUCCEEDED or run.version is None:
         return None
@@ -633,8 +629,6 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
     on commit. A retry that races a late result of the same run is harmless: the first to store wins, the other
     finds the row credited (``_claim``).
     """
-    from inference.models import InferenceRun
-
     from . import tasks
 
     now = now or timezone.now()

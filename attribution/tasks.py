@@ -19,10 +19,6 @@ def attribution_run_task(run_id: int) -> str | None:
     return attribution.status if attribution is not None else None
 
 
-# The name inference.services.run_finish queues (run_attribute_task): kept as an alias of the routed task.
-run_attribute_task = attribution_run_task
-
-
 # Deliberately not named attribution_*: that prefix routes to the attribution queue, whose backlog (or lost worker)
 # is what this task recovers from. It runs on the default queue.
 @shared_task(acks_late=True)

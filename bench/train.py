@@ -54,7 +54,8 @@ def measure(mode: str, device: str) -> dict[str, float | int | str]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from modelfactory.training import _batch, _loss_sum, encode_records, load_base
+    from modelfactory.encoding import encode_records
+    from modelfactory.training import _batch, _loss_sum, load_base
 
     torch.manual_seed(0)
     base = load_base(MODEL_DIR, device=device)

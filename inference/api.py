@@ -9,6 +9,7 @@ and the ``X-OpenLedger-Run`` header the run id. The views queue a run and wait f
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -31,7 +32,7 @@ from common.api.views import BaseApi
 from common.jsonguard import GuardedJSONParser, PayloadTooLarge
 from modelfactory.selectors import version_anchor_facts
 
-from . import selectors, services, streams
+from . import hooks, selectors, services, streams
 from .models import InferenceRun
 
 RUN_HEADER = "X-OpenLedger-Run"
@@ -447,6 +448,20 @@ class CompletionsApi(_CompletionBase):
 # -- /api/runs/<id>/ ----------------------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
+class RunExtraField(serializers.Field):
+    """A run extra (``hooks.run_extra_register``) as a read-only field: its data for the run, as the caller sees it;
+    the extra's docstring describes it in the API schema."""
+
+    def __init__(self, extra: hooks.RunExtra) -> None:
+        self.extra = extra
+        super().__init__(source="*", read_only=True, help_text=inspect.getdoc(extra))
+
+    def to_representation(self, run: InferenceRun) -> dict[str, Any]:
+        request = self.context.get("request")
+        return self.extra(run=run, user=getattr(request, "user", None))
+
+
 class RunDetailApi(BaseApi):
     """A run: question, answer, options, tokens, latency, model and lineage summary, batch with inclusion proof and
     its anchor's state. Anyone with the run's id may read it (run pages are shareable)."""
@@ -488,7 +503,6 @@ class RunDetailApi(BaseApi):
         proof = serializers.SerializerMethodField(
             help_text="The run's inclusion proof in its anchored batch (openledger.proof.v1); null until sealed"
         )
-        attribution = serializers.SerializerMethodField()
 
         @extend_schema_field(serializers.DictField(allow_null=True))
         def get_document(self, run: InferenceRun) -> dict[str, Any] | None:
@@ -545,71 +559,12 @@ class RunDetailApi(BaseApi):
                 proofs[run.pk] = selectors.run_proof(run)
             return proofs[run.pk]
 
-        def get_attribution(self, run: InferenceRun) -> dict[str, Any]:
-            """The run page's attribution panel as data: state, shares as exact "p/q" fractions, the reward split.
-
-            Records of Datanets the caller may not view are counted in the shares but not identified.
-            """
-            from attribution.selectors import run_panel
-
-            request = self.context.get("request")
-            panel = run_panel(run=run, user=getattr(request, "user", None))
-            data: dict[str, Any] = {"state": panel.state}
-            attribution = panel.attribution
-            if attribution is None or panel.state in ("pending", "base_model", "run_failed"):
-                return data
-            datanet_shares = {int(d): share for d, share in attribution.datanets}
-            data.update(
-                policy_version=attribution.policy_version,
-                reward_policy_version=attribution.reward_policy_version,
-                index={"features_sha256": attribution.feature_hash, "spans_sha256": attribution.span_hash},
-                signal_shares=attribution.signal_shares,
-                explanation=attribution.explanation,
-                verdict=attribution.verdict or None,
-                confidence=attribution.confidence,
-                reliability=(
-                    {
-                        "state": panel.reliability.state,
-                        "sentence": panel.reliability.sentence,
-                        "figures": panel.reliability.figures,
-                    }
-                    if panel.reliability is not None
-                    else None
-                ),
-                more_records=panel.more_count,
-                contributors=[
-                    {"user": c.user_id, "name": c.name, "wallet": c.wallet or None, "share": s}
-                    for c, (_, s) in zip(panel.contributors, attribution.contributors, strict=True)
-                ],
-                datanets=[
-                    {"slug": datanet.slug, "share": datanet_shares[datanet.pk]}
-                    for datanet, _, visible in panel.datanets
-                    if visible
-                ],
-                records=[
-                    {
-                        "record": r.record.pk,
-                        "record_hash": r.record.record_hash,
-                        "contribution": r.row.contribution_id,
-                        "share": r.row.share,
-                        "by_signal": r.row.by_signal,
-                    }
-                    for r in panel.records
-                    if r.visible
-                ],
-                fee=str(int(attribution.fee)),
-                rewards=[
-                    {
-                        "kind": a.recipient_kind,
-                        "user": a.user_id,
-                        "contribution": a.contribution_id,
-                        "amount": str(int(a.amount)),
-                        "share": a.share,
-                    }
-                    for a in panel.accruals
-                ],
-            )
-            return data
+        def get_fields(self) -> dict[str, serializers.Field]:
+            # the apps above add theirs, each under its own name (an answer's attribution)
+            fields = super().get_fields()
+            for name, extra in hooks.run_extras().items():
+                fields[name] = RunExtraField(extra)
+            return fields
 
     @extend_schema(operation_id="runs_retrieve", responses=OutputSerializer)
     def get(self, request: Request, public_id: str) -> Response:

@@ -26,7 +26,7 @@ from ledger.services import batch_anchor_request, batch_due
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
 
-from . import streams
+from . import hooks, streams
 from .models import InferenceRun, RunBatch
 from .selectors import versions_askable_by
 
@@ -437,7 +437,8 @@ def run_finish(
     now: datetime | None = None,
 ) -> InferenceRun | None:
     """The one place a run ends: succeeded (no ``error``) or failed, its facts and ``run_hash`` written, the final
-    stream event published once this commits. Returns None, changing nothing, when the run already ended or (with
+    stream event published once this commits, the ``run finished`` receivers (``hooks``) told inside this
+    transaction. Returns None, changing nothing, when the run already ended or (with
     ``expected_worker``) another worker has claimed it since."""
     run = _locked(run_id)
     if run is None or run.is_finished:
@@ -464,10 +465,8 @@ def run_finish(
     # robust: a Redis that is away must not fail the worker after the commit (readers then answer from the row). A
     # function, not a functools.partial: Django's robust error path logs the callback's __qualname__.
     transaction.on_commit(lambda: streams.publish_final(public_id=public_id, type_=event, data=data), robust=True)
-    if run.status == InferenceRun.Status.SUCCEEDED and run.version_id is not None:
-        from attribution.tasks import run_attribute_task
-
-        enqueue_on_commit(run_attribute_task, run.pk)  # scored after the answer is delivered
+    for receiver in hooks.run_finished_receivers():
+        receiver(run)  # in this transaction: an answer's attribution is queued on its commit
     return run
 
 

@@ -24,7 +24,6 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -34,7 +33,7 @@ from datanets.services import snapshot_anchor_facts
 from modelfactory.models import BaseModel, ModelVersion
 from modelfactory.selectors import version_anchor_facts
 
-from . import ancestry, selectors, services, streams
+from . import ancestry, hooks, selectors, services, streams
 from .forms import CHAT_ROLES, AskForm
 from .models import InferenceRun
 
@@ -49,13 +48,9 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def _attribution_panel() -> bool:
-    """Whether the attribution app serves the answer's attribution fragment (the page works without it)."""
-    try:
-        reverse("attribution:run_panel", args=[uuid.UUID(int=0)])
-    except NoReverseMatch:
-        return False
-    return True
+def _sections(request: HttpRequest, run: InferenceRun) -> list[str]:
+    """The run page's sections that the apps above add (``hooks.run_sections``), as HTML."""
+    return [section(request, run) for section in hooks.run_sections()]
 
 
 def _run_for(request: HttpRequest, public_id: uuid.UUID) -> InferenceRun:
@@ -191,7 +186,7 @@ def submit(request: HtmxHttpRequest) -> HttpResponse:
     if not request.htmx:
         return redirect("inference:run_detail", public_id=run.public_id)
     runs = [r for r in (run, base_run) if r is not None]
-    context = {"runs": runs, "ancestry": _ancestry(run, request.user), "run": run, "attribution": _attribution_panel()}
+    context = {"runs": runs, "ancestry": _ancestry(run, request.user), "run": run, "sections": _sections(request, run)}
     response = render(request, "inference/ask.html#answer", context)
     # the form too, out of band: errors of an earlier refusal go, what was typed stays for the next question
     form_html = render_to_string("inference/ask.html#ask_form", {**_ask_context(request, form), "oob": True}, request)
@@ -267,7 +262,7 @@ def run_detail(request: HtmxHttpRequest, public_id: uuid.UUID) -> HttpResponse:
         "is_owner": is_owner,
         "ancestry": _ancestry(run, request.user),
         "proof": selectors.run_proof(run),
-        "attribution": _attribution_panel(),
+        "sections": _sections(request, run),
         "can_reply": is_owner
         and run.version_id is not None
         and run.kind == InferenceRun.Kind.CHAT

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from attribution import selfcheck as attribution_selfcheck
-from attribution import services as attribution_services
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot, SnapshotRecord
 from datanets.selectors import user_can_train, user_can_view
@@ -30,7 +28,7 @@ from datanets.storage import content_path, media_path
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
-from . import lineage, weights
+from . import encoding, hooks, lineage, weights
 from .config import RECORD_TYPES, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
 
@@ -624,10 +622,10 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
                 base=_loaded_base(base_model.path),
             )
             # same worker, same loaded model, heartbeat still beating: a failed build returns its error, never raises
-            attribution_index = attribution_services.index_build_for_job(
+            index_build = _index_build(
                 job=job,
                 adapter_dir=result.output_dir,
-                base=_loaded_base(base_model.path),
+                base_model_path=base_model.path,
                 train_step_seconds=result.seconds / max(1, result.steps - result.resumed_from_step),
             )
     except training.TrainingCancelled as exc:
@@ -657,43 +655,58 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
             samples=result.samples,
             training_facts=_training_facts(result),
             loss_history=result.loss_history,
-            attribution_index=attribution_index,
+            index_build=index_build,
         )
     except Exception as exc:
         logger.exception("job %s: storing the version failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
-        _drop_unkept_index(job.pk, worker, attribution_index)
+        _discard_unkept_index(job.pk, worker, index_build)
         return None
     if version is None:  # cancelled after its last step, or the job belongs to a newer attempt by now
-        _drop_unkept_index(job.pk, worker, attribution_index)
+        _discard_unkept_index(job.pk, worker, index_build)
         return None
-    _selfcheck(version, base_model.path)
+    _announce_trained(version, base_model.path)
     return version
 
 
-def _selfcheck(version: ModelVersion, base_model_path: str) -> None:
-    """The attribution self-check of a stored version (``attribution.selfcheck``), with the worker's loaded model.
-    The job has succeeded already: whatever happens here is stored as the self-check's outcome, never the job's."""
-    try:
-        attribution_selfcheck.version_selfcheck(version=version, base=_loaded_base(base_model_path))
-    except Exception:  # version_selfcheck stores its own failures; this guards the job against the guard failing
-        logger.exception("version %s: the attribution self-check raised", version.pk)
+def _index_build(
+    *, job: FineTuneJob, adapter_dir: str | Path, base_model_path: str, train_step_seconds: float | None = None
+) -> hooks.IndexBuild | None:
+    """The registered version indexer's build of a trained adapter (``hooks.VersionIndexer``), with the worker's
+    loaded model; None when no indexer is registered."""
+    indexer = hooks.version_indexer()
+    if indexer is None:
+        return None
+    return indexer.build(
+        job=job, adapter_dir=adapter_dir, base=_loaded_base(base_model_path), train_step_seconds=train_step_seconds
+    )
 
 
-def _drop_unkept_index(job_id: int, worker: str, pending: Any) -> None:
-    """Remove the attribution index folder this attempt built when no version keeps it: the job ended cancelled or
+def _announce_trained(version: ModelVersion, base_model_path: str) -> None:
+    """Tell the ``version trained`` receivers (``hooks``) about a stored version, with the worker's loaded model.
+    The job has succeeded already: whatever a receiver raises is logged, never the job's failure."""
+    for receiver in hooks.version_trained_receivers():
+        try:
+            receiver(version=version, base=_loaded_base(base_model_path))
+        except Exception:  # receivers store their own failures; this guards the job against the guard failing
+            logger.exception("version %s: %s raised", version.pk, getattr(receiver, "__qualname__", receiver))
+
+
+def _discard_unkept_index(job_id: int, worker: str, index_build: hooks.IndexBuild | None) -> None:
+    """Let the indexer remove the index this attempt built when no version keeps it: the job ended cancelled or
     failed after the build. Left alone when a newer attempt owns the job (it may be storing the same,
-    content-addressed, index) and, by ``attribution.services.index_folder_drop``, when any index row names it."""
-    if pending is None or pending.built is None or not pending.path:
+    content-addressed, index)."""
+    indexer = hooks.version_indexer()
+    if index_build is None or indexer is None:
         return
     ended = (FineTuneJob.Status.CANCELLED, FineTuneJob.Status.FAILED)
     if not FineTuneJob.objects.filter(pk=job_id, worker=worker, status__in=ended).exists():
         return
     try:
-        attribution_services.index_folder_drop(pending.path)
+        indexer.discard(index_build)
     except Exception:  # never turn a cancellation into an error: the folder is only disk space
-        logger.exception("job %s: the unkept attribution index %s could not be removed", job_id, pending.path)
+        logger.exception("job %s: the unkept version index could not be removed", job_id)
 
 
 def _continued_from(job: FineTuneJob) -> list[dict[str, Any]]:
@@ -770,7 +783,7 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
             record_type = record_types[0] if len(record_types) == 1 else "mixed"
             samples = _merge_samples(job, training, loaded, output, record_types)
             # the merged adapter's features over the union of the parents' records
-            attribution_index = attribution_services.index_build_for_job(job=job, adapter_dir=output, base=loaded)
+            index_build = _index_build(job=job, adapter_dir=output, base_model_path=base_model.path)
     except Exception as exc:
         logger.exception("merge job %s failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
@@ -808,18 +821,18 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
                 "seconds": round(time.monotonic() - started, 2),
             },
             loss_history=[],
-            attribution_index=attribution_index,
+            index_build=index_build,
         )
     except Exception as exc:
         logger.exception("merge job %s: storing the version failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
-        _drop_unkept_index(job.pk, worker, attribution_index)
+        _discard_unkept_index(job.pk, worker, index_build)
         return None
     if version is None:
-        _drop_unkept_index(job.pk, worker, attribution_index)
+        _discard_unkept_index(job.pk, worker, index_build)
         return None
-    _selfcheck(version, base_model.path)
+    _announce_trained(version, base_model.path)
     return version
 
 
@@ -831,7 +844,7 @@ def _merge_samples(
         return []
     record_type = record_types[0]
     mode = TrainingConfig().formatting_for(record_type) if record_type in RECORD_TYPES else "plain"
-    prompts = [training._sample_prompt(r, record_type, mode) for r in _snapshot_records(job)[:MERGE_SAMPLE_PROMPTS]]
+    prompts = [encoding.sample_prompt(r, record_type, mode) for r in _snapshot_records(job)[:MERGE_SAMPLE_PROMPTS]]
     if not prompts:
         return []
     asked = [p for p, _ in prompts]
@@ -862,10 +875,11 @@ def _version_create(
     samples: list[dict[str, Any]],
     training_facts: dict[str, Any],
     loss_history: list[dict[str, Any]],
-    attribution_index: Any = None,
+    index_build: hooks.IndexBuild | None = None,
 ) -> ModelVersion | None:
-    """Store the adapter, build and hash the manifest, create the version, its lineage edges and its anchor, finish
-    the job; None (and the adapter dropped) when this attempt no longer owns the job or it was cancelled."""
+    """Store the adapter, build and hash the manifest (with ``index_build``'s entry), create the version, its lineage
+    edges, its anchor and its index record (``hooks.VersionIndexer.record``), finish the job; None (and the adapter
+    dropped) when this attempt no longer owns the job or it was cancelled."""
     job = FineTuneJob.objects.select_for_update(of=("self",)).select_related("base_model").get(pk=job_id)
     if job.status != FineTuneJob.Status.RUNNING or job.worker != worker:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -894,7 +908,7 @@ def _version_create(
         adapter_sha256=adapter_sha256,
         adapter_files=files,
         metrics=clean_metrics,
-        attribution_index=attribution_index.manifest_entry() if attribution_index is not None else None,
+        attribution_index=index_build.manifest_entry() if index_build is not None else None,
         job_id=job.pk,
     )
     digest = lineage.manifest_hash(manifest)
@@ -928,7 +942,8 @@ def _version_create(
         ModelVersionParent.objects.create(
             child=version, parent_id=parent["id"], relation=parent["relation"], weight=parent["weight"]
         )
-    attribution_services.index_record(version=version, pending=attribution_index)
+    if index_build is not None:
+        _record_index(version, index_build)
     job.status = FineTuneJob.Status.SUCCEEDED
     job.finished_at = job.heartbeat_at = timezone.now()
     job.step = max(job.step, job.total_steps, 1 if job.is_merge else 0)
@@ -940,6 +955,13 @@ def _version_create(
     job.log_tail = _tail(job.log_tail, f"version #{version.pk} saved, manifest {digest}")
     job.save()
     return version
+
+
+def _record_index(version: ModelVersion, index_build: hooks.IndexBuild) -> None:
+    indexer = hooks.version_indexer()
+    if indexer is None:
+        raise ImproperlyConfigured("an index was built for this version but no version indexer is registered now")
+    indexer.record(version=version, build=index_build)
 
 
 @transaction.atomic

@@ -20,12 +20,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from attribution.models import AttributionIndex
-from attribution.selectors import version_reliability
 from datanets.models import Snapshot
 from datanets.storage import media_path
 
-from . import selectors, services
+from . import hooks, selectors, services
 from .config import DEFAULT_FORMATTING, FORMATTING_MODES, PRESET_LABELS
 from .forms import (
     RECORD_TYPE_HELP,
@@ -439,10 +437,7 @@ def _lineage_graph(version: ModelVersion, lineage: dict[str, Any]) -> dict[str, 
 
 def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
     lineage = selectors.version_lineage(version=version, user=request.user)
-    index = AttributionIndex.objects.filter(version=version).first()
     return {
-        "attribution_index": index,
-        "reliability": version_reliability(index) if index is not None and index.is_ok else None,
         "version": version,
         "anchor": version.anchor,
         "lineage": lineage,
@@ -452,6 +447,8 @@ def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, A
         "training_rows": _flat({k: v for k, v in (version.training or {}).items() if k != "lora"}),
         "is_owner": version.owner_id == request.user.pk or request.user.is_staff,
         "adapter_files": ADAPTER_FILES,
+        # the apps above add theirs (the version's attribution index and how reliable it is)
+        "sections": [section(request, version) for section in hooks.version_sections()],
     }
 
 

@@ -13,9 +13,9 @@ import pytest
 from django.conf import settings
 
 from modelfactory.config import PRESETS, TrainingConfig, eval_split_sizes
+from modelfactory.encoding import IGNORE_INDEX, encode_record, encode_records
 from modelfactory.tests.factories import tiny_config
 from modelfactory.training import (
-    IGNORE_INDEX,
     AdapterBaseMismatch,
     InvalidTrainingConfig,
     LoadedBase,
@@ -24,8 +24,6 @@ from modelfactory.training import (
     TrainingError,
     TrainingResult,
     adapter_sha256,
-    encode_record,
-    encode_records,
     generate,
     load_base,
     merge_adapters,
