@@ -30,10 +30,10 @@ from datanets.parsing import (
     ParseLimits,
     RowError,
     UploadRejected,
-    _fast_check,
     canonical_json,
     parse_upload,
 )
+from datanets.parsing.fast import fast_check_for
 from ledger.merkle import keccak256, keccak256_hasher
 
 GOLDEN = Path(__file__).parent / "data" / "parser_golden.json.gz"
@@ -417,7 +417,7 @@ def test_no_words_means_blank_for_every_character() -> None:
 
 
 def test_the_fast_path_takes_good_plain_records() -> None:
-    check = _fast_check("instruction", ParseLimits())
+    check = fast_check_for("instruction", ParseLimits())
     assert check is not None
     for line in (
         {"prompt": "one two  three ", "response": " four"},
@@ -437,7 +437,7 @@ def test_the_fast_path_takes_many_corpus_lines() -> None:
     # Else the comparison with the golden output would say little about it.
     lines = corpus().split(b"\n")
     for record_type in RECORD_TYPES:
-        check = _fast_check(record_type, ParseLimits())
+        check = fast_check_for(record_type, ParseLimits())
         assert check is not None
         taken = 0
         for raw in lines:
