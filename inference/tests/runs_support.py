@@ -46,7 +46,7 @@ def clear_rate_limits() -> None:
 
 def make_adapters(root: Path, count: int = 2) -> list[Path]:
     """``count`` real peft LoRA adapters (q/v, rank 8) with different seeded weights: they answer differently."""
-    from inference.engine import make_synthetic_adapter, release_synthetic_models
+    from inference.testing import make_synthetic_adapter, release_synthetic_models
 
     made = [
         make_synthetic_adapter(BASE_MODEL_DIR, root / f"adapter{i}", rank=8, targets=("q_proj", "v_proj"), seed=11 + i)
