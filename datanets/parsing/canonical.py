@@ -1,13 +1,11 @@
 """The canonical form of a record: ``canonical_json()`` (sorted keys, no whitespace, UTF-8, every string
-NFC-normalised) and ``record_hash()``, its keccak256."""
+NFC-normalised: ``ledger.hashing.canonical_json_v1`` of the normalised record) and ``record_hash()``, its keccak256."""
 
 from __future__ import annotations
 
-import json
 import unicodedata
-from typing import Final
 
-from eth_hash.auto import keccak as _eth_keccak
+from ledger.hashing import canonical_json_v1, keccak_hex
 
 
 def canonical_json(obj: object) -> bytes:
@@ -17,12 +15,12 @@ def canonical_json(obj: object) -> bytes:
     Raises ``TypeError`` for values JSON can't carry (or non-text keys) and ``ValueError`` for NaN or infinity,
     unpaired surrogates, or two keys that become equal once normalised.
     """
-    return _CANONICAL_ENCODER.encode(_nfc(obj)).encode()
+    return canonical_json_v1(_nfc(obj))
 
 
 def record_hash(canonical: bytes) -> str:
     """Return ``keccak256(canonical)`` as 0x-prefixed lowercase hex, the form the ledger stores."""
-    return "0x" + _eth_keccak(canonical).hex()
+    return keccak_hex(canonical)
 
 
 def _nfc(obj: object) -> object:
@@ -43,6 +41,3 @@ def _nfc(obj: object) -> object:
     if obj is None or isinstance(obj, bool | int | float):
         return obj
     raise TypeError(f"{type(obj).__name__} has no canonical JSON form")
-
-
-_CANONICAL_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)

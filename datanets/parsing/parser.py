@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import BinaryIO
 
-from ledger.merkle import keccak256_hasher
+from ledger.hashing import new_keccak256
 
 from .base import DEFAULT_LIMITS, RECORD_TYPES, ParsedRow, ParseLimits, RowError, UploadRejected
 from .messages import extension_allowed, size_text
@@ -43,8 +43,8 @@ class UploadParser:
     Only the first ``limits.max_errors_reported`` errors are yielded; ``errors_omitted`` counts the rest.
     Iteration raises ``UploadRejected`` when it meets a whole-file problem, including an upload with no rows.
 
-    The format readers (``readers``) work through ``check``, ``finish``, ``finish_bytes``, ``error``, ``keccak256``
-    and ``seen``: the parser's state while it reads, not for consumers.
+    The format readers (``readers``) work through ``check``, ``finish``, ``finish_bytes``, ``error`` and
+    ``seen``: the parser's state while it reads, not for consumers.
     """
 
     def __init__(self, stream: BinaryIO, *, filename: str, record_type: str, limits: ParseLimits) -> None:
@@ -66,8 +66,6 @@ class UploadParser:
         self.header_only_csv = False  # a lone CSV file held its header row and nothing else
         self.seen: dict[bytes, int] = {}  # a record's 16-byte hash prefix -> where it was first seen
         self.check = RECORD_CHECKS[record_type]
-        # one hashing state per parser: the fast hasher must not be shared between threads
-        self.keccak256 = keccak256_hasher()
         self.finish, self.finish_bytes = self._make_finish()
         self._archive: OpenArchive | None = None
         if self._extension == ".zip":
@@ -144,7 +142,7 @@ class UploadParser:
         once per record, and locals are faster than attribute lookups. The first takes the canonical text, the
         second its UTF-8 bytes (which the fast path makes directly)."""
         seen = self.seen
-        keccak256 = self.keccak256
+        new_keccak = new_keccak256
         error = self.error
         max_bytes = self.limits.max_record_bytes
         max_records = self.limits.max_records
@@ -172,7 +170,7 @@ class UploadParser:
                     "too_large",
                     f"record is {size_text(size, max_bytes)}; the limit is {size_text(max_bytes)}",
                 )
-            digest = keccak256(data)
+            digest = new_keccak(data).digest()
             # A 128-bit prefix identifies a record as well as the whole hash here and halves what we hold per record.
             packed = (source.index << 40) | number
             first = seen.setdefault(digest[:16], packed)

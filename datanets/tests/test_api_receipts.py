@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from datanets import receipts, services
 from datanets.models import Datanet
 from ledger import merkle
-from ledger.merkle import keccak256
+from ledger.hashing import keccak256
 from openledger_web.tests.factories import UserFactory
 
 from .factories import DatanetFactory, submit, texts

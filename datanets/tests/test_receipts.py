@@ -15,7 +15,8 @@ from django.utils import timezone
 from datanets import receipts, selectors, services
 from datanets.models import Contribution, ContributionDecision, Receipt, ReceiptBatch, Record
 from ledger import hashing, merkle
-from ledger.merkle import StandardMerkleTree, keccak256
+from ledger.hashing import keccak256
+from ledger.merkle import StandardMerkleTree
 from ledger.models import Anchor
 from openledger_web.tests.factories import UserFactory
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ledger.merkle import keccak256_object
+from ledger.hashing import new_keccak256
 from openledger_web.jsonguard import json_depth
 
 from ..base import ParsedRow, RowError, UploadRejected
@@ -41,8 +41,7 @@ def read_jsonl(parser: UploadParser, source: Source, lines: LineReader) -> Itera
     # what finish_bytes() uses, bound here for its inlined common case below
     max_bytes = limits.max_record_bytes
     max_records = limits.max_records
-    new_keccak = keccak256_object()
-    keccak256 = parser.keccak256
+    new_keccak = new_keccak256
     seen_setdefault = parser.seen.setdefault
     packed_source = source.index << 40
     source_name = source.name
@@ -74,7 +73,7 @@ def read_jsonl(parser: UploadParser, source: Source, lines: LineReader) -> Itera
                         # else (too large, a duplicate) goes through it, which says why.
                         size = len(data)
                         if size <= max_bytes:
-                            digest = new_keccak(data).digest() if new_keccak is not None else keccak256(data)
+                            digest = new_keccak(data).digest()
                             packed = packed_source | number
                             if seen_setdefault(digest[:16], packed) == packed:
                                 parser.record_count += 1
