@@ -86,7 +86,7 @@ PROMPTS = [
 def make_adapters(folder: str, count: int) -> None:
     """In a child process, so the peft model used to make them does not stay in the measured process's memory."""
     sys.path.insert(0, str(ROOT))
-    from inference.engine import make_synthetic_adapter
+    from inference.testing import make_synthetic_adapter
 
     for i in range(count):
         make_synthetic_adapter(BASE, Path(folder) / f"a{i:03d}", rank=RANK, targets=TARGETS, seed=i)

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 
+from . import hashing
 from .models import ChainDeployment, RewardContracts
 
 if TYPE_CHECKING:
@@ -297,8 +298,6 @@ def sign(tx: dict[str, Any], *, nonce: int) -> SignedTransaction:
 
 def broadcast(raw_tx: str) -> str:
     """Send a signed transaction; a node that already holds it counts as success. Returns the transaction hash."""
-    from eth_utils import keccak
-
     w3 = connect()
     raw = bytes.fromhex(raw_tx[2:])
     try:
@@ -310,7 +309,7 @@ def broadcast(raw_tx: str) -> str:
         # the node holds it already (from an earlier try): that is the outcome we wanted
         if not any(phrase in str(e).lower() for phrase in ALREADY_KNOWN):
             raise
-    return _hex(keccak(raw))
+    return hashing.keccak_hex(raw)
 
 
 def transaction_known(tx_hash: str) -> bool:

@@ -9,20 +9,19 @@ The layout, exactly as their library builds it:
 - inner node = keccak256 of the two children in ascending byte order (sorted pairs: proofs carry no left/right).
 
 Built for a million leaves: the default leaf encoding ``(bytes32, address, uint256)`` is assembled as fixed-width
-bytes instead of going through eth_abi, and hashing calls pycryptodome's compiled Keccak directly, reusing one state,
-which is about three times faster than a hash object per node.
+bytes instead of going through eth_abi, and the build's loops hash with safe-pysha3's hash objects made inline
+(``ledger.hashing.new_keccak256``): two C calls and no Python frame per node.
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from Crypto.Hash import keccak as _pycryptodome_keccak
 from eth_abi import encode as abi_encode
 from eth_utils import to_checksum_address
+
+from .hashing import keccak256, new_keccak256
 
 DEFAULT_LEAF_TYPES: tuple[str, ...] = ("bytes32", "address", "uint256")
 FORMAT = "standard-v1"
@@ -31,147 +30,18 @@ _UINT256_LIMIT = 1 << 256
 _ADDRESS_PAD = bytes(12)
 
 
-def keccak256(data: bytes) -> bytes:
-    return _pycryptodome_keccak.new(data=data, digest_bits=256).digest()
+def _leaf_hashes(encoded: Iterable[bytes]) -> list[bytes]:
+    """keccak256(keccak256(data)) of each item: the hot loop of a tree build, hash objects made inline."""
+    new = new_keccak256
+    return [new(new(data).digest()).digest() for data in encoded]
 
 
-def keccak256_hasher() -> Callable[[bytes], bytes]:
-    """A keccak256 function for hashing many short inputs fast: pysha3's ``keccak_256`` where it is installed (a
-    fresh C hash object per call, the cheapest), else a ``_Keccak`` (pycryptodome's compiled code through ctypes,
-    ~3 us a call against ~8 us through eth_hash, or plain ``keccak256`` where that library can't be loaded).
-
-    A ``_Keccak`` holds one hashing state, so it must not be shared between threads: make one per job.
-    """
-    if _SHA3_KECCAK is not None:
-        return _sha3_hasher(_SHA3_KECCAK)
-    return _Keccak()
-
-
-def keccak256_object() -> Callable[[bytes], Any] | None:
-    """pysha3's ``keccak_256`` constructor (``keccak256(data) == keccak256_object()(data).digest()``) where it is
-    installed and checked, else None: a hot loop calls it inline, two C calls and no Python frame per hash."""
-    return _SHA3_KECCAK
-
-
-def _sha3_hasher(keccak_256: Any) -> Callable[[bytes], bytes]:
-    def sha3_keccak256(data: bytes) -> bytes:
-        return keccak_256(data).digest()
-
-    return sha3_keccak256
-
-
-def _agrees_with_keccak256(hasher: Callable[[bytes], bytes]) -> bool:
-    """Whether a fast keccak gives the reference digests, on short, block-sized and long inputs."""
-    samples = (b"", b"abc", bytes(range(256)) * 3, "é数据".encode() * 1000)
-    return all(hasher(sample) == keccak256(sample) for sample in samples)
-
-
-def _load_sha3_keccak() -> Any:
-    """pysha3's (or safe-pysha3's) ``keccak_256``, if it is installed and gives Ethereum's keccak256."""
-    try:
-        from sha3 import keccak_256
-    except ImportError:
-        return None
-    return keccak_256 if _agrees_with_keccak256(_sha3_hasher(keccak_256)) else None
-
-
-def _load_keccak_lib() -> Any:
-    """Our own handle on pycryptodome's keccak library, so nothing we set on it touches pycryptodome's.
-
-    A PyDLL keeps the GIL during calls: releasing and retaking it would cost more than one short hash.
-    """
-    spec = importlib.util.find_spec("Crypto.Hash._keccak")
-    if spec is None or not spec.origin:
-        return None
-    lib = ctypes.PyDLL(spec.origin)
-    for name in ("keccak_init", "keccak_destroy", "keccak_reset", "keccak_absorb", "keccak_digest"):
-        getattr(lib, name).restype = ctypes.c_int
-    return lib
-
-
-try:
-    _KECCAK_LIB = _load_keccak_lib()
-except (OSError, AttributeError):
-    _KECCAK_LIB = None
-_FAST_KECCAK = _KECCAK_LIB is not None  # until _Keccak, below, has been checked against the reference
-_SHA3_KECCAK = _load_sha3_keccak()
-
-
-class _Keccak:
-    """One reusable Keccak-256 state in pycryptodome's compiled library, driven through ctypes: three foreign calls
-    per hash and no Python object per hash, the cheapest way to hash millions of short inputs without a compiler.
-
-    PyDLL keeps the GIL during the (sub-microsecond) calls, which is faster than releasing it and makes one state safe
-    within a thread; still, make one per tree build. Falls back to hash objects where the library cannot be loaded.
-    """
-
-    def __init__(self) -> None:
-        self.fast = _FAST_KECCAK
-        if not self.fast:
-            return
-        lib, state = _KECCAK_LIB, ctypes.c_void_p()
-        if lib.keccak_init(ctypes.byref(state), ctypes.c_size_t(64), ctypes.c_uint8(24)):
-            self.fast = False
-            return
-        self._lib, self._state, self._out = lib, state, ctypes.create_string_buffer(32)
-
-    def __call__(self, data: bytes) -> bytes:
-        if not self.fast:
-            return keccak256(data)
-        lib, state, out = self._lib, self._state, self._out
-        lib.keccak_reset(state)
-        lib.keccak_absorb(state, data, len(data))
-        lib.keccak_digest(state, out, 32, 1)
-        return out.raw
-
-    def leaves(self, encoded: Iterable[bytes]) -> list[bytes]:
-        """keccak256(keccak256(data)) of each item."""
-        if not self.fast:
-            return [keccak256(keccak256(data)) for data in encoded]
-        state, out = self._state, self._out
-        reset, absorb, digest = self._lib.keccak_reset, self._lib.keccak_absorb, self._lib.keccak_digest
-        result: list[bytes] = []
-        append = result.append
-        for data in encoded:
-            reset(state)
-            absorb(state, data, len(data))
-            digest(state, out, 32, 1)
-            reset(state)
-            absorb(state, out, 32)
-            digest(state, out, 32, 1)
-            append(out.raw)
-        return result
-
-    def fill(self, tree: list[bytes], count: int) -> None:
-        """Hash the inner nodes ``count - 1 .. 0`` of a flat tree whose leaves are already in place."""
-        if not self.fast:
-            for i in range(count - 1, -1, -1):
-                a, b = tree[2 * i + 1], tree[2 * i + 2]
-                tree[i] = keccak256(a + b if a <= b else b + a)
-            return
-        state, out = self._state, self._out
-        reset, absorb, digest = self._lib.keccak_reset, self._lib.keccak_absorb, self._lib.keccak_digest
-        for i in range(count - 1, -1, -1):
-            a, b = tree[2 * i + 1], tree[2 * i + 2]
-            reset(state)
-            absorb(state, a + b if a <= b else b + a, 64)
-            digest(state, out, 32, 1)
-            tree[i] = out.raw
-
-    def __del__(self) -> None:
-        if getattr(self, "fast", False):
-            self._lib.keccak_destroy(self._state)
-
-
-def _ctypes_keccak_works() -> bool:
-    try:
-        hasher = _Keccak()
-        return hasher.fast and _agrees_with_keccak256(hasher)
-    except (OSError, AttributeError, ctypes.ArgumentError):
-        return False
-
-
-_FAST_KECCAK = _FAST_KECCAK and _ctypes_keccak_works()
+def _fill(tree: list[bytes], count: int) -> None:
+    """Hash the inner nodes ``count - 1 .. 0`` of a flat tree whose leaves are already in place."""
+    new = new_keccak256
+    for i in range(count - 1, -1, -1):
+        a, b = tree[2 * i + 1], tree[2 * i + 2]
+        tree[i] = new(a + b if a <= b else b + a).digest()
 
 
 def _hex(data: bytes) -> str:
@@ -275,15 +145,15 @@ def leaf_hash(leaf_types: Sequence[str], value: Sequence[Any]) -> str:
     return _hex(keccak256(keccak256(encode_leaf(leaf_types, value))))
 
 
-def _node_hash(hasher: Any, a: bytes, b: bytes) -> bytes:
-    return hasher(a + b if a <= b else b + a)
+def _node_hash(a: bytes, b: bytes) -> bytes:
+    return keccak256(a + b if a <= b else b + a)
 
 
 def process_proof(leaf: str | bytes, proof: Iterable[str | bytes]) -> str:
     """The root that ``proof`` leads to from ``leaf`` (a leaf hash), with sorted-pair hashing."""
     node = _bytes32(leaf)
     for sibling in proof:
-        node = _node_hash(keccak256, node, _bytes32(sibling))
+        node = _node_hash(node, _bytes32(sibling))
     return _hex(node)
 
 
@@ -303,7 +173,7 @@ def verify_multiproof(root: str | bytes, leaf_types: Sequence[str], multiproof: 
     for flag in flags:
         a = stack.pop(0)
         b = stack.pop(0) if flag else extra.pop(0)
-        stack.append(_node_hash(keccak256, a, b))
+        stack.append(_node_hash(a, b))
     computed = stack.pop() if stack else extra.pop(0)
     return _hex(computed) == _hex(_bytes32(root))
 
@@ -324,7 +194,6 @@ class StandardMerkleTree:
     def of(cls, values: Iterable[Sequence[Any]], leaf_types: Sequence[str] = DEFAULT_LEAF_TYPES) -> StandardMerkleTree:
         """Build the tree of ``values`` (tuples matching ``leaf_types``); proofs are asked by index in this order."""
         leaf_types = tuple(leaf_types)
-        hasher = _Keccak()
         if leaf_types == DEFAULT_LEAF_TYPES:
             stored = [tuple(value) for value in values]
             encoded = map(_encode_default, stored)
@@ -334,11 +203,11 @@ class StandardMerkleTree:
             encoded = (abi_encode(types, list(value)) for value in stored)
         if not stored:
             raise ValueError("a Merkle tree needs at least one leaf")
-        hashes = hasher.leaves(encoded)
+        hashes = _leaf_hashes(encoded)
         n = len(hashes)
         order = sorted(range(n), key=hashes.__getitem__)
         tree: list[bytes] = [b""] * (n - 1) + [hashes[i] for i in reversed(order)]
-        hasher.fill(tree, n - 1)
+        _fill(tree, n - 1)
         tree_indices = [0] * n
         last = 2 * n - 2
         for position, value_index in enumerate(order):
@@ -367,10 +236,9 @@ class StandardMerkleTree:
         for index, value in enumerate(self._values):
             if tree[self._tree_indices[index]] != _bytes32(leaf_hash(self.leaf_types, value)):
                 raise ValueError(f"value {index} does not match its leaf")
-        hasher = _Keccak()
         for i in range(size):
             left, right = 2 * i + 1, 2 * i + 2
-            if right < size and tree[i] != _node_hash(hasher, tree[left], tree[right]):
+            if right < size and tree[i] != _node_hash(tree[left], tree[right]):
                 raise ValueError(f"node {i} does not hash its children")
             if left < size <= right:
                 raise ValueError(f"node {i} has one child")

@@ -3,13 +3,14 @@
 Manifests are schema ``openledger.model_version.v2``: RFC 8785 canonical JSON (``ledger.hashing.jcs``), so a
 verifier in any language rebuilds the bytes from the object it parsed; the seeds are decimal strings (a JavaScript
 reader cannot hold integers beyond 2**53 - 1), and ``adapter`` lists every file of the adapter (the weights and
-``adapter_config.json``) with its SHA-256 and size. The hash is keccak256 (like record hashes and Merkle roots), so
-it is a ``bytes32`` the LineageRegistry stores as is; the adapter itself is still identified by the SHA-256 of its
-weights file (``adapter_sha256``), the hash ordinary tools (``sha256sum``) check.
+``adapter_config.json``) with its SHA-256 and size. The hash is keccak256 of the manifest bytes
+(``ledger.hashing.keccak_hex``, like record hashes and Merkle roots), so it is a ``bytes32`` the LineageRegistry
+stores as is; the adapter itself is still identified by the SHA-256 of its weights file (``adapter_sha256``), the hash
+ordinary tools (``sha256sum``) check.
 
-Manifests stored before (schema ``openledger.model_version.v1``: ``json.dumps(sort_keys=True, separators=(",",
-":"), ensure_ascii=False)``, integer seeds, no ``adapter``) keep their bytes and hash: nothing re-serialises a stored
-manifest, every reader hashes or parses the stored text, and ``manifest_adapter_files`` reads either form.
+Manifests stored before (schema ``openledger.model_version.v1``: ``ledger.hashing.canonical_json_v1``, integer
+seeds, no ``adapter``) keep their bytes and hash: nothing re-serialises a stored manifest, every reader hashes or
+parses the stored text, and ``manifest_adapter_files`` reads either form.
 """
 
 from __future__ import annotations
@@ -32,17 +33,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def canonical_json(value: Any) -> bytes:
-    """The v1 form: sorted keys, no whitespace, UTF-8; NaN and infinities are refused (they are not JSON). Kept for
-    reading what was stored under it, never for a new document."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def manifest_hash(data: bytes) -> str:
-    """keccak256 of the manifest bytes as 0x-prefixed lowercase hex (a bytes32 for the chain)."""
-    return hashing.keccak_hex(data)
 
 
 def file_sha256(path: Path) -> str:

@@ -25,6 +25,7 @@ from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Snapshot, SnapshotRecord
 from datanets.selectors import user_can_train, user_can_view
 from datanets.storage import content_path, media_path
+from ledger import hashing
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
@@ -894,7 +895,7 @@ def _version_create(
     adapter_path, files = _store_adapter(output_dir, adapter_sha256)
     base = job.base_model
     snapshots = list(job.snapshots.select_related("datanet").order_by("pk"))
-    clean_metrics = json.loads(lineage.canonical_json(lineage.finite(metrics)))
+    clean_metrics = json.loads(hashing.canonical_json_v1(lineage.finite(metrics)))
     manifest = lineage.build_manifest(
         base_model={"name": base.name, "weights_sha256": base.weights_sha256},
         parents=parents,
@@ -911,7 +912,7 @@ def _version_create(
         attribution_index=index_build.manifest_entry() if index_build is not None else None,
         job_id=job.pk,
     )
-    digest = lineage.manifest_hash(manifest)
+    digest = hashing.keccak_hex(manifest)
     anchor = anchor_request(
         kind="model_version",
         subject=anchor_subject("model_version", job.pk),

@@ -14,7 +14,7 @@ from accounts.tests.factories import UserFactory
 from datanets import receipts, services
 from datanets.models import Datanet
 from ledger import merkle
-from ledger.merkle import keccak256
+from ledger.hashing import keccak256
 
 from .factories import DatanetFactory, submit, texts
 

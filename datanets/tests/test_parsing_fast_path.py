@@ -30,11 +30,11 @@ from datanets.parsing import (
     ParseLimits,
     RowError,
     UploadRejected,
-    _fast_check,
     canonical_json,
     parse_upload,
 )
-from ledger.merkle import keccak256, keccak256_hasher
+from datanets.parsing.fast import fast_check_for
+from ledger.hashing import keccak256, new_keccak256
 
 GOLDEN = Path(__file__).parent / "data" / "parser_golden.json.gz"
 SEED = 20261203
@@ -375,7 +375,6 @@ def test_the_corpus_exercises_every_outcome(results: dict[str, list[object]]) ->
 
 
 def test_rows_hash_their_canonical_bytes_with_keccak256(results: dict[str, list[object]]) -> None:
-    hasher = keccak256_hasher()
     for items in results.values():
         for item in items:
             if item[0] != "row":
@@ -384,19 +383,18 @@ def test_rows_hash_their_canonical_bytes_with_keccak256(results: dict[str, list[
             record = dict(pairs)  # type: ignore[arg-type]
             data = canonical.encode()  # type: ignore[union-attr]
             assert data == canonical_json(record)
-            assert digest == "0x" + keccak(data).hex() == "0x" + hasher(data).hex()
+            assert digest == "0x" + keccak(data).hex() == "0x" + keccak256(data).hex()
             assert size == len(data)
             texts = [m["content"] for m in record["messages"]] if "messages" in record else list(record.values())
             assert words == sum(len(text.split()) for text in texts)  # type: ignore[union-attr]
 
 
-def test_keccak256_hasher_agrees_with_eth_hash_and_is_independent_per_call() -> None:
-    first, second = keccak256_hasher(), keccak256_hasher()
+def test_the_hot_loops_keccak_agrees_with_eth_hash_and_is_independent_per_call() -> None:
     rng = random.Random(7)
     for length in (0, 1, 31, 32, 135, 136, 137, 271, 272, 1000, 70_000):
         data = rng.randbytes(length)
-        assert first(data) == second(data) == keccak(data) == keccak256(data)
-        assert first(b"abc") == keccak(b"abc")  # no state carried over from the previous input
+        assert new_keccak256(data).digest() == new_keccak256(data).digest() == keccak(data) == keccak256(data)
+        assert new_keccak256(b"abc").digest() == keccak(b"abc")  # no state carried over from the previous input
 
 
 # What the fast path's shortcuts rest on.
@@ -417,7 +415,7 @@ def test_no_words_means_blank_for_every_character() -> None:
 
 
 def test_the_fast_path_takes_good_plain_records() -> None:
-    check = _fast_check("instruction", ParseLimits())
+    check = fast_check_for("instruction", ParseLimits())
     assert check is not None
     for line in (
         {"prompt": "one two  three ", "response": " four"},
@@ -437,7 +435,7 @@ def test_the_fast_path_takes_many_corpus_lines() -> None:
     # Else the comparison with the golden output would say little about it.
     lines = corpus().split(b"\n")
     for record_type in RECORD_TYPES:
-        check = _fast_check(record_type, ParseLimits())
+        check = fast_check_for(record_type, ParseLimits())
         assert check is not None
         taken = 0
         for raw in lines:

@@ -16,7 +16,8 @@ from accounts.tests.factories import UserFactory
 from datanets import receipts, selectors, services
 from datanets.models import Contribution, ContributionDecision, Receipt, ReceiptBatch, Record
 from ledger import hashing, merkle
-from ledger.merkle import StandardMerkleTree, keccak256
+from ledger.hashing import keccak256
+from ledger.merkle import StandardMerkleTree
 from ledger.models import Anchor
 
 from .factories import DatanetFactory, jsonl, submit, texts, wallet

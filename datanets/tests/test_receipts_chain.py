@@ -12,7 +12,7 @@ from datanets import receipts, services
 from datanets.models import Receipt, ReceiptBatch
 from ledger import chain, hashing, merkle
 from ledger import services as ledger_services
-from ledger.merkle import keccak256
+from ledger.hashing import keccak256
 from ledger.models import Anchor
 
 from .factories import DatanetFactory, submit, texts, wallet

@@ -46,7 +46,7 @@ def clear_rate_limits() -> None:
 
 def make_adapters(root: Path, count: int = 2) -> list[Path]:
     """``count`` real peft LoRA adapters (q/v, rank 8) with different seeded weights: they answer differently."""
-    from inference.engine import make_synthetic_adapter, release_synthetic_models
+    from inference.testing import make_synthetic_adapter, release_synthetic_models
 
     made = [
         make_synthetic_adapter(BASE_MODEL_DIR, root / f"adapter{i}", rank=8, targets=("q_proj", "v_proj"), seed=11 + i)
@@ -100,7 +100,7 @@ def served_version(
         adapter_files=files,
         metrics={"train_loss": 1.0},
     )
-    manifest_digest = lineage.manifest_hash(manifest)
+    manifest_digest = hashing.keccak_hex(manifest)
     return ModelVersion.objects.create(
         job=job,
         name=name,
@@ -130,7 +130,7 @@ def make_v1_run(run: Any) -> Any:
     facts["schema"] = "openledger.inference_run.v1"
     facts["seed"] = run.seed
     facts["options"] = run.options
-    text = lineage.canonical_json(facts).decode()
+    text = hashing.canonical_json_v1(facts).decode()
     # a direct UPDATE stands in for a row the code before JCS wrote
     InferenceRun.objects.filter(pk=run.pk).update(facts=text, run_hash=hashing.keccak_hex(text.encode()))
     run.refresh_from_db()

@@ -12,6 +12,7 @@ import pytest
 from datanets.models import Snapshot
 from datanets.storage import media_path
 from inference.ancestry import ancestry_of, lineage_visible_to
+from ledger import hashing
 from ledger.models import Anchor
 from ledger.services import anchor_request, anchor_subject_id
 from modelfactory import lineage
@@ -70,7 +71,7 @@ def lineage_version(
         adapter_files=files,
         metrics={"train_loss": 1.0},
     )
-    digest_manifest = lineage.manifest_hash(manifest)
+    digest_manifest = hashing.keccak_hex(manifest)
     version = ModelVersion.objects.create(
         job=job,
         name=name,

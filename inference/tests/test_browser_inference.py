@@ -37,7 +37,7 @@ FACTS = [
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real peft LoRA adapter (q/v, rank 8) with small weights: it answers like the base model, in sentences."""
-    from inference.engine import make_synthetic_adapter, release_synthetic_models
+    from inference.testing import make_synthetic_adapter, release_synthetic_models
 
     folder = make_synthetic_adapter(
         BASE_MODEL_DIR, tmp_path_factory.mktemp("adapter") / "bees", rank=8, seed=5, scale=0.005

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from inference.engine import (
-    AdapterError,
-    Engine,
-    GenerationRequest,
-    make_synthetic_adapter,
-    release_synthetic_models,
-)
+from inference.engine import AdapterError, Engine, GenerationRequest
+from inference.testing import make_synthetic_adapter, release_synthetic_models
 
 pytestmark = pytest.mark.slow
 

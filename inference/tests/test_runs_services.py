@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from inference import selectors, services, streams
 from inference.models import InferenceRun, RunBatch
-from ledger import chain, merkle
+from ledger import chain, hashing, merkle
 from ledger import services as ledger_services
 from ledger.models import Anchor
 from modelfactory.tests.factories import UserFactory, default_base
@@ -150,7 +150,7 @@ def test_claim_is_taken_once_and_a_redelivered_message_for_a_claimed_or_finished
 def test_a_finished_run_hashes_its_canonical_facts(owner, version) -> None:
     run = finished_run(owner, version)
 
-    assert run.run_hash == "0x" + merkle.keccak256(run.facts.encode()).hex()
+    assert run.run_hash == "0x" + hashing.keccak256(run.facts.encode()).hex()
     assert f'"answer":"{run.answer}"' in run.facts
     assert f'"manifest_hash":"{version.manifest_hash}"' in run.facts
     assert run.facts == services.run_facts(InferenceRun.objects.get(pk=run.pk)).decode()

@@ -101,14 +101,6 @@ def test_it_finds_a_proof_by_value() -> None:
         tree.proof_for(("0x" + "00" * 32, "0x" + "00" * 20, 1))
 
 
-def test_its_fast_hasher_agrees_with_pycryptodome() -> None:
-    hasher = merkle._Keccak()
-
-    assert hasher.fast
-    for data in (b"", b"abc", bytes(range(96)), bytes(200)):
-        assert hasher(data) == merkle.keccak256(data)
-
-
 def test_it_refuses_malformed_leaves() -> None:
     with pytest.raises(ValueError):
         merkle.StandardMerkleTree.of([])

@@ -14,6 +14,7 @@ from django.conf import settings
 from accounts.tests.factories import UserFactory
 from datanets import services as datanet_services
 from datanets.models import Snapshot
+from ledger import hashing
 from ledger.services import anchor_request, anchor_subject_id
 from modelfactory import lineage
 from modelfactory.config import TrainingConfig
@@ -131,7 +132,7 @@ def stand_in_version(*, owner: Any, base_model: BaseModel, name: str = "stand-in
         adapter_files=stand_in_adapter_files("cd" * 32),
         metrics={"train_loss": 1.0},
     )
-    digest = lineage.manifest_hash(manifest)
+    digest = hashing.keccak_hex(manifest)
     return ModelVersion.objects.create(
         job=job,
         name=name,
@@ -174,14 +175,14 @@ def v1_manifest(version: ModelVersion, *, seed: int) -> bytes:
         "metrics": version.metrics,
         "job": {"id": version.job_id},
     }  # fmt: skip
-    return lineage.canonical_json(manifest)
+    return hashing.canonical_json_v1(manifest)
 
 
 def make_v1(version: ModelVersion, *, seed: int = 2**53 + 1) -> ModelVersion:
     """Rewrite a version (not yet anchored) as one stored under manifest schema v1, its anchor's root with it; a seed
     beyond 2**53 - 1, which v1 wrote as a JSON number."""
     manifest = v1_manifest(version, seed=seed)
-    digest = lineage.manifest_hash(manifest)
+    digest = hashing.keccak_hex(manifest)
     # the model refuses changes: a direct UPDATE stands in for a row written by the code before JCS
     ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest.decode(), manifest_hash=digest, seed=seed)
     type(version.anchor).objects.filter(pk=version.anchor_id).update(root=digest)

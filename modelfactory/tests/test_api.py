@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from ledger import hashing
 from ledger.models import Anchor
-from modelfactory import lineage, services
+from modelfactory import services
 from modelfactory.config import TrainingConfig
 from modelfactory.models import BaseModel, FineTuneJob, ModelVersion
 from modelfactory.tests.factories import BaseModelFactory, UserFactory, default_base, frozen_snapshot, stand_in_version
@@ -411,7 +412,7 @@ def test_the_manifest_download_is_the_anchored_bytes(owner: Any, base: BaseModel
     response = _as(owner).get(_url("version_manifest", version.pk))
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
     assert response.content == version.manifest.encode()
-    assert lineage.manifest_hash(response.content) == version.manifest_hash == response["X-Manifest-Keccak256"]
+    assert hashing.keccak_hex(response.content) == version.manifest_hash == response["X-Manifest-Keccak256"]
     assert _as(UserFactory()).get(_url("version_manifest", version.pk)).status_code == 404
 
 

@@ -279,8 +279,8 @@ def test_the_manifest_is_canonical_json_and_its_hash_is_keccak256() -> None:
     assert [p["id"] for p in parsed["parents"]] == [2, 5]
     assert [s["id"] for s in parsed["snapshots"]] == [3, 9]
     assert parsed["metrics"]["eval_loss"] is None
-    assert lineage.manifest_hash(data) == lineage.manifest_hash(again)
-    assert len(lineage.manifest_hash(data)) == 66
+    assert hashing.keccak_hex(data) == hashing.keccak_hex(again)
+    assert len(hashing.keccak_hex(data)) == 66
 
 
 # The real thing: a Celery worker on the training queue
@@ -291,7 +291,7 @@ def _assert_version_checks_out(version: ModelVersion, snapshot: Any) -> None:
     weights = (folder / "adapter_model.safetensors").read_bytes()
     assert hashlib.sha256(weights).hexdigest() == version.adapter_sha256
     assert (folder / "adapter_config.json").exists()
-    assert lineage.manifest_hash(version.manifest.encode()) == version.manifest_hash
+    assert hashing.keccak_hex(version.manifest.encode()) == version.manifest_hash
     manifest = json.loads(version.manifest)
     assert hashing.jcs(manifest) == version.manifest.encode()
     assert manifest["adapter_sha256"] == version.adapter_sha256
@@ -439,7 +439,7 @@ def test_it_trains_through_the_api_on_a_real_worker_and_the_downloads_check_out(
         assert merged.adapter_sha256 not in (version.adapter_sha256, child.version.adapter_sha256)
         stored = media_path(merged.adapter_path) / "adapter_model.safetensors"
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == merged.adapter_sha256
-        assert lineage.manifest_hash(merged.manifest.encode()) == merged.manifest_hash == merged.anchor.root
+        assert hashing.keccak_hex(merged.manifest.encode()) == merged.manifest_hash == merged.anchor.root
         assert len(merged.samples) == services.MERGE_SAMPLE_PROMPTS and all(r["tuned"] for r in merged.samples)
     children = client.get(_api("version_detail", version.pk)).json()["children"]
     assert sorted((c["name"], c["relation"]) for c in children) == [
@@ -465,7 +465,7 @@ def test_it_trains_through_the_api_on_a_real_worker_and_the_downloads_check_out(
 
     # then the weights are the ones the manifest names, and the manifest is the one anchored
     assert hashlib.sha256(weights).hexdigest() == json.loads(manifest_bytes)["adapter_sha256"]
-    assert lineage.manifest_hash(manifest_bytes) == version.manifest_hash == response["X-Manifest-Keccak256"]
+    assert hashing.keccak_hex(manifest_bytes) == version.manifest_hash == response["X-Manifest-Keccak256"]
 
     # and a plain PeftModel.from_pretrained loads it and it changes the model's output
     import torch
@@ -484,7 +484,7 @@ def test_it_trains_through_the_api_on_a_real_worker_and_the_downloads_check_out(
     # and once the outbox sends it, the root on chain is the downloaded manifest's hash, anchored as a model version
     ledger_services.anchor_send(anchor_id=version.anchor_id)
     ledger_services.anchors_confirm()
-    info = chain.root_info(lineage.manifest_hash(manifest_bytes))
+    info = chain.root_info(hashing.keccak_hex(manifest_bytes))
     assert info is not None and info.kind == Anchor.KIND_CODES[Anchor.Kind.MODEL_VERSION]
     anchor = client.get(_api("version_detail", version.pk)).json()["anchor"]
     assert anchor["status"] == Anchor.Status.CONFIRMED and anchor["tx_hash"].startswith("0x")

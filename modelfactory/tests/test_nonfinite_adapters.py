@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from datanets.storage import media_path
-from inference.engine import make_synthetic_adapter, release_synthetic_models
+from inference.testing import make_synthetic_adapter, release_synthetic_models
 from inference.tests.runs_support import BASE_MODEL_DIR, served_version
 from ledger.models import Anchor
 from modelfactory import services, training

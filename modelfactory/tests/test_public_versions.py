@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from datanets.storage import media_path
-from ledger.merkle import keccak256
+from ledger.hashing import keccak256
 from modelfactory.models import ModelVersion, ModelVersionParent
 from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, stand_in_version
 

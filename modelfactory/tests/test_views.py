@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from datanets.storage import media_path
-from ledger.merkle import keccak256
+from ledger.hashing import keccak256
 from modelfactory import services
 from modelfactory.config import PRESETS
 from modelfactory.forms import preset_initial

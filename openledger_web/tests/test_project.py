@@ -18,9 +18,21 @@ APPS = ("openledger_web", "common", "ledger", "accounts", "datanets", "modelfact
 # Where each heavy library may be imported (DESIGN.md): everything else stays importable by the web process.
 HEAVY_HOMES = {
     "web3": {"ledger/chain.py"},
-    "torch": {"modelfactory/training.py", "modelfactory/weights.py", "inference/engine.py", "attribution/"},
-    "transformers": {"modelfactory/training.py", "modelfactory/weights.py", "inference/engine.py", "attribution/"},
-    "peft": {"modelfactory/training.py", "inference/engine.py", "attribution/"},
+    "torch": {
+        "modelfactory/training.py",
+        "modelfactory/weights.py",
+        "inference/engine.py",
+        "inference/testing.py",
+        "attribution/",
+    },
+    "transformers": {
+        "modelfactory/training.py",
+        "modelfactory/weights.py",
+        "inference/engine.py",
+        "inference/testing.py",
+        "attribution/",
+    },
+    "peft": {"modelfactory/training.py", "inference/engine.py", "inference/testing.py", "attribution/"},
 }
 
 
