@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ledger.hashing import new_keccak256
 from common.jsonguard import json_depth
+from ledger.hashing import new_keccak256
 
 from ..base import ParsedRow, RowError, UploadRejected
 from ..fast import fast_check_for
