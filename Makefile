@@ -45,6 +45,7 @@ run: setup
 test: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	scripts/test.sh
 
 lint: $(STAMPS)/requirements-dev
