@@ -41,7 +41,10 @@ Before verdicts existed (policy v1) an answer with any credited record counts as
 contributors in full; that is how the baseline in ``docs/benchmarks.md`` was measured.
 
 Run by hand from the repository root: ``.venv/bin/python bench/attribution_eval.py`` (CPU, a few minutes on an idle
-2-core machine). The last line is one JSON object, also written to ``docs/attribution_eval.json``.
+2-core machine). The last line is one JSON object, also written to ``docs/attribution_eval.json``. The trained adapter
+is kept under ``var/attribution_eval/<key>`` (``adapter_key``: training config, records, base model files, training
+code), so a second run with the same inputs only generates and scores again. On a machine shared with other
+processes, ``OMP_NUM_THREADS=1`` keeps torch from losing most of its time to contended threads.
 """
 
 from __future__ import annotations
