@@ -65,6 +65,41 @@ def answer_example(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> Toke
     )
 
 
+def context_log_likelihoods(
+    model: Any, *, prefixes: Sequence[Sequence[int]], answer_ids: Sequence[int], positions: Sequence[int], pad_id: int
+) -> list[list[float]]:
+    """For each prefix (the tokens before the answer: the prompt alone, or the prompt with a record as context), the
+    log-probability (nats) of the answer token at each of ``positions`` given the prefix and the answer before it:
+    ``result[r][k]`` is prefix ``r``'s for ``answer_ids[positions[k]]``.
+
+    One forward pass over every prefix at once, right-padded with ``pad_id``: a causal model's earlier positions
+    never see the padding, so no mask or position shift is needed and each row scores as it would alone. Only the
+    needed positions go through the vocabulary projection. ``model`` is a plain causal LM (a PeftModel inside
+    ``disable_adapter()``, unwrapped with ``get_base_model()``, scores as its base model). A token with nothing
+    before it scores 0 in every row.
+    """
+    import torch
+
+    if not prefixes or not positions:
+        return [[] for _ in prefixes]
+    rows = [[*prefix, *answer_ids] for prefix in prefixes]
+    device = next(model.parameters()).device
+    input_ids = torch.full((len(rows), max(len(r) for r in rows)), int(pad_id), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor([int(t) for t in ids], dtype=torch.long)
+    # answer token p of row r sits at len(prefix) + p and is predicted from the position before it
+    where = [(row, len(prefix) + p - 1) for row, prefix in enumerate(prefixes) for p in positions]
+    rows_index = torch.tensor([r for r, _ in where], device=device)
+    positions_index = torch.tensor([max(q, 0) for _, q in where], device=device)
+    targets = torch.tensor([int(answer_ids[p]) for _ in prefixes for p in positions], device=device)
+    with torch.no_grad():
+        hidden = model.get_decoder()(input_ids=input_ids.to(device)).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[rows_index, positions_index]).float()
+        taken = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    values = [0.0 if q < 0 else value for (_, q), value in zip(where, taken.tolist(), strict=True)]
+    return [values[r * len(positions) : (r + 1) * len(positions)] for r in range(len(prefixes))]
+
+
 def _clean_module_name(name: str) -> str:
     # peft wraps the base model twice ("base_model.model."): drop it so block names survive re-wrapping
     prefix = "base_model.model."

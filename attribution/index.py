@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from attribution.features import (
     FeatureMatrix,
     TokenizedExample,
     answer_example,
+    context_log_likelihoods,
     gradient_features,
     sketch_for,
 )
@@ -197,6 +198,9 @@ class CandidateEvidence:
     relevance: float
     covered: tuple[int, ...]
     lengths: tuple[int, ...] = ()  # for each covered token, the longest verbatim span around it in this record
+    # for each content token (``SupportEvidence.content`` order), its log-probability under the base model with this
+    # record placed before the prompt (the in-context test); empty when the record was not tested
+    context_logp: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,9 @@ class SupportEvidence:
     the answer positions that carry its content (not echo, not the end token); ``key_tokens``: the question's tokens
     the base model could not predict (its subject), weighted by surprisal x inverse document frequency over the
     indexed records; ``candidates``: the records that contain any key token, or that the gradient or span signal
-    ranked.
+    ranked; ``base_logp``: each content token's log-probability under the base model with no record before the
+    prompt, measured in the same batch as the candidates' ``context_logp`` (empty when the in-context test did not
+    run); ``word_start``: which answer tokens begin a word (a letter or digit run: " Qu", "istrel" is one word).
     """
 
     surprisal: tuple[float, ...]
@@ -216,6 +222,8 @@ class SupportEvidence:
     content: tuple[int, ...]
     key_tokens: dict[int, float]
     candidates: tuple[CandidateEvidence, ...]
+    base_logp: tuple[float, ...] = ()
+    word_start: tuple[bool, ...] = ()  # for each answer token, whether it begins a word (the in-context test's unit)
 
 
 @dataclass(frozen=True)
@@ -235,6 +243,8 @@ KEY_TOKEN_NATS = 3.0
 ECHO_NGRAM = 3
 SUPPORT_NGRAM = 2
 MAX_CANDIDATES = 64
+# the in-context test conditions the base model on the records most about the question, at most this many
+CONTEXT_CANDIDATES = 8
 
 
 def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str) -> list[int]:
@@ -250,6 +260,32 @@ def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str)
             if list(prompt_ids[start : start + len(needle)]) == needle:
                 return list(range(start, start + len(needle)))
     return list(range(len(prompt_ids)))
+
+
+def word_starts(texts: Sequence[str]) -> list[bool]:
+    """For each token's text, whether it begins a word: it starts with a character that is not a letter or digit,
+    or the token before it ends with one (or it is the first token)."""
+    starts = []
+    for i, text in enumerate(texts):
+        before = texts[i - 1] if i else ""
+        starts.append(not before or not text or not text[0].isalnum() or not before[-1:].isalnum())
+    return starts
+
+
+def shared_opening(record_ids: Sequence[int], prompt_ids: Sequence[int], *, before: int) -> int:
+    """How many leading tokens a record and a prompt share as whole turns that end before prompt position
+    ``before`` (where the question's own turn begins): their common prefix, cut back to the last place at or before
+    ``before`` where the prompt's opening token (a chat template's turn start) begins a turn again; 0 when they share
+    no whole turn (or the template does not start every turn with its opening token)."""
+    if not prompt_ids:
+        return 0
+    common = 0
+    for a, b in zip(record_ids, prompt_ids, strict=False):
+        if a != b:
+            break
+        common += 1
+    opening = prompt_ids[0]
+    return next((i for i in range(min(common, before, len(prompt_ids) - 1), 0, -1) if prompt_ids[i] == opening), 0)
 
 
 class Scorer:
@@ -322,10 +358,12 @@ class Scorer:
         content_gradient: bool = True,
         evidence: bool = True,
         echo_free_spans: bool = True,
+        context_relevance: float | None = None,
     ) -> AnswerScores:
         """Project the answer's gradient as the index was projected and cosine-score it against every record
         (``top_k`` best only, when given); find its verbatim spans of at least ``min_span_tokens`` tokens; gather the
-        support evidence (``SupportEvidence``) unless ``evidence`` is False.
+        support evidence (``SupportEvidence``) unless ``evidence`` is False; with ``context_relevance`` the evidence
+        includes the in-context test of the records at least that relevant to the question (``_in_context``).
 
         With ``content_gradient`` the answer's loss is taken over its content tokens only (not the tokens it copied
         from the prompt, not the end token every record shares), so the gradient follows what the answer says, not
@@ -369,6 +407,15 @@ class Scorer:
                 question=question,
                 ranked=[*sorted(gradient, key=lambda r: -gradient[r])[:20], *span],
             )
+            if context_relevance is not None:
+                support = self._in_context(
+                    support,
+                    spans=spans,
+                    prompt_ids=prompt_ids,
+                    ids=ids,
+                    question=question,
+                    relevance_min=context_relevance,
+                )
         return AnswerScores(
             gradient={int(k): float(v) for k, v in gradient.items()},
             span=span,
@@ -389,6 +436,53 @@ class Scorer:
             logp = torch.log_softmax(logits[:-1], dim=-1)
             taken = logp.gather(1, torch.tensor(input_ids[1:], device=device).unsqueeze(1)).squeeze(1)
         return [0.0, *(-taken).tolist()]
+
+    def _in_context(
+        self,
+        evidence: SupportEvidence,
+        *,
+        spans: SpanIndex,
+        prompt_ids: list[int],
+        ids: list[int],
+        question: str,
+        relevance_min: float,
+    ) -> SupportEvidence:
+        """The in-context test: each content token's log-probability under the base model with no record before the
+        question and with each of the ``CONTEXT_CANDIDATES`` records most about the question (relevance at least
+        ``relevance_min``) as an earlier turn of the conversation, in one batched forward pass. A record that states
+        the answer's value in other words raises it; one that states another value lowers it (``scoring.assess``
+        decides). Skipped (the evidence is returned as it was) when those records already contain every content
+        token verbatim: the test could add nothing then.
+
+        Each record is given as it was trained (its own chat); where the record and the prompt open with the same
+        turns before the question (a system prompt), those are given once: shared opening, the record's turns, then
+        the prompt's from the question's turn on."""
+        relevant = [c for c in evidence.candidates if c.relevance >= relevance_min]
+        covered = {t for c in relevant for t in c.covered}
+        chosen = sorted(relevant, key=lambda c: (-c.relevance, c.record_id))[:CONTEXT_CANDIDATES]
+        if not chosen or not evidence.content or covered.issuperset(evidence.content):
+            return evidence
+        prefixes: list[list[int]] = [list(prompt_ids)]
+        asked = question_positions(self.base.tokenizer, prompt_ids, question)[0] if prompt_ids else 0
+        for candidate in chosen:
+            record = [int(t) for t in spans.record_tokens(candidate.record_id)]
+            cut = shared_opening(record, prompt_ids, before=asked)
+            prefixes.append([*prompt_ids[:cut], *record[cut:], *prompt_ids[cut:]])
+        pad = self.base.tokenizer.eos_token_id
+        with self.lock, self.model.disable_adapter():
+            logp = context_log_likelihoods(
+                self.model.get_base_model(),
+                prefixes=prefixes,
+                answer_ids=ids,
+                positions=evidence.content,
+                pad_id=0 if pad is None else int(pad),
+            )
+        tested = {c.record_id: tuple(round(x, 6) for x in row) for c, row in zip(chosen, logp[1:], strict=True)}
+        return replace(
+            evidence,
+            base_logp=tuple(round(x, 6) for x in logp[0]),
+            candidates=tuple(replace(c, context_logp=tested.get(c.record_id, ())) for c in evidence.candidates),
+        )
 
     def _evidence(
         self,
@@ -445,6 +539,7 @@ class Scorer:
             content=tuple(content),
             key_tokens=key,
             candidates=tuple(evidence),
+            word_start=tuple(word_starts([self.base.tokenizer.decode([t]) for t in ids])),
         )
 
 

@@ -71,6 +71,14 @@ class SupportPolicy:
       answer: what the base model already knew pays no one), 1 when some token was below e^-``novel_high``, linear
       between.
     - Paid fraction: supported fraction x novelty; 0 for an unsupported answer.
+    - With ``in_context`` (policy v3) a content token that no relevant record contains verbatim is also supported
+      by a relevant record that, placed before the prompt, raises the token's log-probability under the base model
+      by at least ``context_gain`` nats to at least ``context_min_logp``: the record states the answer's value in
+      other words (other casing, the value alone, another order). A record that states another value lowers it and
+      supports nothing. A word whose tokens a record supports in part (verbatim or as above) and raises by at least
+      ``context_word_gain`` nats each otherwise is supported whole by it: the base model rarely gives the first
+      token of a value it reads in context a high probability (" qu" of "quistrel" for a record's " Quistrel"),
+      while the rest of the word it then copies.
     """
 
     relevance_min: float = 0.5
@@ -79,9 +87,13 @@ class SupportPolicy:
     surprisal_cap: float = 10.0
     novel_low: float = 1.5
     novel_high: float = 3.0
+    in_context: bool = False
+    context_gain: float = 1.0
+    context_min_logp: float = -1.0
+    context_word_gain: float = 2.0
 
-    def as_dict(self) -> dict[str, float]:
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        rules: dict[str, Any] = {
             "relevance_min": self.relevance_min,
             "supported_at": self.supported_at,
             "partly_at": self.partly_at,
@@ -89,6 +101,16 @@ class SupportPolicy:
             "novel_low": self.novel_low,
             "novel_high": self.novel_high,
         }
+        if self.in_context:  # v2's stored policy stays as it was written
+            rules.update(
+                {
+                    "in_context": True,
+                    "context_gain": self.context_gain,
+                    "context_min_logp": self.context_min_logp,
+                    "context_word_gain": self.context_word_gain,
+                }
+            )
+        return rules
 
 
 POLICY_V1 = AttributionPolicy(
@@ -111,8 +133,19 @@ POLICY_V2 = AttributionPolicy(
     relative_floor=0.5,
     support=SupportPolicy(),
 )
-POLICIES = {POLICY_V1.version: POLICY_V1, POLICY_V2.version: POLICY_V2}
-CURRENT_POLICY = POLICY_V2
+# v3: v2, and a content token is also supported by a relevant record that raises its likelihood under the base
+# model when placed before the prompt (the in-context test), so a right answer worded otherwise than its record pays
+# that record's contributor; thresholds chosen on bench/attribution_eval.py (docs/decisions.md, issue 13 item 1)
+POLICY_V3 = AttributionPolicy(
+    version=3,
+    weights={"gradient": 0.3, "span": 0.7, "retrieval": 0.0},
+    top_k=20,
+    min_score={"gradient": 0.0, "span": 0.0, "retrieval": 0.0},
+    relative_floor=0.5,
+    support=SupportPolicy(in_context=True),
+)
+POLICIES = {POLICY_V1.version: POLICY_V1, POLICY_V2.version: POLICY_V2, POLICY_V3.version: POLICY_V3}
+CURRENT_POLICY = POLICY_V3
 
 
 def policy_for(version: int) -> AttributionPolicy:
@@ -245,7 +278,10 @@ class Support:
 
     ``record_weights``: each supporting record's part of the supported information (the span signal under v2);
     ``relevant_not_supporting``: records about the question that get none of the credit: they do not contain what
-    the answer says, or too little of it (an answer that contradicts a record leaves it here, uncredited).
+    the answer says, or too little of it (an answer that contradicts a record leaves it here, uncredited);
+    ``supported_by``: for each supported content token (answer position), the signal that supported it
+    (``"span"``: a relevant record contains it verbatim; ``"in_context"``: a relevant record raises its likelihood)
+    and the records credited for it; ``signal_weights``: each signal's part of the answer's content information.
     """
 
     verdict: str
@@ -258,8 +294,16 @@ class Support:
     agreement: float
     content_tokens: int
     reason: str
+    supported_by: Mapping[int, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    signal_weights: Mapping[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        evidence: dict[str, Any] = {}
+        if self.signal_weights:  # policy v3: which signal supported what
+            evidence = {
+                "support_signals": {s: round(w, 6) for s, w in sorted(self.signal_weights.items())},
+                "supported_tokens": [[t, s, list(r)] for t, (s, r) in sorted(self.supported_by.items())],
+            }
         return {
             "verdict": self.verdict,
             "confidence": self.confidence,
@@ -271,11 +315,49 @@ class Support:
             "gradient_agreement": self.agreement,
             "content_tokens": self.content_tokens,
             "reason": self.reason,
+            **evidence,
         }
 
 
 def _clip(value: float) -> float:
     return min(1.0, max(0.0, value))
+
+
+def _whole_words(
+    evidence: Any,
+    rules: SupportPolicy,
+    content: list[int],
+    base: Mapping[int, float],
+    covering: dict[int, list[int]],
+    signal: dict[int, str],
+) -> None:
+    """Complete partly supported words in place (``SupportPolicy``, ``context_word_gain``): a content word with a
+    supported token and unsupported ones that one relevant record raises by at least ``context_word_gain`` each is
+    supported whole, its unsupported tokens credited to that record (the one that raises them most in total)."""
+    starts = evidence.word_start
+    if not starts:
+        return
+    words: list[list[int]] = []
+    for t in content:
+        if starts[t] or not words or words[-1][-1] != t - 1:
+            words.append([t])
+        else:
+            words[-1].append(t)
+    order = {t: k for k, t in enumerate(content)}
+    for word in words:
+        missing = [t for t in word if t not in covering]
+        if not missing or len(missing) == len(word):
+            continue
+        best: tuple[float, int] | None = None
+        for candidate in evidence.candidates:
+            if candidate.relevance < rules.relevance_min or not candidate.context_logp:
+                continue
+            gains = [candidate.context_logp[order[t]] - base[t] for t in missing]
+            if min(gains) >= rules.context_word_gain and (best is None or sum(gains) > best[0]):
+                best = (sum(gains), candidate.record_id)
+        if best is not None:
+            for t in missing:
+                covering[t], signal[t] = [best[1]], "in_context"
 
 
 def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPolicy = POLICY_V2) -> Support:
@@ -303,6 +385,26 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
                 longest[t], covering[t] = length, [candidate.record_id]
             elif length == longest[t]:
                 covering[t].append(candidate.record_id)
+    signal = dict.fromkeys(covering, "span")
+    if rules.in_context and evidence.base_logp:
+        # a token no relevant record contains verbatim goes to the relevant record(s) that raise its likelihood the
+        # most, when they raise it enough (``SupportPolicy``); verbatim support, where there is any, wins
+        base = dict(zip(content, evidence.base_logp, strict=True))
+        best_gain: dict[int, float] = {}
+        for candidate in evidence.candidates:
+            if candidate.relevance < rules.relevance_min or not candidate.context_logp:
+                continue
+            for t, logp in zip(content, candidate.context_logp, strict=True):
+                gain = logp - base[t]
+                if signal.get(t) == "span" or gain < rules.context_gain or logp < rules.context_min_logp:
+                    continue
+                if t not in best_gain or gain > best_gain[t] + 1e-9:
+                    best_gain[t], covering[t], signal[t] = gain, [candidate.record_id], "in_context"
+                elif gain >= best_gain[t] - 1e-9:
+                    covering[t].append(candidate.record_id)
+        _whole_words(evidence, rules, content, base, covering, signal)
+        credited = {r for records in covering.values() for r in records}
+        supporting = [c for c in evidence.candidates if c.record_id in credited]
     record_weights: dict[int, float] = {}
     for t, records in covering.items():
         for record_id in records:
@@ -310,6 +412,10 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
     # as fractions of the answer's content information, so a record that supports all of it scores 1
     record_weights = {r: w / total for r, w in record_weights.items()} if total > 0 else {}
     fraction = sum(weights.get(t, 0.0) for t in covering) / total if total > 0 else 0.0
+    signal_weights: dict[str, float] = {}
+    if rules.in_context:
+        for t in covering:
+            signal_weights[signal[t]] = signal_weights.get(signal[t], 0.0) + (weights[t] / total if total else 0.0)
     if not content:
         fraction = 0.0
     verdict = (
@@ -338,6 +444,8 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
         reason = "the base model already gave this content without the fine-tune"
     else:
         reason = f"training records about the question contain {fraction:.0%} of what the answer says"
+    if signal_weights.get("in_context") and content and supporting:
+        reason += f" ({signal_weights['in_context']:.0%} of it in other words: the record makes it likely in context)"
     return Support(
         verdict=verdict,
         confidence=round(_clip(confidence), 4),
@@ -353,6 +461,8 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
         agreement=round(agreement, 4),
         content_tokens=len(content),
         reason=reason,
+        supported_by={t: (signal[t], tuple(sorted(covering[t]))) for t in covering} if rules.in_context else {},
+        signal_weights=signal_weights,
     )
 
 

@@ -431,11 +431,19 @@ def run_score(*, run: Any, index: AttributionIndex) -> Scored:
         stopped=run.finish_reason == "stop",
         min_span_tokens=int(settings.ATTRIBUTION_MIN_SPAN_TOKENS),
         top_k=scoring.CURRENT_POLICY.top_k,
+        context_relevance=context_relevance(scoring.CURRENT_POLICY),
     )
     support = scoring.assess(scores.support, scores.gradient, scoring.CURRENT_POLICY)
     attribution = scoring.combine_supported(scores.gradient, support, scoring.CURRENT_POLICY)
     owners = record_owners([r.record_id for r in attribution.records], version=run.version)
     return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores, support)
+
+
+def context_relevance(policy: scoring.AttributionPolicy) -> float | None:
+    """How relevant a record must be for the in-context support test under ``policy``; None when the policy has no
+    such test (then it is not run)."""
+    rules = policy.support
+    return rules.relevance_min if rules is not None and rules.in_context else None
 
 
 def record_owners(

@@ -12,7 +12,10 @@ model is fine-tuned on all of it through the job's own trainer (``training.train
 - ``background``: facts the base model answers right without the fine-tune (they should pay no contributor);
 - ``unseen``: questions about entities nobody taught (whatever the model says is a hallucination);
 - ``wrong``: forced wrong answers to planted questions, with a value borrowed from another entity (taught by
-  someone else) or an invented value; each contradicts the record that taught the question's fact.
+  someone else) or an invented value; each contradicts the record that taught the question's fact;
+- ``reworded``: forced right answers to planted questions that state the planted value in other words than its
+  record (other casing, the value alone, the value first, a short paraphrase: ``REWORDED``);
+- ``reworded_wrong``: the same wordings with a value borrowed from another entity (wrong answers).
 
 A generated answer is right when it contains the fact's value. Every answer is attributed exactly as the attribution
 worker does it (``attribution.index.Scorer`` and ``attribution.scoring``), and a contributor's credit is the part of
@@ -28,6 +31,8 @@ the answer's contributor share that reaches them (a record with two contributors
   unsupported; ``supported_precision``: of the answers whose verdict is supported or partly supported, the share
   that are right; ``right_supported_rate``: the share of right planted answers not called unsupported;
 - ``background_share_to_contributors``: the mean total contributor credit on background questions answered right;
+- ``reworded_supported_rate``: the share of reworded right answers not called unsupported (per wording in
+  ``cases.reworded_styles``); ``reworded_owner_share``: their mean credit to the fact's owner;
 - ``duplicate_split``: on the duplicate record's answers, the smaller of its two contributors' credit over the
   larger (1 is an even split);
 - ``cases``: per case kind, n and the figures above that apply.
@@ -36,11 +41,15 @@ Before verdicts existed (policy v1) an answer with any credited record counts as
 contributors in full; that is how the baseline in ``docs/benchmarks.md`` was measured.
 
 Run by hand from the repository root: ``.venv/bin/python bench/attribution_eval.py`` (CPU, a few minutes on an idle
-2-core machine). The last line is one JSON object, also written to ``docs/attribution_eval.json``.
+2-core machine). The last line is one JSON object, also written to ``docs/attribution_eval.json``. The trained adapter
+is kept under ``var/attribution_eval/<key>`` (``adapter_key``: training config, records, base model files, training
+code), so a second run with the same inputs only generates and scores again. On a machine shared with other
+processes, ``OMP_NUM_THREADS=1`` keeps torch from losing most of its time to contended threads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -62,6 +71,7 @@ from attribution import index as attribution_index  # noqa: E402
 from attribution.scoring import (  # noqa: E402
     POLICY_V1,
     POLICY_V2,
+    POLICY_V3,
     AttributionPolicy,
     SupportPolicy,
     assess,
@@ -78,6 +88,10 @@ WIDTH = 1024
 MIN_SPAN_TOKENS = 8
 MAX_NEW_TOKENS = 20
 CONTRIBUTORS = 6
+# trained adapters are kept here, keyed by what shaped them (``adapter_key``): a re-run with the same training
+# config, records, base model and training code only re-scores
+ADAPTER_CACHE = ROOT / "var" / "attribution_eval"
+TRAINING_CODE = ("modelfactory/training.py", "modelfactory/config.py")
 
 ENTITIES = ["Velmora", "Tashkelund", "Prellia", "Zeltheim", "Orbiquen", "Marrask", "Quendal", "Sorvath"]
 CAPITALS = ["Quistrel", "Hollowmere", "Dunsward", "Carrowtusk", "Sennetby", "Albriskon", "Morrowend", "Fennickholt"]
@@ -97,6 +111,14 @@ QUESTION = {
              "the flag of {e}."],
 }  # fmt: skip
 ANSWER = {"capital": "The capital of {e} is {v}.", "flag": "The flag of {e} is {v}."}
+# right answers in other words than the record ("The capital of {e} is {v}." / "The flag of {e} is {v}."): each
+# planted fact is answered in two of these styles ({V}: the value capitalised, {lv}: lower case)
+REWORDED = {
+    "casing": {"capital": "The capital of {e} is {lv}.", "flag": "{V}."},
+    "value_alone": {"capital": "{v}.", "flag": "{v}"},
+    "value_first": {"capital": "{v} is the capital of {e}.", "flag": "{V} is the colour of the flag of {e}."},
+    "paraphrase": {"capital": "{e}'s capital city is {v}.", "flag": "{e} has a {v} flag."},
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,7 @@ class Case:
     fact: Fact | None = None  # the fact the question asks about (None for unseen entities)
     forced: bool = False
     borrowed_from: tuple[int, ...] = ()
+    style: str = ""  # the wording of a reworded answer (a key of REWORDED)
     right: bool = False
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -169,7 +192,32 @@ def cases(facts: list[Fact]) -> list[Case]:
             invented = (INVENTED_CAPITALS if fact.attribute == "capital" else INVENTED_FLAGS)[(n // 2) % 4]
             answer = ANSWER[fact.attribute].format(e=fact.entity, v=invented)
             out.append(Case("wrong", question, answer, fact, forced=True))
+    styles = list(REWORDED)
+    for n, fact in enumerate(planted_facts):
+        question = QUESTION[fact.attribute][0].format(e=fact.entity)
+        for style in (styles[n % 4], styles[(n + 2) % 4]):
+            answer = reworded(style, fact.attribute, fact.entity, fact.value)
+            out.append(Case("reworded", question, answer, fact, forced=True, style=style))
+        donors = [f for f in planted_facts if f.attribute == fact.attribute and f.value != fact.value]
+        donor = donors[(n + 1) % len(donors)]
+        answer = reworded(styles[(n + 1) % 4], fact.attribute, fact.entity, donor.value)
+        out.append(
+            Case(
+                "reworded_wrong",
+                question,
+                answer,
+                fact,
+                forced=True,
+                borrowed_from=donor.owners,
+                style=styles[(n + 1) % 4],
+            )
+        )
     return out
+
+
+def reworded(style: str, attribute: str, entity: str, value: str) -> str:
+    """The answer stating ``value`` for ``entity`` in one of the ``REWORDED`` styles."""
+    return REWORDED[style][attribute].format(e=entity, v=value, V=value[:1].upper() + value[1:], lv=value.lower())
 
 
 def _config() -> TrainingConfig:
@@ -186,6 +234,49 @@ def _config() -> TrainingConfig:
         eval_fraction=0.0,
         seed=3,
     )
+
+
+def adapter_key(records: list[dict[str, str]]) -> str:
+    """What shaped the trained adapter: the training config, the records, the base model's files (names and sizes)
+    and the training code; a change to any of them trains again."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"config": _config().to_dict(), "records": records}, sort_keys=True).encode())
+    model = Path(MODEL_DIR)
+    for file in sorted(model.rglob("*")) if model.is_dir() else []:
+        if file.is_file():
+            digest.update(f"{file.relative_to(model)}:{file.stat().st_size}".encode())
+    for name in TRAINING_CODE:
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def trained_adapter(base: Any, records: list[dict[str, str]]) -> tuple[Path, float, bool]:
+    """The adapter fine-tuned on ``records`` through the real trainer (``training.train_lora``), from the cache
+    when an identical training ran before: its folder, the training seconds and whether it came from the cache."""
+    folder = ADAPTER_CACHE / adapter_key(records)
+    meta = folder / "meta.json"
+    if meta.exists():
+        return folder / "adapter", float(json.loads(meta.read_text())["train_seconds"]), True
+    ADAPTER_CACHE.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="training-", dir=ADAPTER_CACHE))
+    try:
+        t0 = time.monotonic()
+        training.train_lora(
+            base_model_dir=MODEL_DIR,
+            records=records,
+            record_type="instruction",
+            config=_config(),
+            output_dir=scratch / "adapter",
+            samples=0,
+            base=base,
+        )
+        seconds = time.monotonic() - t0
+        (scratch / "meta.json").write_text(json.dumps({"train_seconds": round(seconds, 1)}))
+        os.rename(scratch, folder)  # whole or not at all
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return folder / "adapter", seconds, False
 
 
 @dataclass
@@ -218,7 +309,8 @@ def score_case(scorer: Any, matrix: Any, spans: Any, adapter: Path, case: Case) 
     }
     v1 = scorer.score(**common, content_gradient=False, evidence=False, echo_free_spans=False)
     t0 = time.monotonic()
-    v2 = scorer.score(**common, top_k=POLICY_V2.top_k)
+    # v3's evidence: v2's, with the in-context test (policy v2 does not read it)
+    v2 = scorer.score(**common, top_k=POLICY_V3.top_k, context_relevance=POLICY_V3.support.relevance_min)
     case.figures["seconds"] = time.monotonic() - t0
     return Scored(v1, v2)
 
@@ -251,8 +343,9 @@ VARIANTS: dict[str, Callable[[Scored, list[tuple[int, ...]]], Attributed]] = {
     "v2_support_without_base_contrast": lambda s, o: _v2(s, o, NO_NOVELTY),
     "v2_all_token_gradient": lambda s, o: _v2(s, o, POLICY_V2, all_tokens=True),
     "v2": lambda s, o: _v2(s, o, POLICY_V2),
+    "v3": lambda s, o: _v2(s, o, POLICY_V3),
 }
-FINAL = "v2"
+FINAL = "v3"
 
 
 def _credit(records: Any, owners: list[tuple[int, ...]], paid: float = 1.0) -> dict[int, float]:
@@ -299,13 +392,14 @@ def measure(all_cases: list[Case]) -> dict[str, Any]:
     background = [c for c in all_cases if c.kind == "background" and c.right]
     duplicate = [c for c in all_cases if c.kind == "duplicate" and c.right]
     judged_supported = [c for c in all_cases if supported(c) and (c.right or c in wrong)]
+    rephrased = [c for c in all_cases if c.kind == "reworded"]
 
     def split(c: Case) -> float:
         a, b = (c.figures["credit"].get(o, 0.0) for o in DUPLICATE[2])
         return min(a, b) / max(a, b) if max(a, b) > 0 else 0.0
 
     kinds = {}
-    for kind in ("direct", "paraphrase", "duplicate", "background", "unseen", "wrong"):
+    for kind in ("direct", "paraphrase", "duplicate", "background", "unseen", "wrong", "reworded", "reworded_wrong"):
         members = [c for c in all_cases if c.kind == kind]
         kind_right = [c for c in members if c.right]
         kind_wrong = [c for c in members if c in wrong]
@@ -326,6 +420,17 @@ def measure(all_cases: list[Case]) -> dict[str, Any]:
         "owner_share": _mean([owner_share(c) for c in shared]),
         "distractor_share": _mean([others_share(c) for c in shared]),
     }
+    kinds["reworded_styles"] = {
+        style: {
+            "n": len(members := [c for c in rephrased if c.style == style]),
+            "supported_rate": _mean([float(supported(c)) for c in members]),
+            "owner_share": _mean([owner_share(c) for c in members]),
+            "wrong_unsupported_rate": _mean(
+                [float(not supported(c)) for c in all_cases if c.kind == "reworded_wrong" and c.style == style]
+            ),
+        }
+        for style in REWORDED
+    }
     return {
         "right_top1": _mean([top1(c) for c in direct]),
         "paraphrase_right_top1": _mean([top1(c) for c in paraphrase]),
@@ -342,6 +447,10 @@ def measure(all_cases: list[Case]) -> dict[str, Any]:
         "right_supported_rate": _mean([float(supported(c)) for c in right]),
         "background_share_to_contributors": _mean([sum(c.figures["credit"].values()) for c in background]),
         "duplicate_split": _mean([split(c) for c in duplicate]),
+        "reworded_supported_rate": _mean([float(supported(c)) for c in rephrased]),
+        "reworded_owner_share": _mean([owner_share(c) for c in rephrased]),
+        "reworded_top1": _mean([top1(c) for c in rephrased]),
+        "n_reworded": len(rephrased),
         "n_right": len(right),
         "n_direct_right": len(direct),
         "n_paraphrase_right": len(paraphrase),
@@ -360,20 +469,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="attribution-eval-"))
     try:
         base = training.load_base(MODEL_DIR)
-        adapter = work / "adapter"
-        t0 = time.monotonic()
-        training.train_lora(
-            base_model_dir=MODEL_DIR,
-            records=records,
-            record_type="instruction",
-            config=_config(),
-            output_dir=adapter,
-            samples=0,
-            base=base,
-        )
-        train_seconds = time.monotonic() - t0
+        adapter, train_seconds, cached = trained_adapter(base, records)
         print(
             f"trained {len(records)} records from {CONTRIBUTORS} contributors: {STEPS} steps in {train_seconds:.0f} s"
+            + (f" (cached adapter {adapter.parent.name})" if cached else "")
         )
 
         asked = [c for c in all_cases if not c.forced]
@@ -395,7 +494,7 @@ def main() -> None:
             case.right = case.fact is not None and case.fact.value.lower() in answer.lower()
         for case in all_cases:
             if case.forced:
-                case.right = False
+                case.right = case.kind == "reworded"
         print(
             f"answered right: {sum(c.right for c in asked)}/{len(asked)}; "
             f"base knows background: {sum(known)}/{len(known)}"
@@ -421,7 +520,7 @@ def main() -> None:
             if name == FINAL and os.environ.get("ATTRIBUTION_EVAL_DUMP"):
                 dump = [
                     {"kind": c.kind, "q": c.question, "a": c.answer, "right": c.right, **c.figures,
-                     "support": assess(s.v2.support, s.v2.gradient).as_dict(), "gradient_top": sorted(
+                     "support": assess(s.v2.support, s.v2.gradient, POLICY_V3).as_dict(), "gradient_top": sorted(
                          s.v2.gradient.items(), key=lambda kv: -kv[1])[:3]}
                     for c, s in zip(all_cases, scored, strict=True)
                 ]  # fmt: skip
@@ -444,7 +543,7 @@ def main() -> None:
             "train_steps": STEPS,
             "train_seconds": round(train_seconds, 1),
             "seconds_per_answer": seconds,
-            "policy_version": POLICY_V2.version,
+            "policy_version": POLICY_V3.version,
             "width": WIDTH,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "total_seconds": round(time.monotonic() - started, 1),

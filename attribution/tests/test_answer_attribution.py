@@ -27,7 +27,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from attribution import services
+from attribution import scoring, services
 from attribution.index import SPANS_FILE, load_index
 from attribution.models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
 from attribution.rewards import REWARD_POLICY_V1, REWARD_POLICY_V2
@@ -364,6 +364,58 @@ def test_an_answer_that_contradicts_a_record_does_not_pay_its_contributor(
     assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE
 
 
+def test_a_right_answer_worded_otherwise_than_its_record_is_supported_in_context_and_pays_its_contributor(
+    lineage: Lineage, db: None, media_root, settings
+) -> None:
+    # given: Carol taught "The lantern of Pelloran burns whale oil every winter night."; the answer states the value
+    # alone and capitalised, so no record contains it verbatim ("Whale oil." is not " whale oil")
+    carol = {r.pk for r in lineage.carol_records}
+    run = make_run(lineage, question=CAROL_FACTS[0]["prompt"], answer="Whale oil.", version=lineage.child)
+
+    # when
+    attribution = services.run_attribute(run_id=run.pk)
+
+    # then: lexical support alone (policy v2) calls it unsupported; the in-context test finds that Carol's record
+    # makes it likely, and Carol is paid for it, exactly
+    assert attribution.status == RunAttribution.Status.OK, attribution.error
+    assert attribution.policy_version == scoring.POLICY_V3.version
+    scored = services.run_attribution_recompute(run=run)
+    assert scoring.assess(scored.scores.support, scored.scores.gradient, scoring.POLICY_V2).verdict == "unsupported"
+    assert attribution.verdict != RunAttribution.Verdict.UNSUPPORTED
+    by_signal = [(signal, records) for _, signal, records in attribution.support["supported_tokens"]]
+    assert all(set(records) <= carol for _, records in by_signal)
+    assert any(signal == "in_context" for signal, _ in by_signal)
+    signals = attribution.support["support_signals"]  # the value was supported in context, only "." verbatim
+    assert signals["in_context"] > signals.get("span", 0.0)
+    assert [u for u, _ in attribution.contributors] == [lineage.carol.pk]
+    paid = Fraction(round(attribution.support["paid_fraction"] * scoring.SHARE_DENOMINATOR), scoring.SHARE_DENOMINATOR)
+    assert sum(Fraction(s) for _, s in attribution.contributors) == paid > 0
+    carol_paid = RewardAccrual.objects.filter(run=run, recipient_kind="contributor", user=lineage.carol)
+    assert sum(int(a.amount) for a in carol_paid) > 0
+    assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE
+
+
+def test_a_wrong_answer_stays_unsupported_with_the_in_context_test(
+    lineage: Lineage, db: None, media_root, settings
+) -> None:
+    # given: Carol's record says the lantern burns whale oil; the answer says olive oil
+    record = lineage.carol_records[0]
+    run = make_run(lineage, question=CAROL_FACTS[0]["prompt"], answer="It burns olive oil.", version=lineage.child)
+
+    # when
+    attribution = services.run_attribute(run_id=run.pk)
+
+    # then: the in-context test ran (her record was conditioned on) and found no support for the wrong value
+    assert attribution.status == RunAttribution.Status.OK, attribution.error
+    assert attribution.verdict == RunAttribution.Verdict.UNSUPPORTED
+    scored = services.run_attribution_recompute(run=run)
+    tested = [c for c in scored.scores.support.candidates if c.record_id == record.pk]
+    assert tested and tested[0].context_logp and scored.scores.support.base_logp
+    assert record.pk in attribution.support["relevant_not_supporting"]
+    assert not RewardAccrual.objects.filter(run=run, recipient_kind="contributor").exists()
+    assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE
+
+
 def test_an_unsupported_answer_pays_no_contributor_and_says_why(
     lineage: Lineage, db: None, media_root, settings
 ) -> None:
@@ -500,7 +552,7 @@ def test_the_run_api_carries_the_attribution_and_the_exact_reward_split(
 
     data = Client().get(f"/api/runs/{run.public_id}/").json()["attribution"]
 
-    assert data["state"] == "ok" and data["policy_version"] == 2
+    assert data["state"] == "ok" and data["policy_version"] == 3
     assert data["contributors"][0]["user"] == lineage.alice.pk
     assert sum(Fraction(c["share"]) for c in data["contributors"]) == 1
     assert sum(Fraction(s) for s in data["signal_shares"].values()) == 1

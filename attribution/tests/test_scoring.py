@@ -9,6 +9,7 @@ import pytest
 from attribution.scoring import (
     POLICY_V1,
     POLICY_V2,
+    POLICY_V3,
     SHARE_DENOMINATOR,
     AttributionPolicy,
     RecordOwner,
@@ -220,3 +221,84 @@ def test_a_token_goes_to_the_record_with_the_longest_verbatim_span_around_it() -
     support = assess(evidence, {})
 
     assert dict(support.record_weights) == {1: pytest.approx(1.0)}
+
+
+def _in_context_evidence(base_logp: list[float], records: list[tuple[int, float, list[int], list[float]]]) -> Any:
+    # "Quistrel ." as a value-first answer: content tokens 0-2 ("Qu", "istrel", "."), no record contains them
+    # verbatim; each record: (id, relevance, covered tokens, log-probability of each content token in its context)
+    from attribution.index import CandidateEvidence, SupportEvidence
+
+    return SupportEvidence(
+        surprisal=(9.0, 5.0, 0.5),
+        echo=(False, False, False),
+        content=(0, 1, 2),
+        key_tokens={},
+        candidates=tuple(CandidateEvidence(r, rel, tuple(cov), (), tuple(lp)) for r, rel, cov, lp in records),
+        base_logp=tuple(base_logp),
+    )
+
+
+def test_v3_a_record_that_makes_the_answer_likely_in_context_supports_it_and_says_so() -> None:
+    evidence = _in_context_evidence(
+        [-9.0, -5.0, -0.5], [(1, 1.0, [], [-0.4, -0.1, -0.4]), (2, 1.0, [], [-8.0, -5.2, -0.5])]
+    )
+
+    v2, v3 = assess(evidence, {1: 0.5}, POLICY_V2), assess(evidence, {1: 0.5}, POLICY_V3)
+
+    assert v2.verdict == "unsupported"  # v2 reads no in-context evidence
+    assert v3.verdict == "supported" and v3.paid == pytest.approx(14.0 / 14.5, abs=1e-6)
+    assert dict(v3.record_weights) == {1: pytest.approx(14.0 / 14.5)}  # "." is not raised: not supported
+    assert v3.as_dict()["supported_tokens"] == [[0, "in_context", [1]], [1, "in_context", [1]]]
+    assert v3.as_dict()["support_signals"] == {"in_context": pytest.approx(14.0 / 14.5, abs=1e-6)}
+    assert "in other words" in v3.reason and "support_signals" not in v2.as_dict()
+    result = combine_supported({1: 0.5}, v3, POLICY_V3)
+    assert result.policy_version == 3 and result.total == Fraction(
+        round(v3.paid * SHARE_DENOMINATOR), SHARE_DENOMINATOR
+    )
+
+
+def test_v3_a_record_that_states_another_value_lowers_the_answer_and_supports_nothing() -> None:
+    evidence = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 1.0, [], [-12.0, -6.0, -0.4])])
+
+    support = assess(evidence, {1: 0.9}, POLICY_V3)
+
+    assert support.verdict == "unsupported" and support.record_weights == {} and support.relevant_not_supporting == (1,)
+
+
+def test_v3_in_context_support_needs_a_gain_a_likely_token_and_a_relevant_record() -> None:
+    small_gain = _in_context_evidence([-1.0, -1.0, -0.5], [(1, 1.0, [], [-0.5, -0.5, -0.5])])
+    still_unlikely = _in_context_evidence([-9.0, -8.0, -0.5], [(1, 1.0, [], [-4.0, -3.0, -0.5])])
+    not_about_it = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 0.2, [], [-0.4, -0.1, -0.4])])
+
+    for evidence in (small_gain, still_unlikely, not_about_it):
+        assert assess(evidence, {}, POLICY_V3).verdict == "unsupported"
+
+
+def test_v3_verbatim_support_wins_over_in_context_and_the_best_gain_takes_the_rest() -> None:
+    evidence = _in_context_evidence(
+        [-9.0, -5.0, -0.5],
+        [(1, 1.0, [0], [-3.0, -0.2, -0.4]), (2, 1.0, [], [-0.1, -0.9, -0.4]), (3, 1.0, [], [-0.1, -0.2, -0.4])],
+    )
+
+    support = assess(evidence, {}, POLICY_V3)
+
+    by = support.supported_by
+    assert by[0] == ("span", (1,))  # record 1 contains it verbatim; 2 and 3 raise it more but do not count
+    assert by[1] == ("in_context", (1, 3))  # equal best gains share the token
+    assert support.signal_weights == {"span": pytest.approx(9 / 14.5), "in_context": pytest.approx(5 / 14.5)}
+
+
+def test_v3_a_word_a_record_supports_in_part_and_raises_throughout_is_supported_whole() -> None:
+    # " qu", "istrel" is one word: its record makes "istrel" near certain and raises " qu" by 5 nats, to only e^-7
+    from dataclasses import replace
+
+    raised = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 1.0, [], [-4.0, -0.1, -0.4])])
+    barely = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 1.0, [], [-8.0, -0.1, -0.4])])
+    words = (True, False, True)
+
+    whole = assess(replace(raised, word_start=words), {}, POLICY_V3)
+    part = assess(replace(barely, word_start=words), {}, POLICY_V3)
+    no_words = assess(raised, {}, POLICY_V3)
+
+    assert whole.supported_by[0] == ("in_context", (1,)) and whole.verdict == "supported"
+    assert 0 not in part.supported_by and 0 not in no_words.supported_by
