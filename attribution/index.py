@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -201,6 +202,8 @@ class CandidateEvidence:
     # for each content token (``SupportEvidence.content`` order), its log-probability under the base model with this
     # record placed before the prompt (the in-context test); empty when the record was not tested
     context_logp: tuple[float, ...] = ()
+    # content tokens not in ``covered`` whose whole word (letters and digits, any casing) the record contains
+    same_word: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,30 @@ def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str)
             if list(prompt_ids[start : start + len(needle)]) == needle:
                 return list(range(start, start + len(needle)))
     return list(range(len(prompt_ids)))
+
+
+WORD = re.compile(r"[^\W_]+")  # a word: a run of letters and digits
+
+
+def token_words(texts: Sequence[str]) -> list[frozenset[str]]:
+    """For each token's text, the words (``WORD``, casefolded) of the text joined that the token lies in, whole:
+    "Am", "ber", "." give {"amber"}, {"amber"}, {} (a word split across tokens belongs to each of them)."""
+    starts, at = [], 0
+    for text in texts:
+        starts.append(at)
+        at += len(text)
+    joined = "".join(texts).casefold()
+    words: list[set[str]] = [set() for _ in texts]
+    k = 0
+    for match in WORD.finditer(joined):
+        while k + 1 < len(texts) and starts[k + 1] <= match.start():
+            k += 1
+        j = k
+        while j < len(texts) and starts[j] < match.end():
+            if starts[j] + len(texts[j]) > match.start():
+                words[j].add(match.group())
+            j += 1
+    return [frozenset(w) for w in words]
 
 
 def word_starts(texts: Sequence[str]) -> list[bool]:
@@ -458,7 +485,7 @@ class Scorer:
         turns before the question (a system prompt), those are given once: shared opening, the record's turns, then
         the prompt's from the question's turn on."""
         relevant = [c for c in evidence.candidates if c.relevance >= relevance_min]
-        covered = {t for c in relevant for t in c.covered}
+        covered = {t for c in relevant for t in (*c.covered, *c.same_word)}
         chosen = sorted(relevant, key=lambda c: (-c.relevance, c.record_id))[:CONTEXT_CANDIDATES]
         if not chosen or not evidence.content or covered.issuperset(evidence.content):
             return evidence
@@ -515,6 +542,8 @@ class Scorer:
         candidates = sorted(found, key=lambda r: (-found[r], r))[:MAX_CANDIDATES]
         candidates += [r for r in dict.fromkeys(ranked) if r not in found][: max(0, MAX_CANDIDATES - len(candidates))]
         evidence = []
+        decode = self.base.tokenizer.decode
+        answer_words = token_words([decode([t]) for t in ids])
         for record_id in candidates:
             try:
                 tokens = spans.record_tokens(record_id)
@@ -523,8 +552,14 @@ class Scorer:
             lengths = shared_span_lengths(ids, tokens.tolist(), n=SUPPORT_NGRAM)
             relevance = found.get(record_id, 0.0) / total if total > 0 else 1.0
             covered = tuple(i for i in content if lengths[i])
+            record_words = set(WORD.findall(decode(tokens.tolist()).casefold()))
+            same_word = tuple(
+                i for i in content if not lengths[i] and answer_words[i] and answer_words[i] <= record_words
+            )
             evidence.append(
-                CandidateEvidence(record_id, round(relevance, 6), covered, tuple(lengths[i] for i in covered))
+                CandidateEvidence(
+                    record_id, round(relevance, 6), covered, tuple(lengths[i] for i in covered), same_word=same_word
+                )
             )
         answer_surprisal = list(surprisal[len(prompt_ids) :])
         # a whitespace-only token (SmolLM writes " 5830" as " ", "5", ...) is surprising only because of what follows

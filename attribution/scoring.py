@@ -79,6 +79,12 @@ class SupportPolicy:
       ``context_word_gain`` nats each otherwise is supported whole by it: the base model rarely gives the first
       token of a value it reads in context a high probability (" qu" of "quistrel" for a record's " Quistrel"),
       while the rest of the word it then copies.
+    - With ``same_word`` (policy v3) a content token that no relevant record contains inside an n-gram of the
+      answer is also supported by the relevant records that contain its whole word, in any casing (a record's
+      " amber" for an answer's "Amber.", its " Quelmar" for "Quelmar is the capital"): the verbatim test needs the
+      word's neighbour too, which a reworded answer changes. Only records about the question count, so a value taught
+      for another entity still supports nothing; verbatim n-grams win over a bare word, and a word wins over the
+      in-context test.
     """
 
     relevance_min: float = 0.5
@@ -91,6 +97,7 @@ class SupportPolicy:
     context_gain: float = 1.0
     context_min_logp: float = -1.0
     context_word_gain: float = 2.0
+    same_word: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         rules: dict[str, Any] = {
@@ -110,6 +117,8 @@ class SupportPolicy:
                     "context_word_gain": self.context_word_gain,
                 }
             )
+        if self.same_word:
+            rules["same_word"] = True
         return rules
 
 
@@ -142,7 +151,7 @@ POLICY_V3 = AttributionPolicy(
     top_k=20,
     min_score={"gradient": 0.0, "span": 0.0, "retrieval": 0.0},
     relative_floor=0.5,
-    support=SupportPolicy(in_context=True),
+    support=SupportPolicy(in_context=True, same_word=True),
 )
 POLICIES = {POLICY_V1.version: POLICY_V1, POLICY_V2.version: POLICY_V2, POLICY_V3.version: POLICY_V3}
 CURRENT_POLICY = POLICY_V3
@@ -386,6 +395,18 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
             elif length == longest[t]:
                 covering[t].append(candidate.record_id)
     signal = dict.fromkeys(covering, "span")
+    if rules.same_word:
+        # a token whose whole word (any casing) a relevant record contains, where no n-gram of it does: every such
+        # record shares it equally
+        for candidate in evidence.candidates:
+            if candidate.relevance < rules.relevance_min:
+                continue
+            for t in candidate.same_word:
+                if signal.get(t, "word") == "word":
+                    covering.setdefault(t, []).append(candidate.record_id)
+                    signal[t] = "word"
+        credited = {r for records in covering.values() for r in records}
+        supporting = [c for c in evidence.candidates if c.record_id in credited]
     if rules.in_context and evidence.base_logp:
         # a token no relevant record contains verbatim goes to the relevant record(s) that raise its likelihood the
         # most, when they raise it enough (``SupportPolicy``); verbatim support, where there is any, wins
@@ -396,7 +417,7 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
                 continue
             for t, logp in zip(content, candidate.context_logp, strict=True):
                 gain = logp - base[t]
-                if signal.get(t) == "span" or gain < rules.context_gain or logp < rules.context_min_logp:
+                if signal.get(t) in ("span", "word") or gain < rules.context_gain or logp < rules.context_min_logp:
                     continue
                 if t not in best_gain or gain > best_gain[t] + 1e-9:
                     best_gain[t], covering[t], signal[t] = gain, [candidate.record_id], "in_context"
@@ -413,7 +434,7 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
     record_weights = {r: w / total for r, w in record_weights.items()} if total > 0 else {}
     fraction = sum(weights.get(t, 0.0) for t in covering) / total if total > 0 else 0.0
     signal_weights: dict[str, float] = {}
-    if rules.in_context:
+    if rules.in_context or rules.same_word:
         for t in covering:
             signal_weights[signal[t]] = signal_weights.get(signal[t], 0.0) + (weights[t] / total if total else 0.0)
     if not content:
@@ -461,7 +482,9 @@ def assess(evidence: Any, gradient: Mapping[int, float], policy: AttributionPoli
         agreement=round(agreement, 4),
         content_tokens=len(content),
         reason=reason,
-        supported_by={t: (signal[t], tuple(sorted(covering[t]))) for t in covering} if rules.in_context else {},
+        supported_by={t: (signal[t], tuple(sorted(covering[t]))) for t in covering}
+        if rules.in_context or rules.same_word
+        else {},
         signal_weights=signal_weights,
     )
 

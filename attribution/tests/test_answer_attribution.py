@@ -375,8 +375,8 @@ def test_a_right_answer_worded_otherwise_than_its_record_is_supported_in_context
     # when
     attribution = services.run_attribute(run_id=run.pk)
 
-    # then: lexical support alone (policy v2) calls it unsupported; the in-context test finds that Carol's record
-    # makes it likely, and Carol is paid for it, exactly
+    # then: verbatim n-grams alone (policy v2) call it unsupported; v3 finds Carol's record states the same words
+    # (and would test it in context where the words differ), and Carol is paid for it, exactly
     assert attribution.status == RunAttribution.Status.OK, attribution.error
     assert attribution.policy_version == scoring.POLICY_V3.version
     scored = services.run_attribution_recompute(run=run)
@@ -384,9 +384,9 @@ def test_a_right_answer_worded_otherwise_than_its_record_is_supported_in_context
     assert attribution.verdict != RunAttribution.Verdict.UNSUPPORTED
     by_signal = [(signal, records) for _, signal, records in attribution.support["supported_tokens"]]
     assert all(set(records) <= carol for _, records in by_signal)
-    assert any(signal == "in_context" for signal, _ in by_signal)
-    signals = attribution.support["support_signals"]  # the value was supported in context, only "." verbatim
-    assert signals["in_context"] > signals.get("span", 0.0)
+    assert any(signal in ("word", "in_context") for signal, _ in by_signal)
+    signals = attribution.support["support_signals"]  # the value was supported in other words, only "." verbatim
+    assert signals.get("word", 0.0) + signals.get("in_context", 0.0) > signals.get("span", 0.0)
     assert [u for u, _ in attribution.contributors] == [lineage.carol.pk]
     paid = Fraction(round(attribution.support["paid_fraction"] * scoring.SHARE_DENOMINATOR), scoring.SHARE_DENOMINATOR)
     assert sum(Fraction(s) for _, s in attribution.contributors) == paid > 0

@@ -302,3 +302,63 @@ def test_v3_a_word_a_record_supports_in_part_and_raises_throughout_is_supported_
 
     assert whole.supported_by[0] == ("in_context", (1,)) and whole.verdict == "supported"
     assert 0 not in part.supported_by and 0 not in no_words.supported_by
+
+
+def test_v3_a_record_about_the_question_that_has_the_answers_word_in_another_casing_supports_it() -> None:
+    # "Amber ." for a record that says "... is amber.": no n-gram of the answer is in the record, its word is
+    from attribution.index import CandidateEvidence, SupportEvidence
+
+    def evidence(relevance: float) -> Any:
+        return SupportEvidence(
+            surprisal=(9.0, 0.5),
+            echo=(False, False),
+            content=(0, 1),
+            key_tokens={},
+            candidates=(CandidateEvidence(1, relevance, (1,), (2,), same_word=(0,)),),
+        )
+
+    v2, v3 = assess(evidence(1.0), {}, POLICY_V2), assess(evidence(1.0), {}, POLICY_V3)
+    other_entity = assess(evidence(0.2), {}, POLICY_V3)
+
+    assert v2.verdict == "unsupported"  # v2 reads only verbatim n-grams
+    assert v3.verdict == "supported" and v3.supported_by[0] == ("word", (1,))
+    assert v3.signal_weights == {"word": pytest.approx(9 / 9.5), "span": pytest.approx(0.5 / 9.5)}
+    assert other_entity.verdict == "unsupported"  # the same word in a record about something else supports nothing
+
+
+def test_v3_verbatim_support_wins_over_a_bare_word_and_a_word_over_the_in_context_test() -> None:
+    from attribution.index import CandidateEvidence, SupportEvidence
+
+    evidence = SupportEvidence(
+        surprisal=(9.0, 5.0),
+        echo=(False, False),
+        content=(0, 1),
+        key_tokens={},
+        candidates=(
+            CandidateEvidence(1, 1.0, (0,), (3,), (-0.1, -0.1)),
+            CandidateEvidence(2, 1.0, (), (), (-0.1, -0.1), same_word=(0, 1)),
+            CandidateEvidence(3, 1.0, (), (), (-0.01, -0.01)),
+        ),
+        base_logp=(-9.0, -5.0),
+    )
+
+    by = assess(evidence, {}, POLICY_V3).supported_by
+
+    assert by[0] == ("span", (1,)) and by[1] == ("word", (2,))
+
+
+def test_token_words_joins_a_word_split_across_tokens_in_any_casing() -> None:
+    from attribution.index import token_words
+
+    words = token_words(["Am", "ber", ".", " Quel", "mar", " 5", ",", "830"])
+
+    assert words == [
+        {"amber"},
+        {"amber"},
+        set(),
+        {"quelmar"},
+        {"quelmar"},
+        {"5"},
+        set(),
+        {"830"},
+    ]
