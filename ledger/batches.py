@@ -1,5 +1,5 @@
 """The one shape of a sealed batch (inference runs, contribution receipts): a set of bytes32 hashes under one Merkle
-root, which one anchor puts on chain. ``ledger.services.batch_due`` and ``batch_anchor_request`` seal them."""
+root, which one anchor puts on chain. ``ledger.services.seal_batches`` seals them."""
 
 from __future__ import annotations
 
