@@ -21,13 +21,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from ledger import hashing
 from ledger.merkle import StandardMerkleTree
-from ledger.services import BatchSpec, seal_batches
+from ledger.services import seal_batches
 
 from . import selectors
 from .models import Contribution, Receipt, ReceiptBatch, Record, StagedRecord
@@ -189,13 +188,5 @@ def receipts_seal_batches(*, now: datetime | None = None, force: bool = False) -
     RECEIPT_BATCH_SIZE receipts, or whatever is there once the oldest has waited RECEIPT_BATCH_SECONDS
     (``force``: now). Each batch's root is anchored on chain in the batch's transaction: one anchor per batch."""
     receipts_complete()
-    spec = BatchSpec(
-        batch_model=ReceiptBatch,
-        kind="receipt_batch",
-        hash_field="document_hash",
-        time_field="created_at",
-        limit=settings.RECEIPT_BATCH_SIZE,
-        max_age_seconds=settings.RECEIPT_BATCH_SECONDS,
-    )
     waiting = Receipt.objects.filter(batch__isnull=True).exclude(document_hash="")
-    return seal_batches(waiting=waiting, spec=spec, now=now or timezone.now(), force=force)
+    return seal_batches(ReceiptBatch, waiting, now=now or timezone.now(), force=force)

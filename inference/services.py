@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger import hashing
-from ledger.services import BatchSpec, seal_batches
+from ledger.services import seal_batches
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
 
@@ -499,13 +499,5 @@ def runs_reap_stale(*, now: datetime | None = None) -> int:
 def runs_seal_batches(*, now: datetime | None = None, force: bool = False) -> list[RunBatch]:
     """Seal succeeded, unbatched runs into batches: one per INFERENCE_BATCH_RUNS runs, or whatever is there once
     the oldest has waited INFERENCE_BATCH_SECONDS (``force``: now). Each batch's root is anchored on chain."""
-    spec = BatchSpec(
-        batch_model=RunBatch,
-        kind="inference_batch",
-        hash_field="run_hash",
-        time_field="finished_at",
-        limit=settings.INFERENCE_BATCH_RUNS,
-        max_age_seconds=settings.INFERENCE_BATCH_SECONDS,
-    )
     waiting = InferenceRun.objects.filter(status=InferenceRun.Status.SUCCEEDED, batch__isnull=True).exclude(run_hash="")
-    return seal_batches(waiting=waiting, spec=spec, now=now or timezone.now(), force=force)
+    return seal_batches(RunBatch, waiting, now=now or timezone.now(), force=force)

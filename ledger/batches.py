@@ -16,6 +16,14 @@ class SealedBatch(models.Model):
     """
 
     LEAF_TYPES = ("bytes32",)
+    # each concrete batch names what it seals: the anchor kind of its root, the field of an item holding its bytes32
+    # hash (its leaf), the one its age is counted from, and the settings that make a batch due (full at SIZE_SETTING
+    # items, or its oldest item AGE_SETTING seconds old)
+    ANCHOR_KIND: str
+    LEAF_FIELD: str
+    AGE_FIELD: str
+    SIZE_SETTING: str
+    AGE_SETTING: str
 
     root = models.CharField(max_length=66, unique=True)
     size = models.PositiveIntegerField()

@@ -5,10 +5,10 @@ the ``ANCHOR`` spec below) sends, confirms and retries it with Celery, one nonce
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
@@ -60,20 +60,6 @@ def anchor_subject_id(*parts: object) -> str:
 Batch = TypeVar("Batch", bound=SealedBatch)
 
 
-@dataclass(frozen=True)
-class BatchSpec(Generic[Batch]):
-    """What one kind of sealed batch is made of: its ``batch_model`` (a ``SealedBatch``), its anchor ``kind``, the
-    field of an item holding its bytes32 hash and the one its age is counted from, and when a batch is due (full at
-    ``limit`` items, or its oldest item ``max_age_seconds`` old)."""
-
-    batch_model: type[Batch]
-    kind: str
-    hash_field: str
-    time_field: str
-    limit: int
-    max_age_seconds: int
-
-
 def batch_due(*, count: int, limit: int, oldest: datetime, max_age_seconds: int, now: datetime) -> bool:
     """Whether a batch of ``count`` waiting items is to be sealed now: full (``limit``), or its oldest item has waited
     ``max_age_seconds``. The one rule of inference-run and receipt batches."""
@@ -89,36 +75,32 @@ def batch_anchor_request(*, kind: str, hashes: list[str]) -> tuple[merkle.Standa
 
 
 @transaction.atomic
-def _seal_one(*, waiting: QuerySet[Any], spec: BatchSpec[Batch], now: datetime, force: bool) -> Batch | None:
+def _seal_one(batch_model: type[Batch], waiting: QuerySet[Any], *, now: datetime, force: bool) -> Batch | None:
+    leaf, age = batch_model.LEAF_FIELD, batch_model.AGE_FIELD
+    limit = getattr(settings, batch_model.SIZE_SETTING)
     # skip_locked: two beat ticks (or a person and beat) never seal the same item twice, nor wait on each other
-    items = list(
-        waiting.select_for_update(skip_locked=True)
-        .order_by("id")
-        .only("id", spec.hash_field, spec.time_field)[: spec.limit]
-    )
+    items = list(waiting.select_for_update(skip_locked=True).order_by("id").only("id", leaf, age)[:limit])
     if not items:
         return None
-    oldest = min(t for item in items if (t := getattr(item, spec.time_field)) is not None)
-    due = batch_due(count=len(items), limit=spec.limit, oldest=oldest, max_age_seconds=spec.max_age_seconds, now=now)
-    if not (due or force):
+    oldest = min(t for item in items if (t := getattr(item, age)) is not None)
+    max_age_seconds = getattr(settings, batch_model.AGE_SETTING)
+    if not (force or batch_due(count=len(items), limit=limit, oldest=oldest, max_age_seconds=max_age_seconds, now=now)):
         return None
-    tree, anchor = batch_anchor_request(kind=spec.kind, hashes=[getattr(item, spec.hash_field) for item in items])
-    batch = spec.batch_model.objects.create(
-        root=tree.root, size=len(items), tree=tree.dump(), anchor=anchor, sealed_at=now
-    )
+    tree, anchor = batch_anchor_request(kind=batch_model.ANCHOR_KIND, hashes=[getattr(item, leaf) for item in items])
+    batch = batch_model.objects.create(root=tree.root, size=len(items), tree=tree.dump(), anchor=anchor, sealed_at=now)
     waiting.model.objects.filter(pk__in=[item.pk for item in items]).update(batch=batch)
     return batch
 
 
-def seal_batches(*, waiting: QuerySet[Any], spec: BatchSpec[Batch], now: datetime, force: bool) -> list[Batch]:
-    """Seal the ``waiting`` items (unbatched, with their hash) into batches of ``spec``: one per ``spec.limit``
-    items, or whatever is there once the oldest has waited ``spec.max_age_seconds`` (``force``: now), at most
-    SEAL_MAX_BATCHES_PER_CALL batches a call. Each batch, in its own transaction, is written with the anchor of its
-    root (``batch_anchor_request``) and set on its items' ``batch`` field. The one sealing of inference-run and
-    receipt batches."""
+def seal_batches(batch_model: type[Batch], waiting: QuerySet[Any], *, now: datetime, force: bool) -> list[Batch]:
+    """Seal the ``waiting`` items (unbatched, with their hash) into ``batch_model`` batches: one per full batch, or
+    whatever is there once the oldest has waited long enough (``force``: now), at most SEAL_MAX_BATCHES_PER_CALL
+    batches a call; ``batch_model`` names the fields and settings (``SealedBatch``). Each batch, in its own
+    transaction, is written with the anchor of its root (``batch_anchor_request``) and set on its items' ``batch``
+    field. The one sealing of inference-run and receipt batches."""
     batches = []
     for _ in range(SEAL_MAX_BATCHES_PER_CALL):
-        batch = _seal_one(waiting=waiting, spec=spec, now=now, force=force)
+        batch = _seal_one(batch_model, waiting, now=now, force=force)
         if batch is None:
             break
         batches.append(batch)
