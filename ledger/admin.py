@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, ReadOnlyInline
 
 from .models import (
     Anchor,
@@ -37,7 +37,8 @@ class OutboxRowAdmin(ReadOnlyAdmin):
         """Queue ``row`` to be sent again: each outbox's own retry service."""
         raise NotImplementedError
 
-    def retry_rows(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    @admin.action(description="Retry now (failed or backing-off %(verbose_name_plural)s)", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         """Retry the failed or backing-off rows of ``queryset``; leave the submitted and confirmed ones alone."""
         status = queryset.model.Status
         retried = 0
@@ -68,15 +69,9 @@ class ChainDeploymentAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
-class AnchorEventInline(admin.TabularInline):
+class AnchorEventInline(ReadOnlyInline):
     model = AnchorEvent
     fields = ["created_at", "type", "deployment", "nonce", "tx_hash", "block_number", "detail"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Anchor)
@@ -113,10 +108,6 @@ class AnchorAdmin(OutboxRowAdmin):
     def retry_one(self, row: Anchor) -> None:
         anchor_retry(anchor=row)
 
-    @admin.action(description="Retry now (failed or backing-off anchors)", permissions=["retry"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[Anchor]) -> None:
-        self.retry_rows(request, queryset)
-
 
 @admin.register(AnchorEvent)
 class AnchorEventAdmin(ReadOnlyAdmin):
@@ -141,16 +132,10 @@ class RewardContractsAdmin(ReadOnlyAdmin):
     search_fields = ["=distributor_address", "=token_address"]
 
 
-class RewardEpochEntryInline(admin.TabularInline):
+class RewardEpochEntryInline(ReadOnlyInline):
     model = RewardEpochEntry
     fields = ["index", "account", "amount", "beneficiary"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(RewardEpoch)
@@ -166,10 +151,6 @@ class RewardEpochAdmin(OutboxRowAdmin):
 
     def retry_one(self, row: RewardEpoch) -> None:
         epoch_retry(epoch=row)
-
-    @admin.action(description="Retry now (failed or backing-off epochs)", permissions=["retry"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[RewardEpoch]) -> None:
-        self.retry_rows(request, queryset)
 
 
 @admin.register(RewardEpochEntry)
