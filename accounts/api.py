@@ -13,7 +13,7 @@ from common.api.errors import error_response
 from common.api.views import BaseApi
 
 from .selectors import user_roles, wallets_of
-from .services import WalletError, wallet_challenge_issue, wallet_link, wallet_unlink
+from .services import WalletError, signing_site, wallet_challenge_issue, wallet_link, wallet_unlink
 
 
 def _refused(error: WalletError) -> Response:
@@ -92,12 +92,8 @@ class WalletChallengeApi(BaseApi):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            challenge = wallet_challenge_issue(
-                user=request.user,
-                address=serializer.validated_data["address"],
-                domain=request.get_host(),
-                uri=request.build_absolute_uri("/"),
-            )
+            address = serializer.validated_data["address"]
+            challenge = wallet_challenge_issue(user=request.user, address=address, **signing_site(request))
         except WalletError as e:
             return _refused(e)
         return Response(self.OutputSerializer(challenge).data, status=201)
