@@ -89,10 +89,9 @@ class WalletChallengeApi(BaseApi):
         tags=["accounts"],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(self.InputSerializer, request.data)
         try:
-            address = serializer.validated_data["address"]
+            address = data["address"]
             challenge = wallet_challenge_issue(user=request.user, address=address, **signing_site(request))
         except WalletError as e:
             return _refused(e)
@@ -134,10 +133,9 @@ class WalletListApi(BaseApi):
         tags=["accounts"],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(self.InputSerializer, request.data)
         try:
-            wallet = wallet_link(user=request.user, **serializer.validated_data)
+            wallet = wallet_link(user=request.user, **data)
         except WalletError as e:
             return _refused(e)
         return Response(WalletSerializer(wallet).data, status=201)
