@@ -13,7 +13,7 @@ from common.api.errors import error_response
 from common.api.views import BaseApi
 
 from .selectors import user_roles, wallets_of
-from .services import WalletError, wallet_challenge_issue, wallet_link, wallet_unlink
+from .services import WalletError, signing_site, wallet_challenge_issue, wallet_link, wallet_unlink
 
 
 def _refused(error: WalletError) -> Response:
@@ -89,15 +89,10 @@ class WalletChallengeApi(BaseApi):
         tags=["accounts"],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(self.InputSerializer, request.data)
         try:
-            challenge = wallet_challenge_issue(
-                user=request.user,
-                address=serializer.validated_data["address"],
-                domain=request.get_host(),
-                uri=request.build_absolute_uri("/"),
-            )
+            address = data["address"]
+            challenge = wallet_challenge_issue(user=request.user, address=address, **signing_site(request))
         except WalletError as e:
             return _refused(e)
         return Response(self.OutputSerializer(challenge).data, status=201)
@@ -138,10 +133,9 @@ class WalletListApi(BaseApi):
         tags=["accounts"],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(self.InputSerializer, request.data)
         try:
-            wallet = wallet_link(user=request.user, **serializer.validated_data)
+            wallet = wallet_link(user=request.user, **data)
         except WalletError as e:
             return _refused(e)
         return Response(WalletSerializer(wallet).data, status=201)

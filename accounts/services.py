@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -103,6 +104,12 @@ def _linked_elsewhere_error(wallet: Wallet, user: User) -> WalletError:
     if wallet.user_id == user.id:
         return WalletError(f"{wallet.address} is already linked to your account", code="already_linked")
     return WalletError(f"{wallet.address} is already linked to another account", code="linked_to_another_user")
+
+
+def signing_site(request: Any) -> dict[str, str]:
+    """The ``domain`` and ``uri`` for ``wallet_challenge_issue``: this site as ``request`` (a Django or DRF request)
+    reached it, so that the wallet shows the site the user is actually on."""
+    return {"domain": request.get_host(), "uri": request.build_absolute_uri("/")}
 
 
 def wallet_challenge_issue(*, user: User, address: str, domain: str, uri: str) -> WalletChallenge:

@@ -29,6 +29,7 @@ from .services import (
     WalletError,
     api_token_revoke,
     api_token_rotate,
+    signing_site,
     user_create,
     wallet_challenge_issue,
     wallet_link,
@@ -116,12 +117,8 @@ def wallet_challenge(request: HtmxHttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _render_profile(request, "wallets", status=400, challenge_form=form, wallet_error="Enter an address.")
     try:
-        challenge = wallet_challenge_issue(
-            user=request.user,
-            address=form.cleaned_data["address"],
-            domain=request.get_host(),
-            uri=request.build_absolute_uri("/"),
-        )
+        address = form.cleaned_data["address"]
+        challenge = wallet_challenge_issue(user=request.user, address=address, **signing_site(request))
     except WalletError as e:
         return _render_profile(request, "wallets", status=400, challenge_form=form, wallet_error=e.message)
     return _render_profile(request, "wallets", challenge=challenge)

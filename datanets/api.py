@@ -219,6 +219,16 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
+def _submit_responses(too_large: str) -> dict[int, Any]:
+    """What an upload or a paste answers: 201 stored, 200 a retry, 413 (``too_large``), or a write refusal."""
+    return {
+        201: ContributionSerializer,
+        200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
+        413: error_response(too_large),
+        **WRITE_ERRORS,
+    }
+
+
 def _submitted(contribution: Contribution) -> Response:
     """201 with a new contribution; 200, flagged, with the earlier one a retry repeated."""
     response = Response(ContributionSerializer(contribution).data, status=200 if contribution.replayed else 201)
@@ -406,9 +416,8 @@ class DatanetListApi(BaseApi):
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        query = {k: v for k, v in filters.validated_data.items() if k != "page"}
+        filters = self.validated(self.FilterSerializer, request.query_params)
+        query = {k: v for k, v in filters.items() if k != "page"}
         return paginated(self, request, selectors.datanet_list(user=request.user, **query), DatanetSerializer)
 
 
@@ -428,9 +437,8 @@ class DatanetCreateApi(BaseApi):
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        datanet = services.datanet_create(owner=request.user, **serializer.validated_data)
+        data = self.validated(self.InputSerializer, request.data)
+        datanet = services.datanet_create(owner=request.user, **data)
         return Response(_detail(datanet, request.user), status=201)
 
 
@@ -466,9 +474,8 @@ class DatanetUpdateApi(BaseApi):
             selectors.user_can_manage(user=request.user, datanet=datanet),
             f"only the owner of {datanet.name!r} may change its settings",
         )
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        datanet = services.datanet_update(datanet=datanet, user=request.user, **serializer.validated_data)
+        data = self.validated(self.InputSerializer, request.data)
+        datanet = services.datanet_update(datanet=datanet, user=request.user, **data)
         return Response(_detail(datanet, request.user))
 
 
@@ -501,9 +508,8 @@ class _RoleApi(BaseApi):
             allowed = selectors.user_can_curate(user=request.user, datanet=datanet)
             who = "the owner or a curator"
         _require(allowed, f"only {who} of {datanet.name!r} may change its {self.role}s")
-        serializer = UsernameSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        other = _named_user(serializer.validated_data["username"])
+        data = self.validated(UsernameSerializer, request.data)
+        other = _named_user(data["username"])
         type(self).service(datanet=datanet, user=request.user, **{self.role: other})
         return Response(_detail(datanet, request.user))
 
@@ -613,21 +619,14 @@ class ContributionUploadApi(BaseApi):
         summary="Upload a contribution",
         request={"multipart/form-data": InputSerializer},
         parameters=[IDEMPOTENCY_KEY],
-        responses={
-            201: ContributionSerializer,
-            200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
-            413: error_response("Over the upload size limit; not read"),
-            **WRITE_ERRORS,
-        },
+        responses=_submit_responses("Over the upload size limit; not read"),
         tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         # checked before request.data, which reads the whole body
         _require_contributor(request.user, datanet)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(self.InputSerializer, request.data)
         contribution = services.contribution_submit(
             datanet=datanet,
             contributor=request.user,
@@ -679,20 +678,13 @@ class ContributionPasteApi(BaseApi):
         summary="Contribute records in the body",
         request=InputSerializer,
         parameters=[IDEMPOTENCY_KEY],
-        responses={
-            201: ContributionSerializer,
-            200: OpenApiResponse(ContributionSerializer, description="A retry: the contribution stored the first time"),
-            413: error_response("The body is too large; not read"),
-            **WRITE_ERRORS,
-        },
+        responses=_submit_responses("The body is too large; not read"),
         tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         _require_contributor(request.user, datanet)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(self.InputSerializer, request.data)
         licence = data.get("licence", datanet.licence)
         options = {"licence": licence, "bad_rows": data["bad_rows"], "idempotency_key": _idempotency_key(request)}
         if "text" in data:
@@ -731,13 +723,12 @@ class ContributionListApi(BaseApi):
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = self.validated(self.FilterSerializer, request.query_params)
         contributions = selectors.contributions_of(user=request.user)
-        if "status" in filters.validated_data:
-            contributions = contributions.filter(status=filters.validated_data["status"])
-        if "datanet" in filters.validated_data:
-            contributions = contributions.filter(datanet__slug=filters.validated_data["datanet"])
+        if "status" in filters:
+            contributions = contributions.filter(status=filters["status"])
+        if "datanet" in filters:
+            contributions = contributions.filter(datanet__slug=filters["datanet"])
         return paginated(self, request, contributions, ContributionSerializer)
 
 
@@ -847,9 +838,7 @@ class ContributionDecideApi(BaseApi):
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(self.InputSerializer, request.data)
         ids = set(data["contribution_ids"])
         visible = selectors.datanets_visible_to(user=request.user).values("pk")
         contributions = list(Contribution.objects.filter(pk__in=ids, datanet__in=visible))
@@ -889,11 +878,8 @@ class RecordExcludeApi(BaseApi):
             selectors.user_can_curate(user=request.user, datanet=record.contribution.datanet),
             f"only the owner or a curator of {record.contribution.datanet.name!r} may exclude records",
         )
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        record = services.record_exclude(
-            curator=request.user, record=record, reason=serializer.validated_data["reason"]
-        )
+        data = self.validated(self.InputSerializer, request.data)
+        record = services.record_exclude(curator=request.user, record=record, reason=data["reason"])
         return Response(RecordSerializer(record).data)
 
 

@@ -393,6 +393,12 @@ class SnapshotRecord(models.Model):
 class ReceiptBatch(SealedBatch):
     """A sealed batch of receipts: its leaves are their ``document_hash`` (layout in ``SealedBatch``)."""
 
+    ANCHOR_KIND = "receipt_batch"
+    LEAF_FIELD = "document_hash"
+    AGE_FIELD = "created_at"
+    SIZE_SETTING = "RECEIPT_BATCH_SIZE"
+    AGE_SETTING = "RECEIPT_BATCH_SECONDS"
+
     anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="receipt_batch")
 
     def __str__(self) -> str:

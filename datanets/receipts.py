@@ -21,13 +21,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from ledger import hashing
 from ledger.merkle import StandardMerkleTree
-from ledger.services import batch_anchor_request, batch_due
+from ledger.services import seal_batches
 
 from . import selectors
 from .models import Contribution, Receipt, ReceiptBatch, Record, StagedRecord
@@ -35,7 +34,6 @@ from .models import Contribution, Receipt, ReceiptBatch, Record, StagedRecord
 logger = logging.getLogger(__name__)
 
 RECORDS_LEAF_TYPES = ("bytes32",)
-SEAL_MAX_BATCHES_PER_CALL = 20
 COMPLETE_MAX_PER_CALL = 100
 
 
@@ -185,43 +183,10 @@ def receipts_complete(*, limit: int = COMPLETE_MAX_PER_CALL) -> int:
     return done
 
 
-@transaction.atomic
-def _seal_one(*, now: datetime, force: bool) -> ReceiptBatch | None:
-    limit = settings.RECEIPT_BATCH_SIZE
-    # skip_locked: two beat ticks (or a person and beat) never seal the same receipt twice, nor wait on each other
-    receipts = list(
-        Receipt.objects.select_for_update(skip_locked=True)
-        .filter(batch__isnull=True)
-        .exclude(document_hash="")
-        .order_by("id")
-        .only("id", "document_hash", "created_at")[:limit]
-    )
-    if not receipts:
-        return None
-    oldest = min(r.created_at for r in receipts)
-    due = batch_due(
-        count=len(receipts), limit=limit, oldest=oldest, max_age_seconds=settings.RECEIPT_BATCH_SECONDS, now=now
-    )
-    if not (due or force):
-        return None
-    tree, anchor = batch_anchor_request(kind="receipt_batch", hashes=[r.document_hash for r in receipts])
-    batch = ReceiptBatch.objects.create(
-        root=tree.root, size=len(receipts), tree=tree.dump(), anchor=anchor, sealed_at=now
-    )
-    Receipt.objects.filter(pk__in=[r.pk for r in receipts]).update(batch=batch)
-    return batch
-
-
 def receipts_seal_batches(*, now: datetime | None = None, force: bool = False) -> list[ReceiptBatch]:
     """Complete waiting contribution receipts, then seal complete, unsealed receipts into batches: one per
     RECEIPT_BATCH_SIZE receipts, or whatever is there once the oldest has waited RECEIPT_BATCH_SECONDS
     (``force``: now). Each batch's root is anchored on chain in the batch's transaction: one anchor per batch."""
     receipts_complete()
-    now = now or timezone.now()
-    batches = []
-    for _ in range(SEAL_MAX_BATCHES_PER_CALL):
-        batch = _seal_one(now=now, force=force)
-        if batch is None:
-            break
-        batches.append(batch)
-    return batches
+    waiting = Receipt.objects.filter(batch__isnull=True).exclude(document_hash="")
+    return seal_batches(ReceiptBatch, waiting, now=now or timezone.now(), force=force)

@@ -7,7 +7,9 @@ the template's fragment, plain requests the whole page, so every page works with
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -78,6 +80,29 @@ def _message(error: ValidationError) -> str:
 
 def _datanet_for(request: HttpRequest, slug: str) -> Datanet:
     return get_object_or_404(selectors.datanets_visible_to(user=request.user), slug=slug)
+
+
+DatanetPage = Callable[[HtmxHttpRequest, Datanet], HttpResponse]
+
+
+def _datanet_page(can: Callable[..., bool], refusal: str) -> Callable[[DatanetPage], Callable[..., HttpResponse]]:
+    """A GET/POST page of one Datanet (``slug``) for a signed-in user: a 404 if they may not see it, ``refusal``
+    (formatted with the Datanet's ``name``; 403) if ``can(user=, datanet=)`` says they may not act on it, else the
+    page, called with the Datanet."""
+
+    def decorate(page: DatanetPage) -> Callable[..., HttpResponse]:
+        @require_http_methods(["GET", "POST"])
+        @login_required
+        @functools.wraps(page)
+        def view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+            datanet = _datanet_for(request, slug)
+            if not can(user=request.user, datanet=datanet):
+                return _refused(request, refusal.format(name=datanet.name), 403)
+            return page(request, datanet)
+
+        return view
+
+    return decorate
 
 
 def _contribution_for(request: HttpRequest, contribution_id: int) -> Contribution:
@@ -246,12 +271,8 @@ def datanet_create(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "datanets/form.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@require_http_methods(["GET", "POST"])
-@login_required
-def datanet_edit(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    datanet = _datanet_for(request, slug)
-    if not selectors.user_can_manage(user=request.user, datanet=datanet):
-        return _refused(request, f"Only the owner of {datanet.name} may change its settings.", 403)
+@_datanet_page(selectors.user_can_manage, "Only the owner of {name} may change its settings.")
+def datanet_edit(request: HtmxHttpRequest, datanet: Datanet) -> HttpResponse:
     has_records = datanet.contributions.exists()
     form = DatanetForm(request.POST or None, datanet=datanet, has_records=has_records)
     if form.is_bound and form.is_valid():
@@ -275,12 +296,8 @@ def _people_context(datanet: Datanet, **extra: Any) -> dict[str, Any]:
     }
 
 
-@require_http_methods(["GET", "POST"])
-@login_required
-def datanet_people(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    datanet = _datanet_for(request, slug)
-    if not selectors.user_can_curate(user=request.user, datanet=datanet):
-        return _refused(request, f"Only the owner and curators of {datanet.name} manage its people.", 403)
+@_datanet_page(selectors.user_can_curate, "Only the owner and curators of {name} manage its people.")
+def datanet_people(request: HtmxHttpRequest, datanet: Datanet) -> HttpResponse:
     form = PersonForm(request.POST or None)
     if not form.is_bound:
         return render(request, "datanets/people.html", _people_context(datanet, form=form))
@@ -349,12 +366,8 @@ def _contribute_context(datanet: Datanet, form: ContributeForm, **extra: Any) ->
 
 
 @csrf_exempt  # the CSRF check reads the whole body: _contribute_post runs it once the size limits are in place
-@require_http_methods(["GET", "POST"])
-@login_required
-def contribute(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    datanet = _datanet_for(request, slug)
-    if not selectors.user_can_contribute(user=request.user, datanet=datanet):
-        return _refused(request, f"Only approved members may contribute to {datanet.name}.", 403)
+@_datanet_page(selectors.user_can_contribute, "Only approved members may contribute to {name}.")
+def contribute(request: HtmxHttpRequest, datanet: Datanet) -> HttpResponse:
     if request.method == "GET":
         context = _contribute_context(datanet, ContributeForm(datanet=datanet))
         return render(request, "datanets/contribute.html", context)

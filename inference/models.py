@@ -14,6 +14,12 @@ from ledger.batches import SealedBatch
 class RunBatch(SealedBatch):
     """A sealed batch of finished runs: its leaves are their ``run_hash`` (layout in ``SealedBatch``)."""
 
+    ANCHOR_KIND = "inference_batch"
+    LEAF_FIELD = "run_hash"
+    AGE_FIELD = "finished_at"
+    SIZE_SETTING = "INFERENCE_BATCH_RUNS"
+    AGE_SETTING = "INFERENCE_BATCH_SECONDS"
+
     anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="inference_batch")
 
     def __str__(self) -> str:

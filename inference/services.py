@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger import hashing
-from ledger.services import batch_anchor_request, batch_due
+from ledger.services import seal_batches
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
 
@@ -47,7 +47,6 @@ CHAT_TOKENS_PER_MESSAGE = 5
 CHAT_TOKENS_EXTRA = 3
 # Without a tokenizer.json beside the base model, count conservatively: ~3 characters a token.
 CHARS_PER_TOKEN_FALLBACK = 3
-SEAL_MAX_BATCHES_PER_CALL = 20
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -497,39 +496,8 @@ def runs_reap_stale(*, now: datetime | None = None) -> int:
 # -- batches ------------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
-def _seal_one(*, now: datetime, force: bool) -> RunBatch | None:
-    limit = settings.INFERENCE_BATCH_RUNS
-    # skip_locked: two beat ticks (or a person and beat) never seal the same run twice, nor wait on each other
-    runs = list(
-        InferenceRun.objects.select_for_update(skip_locked=True)
-        .filter(status=InferenceRun.Status.SUCCEEDED, batch__isnull=True)
-        .exclude(run_hash="")
-        .order_by("id")
-        .only("id", "run_hash", "finished_at")[:limit]
-    )
-    if not runs:
-        return None
-    oldest = min(r.finished_at for r in runs if r.finished_at is not None)
-    due = batch_due(
-        count=len(runs), limit=limit, oldest=oldest, max_age_seconds=settings.INFERENCE_BATCH_SECONDS, now=now
-    )
-    if not (due or force):
-        return None
-    tree, anchor = batch_anchor_request(kind="inference_batch", hashes=[r.run_hash for r in runs])
-    batch = RunBatch.objects.create(root=tree.root, size=len(runs), tree=tree.dump(), anchor=anchor, sealed_at=now)
-    InferenceRun.objects.filter(pk__in=[r.pk for r in runs]).update(batch=batch)
-    return batch
-
-
 def runs_seal_batches(*, now: datetime | None = None, force: bool = False) -> list[RunBatch]:
     """Seal succeeded, unbatched runs into batches: one per INFERENCE_BATCH_RUNS runs, or whatever is there once
     the oldest has waited INFERENCE_BATCH_SECONDS (``force``: now). Each batch's root is anchored on chain."""
-    now = now or timezone.now()
-    batches = []
-    for _ in range(SEAL_MAX_BATCHES_PER_CALL):
-        batch = _seal_one(now=now, force=force)
-        if batch is None:
-            break
-        batches.append(batch)
-    return batches
+    waiting = InferenceRun.objects.filter(status=InferenceRun.Status.SUCCEEDED, batch__isnull=True).exclude(run_hash="")
+    return seal_batches(RunBatch, waiting, now=now or timezone.now(), force=force)

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from common.admin import ReadOnlyAdmin, ReadOnlyInline
 
 from .models import (
     Anchor,
@@ -18,17 +22,35 @@ from .rewards_services import epoch_retry
 from .services import anchor_retry
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the outbox and the deployer write: staff look, and act only through admin actions."""
+class OutboxRowAdmin(ReadOnlyAdmin):
+    """A row of the signed-transaction outbox: read-only, with a "Retry now" action that sends the failed or
+    backing-off ones again (``retry_one``) for staff holding ``retry_permission``."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    actions = ["retry_now"]
+    retry_permission = ""
+    queued = ""  # what the action's message says of the rows it retried, e.g. "anchor(s) queued to send again"
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(self.retry_permission)
 
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    def retry_one(self, row: Any) -> None:
+        """Queue ``row`` to be sent again: each outbox's own retry service."""
+        raise NotImplementedError
+
+    @admin.action(description="Retry now (failed or backing-off %(verbose_name_plural)s)", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """Retry the failed or backing-off rows of ``queryset``; leave the submitted and confirmed ones alone."""
+        status = queryset.model.Status
+        retried = 0
+        for row in queryset.filter(status__in=[status.FAILED, status.PENDING]):
+            self.retry_one(row)
+            retried += 1
+        skipped = queryset.count() - retried
+        self.message_user(
+            request,
+            f"{retried} {self.queued}" + (f"; {skipped} submitted or confirmed left alone" if skipped else ""),
+            messages.SUCCESS,
+        )
 
 
 @admin.register(ChainDeployment)
@@ -47,19 +69,13 @@ class ChainDeploymentAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
-class AnchorEventInline(admin.TabularInline):
+class AnchorEventInline(ReadOnlyInline):
     model = AnchorEvent
     fields = ["created_at", "type", "deployment", "nonce", "tx_hash", "block_number", "detail"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Anchor)
-class AnchorAdmin(ReadOnlyAdmin):
+class AnchorAdmin(OutboxRowAdmin):
     list_display = [
         "id",
         "kind",
@@ -78,7 +94,8 @@ class AnchorAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["deployment"]
     inlines = [AnchorEventInline]
-    actions = ["retry_now"]
+    retry_permission = "ledger.change_anchor"
+    queued = "anchor(s) queued to send again"
 
     @admin.display(description="root")
     def short_root(self, obj: Anchor) -> str:
@@ -88,22 +105,8 @@ class AnchorAdmin(ReadOnlyAdmin):
     def short_tx_hash(self, obj: Anchor) -> str:
         return obj.tx_hash[:10] + "…" if obj.tx_hash else "-"
 
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("ledger.change_anchor")
-
-    @admin.action(description="Retry now (failed or backing-off anchors)", permissions=["retry"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[Anchor]) -> None:
-        retried = 0
-        for anchor in queryset.filter(status__in=[Anchor.Status.FAILED, Anchor.Status.PENDING]):
-            anchor_retry(anchor=anchor)
-            retried += 1
-        skipped = queryset.count() - retried
-        self.message_user(
-            request,
-            f"{retried} anchor(s) queued to send again"
-            + (f"; {skipped} submitted or confirmed left alone" if skipped else ""),
-            messages.SUCCESS,
-        )
+    def retry_one(self, row: Anchor) -> None:
+        anchor_retry(anchor=row)
 
 
 @admin.register(AnchorEvent)
@@ -129,38 +132,25 @@ class RewardContractsAdmin(ReadOnlyAdmin):
     search_fields = ["=distributor_address", "=token_address"]
 
 
-class RewardEpochEntryInline(admin.TabularInline):
+class RewardEpochEntryInline(ReadOnlyInline):
     model = RewardEpochEntry
     fields = ["index", "account", "amount", "beneficiary"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(RewardEpoch)
-class RewardEpochAdmin(ReadOnlyAdmin):
+class RewardEpochAdmin(OutboxRowAdmin):
     list_display = ["number", "status", "total", "entry_count", "nonce", "tx_hash", "block_number", "attempts"]
     list_filter = ["status", "contracts"]
     search_fields = ["=root", "=tx_hash"]
     date_hierarchy = "created_at"
     exclude = ["tree", "raw_tx"]
     inlines = [RewardEpochEntryInline]
-    actions = ["retry_now"]
+    retry_permission = "ledger.change_rewardepoch"
+    queued = "epoch(s) queued to publish again"
 
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("ledger.change_rewardepoch")
-
-    @admin.action(description="Retry now (failed or backing-off epochs)", permissions=["retry"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[RewardEpoch]) -> None:
-        retried = 0
-        for epoch in queryset.filter(status__in=[RewardEpoch.Status.FAILED, RewardEpoch.Status.PENDING]):
-            epoch_retry(epoch=epoch)
-            retried += 1
-        self.message_user(request, f"{retried} epoch(s) queued to publish again", messages.SUCCESS)
+    def retry_one(self, row: RewardEpoch) -> None:
+        epoch_retry(epoch=row)
 
 
 @admin.register(RewardEpochEntry)

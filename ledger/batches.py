@@ -1,5 +1,5 @@
 """The one shape of a sealed batch (inference runs, contribution receipts): a set of bytes32 hashes under one Merkle
-root, which one anchor puts on chain. ``ledger.services.batch_due`` and ``batch_anchor_request`` seal them."""
+root, which one anchor puts on chain. ``ledger.services.seal_batches`` seals them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ class SealedBatch(models.Model):
     """
 
     LEAF_TYPES = ("bytes32",)
+    # each concrete batch names what it seals: the anchor kind of its root, the field of an item holding its bytes32
+    # hash (its leaf), the one its age is counted from, and the settings that make a batch due (full at SIZE_SETTING
+    # items, or its oldest item AGE_SETTING seconds old)
+    ANCHOR_KIND: str
+    LEAF_FIELD: str
+    AGE_FIELD: str
+    SIZE_SETTING: str
+    AGE_SETTING: str
 
     root = models.CharField(max_length=66, unique=True)
     size = models.PositiveIntegerField()

@@ -12,7 +12,23 @@ class ActiveRowQuerySet(models.QuerySet):
         return self.filter(chain_id=settings.EVM_CHAIN_ID, active=True).first()
 
 
-class ChainDeployment(models.Model):
+class ActiveRow(models.Model):
+    """A deployment record that is active until the chain under it is reset: then retired with a reason, and a new
+    row takes over (``objects.current()``)."""
+
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_reason = models.TextField(blank=True)
+
+    objects = ActiveRowQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+
+class ChainDeployment(ActiveRow):
     """Where LineageRegistry lives on one chain, and how to tell that the chain under it was reset.
 
     At most one active row per chain id. A reset (the code gone from the address, or another block at the deploy
@@ -28,15 +44,8 @@ class ChainDeployment(models.Model):
     deploy_block_number = models.PositiveBigIntegerField()
     deploy_block_hash = models.CharField(max_length=66)
     artifact_sha256 = models.CharField(max_length=64, help_text="sha256 of the creation bytecode deployed.")
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    retired_at = models.DateTimeField(null=True, blank=True)
-    retired_reason = models.TextField(blank=True)
 
-    objects = ActiveRowQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(ActiveRow.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_deployment_per_chain"
@@ -66,6 +75,24 @@ class SignerNonce(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} next nonce {self.next_nonce}"
+
+
+def sent_transaction_constraints(prefix: str, target: str) -> list[models.BaseConstraint]:
+    """The two rules of every outbox table (``prefix``: ``ledger_anchor``...; ``target``: the foreign key to what it is
+    sent to): a submitted or confirmed row has its nonce, hash, signed bytes and target; and one nonce, one row per
+    target and signer (the database refuses a second row on a nonce already taken)."""
+    return [
+        models.CheckConstraint(
+            condition=~Q(status__in=["submitted", "confirmed"])
+            | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(**{f"{target}__isnull": False})),
+            name=f"{prefix}_sent_has_transaction",
+        ),
+        models.UniqueConstraint(
+            fields=[target, "signer", "nonce"],
+            condition=Q(nonce__isnull=False),
+            name=f"{prefix}_nonce_unique",
+        ),
+    ]
 
 
 class SignedTransaction(models.Model):
@@ -158,20 +185,10 @@ class Anchor(SignedTransaction):
                 name="ledger_anchor_kind_known",
             ),
             models.CheckConstraint(
-                condition=~Q(status__in=["submitted", "confirmed"])
-                | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(deployment__isnull=False)),
-                name="ledger_anchor_sent_has_transaction",
-            ),
-            models.CheckConstraint(
                 condition=~Q(status="pending") | Q(nonce__isnull=True, tx_hash="", raw_tx=""),
                 name="ledger_anchor_pending_has_no_nonce",
             ),
-            # one nonce, one anchor: the database refuses a second anchor on a nonce already taken
-            models.UniqueConstraint(
-                fields=["deployment", "signer", "nonce"],
-                condition=Q(nonce__isnull=False),
-                name="ledger_anchor_nonce_unique",
-            ),
+            *sent_transaction_constraints("ledger_anchor", "deployment"),
         ]
 
     def __str__(self) -> str:
@@ -211,7 +228,7 @@ class AnchorEvent(models.Model):
         return f"{self.type} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
-class RewardContracts(models.Model):
+class RewardContracts(ActiveRow):
     """The RewardToken and RewardDistributor deployed next to a LineageRegistry deployment, and how to tell that the
     chain under them was reset (the same rule as ChainDeployment: code at the addresses and the deploy block's hash).
 
@@ -230,15 +247,8 @@ class RewardContracts(models.Model):
     deploy_block_hash = models.CharField(max_length=66)
     token_artifact_sha256 = models.CharField(max_length=64)
     distributor_artifact_sha256 = models.CharField(max_length=64)
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    retired_at = models.DateTimeField(null=True, blank=True)
-    retired_reason = models.TextField(blank=True)
 
-    objects = ActiveRowQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(ActiveRow.Meta):
         verbose_name_plural = "reward contracts"
         constraints = [
             models.UniqueConstraint(
@@ -282,16 +292,7 @@ class RewardEpoch(RewardTransaction):
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_epoch_due")]
         constraints = [
             models.CheckConstraint(condition=Q(number__gte=1), name="ledger_epoch_number_positive"),
-            models.CheckConstraint(
-                condition=~Q(status__in=["submitted", "confirmed"])
-                | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(contracts__isnull=False)),
-                name="ledger_epoch_sent_has_transaction",
-            ),
-            models.UniqueConstraint(
-                fields=["contracts", "signer", "nonce"],
-                condition=Q(nonce__isnull=False),
-                name="ledger_epoch_nonce_unique",
-            ),
+            *sent_transaction_constraints("ledger_epoch", "contracts"),
         ]
 
     def __str__(self) -> str:
@@ -345,16 +346,7 @@ class RewardClaim(RewardTransaction):
                 condition=Q(status__in=["pending", "submitted", "confirmed"]),
                 name="ledger_one_live_claim_per_entry",
             ),
-            models.CheckConstraint(
-                condition=~Q(status__in=["submitted", "confirmed"])
-                | (Q(nonce__isnull=False) & ~Q(tx_hash="") & ~Q(raw_tx="") & Q(contracts__isnull=False)),
-                name="ledger_claim_sent_has_transaction",
-            ),
-            models.UniqueConstraint(
-                fields=["contracts", "signer", "nonce"],
-                condition=Q(nonce__isnull=False),
-                name="ledger_claim_nonce_unique",
-            ),
+            *sent_transaction_constraints("ledger_claim", "contracts"),
         ]
 
     def __str__(self) -> str:

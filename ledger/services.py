@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 
 from . import chain, deployments, hashing, merkle, transactions
+from .batches import SealedBatch
 from .models import Anchor, AnchorEvent, ChainDeployment
 
 logger = logging.getLogger(__name__)
@@ -19,6 +22,7 @@ logger = logging.getLogger(__name__)
 URI_MAX_LENGTH = 2048
 SUBJECT_MAX_LENGTH = 200
 BATCH_LEAF_TYPES = ("bytes32",)
+SEAL_MAX_BATCHES_PER_CALL = 20
 ZERO_BYTES32 = "0x" + "00" * 32
 
 
@@ -53,6 +57,9 @@ def anchor_subject_id(*parts: object) -> str:
     return hashing.subject_id(anchor_subject(*parts))
 
 
+Batch = TypeVar("Batch", bound=SealedBatch)
+
+
 def batch_due(*, count: int, limit: int, oldest: datetime, max_age_seconds: int, now: datetime) -> bool:
     """Whether a batch of ``count`` waiting items is to be sealed now: full (``limit``), or its oldest item has waited
     ``max_age_seconds``. The one rule of inference-run and receipt batches."""
@@ -65,6 +72,39 @@ def batch_anchor_request(*, kind: str, hashes: list[str]) -> tuple[merkle.Standa
     in the transaction that writes the batch."""
     tree = merkle.StandardMerkleTree.of([(h,) for h in hashes], BATCH_LEAF_TYPES)
     return tree, anchor_request(kind=kind, subject=anchor_subject(kind, tree.root), root=tree.root)
+
+
+@transaction.atomic
+def _seal_one(batch_model: type[Batch], waiting: QuerySet[Any], *, now: datetime, force: bool) -> Batch | None:
+    leaf, age = batch_model.LEAF_FIELD, batch_model.AGE_FIELD
+    limit = getattr(settings, batch_model.SIZE_SETTING)
+    # skip_locked: two beat ticks (or a person and beat) never seal the same item twice, nor wait on each other
+    items = list(waiting.select_for_update(skip_locked=True).order_by("id").only("id", leaf, age)[:limit])
+    if not items:
+        return None
+    oldest = min(t for item in items if (t := getattr(item, age)) is not None)
+    max_age_seconds = getattr(settings, batch_model.AGE_SETTING)
+    if not (force or batch_due(count=len(items), limit=limit, oldest=oldest, max_age_seconds=max_age_seconds, now=now)):
+        return None
+    tree, anchor = batch_anchor_request(kind=batch_model.ANCHOR_KIND, hashes=[getattr(item, leaf) for item in items])
+    batch = batch_model.objects.create(root=tree.root, size=len(items), tree=tree.dump(), anchor=anchor, sealed_at=now)
+    waiting.model.objects.filter(pk__in=[item.pk for item in items]).update(batch=batch)
+    return batch
+
+
+def seal_batches(batch_model: type[Batch], waiting: QuerySet[Any], *, now: datetime, force: bool) -> list[Batch]:
+    """Seal the ``waiting`` items (unbatched, with their hash) into ``batch_model`` batches: one per full batch, or
+    whatever is there once the oldest has waited long enough (``force``: now), at most SEAL_MAX_BATCHES_PER_CALL
+    batches a call; ``batch_model`` names the fields and settings (``SealedBatch``). Each batch, in its own
+    transaction, is written with the anchor of its root (``batch_anchor_request``) and set on its items' ``batch``
+    field. The one sealing of inference-run and receipt batches."""
+    batches = []
+    for _ in range(SEAL_MAX_BATCHES_PER_CALL):
+        batch = _seal_one(batch_model, waiting, now=now, force=force)
+        if batch is None:
+            break
+        batches.append(batch)
+    return batches
 
 
 def _log(

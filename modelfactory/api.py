@@ -318,9 +318,8 @@ class BaseModelRegisterApi(ModelFactoryApi):
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        base = services.base_model_register(user=request.user, **serializer.validated_data)
+        data = self.validated(self.InputSerializer, request.data)
+        base = services.base_model_register(user=request.user, **data)
         return Response(BaseModelSerializer(base).data, status=201)
 
 
@@ -344,11 +343,10 @@ class JobListApi(ModelFactoryApi):
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = self.validated(self.FilterSerializer, request.query_params)
         jobs = jobs_visible_to(user=request.user).prefetch_related("snapshots__datanet")
         for name in ("status", "kind"):
-            if value := filters.validated_data.get(name):
+            if value := filters.get(name):
                 jobs = jobs.filter(**{name: value})
         return paginated(self, request, jobs, JobSerializer)
 
@@ -418,9 +416,7 @@ class JobLaunchApi(ModelFactoryApi):
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(self.InputSerializer, request.data)
         parent = None
         if data.get("parent_version") is not None:
             parent = (
@@ -499,9 +495,7 @@ class MergeLaunchApi(ModelFactoryApi):
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(self.InputSerializer, request.data)
         ids = [p["version"] for p in data["parents"]]
         found = versions_visible_to(user=request.user).select_related("base_model").in_bulk(ids)
         if missing := [i for i in ids if i not in found]:
@@ -568,9 +562,7 @@ class VersionListApi(ModelFactoryApi):
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        wanted = filters.validated_data
+        wanted = self.validated(self.FilterSerializer, request.query_params)
         versions = (
             versions_visible_to(user=request.user)
             .select_related("job", "anchor__deployment")
@@ -615,12 +607,11 @@ class VersionPublishApi(ModelFactoryApi):
         tags=TAGS,
     )
     def post(self, request: Request, version_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(self.InputSerializer, request.data)
         version = services.version_publish(
             version=_version_for(request.user, version_id),
             user=request.user,
-            published=serializer.validated_data["published"],
+            published=data["published"],
         )
         return Response(VersionDetailSerializer(version, context={"request": request}).data)
 

@@ -237,12 +237,18 @@ def job_launch(
     return job
 
 
+def _lock_own_job(job: FineTuneJob, user: Any, verb: str) -> FineTuneJob:
+    """``job``'s row, locked for the transaction, if ``user`` owns it (or is staff); else PermissionDenied."""
+    locked = FineTuneJob.objects.select_for_update().get(pk=job.pk)
+    if getattr(user, "pk", None) != locked.owner_id and not getattr(user, "is_staff", False):
+        raise PermissionDenied(f"only the job's owner may {verb} it")
+    return locked
+
+
 @transaction.atomic
 def job_cancel(*, job: FineTuneJob, user: Any) -> FineTuneJob:
     """Cancel a job: a queued one at once; a running one stops before its next step and keeps nothing."""
-    locked = FineTuneJob.objects.select_for_update().get(pk=job.pk)
-    if getattr(user, "pk", None) != locked.owner_id and not getattr(user, "is_staff", False):
-        raise PermissionDenied("only the job's owner may cancel it")
+    locked = _lock_own_job(job, user, "cancel")
     if locked.is_finished:
         raise ValidationError(f"job #{locked.pk} already {locked.status}: there is nothing to cancel")
     if locked.cancel_requested:
@@ -260,9 +266,7 @@ def job_cancel(*, job: FineTuneJob, user: Any) -> FineTuneJob:
 @transaction.atomic
 def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
     """Queue a failed or cancelled job again (a new attempt, a new task); a failed run's checkpoint is resumed."""
-    locked = FineTuneJob.objects.select_for_update().get(pk=job.pk)
-    if getattr(user, "pk", None) != locked.owner_id and not getattr(user, "is_staff", False):
-        raise PermissionDenied("only the job's owner may retry it")
+    locked = _lock_own_job(job, user, "retry")
     if locked.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
         raise ValidationError(f"job #{locked.pk} is {locked.status}: only a failed or cancelled job can be retried")
     if locked.kind == FineTuneJob.Kind.TRAIN:
@@ -642,32 +646,24 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         # train_lora renames its staging folder into place only on success; anything here is ours to drop
         if output.exists() and not (output / "adapter_model.safetensors").exists():
             shutil.rmtree(output, ignore_errors=True)
-    try:
-        version = _version_create(
-            job_id=job.pk,
-            worker=worker,
-            output_dir=Path(result.output_dir),
-            adapter_sha256=result.adapter_sha256,
-            record_type=record_type,
-            config=TrainingConfig.from_dict(job.config).to_dict(),
-            seed=TrainingConfig.from_dict(job.config).seed,
-            parents=_continued_from(job),
-            metrics=result.metrics,
-            samples=result.samples,
-            training_facts=_training_facts(result),
-            loss_history=result.loss_history,
-            index_build=index_build,
-        )
-    except Exception as exc:
-        logger.exception("job %s: storing the version failed", job.pk)
-        shutil.rmtree(output, ignore_errors=True)
-        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
-        _discard_unkept_index(job.pk, worker, index_build)
-        return None
-    if version is None:  # cancelled after its last step, or the job belongs to a newer attempt by now
-        _discard_unkept_index(job.pk, worker, index_build)
-        return None
-    _announce_trained(version, base_model.path)
+    version = _store_version(
+        job,
+        worker,
+        output,
+        index_build,
+        output_dir=Path(result.output_dir),
+        adapter_sha256=result.adapter_sha256,
+        record_type=record_type,
+        config=TrainingConfig.from_dict(job.config).to_dict(),
+        seed=TrainingConfig.from_dict(job.config).seed,
+        parents=_continued_from(job),
+        metrics=result.metrics,
+        samples=result.samples,
+        training_facts=_training_facts(result),
+        loss_history=result.loss_history,
+    )
+    if version is not None:
+        _announce_trained(version, base_model.path)
     return version
 
 
@@ -692,6 +688,24 @@ def _announce_trained(version: ModelVersion, base_model_path: str) -> None:
             receiver(version=version, base=_loaded_base(base_model_path))
         except Exception:  # receivers store their own failures; this guards the job against the guard failing
             logger.exception("version %s: %s raised", version.pk, getattr(receiver, "__qualname__", receiver))
+
+
+def _store_version(
+    job: FineTuneJob, worker: str, output: Path, index_build: hooks.IndexBuild | None, **fields: Any
+) -> ModelVersion | None:
+    """``_version_create`` for this attempt of ``job``; None when nothing was stored: it failed (the job fails with
+    the error, the adapter folder ``output`` is dropped), was cancelled after its last step, or the job belongs to a
+    newer attempt by now. Whenever nothing was stored, the index this attempt built is discarded."""
+    try:
+        version = _version_create(job_id=job.pk, worker=worker, index_build=index_build, **fields)
+    except Exception as exc:
+        logger.exception("%s %s: storing the version failed", "merge job" if job.is_merge else "job", job.pk)
+        shutil.rmtree(output, ignore_errors=True)
+        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
+        version = None
+    if version is None:
+        _discard_unkept_index(job.pk, worker, index_build)
+    return version
 
 
 def _discard_unkept_index(job_id: int, worker: str, index_build: hooks.IndexBuild | None) -> None:
@@ -790,50 +804,42 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
         shutil.rmtree(output, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
         return None
-    try:
-        version = _version_create(
-            job_id=job.pk,
-            worker=worker,
-            output_dir=output,
-            adapter_sha256=result.adapter_sha256,
-            record_type=record_type,
-            config={
-                "kind": "merge",
-                "method": method,
-                "density": density,
-                "combination_type": result.combination_type,
-                "rank": result.rank,
-            },
-            seed=0,
-            parents=[
-                {
-                    "id": v.pk,
-                    "manifest_hash": v.manifest_hash,
-                    "weight": w,
-                    "relation": ModelVersionParent.Relation.MERGED_FROM,
-                }
-                for v, w in sources
-            ],
-            metrics={},
-            samples=samples,
-            training_facts={
-                "device": str(loaded.device),
-                "merge": {"method": method, "combination_type": result.combination_type, "rank": result.rank},
-                "seconds": round(time.monotonic() - started, 2),
-            },
-            loss_history=[],
-            index_build=index_build,
-        )
-    except Exception as exc:
-        logger.exception("merge job %s: storing the version failed", job.pk)
-        shutil.rmtree(output, ignore_errors=True)
-        _job_end(job.pk, worker, FineTuneJob.Status.FAILED, f"{type(exc).__name__}: {exc}"[:4000])
-        _discard_unkept_index(job.pk, worker, index_build)
-        return None
-    if version is None:
-        _discard_unkept_index(job.pk, worker, index_build)
-        return None
-    _announce_trained(version, base_model.path)
+    version = _store_version(
+        job,
+        worker,
+        output,
+        index_build,
+        output_dir=output,
+        adapter_sha256=result.adapter_sha256,
+        record_type=record_type,
+        config={
+            "kind": "merge",
+            "method": method,
+            "density": density,
+            "combination_type": result.combination_type,
+            "rank": result.rank,
+        },
+        seed=0,
+        parents=[
+            {
+                "id": v.pk,
+                "manifest_hash": v.manifest_hash,
+                "weight": w,
+                "relation": ModelVersionParent.Relation.MERGED_FROM,
+            }
+            for v, w in sources
+        ],
+        metrics={},
+        samples=samples,
+        training_facts={
+            "device": str(loaded.device),
+            "merge": {"method": method, "combination_type": result.combination_type, "rank": result.rank},
+            "seconds": round(time.monotonic() - started, 2),
+        },
+        loss_history=[],
+    )
+    if version is not None:
+        _announce_trained(version, base_model.path)
     return version
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework.request import Request
+from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from common.jsonguard import GuardedJSONParser, JsonLimits, PayloadTooLarge
@@ -23,6 +24,13 @@ class BaseApi(APIView):
 
     def json_limits(self) -> JsonLimits:
         return JsonLimits.from_settings()
+
+    def validated(self, serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
+        """``data`` (a body, query parameters) as ``serializer_class`` reads it; a 400 naming the bad fields if it
+        does not validate."""
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Before authentication: session auth's CSRF check reads a POST body, and the point is to never read this one.

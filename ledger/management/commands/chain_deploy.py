@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.management.base import BaseCommand, CommandError
 
 from ledger import chain, deployments
+
+T = TypeVar("T")
 
 
 class Command(BaseCommand):
@@ -14,19 +17,20 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            deployment = deployments.ensure_deployed()
-        except chain.ChainError as e:
-            raise CommandError(f"cannot deploy LineageRegistry: {e}") from e
+        deployment = _deploy("LineageRegistry", deployments.ensure_deployed)
         self.stdout.write(
             f"LineageRegistry at {deployment.contract_address} on chain {deployment.chain_id} "
             f"(deployed in block {deployment.deploy_block_number}, signer {deployment.deployer})"
         )
-        try:
-            rewards = deployments.ensure_rewards_deployed()
-        except chain.ChainError as e:
-            raise CommandError(f"cannot deploy the reward contracts: {e}") from e
+        rewards = _deploy("the reward contracts", deployments.ensure_rewards_deployed)
         self.stdout.write(
             f"RewardDistributor at {rewards.distributor_address}, RewardToken at {rewards.token_address} "
             f"(treasury {rewards.treasury})"
         )
+
+
+def _deploy(what: str, ensure: Callable[[], T]) -> T:
+    try:
+        return ensure()
+    except chain.ChainError as e:
+        raise CommandError(f"cannot deploy {what}: {e}") from e
