@@ -409,10 +409,12 @@ class Scored:
     support: scoring.Support | None = None
 
 
-def run_score(*, run: Any, index: AttributionIndex) -> Scored:
+def run_score(
+    *, run: Any, index: AttributionIndex, policy: scoring.AttributionPolicy = scoring.CURRENT_POLICY
+) -> Scored:
     """Score ``run``'s answer against ``index`` (loading base and adapter in this process), judge whether training
-    records support it (``scoring.assess``) and combine the signals under the current policy
-    (``scoring.CURRENT_POLICY``: credit only for supported content); writes nothing. Raises FeatureIndexError /
+    records support it (``scoring.assess``) and combine the signals under ``policy`` (by default
+    ``scoring.CURRENT_POLICY``: credit only for supported content); writes nothing. Raises FeatureIndexError /
     SpanIndexError when the stored files do not match the hashes the index row (and the anchored manifest)
     names."""
     from . import index as index_mod
@@ -430,11 +432,11 @@ def run_score(*, run: Any, index: AttributionIndex) -> Scored:
         answer=run.answer,
         stopped=run.finish_reason == "stop",
         min_span_tokens=int(settings.ATTRIBUTION_MIN_SPAN_TOKENS),
-        top_k=scoring.CURRENT_POLICY.top_k,
-        context_relevance=context_relevance(scoring.CURRENT_POLICY),
+        top_k=policy.top_k,
+        context_relevance=context_relevance(policy),
     )
-    support = scoring.assess(scores.support, scores.gradient, scoring.CURRENT_POLICY)
-    attribution = scoring.combine_supported(scores.gradient, support, scoring.CURRENT_POLICY)
+    support = scoring.assess(scores.support, scores.gradient, policy)
+    attribution = scoring.combine_supported(scores.gradient, support, policy)
     owners = record_owners([r.record_id for r in attribution.records], version=run.version)
     return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores, support)
 

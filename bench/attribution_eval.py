@@ -72,6 +72,7 @@ from attribution.scoring import (  # noqa: E402
     POLICY_V1,
     POLICY_V2,
     POLICY_V3,
+    POLICY_V3_IN_CONTEXT,
     AttributionPolicy,
     SupportPolicy,
     assess,
@@ -343,6 +344,7 @@ VARIANTS: dict[str, Callable[[Scored, list[tuple[int, ...]]], Attributed]] = {
     "v2_support_without_base_contrast": lambda s, o: _v2(s, o, NO_NOVELTY),
     "v2_all_token_gradient": lambda s, o: _v2(s, o, POLICY_V2, all_tokens=True),
     "v2": lambda s, o: _v2(s, o, POLICY_V2),
+    "v3_with_in_context": lambda s, o: _v2(s, o, POLICY_V3_IN_CONTEXT),
     "v3": lambda s, o: _v2(s, o, POLICY_V3),
 }
 FINAL = "v3"

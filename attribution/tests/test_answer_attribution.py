@@ -405,12 +405,19 @@ def test_a_wrong_answer_stays_unsupported_with_the_in_context_test(
     # when
     attribution = services.run_attribute(run_id=run.pk)
 
-    # then: the in-context test ran (her record was conditioned on) and found no support for the wrong value
+    # then: her record has the words "burns" and "oil" but not the answer's information, "olive"; nor does the
+    # in-context test (policy v3 with it on) find support for the wrong value when her record is conditioned on
     assert attribution.status == RunAttribution.Status.OK, attribution.error
     assert attribution.verdict == RunAttribution.Verdict.UNSUPPORTED
     scored = services.run_attribution_recompute(run=run)
-    tested = [c for c in scored.scores.support.candidates if c.record_id == record.pk]
-    assert tested and tested[0].context_logp and scored.scores.support.base_logp
+    assert any(c.same_word for c in scored.scores.support.candidates if c.record_id == record.pk)
+    in_context = services.run_score(
+        run=run, index=run.version.attribution_index, policy=scoring.POLICY_V3_IN_CONTEXT
+    ).scores
+    tested = [c for c in in_context.support.candidates if c.record_id == record.pk]
+    assert tested and tested[0].context_logp and in_context.support.base_logp
+    verdict = scoring.assess(in_context.support, in_context.gradient, scoring.POLICY_V3_IN_CONTEXT).verdict
+    assert verdict == "unsupported"
     assert record.pk in attribution.support["relevant_not_supporting"]
     assert not RewardAccrual.objects.filter(run=run, recipient_kind="contributor").exists()
     assert _accruals_sum(run) == settings.INFERENCE_RUN_FEE

@@ -10,6 +10,7 @@ from attribution.scoring import (
     POLICY_V1,
     POLICY_V2,
     POLICY_V3,
+    POLICY_V3_IN_CONTEXT,
     SHARE_DENOMINATOR,
     AttributionPolicy,
     RecordOwner,
@@ -243,7 +244,7 @@ def test_v3_a_record_that_makes_the_answer_likely_in_context_supports_it_and_say
         [-9.0, -5.0, -0.5], [(1, 1.0, [], [-0.4, -0.1, -0.4]), (2, 1.0, [], [-8.0, -5.2, -0.5])]
     )
 
-    v2, v3 = assess(evidence, {1: 0.5}, POLICY_V2), assess(evidence, {1: 0.5}, POLICY_V3)
+    v2, v3 = assess(evidence, {1: 0.5}, POLICY_V2), assess(evidence, {1: 0.5}, POLICY_V3_IN_CONTEXT)
 
     assert v2.verdict == "unsupported"  # v2 reads no in-context evidence
     assert v3.verdict == "supported" and v3.paid == pytest.approx(14.0 / 14.5, abs=1e-6)
@@ -251,7 +252,7 @@ def test_v3_a_record_that_makes_the_answer_likely_in_context_supports_it_and_say
     assert v3.as_dict()["supported_tokens"] == [[0, "in_context", [1]], [1, "in_context", [1]]]
     assert v3.as_dict()["support_signals"] == {"in_context": pytest.approx(14.0 / 14.5, abs=1e-6)}
     assert "in other words" in v3.reason and "support_signals" not in v2.as_dict()
-    result = combine_supported({1: 0.5}, v3, POLICY_V3)
+    result = combine_supported({1: 0.5}, v3, POLICY_V3_IN_CONTEXT)
     assert result.policy_version == 3 and result.total == Fraction(
         round(v3.paid * SHARE_DENOMINATOR), SHARE_DENOMINATOR
     )
@@ -260,7 +261,7 @@ def test_v3_a_record_that_makes_the_answer_likely_in_context_supports_it_and_say
 def test_v3_a_record_that_states_another_value_lowers_the_answer_and_supports_nothing() -> None:
     evidence = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 1.0, [], [-12.0, -6.0, -0.4])])
 
-    support = assess(evidence, {1: 0.9}, POLICY_V3)
+    support = assess(evidence, {1: 0.9}, POLICY_V3_IN_CONTEXT)
 
     assert support.verdict == "unsupported" and support.record_weights == {} and support.relevant_not_supporting == (1,)
 
@@ -271,7 +272,7 @@ def test_v3_in_context_support_needs_a_gain_a_likely_token_and_a_relevant_record
     not_about_it = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 0.2, [], [-0.4, -0.1, -0.4])])
 
     for evidence in (small_gain, still_unlikely, not_about_it):
-        assert assess(evidence, {}, POLICY_V3).verdict == "unsupported"
+        assert assess(evidence, {}, POLICY_V3_IN_CONTEXT).verdict == "unsupported"
 
 
 def test_v3_verbatim_support_wins_over_in_context_and_the_best_gain_takes_the_rest() -> None:
@@ -280,7 +281,7 @@ def test_v3_verbatim_support_wins_over_in_context_and_the_best_gain_takes_the_re
         [(1, 1.0, [0], [-3.0, -0.2, -0.4]), (2, 1.0, [], [-0.1, -0.9, -0.4]), (3, 1.0, [], [-0.1, -0.2, -0.4])],
     )
 
-    support = assess(evidence, {}, POLICY_V3)
+    support = assess(evidence, {}, POLICY_V3_IN_CONTEXT)
 
     by = support.supported_by
     assert by[0] == ("span", (1,))  # record 1 contains it verbatim; 2 and 3 raise it more but do not count
@@ -296,9 +297,9 @@ def test_v3_a_word_a_record_supports_in_part_and_raises_throughout_is_supported_
     barely = _in_context_evidence([-9.0, -5.0, -0.5], [(1, 1.0, [], [-8.0, -0.1, -0.4])])
     words = (True, False, True)
 
-    whole = assess(replace(raised, word_start=words), {}, POLICY_V3)
-    part = assess(replace(barely, word_start=words), {}, POLICY_V3)
-    no_words = assess(raised, {}, POLICY_V3)
+    whole = assess(replace(raised, word_start=words), {}, POLICY_V3_IN_CONTEXT)
+    part = assess(replace(barely, word_start=words), {}, POLICY_V3_IN_CONTEXT)
+    no_words = assess(raised, {}, POLICY_V3_IN_CONTEXT)
 
     assert whole.supported_by[0] == ("in_context", (1,)) and whole.verdict == "supported"
     assert 0 not in part.supported_by and 0 not in no_words.supported_by
@@ -342,7 +343,7 @@ def test_v3_verbatim_support_wins_over_a_bare_word_and_a_word_over_the_in_contex
         base_logp=(-9.0, -5.0),
     )
 
-    by = assess(evidence, {}, POLICY_V3).supported_by
+    by = assess(evidence, {}, POLICY_V3_IN_CONTEXT).supported_by
 
     assert by[0] == ("span", (1,)) and by[1] == ("word", (2,))
 
