@@ -34,7 +34,7 @@ from attribution.features import (
     gradient_features,
     sketch_for,
 )
-from attribution.spans import SpanIndex, SpanMatch
+from attribution.spans import SpanIndex, SpanMatch, echo_mask, shared_span_lengths, span_record_scores
 from modelfactory import encoding
 from modelfactory.config import TrainingConfig
 
@@ -397,8 +397,6 @@ class Scorer:
         its phrasing; an answer that is all echo falls back to every answer token. With ``echo_free_spans`` span
         credit never counts tokens copied from the prompt. (Both off: policy v1's signals, for the benchmark.)
         """
-        from attribution.spans import echo_mask, span_record_scores
-
         prompt_ids, ids, offsets = self.answer_ids(messages=messages, prompt=prompt, answer=answer, stopped=stopped)
         eos = self.base.tokenizer.eos_token_id
         echo = echo_mask(ids, prompt_ids, n=ECHO_NGRAM)
@@ -523,8 +521,6 @@ class Scorer:
         question: str,
         ranked: list[int],
     ) -> SupportEvidence:
-        from attribution.spans import shared_span_lengths
-
         key: dict[int, float] = {}
         for position in question_positions(self.base.tokenizer, prompt_ids, question):
             token, nats = int(prompt_ids[position]), surprisal[position]

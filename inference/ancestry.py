@@ -23,6 +23,7 @@ from datanets.selectors import datanets_visible_to
 from ledger import hashing
 from ledger.models import Anchor
 from modelfactory.models import BaseModel, ModelVersion, ModelVersionParent
+from modelfactory.selectors import versions_visible_to
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,6 @@ def _ancestor_ids(version_id: int) -> list[int]:
 def lineage_visible_to(*, user: Any, version: ModelVersion) -> bool:
     """Whether ``user`` may see ``version``'s lineage facts: they may see the version itself, or a version built on
     it (an ancestry panel shows the whole path, so its verify links must open for whoever sees the panel)."""
-    from modelfactory.selectors import versions_visible_to
-
     sql = _walk_sql("child_id", "parent_id")
     with connection.cursor() as cursor:
         cursor.execute(sql, [version.pk])

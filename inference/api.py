@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 from accounts.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
 from common.api.views import BaseApi
 from common.jsonguard import GuardedJSONParser, PayloadTooLarge
+from modelfactory.models import BaseModel
 from modelfactory.selectors import version_anchor_facts
 
 from . import hooks, selectors, services, streams
@@ -136,8 +137,6 @@ class ModelListApi(OpenAIApiView):
         operation_id="v1_models_list", summary="OpenAI-compatible list of askable models", responses=OpenApiTypes.OBJECT
     )
     def get(self, request: Request) -> Response:
-        from modelfactory.models import BaseModel
-
         data = [
             {
                 "id": selectors.model_id_of(v, v.base_model),

@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from datanets.licences import LICENCES, licence_compatible
-from datanets.models import Datanet, Snapshot
+from datanets.models import Datanet, Snapshot, SnapshotRecord
 from datanets.selectors import datanets_trainable_by, datanets_visible_to
 from datanets.storage import media_path
 from ledger.proofs import anchor_facts_for
@@ -69,8 +69,6 @@ def _versions_with_hidden_data() -> RawSQL:
 
 def version_training_records(*, version: ModelVersion) -> QuerySet[Any]:
     """The snapshot leaves a version trained on (before de-duplication across snapshots), for attribution."""
-    from datanets.models import SnapshotRecord
-
     return SnapshotRecord.objects.filter(snapshot__in=version.snapshots.all()).order_by("snapshot_id", "leaf_index")
 
 
