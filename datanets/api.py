@@ -38,6 +38,7 @@ from common.api.errors import READ_ERRORS, WRITE_ERRORS, ChainUnavailable, error
 from common.api.pagination import page_serializer, paginated
 from common.api.views import BaseApi
 from common.jsonguard import JsonLimits
+from common.ratelimit import chain_read_limited
 from ledger.proofs import anchor_facts
 
 from . import exports, selectors, services
@@ -1084,6 +1085,7 @@ class RecordProofVerifyApi(BaseApi):
         request=None,
         responses={
             200: OutputSerializer,
+            429: error_response("Too many chain checks from this client (CHAIN_READ_RATE_LIMIT)"),
             503: error_response("Chain unreachable"),
             **READ_ERRORS,
         },
@@ -1095,6 +1097,8 @@ class RecordProofVerifyApi(BaseApi):
         snapshot = _snapshot_for(request.user, slug, number)
         record = _record_in(snapshot, record_id)
         proof = _proof(snapshot, record)
+        if limited := chain_read_limited(request):
+            raise exceptions.Throttled(wait=limited.retry_after, detail=limited.message)
         try:
             valid = services.proof_verify_on_chain(snapshot=snapshot, record=record)
         except ChainError as e:

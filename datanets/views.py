@@ -29,6 +29,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from common.ratelimit import chain_read_limited
 from common.redirects import safe_next
 
 from . import selectors, services
@@ -666,6 +667,11 @@ def proof_verify(request: HtmxHttpRequest, slug: str, number: int, record_id: in
     snapshot, record = _proof_record(request, slug, number, record_id)
     context: dict[str, Any] = {"snapshot": snapshot, "record": record, "verified": None, "error": ""}
     status = 200
+    if limited := chain_read_limited(request):
+        context["error"] = limited.message
+        response = render(request, _template(request, "verify", "answer"), context, status=429)
+        response["Retry-After"] = str(limited.retry_after)
+        return response
     try:
         context["verified"] = services.proof_verify_on_chain(snapshot=snapshot, record=record)
     except Record.DoesNotExist:
