@@ -74,10 +74,9 @@ class WalletChallengeAdmin(_EvidenceAdmin):
 class LoginFailureAdmin(_EvidenceAdmin):
     """Deleting an account's rows lifts its lockout early."""
 
-    list_display = ("account", "ip", "at")
+    list_display = readonly_fields = ("account", "ip", "at")
     list_filter = ("at",)
     search_fields = ("account", "ip")
-    readonly_fields = ("account", "ip", "at")
 
 
 @admin.register(LoginAddress)
@@ -85,10 +84,9 @@ class LoginAddressAdmin(_EvidenceAdmin):
     """Addresses that passed an account's failure ceiling because its owner signed in from them; deleting one
     makes it a stranger again."""
 
-    list_display = ("account", "ip", "last_success_at")
+    list_display = readonly_fields = ("account", "ip", "last_success_at")
     list_filter = ("last_success_at",)
     search_fields = ("account", "ip")
-    readonly_fields = ("account", "ip", "last_success_at")
 
 
 @admin.register(ApiToken)

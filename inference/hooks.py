@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from common.registry import Registry
+
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
@@ -30,19 +32,18 @@ RunFinished = Callable[["InferenceRun"], None]
 RunExtra = Callable[..., dict[str, Any]]  # extra(*, run: InferenceRun, user: User | AnonymousUser | None) -> data
 RunSection = Callable[["HttpRequest", "InferenceRun"], str]  # (request, run) -> HTML
 
-_finished: list[RunFinished] = []
+_finished: Registry[RunFinished] = Registry()
 _extras: dict[str, RunExtra] = {}
-_sections: list[RunSection] = []
+_sections: Registry[RunSection] = Registry()
 
 
 def run_finished_connect(receiver: RunFinished) -> None:
     """Call ``receiver(run)`` for every run that finishes, inside its transaction (once per receiver)."""
-    if receiver not in _finished:
-        _finished.append(receiver)
+    _finished.add(receiver)
 
 
 def run_finished_receivers() -> tuple[RunFinished, ...]:
-    return tuple(_finished)
+    return _finished.all()
 
 
 def run_extra_register(name: str, extra: RunExtra) -> None:
@@ -58,9 +59,8 @@ def run_extras() -> dict[str, RunExtra]:
 
 def run_section_register(section: RunSection) -> None:
     """Add ``section(request, run)``, which returns HTML, to the run's page (once per section)."""
-    if section not in _sections:
-        _sections.append(section)
+    _sections.add(section)
 
 
 def run_sections() -> tuple[RunSection, ...]:
-    return tuple(_sections)
+    return _sections.all()

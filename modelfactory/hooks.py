@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
+from common.registry import Registry
+
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
@@ -60,8 +62,8 @@ VersionTrained = Callable[..., None]  # receiver(*, version: ModelVersion, base:
 VersionSection = Callable[["HttpRequest", "ModelVersion"], str]  # (request, version) -> HTML
 
 _indexer: list[VersionIndexer] = []
-_trained: list[VersionTrained] = []
-_sections: list[VersionSection] = []
+_trained: Registry[VersionTrained] = Registry()
+_sections: Registry[VersionSection] = Registry()
 
 
 def version_indexer_register(indexer: VersionIndexer) -> None:
@@ -78,19 +80,17 @@ def version_indexer() -> VersionIndexer | None:
 
 def version_trained_connect(receiver: VersionTrained) -> None:
     """Call ``receiver(version=, base=)`` after each training job has committed its version (once per receiver)."""
-    if receiver not in _trained:
-        _trained.append(receiver)
+    _trained.add(receiver)
 
 
 def version_trained_receivers() -> tuple[VersionTrained, ...]:
-    return tuple(_trained)
+    return _trained.all()
 
 
 def version_section_register(section: VersionSection) -> None:
     """Add ``section(request, version)``, which returns HTML, to the version page (once per section)."""
-    if section not in _sections:
-        _sections.append(section)
+    _sections.add(section)
 
 
 def version_sections() -> tuple[VersionSection, ...]:
-    return tuple(_sections)
+    return _sections.all()

@@ -3,13 +3,7 @@
   "use strict";
 
   // A refusal (4xx: bad options, rate limit) or an unreachable chain (503) comes with a fragment that says why.
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    const status = event.detail.xhr.status;
-    if ((status >= 400 && status < 500) || status === 503) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
-  });
+  window.openledger.swapRefusals((status) => (status >= 400 && status < 500) || status === 503);
 
   function showMode(form) {
     const checked = form.querySelector("input[name=mode]:checked");

@@ -98,13 +98,7 @@
   });
 
   // A refusal (4xx) comes back with a fragment that says why: show it instead of dropping it.
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    const status = event.detail.xhr.status;
-    if (status >= 400 && status < 500) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
-  });
+  window.openledger.swapRefusals((status) => status >= 400 && status < 500);
 
   window.addEventListener("load", () => {
     drawLoss();

@@ -67,12 +67,7 @@
   });
 
   // A refused link comes back as 400 with the fragment explaining why: show it instead of dropping it.
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    if (event.detail.xhr.status === 400) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
-  });
+  window.openledger.swapRefusals((status) => status === 400);
   document.addEventListener("htmx:load", (event) => reveal(event.detail.elt));
   document.addEventListener("DOMContentLoaded", () => reveal(document));
 })();
