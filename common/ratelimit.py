@@ -60,22 +60,43 @@ class Limited:
     retry_after: int
 
 
-def limit_hit(request: HttpRequest, *, scope: str, rate: str, setting: str) -> Limited | None:
-    """Count this request of its client in ``scope``; a ``Limited`` once more than ``rate`` came in this window."""
+@dataclass(frozen=True)
+class Window:
+    """The fixed window ``rate`` is counted in now: ``allowed`` requests per ``period`` seconds, this window's
+    ``number`` (for the counter's key) and the seconds until the next one."""
+
+    allowed: int
+    period: int
+    number: int
+    retry_after: int
+
+
+def current_window(rate: str, *, setting: str) -> Window:
     allowed, period = parse_rate(rate, setting=setting)
     now = time.time()
-    window = int(now // period)
-    retry_after = max(1, math.ceil((window + 1) * period - now))
-    key = f"openledger:limit:{scope}:{client_key(request)}:{period}:{window}"
+    number = int(now // period)
+    return Window(allowed, period, number, max(1, math.ceil((number + 1) * period - now)))
+
+
+def cache_count(key: str, period: int) -> int:
+    """Count one more request under ``key`` in Django's cache, the entry outliving its window by a second."""
     cache.add(key, 0, period + 1)
     try:
-        count = cache.incr(key)
+        return cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.set(key, 1, period + 1)
-        count = 1
-    if count <= allowed:
+        return 1
+
+
+def limit_hit(request: HttpRequest, *, scope: str, rate: str, setting: str) -> Limited | None:
+    """Count this request of its client in ``scope``; a ``Limited`` once more than ``rate`` came in this window."""
+    window = current_window(rate, setting=setting)
+    key = f"openledger:limit:{scope}:{client_key(request)}:{window.period}:{window.number}"
+    if cache_count(key, window.period) <= window.allowed:
         return None
-    return Limited(f"Too many requests: at most {rate.strip()}. Try again in {retry_after} s.", retry_after)
+    return Limited(
+        f"Too many requests: at most {rate.strip()}. Try again in {window.retry_after} s.", window.retry_after
+    )
 
 
 def chain_read_limited(request: HttpRequest) -> Limited | None:

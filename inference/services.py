@@ -8,14 +8,12 @@ import math
 import os
 import secrets
 import socket
-import time
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache as django_cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -225,22 +223,15 @@ def _redis_rate_count(key: str, period: int) -> int | None:
 
 def _rate_check(user: Any) -> None:
     """Fixed window per user: count this request, raise RateLimited once the window's allowance is spent."""
-    allowed, period = parse_rate(settings.INFERENCE_RATE_LIMIT)
-    now = time.time()
-    window = int(now // period)
-    retry_after = max(1, math.ceil((window + 1) * period - now))
-    key = f"openledger:inference:rate:{user.pk}:{period}:{window}"
-    count = _redis_rate_count(key, period) if streams.uses_redis() else None
+    window = ratelimit.current_window(settings.INFERENCE_RATE_LIMIT, setting="INFERENCE_RATE_LIMIT")
+    key = f"openledger:inference:rate:{user.pk}:{window.period}:{window.number}"
+    count = _redis_rate_count(key, window.period) if streams.uses_redis() else None
     if count is None:  # no Redis, or it is away: the cache counts (per cache, a good enough window)
-        django_cache.add(key, 0, period + 1)
-        try:
-            count = django_cache.incr(key)
-        except ValueError:  # expired between add and incr
-            django_cache.set(key, 1, period + 1)
-            count = 1
-    if count > allowed:
+        count = ratelimit.cache_count(key, window.period)
+    if count > window.allowed:
         raise RateLimited(
-            f"rate limit of {settings.INFERENCE_RATE_LIMIT} reached; retry in {retry_after} s", retry_after=retry_after
+            f"rate limit of {settings.INFERENCE_RATE_LIMIT} reached; retry in {window.retry_after} s",
+            retry_after=window.retry_after,
         )
 
 
