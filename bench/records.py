@@ -8,8 +8,9 @@ records, the way the checks task leaves them: ``minhash`` set (so they are in th
 spans and near-duplicate flags on a few. 50 contributions of 2,000 records from 25 contributors: 30 accepted, 15
 pending, 5 rejected; a few records of the pending ones excluded. Then ANALYZE, as autovacuum would after a load.
 
-Last, what the search index costs the checks task, off the upload's path: the time to set ``minhash`` on every record
-(the checks' own update, which is what puts a record into the partial index) with the index and without it.
+Last, what the search index costs, with it and without it, alternating: an upload's COPY of 100,000 records into the
+record table (``minhash`` null: the partial index's condition is false, so they never enter it), and the checks'
+update that sets ``minhash`` on every record (which is what puts a record into the index), off the upload's path.
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres; override with BENCH_PG_URL): it creates a throwaway database
 ``openledger_bench_records``, migrates it and drops it at the end.
@@ -190,27 +191,70 @@ def measure(client: Any, url: str) -> tuple[float, int, int]:
     return statistics.median(times), len(queries), response.content.decode().count("<tr data-record=")
 
 
-def index_cost() -> dict[str, float]:
-    """What the full-text index costs the checks task: the seconds to set ``minhash`` on every record (as the checks'
-    update does, which is what enters a record into the partial index), with the index and without it."""
+SEARCH_INDEX = """
+CREATE INDEX datanets_record_search ON datanets_record
+USING gin (to_tsvector('simple'::regconfig, (canonical)::jsonb)) WHERE minhash IS NOT NULL
+"""
+
+
+def _upload_like_copy(contribution: Any, rows: int) -> float:
+    """Seconds to COPY ``rows`` records as an upload writes them (``minhash`` null) into the record table, in one
+    transaction, the rows encoded beforehand; they are deleted after."""
     from django.db import connection, transaction
 
-    def timed_update() -> float:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("UPDATE datanets_record SET minhash = NULL")
-        started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("UPDATE datanets_record SET minhash = decode(repeat('ab', 256), 'hex')")
-        seconds = time.perf_counter() - started
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM datanets_record")
-        return seconds
-
-    with_index = timed_update()
+    columns = "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes, "
+    columns += "excluded, excluded_reason, flags"
+    base = 1_000_000
+    lines = []
+    for i in range(rows):
+        canonical = f'{{"text":"an uploaded record number {i} with a few more words in it"}}'
+        fields = (contribution.pk, contribution.datanet_id, base + i, "up.jsonl", i + 1, canonical)
+        lines.append("\t".join(map(str, (*fields, "0x" + secrets.token_hex(32), 12, len(canonical), "f", "", "[]"))))
+    data = ("\n".join(lines) + "\n").encode()
+    started = time.perf_counter()
+    statement = f"COPY datanets_record ({columns}) FROM STDIN"
+    with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        copy.write(data)
+    seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
-        cursor.execute("DROP INDEX datanets_record_search")
-    without_index = timed_update()
-    return {"with_index": round(with_index, 2), "without_index": round(without_index, 2)}
+        cursor.execute("DELETE FROM datanets_record WHERE position >= %s", [base])
+        cursor.execute("VACUUM datanets_record")
+    return seconds
+
+
+def _checks_like_update() -> float:
+    """Seconds to set ``minhash`` on every record, as the checks' update does (what enters the partial index)."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE datanets_record SET minhash = NULL")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM datanets_record")
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE datanets_record SET minhash = decode(repeat('ab', 256), 'hex')")
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM datanets_record")
+    return seconds
+
+
+def index_cost(contribution: Any) -> dict[str, list[float]]:
+    """What the full-text index costs, with it and without it, in the order with, without, without, with (so that a
+    drift of the machine's load cancels out): an upload's write of 100,000 records into the record table (the partial
+    index's condition is false for them), and the checks' update."""
+    from django.db import connection
+
+    cost: dict[str, list[float]] = {"upload_with": [], "upload_without": [], "checks_with": [], "checks_without": []}
+    indexed = True
+    for state in ("with", "without", "without", "with"):
+        if (state == "with") != indexed:
+            with connection.cursor() as cursor:
+                cursor.execute(SEARCH_INDEX if state == "with" else "DROP INDEX datanets_record_search")
+            indexed = state == "with"
+        cost[f"upload_{state}"].append(round(_upload_like_copy(contribution, 100_000), 2))
+        cost[f"checks_{state}"].append(round(_checks_like_update(), 2))
+    return cost
 
 
 def main() -> None:
@@ -253,10 +297,15 @@ def main() -> None:
             seconds, queries, rows = measure(client, url)
             results[label] = {"seconds": round(seconds, 3), "queries": queries, "rows": rows}
             print(f"{label:<42} {seconds:7.3f} s  {queries:3d} queries  {rows:3d} rows", flush=True)
-        cost = index_cost()
+        cost = index_cost(world["pending"])
         print(
-            f"the checks' update of {world['records']:,} records (sets minhash): {cost['with_index']:.2f} s with the "
-            f"search index, {cost['without_index']:.2f} s without",
+            f"an upload's COPY of 100,000 records: {cost['upload_with']} s with the search index, "
+            f"{cost['upload_without']} s without",
+            flush=True,
+        )
+        print(
+            f"the checks' update of {world['records']:,} records (sets minhash): {cost['checks_with']} s with the "
+            f"search index, {cost['checks_without']} s without",
             flush=True,
         )
         from django.db import connections
@@ -274,8 +323,10 @@ def main() -> None:
         "target_seconds": TARGET_SECONDS,
         "met": slowest < TARGET_SECONDS,
         "list_page_query_counts": sorted(list_queries),
-        "checks_update_seconds_with_index": cost["with_index"],
-        "checks_update_seconds_without_index": cost["without_index"],
+        "upload_copy_100k_seconds_with_index": cost["upload_with"],
+        "upload_copy_100k_seconds_without_index": cost["upload_without"],
+        "checks_update_seconds_with_index": cost["checks_with"],
+        "checks_update_seconds_without_index": cost["checks_without"],
     }
     print(json.dumps(summary))
 
