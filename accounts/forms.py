@@ -4,7 +4,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.contrib.auth.validators import UnicodeUsernameValidator
@@ -12,22 +11,12 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
 
+from common.ratelimit import client_ip
+
 from .models import User
 from .selectors import LoginLimit, login_limit_for
 from .services import login_failure_record, login_success_record
 from .usernames import username_problem
-
-
-def client_ip(request: HttpRequest | None) -> str | None:
-    """The peer address. X-Forwarded-For is anyone's to write, so it counts only behind a proxy we were told of,
-    and then only its last entry: the one our own proxy appended."""
-    if request is None:
-        return None
-    if getattr(settings, "TRUST_X_FORWARDED_FOR", False):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded.strip():
-            return forwarded.split(",")[-1].strip()
-    return request.META.get("REMOTE_ADDR") or None
 
 
 class SignupForm(UserCreationForm):

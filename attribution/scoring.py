@@ -145,14 +145,7 @@ POLICY_V2 = AttributionPolicy(
 # v3: v2, and a content token is also supported by a relevant record that contains its whole word in any casing
 # (the same-word rule), so a right answer worded otherwise than its record pays that record's contributor
 # (docs/decisions.md, issue 13 item 1: "In-context support", "Same-word support")
-POLICY_V3 = AttributionPolicy(
-    version=3,
-    weights={"gradient": 0.3, "span": 0.7, "retrieval": 0.0},
-    top_k=20,
-    min_score={"gradient": 0.0, "span": 0.0, "retrieval": 0.0},
-    relative_floor=0.5,
-    support=SupportPolicy(same_word=True),
-)
+POLICY_V3 = replace(POLICY_V2, version=3, support=SupportPolicy(same_word=True))
 # v3 with the in-context test on as well: measured by bench/attribution_eval.py (``v3_with_in_context``) and not the
 # default, because on top of the same-word rule it supported no more answers there while it tripled the latency of
 # a wrong answer (docs/decisions.md, "Same-word support")

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import Q
-from django.http import Http404, StreamingHttpResponse
+from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -38,9 +38,10 @@ from common.api.errors import READ_ERRORS, WRITE_ERRORS, ChainUnavailable, error
 from common.api.pagination import page_serializer, paginated
 from common.api.views import BaseApi
 from common.jsonguard import JsonLimits
+from common.ratelimit import chain_read_limited
 from ledger.proofs import anchor_facts
 
-from . import exports, selectors, services
+from . import exports, selectors, services, statistics
 from .licences import LICENCE_CHOICES
 from .markdown import render_markdown
 from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Receipt, Record, Snapshot
@@ -1004,6 +1005,54 @@ class SnapshotDownloadApi(BaseApi):
         return response
 
 
+class SnapshotParquetApi(BaseApi):
+    """The snapshot's records as Parquet: the JSONL's rows and keys with fixed column types (chat ``messages`` a list
+    of ``{role, content}`` structs), the Datanet, snapshot and Merkle root in the file's metadata. Built on first
+    download and kept. Loads with ``pandas.read_parquet`` or ``datasets.Dataset.from_parquet`` as it is."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Download a snapshot (Parquet)",
+        responses={(200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str, number: int) -> FileResponse:
+        snapshot = _snapshot_for(request.user, slug, number)
+        path = exports.snapshot_parquet_path(snapshot=snapshot)
+        response = FileResponse(path.open("rb"), as_attachment=True, filename=exports.parquet_filename(snapshot))
+        response["Content-Type"] = "application/vnd.apache.parquet"
+        return response
+
+
+class DatanetStatisticsApi(BaseApi):
+    """Numbers of the Datanet's accepted records, or of one snapshot's (``?snapshot=N``): records, words, bytes, a
+    histogram of words per record, contributors and licences by records (exact), and tokens per record (the bundled
+    base model's tokenizer) and languages over an evenly spread sample of at most 2,000 records."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Get a Datanet's statistics",
+        parameters=[OpenApiParameter("snapshot", int, description="A snapshot's number; absent: the accepted records")],
+        responses={200: OpenApiTypes.OBJECT, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        chosen = request.query_params.get("snapshot", "")
+        if chosen:
+            if not chosen.isdigit() or len(chosen) > 9:
+                raise exceptions.ValidationError({"snapshot": ["Give a snapshot's number."]})
+            snapshot = _snapshot_for(request.user, slug, int(chosen))
+            stats = statistics.statistics(
+                records=statistics.records_of_snapshot(snapshot), scope=f"snapshot #{snapshot.number}"
+            )
+        else:
+            stats = statistics.statistics(records=statistics.records_of_datanet(datanet), scope="accepted records")
+        return Response(stats.as_dict())
+
+
 class SnapshotManifestApi(BaseApi):
     """What the snapshot's JSONL holds and where its root is anchored: counts, the JSONL's SHA-256, contributors,
     licences, the Merkle root and leaf encoding, chain, contract, transaction and block."""
@@ -1084,6 +1133,7 @@ class RecordProofVerifyApi(BaseApi):
         request=None,
         responses={
             200: OutputSerializer,
+            429: error_response("Too many chain checks from this client (CHAIN_READ_RATE_LIMIT)"),
             503: error_response("Chain unreachable"),
             **READ_ERRORS,
         },
@@ -1095,6 +1145,8 @@ class RecordProofVerifyApi(BaseApi):
         snapshot = _snapshot_for(request.user, slug, number)
         record = _record_in(snapshot, record_id)
         proof = _proof(snapshot, record)
+        if limited := chain_read_limited(request):
+            raise exceptions.Throttled(wait=limited.retry_after, detail=limited.message)
         try:
             valid = services.proof_verify_on_chain(snapshot=snapshot, record=record)
         except ChainError as e:

@@ -41,11 +41,17 @@ urlpatterns = [
     path("<slug:slug>/leaderboard/", api.DatanetLeaderboardApi.as_view(), name="datanet_leaderboard"),
     path("<slug:slug>/contribute/", api.ContributionUploadApi.as_view(), name="contribution_upload"),
     path("<slug:slug>/contribute/records/", api.ContributionPasteApi.as_view(), name="contribution_paste"),
+    path("<slug:slug>/statistics/", api.DatanetStatisticsApi.as_view(), name="datanet_statistics"),
     path("<slug:slug>/receipts/", api.DatanetReceiptListApi.as_view(), name="receipt_list"),
     path("<slug:slug>/snapshots/", api.SnapshotListApi.as_view(), name="snapshot_list"),
     path("<slug:slug>/snapshots/freeze/", api.SnapshotFreezeApi.as_view(), name="snapshot_freeze"),
     path("<slug:slug>/snapshots/<int:number>/", api.SnapshotDetailApi.as_view(), name="snapshot_detail"),
     path("<slug:slug>/snapshots/<int:number>/download/", api.SnapshotDownloadApi.as_view(), name="snapshot_download"),
+    path(
+        "<slug:slug>/snapshots/<int:number>/download.parquet",
+        api.SnapshotParquetApi.as_view(),
+        name="snapshot_download_parquet",
+    ),
     path("<slug:slug>/snapshots/<int:number>/manifest/", api.SnapshotManifestApi.as_view(), name="snapshot_manifest"),
     path(
         "<slug:slug>/snapshots/<int:number>/records/<int:record_id>/proof/",

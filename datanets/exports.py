@@ -8,13 +8,22 @@ snapshot has the same keys with the same types, so Hugging Face ``datasets`` (``
 pyarrow load it as it is: an optional field the record left out is written as an empty string (the parser refuses
 empty text, so an empty string never is real data). The bytes are deterministic: the same snapshot always gives the
 same file, so the manifest's ``jsonl_sha256`` holds.
+
+The same rows as Parquet (``snapshot_parquet_path``): one column per JSONL key with a fixed type per record type (chat
+``messages`` a list of ``{role, content}`` structs, the ids 64-bit integers), written in row groups of
+``EXPORT_BATCH`` rows by pyarrow, with the Datanet, the snapshot and its Merkle root in the file's key-value
+metadata. A snapshot never changes, so its file is built once, on first download, into ``MEDIA_ROOT/exports/`` and
+served from there; ``pandas.read_parquet`` and ``datasets.Dataset.from_parquet`` read it as it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from django.db.models import Count
@@ -22,6 +31,7 @@ from django.db.models import Count
 from ledger import merkle
 
 from .models import Snapshot, SnapshotRecord
+from .storage import media_path
 
 EXPORT_BATCH = 2_000
 # The record fields of each type, in output order; every row carries all of them (see the module docstring).
@@ -37,6 +47,65 @@ LEAF_VALUE_FIELDS = ("record_hash", "contributor", "contribution_id")
 
 def jsonl_filename(snapshot: Snapshot) -> str:
     return f"{snapshot.datanet.slug}-snapshot-{snapshot.number}.jsonl"
+
+
+def parquet_filename(snapshot: Snapshot) -> str:
+    return f"{snapshot.datanet.slug}-snapshot-{snapshot.number}.parquet"
+
+
+def _parquet_schema(record_type: str) -> Any:
+    import pyarrow as pa  # only the export needs it: the web process loads it on the first Parquet download
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    record_fields = [
+        (name, pa.list_(message) if name == "messages" else pa.string()) for name in FIELDS_BY_RECORD_TYPE[record_type]
+    ]
+    extra_types = {
+        "contribution_id": pa.int64(),
+        "leaf_index": pa.int64(),
+        "record_id": pa.int64(),
+        "datanet_id": pa.int64(),
+    }
+    return pa.schema([*record_fields, *((name, extra_types.get(name, pa.string())) for name in EXTRA_FIELDS)])
+
+
+def snapshot_parquet_path(*, snapshot: Snapshot) -> Path:
+    """The snapshot's Parquet file, built on first use (atomically: a half-written file never has the final name)
+    and kept, since a snapshot never changes. Rows stream from the JSONL export in batches: memory stays that of one
+    row group whatever the snapshot's size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = snapshot.merkle_root.removeprefix("0x")
+    path = media_path(f"exports/parquet/{snapshot.datanet_id}/{snapshot.number}-{root[:16]}.parquet")
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = _parquet_schema(snapshot.datanet.record_type).with_metadata(
+        {
+            "openledger.datanet": snapshot.datanet.slug,
+            "openledger.datanet_id": str(snapshot.datanet_id),
+            "openledger.snapshot": str(snapshot.number),
+            "openledger.merkle_root": snapshot.merkle_root,
+            "openledger.record_type": snapshot.datanet.record_type,
+        }
+    )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            batch: list[dict[str, Any]] = []
+            for line in snapshot_jsonl_lines(snapshot=snapshot):
+                batch.append(json.loads(line))
+                if len(batch) == EXPORT_BATCH:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    batch = []
+            if batch or not snapshot.record_count:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:

@@ -22,16 +22,17 @@ from django.core.paginator import Page, Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Case, F, IntegerField, Q, Value, When, Window
 from django.db.models.functions import RowNumber
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from common.ratelimit import chain_read_limited
 from common.redirects import safe_next
 
-from . import selectors, services, viewer
+from . import selectors, services, statistics, viewer
 from .forms import (
     BAD_ROWS_HELP,
     MAX_FILES_PER_UPLOAD,
@@ -730,6 +731,69 @@ def snapshot_jsonl(request: HttpRequest, slug: str, number: int) -> StreamingHtt
 
 
 @require_GET
+def snapshot_parquet(request: HttpRequest, slug: str, number: int) -> FileResponse:
+    from . import exports
+
+    snapshot = _snapshot_for(request, slug, number)
+    path = exports.snapshot_parquet_path(snapshot=snapshot)
+    response = FileResponse(path.open("rb"), as_attachment=True, filename=exports.parquet_filename(snapshot))
+    response["Content-Type"] = "application/vnd.apache.parquet"
+    return response
+
+
+@require_GET
+def datanet_statistics(request: HttpRequest, slug: str) -> HttpResponse:
+    """Lengths, tokens, languages, contributors and licences of the Datanet's accepted records, or of one snapshot's
+    (``?snapshot=N``)."""
+    datanet = _datanet_for(request, slug)
+    snapshots = list(
+        selectors.snapshots_of(datanet=datanet).select_related(None).only("pk", "number", "record_count")[:200]
+    )
+    chosen = request.GET.get("snapshot", "")
+    snapshot = None
+    if chosen:
+        if not chosen.isdigit() or len(chosen) > 9:
+            return render(
+                request,
+                "datanets/statistics.html",
+                {"datanet": datanet, "snapshots": snapshots, "error": "Choose a snapshot by its number."},
+                status=400,
+            )
+        snapshot = _snapshot_for(request, slug, int(chosen))
+    if snapshot is not None:
+        stats = statistics.statistics(
+            records=statistics.records_of_snapshot(snapshot), scope=f"snapshot #{snapshot.number}"
+        )
+    else:
+        stats = statistics.statistics(records=statistics.records_of_datanet(datanet), scope="accepted records")
+    context = {
+        "datanet": datanet,
+        "snapshot": snapshot,
+        "snapshots": snapshots,
+        "stats": stats,
+        "charts": {
+            "words": stats.words_histogram.as_dict(),
+            "tokens": stats.tokens_histogram.as_dict() if stats.tokens_histogram else None,
+            "languages": {
+                "labels": [r["language"] for r in stats.languages],
+                "counts": [r["records"] for r in stats.languages],
+            },
+            "licences": {
+                "labels": [r["licence"] for r in stats.licences],
+                "counts": [r["records"] for r in stats.licences],
+            },
+            "contributors": {
+                "labels": [r["username"] or "others" for r in stats.contributors],
+                "counts": [r["records"] for r in stats.contributors],
+            },
+        },
+        "tokenizer": statistics.tokenizer_name(),
+        "sample_limit": statistics.SAMPLE_SIZE,
+    }
+    return render(request, "datanets/statistics.html", context)
+
+
+@require_GET
 def snapshot_manifest(request: HttpRequest, slug: str, number: int) -> JsonResponse:
     from . import exports
 
@@ -764,6 +828,11 @@ def proof_verify(request: HtmxHttpRequest, slug: str, number: int, record_id: in
     snapshot, record = _proof_record(request, slug, number, record_id)
     context: dict[str, Any] = {"snapshot": snapshot, "record": record, "verified": None, "error": ""}
     status = 200
+    if limited := chain_read_limited(request):
+        context["error"] = limited.message
+        response = render(request, _template(request, "verify", "answer"), context, status=429)
+        response["Retry-After"] = str(limited.retry_after)
+        return response
     try:
         context["verified"] = services.proof_verify_on_chain(snapshot=snapshot, record=record)
     except Record.DoesNotExist:

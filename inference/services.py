@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import secrets
 import socket
 import time
@@ -17,10 +16,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache as django_cache
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from common import ratelimit
 from ledger import hashing
 from ledger.services import seal_batches
 from modelfactory.models import BaseModel, ModelVersion
@@ -47,8 +46,6 @@ CHAT_TOKENS_PER_MESSAGE = 5
 CHAT_TOKENS_EXTRA = 3
 # Without a tokenizer.json beside the base model, count conservatively: ~3 characters a token.
 CHARS_PER_TOKEN_FALLBACK = 3
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
-_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 class RunRejected(ValueError):
@@ -207,11 +204,8 @@ def count_prompt_tokens(
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
-    """ "60/minute" -> (60, 60): requests allowed per window, window seconds."""
-    match = _RATE.match(rate or "")
-    if match is None:
-        raise ImproperlyConfigured(f"INFERENCE_RATE_LIMIT must look like '60/minute', got {rate!r}")
-    return int(match[1]), _PERIODS[match[2]]
+    """ "60/minute" -> (60, 60): the INFERENCE_RATE_LIMIT setting as requests allowed per window, window seconds."""
+    return ratelimit.parse_rate(rate, setting="INFERENCE_RATE_LIMIT")
 
 
 def _redis_rate_count(key: str, period: int) -> int | None:

@@ -27,6 +27,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from common.ratelimit import chain_read_limited
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.services import snapshot_anchor_facts
@@ -294,6 +295,11 @@ def _verify_page(request: HttpRequest, subject: dict[str, Any], check: Any) -> H
 
     context: dict[str, Any] = {"subject": subject, "check": None, "error": ""}
     status = 200
+    if limited := chain_read_limited(request):
+        context["error"] = limited.message
+        response = render(request, "inference/verify.html", context, status=429)
+        response["Retry-After"] = str(limited.retry_after)
+        return response
     try:
         context["check"] = check()
     except ChainError as e:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -170,19 +171,26 @@ def _nonce_deployment(contracts: RewardContracts) -> Any:
     return contracts.deployment
 
 
+# What every transaction to the RewardDistributor shares: it goes to the current RewardContracts (deployed when
+# missing or reset), its event must come from the distributor, and its nonce is taken on the LineageRegistry
+# deployment the reward contracts stand beside.
+_distributor_spec = functools.partial(
+    transactions.Spec,
+    target_field="contracts",
+    ensure_target=deployments.ensure_rewards_deployed,
+    contract_address=_distributor,
+    nonce_deployment=_nonce_deployment,
+)
+
 EPOCH = transactions.register(
-    transactions.Spec(
+    _distributor_spec(
         name="epoch",
         model=RewardEpoch,
-        target_field="contracts",
-        ensure_target=deployments.ensure_rewards_deployed,
         build=_epoch_build,
         has_event=_epoch_has_event,
         event="EpochPublished",
-        contract_address=_distributor,
         send_task="ledger.tasks.epoch_send_task",
         permanent=_epoch_refusal_is_permanent,
-        nonce_deployment=_nonce_deployment,
     )
 )
 
@@ -296,17 +304,13 @@ def _claims_after_reset(spec: transactions.Spec, *, old: RewardContracts, new: R
 
 
 CLAIM = transactions.register(
-    transactions.Spec(
+    _distributor_spec(
         name="claim",
         model=RewardClaim,
-        target_field="contracts",
-        ensure_target=deployments.ensure_rewards_deployed,
         build=_claim_build,
         has_event=_claim_has_event,
         event="Claimed",
-        contract_address=_distributor,
         send_task="ledger.tasks.claim_send_task",
-        nonce_deployment=_nonce_deployment,
         related=("entry__epoch",),
         on_reset=_claims_after_reset,
     )

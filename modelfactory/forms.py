@@ -222,7 +222,13 @@ class VersionSearchForm(forms.Form):
 
 class CompareForm(forms.Form):
     a = forms.IntegerField(min_value=1, max_value=2**63 - 1, error_messages={"invalid": "Choose a version to compare."})
-    b = forms.IntegerField(min_value=1, max_value=2**63 - 1, error_messages={"invalid": "Choose a version to compare."})
+    b = forms.IntegerField(
+        min_value=1,
+        max_value=2**63 - 1,
+        required=False,
+        error_messages={"invalid": "Choose a version to compare."},
+        help_text="Left empty (the version page's Compare button), the page offers versions to compare A with.",
+    )
 
 
 class BaseModelRegisterForm(forms.Form):

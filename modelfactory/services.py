@@ -901,22 +901,25 @@ def _version_create(
     adapter_path, files = _store_adapter(output_dir, adapter_sha256)
     base = job.base_model
     snapshots = list(job.snapshots.select_related("datanet").order_by("pk"))
-    clean_metrics = json.loads(hashing.canonical_json_v1(lineage.finite(metrics)))
+    # what the version's row says as its manifest says it: one set of values for both
+    stated = {
+        "config": config,
+        "seed": seed,
+        "record_type": record_type,
+        "code_version": lineage.code_version(),
+        "adapter_sha256": adapter_sha256,
+        "metrics": json.loads(hashing.canonical_json_v1(lineage.finite(metrics))),
+    }
     manifest = lineage.build_manifest(
         base_model={"name": base.name, "weights_sha256": base.weights_sha256},
         parents=parents,
         snapshots=[
             {"datanet": s.datanet.slug, "number": s.number, "id": s.pk, "merkle_root": s.merkle_root} for s in snapshots
         ],
-        config=config,
-        seed=seed,
-        record_type=record_type,
-        code_version=lineage.code_version(),
-        adapter_sha256=adapter_sha256,
         adapter_files=files,
-        metrics=clean_metrics,
         attribution_index=index_build.manifest_entry() if index_build is not None else None,
         job_id=job.pk,
+        **stated,
     )
     digest = hashing.keccak_hex(manifest)
     anchor = anchor_request(
@@ -930,19 +933,14 @@ def _version_create(
         name=job.name,
         owner=job.owner,
         base_model=base,
-        record_type=record_type,
-        config=config,
-        seed=seed,
-        code_version=lineage.code_version(),
         adapter_path=adapter_path,
-        adapter_sha256=adapter_sha256,
         adapter_bytes=sum(f["bytes"] for f in files),
-        metrics=clean_metrics,
         samples=samples,
         training=training_facts,
         manifest=manifest.decode(),
         manifest_hash=digest,
         anchor=anchor,
+        **stated,
     )
     version.snapshots.set(snapshots)
     for parent in parents:

@@ -512,16 +512,40 @@ METRICS = (
 )
 
 
+EVAL_SET_SETTINGS = ("eval_fraction", "seed", "formatting", "max_length")
+COMPARE_SUGGESTIONS = 6
+
+
+def _eval_set(version: ModelVersion) -> tuple[Any, ...] | None:
+    """What decides a version's eval set: its snapshots (by Merkle root), its base model's tokenizer (records too long
+    for it are dropped) and the split settings. Two versions with different keys measured their eval loss on different
+    records; None for a version that has no eval loss of its own (a merge)."""
+    if (version.metrics or {}).get("eval_loss") is None:
+        return None
+    config = version.config or {}
+    roots = tuple(sorted(s.merkle_root for s in version.snapshots.all()))
+    return (version.base_model_id, roots, *(config.get(key) for key in EVAL_SET_SETTINGS))
+
+
 @require_GET
 @login_required
 def version_compare(request: HtmxHttpRequest) -> HttpResponse:
+    """Two versions side by side. With A alone (the version page's Compare button) the page keeps A chosen and offers
+    the versions to compare it with, its parents first; with neither, the two pickers."""
     form = CompareForm(request.GET)
-    choices = list(selectors.versions_visible_to(user=request.user).select_related(None).only("pk", "name")[:200])
+    visible = selectors.versions_visible_to(user=request.user)
+    choices = list(visible.select_related(None).only("pk", "name")[:200])
     if not form.is_valid():
         status = 400 if request.GET else 200
         return render(request, "modelfactory/compare.html", {"form": form, "choices": choices}, status=status)
-    visible = selectors.versions_visible_to(user=request.user).select_related("job")
+    visible = visible.select_related("job").prefetch_related("snapshots")
     a = get_object_or_404(visible, pk=form.cleaned_data["a"])
+    if form.cleaned_data["b"] is None:
+        parents = set(a.parents.values_list("pk", flat=True))
+        others = visible.exclude(pk=a.pk).select_related("base_model").order_by("-pk")[:200]
+        suggestions = sorted(others, key=lambda v: (v.pk not in parents, v.base_model_id != a.base_model_id))
+        context = {"form": form, "choices": choices, "a_only": a, "suggestions": suggestions[:COMPARE_SUGGESTIONS]}
+        return render(request, "modelfactory/compare.html", context)
     b = get_object_or_404(visible, pk=form.cleaned_data["b"])
     config_a, config_b = dict(_flat(a.config or {})), dict(_flat(b.config or {}))
     config = [
@@ -531,6 +555,7 @@ def version_compare(request: HtmxHttpRequest) -> HttpResponse:
     metrics = [(label, a.metrics.get(key), b.metrics.get(key)) for key, label, _ in METRICS]
     samples_a, samples_b = _samples_by_prompt(a, request.user), _samples_by_prompt(b, request.user)
     common = [(prompt, samples_a[prompt], samples_b[prompt]) for prompt in samples_a if prompt in samples_b]
+    eval_a, eval_b = _eval_set(a), _eval_set(b)
     context = {
         "form": form,
         "choices": choices,
@@ -543,6 +568,7 @@ def version_compare(request: HtmxHttpRequest) -> HttpResponse:
         "only_a": [s for p, s in samples_a.items() if p not in samples_b],
         "only_b": [s for p, s in samples_b.items() if p not in samples_a],
         "same_base": a.base_model_id == b.base_model_id,
+        "different_eval_sets": eval_a is not None and eval_b is not None and eval_a != eval_b,
     }
     return render(request, "modelfactory/compare.html", context)
 

@@ -376,6 +376,9 @@ INFERENCE_MAX_PROMPT_TOKENS = envint("INFERENCE_MAX_PROMPT_TOKENS", "1024")
 INFERENCE_MAX_PROMPT_CHARS = envint("INFERENCE_MAX_PROMPT_CHARS", "32000")
 INFERENCE_MAX_NEW_TOKENS = envint("INFERENCE_MAX_NEW_TOKENS", "512")
 INFERENCE_RATE_LIMIT = os.getenv("INFERENCE_RATE_LIMIT", "60/minute")
+# Pages and API calls that ask the chain (an eth_call each: the verify pages, a record proof's on-chain check) answer
+# anyone, so each client (user, else address) gets this many per window; beyond it a 429 with Retry-After.
+CHAIN_READ_RATE_LIMIT = os.getenv("CHAIN_READ_RATE_LIMIT", "30/minute")
 INFERENCE_BATCH_RUNS = envint("INFERENCE_BATCH_RUNS", "256")
 INFERENCE_BATCH_SECONDS = envint("INFERENCE_BATCH_SECONDS", "300")
 # Receipts (issue 12): a beat task seals the receipts of submissions and curation decisions into one anchored batch

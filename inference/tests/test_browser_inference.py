@@ -4,6 +4,7 @@ panel with every anchor confirmed on chain, open the shareable run page with its
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from inference import services
+from inference import services, streams
 from inference.models import InferenceRun
 from ledger.models import Anchor
 from ledger.tasks import anchor_confirm_task
@@ -221,3 +222,58 @@ def test_a_chat_of_several_turns_and_a_reply_without_a_worker(
     expect(turns.nth(3).get_by_role("textbox")).to_have_value("Bees make honey.")
     expect(turns.nth(3).get_by_role("combobox")).to_have_value("assistant")
     expect(turns.nth(4).get_by_role("textbox")).to_have_value("")
+
+
+def test_ctrl_enter_sends_the_answer_stays_in_view_and_the_code_matches_the_settings(
+    page: Page, login_as: Callable[[Page, Any], None]
+) -> None:
+    """Ctrl+Enter sends; the page scrolls the answer into view and follows its end as it streams (tokens written as
+    a worker writes them, no worker needed); "View code" is the same request through /v1, with these settings."""
+    clear_rate_limits()
+    asker = UserFactory(username="keys")
+    version = lineage_version(owner=UserFactory(username="maker2"), base_model=default_base(), name="keys-v1")
+    login_as(page, asker)
+    page.set_viewport_size({"width": 1280, "height": 640})
+    page.goto(f"/ask/?version={version.pk}")
+    message = page.locator("[data-chat-turn] textarea").first
+    message.fill("Tell me about bees: it's a 'quoted' question.")
+    page.locator("details.options summary").click()
+    page.get_by_label("Temperature").fill("0.4")
+    page.get_by_label("Max new tokens").fill("64")
+    page.get_by_label("Seed").fill("11")
+    page.get_by_label("Stop sequences").fill("END")
+
+    page.locator("[data-view-code] summary").click()
+    body = json.loads(page.locator("[data-code-body]").text_content() or "")
+    curl = page.locator("[data-code-curl]").inner_text()
+    python = page.locator("[data-code-python]").inner_text()
+    assert "/v1/chat/completions" in curl and "Authorization: Bearer $OPENLEDGER_TOKEN" in curl
+    assert (
+        f'model="mv-{version.pk}"' in python
+        and "temperature=0.4," in python
+        and "client.chat.completions.create" in python
+    )
+    assert "'\\''quoted'\\''" in curl  # the shell quoting of the question's apostrophes
+    screenshot(page, "ask-view-code")
+
+    message.press("Control+Enter")
+    expect(page.locator("#answer [data-run]")).to_have_count(1)
+    run = InferenceRun.objects.get()
+    # the snippet asks exactly what the page asked
+    assert body == {
+        "model": f"mv-{version.pk}",
+        "messages": [{"role": m["role"], "content": m["content"]} for m in run.messages],
+        **{k: run.options[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")},
+    }, (body, run.options)
+    assert page.evaluate("() => document.getElementById('answer').getBoundingClientRect().top") < 640
+
+    # the answer streams: the page follows its end
+    services.run_claim(run_id=run.pk, worker="test-worker")
+    writer = streams.RunStreamWriter(run_id=run.pk, public_id=run.public_id)
+    card = page.locator("#answer [data-run]")
+    for i in range(40):
+        writer.token(f"Line {i} of a long answer about bees and their honey.\n")
+        writer.flush()
+    expect(card.locator("[data-answer]")).to_contain_text("Line 39", timeout=15_000)
+    bottom = page.evaluate("() => document.querySelector('#answer [data-run]').getBoundingClientRect().bottom")
+    assert bottom <= 640 + 48, bottom

@@ -703,7 +703,42 @@ def test_compare_marks_the_settings_that_differ(owner: Any, base: BaseModel, ver
     assert "lora_rank" in row and "4" in row and "16" in row
 
 
-@pytest.mark.parametrize("query", [{"a": "x", "b": "1"}, {"a": "1"}, {"a": "-5", "b": "1"}, {"a": "9" * 30, "b": "1"}])
+def test_compare_from_the_version_page_keeps_a_and_offers_versions_for_b(
+    owner: Any, other: Any, base: BaseModel, version: ModelVersion
+) -> None:
+    second = stand_in_version(owner=owner, base_model=base, name="v2")
+    theirs = stand_in_version(owner=other, base_model=base, name="theirs")
+    page = client_for(owner).get(reverse("modelfactory:version_detail", args=[version.pk])).content.decode()
+    compare_url = reverse("modelfactory:version_compare") + f"?a={version.pk}"
+    assert f'href="{compare_url}"' in page
+    response = client_for(owner).get(compare_url)
+    body = response.content.decode()
+    assert response.status_code == 200 and "data-compare-choose" in body
+    assert f'data-compare-with="{second.pk}"' in body and f'data-compare-with="{theirs.pk}"' not in body
+    assert f'<option value="{version.pk}" selected>' in body
+
+
+def _with_eval_loss(version: ModelVersion, **config: Any) -> None:
+    ModelVersion.objects.filter(pk=version.pk).update(
+        metrics={"train_loss": 1.0, "eval_loss": 2.0}, config={**version.config, **config}
+    )
+
+
+def test_compare_warns_when_the_eval_losses_come_from_different_eval_sets(
+    owner: Any, base: BaseModel, version: ModelVersion
+) -> None:
+    second = stand_in_version(owner=owner, base_model=base, name="v2")
+    _with_eval_loss(version)
+    _with_eval_loss(second, lora_rank=16)
+    url = reverse("modelfactory:version_compare")
+    same = client_for(owner).get(url, {"a": version.pk, "b": second.pk}).content.decode()
+    assert "data-eval-sets-differ" not in same  # another rank, the same held-out records
+    _with_eval_loss(second, seed=second.config["seed"] + 1)
+    other = client_for(owner).get(url, {"a": version.pk, "b": second.pk}).content.decode()
+    assert "data-eval-sets-differ" in other and "Different eval sets" in other
+
+
+@pytest.mark.parametrize("query", [{"a": "x", "b": "1"}, {"b": "1"}, {"a": "-5", "b": "1"}, {"a": "9" * 30, "b": "1"}])
 def test_compare_refuses_bad_ids(owner: Any, version: ModelVersion, query: dict[str, str]) -> None:
     response = client_for(owner).get(reverse("modelfactory:version_compare"), query)
     assert response.status_code == 400
