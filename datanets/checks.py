@@ -2,9 +2,10 @@
 
 Checks never change a contribution's status: they inform curators. Each check's entry has a ``status`` (``pass``,
 ``warn`` or ``skipped``), counts, and up to ``EXAMPLES_KEPT`` examples naming record ids and, for flagged text,
-spans as character offsets into the record's canonical JSON. Found personal data and secrets are never copied into
-the evidence: examples show a masked excerpt. The quality score and every threshold are documented in
-docs/datanets.md.
+spans as character offsets into the record's canonical JSON. Every flagged record also carries its flags in
+``Record.flags``: spans for personal data and secrets, whole-record flags for duplicates and near-duplicates. Found
+personal data and secrets are never copied into the evidence: examples show a masked excerpt. The quality score and
+every threshold are documented in docs/datanets.md.
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ SECRET_PATTERNS: Final = {
     "eth_private_key": re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-fA-F]{64}(?![0-9A-Za-z])"),
 }
 PERSONAL_KINDS: Final = ("email", "phone", "card_number")
+# Flags on a whole record rather than a span of it (``start``/``end`` absent): the record repeats another one
+# (``other_record_id``), exactly or nearly (``similarity``). The record viewer filters and pairs records by them.
+DUPLICATE_FLAG: Final = "duplicate"
+NEAR_DUPLICATE_FLAG: Final = "near_duplicate"
 
 
 def luhn_valid(digits: str) -> bool:
@@ -262,6 +267,11 @@ def _example(row: _Row, **extra: Any) -> dict[str, Any]:
     return {"record_id": row.id, "position": row.position, "line": row.line, **extra}
 
 
+def _record_flag(kind: str, other_record_id: int, **extra: Any) -> dict[str, Any]:
+    """A flag on the whole record (no span), naming the other record it repeats."""
+    return {"kind": kind, "other_record_id": other_record_id, **extra}
+
+
 def _status(count: int) -> str:
     return "warn" if count else "pass"
 
@@ -323,6 +333,9 @@ def _exact_duplicates(contribution: Contribution, rows: list[_Row]) -> dict[str,
                 other_contribution[other_id] = other_contribution_id
     within = [e for e in contribution.parse_errors if e.get("code") == "duplicate"]
     by_id = {row.id: row for row in rows}
+    for found in against.values():
+        for row_id, other_id in found.items():
+            by_id[row_id].flags.append(_record_flag(DUPLICATE_FLAG, other_id))
     examples = [{"kind": "within", **e} for e in within[: EXAMPLES_KEPT // 2]]
     for kind, found in against.items():
         for row_id, other_id in list(found.items())[: EXAMPLES_KEPT // 2]:
@@ -394,6 +407,8 @@ def _near_duplicates(contribution: Contribution, rows: list[_Row], hasher: MinHa
         _example(rows[i], kind="accepted", other_record_id=other, similarity=round(s, 3))
         for i, (other, s) in list(against.items())[: EXAMPLES_KEPT // 2]
     ]
+    for index, (other, score) in [(i, (rows[j].id, s)) for i, (j, s) in within.items()] + list(against.items()):
+        rows[index].flags.append(_record_flag(NEAR_DUPLICATE_FLAG, other, similarity=round(score, 3)))
     flagged = set(within) | set(against)
     return {
         "status": _status(len(flagged)),
@@ -490,7 +505,7 @@ def quality_score(contribution: Contribution, checks: dict[str, dict[str, Any]])
 def run_checks(contribution: Contribution) -> tuple[dict[str, Any], list[_Row]]:
     """Run every check on ``contribution``'s records; returns the evidence and the rows with flags and signatures."""
     rows = list(_rows(contribution))
-    personal, secrets = _sensitive(rows)
+    personal, secrets = _sensitive(rows)  # first: it sets each row's span flags, the duplicate checks add theirs
     checks = {
         "schema": _schema(contribution),
         "length": _length(rows),

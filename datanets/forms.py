@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from . import viewer
 from .licences import LICENCE_CHOICES, LICENCES, compatible_licences
 from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet
 
@@ -180,3 +181,47 @@ class BrowseForm(forms.Form):
             "licence": data.get("licence") or "",
             "sort": data.get("sort") or "newest",
         }
+
+
+class RecordFilterForm(forms.Form):
+    """The record viewer's search box, filters and keyset cursor; all optional. What doesn't clean is not applied."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    check = forms.ChoiceField(choices=[("", "any check"), *viewer.CHECK_CHOICES], required=False)
+    flag = forms.ChoiceField(choices=[("", "any flag"), *viewer.FLAG_CHOICES], required=False)
+    contributor = forms.CharField(required=False, max_length=150)
+    status = forms.ChoiceField(choices=[("", "any status"), *viewer.STATUS_CHOICES], required=False)
+    excluded = forms.ChoiceField(
+        choices=[("", "excluded or not"), ("no", "not excluded"), ("yes", "excluded")], required=False
+    )
+    contribution = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    snapshot = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def filters(self, *, snapshot: Any = None) -> viewer.RecordFilters:
+        self.is_valid()
+        data = {k: v for k, v in getattr(self, "cleaned_data", {}).items() if k not in self.errors}
+        return viewer.RecordFilters(
+            q=(data.get("q") or "").strip(),
+            check=data.get("check") or "",
+            flag=data.get("flag") or "",
+            contributor=(data.get("contributor") or "").strip(),
+            status=data.get("status") or "",
+            excluded=data.get("excluded") or "",
+            contribution=data.get("contribution"),
+            snapshot=snapshot,
+        )
+
+
+class RecordBulkForm(forms.Form):
+    """Ticked records and what to do with them; the service checks each record against the curator's rights."""
+
+    record = forms.TypedMultipleChoiceField(coerce=int, choices=(), error_messages={"required": "tick a record"})
+    action = forms.ChoiceField(choices=[("exclude", "exclude"), ("restore", "restore")])
+    reason = forms.CharField(required=False, max_length=2000)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ids = self.data.getlist("record") if hasattr(self.data, "getlist") else []
+        self.fields["record"].choices = [(i, i) for i in ids]

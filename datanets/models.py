@@ -274,7 +274,9 @@ class Record(models.Model):
             ),
         ]
         # Every index costs each row of an upload (a million at a time): only these. Lookups by hash always name the
-        # Datanet; the partial ones hold only excluded records, so an upload's rows never enter them.
+        # Datanet; the partial ones hold only excluded records, so an upload's rows never enter them. The record
+        # viewer's full-text index (migration 0006, per database: a GIN index on PostgreSQL, an FTS5 table on SQLite)
+        # holds only checked records (``minhash`` set), so it is filled by the checks task, never by an upload.
         indexes = [
             models.Index(fields=["datanet", "record_hash"]),
             models.Index(fields=["contribution"], condition=Q(excluded=True), name="datanets_record_excluded"),
@@ -309,6 +311,7 @@ class ContributionDecision(models.Model):
         REJECT = "reject"
         WITHDRAW = "withdraw"
         EXCLUDE_RECORD = "exclude_record", "exclude a record"
+        RESTORE_RECORD = "restore_record", "restore a record"
 
     contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="decisions")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

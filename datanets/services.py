@@ -1027,34 +1027,83 @@ def contribution_reject(*, curator: Any, contribution: Contribution, reason: str
     return contributions_decide(curator=curator, contributions=[contribution], action="reject", reason=reason)[0]
 
 
-@transaction.atomic
 def record_exclude(*, curator: Any, record: Record, reason: str) -> Record:
     """Leave one record of a pending contribution out of every snapshot; a reason is required, logged and its hash
     put in the exclusion's receipt."""
-    contribution = record.contribution
-    _require_curator(curator, contribution.datanet, "exclude records")
-    reason = (reason or "").strip()
-    if not reason:
+    return records_exclude(curator=curator, records=[record], reason=reason)[0]
+
+
+@transaction.atomic
+def records_exclude(*, curator: Any, records: Iterable[Record], reason: str) -> list[Record]:
+    """Leave records of pending contributions out of every snapshot, all or none: ``curator`` must curate each
+    record's Datanet, each record's contribution must be pending and no record may already be excluded. A reason is
+    required; each exclusion is logged and gets its curation receipt (decision ``exclude``), in this transaction."""
+    return _records_mark(curator=curator, records=records, reason=(reason or "").strip(), exclude=True)
+
+
+@transaction.atomic
+def records_restore(*, curator: Any, records: Iterable[Record], reason: str = "") -> list[Record]:
+    """Put excluded records of pending contributions back, all or none, under the same rules as ``records_exclude``
+    (each record must be excluded now); each restoration is logged and gets its receipt (decision ``restore``)."""
+    return _records_mark(curator=curator, records=records, reason=(reason or "").strip(), exclude=False)
+
+
+def _records_mark(*, curator: Any, records: Iterable[Record], reason: str, exclude: bool) -> list[Record]:
+    ids = sorted({r.pk for r in records})
+    if not ids:
+        raise ValidationError("choose at least one record")
+    action = "exclude records" if exclude else "restore records"
+    contribution_ids = sorted(set(Record.objects.filter(pk__in=ids).values_list("contribution_id", flat=True)))
+    contributions = {c.pk: c for c in Contribution.objects.select_related("datanet").filter(pk__in=contribution_ids)}
+    checked: set[int] = set()
+    for contribution in contributions.values():
+        if contribution.datanet_id not in checked:
+            _require_curator(curator, contribution.datanet, action)
+            checked.add(contribution.datanet_id)
+    if exclude and not reason:
         raise ValidationError({"reason": "say why the record is excluded"})
-    locked = _locked_pending(contribution, "changed")
-    record = Record.objects.select_for_update().get(pk=record.pk)
-    if record.excluded:
-        raise ValidationError(f"record {record.position} is already excluded")
+    # the contributions' rows in id order, then the records' (docs/decisions.md, "One lock order")
+    locked = {pk: _locked_pending(contributions[pk], "changed") for pk in contribution_ids}
+    rows = list(Record.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    if len(rows) != len(ids):
+        raise ValidationError("some of these records no longer exist")
+    for record in rows:
+        if record.excluded == exclude:
+            state = "already excluded" if exclude else "not excluded"
+            raise ValidationError(
+                f"record {record.pk} (record {record.position} of #{record.contribution_id}) is {state}"
+            )
     now = timezone.now()
-    record.excluded = True
-    record.excluded_reason = reason
-    record.excluded_by = curator
-    record.excluded_at = now
-    record.save()
-    locked.excluded_count = locked.records.filter(excluded=True).count()
-    locked.save()
-    ContributionDecision.objects.create(
-        contribution=locked, actor=curator, action="exclude_record", reason=reason, record=record, created_at=now
+    for record in rows:
+        record.excluded = exclude
+        record.excluded_reason = reason if exclude else ""
+        record.excluded_by = curator if exclude else None
+        record.excluded_at = now if exclude else None
+    Record.objects.bulk_update(rows, ["excluded", "excluded_reason", "excluded_by", "excluded_at"])
+    for contribution in locked.values():
+        contribution.excluded_count = contribution.records.filter(excluded=True).count()
+        contribution.save()
+    ContributionDecision.objects.bulk_create(
+        ContributionDecision(
+            contribution=locked[record.contribution_id],
+            actor=curator,
+            action="exclude_record" if exclude else "restore_record",
+            reason=reason,
+            record=record,
+            created_at=now,
+        )
+        for record in rows
     )
-    receipts.receipts_curation_write(
-        curator=curator, decision="exclude", contributions=[locked], reason=reason, now=now, record=record
-    )
-    return record
+    for record in rows:
+        receipts.receipts_curation_write(
+            curator=curator,
+            decision="exclude" if exclude else "restore",
+            contributions=[locked[record.contribution_id]],
+            reason=reason,
+            now=now,
+            record=record,
+        )
+    return rows
 
 
 # Snapshots

@@ -32,7 +32,7 @@ from django_htmx.middleware import HtmxDetails
 from common.ratelimit import chain_read_limited
 from common.redirects import safe_next
 
-from . import selectors, services, statistics
+from . import selectors, services, statistics, viewer
 from .forms import (
     BAD_ROWS_HELP,
     MAX_FILES_PER_UPLOAD,
@@ -44,10 +44,12 @@ from .forms import (
     DecisionForm,
     PersonForm,
     ReasonForm,
+    RecordBulkForm,
+    RecordFilterForm,
 )
 from .licences import LICENCES
 from .markdown import render_markdown
-from .models import Contribution, Datanet, Record, Snapshot, SnapshotRecord
+from .models import Contribution, ContributionDecision, Datanet, Record, Snapshot, SnapshotRecord
 
 PAGE_SIZE = 12
 QUEUE_PAGE_SIZE = 20
@@ -129,10 +131,11 @@ def _snapshot_for(request: HttpRequest, slug: str, number: int) -> Snapshot:
 
 def _segments(canonical: str, flags: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The canonical text cut into (text, flag kind or "") pieces, so a template can mark flagged spans while
-    escaping everything. Overlapping spans are merged into the first one."""
+    escaping everything. Overlapping spans are merged into the first one; flags without a span are left out."""
     pieces: list[tuple[str, str]] = []
     at = 0
-    for flag in sorted(flags or [], key=lambda f: (f["start"], f["end"])):
+    spans = [flag for flag in flags or [] if "start" in flag]  # whole-record flags (duplicates) mark no span
+    for flag in sorted(spans, key=lambda f: (f["start"], f["end"])):
         start, end = max(flag["start"], at), min(flag["end"], len(canonical))
         if start >= end:
             continue
@@ -583,6 +586,101 @@ def record_exclude(request: HtmxHttpRequest, record_id: int) -> HttpResponse:
         return _refused(request, _message(e), 400)
     messages.success(request, f"Record {record.position} of contribution #{record.contribution_id} is excluded.")
     return redirect(safe_next(request, reverse("datanets:curation")))
+
+
+# The record viewer (docs/datanets.md, "Record viewer")
+
+
+@require_GET
+def records(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """A keyset page of the Datanet's records that the user may read, narrowed by the query's filters (``check``,
+    ``flag``, ``contributor``, ``status``, ``excluded``, ``q``), to one contribution (``contribution=<id>``) or one
+    snapshot (``snapshot=<number>``); ``after``/``before`` carry the cursor."""
+    datanet = _datanet_for(request, slug)
+    form = RecordFilterForm(request.GET)
+    form.is_valid()
+    cleaned = {k: v for k, v in getattr(form, "cleaned_data", {}).items() if k not in form.errors}
+    snapshot = None
+    if cleaned.get("snapshot"):
+        snapshot = get_object_or_404(Snapshot, datanet=datanet, number=cleaned["snapshot"])
+    filters = form.filters(snapshot=snapshot)
+    matching = viewer.records_filtered(viewer.records_visible_to(user=request.user, datanet=datanet), filters)
+    page = viewer.records_page(matching, after=cleaned.get("after"), before=cleaned.get("before"))
+    query = request.GET.copy()
+    for cursor in ("after", "before"):
+        query.pop(cursor, None)
+    can_curate = selectors.user_can_curate(user=request.user, datanet=datanet)
+    context = {
+        "datanet": datanet,
+        "form": form,
+        "filters": filters,
+        "snapshot": snapshot,
+        "page": page,
+        "count": matching.count(),
+        "query": query.urlencode(),
+        "can_curate": can_curate,
+        "contributors": viewer.contributor_names(user=request.user, datanet=datanet),
+        "excerpt_chars": viewer.EXCERPT_CHARS,
+    }
+    return render(request, "datanets/records.html", context)
+
+
+@require_GET
+def record_detail(request: HtmxHttpRequest, slug: str, record_id: int) -> HttpResponse:
+    """One record at its stable address: its text with flagged spans, the checks' evidence, its contribution and
+    status, its exclusion, the snapshots it is in, and for a (near-)duplicate its twin beside it with the words that
+    differ. A 404 for a record the user may not read."""
+    datanet = _datanet_for(request, slug)
+    visible = viewer.records_visible_to(user=request.user, datanet=datanet)
+    record = get_object_or_404(visible.select_related("contribution__contributor", "excluded_by"), pk=record_id)
+    _with_segments([record])
+    twin_id = viewer.record_twin_id(record)
+    twin = visible.select_related("contribution__contributor").filter(pk=twin_id).first() if twin_id else None
+    previous_id, next_id = viewer.record_neighbours(visible, record)
+    context = {
+        "datanet": datanet,
+        "record": record,
+        "contribution": record.contribution,
+        "evidence": viewer.record_evidence(record),
+        "twin_id": twin_id,
+        "twin": twin,
+        "diff": viewer.record_diff(record, twin) if twin is not None else None,
+        "previous_id": previous_id,
+        "next_id": next_id,
+        "decisions": list(ContributionDecision.objects.filter(record=record).select_related("actor")),
+        "leaves": list(
+            SnapshotRecord.objects.filter(record=record).select_related("snapshot").order_by("snapshot__number")
+        ),
+        "can_curate": selectors.user_can_curate(user=request.user, datanet=datanet),
+    }
+    return render(request, "datanets/record.html", context)
+
+
+@require_POST
+@login_required
+def records_bulk(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Exclude (with a reason) or restore the ticked records of this Datanet, all or none, then go back."""
+    datanet = _datanet_for(request, slug)
+    form = RecordBulkForm(request.POST)
+    if not form.is_valid():
+        return _refused(request, "Tick at least one record, then exclude or restore.", 400)
+    ids = set(form.cleaned_data["record"])
+    chosen = list(Record.objects.filter(datanet=datanet, pk__in=ids))
+    if len(chosen) != len(ids):
+        return _refused(request, "Some of the ticked records are not in this Datanet.", 400)
+    action, reason = form.cleaned_data["action"], form.cleaned_data["reason"]
+    try:
+        if action == "exclude":
+            done = services.records_exclude(curator=request.user, records=chosen, reason=reason)
+        else:
+            done = services.records_restore(curator=request.user, records=chosen, reason=reason)
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        return _refused(request, _message(e), 400)
+    verb = "excluded" if action == "exclude" else "restored"
+    messages.success(request, f"{len(done)} record{'s' if len(done) != 1 else ''} {verb}.")
+    return redirect(safe_next(request, reverse("datanets:records", args=[datanet.slug])))
 
 
 # Snapshots and proofs

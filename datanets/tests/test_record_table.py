@@ -77,8 +77,12 @@ def test_the_record_table_has_only_the_indexes_its_queries_need() -> None:
         ("datanet_id",),  # small (deduplicated, appended in order): the Datanet-wide reads use it
         ("contribution_id",),  # partial: excluded records only
         ("excluded_by_id",),  # partial: set only when a curator excludes a record
+        (),  # the record viewer's full-text index (an expression), partial: checked records only
     }
     assert "WHERE excluded" in definitions["datanets_record_excluded"]
+    search = definitions["datanets_record_search"]
+    assert "USING gin (to_tsvector('simple'::regconfig, (canonical)::jsonb))" in search
+    assert "WHERE (minhash IS NOT NULL)" in search  # an upload writes minhash null: it never enters this index
     assert "WHERE (excluded_by_id IS NOT NULL)" in definitions["datanets_record_excluded_by"]
     checks = {name for name, info in constraints.items() if info["check"]}
     assert "datanets_record_hash" not in checks and "datanets_exclusion_has_reason" in checks

@@ -163,6 +163,18 @@ ENDPOINTS = [
         _post("datanets:proof_verify", slug=slug, number=number, record_id=accepted_record),
         (503, 503, 503, 503),
     ),
+    ("records", _get("datanets:records", slug=slug), (200, 200, 200, 200)),
+    ("published record", _get("datanets:record", slug=slug, record_id=accepted_record), (200,) * 4),
+    ("pending record", _get("datanets:record", slug=slug, record_id=pending_record), (200, 200, 404, 404)),
+    (
+        "exclude ticked",
+        _post(
+            "datanets:records_bulk",
+            lambda w: {"record": [pending_record(w)], "action": "exclude", "reason": "pii"},
+            slug=slug,
+        ),
+        (302, 302, 403, LOGIN),
+    ),
     ("mine", _get("datanets:mine"), (200, 200, 200, LOGIN)),
     ("leaderboard", _get("datanets:leaderboard", slug=slug), (200, 200, 200, 200)),
     ("leaderboard overall", _get("datanets:leaderboard_all"), (200, 200, 200, 200)),
