@@ -50,6 +50,7 @@ from .models import Contribution, Datanet, Record, Snapshot, SnapshotRecord
 
 PAGE_SIZE = 12
 QUEUE_PAGE_SIZE = 20
+QUEUES_SHOWN = 12
 SAMPLE_RECORDS = 5
 DETAIL_SAMPLE_RECORDS = 20
 PROOF_ROWS = 20
@@ -259,7 +260,6 @@ def datanet_list(request: HtmxHttpRequest) -> HttpResponse:
         "form": form,
         "page": _page(request, datanets, PAGE_SIZE),
         "query": query.urlencode(),
-        "is_curator": request.user.is_authenticated and selectors.datanets_curated_by(user=request.user).exists(),
     }
     return render(request, _template(request, "list", "results"), context)
 
@@ -578,19 +578,25 @@ def my_contributions(request: HtmxHttpRequest) -> HttpResponse:
         in_snapshots[row["contribution_id"]].append(row)
     for contribution in page:
         contribution.in_snapshots = in_snapshots[contribution.pk]  # type: ignore[attr-defined]
-    return render(request, "datanets/mine.html", {"page": page})
+    queues = list(selectors.curation_queues(user=request.user)[: QUEUES_SHOWN + 1])
+    context = {"page": page, "queues": queues[:QUEUES_SHOWN], "more_queues": len(queues) > QUEUES_SHOWN}
+    return render(request, "datanets/mine.html", context)
 
 
 # Curation
 
 
 def _render_curation(request: HtmxHttpRequest, *, status: int = 200, error: str = "") -> HttpResponse:
-    page = _page(request, selectors.contributions_for_curator(user=request.user), QUEUE_PAGE_SIZE)
+    slug = request.GET.get("datanet", "")
+    # one Datanet's queue (from its page): only one the user curates; another slug is a 404, so nothing leaks
+    datanet = get_object_or_404(selectors.datanets_curated_by(user=request.user), slug=slug) if slug else None
+    contributions = selectors.contributions_for_curator(user=request.user, datanet=datanet)
+    page = _page(request, contributions, QUEUE_PAGE_SIZE)
     samples = _samples([c.pk for c in page], SAMPLE_RECORDS)
     for contribution in page:
         contribution.sample = samples[contribution.pk]  # type: ignore[attr-defined]
         contribution.check_list = _checks(contribution)  # type: ignore[attr-defined]
-    context = {"page": page, "error": error}
+    context = {"page": page, "error": error, "datanet": datanet, "query": f"datanet={slug}&" if slug else ""}
     return render(request, _template(request, "curation", "queue"), context, status=status)
 
 
