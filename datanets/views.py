@@ -596,7 +596,14 @@ def _render_curation(request: HtmxHttpRequest, *, status: int = 200, error: str 
     for contribution in page:
         contribution.sample = samples[contribution.pk]  # type: ignore[attr-defined]
         contribution.check_list = _checks(contribution)  # type: ignore[attr-defined]
-    context = {"page": page, "error": error, "datanet": datanet, "query": f"datanet={slug}&" if slug else ""}
+    query = f"?datanet={datanet.slug}" if datanet else ""
+    context = {
+        "page": page,
+        "error": error,
+        "datanet": datanet,
+        "query": query,  # kept by the pager, the decision forms and where they come back to
+        "queue_url": reverse("datanets:curation") + query,
+    }
     return render(request, _template(request, "curation", "queue"), context, status=status)
 
 

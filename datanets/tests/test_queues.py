@@ -117,3 +117,22 @@ def test_an_owner_reaches_the_queue_from_the_datanet_page(page: Page, login_as: 
     page.locator(f'[data-contribution="{pending.pk}"]').get_by_role("button", name="Accept").click()
     expect(page.locator("[data-queue-empty]")).to_be_visible()
     expect(page).to_have_url(re.compile(r"/datanets/curation/\?datanet=kitchen-recipes$"))
+
+
+@pytest.mark.django_db
+def test_a_refused_decision_keeps_the_datanets_queue_and_the_next_one_returns_to_it() -> None:
+    datanet = DatanetFactory(slug="recipes")
+    _waiting(datanet, 1)
+    pending = datanet.contributions.get()
+    client = _client(datanet.owner)
+    decide = reverse("datanets:curation_decide") + "?datanet=recipes"
+
+    refused = client.post(decide, {"contribution": pending.pk, "action": "reject", "next": "/datanets/curation/"})
+    page = refused.content.decode()
+    assert refused.status_code == 400 and f"of {datanet.name}" in page  # still that Datanet's queue
+    assert f'action="{decide}"' in page and 'name="next" value="/datanets/curation/?datanet=recipes"' in page
+
+    accepted = client.post(
+        decide, {"contribution": pending.pk, "action": "accept", "next": "/datanets/curation/?datanet=recipes"}
+    )
+    assert accepted.status_code == 302 and accepted["Location"] == "/datanets/curation/?datanet=recipes"
