@@ -138,6 +138,7 @@ class LoginAddress(models.Model):
 
     class Meta:
         db_table = "openledger_web_loginaddress"
+        verbose_name_plural = "login addresses"
         constraints = [models.UniqueConstraint(fields=("account", "ip"), name="openledger_login_address_unique")]
 
     def __str__(self) -> str:
@@ -162,11 +163,12 @@ class ApiToken(models.Model):
 
     class Meta:
         db_table = "openledger_web_apitoken"
+        verbose_name = "API token"
         ordering = ("-created_at",)
         indexes = [models.Index(fields=("user", "-created_at"))]
 
     def __str__(self) -> str:
-        return f"{self.prefix}… of {self.user_id}"
+        return f"{self.prefix}… of {self.user}"
 
     def is_usable(self, at: datetime | None = None) -> bool:
         at = at or timezone.now()

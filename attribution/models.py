@@ -48,6 +48,7 @@ class AttributionIndex(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "attribution indexes"
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
@@ -209,6 +210,7 @@ class SpanMatch(models.Model):
     record_end = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "span matches"
         ordering = ["run_attribution_id", "answer_start", "record_id"]
 
     def __str__(self) -> str:

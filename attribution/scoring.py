@@ -592,8 +592,9 @@ def explain(
     if rollup is not None and rollup.contributors:
         top_id, top_share = rollup.contributors[0]
         name = (contributor_names or {}).get(top_id, f"contributor #{top_id}")
+        count = len(rollup.contributors)
         text += (
-            f" {len(rollup.contributors)} contributor{'s' if len(rollup.contributors) != 1 else ''} "
-            f"share the credit; the largest share, {_percent(top_share)}, goes to {name}."
+            f" {count} contributor{'s share' if count != 1 else ' shares'} the credit; "
+            f"the largest share, {_percent(top_share)}, goes to {name}."
         )
     return text

@@ -1,11 +1,11 @@
 """The automatic checks a contribution gets after submit, each leaving its evidence in ``contribution.checks``.
 
 Checks never change a contribution's status: they inform curators. Each check's entry has a ``status`` (``pass``,
-``warn`` or ``skipped``), counts, and up to ``EXAMPLES_KEPT`` examples naming record ids and, for flagged text,
-spans as character offsets into the record's canonical JSON. Every flagged record also carries its flags in
-``Record.flags``: spans for personal data and secrets, whole-record flags for duplicates and near-duplicates. Found
-personal data and secrets are never copied into the evidence: examples show a masked excerpt. The quality score and
-every threshold are documented in docs/datanets.md.
+``warn``, ``fail`` (a secret found) or ``skipped``), counts, and up to ``EXAMPLES_KEPT`` examples naming record ids
+and, for flagged text, spans as character offsets into the record's canonical JSON. Every flagged record also
+carries its flags in ``Record.flags``: spans for personal data and secrets, whole-record flags for duplicates and
+near-duplicates. Found personal data and secrets are never copied into the evidence: examples show a masked excerpt.
+The quality score and every threshold are documented in docs/datanets.md.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import language as languages
 from .models import Contribution, Record
 from .services import contribution_records_settle, contribution_records_settle_in_steps
 
@@ -41,9 +42,6 @@ LSH_ROWS: Final = MINHASH_PERMUTATIONS // LSH_BANDS
 MINHASH_SEED: Final = 20_240_601
 SHINGLE_WORDS: Final = 3
 _MERSENNE_61: Final = np.uint64((1 << 61) - 1)
-
-LANGUAGE_MIN_HITS: Final = 4
-LANGUAGE_MARGIN: Final = 1.5
 
 SCORE_WEIGHTS: Final = {
     "bad_rows": 25,
@@ -200,44 +198,6 @@ def _masked(canonical: str, span: dict[str, Any]) -> str:
     return found[:4] + "…" if len(found) > 4 else "…"
 
 
-# Language
-
-STOPWORDS: Final[dict[str, frozenset[str]]] = {
-    language: frozenset(words.split())
-    for language, words in {
-        "en": "the and of to in is that it for was with as on are this be by not you have but from they which",
-        "fr": "le la les et des est une un que qui dans pour pas sur au avec ce il elle sont du ne nous vous mais",
-        "de": "der die und das ist nicht ein eine zu den mit sich des auf für im dem auch es sie ich wir aber oder",
-        "es": "el la los las y de que en un una es por para con no se del al lo como más pero sus le",
-        "it": "il lo la gli le di che è e un una per non sono con del della nel alla anche ma come questo",
-        "pt": "o a os as e de que do da em um uma para com não é se na no mais por dos das mas ao",
-        "nl": "de het een en van is dat niet op te in voor met zijn ik je die er maar ook als aan wel",
-    }.items()
-}
-_WORD_WEIGHT: Final = {
-    word: 1 / sum(word in words for words in STOPWORDS.values()) for words in STOPWORDS.values() for word in words
-}
-
-
-def detect_language(text: str) -> tuple[str | None, dict[str, float]]:
-    """The likeliest of en/fr/de/es/it/pt/nl by stop words (each weighted by how few languages share it), or None
-    when fewer than ``LANGUAGE_MIN_HITS`` stop words occur or no language leads the next by ``LANGUAGE_MARGIN``."""
-    scores: dict[str, float] = dict.fromkeys(STOPWORDS, 0.0)
-    hits = 0
-    for word in re.findall(r"\w+", text.lower()):
-        weight = _WORD_WEIGHT.get(word)
-        if weight is None:
-            continue
-        hits += 1
-        for language, words in STOPWORDS.items():
-            if word in words:
-                scores[language] += weight
-    ranked = sorted(scores.items(), key=lambda item: -item[1])
-    if hits < LANGUAGE_MIN_HITS or ranked[0][1] < LANGUAGE_MARGIN * ranked[1][1]:
-        return None, scores
-    return ranked[0][0], scores
-
-
 # The run
 
 
@@ -249,6 +209,7 @@ class _Row:
     canonical: str
     record_hash: str
     words: int
+    source: str = ""
     signature: np.ndarray | None = None
     flags: list[dict[str, Any]] = field(default_factory=list)
 
@@ -257,7 +218,7 @@ def _rows(contribution: Contribution) -> Iterator[_Row]:
     values = (
         Record.objects.filter(contribution=contribution)
         .order_by("position")
-        .values_list("id", "position", "line", "canonical", "record_hash", "words")
+        .values_list("id", "position", "line", "canonical", "record_hash", "words", "source")
     )
     for row in values.iterator(chunk_size=2_000):
         yield _Row(*row)
@@ -308,6 +269,22 @@ def _length(rows: list[_Row]) -> dict[str, Any]:
     }
 
 
+_DUPLICATE_OF = re.compile(r"duplicate of (?:(?P<source>.+) )?\w+ (?P<line>\d+)$")
+
+
+def _within_duplicate(error: dict[str, Any], rows: list[_Row]) -> dict[str, Any]:
+    """A repeated row left out of the upload (it is no record), with ``other_record_id``: the record kept from the
+    row it repeats, found by the source and line its message names."""
+    example = {"kind": "within", **error}
+    found = _DUPLICATE_OF.search(error.get("message", ""))
+    if found:
+        source, line = found["source"] or error.get("source", ""), int(found["line"])
+        twin = next((row for row in rows if row.line == line and row.source == source), None)
+        if twin is not None:
+            example["other_record_id"] = twin.id
+    return example
+
+
 def _exact_duplicates(contribution: Contribution, rows: list[_Row]) -> dict[str, Any]:
     by_hash = {row.record_hash: row for row in rows}
     hashes = list(by_hash)
@@ -336,7 +313,7 @@ def _exact_duplicates(contribution: Contribution, rows: list[_Row]) -> dict[str,
     for found in against.values():
         for row_id, other_id in found.items():
             by_id[row_id].flags.append(_record_flag(DUPLICATE_FLAG, other_id))
-    examples = [{"kind": "within", **e} for e in within[: EXAMPLES_KEPT // 2]]
+    examples = [_within_duplicate(e, rows) for e in within[: EXAMPLES_KEPT // 2]]
     for kind, found in against.items():
         for row_id, other_id in list(found.items())[: EXAMPLES_KEPT // 2]:
             examples.append(
@@ -452,7 +429,8 @@ def _sensitive(rows: list[_Row]) -> tuple[dict[str, Any], dict[str, Any]]:
         "examples": personal_examples,
     }
     secrets = {
-        "status": _status(secret_records),
+        # a published secret can't be taken back: the one finding that fails, not merely warns
+        "status": "fail" if secret_records else "pass",
         "records_flagged": secret_records,
         "counts": {kind: counts[kind] for kind in SECRET_PATTERNS},
         "examples": secret_examples,
@@ -465,18 +443,22 @@ def _language(contribution: Contribution, rows: list[_Row]) -> dict[str, Any]:
     if not declared:
         return {"status": "skipped", "reason": "the Datanet declares no language"}
     detected: Counter[str] = Counter()
-    mismatched: list[tuple[_Row, str]] = []
+    mismatched: list[tuple[_Row, str, float]] = []
     for row in rows:
-        language, _ = detect_language(record_text(row.canonical))
-        detected[language or "undetermined"] += 1
-        if language is not None and language != declared:
-            mismatched.append((row, language))
+        language, probability = languages.identify(record_text(row.canonical))
+        detected[language] += 1
+        if language not in (languages.UNDETERMINED, declared):  # undetermined is never a mismatch
+            mismatched.append((row, language, probability))
     return {
         "status": _status(len(mismatched)),
         "declared": declared,
         "detected": dict(detected),
         "mismatched": len(mismatched),
-        "examples": [_example(row, detected=language) for row, language in mismatched[:EXAMPLES_KEPT]],
+        "method": languages.METHOD,
+        "examples": [
+            _example(row, detected=language, confidence=round(probability, 2))
+            for row, language, probability in mismatched[:EXAMPLES_KEPT]
+        ],
     }
 
 

@@ -191,7 +191,7 @@ class Contribution(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.source_filename} to {self.datanet_id} ({self.status})"
+        return f"#{self.pk} {self.source_filename} to {self.datanet.name} ({self.status})"
 
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None:
@@ -286,7 +286,7 @@ class Record(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"record {self.position} of contribution {self.contribution_id}"
+        return f"record #{self.pk} of contribution #{self.contribution_id}"
 
     def save(self, *args: object, **kwargs: object) -> None:
         self._refuse_if_frozen()
@@ -325,7 +325,7 @@ class ContributionDecision(models.Model):
         indexes = [models.Index(fields=["contribution", "created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.action} #{self.contribution_id} by {self.actor_id}"
+        return f"{self.action} #{self.contribution_id} by {self.actor}"
 
 
 class Snapshot(models.Model):
@@ -362,7 +362,7 @@ class Snapshot(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.datanet_id} snapshot {self.number}"
+        return f"{self.datanet.name} snapshot {self.number}"
 
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None and Snapshot.objects.filter(pk=self.pk).exists():
@@ -403,6 +403,9 @@ class ReceiptBatch(SealedBatch):
     AGE_SETTING = "RECEIPT_BATCH_SECONDS"
 
     anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="receipt_batch")
+
+    class Meta(SealedBatch.Meta):
+        verbose_name_plural = "receipt batches"
 
     def __str__(self) -> str:
         return f"receipt batch {self.pk} ({self.size} receipts, root {self.root[:10]}…)"

@@ -196,14 +196,35 @@ def contributions_per_day(*, datanet: Datanet) -> list[tuple[date, int]]:
     return list(rows)
 
 
-def contributions_for_curator(*, user: Any) -> QuerySet[Contribution]:
-    """Pending contributions across the Datanets ``user`` curates, oldest first."""
+def contributions_for_curator(*, user: Any, datanet: Datanet | None = None) -> QuerySet[Contribution]:
+    """Pending contributions across the Datanets ``user`` curates (or of ``datanet`` alone), oldest first."""
+    contributions = Contribution.objects.filter(
+        status=Contribution.Status.PENDING, datanet__in=datanets_curated_by(user=user).values("pk")
+    )
+    if datanet is not None:
+        contributions = contributions.filter(datanet=datanet)
+    return contributions.select_related("datanet", "contributor").order_by("submitted_at", "id")
+
+
+def curation_queues(*, user: Any) -> QuerySet[Datanet]:
+    """The Datanets ``user`` curates (owner, curator, or every one for a global curator), each with
+    ``pending_count``: most waiting first, then by name; one query for the whole list."""
+    pending = Contribution.objects.filter(datanet=OuterRef("pk"), status=Contribution.Status.PENDING)
     return (
-        Contribution.objects.filter(
-            status=Contribution.Status.PENDING, datanet__in=datanets_curated_by(user=user).values("pk")
-        )
-        .select_related("datanet", "contributor")
-        .order_by("submitted_at", "id")
+        datanets_curated_by(user=user)
+        .annotate(pending_count=_count_subquery(pending, "datanet", Count("id")))
+        .order_by("-pending_count", "name", "id")
+    )
+
+
+def curation_waiting(*, user: Any) -> dict[str, int]:
+    """``{"datanets": how many Datanets user curates, "pending": contributions waiting in them}``: one query, none
+    for someone signed out (the navigation asks on every page)."""
+    if not _signed_in(user):
+        return {"datanets": 0, "pending": 0}
+    return datanets_curated_by(user=user).aggregate(
+        datanets=Count("id", distinct=True),
+        pending=Count("contributions", filter=Q(contributions__status=Contribution.Status.PENDING)),
     )
 
 

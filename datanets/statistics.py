@@ -21,7 +21,8 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Mod
 
-from .checks import detect_language, record_text
+from . import language
+from .checks import record_text
 from .models import Contribution, Datanet, Record, Snapshot
 
 SAMPLE_SIZE = 2_000
@@ -179,7 +180,7 @@ def statistics(*, records: QuerySet[Record], scope: str) -> Statistics:
     if tokenizer is not None and texts:
         counts = [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
         tokens_histogram, tokens = _histogram(counts, TOKEN_BINS), sum(counts)
-    languages = Counter(detect_language(text)[0] or "undetermined" for text in texts)
+    languages = Counter(language.identify(text)[0] for text in texts)
     return Statistics(
         scope=scope,
         records=totals["records"],

@@ -53,6 +53,7 @@ from .models import Contribution, ContributionDecision, Datanet, Record, Snapsho
 
 PAGE_SIZE = 12
 QUEUE_PAGE_SIZE = 20
+QUEUES_SHOWN = 12
 SAMPLE_RECORDS = 5
 DETAIL_SAMPLE_RECORDS = 20
 PROOF_ROWS = 20
@@ -169,17 +170,57 @@ def _samples(contribution_ids: list[int], per: int) -> dict[int, list[Record]]:
     return samples
 
 
-def _checks(contribution: Contribution) -> list[dict[str, Any]]:
-    """Each check's evidence split into its status, its numbers and its examples, labelled for display."""
+_EXAMPLE_KEYS = ("record_id", "position", "other_record_id", "other_contribution_id")
+
+
+def _record_href(slug: str, record_id: int) -> str:
+    """The record's own page in the record viewer (its stable address), scrolled to the record."""
+    return reverse("datanets:record", args=[slug, record_id]) + f"#record-{record_id}"
+
+
+def _checks(contribution: Contribution, *, user: Any = None, can_curate: bool = False) -> list[dict[str, Any]]:
+    """Each check's evidence split into its status, its numbers and its examples, labelled for display.
+
+    With ``user``, every example's records are links (``{"id", "href"}``) to a page that shows them: this
+    contribution's own records while it has them, another contribution's when ``user`` may see that one (a curator
+    of the Datanet, or its contributor), in one query for all the examples; a record since withdrawn is named
+    without a link."""
+    evidence_items = [(n, e) for n, e in (contribution.checks or {}).items() if isinstance(e, dict)]
+    others = {
+        example["other_record_id"]
+        for _, evidence in evidence_items
+        for example in evidence.get("examples", [])
+        if isinstance(example, dict) and isinstance(example.get("other_record_id"), int)
+    }
+    where: dict[int, tuple[int, int]] = {}
+    if user is not None and others:
+        where = {
+            record_id: (contribution_id, contributor_id)
+            for record_id, contribution_id, contributor_id in Record.objects.filter(pk__in=others).values_list(
+                "pk", "contribution_id", "contribution__contributor_id"
+            )
+        }
+    own_records = contribution.status != Contribution.Status.WITHDRAWN
+    slug = contribution.datanet.slug
+
+    def link(record_id: Any, *, own: bool) -> dict[str, Any] | None:
+        if not isinstance(record_id, int):
+            return None
+        if user is None:
+            return {"id": record_id, "href": None}
+        if own:
+            return {"id": record_id, "href": _record_href(slug, record_id) if own_records else None}
+        found = where.get(record_id)
+        visible = found is not None and (can_curate or found[1] == getattr(user, "pk", None))
+        return {"id": record_id, "href": _record_href(slug, record_id) if visible else None}
+
     shown = []
-    for name, evidence in (contribution.checks or {}).items():
-        if not isinstance(evidence, dict):
-            continue
+    for name, evidence in evidence_items:
         examples = [
             {
-                "record_id": example.get("record_id"),
-                "position": example.get("position"),
-                "fields": _labelled(example, skip=("record_id", "position")),
+                "record": link(example.get("record_id"), own=True),
+                "other": link(example.get("other_record_id"), own=False),
+                "fields": _labelled(example, skip=_EXAMPLE_KEYS),
             }
             for example in evidence.get("examples", [])
             if isinstance(example, dict)
@@ -188,7 +229,8 @@ def _checks(contribution: Contribution) -> list[dict[str, Any]]:
             {
                 "name": name.replace("_", " "),
                 "status": evidence.get("status", ""),
-                "numbers": _labelled(evidence, skip=("status", "examples")),
+                "numbers": _labelled(evidence, skip=("status", "examples", "method")),
+                "method": evidence.get("method", ""),
                 "examples": examples,
             }
         )
@@ -222,7 +264,6 @@ def datanet_list(request: HtmxHttpRequest) -> HttpResponse:
         "form": form,
         "page": _page(request, datanets, PAGE_SIZE),
         "query": query.urlencode(),
-        "is_curator": request.user.is_authenticated and selectors.datanets_curated_by(user=request.user).exists(),
     }
     return render(request, _template(request, "list", "results"), context)
 
@@ -438,13 +479,17 @@ def _submit_one(datanet: Datanet, user: Any, name: str, options: dict[str, str],
 def contribution_detail(request: HtmxHttpRequest, contribution_id: int) -> HttpResponse:
     contribution = _contribution_for(request, contribution_id)
     checks_done = contribution.check_status in ("done", "failed") or contribution.is_frozen
+    can_curate = selectors.user_can_curate(user=request.user, datanet=contribution.datanet)
+    checks = _checks(contribution, user=request.user, can_curate=can_curate)
+    wanted = request.GET.get("record", "")
+    samples = _detail_samples(contribution, wanted=int(wanted) if wanted.isdecimal() else None)
     if request.htmx and request.GET.get("part") == "checks":
         context = {
             "contribution": contribution,
-            "checks": _checks(contribution),
+            "checks": checks,
             "checks_done": checks_done,
-            "samples": _detail_samples(contribution),
-            "can_curate": selectors.user_can_curate(user=request.user, datanet=contribution.datanet),
+            "samples": samples,
+            "can_curate": can_curate,
         }
         response = render(request, "datanets/contribution.html#checks", context)
         response.status_code = 286 if checks_done else 200  # htmx stops polling once the checks are in
@@ -458,13 +503,13 @@ def contribution_detail(request: HtmxHttpRequest, contribution_id: int) -> HttpR
         )
     context = {
         "contribution": contribution,
-        "checks": _checks(contribution),
+        "checks": checks,
         "checks_done": checks_done,
-        "samples": _detail_samples(contribution),
+        "samples": samples,
         "decisions": list(contribution.decisions.select_related("actor", "record")),
         "receipts": list(selectors.receipts_of_contribution(contribution=contribution)),
         "snapshots": snapshots,
-        "can_curate": selectors.user_can_curate(user=request.user, datanet=contribution.datanet),
+        "can_curate": can_curate,
         "is_contributor": contribution.contributor_id == request.user.pk,
         "proof_rows": PROOF_ROWS,
     }
@@ -491,8 +536,21 @@ def receipt_proof(request: HttpRequest, contribution_id: int, receipt_id: int) -
     return response
 
 
-def _detail_samples(contribution: Contribution) -> list[Record]:
-    return _samples([contribution.pk], DETAIL_SAMPLE_RECORDS)[contribution.pk]
+def _detail_samples(contribution: Contribution, *, wanted: int | None = None) -> list[Record]:
+    """The page's sample of records, with record ``wanted`` first when it is this contribution's and not in the
+    sample already (an evidence link's target), marked ``linked``."""
+    samples = _samples([contribution.pk], DETAIL_SAMPLE_RECORDS)[contribution.pk]
+    if wanted is None:
+        return samples
+    for record in samples:
+        if record.pk == wanted:
+            record.linked = True  # type: ignore[attr-defined]
+            return samples
+    record = Record.objects.filter(contribution=contribution, pk=wanted).first()
+    if record is not None:
+        record.linked = True  # type: ignore[attr-defined]
+        samples.insert(0, *_with_segments([record]))
+    return samples
 
 
 @require_POST
@@ -524,19 +582,32 @@ def my_contributions(request: HtmxHttpRequest) -> HttpResponse:
         in_snapshots[row["contribution_id"]].append(row)
     for contribution in page:
         contribution.in_snapshots = in_snapshots[contribution.pk]  # type: ignore[attr-defined]
-    return render(request, "datanets/mine.html", {"page": page})
+    queues = list(selectors.curation_queues(user=request.user)[: QUEUES_SHOWN + 1])
+    context = {"page": page, "queues": queues[:QUEUES_SHOWN], "more_queues": len(queues) > QUEUES_SHOWN}
+    return render(request, "datanets/mine.html", context)
 
 
 # Curation
 
 
 def _render_curation(request: HtmxHttpRequest, *, status: int = 200, error: str = "") -> HttpResponse:
-    page = _page(request, selectors.contributions_for_curator(user=request.user), QUEUE_PAGE_SIZE)
+    slug = request.GET.get("datanet", "")
+    # one Datanet's queue (from its page): only one the user curates; another slug is a 404, so nothing leaks
+    datanet = get_object_or_404(selectors.datanets_curated_by(user=request.user), slug=slug) if slug else None
+    contributions = selectors.contributions_for_curator(user=request.user, datanet=datanet)
+    page = _page(request, contributions, QUEUE_PAGE_SIZE)
     samples = _samples([c.pk for c in page], SAMPLE_RECORDS)
     for contribution in page:
         contribution.sample = samples[contribution.pk]  # type: ignore[attr-defined]
         contribution.check_list = _checks(contribution)  # type: ignore[attr-defined]
-    context = {"page": page, "error": error}
+    query = f"?datanet={datanet.slug}" if datanet else ""
+    context = {
+        "page": page,
+        "error": error,
+        "datanet": datanet,
+        "query": query,  # kept by the pager, the decision forms and where they come back to
+        "queue_url": reverse("datanets:curation") + query,
+    }
     return render(request, _template(request, "curation", "queue"), context, status=status)
 
 
@@ -584,7 +655,7 @@ def record_exclude(request: HtmxHttpRequest, record_id: int) -> HttpResponse:
         return _refused(request, str(e), 403)
     except ValidationError as e:
         return _refused(request, _message(e), 400)
-    messages.success(request, f"Record {record.position} of contribution #{record.contribution_id} is excluded.")
+    messages.success(request, f"Record #{record.pk} of contribution #{record.contribution_id} is excluded.")
     return redirect(safe_next(request, reverse("datanets:curation")))
 
 

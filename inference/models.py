@@ -22,6 +22,9 @@ class RunBatch(SealedBatch):
 
     anchor = models.OneToOneField("ledger.Anchor", on_delete=models.PROTECT, related_name="inference_batch")
 
+    class Meta(SealedBatch.Meta):
+        verbose_name_plural = "run batches"
+
     def __str__(self) -> str:
         return f"batch {self.pk} ({self.size} runs, root {self.root[:10]}…)"
 

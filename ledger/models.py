@@ -311,6 +311,7 @@ class RewardEpochEntry(models.Model):
     beneficiary = models.CharField(max_length=64, blank=True, db_index=True)
 
     class Meta:
+        verbose_name_plural = "reward epoch entries"
         ordering = ["epoch", "index"]
         constraints = [
             models.UniqueConstraint(fields=["epoch", "index"], name="ledger_entry_index_unique"),

@@ -107,6 +107,7 @@ class FineTuneJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "fine-tune job"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status", "heartbeat_at"])]
         constraints = [
@@ -216,7 +217,7 @@ class ModelVersionParent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.child_id} {self.relation} {self.parent_id}"
+        return f"{self.child} {self.relation} {self.parent}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # lineage edges are written once, with the child; changing one would rewrite an anchored manifest

@@ -3,6 +3,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+from django.utils.functional import SimpleLazyObject
+
+from datanets.selectors import curation_waiting
 
 # The three audiences' entry points. An entry appears once its app serves the page, so navigation never links to a
 # page that does not exist yet.
@@ -21,6 +24,9 @@ def _url_or_none(name: str) -> str | None:
 
 
 def navigation(request: HttpRequest) -> dict[str, object]:
+    """The header's entries; ``curation_queue`` (``{"datanets", "pending"}``) is one query, run only when a page
+    prints it (the full layout, never an htmx fragment) and never for someone signed out."""
     urls = {label: _url_or_none(name) for label, name in AUDIENCES}
     entries = [(label, url) for label, url in urls.items() if url]
-    return {"nav_entries": entries, "audience_urls": urls, "broker_kind": settings.BROKER_KIND}
+    queue = SimpleLazyObject(lambda: curation_waiting(user=getattr(request, "user", None)))
+    return {"nav_entries": entries, "audience_urls": urls, "broker_kind": settings.BROKER_KIND, "curation_queue": queue}

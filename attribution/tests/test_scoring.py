@@ -123,6 +123,16 @@ def test_explanation_names_the_methods_and_the_top_contributor() -> None:
     assert "14 tokens" in text
 
 
+def test_explanation_agrees_in_number_with_one_contributor_or_several() -> None:
+    result = combine({"gradient": {1: 0.5}, "span": {2: 0.5}}, POLICY)
+
+    one = explain(result, roll_up(result, {1: RecordOwner(1, 100, 1), 2: RecordOwner(2, 100, 1)}))
+    two = explain(result, roll_up(result, {1: RecordOwner(1, 100, 1), 2: RecordOwner(2, 200, 1)}))
+
+    assert "1 contributor shares the credit" in one
+    assert "2 contributors share the credit" in two
+
+
 def test_policy_v1_is_registered_and_serialisable() -> None:
     assert policy_for(1) is POLICY_V1
     assert POLICY_V1.as_dict()["weights"] == {"gradient": 0.6, "span": 0.3, "retrieval": 0.1}

@@ -57,9 +57,11 @@ def test_a_curator_finds_a_near_duplicate_from_its_evidence_excludes_it_and_the_
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"/datanets/contributions/{pending.pk}/")
     near = page.locator('[data-check="near duplicates"]')
-    near.locator(f'a[data-evidence-record="{twin.pk}"]').click()
+    near.locator(f'a[data-record-link="{twin.pk}"]').click()
     expect(page.locator("hgroup h1")).to_have_text(f"Record #{twin.pk}")
-    expect(page).to_have_url(f"{page.url.split('/datanets/')[0]}/datanets/{datanet.slug}/records/{twin.pk}/")
+    expect(page).to_have_url(
+        f"{page.url.split('/datanets/')[0]}/datanets/{datanet.slug}/records/{twin.pk}/#record-{twin.pk}"
+    )
     expect(page.locator("[data-twin] header")).to_contain_text(f"Repeats record #{original.pk}")
     expect(page.locator('[data-diff="twin"] mark.diff-changed')).to_have_text("river.")
     expect(page.locator('[data-diff="record"] mark.diff-changed')).to_have_text("stream.")

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from datanets import checks
-from datanets.checks import MinHasher, detect_language, find_sensitive, luhn_valid, similarity
+from datanets.checks import MinHasher, find_sensitive, luhn_valid, similarity
 from datanets.models import Contribution
 
 from .factories import DatanetFactory, accepted, submit, texts
@@ -49,13 +49,6 @@ def test_minhash_is_deterministic_and_estimates_similarity() -> None:
     far = hasher.signature("an entirely different sentence about databases and query planners and indexes")
     assert similarity(a, near) >= 0.75
     assert similarity(a, far) < 0.2
-
-
-def test_language_detection_by_stop_words_and_its_abstentions() -> None:
-    assert detect_language("the cat is on the table and it is not happy with the dog")[0] == "en"
-    assert detect_language("le chat est sur la table et il ne veut pas descendre avec nous")[0] == "fr"
-    assert detect_language("der Hund ist nicht auf dem Tisch und die Katze auch nicht")[0] == "de"
-    assert detect_language("hello world")[0] is None  # too few stop words to say
 
 
 @pytest.mark.django_db

@@ -269,7 +269,7 @@ def test_every_evidence_link_on_the_checks_lands_on_its_record(near_pair: dict[s
     )
     client = client_for(owner)
     html = client.get(reverse("datanets:contribution", args=[busy.pk])).content.decode()
-    links = re.findall(r'href="([^"]+)" data-evidence-record="(\d+)"', html)
+    links = re.findall(r'href="([^"]+)" data-record-link="(\d+)"', html)
     linked = {int(i) for _, i in links}
     assert set(busy.records.values_list("pk", flat=True)) <= linked  # every record some check names
     assert original.pk in linked  # and the accepted record the copies repeat
