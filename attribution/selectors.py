@@ -9,8 +9,9 @@ from typing import Any
 
 from datanets.models import Datanet, Record, SnapshotRecord
 from datanets.selectors import primary_addresses, user_can_view
+from rewards.models import RewardAccrual
 
-from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
+from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .scoring import SIGNAL_LABELS, SIGNALS
 
 TOP_RECORDS = 10

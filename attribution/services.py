@@ -36,11 +36,12 @@ from datanets.storage import content_path, media_path
 from inference.models import InferenceRun
 from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
 from outbox.services import enqueue_on_commit
+from rewards.models import RewardAccrual
+from rewards.split import BASIS_POINTS, REWARD_POLICY, REWARD_POLICY_V1, RewardPolicy, split_fee
 
 from . import scoring
 from .features import FeatureIndexError
-from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
-from .rewards import BASIS_POINTS, REWARD_POLICY, REWARD_POLICY_V1, RewardPolicy, split_fee
+from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .selectors import locate_in_record, record_display_text
 from .spans import SpanIndexError
 

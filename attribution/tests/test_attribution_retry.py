@@ -22,10 +22,11 @@ from django.utils import timezone
 
 from attribution import services, tasks
 from attribution.features import FeatureIndexError
-from attribution.models import RewardAccrual, RunAttribution
+from attribution.models import RunAttribution
 from attribution.spans import SpanIndexError
 from attribution.tests.test_answer_attribution import ALICE_FACTS, Lineage, make_run, module_lineage
 from datanets.storage import media_path
+from rewards.models import RewardAccrual
 
 pytestmark = pytest.mark.slow
 

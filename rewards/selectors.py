@@ -27,7 +27,7 @@ from modelfactory.models import ModelVersion, ModelVersionParent
 from modelfactory.selectors import versions_visible_to
 
 from .models import RewardAccrual
-from .rewards_services import user_label
+from .services import user_label
 
 TOKEN_DECIMALS = 18
 TOKEN_SYMBOL = "OLTR"

@@ -22,7 +22,7 @@ from datanets.api import AnchorSerializer
 from ledger.models import RewardEpoch, RewardEpochEntry
 from ledger.rewards_selectors import claim_proof
 
-from . import rewards_selectors as selectors
+from . import selectors
 
 TAGS = ["rewards"]
 MAX_NUMBER = 2**31 - 1  # the columns are PostgreSQL integers: a larger number names nothing
