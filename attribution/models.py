@@ -82,14 +82,14 @@ class RunAttribution(models.Model):
     """The attribution of one inference run: which policy, each signal's share, and how it went.
 
     ``status``: pending (queued after the answer, or queued again for a retry), ok (scored; RecordAttribution rows
-    and accruals exist), no_index (the version has no usable index: nothing was credited to contributors), failed
-    (``error`` is the last attempt's error). Shares are exact fractions stored as ``"p/q"`` strings.
+    exist and the fee is split), no_index (the version has no usable index: nothing was credited to contributors),
+    failed (``error`` is the last attempt's error). Shares are exact fractions stored as ``"p/q"`` strings.
 
     Retries (``attribution.services.run_attributions_retry``, by celery beat): ``attempts`` counts the scoring
     attempts that ended (failed, lost, or stored). A failed one with ``next_attempt_at`` set is waiting for its
     retry, which is not finished (the panel keeps polling); one without it failed for good (a permanent error, or
-    ``ATTRIBUTION_MAX_ATTEMPTS`` attempts spent). ok and no_index are final: they carry the run's accruals, which
-    are written once, in the same transaction that makes the row final.
+    ``ATTRIBUTION_MAX_ATTEMPTS`` attempts spent). ok and no_index are final: the run's fee is split (``hooks.FeeSplit``:
+    the rewards app's accruals) once, in the same transaction that makes the row final.
     """
 
     class Status(models.TextChoices):
@@ -164,7 +164,7 @@ class RunAttribution(models.Model):
 
     @property
     def is_credited(self) -> bool:
-        """Final with its accruals written (ok, no_index): never claimed, scored or accrued again."""
+        """Final with its fee split (ok, no_index): never claimed, scored or split again."""
         return self.status in (self.Status.OK, self.Status.NO_INDEX)
 
 

@@ -1,4 +1,5 @@
-"""The earnings page, the claim button behind it, the public reward epoch pages, and a contribution's impact page."""
+"""The earnings page, the claim button behind it, the public reward epoch pages, a contribution's impact page, and
+the reward split on a run's ancestry panel."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from common import jsonguard
 from datanets.models import Contribution
+from inference.models import InferenceRun
 from ledger.models import RewardEpochEntry
 
 from . import selectors
@@ -149,3 +152,13 @@ def contribution_impact(request: HttpRequest, contribution_id: int) -> HttpRespo
     is_contributor = contribution.contributor_id == request.user.pk
     context = {"contribution": contribution, "impact": impact, "is_contributor": is_contributor}
     return render(request, "rewards/contribution_impact.html", context)
+
+
+def run_rewards_section(request: HttpRequest, run: InferenceRun) -> str:
+    """The run's reward split, under its ancestry panel once its attribution is final (an ``attribution.hooks``
+    panel section): each part of the fee and their total; nothing when the run accrued nothing."""
+    accruals = selectors.run_accruals(run=run)
+    if not accruals:
+        return ""
+    context = {"accruals": accruals, "total": sum(int(a.amount) for a in accruals)}
+    return render_to_string("rewards/_run_rewards.html", context, request=request)
