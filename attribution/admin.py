@@ -7,7 +7,7 @@ from django.contrib import admin
 
 from common.admin import ReadOnlyAdmin
 
-from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
+from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 
 
 @admin.register(AttributionIndex)
@@ -45,11 +45,3 @@ class RecordAttributionAdmin(ReadOnlyAdmin):
 class SpanMatchAdmin(ReadOnlyAdmin):
     list_display = ("id", "run_attribution", "record", "tokens", "n_records", "answer_start", "answer_end")
     raw_id_fields = ("run_attribution", "record")
-
-
-@admin.register(RewardAccrual)
-class RewardAccrualAdmin(ReadOnlyAdmin):
-    list_display = ("id", "run", "recipient_kind", "user", "contribution", "datanet", "amount", "epoch", "created_at")
-    list_filter = ("recipient_kind", "policy_version", "epoch")
-    search_fields = ("user__username",)
-    raw_id_fields = ("run", "user", "contribution", "datanet")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
@@ -24,7 +25,7 @@ from common.api.views import BaseApi
 from inference.models import InferenceRun
 from inference.selectors import run_for_viewer
 
-from . import selectors
+from . import hooks, selectors
 from .models import RunAttribution
 
 TAGS = ["attribution"]
@@ -91,14 +92,15 @@ class RunCreditListApi(BaseApi):
 
 
 def run_attribution_data(*, run: InferenceRun, user: Any) -> dict[str, Any]:
-    """The run page's attribution panel as data: state, shares as exact "p/q" fractions, the reward split.
+    """The run page's attribution panel as data: state, shares as exact "p/q" fractions, the fee, and what the apps
+    above attribution add to a final one (``rewards``: the reward split).
 
     Records of Datanets the caller may not view are counted in the shares but not identified.
     """
     panel = selectors.run_panel(run=run, user=user)
     data: dict[str, Any] = {"state": panel.state}
     attribution = panel.attribution
-    if attribution is None or panel.state in ("pending", "base_model", "run_failed"):
+    if attribution is None or not panel.final:
         return data
     datanet_shares = {int(d): share for d, share in attribution.datanets}
     data.update(
@@ -140,15 +142,9 @@ def run_attribution_data(*, run: InferenceRun, user: Any) -> dict[str, Any]:
             if r.visible
         ],
         fee=str(int(attribution.fee)),
-        rewards=[
-            {
-                "kind": a.recipient_kind,
-                "user": a.user_id,
-                "contribution": a.contribution_id,
-                "amount": str(int(a.amount)),
-                "share": a.share,
-            }
-            for a in panel.accruals
-        ],
     )
+    for name, extra in hooks.attribution_extras().items():
+        if name in data:
+            raise ImproperlyConfigured(f"the attribution extra {name!r} would hide attribution's own {name!r}")
+        data[name] = extra(run=run, user=user)
     return data

@@ -1,5 +1,5 @@
-"""Proof of Attribution records: the training-time index of a model version, the attribution of each run, and the
-reward accruals that follow from it.
+"""Proof of Attribution records: the training-time index of a model version and the attribution of each run (the
+fee split that follows from it is the rewards app's, ``rewards.models.RewardAccrual``).
 
 The index files (gradient features, span index) live content-addressed under MEDIA_ROOT; the rows here name them
 by hash, so a loaded file that does not match its row is refused rather than silently scored against.
@@ -7,7 +7,6 @@ by hash, so a loaded file that does not match its row is refused rather than sil
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -84,14 +83,14 @@ class RunAttribution(models.Model):
     """The attribution of one inference run: which policy, each signal's share, and how it went.
 
     ``status``: pending (queued after the answer, or queued again for a retry), ok (scored; RecordAttribution rows
-    and accruals exist), no_index (the version has no usable index: nothing was credited to contributors), failed
-    (``error`` is the last attempt's error). Shares are exact fractions stored as ``"p/q"`` strings.
+    exist and the fee is split), no_index (the version has no usable index: nothing was credited to contributors),
+    failed (``error`` is the last attempt's error). Shares are exact fractions stored as ``"p/q"`` strings.
 
     Retries (``attribution.services.run_attributions_retry``, by celery beat): ``attempts`` counts the scoring
     attempts that ended (failed, lost, or stored). A failed one with ``next_attempt_at`` set is waiting for its
     retry, which is not finished (the panel keeps polling); one without it failed for good (a permanent error, or
-    ``ATTRIBUTION_MAX_ATTEMPTS`` attempts spent). ok and no_index are final: they carry the run's accruals, which
-    are written once, in the same transaction that makes the row final.
+    ``ATTRIBUTION_MAX_ATTEMPTS`` attempts spent). ok and no_index are final: the run's fee is split (``hooks.FeeSplit``:
+    the rewards app's accruals) once, in the same transaction that makes the row final.
     """
 
     class Status(models.TextChoices):
@@ -166,7 +165,7 @@ class RunAttribution(models.Model):
 
     @property
     def is_credited(self) -> bool:
-        """Final with its accruals written (ok, no_index): never claimed, scored or accrued again."""
+        """Final with its fee split (ok, no_index): never claimed, scored or split again."""
         return self.status in (self.Status.OK, self.Status.NO_INDEX)
 
 
@@ -215,72 +214,3 @@ class SpanMatch(models.Model):
 
     def __str__(self) -> str:
         return f"span {self.answer_start}:{self.answer_end} in record {self.record_id}"
-
-
-class RewardAccrual(models.Model):
-    """One part of one run's fee, owed to a contributor, the model's builder or the protocol pool.
-
-    Amounts are integers in the token's smallest unit; the accruals of a run sum exactly to its fee. A contributor's
-    accrual is per contribution (so earnings roll up per Datanet and per contribution); a contributor without a
-    linked wallet accrues all the same and claims once one is linked. ``epoch`` is set when the accrual is closed
-    into a ledger reward epoch.
-    """
-
-    class Kind(models.TextChoices):
-        CONTRIBUTOR = "contributor"
-        BUILDER = "builder"
-        POOL = "pool"
-
-    run = models.ForeignKey("inference.InferenceRun", on_delete=models.PROTECT, related_name="accruals")
-    recipient_kind = models.CharField(max_length=12, choices=Kind.choices)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="accruals"
-    )
-    contribution = models.ForeignKey(
-        "datanets.Contribution", null=True, blank=True, on_delete=models.PROTECT, related_name="accruals"
-    )
-    datanet = models.ForeignKey(
-        "datanets.Datanet", null=True, blank=True, on_delete=models.PROTECT, related_name="accruals"
-    )
-    amount = models.DecimalField(max_digits=78, decimal_places=0, help_text="Smallest token units.")
-    share = models.CharField(
-        max_length=80, help_text='Exact fraction of the fee this part was entitled to before rounding, "p/q".'
-    )
-    policy_version = models.PositiveIntegerField(help_text="The reward policy that split the fee.")
-    epoch = models.PositiveIntegerField(null=True, blank=True, db_index=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(amount__gte=0), name="attribution_accrual_not_negative"),
-            models.CheckConstraint(
-                condition=Q(recipient_kind="pool", user__isnull=True)
-                | Q(recipient_kind__in=["contributor", "builder"], user__isnull=False),
-                name="attribution_accrual_recipient",
-            ),
-            models.CheckConstraint(
-                condition=~Q(recipient_kind="contributor") | Q(contribution__isnull=False, datanet__isnull=False),
-                name="attribution_contributor_accrual_has_contribution",
-            ),
-            # exactly-once crediting, in the database: a run's fee is split once (run_attribute's claim), so one
-            # builder part, one pool part, and one part per contribution
-            models.UniqueConstraint(
-                fields=["run", "recipient_kind"],
-                condition=Q(recipient_kind__in=["builder", "pool"]),
-                name="attribution_accrual_once_per_run_recipient",
-            ),
-            models.UniqueConstraint(
-                fields=["run", "contribution"],
-                condition=Q(recipient_kind="contributor"),
-                name="attribution_accrual_once_per_run_contribution",
-            ),
-        ]
-        indexes = [
-            models.Index(fields=["user", "epoch"]),
-            models.Index(fields=["recipient_kind", "epoch"]),
-            models.Index(fields=["contribution"]),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.amount} to {self.recipient_kind} {self.user_id or ''} for run {self.run_id}"

@@ -14,6 +14,7 @@ from inference.models import InferenceRun
 from inference.selectors import run_for_viewer
 from modelfactory.models import ModelVersion
 
+from . import hooks
 from .models import AttributionIndex
 from .selectors import run_panel as panel_of
 from .selectors import version_reliability
@@ -27,7 +28,9 @@ def run_panel(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     if run is None:
         raise Http404("no such run")
     panel = panel_of(run=run, user=request.user)
-    response = render(request, "attribution/_panel.html", {"panel": panel, "run": run})
+    # the apps above add their parts of a final attribution (the reward split), as HTML from their own templates
+    sections = [section(request, run) for section in hooks.panel_sections()] if panel.final else []
+    response = render(request, "attribution/_panel.html", {"panel": panel, "run": run, "sections": sections})
     if panel.finished:
         response.status_code = 286  # htmx stops polling
     return response

@@ -560,7 +560,7 @@ def explain(
 ) -> str:
     """One plain-language paragraph: the verdict and why (when ``support`` is given), which signals fired with what
     weight, how many records and contributors were credited, the top contributor, and the longest verbatim span
-    when given. ``reward`` (a ``rewards.RewardPolicy``) names where an unpaid part of the fee goes."""
+    when given. ``reward`` (the fee split's policy, ``hooks.SplitPolicy``) names what the builder keeps."""
     builder = f"{reward.builder_bps / 100:g}%" if reward is not None else "its part"
     if support is not None and support.verdict == "unsupported":
         return (

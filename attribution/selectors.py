@@ -10,7 +10,7 @@ from typing import Any
 from datanets.models import Datanet, Record, SnapshotRecord
 from datanets.selectors import primary_addresses, user_can_view
 
-from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
+from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .scoring import SIGNAL_LABELS, SIGNALS
 
 TOP_RECORDS = 10
@@ -150,8 +150,6 @@ class Panel:
     contributors: list[PanelContributor] = field(default_factory=list)
     datanets: list[tuple[Any, str, bool]] = field(default_factory=list)
     signals: list[tuple[str, str, float]] = field(default_factory=list)
-    accruals: list[RewardAccrual] = field(default_factory=list)
-    accrual_total: int = 0
     reliability: Reliability | None = None
     more_count: int = 0  # credited records beyond the top ones shown
     more_share: str = ""  # their part of the credit, as a percentage
@@ -159,6 +157,12 @@ class Panel:
     @property
     def finished(self) -> bool:
         return self.state != "pending"
+
+    @property
+    def final(self) -> bool:
+        """The run's attribution is final (ok, no_index, failed for good): what it credited will not change, and the
+        apps above show their parts (``hooks.panel_sections``, ``hooks.attribution_extras``)."""
+        return self.attribution is not None and self.state in ("ok", "no_index", "failed")
 
     @property
     def verdict(self) -> str:
@@ -197,10 +201,6 @@ def run_panel(*, run: Any, user: Any) -> Panel:
     if attribution is None or not attribution.is_finished:
         return Panel(run=run, state="pending", attribution=attribution)
     panel = Panel(run=run, state=attribution.status, attribution=attribution, reliability=version_reliability(index))
-    panel.accruals = list(
-        RewardAccrual.objects.filter(run=run).select_related("user", "datanet").order_by("recipient_kind", "-amount")
-    )
-    panel.accrual_total = sum(int(a.amount) for a in panel.accruals)
     if attribution.status != RunAttribution.Status.OK:
         return panel
     spans = list(SpanMatch.objects.filter(run_attribution=attribution))

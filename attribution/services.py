@@ -1,5 +1,4 @@
-"""Proof of Attribution writes: the training-time index of a model version, the attribution of an inference run,
-and the reward accruals that split the run's fee.
+"""Proof of Attribution writes: the training-time index of a model version and the attribution of an inference run.
 
 Index (``index_build_for_job`` in the training worker, ``index_record`` inside the version's transaction): every
 record that trained the version, including every record of every parent version (continued or merged), each keeping
@@ -10,10 +9,10 @@ and its index row says why it has none.
 Run (``run_attribute`` in the attribution worker): the answer's projected gradient against every record, its
 verbatim spans and the evidence that records support what it says; a verdict (supported, partly supported,
 unsupported) and the signals combined for the supporting records only under the versioned policy
-(``scoring.CURRENT_POLICY``), rolled up, stored, and the fee split (``rewards.split_fee`` under
-``rewards.REWARD_POLICY``) into accruals that sum to it exactly: contributors are paid for supported content only.
-A version without a usable index is never scored on invented numbers: its runs pay the builder and the protocol
-pool only (the contributors' part goes to the pool).
+(``scoring.CURRENT_POLICY``), rolled up and stored; in the same transaction the registered fee split
+(``hooks.FeeSplit``, the rewards app's) splits the run's fee by each contribution's share: contributors are paid for
+supported content only. A version without a usable index is never scored on invented numbers: its runs credit no
+contributor (the split pays the builder and the protocol pool only).
 """
 
 from __future__ import annotations
@@ -31,16 +30,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from datanets.models import Contribution, Record, SnapshotRecord
+from datanets.models import Record, SnapshotRecord
 from datanets.storage import content_path, media_path
 from inference.models import InferenceRun
 from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
 from outbox.services import enqueue_on_commit
 
-from . import scoring
+from . import hooks, scoring
 from .features import FeatureIndexError
-from .models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
-from .rewards import BASIS_POINTS, REWARD_POLICY, REWARD_POLICY_V1, RewardPolicy, split_fee
+from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .selectors import locate_in_record, record_display_text
 from .spans import SpanIndexError
 
@@ -222,72 +220,21 @@ def _fee() -> int:
     return int(settings.INFERENCE_RUN_FEE)
 
 
-def _accrue(
-    *, run: Any, builder: Any, contribution_shares: dict[int, Fraction], policy: RewardPolicy = REWARD_POLICY_V1
-) -> list[RewardAccrual]:
-    """Split the run's fee between contributions (by exact attribution share), the builder and the pool, and
-    write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``).
-
-    Called only under the run's claimed attribution row; a run that already has accruals is refused (the unique
-    constraints on RewardAccrual refuse it again in the database)."""
-    if RewardAccrual.objects.filter(run=run).exists():
-        raise AlreadyAccrued(f"run {run.pk} already has its accruals: its fee is never split twice")
-    fee = _fee()
-    split = split_fee(fee, contribution_shares, policy)
-    if split.total != fee:  # split_fee's promise; a broken one must not write money
-        raise ValueError(f"the reward split of run {run.pk} sums to {split.total}, not its fee {fee}")
-    contributions = {c.pk: c for c in _contributions_with_owner(list(contribution_shares))}
-    rows: list[RewardAccrual] = []
-    for contribution_id, amount in split.contributors:
-        if amount <= 0:
-            continue
-        contribution = contributions[contribution_id]
-        rows.append(
-            RewardAccrual(
-                run=run,
-                recipient_kind=RewardAccrual.Kind.CONTRIBUTOR,
-                user_id=contribution.contributor_id,
-                contribution=contribution,
-                datanet_id=contribution.datanet_id,
-                amount=amount,
-                share=_fraction(Fraction(policy.contributors_bps, BASIS_POINTS) * contribution_shares[contribution_id]),
-                policy_version=policy.version,
-            )
-        )
-    if split.builder > 0:
-        rows.append(
-            RewardAccrual(
-                run=run,
-                recipient_kind=RewardAccrual.Kind.BUILDER,
-                user=builder,
-                amount=split.builder,
-                share=_fraction(Fraction(policy.builder_bps, BASIS_POINTS)),
-                policy_version=policy.version,
-            )
-        )
-    if split.protocol > 0:
-        rows.append(
-            RewardAccrual(
-                run=run,
-                recipient_kind=RewardAccrual.Kind.POOL,
-                amount=split.protocol,
-                share=_fraction(Fraction(split.protocol, fee)),
-                policy_version=policy.version,
-            )
-        )
-    return RewardAccrual.objects.bulk_create(rows)
+def _split_fee(*, run: Any, attribution: RunAttribution, contribution_shares: dict[int, Fraction]) -> None:
+    """Have the registered fee split (``hooks.FeeSplit``) split the fee of a row just made final, inside its
+    transaction and under its lock: what the split raises rolls the attribution back with it."""
+    split = hooks.fee_split()
+    if split is not None:
+        split.run_attributed(run=run, attribution=attribution, contribution_shares=contribution_shares)
 
 
-def _contributions_with_owner(ids: list[int]) -> list[Any]:
-    return list(Contribution.objects.filter(pk__in=ids).only("id", "contributor_id", "datanet_id"))
+def _split_policy() -> hooks.SplitPolicy | None:
+    split = hooks.fee_split()
+    return split.policy if split is not None else None
 
 
 def _fraction(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
-
-
-class AlreadyAccrued(RuntimeError):
-    """A run's fee was about to be split a second time."""
 
 
 class PermanentAttributionError(Exception):
@@ -296,11 +243,12 @@ class PermanentAttributionError(Exception):
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Whether the same inputs would fail the same way on every attempt: nothing to score, a fee already split, or
+    """Whether the same inputs would fail the same way on every attempt: nothing to score, a fee split refused
+    (``hooks.SplitRefused``: already split), or
     index files that do not match their anchored hashes (or the answer's projection). An index file that could not
     be read (an OSError underneath), a database hiccup or a worker killed mid-run is retried, at most
     ``max_attempts()`` times."""
-    if isinstance(exc, PermanentAttributionError | AlreadyAccrued):
+    if isinstance(exc, PermanentAttributionError | hooks.SplitRefused):
         return True
     if isinstance(exc, FeatureIndexError | SpanIndexError):
         return not isinstance(exc.__cause__, OSError)
@@ -326,7 +274,7 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def _claim(run: Any) -> RunAttribution | None:
-    """The run's attribution row, locked; None when it is final: credited (ok, no_index: its accruals are written)
+    """The run's attribution row, locked; None when it is final: credited (ok, no_index: its fee is split)
     or failed for good. A failed row waiting for its retry can still be claimed, by the retry or by a late result
     of the attempt that was taken as lost: the first to store wins, the other finds it credited."""
     attribution, _ = RunAttribution.objects.get_or_create(run=run)
@@ -352,10 +300,11 @@ def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAtt
         why = "it was trained before attribution indexes existed"
     else:
         why = f"its index build failed ({index.error})"
+    policy = _split_policy()
     attribution.status = RunAttribution.Status.NO_INDEX
     attribution.index = index
     attribution.error = why
-    attribution.reward_policy_version = REWARD_POLICY.version
+    attribution.reward_policy_version = policy.version if policy is not None else None
     attribution.fee = _fee()
     attribution.explanation = (
         f"This model version has no attribution index: {why}. The answer is not attributed to any training record, "
@@ -365,7 +314,7 @@ def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAtt
     attribution.finished_at = timezone.now()
     attribution.next_attempt_at = None
     attribution.save()
-    _accrue(run=run, builder=run.version.owner, contribution_shares={}, policy=REWARD_POLICY)
+    _split_fee(run=run, attribution=attribution, contribution_shares={})
     return attribution
 
 
@@ -499,12 +448,12 @@ def _version_snapshot_ids(version: Any) -> set[int]:
 
 
 def run_attribute(*, run_id: int) -> RunAttribution | None:
-    """Attribute one succeeded run of a model version and accrue its fee; None for a run that is not one.
+    """Attribute one succeeded run of a model version and have its fee split; None for a run that is not one.
 
     Idempotent: a redelivered task finds the attribution finished and returns it. A failed attempt is recorded on
     the row (``error``, ``attempts``) and, unless the error is permanent (``is_permanent``) or the attempts are
-    spent, scheduled for a retry by ``run_attributions_retry``. Credit is written at most once: the accruals are
-    created in the transaction that makes the row final, under its row lock (``_claim``).
+    spent, scheduled for a retry by ``run_attributions_retry``. Credit is written at most once: the fee is
+    split (``hooks.FeeSplit``) in the transaction that makes the row final, under its row lock (``_claim``).
     """
     run = InferenceRun.objects.select_related("version", "version__owner", "base_model").filter(pk=run_id).first()
     if run is None or run.status != InferenceRun.Status.SUCCEEDED or run.version is None:
@@ -546,10 +495,11 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
     )
     longest = max((m.length for m in scores.matches), default=0)
     support = scored.support
+    policy = _split_policy()
     attribution.status = RunAttribution.Status.OK
     attribution.index = index
     attribution.policy_version = result.policy_version
-    attribution.reward_policy_version = REWARD_POLICY.version
+    attribution.reward_policy_version = policy.version if policy is not None else None
     if support is not None:
         attribution.verdict = support.verdict
         attribution.confidence = support.confidence
@@ -563,7 +513,7 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
     attribution.answer_tokens = len(scores.answer_ids)
     attribution.longest_span = longest
     attribution.explanation = scoring.explain(
-        result, rollup, contributor_names=names, longest_span=longest or None, support=support, reward=REWARD_POLICY
+        result, rollup, contributor_names=names, longest_span=longest or None, support=support, reward=policy
     )
     attribution.fee = _fee()
     attribution.seconds = seconds
@@ -586,12 +536,7 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
     )
     _store_spans(attribution=attribution, run=run, scores=scores)
     # shares sum to the paid fraction: the unsupported part of the contributors' pool goes to the protocol pool
-    _accrue(
-        run=run,
-        builder=run.version.owner,
-        contribution_shares={c: s for c, s in rollup.contributions},
-        policy=REWARD_POLICY,
-    )
+    _split_fee(run=run, attribution=attribution, contribution_shares=dict(rollup.contributions))
     return attribution
 
 

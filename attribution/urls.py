@@ -1,10 +1,13 @@
-"""Attribution pages: the ancestry panel fragments (panel_urls) and earnings and claims (rewards_urls)."""
+"""Attribution pages: the ancestry panel fragment of a run (included by the inference page and the run page)."""
 
-from django.urls import include, path
+from __future__ import annotations
+
+from django.urls import path
+
+from . import panel_views
 
 app_name = "attribution"
 
 urlpatterns = [
-    path("", include("attribution.panel_urls")),
-    path("", include("attribution.rewards_urls")),
+    path("runs/<uuid:public_id>/panel/", panel_views.run_panel, name="run_panel"),
 ]

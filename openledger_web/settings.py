@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "modelfactory",
     "inference",
     "attribution",
+    "rewards",
     "outbox",
 ]
 
@@ -327,10 +328,9 @@ REWARDS_POOL_ADDRESS = os.getenv("REWARDS_POOL_ADDRESS", "")
 ATTRIBUTION_MAX_ATTEMPTS = 5
 ATTRIBUTION_RETRY_SECONDS = 60
 ATTRIBUTION_STALE_SECONDS = 600
-CELERY_IMPORTS = ["attribution.rewards_tasks"]  # not a tasks.py module, so autodiscovery would not find it
 CELERY_BEAT_SCHEDULE = {
     "rewards-epoch-close": {
-        "task": "attribution.rewards_tasks.rewards_epoch_close_task",
+        "task": "rewards.tasks.rewards_epoch_close_task",
         "schedule": float(REWARDS_EPOCH_SECONDS),
     },
     "rewards-dispatch": {"task": "ledger.tasks.rewards_dispatch_task", "schedule": 10.0},

@@ -29,11 +29,12 @@ from django.urls import reverse
 
 from attribution import scoring, services
 from attribution.index import SPANS_FILE, load_index
-from attribution.models import AttributionIndex, RecordAttribution, RewardAccrual, RunAttribution, SpanMatch
-from attribution.rewards import REWARD_POLICY_V1, REWARD_POLICY_V2
+from attribution.models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from datanets.storage import media_path
 from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import screenshot
+from rewards.models import RewardAccrual
+from rewards.split import REWARD_POLICY_V1, REWARD_POLICY_V2
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,13 @@ from django.utils import timezone
 
 from attribution import services, tasks
 from attribution.features import FeatureIndexError
-from attribution.models import RewardAccrual, RunAttribution
+from attribution.models import RunAttribution
 from attribution.spans import SpanIndexError
 from attribution.tests.test_answer_attribution import ALICE_FACTS, Lineage, make_run, module_lineage
 from datanets.storage import media_path
+from rewards.models import RewardAccrual
+from rewards.services import AlreadyAccrued, run_accrue
+from rewards.split import REWARD_POLICY
 
 pytestmark = pytest.mark.slow
 
@@ -117,8 +120,9 @@ def test_a_transient_failure_is_retried_by_the_beat_and_credits_exactly_once(
     assert done == {"lost": 0, "unqueued": 0, "requeued": 0} and not queued
     assert len(calls) == 2 and _accruals(run) == credited
     # and a second split is refused, by the service and by the database
-    with pytest.raises(services.AlreadyAccrued):
-        services._accrue(run=run, builder=lineage.builder, contribution_shares={})
+    fee = settings.INFERENCE_RUN_FEE
+    with pytest.raises(AlreadyAccrued):
+        run_accrue(run=run, builder=lineage.builder, fee=fee, contribution_shares={}, policy=REWARD_POLICY)
     with pytest.raises(IntegrityError), transaction.atomic():
         RewardAccrual.objects.create(
             run=run, recipient_kind="builder", user=lineage.builder, amount=1, share="1/5", policy_version=1

@@ -18,10 +18,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from attribution.models import RecordAttribution, RewardAccrual, RunAttribution
+from attribution.models import RecordAttribution, RunAttribution
 from attribution.selectors import TOP_RECORDS
 from datanets.models import Record
 from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, instructions, stand_in_version
+from rewards.models import RewardAccrual
 
 PUBLIC_RECORDS = 8
 PRIVATE_RECORDS = 5

@@ -219,7 +219,7 @@ def test_the_curation_form_with_an_id_beyond_the_database_range_is_not_a_500(cli
 
 
 def test_a_deeply_nested_claim_proof_is_a_form_error(high_recursion_limit: None) -> None:
-    from attribution.rewards_views import ClaimForm
+    from rewards.views import ClaimForm
 
     form = ClaimForm(data={"epoch": 1, "index": 0, "proof": "[" * 9_000 + "]" * 9_000})
     assert not form.is_valid()

@@ -68,3 +68,13 @@ def test_admin_titles_name_the_datanet_and_the_people_not_their_ids(client: Clie
     assert str(contribution) == f"#{contribution.pk} data.jsonl to Kitchen Recipes (pending)"
     assert str(decision) == f"submit #{contribution.pk} by olivia"
     assert "to Kitchen Recipes" in page.content.decode()
+
+
+def test_an_accrual_names_its_recipient_not_an_id() -> None:
+    from rewards.models import RewardAccrual
+
+    ada = UserFactory.build(username="ada")
+    assert str(RewardAccrual(amount=5, recipient_kind="contributor", user=ada, run_id=3)) == (
+        "5 to contributor ada for run 3"
+    )
+    assert str(RewardAccrual(amount=2, recipient_kind="pool", run_id=3)) == "2 to the protocol pool for run 3"

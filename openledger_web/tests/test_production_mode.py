@@ -18,13 +18,13 @@ from django.conf import settings
 from playwright.sync_api import Browser, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from attribution.tests.rewards_support import build_world, paid_run
 from ledger import services as ledger_services
 from ledger.models import Anchor
 from ledger.testing import free_port
 from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import VIEWPORT, PageProblems
 from openledger_web.testing import ROOT, gunicorn_process, service_env
+from rewards.tests.support import build_world, paid_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 

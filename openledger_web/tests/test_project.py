@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("openledger_web", "common", "ledger", "accounts", "datanets", "modelfactory", "inference", "attribution")
+APPS = (
+    "openledger_web",
+    "common",
+    "ledger",
+    "accounts",
+    "datanets",
+    "modelfactory",
+    "inference",
+    "attribution",
+    "rewards",
+)
 
 # Where each heavy library may be imported (DESIGN.md): everything else stays importable by the web process.
 HEAVY_HOMES = {

@@ -27,10 +27,6 @@ from django.utils import timezone
 from eth_account import Account
 
 from accounts.tests.factories import UserFactory
-from attribution.models import RewardAccrual
-from attribution.rewards import REWARD_POLICY_V1, split_fee
-from attribution.rewards_services import reward_claim, rewards_epoch_close, user_label
-from attribution.tests.rewards_support import publish
 from datanets import services as datanet_services
 from datanets.models import Receipt, Record
 from datanets.tests.factories import wallet
@@ -43,6 +39,10 @@ from modelfactory.models import FineTuneJob, ModelVersion, ModelVersionParent
 from modelfactory.tests.factories import default_base, tiny_config
 from openledger_web.celery import app
 from openledger_web.testing import ROOT, gunicorn_process, service_env
+from rewards.models import RewardAccrual
+from rewards.services import reward_claim, rewards_epoch_close, user_label
+from rewards.split import REWARD_POLICY_V1, split_fee
+from rewards.tests.support import publish
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain, pytest.mark.django_db(transaction=True)]
 

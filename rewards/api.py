@@ -1,4 +1,5 @@
-"""The reward epochs API, mounted at ``/api/rewards/``: every epoch in the open, and a user's own claims.
+"""The reward epochs API, mounted at ``/api/rewards/``: every epoch in the open, and a user's own claims; and the
+``rewards`` of the run API's ``attribution`` (``run_rewards_data``, an attribution extra of ``attribution.hooks``).
 
 Epochs, their trees, documents and leaf proofs are public (anonymous reads): an epoch pays addresses on a public
 chain, and anyone should be able to check what it pays and why. ``claims/`` is the signed-in user's own leaves.
@@ -7,6 +8,8 @@ leaf index out of range is a 404.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
@@ -19,10 +22,11 @@ from common.api.errors import READ_ERRORS, error_response
 from common.api.pagination import page_serializer
 from common.api.views import BaseApi
 from datanets.api import AnchorSerializer
+from inference.models import InferenceRun
 from ledger.models import RewardEpoch, RewardEpochEntry
 from ledger.rewards_selectors import claim_proof
 
-from . import rewards_selectors as selectors
+from . import selectors
 
 TAGS = ["rewards"]
 MAX_NUMBER = 2**31 - 1  # the columns are PostgreSQL integers: a larger number names nothing
@@ -194,3 +198,18 @@ class RewardClaimListApi(RewardsApi):
         page = paginator.paginate_queryset(selectors.entries_of(user=request.user), request, view=self)
         data = ClaimSerializer(selectors.claims_with_proofs(list(page)), many=True).data
         return paginator.get_paginated_response(data)
+
+
+def run_rewards_data(*, run: InferenceRun, user: Any) -> list[dict[str, Any]]:
+    """The run's reward split: each part of its fee (kind, user, contribution, amount as a decimal string, and the
+    exact share of the fee it was entitled to, "p/q"); the parts sum to the fee exactly."""
+    return [
+        {
+            "kind": a.recipient_kind,
+            "user": a.user_id,
+            "contribution": a.contribution_id,
+            "amount": str(int(a.amount)),
+            "share": a.share,
+        }
+        for a in selectors.run_accruals(run=run)
+    ]

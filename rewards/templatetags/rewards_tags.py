@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django import template
 
-from attribution.rewards_selectors import tokens as format_tokens
+from rewards.selectors import tokens as format_tokens
 
 register = template.Library()
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import rewards_services
+from . import services
 
 
 @shared_task(acks_late=True)
 def rewards_epoch_close_task() -> dict[str, int | None]:
     """The beat's close; a redelivered message finds the accruals already closed."""
-    result = rewards_services.rewards_epoch_close()
+    result = services.rewards_epoch_close()
     return {
         "epoch": result.epoch.number if result.epoch else None,
         "accruals": result.accruals,

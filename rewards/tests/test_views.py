@@ -8,17 +8,17 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from attribution.rewards_services import rewards_epoch_close, user_label
 from datanets import services as datanet_services
 from ledger import chain
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
+from rewards.services import rewards_epoch_close, user_label
 
-from .rewards_support import build_world, owed, paid_run, publish
+from .support import build_world, owed, paid_run, publish
 
 pytestmark = pytest.mark.django_db
 
-EARNINGS = reverse("attribution:earnings")
-CLAIM = reverse("attribution:claim")
+EARNINGS = reverse("rewards:earnings")
+CLAIM = reverse("rewards:claim")
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_it_shows_totals_per_run_per_datanet_and_a_chart(world) -> None:
     assert len(chart["labels"]) == 1 and chart["cumulative"][-1] == pytest.approx(owed(world.alice) / 10**18)
     html = response.content.decode()
     assert 'id="earnings-chart"' in html and "chart.umd.min.js" in html and "earnings.js" in html
-    assert f'href="{reverse("attribution:contribution_impact", args=[world.alice_contribution.pk])}"' in html
+    assert f'href="{reverse("rewards:contribution_impact", args=[world.alice_contribution.pk])}"' in html
 
 
 def test_a_contributor_without_a_wallet_is_told_the_balance_waits(world) -> None:
@@ -201,7 +201,7 @@ def test_a_claim_before_the_epoch_is_on_chain_is_refused_plainly(world) -> None:
 
 
 def impact_url(contribution) -> str:
-    return reverse("attribution:contribution_impact", args=[contribution.pk])
+    return reverse("rewards:contribution_impact", args=[contribution.pk])
 
 
 def test_the_impact_page_lists_versions_runs_and_rewards(world) -> None:
@@ -267,7 +267,7 @@ def test_who_may_see_a_contributions_impact(viewer, public_accepted, private, pe
     assert get(public, public.alice_contribution) == public_accepted
     assert get(hidden, hidden.alice_contribution) == private
     assert get(public, waiting) == pending
-    assert Client().get(reverse("attribution:contribution_impact", args=[999_999])).status_code == 404
+    assert Client().get(reverse("rewards:contribution_impact", args=[999_999])).status_code == 404
 
 
 def test_the_contribution_page_links_to_its_impact(world) -> None:

@@ -12,13 +12,13 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from attribution.models import RewardAccrual
-from attribution.rewards_services import rewards_epoch_close
 from inference.models import InferenceRun
 from ledger import chain
 from openledger_web.browser import screenshot
+from rewards.models import RewardAccrual
+from rewards.services import rewards_epoch_close
 
-from .rewards_support import build_world, owed, paid_run, publish
+from .support import build_world, owed, paid_run, publish
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain, pytest.mark.slow]
 

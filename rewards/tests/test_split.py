@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from attribution.rewards import REWARD_POLICY_V1, RewardPolicy, split_fee
+from rewards.split import REWARD_POLICY_V1, RewardPolicy, split_fee
 
 
 def _random_shares(rng: random.Random) -> dict[int, Fraction]:

@@ -1,10 +1,10 @@
-"""/api/rewards/: reward epochs in the open, and the signed-in user's claims (see attribution/rewards_api.py)."""
+"""/api/rewards/: reward epochs in the open, and the signed-in user's claims (see rewards/api.py)."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import rewards_api as api
+from . import api
 
 app_name = "rewards_api"
 

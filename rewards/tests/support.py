@@ -13,12 +13,12 @@ from typing import Any
 from eth_account import Account
 
 from accounts.tests.factories import UserFactory
-from attribution.models import RewardAccrual
-from attribution.rewards import REWARD_POLICY_V1, split_fee
 from datanets import services as datanet_services
 from datanets.tests.factories import wallet
 from inference.models import InferenceRun
 from modelfactory.tests.factories import default_base, stand_in_version
+from rewards.models import RewardAccrual
+from rewards.split import REWARD_POLICY_V1, split_fee
 
 FEE = 10**15
 

@@ -8,14 +8,14 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from attribution.models import RewardAccrual
-from attribution.rewards_services import reward_claim, rewards_epoch_close, user_label
 from inference.models import InferenceRun
 from ledger import chain, deployments, hashing, merkle
 from ledger import services as ledger_services
 from ledger.models import Anchor, RewardEpoch
+from rewards.models import RewardAccrual
+from rewards.services import reward_claim, rewards_epoch_close, user_label
 
-from .rewards_support import build_world, paid_run, publish
+from .support import build_world, paid_run, publish
 
 pytestmark = pytest.mark.django_db
 
@@ -158,7 +158,7 @@ def test_a_paid_leaf_keeps_its_proof_and_shows_its_claim_transaction(world, depl
     assert public == proof
     earnings = Client()
     earnings.force_login(world.alice)
-    page = earnings.get(reverse("attribution:earnings")).content.decode()
+    page = earnings.get(reverse("rewards:earnings")).content.decode()
     assert f'data-claim-tx="{claim.tx_hash}"' in page
 
     # and nobody else's leaves are listed to anyone
@@ -206,23 +206,23 @@ def test_the_epoch_pages_show_leaves_and_accruals_to_anyone_and_link_a_run_only_
     run = InferenceRun.objects.get(run_hash=RUN_HASH)
     alice_entry = epoch.entries.get(beneficiary=user_label(world.alice.pk))
 
-    listing = Client().get(reverse("attribution:epoch_list"))
-    page = Client().get(reverse("attribution:epoch_detail", args=[epoch.number]))
+    listing = Client().get(reverse("rewards:epoch_list"))
+    page = Client().get(reverse("rewards:epoch_detail", args=[epoch.number]))
     asker = Client()
     asker.force_login(world.asker)
-    asked = asker.get(reverse("attribution:epoch_detail", args=[epoch.number])).content.decode()
+    asked = asker.get(reverse("rewards:epoch_detail", args=[epoch.number])).content.decode()
 
-    assert listing.status_code == 200 and reverse("attribution:epoch_detail", args=[epoch.number]) in listing.text
+    assert listing.status_code == 200 and reverse("rewards:epoch_detail", args=[epoch.number]) in listing.text
     assert page.status_code == 200
     html = page.content.decode()
     assert epoch.root in html and epoch.document_hash in html and "reward_epoch:1" in html
     assert alice_entry.account in html
     for accrual_id in RewardAccrual.objects.filter(epoch=epoch.number).values_list("id", flat=True):
         assert f'data-accrual="{accrual_id}"' in html
-    assert reverse("attribution:contribution_impact", args=[world.alice_contribution.pk]) in html
+    assert reverse("rewards:contribution_impact", args=[world.alice_contribution.pk]) in html
     assert "data-run-link" not in html and str(run.public_id) not in html
     assert reverse("inference:run_detail", args=[run.public_id]) in asked
-    assert Client().get(reverse("attribution:epoch_detail", args=[99])).status_code == 404
+    assert Client().get(reverse("rewards:epoch_detail", args=[99])).status_code == 404
     earnings = Client()
     earnings.force_login(world.alice)
-    assert reverse("attribution:epoch_list") in earnings.get(reverse("attribution:earnings")).content.decode()
+    assert reverse("rewards:epoch_list") in earnings.get(reverse("rewards:earnings")).content.decode()

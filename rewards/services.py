@@ -1,4 +1,10 @@
-"""Settling accrued rewards: closing accruals into ledger reward epochs, and claiming an epoch balance.
+"""Rewards writes: accruing each attributed run's fee, closing accruals into ledger reward epochs, and claiming an
+epoch balance.
+
+Accruing (``run_accrue``, called by attribution's fee split hook, ``receivers.FEE_SPLIT``, inside the transaction
+that makes a run's attribution final): the fee is split by ``split.split_fee`` into one accrual per non-zero part,
+the parts summing to the fee exactly; a run's fee is split once (``AlreadyAccrued``, and the table's unique
+constraints).
 
 Closing (the beat's ``rewards_epoch_close_task``, every REWARDS_EPOCH_SECONDS): every accrual not yet in an epoch
 whose recipient can be paid goes into one new ledger epoch, one entry per address:
@@ -15,6 +21,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from django.conf import settings
@@ -22,11 +29,14 @@ from django.db import connection, transaction
 from eth_utils import is_address, to_checksum_address
 
 from accounts.models import User, Wallet
+from attribution.hooks import SplitRefused
+from datanets.models import Contribution
 from ledger import chain, hashing
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
 from ledger.rewards_services import ClaimRefused, claim_confirm, claim_relay, epoch_document_attach, epoch_publish
 
 from .models import RewardAccrual
+from .split import BASIS_POINTS, RewardPolicy, split_fee
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +45,69 @@ POOL_LABEL = "pool"
 EPOCH_SCHEMA = "openledger.reward_epoch.v1"
 # how long the claim button waits for the receipt before answering "sent" (anvil: milliseconds; a chain: a block)
 CLAIM_WAIT_SECONDS = 5.0
+
+
+class AlreadyAccrued(SplitRefused):
+    """A run's fee was about to be split a second time (refused for good: the attribution fails, never retried)."""
+
+
+def run_accrue(
+    *, run: Any, builder: Any, fee: int, contribution_shares: Mapping[int, Fraction], policy: RewardPolicy
+) -> list[RewardAccrual]:
+    """Split ``run``'s ``fee`` between contributions (by exact attribution share), the builder and the pool under
+    ``policy``, and write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``).
+
+    Call it under the run's claimed attribution row, in its transaction; a run that already has accruals is refused
+    (AlreadyAccrued; the unique constraints on RewardAccrual refuse it again in the database)."""
+    if RewardAccrual.objects.filter(run=run).exists():
+        raise AlreadyAccrued(f"run {run.pk} already has its accruals: its fee is never split twice")
+    split = split_fee(fee, contribution_shares, policy)
+    if split.total != fee:  # split_fee's promise; a broken one must not write money
+        raise ValueError(f"the reward split of run {run.pk} sums to {split.total}, not its fee {fee}")
+    contributions = Contribution.objects.only("id", "contributor_id", "datanet_id").in_bulk(list(contribution_shares))
+    rows: list[RewardAccrual] = []
+    for contribution_id, amount in split.contributors:
+        if amount <= 0:
+            continue
+        contribution = contributions[contribution_id]
+        rows.append(
+            RewardAccrual(
+                run=run,
+                recipient_kind=RewardAccrual.Kind.CONTRIBUTOR,
+                user_id=contribution.contributor_id,
+                contribution=contribution,
+                datanet_id=contribution.datanet_id,
+                amount=amount,
+                share=_fraction(Fraction(policy.contributors_bps, BASIS_POINTS) * contribution_shares[contribution_id]),
+                policy_version=policy.version,
+            )
+        )
+    if split.builder > 0:
+        rows.append(
+            RewardAccrual(
+                run=run,
+                recipient_kind=RewardAccrual.Kind.BUILDER,
+                user=builder,
+                amount=split.builder,
+                share=_fraction(Fraction(policy.builder_bps, BASIS_POINTS)),
+                policy_version=policy.version,
+            )
+        )
+    if split.protocol > 0:
+        rows.append(
+            RewardAccrual(
+                run=run,
+                recipient_kind=RewardAccrual.Kind.POOL,
+                amount=split.protocol,
+                share=_fraction(Fraction(split.protocol, fee)),
+                policy_version=policy.version,
+            )
+        )
+    return RewardAccrual.objects.bulk_create(rows)
+
+
+def _fraction(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
 
 
 def user_label(user_id: int) -> str:
@@ -205,6 +278,7 @@ def reward_claim(
 
 
 __all__ = [
+    "AlreadyAccrued",
     "ClaimNotAllowed",
     "ClaimRefused",
     "EpochClose",
@@ -212,4 +286,5 @@ __all__ = [
     "pool_address",
     "reward_claim",
     "rewards_epoch_close",
+    "run_accrue",
 ]

@@ -1,4 +1,4 @@
-"""Reads for the earnings page and the contribution impact page.
+"""Reads for the earnings page, the contribution impact page, the reward epochs and a run's reward split.
 
 Amounts stay integers in the token's smallest unit; ``tokens()`` formats one for people (the test token has 18
 decimals). A run's page is a capability held by whoever asked (its UUID is the link), so these pages name runs by
@@ -27,7 +27,7 @@ from modelfactory.models import ModelVersion, ModelVersionParent
 from modelfactory.selectors import versions_visible_to
 
 from .models import RewardAccrual
-from .rewards_services import user_label
+from .services import user_label
 
 TOKEN_DECIMALS = 18
 TOKEN_SYMBOL = "OLTR"
@@ -139,6 +139,14 @@ def claims_with_proofs(entries: list[RewardEpochEntry]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def run_accruals(*, run: Any) -> list[RewardAccrual]:
+    """The parts of ``run``'s fee (none until its attribution is final), as its ancestry panel lists them: by
+    recipient kind, largest first."""
+    return list(
+        RewardAccrual.objects.filter(run=run).select_related("user", "datanet").order_by("recipient_kind", "-amount")
+    )
 
 
 # Reward epochs, in the open

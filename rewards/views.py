@@ -1,4 +1,5 @@
-"""The earnings page, the claim button behind it, the public reward epoch pages, and a contribution's impact page."""
+"""The earnings page, the claim button behind it, the public reward epoch pages, a contribution's impact page, and
+the reward split on a run's ancestry panel."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from common import jsonguard
 from datanets.models import Contribution
+from inference.models import InferenceRun
 from ledger.models import RewardEpochEntry
 
-from . import rewards_selectors as selectors
-from .rewards_services import ClaimNotAllowed, ClaimRefused, reward_claim
+from . import selectors
+from .services import ClaimNotAllowed, ClaimRefused, reward_claim
 
 PROOF_MAX_CHARS = 20_000
 EPOCHS_PER_PAGE = 50
@@ -69,7 +72,7 @@ def _earnings_context(request: HttpRequest) -> dict[str, Any]:
 def _balances(request: HttpRequest, *, status: int = 200, error: str = "") -> HttpResponse:
     """The earnings page (or its balances fragment for htmx) with ``error`` said above the balances."""
     context = {**_earnings_context(request), "error": error}
-    template = "attribution/earnings.html" + ("#balances" if getattr(request, "htmx", False) else "")
+    template = "rewards/earnings.html" + ("#balances" if getattr(request, "htmx", False) else "")
     return render(request, template, context, status=status)
 
 
@@ -78,7 +81,7 @@ def _balances(request: HttpRequest, *, status: int = 200, error: str = "") -> Ht
 def earnings(request: HttpRequest) -> HttpResponse:
     context = {**_earnings_context(request), "error": ""}
     htmx = bool(getattr(request, "htmx", False))
-    response = render(request, "attribution/earnings.html" + ("#balances" if htmx else ""), context)
+    response = render(request, "rewards/earnings.html" + ("#balances" if htmx else ""), context)
     if htmx and not context["busy"]:
         response.status_code = 286  # nothing publishing or in flight: htmx stops polling
     return response
@@ -115,14 +118,14 @@ def claim(request: HttpRequest) -> HttpResponse:
     )
     if getattr(request, "htmx", False):
         return _balances(request)
-    return redirect("attribution:earnings")
+    return redirect("rewards:earnings")
 
 
 @require_GET
 def epoch_list(request: HttpRequest) -> HttpResponse:
     """Every reward epoch, for anyone: its root, total, publication and document hash."""
     page = Paginator(selectors.epochs_listed(), EPOCHS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "attribution/epochs.html", {"page": page})
+    return render(request, "rewards/epochs.html", {"page": page})
 
 
 @require_GET
@@ -137,7 +140,7 @@ def epoch_detail(request: HttpRequest, number: int) -> HttpResponse:
         "document_anchor": selectors.epoch_anchor_facts(epoch),
         "leaves": page.get_page(request.GET.get("page")),
     }
-    return render(request, "attribution/epoch.html", context)
+    return render(request, "rewards/epoch.html", context)
 
 
 @require_GET
@@ -148,4 +151,14 @@ def contribution_impact(request: HttpRequest, contribution_id: int) -> HttpRespo
     impact = selectors.contribution_impact(contribution=contribution, user=request.user)
     is_contributor = contribution.contributor_id == request.user.pk
     context = {"contribution": contribution, "impact": impact, "is_contributor": is_contributor}
-    return render(request, "attribution/contribution_impact.html", context)
+    return render(request, "rewards/contribution_impact.html", context)
+
+
+def run_rewards_section(request: HttpRequest, run: InferenceRun) -> str:
+    """The run's reward split, under its ancestry panel once its attribution is final (an ``attribution.hooks``
+    panel section): each part of the fee and their total; nothing when the run accrued nothing."""
+    accruals = selectors.run_accruals(run=run)
+    if not accruals:
+        return ""
+    context = {"accruals": accruals, "total": sum(int(a.amount) for a in accruals)}
+    return render_to_string("rewards/_run_rewards.html", context, request=request)

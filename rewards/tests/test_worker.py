@@ -9,14 +9,14 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from attribution.rewards_services import reward_claim, user_label
-from attribution.rewards_tasks import rewards_epoch_close_task
 from ledger import chain
 from ledger.models import Anchor, RewardEpoch
 from ledger.tasks import anchor_confirm_task, rewards_confirm_task
 from openledger_web.testing import celery_worker_process
+from rewards.services import reward_claim, user_label
+from rewards.tasks import rewards_epoch_close_task
 
-from .rewards_support import build_world, owed, paid_run
+from .support import build_world, owed, paid_run
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('attribution', '0003_run_verdict'),
+        ('attribution', '0004_reward_accrual_to_rewards'),
     ]
 
     operations = [

@@ -1,0 +1,18 @@
+"""Earnings, claims, reward epochs and a contribution's impact (mounted under /attribution/, where these pages were
+before they had an app of their own, so their addresses did not change)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "rewards"
+
+urlpatterns = [
+    path("earnings/", views.earnings, name="earnings"),
+    path("earnings/claim/", views.claim, name="claim"),
+    path("epochs/", views.epoch_list, name="epoch_list"),
+    path("epochs/<int:number>/", views.epoch_detail, name="epoch_detail"),
+    path("contributions/<int:contribution_id>/impact/", views.contribution_impact, name="contribution_impact"),
+]
