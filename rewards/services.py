@@ -65,44 +65,35 @@ def run_accrue(
     if split.total != fee:  # split_fee's promise; a broken one must not write money
         raise ValueError(f"the reward split of run {run.pk} sums to {split.total}, not its fee {fee}")
     contributions = Contribution.objects.only("id", "contributor_id", "datanet_id").in_bulk(list(contribution_shares))
-    rows: list[RewardAccrual] = []
-    for contribution_id, amount in split.contributors:
-        if amount <= 0:
-            continue
-        contribution = contributions[contribution_id]
-        rows.append(
-            RewardAccrual(
-                run=run,
-                recipient_kind=RewardAccrual.Kind.CONTRIBUTOR,
-                user_id=contribution.contributor_id,
-                contribution=contribution,
-                datanet_id=contribution.datanet_id,
-                amount=amount,
-                share=_fraction(Fraction(policy.contributors_bps, BASIS_POINTS) * contribution_shares[contribution_id]),
-                policy_version=policy.version,
-            )
+
+    def part(kind: str, amount: int, share: Fraction, **recipient: Any) -> RewardAccrual:
+        return RewardAccrual(
+            run=run,
+            recipient_kind=kind,
+            amount=amount,
+            share=_fraction(share),
+            policy_version=policy.version,
+            **recipient,
         )
+
+    rows = [
+        part(
+            RewardAccrual.Kind.CONTRIBUTOR,
+            amount,
+            Fraction(policy.contributors_bps, BASIS_POINTS) * contribution_shares[contribution_id],
+            user_id=contributions[contribution_id].contributor_id,
+            contribution=contributions[contribution_id],
+            datanet_id=contributions[contribution_id].datanet_id,
+        )
+        for contribution_id, amount in split.contributors
+        if amount > 0
+    ]
     if split.builder > 0:
         rows.append(
-            RewardAccrual(
-                run=run,
-                recipient_kind=RewardAccrual.Kind.BUILDER,
-                user=builder,
-                amount=split.builder,
-                share=_fraction(Fraction(policy.builder_bps, BASIS_POINTS)),
-                policy_version=policy.version,
-            )
+            part(RewardAccrual.Kind.BUILDER, split.builder, Fraction(policy.builder_bps, BASIS_POINTS), user=builder)
         )
     if split.protocol > 0:
-        rows.append(
-            RewardAccrual(
-                run=run,
-                recipient_kind=RewardAccrual.Kind.POOL,
-                amount=split.protocol,
-                share=_fraction(Fraction(split.protocol, fee)),
-                policy_version=policy.version,
-            )
-        )
+        rows.append(part(RewardAccrual.Kind.POOL, split.protocol, Fraction(split.protocol, fee)))
     return RewardAccrual.objects.bulk_create(rows)
 
 
