@@ -41,12 +41,14 @@ RECENT_JOBS = 5
 @dataclass(frozen=True)
 class Throughput:
     """Rates measured on real jobs: tokens a second of training (non-padding tokens, as the job counts them), of
-    evaluation passes and of the attribution index build (over all the job's records), and the seconds of the
-    phases whose cost hardly depends on the data size. ``jobs`` is how many jobs the figures come from."""
+    evaluation passes and of the attribution index build (over all the job's records, after its fixed part
+    ``index_fixed_s``: the sketch, the adapter, the span index), and the seconds of the phases whose cost hardly
+    depends on the data size. ``jobs`` is how many jobs the figures come from."""
 
     train_tokens_per_s: float
     eval_tokens_per_s: float
     index_tokens_per_s: float
+    index_fixed_s: float
     load_cold_s: float
     load_warm_s: float
     samples_s: float
@@ -59,32 +61,36 @@ class Throughput:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Throughput:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """The published figures; a field published before it existed is 0 (``index_fixed_s``)."""
+        return cls(**{k: data.get(k, 0.0) for k in cls.__dataclass_fields__})
 
 
-# Measured by bench/estimate.py's calibrating job on the project's 2-vCPU development machine (CPU, float32,
-# OMP_NUM_THREADS=1, other work sharing the cores), SmolLM2-135M, for the worker that has measured nothing yet.
-# A GPU is not measured here: its figures are a cautious guess, scaled from the CPU ones.
+# For a worker that has measured nothing yet. "cpu": SmolLM2-135M on the project's 2-vCPU development machine
+# (float32, OMP_NUM_THREADS=1, load average 11-15 from other work), from bench/estimate.py's three jobs of
+# 2026-12-06 (12, 24 and 48 records); an idle or bigger machine is faster. "cuda": not measured here (no GPU was
+# lent to the run), a cautious guess.
 FALLBACK: dict[str, Throughput] = {
     "cpu": Throughput(
-        train_tokens_per_s=120.0,
-        eval_tokens_per_s=600.0,
-        index_tokens_per_s=60.0,
-        load_cold_s=6.0,
-        load_warm_s=0.5,
-        samples_s=15.0,
-        saving_s=0.5,
-        store_s=1.0,
+        train_tokens_per_s=33.0,
+        eval_tokens_per_s=60.0,
+        index_tokens_per_s=64.0,
+        index_fixed_s=24.0,
+        load_cold_s=16.0,
+        load_warm_s=0.6,
+        samples_s=20.0,
+        saving_s=0.4,
+        store_s=0.2,
     ),
     "cuda": Throughput(
         train_tokens_per_s=20_000.0,
         eval_tokens_per_s=60_000.0,
         index_tokens_per_s=5_000.0,
-        load_cold_s=10.0,
+        index_fixed_s=5.0,
+        load_cold_s=15.0,
         load_warm_s=0.5,
         samples_s=4.0,
         saving_s=0.5,
-        store_s=1.0,
+        store_s=0.5,
     ),
 }
 FALLBACK_PARAMETERS = 134_515_008  # the model FALLBACK was measured with; rates scale inversely with model size
@@ -98,6 +104,23 @@ def _rate(jobs: list[dict[str, dict[str, Any]]], phase: str, work: str = "tokens
     done = [(float(j[phase].get(work) or 0), float(j[phase].get("seconds") or 0)) for j in jobs if phase in j]
     amount, seconds = sum(a for a, _ in done), sum(s for _, s in done)
     return amount / seconds if amount > 0 and seconds > 0 else None
+
+
+def _fixed_and_rate(points: list[tuple[float, float]], fallback_fixed: float) -> tuple[float, float] | None:
+    """(fixed seconds, tokens a second) of a phase that costs ``fixed + tokens / rate``, from (tokens, seconds) of
+    finished jobs: a least-squares line when the jobs had different sizes, else the fallback's fixed part (at most
+    half the measured time) and the rate of the rest. None without a measurement."""
+    points = [(t, s) for t, s in points if t > 0 and s > 0]
+    if not points:
+        return None
+    if len({t for t, _ in points}) >= 2:
+        mean_t = sum(t for t, _ in points) / len(points)
+        mean_s = sum(s for _, s in points) / len(points)
+        slope = sum((t - mean_t) * (s - mean_s) for t, s in points) / sum((t - mean_t) ** 2 for t, _ in points)
+        if slope > 0 and mean_s - slope * mean_t >= 0:
+            return mean_s - slope * mean_t, 1 / slope
+    fixed = min(fallback_fixed, 0.5 * min(s for _, s in points))
+    return fixed, sum(t for t, _ in points) / sum(s - fixed for _, s in points)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -116,10 +139,15 @@ def throughput_from(job_phases: Iterable[list[dict[str, Any]]], *, fallback: Thr
     def seconds(phase: str) -> float | None:
         return _mean([float(j[phase]["seconds"]) for j in jobs if phase in j])
 
+    index = _fixed_and_rate(
+        [(float(j["index"].get("tokens") or 0), float(j["index"].get("seconds") or 0)) for j in jobs if "index" in j],
+        fallback.index_fixed_s,
+    ) or (fallback.index_fixed_s, fallback.index_tokens_per_s)
     return Throughput(
         train_tokens_per_s=_rate(jobs, "train") or fallback.train_tokens_per_s,
         eval_tokens_per_s=_rate(evals, "e") or fallback.eval_tokens_per_s,
-        index_tokens_per_s=_rate(jobs, "index") or fallback.index_tokens_per_s,
+        index_tokens_per_s=index[1],
+        index_fixed_s=index[0],
         load_cold_s=_mean([float(x["seconds"]) for x in loads if x.get("cold")]) or fallback.load_cold_s,
         load_warm_s=_mean([float(x["seconds"]) for x in loads if not x.get("cold")]) or fallback.load_warm_s,
         samples_s=seconds("samples") or fallback.samples_s,
@@ -166,7 +194,7 @@ def phase_seconds(size: JobSize, rates: Throughput, *, model_loaded: bool) -> li
         "eval": size.eval_tokens * size.eval_passes / rates.eval_tokens_per_s if has_eval else 0.0,
         "samples": rates.samples_s,
         "saving": rates.saving_s,
-        "index": size.record_tokens / rates.index_tokens_per_s,
+        "index": rates.index_fixed_s + size.record_tokens / rates.index_tokens_per_s if size.record_tokens else 0.0,
         "store": rates.store_s,
     }
     return [(phase, round(seconds[phase], 1)) for phase in PHASES if math.isfinite(seconds[phase])]

@@ -683,15 +683,16 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         return None
     if job.is_merge:
         return _merge_run(job, worker)
+    phases = _Phases(job)
+    # a worker's first job imports torch and loads the model: both are the load phase's, which the estimate knows
+    phases.enter("load", cold=job.base_model.path not in _LOADED_BASES)
     from . import training  # torch: imported only by a delivery that trains
 
     output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
     checkpoint = _checkpoint_dir(job)
-    phases = _Phases(job)
     try:
         with _Heartbeat(job.pk, worker, every=HEARTBEAT_SECONDS):
             base_model = job.base_model
-            phases.enter("load", cold=base_model.path not in _LOADED_BASES)
             loaded = _loaded_base(base_model.path)
             _training_worker_holds(worker, base_model.path, device=str(loaded.device))
             FineTuneJob.objects.filter(pk=job.pk).update(device=str(loaded.device))

@@ -38,10 +38,25 @@ def test_the_throughput_comes_from_the_phases_of_finished_jobs() -> None:
     assert rates is not None and rates.jobs == 2
     assert rates.train_tokens_per_s == pytest.approx(100.0)  # 4000 tokens in 40 s
     assert rates.eval_tokens_per_s == pytest.approx(400.0)
-    assert rates.index_tokens_per_s == pytest.approx(50.0)
+    # one index size only: the fallback's fixed part (24 s, at most half of the 40 s measured), the rest per token
+    assert (rates.index_fixed_s, rates.index_tokens_per_s) == (20.0, pytest.approx(100.0))
     assert (rates.load_cold_s, rates.load_warm_s) == (6.0, 0.2)
     assert (rates.samples_s, rates.saving_s, rates.store_s) == (12.0, 0.4, 0.6)
     assert estimates.throughput_from([[{"phase": "load", "seconds": 3}]], fallback=estimates.FALLBACK["cpu"]) is None
+
+
+def test_the_index_builds_fixed_part_and_rate_are_fitted_on_jobs_of_different_sizes() -> None:
+    jobs = [
+        [*MEASURED[:6], {"phase": "index", "seconds": 24.0 + tokens / 80, "tokens": tokens}]
+        for tokens in (1000, 2000, 4000)
+    ]
+    rates = estimates.throughput_from(jobs, fallback=estimates.FALLBACK["cpu"])
+    assert rates is not None
+    assert rates.index_fixed_s == pytest.approx(24.0) and rates.index_tokens_per_s == pytest.approx(80.0)
+    # so a job ten times the size is not estimated at ten times the fixed part
+    size = estimates.JobSize(train_tokens=0, eval_tokens=0, eval_passes=1, record_tokens=40_000)
+    index = dict(estimates.phase_seconds(size, rates, model_loaded=True))["index"]
+    assert index == pytest.approx(24.0 + 500.0)
 
 
 def test_the_estimate_counts_every_phase_at_the_measured_rates() -> None:
@@ -54,7 +69,7 @@ def test_the_estimate_counts_every_phase_at_the_measured_rates() -> None:
     assert phases["load"] == 6.0
     assert phases["train"] == pytest.approx(2000 / 100)  # 40 rows x 50 tokens at 100 tokens/s
     assert phases["eval_base"] == phases["eval"] == pytest.approx(500 / 400, abs=0.1)
-    assert phases["samples"] == 12.0 and phases["index"] == pytest.approx(2000 / 50)
+    assert phases["samples"] == 12.0 and phases["index"] == pytest.approx(20.0 + 2000 / 100)
     assert estimate.seconds == pytest.approx(sum(phases.values()), abs=0.2)
     assert estimate.measured and estimate.measured_jobs == 1
     # a worker that holds the model already loads nothing; evaluating every 3 steps adds passes (3, 6, 9, 10)
