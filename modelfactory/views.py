@@ -317,13 +317,14 @@ def _chart(job: FineTuneJob) -> dict[str, Any]:
 def _timeline(job: FineTuneJob, now: datetime) -> dict[str, Any]:
     """Every phase of the job with its state and seconds (measured when done, elapsed for the current one,
     estimated at launch for those to come), the remaining seconds and the overall progress: weighted by the
-    phases' time, so the bar is not full while samples and the index are still being made."""
+    phases' time, so the bar is not full while samples and the index are still being made. A phase to come with no
+    estimate (a merge, a job launched before estimates were kept) leaves the time left unknown, never 0."""
     names = estimates.MERGE_PHASES if job.is_merge else estimates.PHASES
     planned: dict[str, float] = {k: float(v) for k, v in (job.estimate or {}).get("phases", {}).items()}
     done = {p["phase"]: p for p in job.phases or [] if isinstance(p, dict) and "phase" in p}
     current = job.phase if job.status == FineTuneJob.Status.RUNNING else ""
     elapsed = (now - job.phase_started_at).total_seconds() if current and job.phase_started_at else 0.0
-    rows, remaining, spent, reached = [], 0.0, 0.0, False
+    rows, remaining, spent, reached, known = [], 0.0, 0.0, False, True
     for phase, label in names.items():
         row: dict[str, Any] = {"phase": phase, "label": label, "planned": planned.get(phase)}
         if phase == current:
@@ -334,16 +335,19 @@ def _timeline(job: FineTuneJob, now: datetime) -> dict[str, Any]:
             elif job.phase_total and job.phase_done:
                 left = elapsed / job.phase_done * (job.phase_total - job.phase_done)
             else:
+                known = known and phase in planned
                 left = max(planned.get(phase, 0.0) - elapsed, 0.0)
             remaining += left
             spent += row["seconds"]
         elif phase in done and not reached:
             row.update(state="done", seconds=float(done[phase]["seconds"]))
             spent += row["seconds"]
-        elif job.is_finished:
+        elif job.is_finished or (current and not reached):
+            # a phase before the current one that never ran (no eval split: no evaluation) is left out
             row.update(state="done" if phase in done else "skipped", seconds=done.get(phase, {}).get("seconds"))
         else:
             row.update(state="pending", seconds=None)
+            known = known and phase in planned
             remaining += planned.get(phase, 0.0)
         if row["state"] == "skipped" and not row["seconds"]:
             continue
@@ -356,7 +360,7 @@ def _timeline(job: FineTuneJob, now: datetime) -> dict[str, Any]:
         percent = 0
     return {
         "rows": rows,
-        "remaining": remaining if job.status == FineTuneJob.Status.RUNNING else None,
+        "remaining": remaining if job.status == FineTuneJob.Status.RUNNING and known else None,
         "percent": percent,
         "current": next((r for r in rows if r["state"] == "current"), None),
         "total": sum(float(r["seconds"] or 0) for r in rows) if job.is_finished else None,

@@ -260,3 +260,29 @@ def test_a_real_run_records_its_phases_real_rate_and_speed_and_the_worker_publis
     published = worker.throughput[str(base.pk)]
     assert published["jobs"] == 1 and published["train_tokens_per_s"] == pytest.approx(job.tokens_per_s)
     assert worker.loaded_base == base.path
+
+
+def test_the_api_launch_keeps_the_estimate_with_its_worker_device_and_phases(owner: Any, base: Any) -> None:
+    from rest_framework.test import APIClient
+
+    snapshot = frozen_snapshot(owner=owner, records=instructions(8))
+    rates = estimates.throughput_from([MEASURED], fallback=estimates.FALLBACK["cpu"])
+    assert rates is not None
+    _live_worker("training@box", throughput={str(base.pk): rates.to_dict()})
+    client = APIClient()
+    client.force_authenticate(owner)
+
+    launched = client.post(
+        reverse("modelfactory-api:job_launch"),
+        {"name": "api", "snapshots": [snapshot.pk], "preset": "quick-test"},
+        format="json",
+    )
+
+    assert launched.status_code == 201, launched.json()
+    detail = client.get(reverse("modelfactory-api:job_detail", args=[launched.json()["id"]])).json()
+    estimate = detail["estimate"]
+    assert estimate["worker"] == "training@box" and estimate["device"] == "cpu" and estimate["measured"]
+    assert estimate["device_label"].startswith("CPU") and estimate["source"].startswith("measured by training@box")
+    assert set(estimate["phases"]) == set(estimates.PHASES)
+    assert estimate["seconds"] == pytest.approx(sum(estimate["phases"].values()), abs=0.5)
+    assert (detail["phase"], detail["phases"], detail["base_eval_loss"]) == ("", [], None)
