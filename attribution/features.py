@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,8 +286,10 @@ def gradient_features(
     sketch: CountSketch,
     batch_size: int = 8,
     adapter_name: str = "default",
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Projected per-example LoRA gradients, float32 ``[len(examples), sketch.k]`` in the order given.
+    """Projected per-example LoRA gradients, float32 ``[len(examples), sketch.k]`` in the order given;
+    ``progress(done, total)`` hears each finished batch.
 
     Examples are batched by length (less padding); the result does not depend on the batching beyond float
     rounding, and the same inputs, model and batch size give the same numbers.
@@ -297,11 +300,14 @@ def gradient_features(
     projector = _TorchSketch(sketch, device)
     out = np.zeros((len(examples), sketch.k), dtype=np.float32)
     order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
-    for start in range(0, len(order), batch_size):
+    batches = math.ceil(len(order) / batch_size)
+    for number, start in enumerate(range(0, len(order), batch_size), start=1):
         rows = order[start : start + batch_size]
         gradients = per_example_gradients(model, [examples[i] for i in rows], adapter_name=adapter_name)
         with torch.no_grad():
             out[rows] = projector.project(gradients).cpu().numpy()
+        if progress is not None:
+            progress(number, batches)
     return out
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -136,10 +136,18 @@ class _Adapter:
 
 
 def build_index(
-    *, base: Any, adapter_dir: str | Path, groups: Sequence[RecordGroup], seed: int, width: int, scratch: Path
+    *,
+    base: Any,
+    adapter_dir: str | Path,
+    groups: Sequence[RecordGroup],
+    seed: int,
+    width: int,
+    scratch: Path,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BuiltIndex:
     """Compute the gradient features (under the adapter in ``adapter_dir``) and the span index of the groups'
-    records, and write them into a new folder under ``scratch``. Raises on any failure; nothing is left behind."""
+    records, and write them into a new folder under ``scratch``; ``progress(done, total)`` hears each batch of
+    features. Raises on any failure; nothing is left behind."""
     started = time.monotonic()
     records, resolved = tokenize_groups(base.tokenizer, groups)
     if not records:
@@ -150,7 +158,9 @@ def build_index(
         with _Adapter(base, adapter_dir) as model:
             sketch = sketch_for(model, seed=seed, k=width)
             examples = [TokenizedExample(r.input_ids, r.labels) for r in records]
-            features = gradient_features(model, examples, sketch=sketch, batch_size=FEATURE_BATCH_SIZE)
+            features = gradient_features(
+                model, examples, sketch=sketch, batch_size=FEATURE_BATCH_SIZE, progress=progress
+            )
         record_ids = [r.record_id for r in records]
         matrix = FeatureMatrix.create(features, record_ids, sketch=sketch)
         feature_hash = matrix.save(folder)

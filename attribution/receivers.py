@@ -4,6 +4,7 @@ of every finished answer's attribution, and attribution's parts of the version p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,16 @@ class VersionIndexer:
     """Each new version's attribution index (``modelfactory.hooks.VersionIndexer``), through ``services``."""
 
     def build(
-        self, *, job: FineTuneJob, adapter_dir: str | Path, base: Any, train_step_seconds: float | None = None
+        self,
+        *,
+        job: FineTuneJob,
+        adapter_dir: str | Path,
+        base: Any,
+        train_step_seconds: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> services.PendingIndex:
         return services.index_build_for_job(
-            job=job, adapter_dir=adapter_dir, base=base, train_step_seconds=train_step_seconds
+            job=job, adapter_dir=adapter_dir, base=base, train_step_seconds=train_step_seconds, progress=progress
         )
 
     def record(self, *, version: ModelVersion, build: services.PendingIndex) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -143,9 +144,15 @@ def job_groups(job: Any) -> list[Any]:
 
 
 def index_build_for_job(
-    *, job: Any, adapter_dir: str | Path, base: Any, train_step_seconds: float | None = None
+    *,
+    job: Any,
+    adapter_dir: str | Path,
+    base: Any,
+    train_step_seconds: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PendingIndex:
-    """Build the attribution index of a finished job's adapter with the worker's loaded base model.
+    """Build the attribution index of a finished job's adapter with the worker's loaded base model, telling
+    ``progress(done, total)`` batches of records as they are done.
 
     Never raises: a failure is logged and returned (the version is stored anyway, its index row says failed).
     """
@@ -161,6 +168,7 @@ def index_build_for_job(
             seed=seed,
             width=int(settings.ATTRIBUTION_FEATURE_DIM),
             scratch=media_path("tmp/attribution"),
+            progress=progress,
         )
         # stored before the manifest is written, so the manifest never anchors an index that is not on disk
         relative = content_path(INDEX_PREFIX, index.storage_key(built.feature_hash, built.span_hash))

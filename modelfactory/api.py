@@ -114,6 +114,20 @@ class JobSerializer(serializers.Serializer):
     learning_rate = serializers.FloatField(allow_null=True)
     tokens_per_s = serializers.FloatField(allow_null=True)
     eta_seconds = serializers.FloatField(allow_null=True)
+    base_eval_loss = serializers.FloatField(allow_null=True, help_text="The base model's eval loss, before step 1")
+    phase = serializers.CharField(
+        help_text='What the run does now: "load", "train", "index"...; empty when not running'
+    )
+    phase_done = serializers.IntegerField(help_text="How far the current phase got, in phase_unit")
+    phase_total = serializers.IntegerField(help_text="0 when the phase has no count")
+    phase_unit = serializers.CharField()
+    phases = serializers.ListField(
+        child=serializers.DictField(), help_text='Finished phases in order: {"phase", "seconds", and their work}'
+    )
+    device = serializers.CharField(help_text="The device it ran on (cpu, cuda:0)")
+    estimate = serializers.DictField(
+        help_text='The estimate at launch: {"seconds", "phases": {phase: seconds}, "worker", "device_label", "source"}'
+    )
     loss_history = serializers.ListField(child=serializers.DictField(), help_text="{step, train_loss, eval_loss, lr}")
     log_tail = serializers.ListField(child=serializers.CharField(), help_text="The last log lines, oldest first")
     error = serializers.CharField()

@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .estimates import FALLBACK_PARAMETERS, JobSize, Throughput, fallback_for, phase_seconds
+
 TARGET_PRESETS: dict[str, tuple[str, ...] | str] = {
     "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
     # peft's own shortcut: every nn.Linear except the output head
@@ -33,17 +35,6 @@ MAX_ALPHA = 4096
 MAX_LEARNING_RATE = 0.01
 MIN_MAX_LENGTH = 16
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-# Training throughput of SmolLM2-135M with LoRA on the attention projections, in non-padding tokens a second as
-# train_lora reports them. "cpu": measured on this project's 2-vCPU development machine, float32, batch 8 of
-# ~50-token instruction rows, ~1.6 s a step when the machine was otherwise idle (~250 tokens/s; it fell to a tenth
-# of that while other jobs shared the two cores); a bigger CPU is faster, roughly with its core count. "cuda": not
-# measured yet (no GPU was available when this was written): a cautious guess for one data-centre GPU with bf16
-# autocast, to be replaced by bench/train.py's CUDA numbers. Throughput scales roughly inversely with model size.
-MEASURED_TOKENS_PER_S = {"cpu": 250.0, "cuda": 20_000.0}
-MEASURED_PARAMETERS = 134_515_008
-# Seconds for loading the model, the base/tuned evaluation and the sample answers, outside the step loop.
-FIXED_OVERHEAD_S = {"cpu": 20.0, "cuda": 10.0}
 
 
 @dataclass(frozen=True)
@@ -210,15 +201,18 @@ class TrainingConfig:
         records: int,
         tokens: int,
         device: str,
-        parameters: int = MEASURED_PARAMETERS,
-        tokens_per_s: float | None = None,
+        parameters: int = FALLBACK_PARAMETERS,
+        throughput: Throughput | None = None,
+        model_loaded: bool = False,
     ) -> Estimate:
-        """Predict steps, tokens, seconds and memory of a run before launching it.
+        """Predict steps, tokens, the seconds of every phase and memory of a run before launching it.
 
         ``records`` and ``tokens`` describe the whole dataset (before the eval split; tokens as the tokenizer
         counts them); ``device`` is "cpu" or "cuda" (a "cuda:1" style name counts as cuda). Rows longer than
-        ``max_length`` are counted at ``max_length``. The time comes from ``MEASURED_TOKENS_PER_S`` scaled by the
-        model size, unless ``tokens_per_s`` is given; memory is a rough upper bound for float32 weights.
+        ``max_length`` are counted at ``max_length``. The seconds come from ``throughput``, what the worker that will
+        run the job measured on this base model (``estimates.Throughput``); without it from
+        ``estimates.FALLBACK`` scaled by the model size (``measured`` is then False). ``model_loaded``: the worker
+        holds the base model in memory already. Memory is a rough upper bound for float32 weights.
         """
         kind = "cuda" if device.startswith("cuda") else "cpu"
         split = eval_split_sizes(records, self.eval_fraction)
@@ -233,19 +227,28 @@ class TrainingConfig:
         if self.max_steps is None:
             rows = min(rows, train_records * self.epochs)
         train_tokens = int(rows * mean_tokens)
-        eval_tokens = int(split[1] * mean_tokens) * (2 + (steps // self.eval_every if self.eval_every else 0))
-        speed = tokens_per_s or MEASURED_TOKENS_PER_S[kind] * MEASURED_PARAMETERS / max(parameters, 1)
-        # a forward pass costs about a third of a training step
-        seconds = train_tokens / speed + eval_tokens / (3 * speed) + FIXED_OVERHEAD_S[kind]
+        # the adapter is evaluated every eval_every steps and after the last one
+        passes = math.ceil(steps / self.eval_every) if self.eval_every and steps else 1
+        size = JobSize(
+            train_tokens=train_tokens,
+            eval_tokens=int(split[1] * mean_tokens),
+            eval_passes=passes,
+            record_tokens=int(records * mean_tokens),
+        )
+        rates = throughput or fallback_for(kind, parameters)
+        phases = phase_seconds(size, rates, model_loaded=model_loaded)
         return Estimate(
             train_records=train_records,
             eval_records=split[1],
             steps=steps,
             tokens=train_tokens,
-            seconds=round(seconds, 1),
+            seconds=round(sum(s for _, s in phases), 1),
             memory_bytes=_memory_bytes(self, parameters=parameters, row_tokens=math.ceil(mean_tokens)),
             device=kind,
-            tokens_per_s=round(speed, 1),
+            tokens_per_s=round(rates.train_tokens_per_s, 1),
+            phases=tuple(phases),
+            measured=throughput is not None,
+            measured_jobs=rates.jobs,
         )
 
 
@@ -259,6 +262,9 @@ class Estimate:
     memory_bytes: int
     device: str
     tokens_per_s: float
+    phases: tuple[tuple[str, float], ...] = ()
+    measured: bool = False
+    measured_jobs: int = 0
 
 
 def eval_split_sizes(records: int, eval_fraction: float) -> tuple[int, int]:

@@ -42,10 +42,17 @@ class IndexBuild(Protocol):
 
 class VersionIndexer(Protocol):
     def build(
-        self, *, job: FineTuneJob, adapter_dir: str | Path, base: Any, train_step_seconds: float | None = None
+        self,
+        *,
+        job: FineTuneJob,
+        adapter_dir: str | Path,
+        base: Any,
+        train_step_seconds: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> IndexBuild:
-        """Index a finished job's adapter with the worker's loaded base model (``training.LoadedBase``). Never
-        raises: a failed build is returned, and its manifest entry says so."""
+        """Index a finished job's adapter with the worker's loaded base model (``training.LoadedBase``), calling
+        ``progress(done, total)`` in batches as it goes (the job page shows it). Never raises: a failed build is
+        returned, and its manifest entry says so."""
         ...
 
     def record(self, *, version: ModelVersion, build: IndexBuild) -> None:

@@ -37,6 +37,23 @@ class BaseModel(models.Model):
         return self.name
 
 
+class TrainingWorker(models.Model):
+    """A Celery worker of the ``training`` queue as the estimate sees it: its device, when it was last alive
+    (touched with its worker heartbeat), the base model it holds in memory, and the throughput it measured on real
+    jobs, by base model id (``estimates.Throughput.to_dict()`` under ``str(base_model_id)``)."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    device = models.CharField(max_length=20, help_text='"cpu" or "cuda".')
+    device_label = models.CharField(max_length=200)
+    last_seen = models.DateTimeField(db_index=True)
+    loaded_base = models.CharField(max_length=1000, blank=True, help_text="Path of the base model it holds.")
+    throughput = models.JSONField(default=dict, blank=True)
+    measured_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
 class ModelVersionFrozen(ValidationError):
     """Raised when code tries to change or delete a model version: only ``published`` may change after creation."""
 
@@ -95,6 +112,22 @@ class FineTuneJob(models.Model):
     eta_seconds = models.FloatField(null=True, blank=True)
     loss_history = models.JSONField(default=list, blank=True)
     log_tail = models.JSONField(default=list, blank=True, help_text="The last log lines, oldest first.")
+    base_eval_loss = models.FloatField(null=True, blank=True, help_text="The base model's eval loss, before step 1.")
+    # what the run is doing now (``estimates.PHASES``) and how far that phase got, in its own unit
+    phase = models.CharField(max_length=20, blank=True)
+    phase_done = models.PositiveIntegerField(default=0)
+    phase_total = models.PositiveIntegerField(default=0)
+    phase_unit = models.CharField(max_length=20, blank=True)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    phases = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Finished phases in order: {"phase", "seconds", and its work: "tokens", "records", "cold"...}.',
+    )
+    device = models.CharField(max_length=50, blank=True, help_text="The device it ran on (cpu, cuda:0).")
+    estimate = models.JSONField(
+        default=dict, blank=True, help_text="The estimate shown at launch: seconds by phase, worker and source."
+    )
 
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -131,6 +164,12 @@ class FineTuneJob(models.Model):
     @property
     def is_merge(self) -> bool:
         return self.kind == self.Kind.MERGE
+
+    @property
+    def training_seconds(self) -> float | None:
+        """Seconds of the step loop alone (the "train" phase), once measured."""
+        entry = next((p for p in self.phases or [] if isinstance(p, dict) and p.get("phase") == "train"), None)
+        return float(entry["seconds"]) if entry and entry.get("seconds") else None
 
     def merge_sources(self) -> list[tuple[ModelVersion, float]]:
         """A merge job's parent versions with their weights, in the order given at launch ([] for training)."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from datanets.licences import LICENCES, licence_compatible
 from datanets.models import Datanet, Snapshot, SnapshotRecord
@@ -19,8 +22,9 @@ from datanets.storage import media_path
 from ledger.proofs import anchor_facts_for
 from ledger.services import anchor_subject
 
-from . import lineage
-from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
+from . import estimates, lineage
+from .config import Estimate, TrainingConfig
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker
 
 
 def _signed_in(user: Any) -> bool:
@@ -91,6 +95,130 @@ def training_device() -> dict[str, str]:
         return {"device": "cuda", "label": f"CUDA GPU ({len(gpus)} visible to the driver)"}
     reason = "CUDA_VISIBLE_DEVICES hides the GPU" if gpus else "no NVIDIA GPU on this machine"
     return {"device": "cpu", "label": f"CPU ({reason})"}
+
+
+def worker_device_label() -> str:
+    """This machine's training device in words, with the CPU threads torch will use (``OMP_NUM_THREADS``)."""
+    label = training_device()["label"]
+    threads = os.environ.get("OMP_NUM_THREADS")
+    cores = f"{os.cpu_count() or 1} cores" + (f", OMP_NUM_THREADS={threads}" if threads else "")
+    return f"{label}, {cores}"
+
+
+def training_workers_live() -> list[TrainingWorker]:
+    """The training queue's workers whose heartbeat is fresh (three beats), the free ones (no running job) first,
+    then the most recently seen."""
+    fresh_after = timezone.now() - timedelta(seconds=3 * int(settings.WORKER_HEARTBEAT_SECONDS))
+    busy = set(FineTuneJob.objects.filter(status=FineTuneJob.Status.RUNNING).values_list("worker", flat=True))
+    workers = list(TrainingWorker.objects.filter(last_seen__gte=fresh_after).order_by("-last_seen", "hostname"))
+    return sorted(workers, key=lambda w: w.hostname in busy)
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    """A fine-tune's estimate (``TrainingConfig.estimate``) with where its figures come from: ``worker`` (the
+    hostname that will most likely run it, "" when no training worker is alive), ``device_label``, ``source`` (in
+    words), how many training workers are alive, and whether the worker holds the base model already."""
+
+    estimate: Estimate
+    worker: str
+    device_label: str
+    source: str
+    live_workers: int
+    model_loaded: bool
+
+    @property
+    def phases(self) -> list[tuple[str, str, float]]:
+        """(phase, what the job page calls it, seconds) for each phase that takes time."""
+        return [(p, estimates.PHASES[p], s) for p, s in self.estimate.phases if s > 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.estimate.seconds,
+            "phases": dict(self.estimate.phases),
+            "steps": self.estimate.steps,
+            "tokens": self.estimate.tokens,
+            "device": self.estimate.device,
+            "worker": self.worker,
+            "device_label": self.device_label,
+            "source": self.source,
+            "measured": self.estimate.measured,
+            "model_loaded": self.model_loaded,
+        }
+
+
+def _measured_elsewhere(*, base_model: BaseModel, device: str) -> tuple[estimates.Throughput | None, int]:
+    """Throughput from the recent succeeded jobs of any worker on ``device`` ("cpu"/"cuda") for ``base_model``."""
+    prefix = "cuda" if device == "cuda" else "cpu"
+    rows = list(
+        FineTuneJob.objects.filter(
+            base_model=base_model, kind=FineTuneJob.Kind.TRAIN, status=FineTuneJob.Status.SUCCEEDED,
+            device__startswith=prefix,
+        )
+        .exclude(phases=[])
+        .order_by("-finished_at")
+        .values_list("phases", flat=True)[: estimates.RECENT_JOBS]
+    )  # fmt: skip
+    fallback = estimates.fallback_for(device, base_model.parameters)
+    return estimates.throughput_from(rows, fallback=fallback), len(rows)
+
+
+def training_estimate(*, config: TrainingConfig, base_model: BaseModel, records: int, tokens: int) -> TrainingEstimate:
+    """The estimate for a job of ``records`` records and ``tokens`` tokens on ``base_model``, from the throughput
+    the training worker that will run it measured (``TrainingWorker.throughput``); a worker that has measured
+    nothing yet borrows what other workers with its device measured, and with nothing measured at all the
+    development machine's figures stand in (``estimates.FALLBACK``). ``source`` says which."""
+    live = training_workers_live()
+    worker = live[0] if live else None
+    device = worker.device if worker else training_device()["device"]
+    label = worker.device_label if worker else training_device()["label"]
+    throughput, source = None, ""
+    if worker is not None and (mine := worker.throughput.get(str(base_model.pk))):
+        throughput = estimates.Throughput.from_dict(mine)
+        source = f"measured by {worker.hostname} on its last {throughput.jobs} job{'s' if throughput.jobs != 1 else ''}"
+    else:
+        throughput, jobs = _measured_elsewhere(base_model=base_model, device=device)
+        if throughput is not None:
+            where = "this worker has measured nothing yet: " if worker else "no training worker is running: "
+            source = (
+                where + f"measured on {jobs} recent {device.upper()} job{'s' if jobs != 1 else ''} of other workers"
+            )
+    if throughput is None:
+        where = "this worker has measured nothing yet" if worker else "no training worker is running"
+        source = (
+            f"{where}: a rough figure from the development machine ({device.upper()}); "
+            "the first job measures this worker"
+        )
+    loaded = worker is not None and bool(worker.loaded_base) and worker.loaded_base == base_model.path
+    estimate = config.estimate(
+        records=records,
+        tokens=tokens,
+        device=device,
+        parameters=base_model.parameters,
+        throughput=throughput,
+        model_loaded=loaded,
+    )
+    return TrainingEstimate(
+        estimate=estimate,
+        worker=worker.hostname if worker else "",
+        device_label=label,
+        source=source,
+        live_workers=len(live),
+        model_loaded=loaded,
+    )
+
+
+def training_estimate_for(
+    *, config: TrainingConfig, base_model: BaseModel, snapshots: Iterable[Snapshot]
+) -> TrainingEstimate:
+    """``training_estimate`` for the chosen snapshots, their tokens counted as each record type becomes text."""
+    chosen = list(snapshots)
+    records = sum(s.record_count for s in chosen)
+    tokens = sum(
+        estimated_tokens(words=s.words, records=s.record_count, formatting=config.formatting_for(s.datanet.record_type))
+        for s in chosen
+    )
+    return training_estimate(config=config, base_model=base_model, records=records, tokens=tokens)
 
 
 def base_models() -> QuerySet[BaseModel]:

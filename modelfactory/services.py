@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,9 @@ from ledger import hashing
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
-from . import encoding, hooks, lineage, weights
+from . import encoding, estimates, hooks, lineage, selectors, weights
 from .config import RECORD_TYPES, TrainingConfig
-from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ DEFAULT_STALE_SECONDS = 120
 HEARTBEAT_SECONDS = 10.0
 PROGRESS_MIN_INTERVAL = 1.0
 CHECKPOINT_EVERY = 25
-PHASE_MESSAGES = {"samples": "writing sample answers", "saving": "saving the adapter"}
 
 
 @transaction.atomic
@@ -231,6 +230,7 @@ def job_launch(
         parent_version=parent_version,
         config=config.to_dict(),
         log_tail=[_log_line("queued")],
+        estimate=selectors.training_estimate_for(config=config, base_model=base_model, snapshots=chosen).to_dict(),
     )
     job.snapshots.set(chosen)
     _enqueue_run(job)
@@ -284,6 +284,9 @@ def job_retry(*, job: FineTuneJob, user: Any) -> FineTuneJob:
     locked.step = locked.total_steps = 0
     locked.train_loss = locked.eval_loss = locked.learning_rate = locked.tokens_per_s = locked.eta_seconds = None
     locked.loss_history = []
+    locked.base_eval_loss = None
+    locked.phase, locked.phase_done, locked.phase_total, locked.phase_unit = "", 0, 0, ""
+    locked.phase_started_at, locked.phases = None, []
     locked.log_tail = _tail(locked.log_tail, f"retry queued (attempt {locked.attempts + 1})")
     locked.save()
     _enqueue_run(locked)
@@ -452,24 +455,95 @@ def _snapshot_records(job: FineTuneJob) -> list[dict[str, Any]]:
     return records
 
 
-class _Progress:
-    """Writes ProgressEvents to the job row: at most one write a second, plus every non-train phase and the last
-    step, so a fast GPU run does not turn into a database benchmark."""
+class _Phases:
+    """Records a running job's phases (``estimates.PHASES``) on its row: the current one, with its own progress
+    (``phase_done`` of ``phase_total`` ``phase_unit``), and for each finished one its seconds and the work it did
+    (``FineTuneJob.phases``, what the estimate learns from). A phase entered again (training resumes after an
+    evaluation pass) adds to its entry. Progress inside a phase is written at most once a second."""
 
     def __init__(self, job: FineTuneJob) -> None:
+        self.job_id, self.worker = job.pk, job.worker
+        self.done: list[dict[str, Any]] = []
+        self.current: dict[str, Any] | None = None
+        self.started = 0.0
+        self.last_write = 0.0
+
+    def enter(self, phase: str, *, total: int = 0, unit: str = "", write: bool = True, **work: Any) -> dict[str, Any]:
+        """Close the current phase and start ``phase``; returns the row fields (written unless ``write`` is False,
+        for a caller that writes them with its own)."""
+        if self.current is not None and self.current["phase"] == phase:
+            return {}
+        self._close()
+        self.current, self.started = {"phase": phase, **work}, time.monotonic()
+        fields = {
+            "phase": phase,
+            "phase_done": 0,
+            "phase_total": total,
+            "phase_unit": unit,
+            "phase_started_at": timezone.now(),
+            "phases": self.done,
+        }
+        if write:
+            self._write(fields)
+        return fields
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_MIN_INTERVAL and (total is None or done < total):
+            return
+        self.last_write = now
+        self._write({"phase_done": done} | ({"phase_total": total} if total is not None else {}))
+
+    def add(self, phase: str, **work: Any) -> None:
+        """Add ``work`` (numbers add up; other values replace) to ``phase``'s entry, finished or current."""
+        entry = next((e for e in [*self.done, self.current] if e is not None and e["phase"] == phase), None)
+        if entry is None:
+            return
+        for key, value in work.items():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            entry[key] = entry.get(key, 0) + value if number and key in entry else value
+
+    def finish(self) -> list[dict[str, Any]]:
+        self._close()
+        return self.done
+
+    def _close(self) -> None:
+        if self.current is None:
+            return
+        entry, seconds = self.current, round(time.monotonic() - self.started, 3)
+        self.current = None
+        previous = next((e for e in self.done if e["phase"] == entry["phase"]), None)
+        if previous is None:
+            self.done.append({**entry, "seconds": seconds})
+        else:
+            previous["seconds"] = round(previous["seconds"] + seconds, 3)
+            self.add(entry["phase"], **{k: v for k, v in entry.items() if k != "phase"})
+
+    def _write(self, fields: dict[str, Any]) -> None:
+        FineTuneJob.objects.filter(pk=self.job_id, status=FineTuneJob.Status.RUNNING, worker=self.worker).update(
+            **fields, heartbeat_at=timezone.now()
+        )
+
+
+class _Progress:
+    """Writes ProgressEvents to the job row: at most one write a second, plus every phase change and the last
+    step, so a fast GPU run does not turn into a database benchmark. Only training steps set the learning rate,
+    the speed and the ETA (the other events carry zeros for them)."""
+
+    def __init__(self, job: FineTuneJob, phases: _Phases) -> None:
         self.job = job
+        self.phases = phases
         self.history: list[dict[str, Any]] = []
         self.lines = list(job.log_tail)
         self.last_write = 0.0
 
     def __call__(self, event: Any) -> None:
-        fields: dict[str, Any] = {
-            "step": event.step,
-            "total_steps": event.total_steps,
-            "learning_rate": event.learning_rate,
-            "tokens_per_s": event.tokens_per_s,
-            "eta_seconds": event.eta_s,
-        }
+        fields: dict[str, Any] = {"step": event.step, "total_steps": event.total_steps}
+        phase = {"start": "train", "train": "train"}.get(event.phase, event.phase)
+        # a phase change is written with this event's fields, in one update
+        steps = {"total": event.total_steps, "unit": "steps"} if phase == "train" else {}
+        changed = self.phases.enter(phase, write=False, **steps)
+        fields.update(changed)
         if event.phase == "train":
             row = {
                 "step": event.step,
@@ -478,22 +552,32 @@ class _Progress:
                 "learning_rate": event.learning_rate,
             }
             self.history.append(row)
-            fields["train_loss"] = event.train_loss
+            fields.update(
+                train_loss=event.train_loss,
+                learning_rate=event.learning_rate,
+                tokens_per_s=event.tokens_per_s,
+                eta_seconds=event.eta_s,
+                phase_done=event.step,
+            )
             if event.eval_loss is not None:
                 fields["eval_loss"] = event.eval_loss
             message = f"step {event.step}/{event.total_steps} loss {event.train_loss:.4f} lr {event.learning_rate:.2e}"
         elif event.phase == "start":
-            fields["eval_loss"] = event.eval_loss
+            fields.update(eval_loss=event.eval_loss, base_eval_loss=event.eval_loss, learning_rate=event.learning_rate)
+            fields["phase_done"] = event.step
             message = f"training {event.total_steps} steps from step {event.step}"
             if event.eval_loss is not None:
                 message += f" (base eval loss {event.eval_loss:.4f})"
         else:
-            message = {"samples": "writing sample answers", "saving": "saving the adapter"}.get(
-                event.phase, event.phase
-            )
+            message = estimates.ALL_PHASES.get(event.phase, event.phase).lower()
         self.lines = [*self.lines, _log_line(message)][-FineTuneJob.LOG_TAIL_LINES :]
         now = time.monotonic()
-        if event.phase == "train" and event.step < event.total_steps and now - self.last_write < PROGRESS_MIN_INTERVAL:
+        if (
+            not changed
+            and event.phase == "train"
+            and event.step < event.total_steps
+            and now - self.last_write < PROGRESS_MIN_INTERVAL
+        ):
             return
         self.last_write = now
         FineTuneJob.objects.filter(pk=self.job.pk, status=FineTuneJob.Status.RUNNING, worker=self.job.worker).update(
@@ -599,6 +683,9 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         return None
     if job.is_merge:
         return _merge_run(job, worker)
+    phases = _Phases(job)
+    # a worker's first job imports torch and loads the model: both are the load phase's, which the estimate knows
+    phases.enter("load", cold=job.base_model.path not in _LOADED_BASES)
     from . import training  # torch: imported only by a delivery that trains
 
     output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
@@ -606,6 +693,9 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
     try:
         with _Heartbeat(job.pk, worker, every=HEARTBEAT_SECONDS):
             base_model = job.base_model
+            loaded = _loaded_base(base_model.path)
+            _training_worker_holds(worker, base_model.path, device=str(loaded.device))
+            FineTuneJob.objects.filter(pk=job.pk).update(device=str(loaded.device))
             record_type = job.snapshots.values_list("datanet__record_type", flat=True).first() or ""
             parent_dir = media_path(job.parent_version.adapter_path) if job.parent_version else None
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -620,19 +710,25 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
                 config=TrainingConfig.from_dict(job.config),
                 output_dir=output,
                 parent_adapter_dir=parent_dir,
-                progress=_Progress(job),
+                progress=_Progress(job, phases),
                 should_stop=should_stop,
                 checkpoint_dir=checkpoint,
                 checkpoint_every=CHECKPOINT_EVERY,
-                base=_loaded_base(base_model.path),
+                base=loaded,
             )
+            for phase, work in result.phase_work.items():
+                phases.add(phase, **work)
+            data = result.phase_work.get("data", {})
             # same worker, same loaded model, heartbeat still beating: a failed build returns its error, never raises
+            phases.enter("index", unit="batches", records=data.get("records", 0), tokens=data.get("tokens", 0))
             index_build = _index_build(
                 job=job,
                 adapter_dir=result.output_dir,
                 base_model_path=base_model.path,
                 train_step_seconds=result.seconds / max(1, result.steps - result.resumed_from_step),
+                progress=phases.progress,
             )
+            phases.enter("store")
     except training.TrainingCancelled as exc:
         shutil.rmtree(checkpoint, ignore_errors=True)
         _job_end(job.pk, worker, FineTuneJob.Status.CANCELLED)
@@ -661,22 +757,88 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
         samples=result.samples,
         training_facts=_training_facts(result),
         loss_history=result.loss_history,
+        phases=phases,
     )
     if version is not None:
+        _training_worker_publish(worker, job)
         _announce_trained(version, base_model.path)
     return version
 
 
+def _training_worker_holds(worker: str, base_path: str, *, device: str) -> None:
+    """Note on the worker's row that it holds ``base_path`` in memory (its next job on that base loads nothing)."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    TrainingWorker.objects.update_or_create(
+        hostname=worker,
+        defaults={"loaded_base": base_path, "device": kind},
+        create_defaults={
+            "loaded_base": base_path,
+            "device": kind,
+            "device_label": selectors.worker_device_label(),
+            "last_seen": timezone.now() - timedelta(days=1),  # only the worker heartbeat says it is alive
+        },
+    )
+
+
+def _training_worker_publish(worker: str, job: FineTuneJob) -> None:
+    """Publish on the worker's row the throughput it measured on its recent succeeded jobs of ``job``'s base model
+    (``estimates.throughput_from``), which the next estimates for this worker use."""
+    recent = (
+        FineTuneJob.objects.filter(
+            worker=worker, base_model_id=job.base_model_id, kind=FineTuneJob.Kind.TRAIN, status="succeeded"
+        )
+        .exclude(phases=[])
+        .order_by("-finished_at")
+        .values_list("phases", "device")[: estimates.RECENT_JOBS]
+    )
+    rows = list(recent)
+    if not rows:
+        return
+    fallback = estimates.fallback_for(rows[0][1] or "cpu", job.base_model.parameters)
+    throughput = estimates.throughput_from([phases for phases, _ in rows], fallback=fallback)
+    if throughput is None:
+        return
+    row = TrainingWorker.objects.filter(hostname=worker).first()
+    if row is None:
+        return
+    row.throughput = {**row.throughput, str(job.base_model_id): throughput.to_dict()}
+    row.measured_at = timezone.now()
+    row.save(update_fields=["throughput", "measured_at"])
+
+
+def training_worker_touch(*, hostname: str, fresh: bool = False) -> None:
+    """The training worker ``hostname`` is alive (called with its worker heartbeat); ``fresh`` on its first beat,
+    when its processes hold no model yet."""
+    device = selectors.training_device()["device"]
+    defaults: dict[str, Any] = {
+        "last_seen": timezone.now(),
+        "device": device,
+        "device_label": selectors.worker_device_label(),
+    }
+    if fresh:
+        defaults["loaded_base"] = ""
+    TrainingWorker.objects.update_or_create(hostname=hostname, defaults=defaults)
+
+
 def _index_build(
-    *, job: FineTuneJob, adapter_dir: str | Path, base_model_path: str, train_step_seconds: float | None = None
+    *,
+    job: FineTuneJob,
+    adapter_dir: str | Path,
+    base_model_path: str,
+    train_step_seconds: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> hooks.IndexBuild | None:
     """The registered version indexer's build of a trained adapter (``hooks.VersionIndexer``), with the worker's
-    loaded model; None when no indexer is registered."""
+    loaded model, telling ``progress(done, total)`` batches as it goes; None when no indexer is registered."""
     indexer = hooks.version_indexer()
     if indexer is None:
         return None
     return indexer.build(
-        job=job, adapter_dir=adapter_dir, base=_loaded_base(base_model_path), train_step_seconds=train_step_seconds
+        job=job,
+        adapter_dir=adapter_dir,
+        base=_loaded_base(base_model_path),
+        train_step_seconds=train_step_seconds,
+        progress=progress,
     )
 
 
@@ -771,11 +933,13 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
     sources = job.merge_sources()
     method, density = job.merge["method"], float(job.merge["density"])
     started = time.monotonic()
+    phases = _Phases(job)
     try:
         with _Heartbeat(job.pk, worker, every=HEARTBEAT_SECONDS):
             if len(sources) != len(job.merge.get("parents", [])):
                 raise ValueError("a parent version of this merge no longer exists")
             base_model = job.base_model
+            phases.enter("load", cold=base_model.path not in _LOADED_BASES)
             FineTuneJob.objects.filter(pk=job.pk, status=FineTuneJob.Status.RUNNING, worker=worker).update(
                 total_steps=1,
                 log_tail=_tail(job.log_tail, f"merging {len(sources)} adapters ({method})"),
@@ -783,6 +947,7 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
             )
             loaded = _loaded_base(base_model.path)
             output.parent.mkdir(parents=True, exist_ok=True)
+            phases.enter("merge")
             result = training.merge_adapters(
                 base_model_dir=base_model.path,
                 adapter_dirs=[media_path(v.adapter_path) for v, _ in sources],
@@ -796,9 +961,14 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
             )
             record_types = sorted({v.record_type for v, _ in sources})
             record_type = record_types[0] if len(record_types) == 1 else "mixed"
+            phases.enter("samples")
             samples = _merge_samples(job, training, loaded, output, record_types)
             # the merged adapter's features over the union of the parents' records
-            index_build = _index_build(job=job, adapter_dir=output, base_model_path=base_model.path)
+            phases.enter("index", unit="batches")
+            index_build = _index_build(
+                job=job, adapter_dir=output, base_model_path=base_model.path, progress=phases.progress
+            )
+            phases.enter("store")
     except Exception as exc:
         logger.exception("merge job %s failed", job.pk)
         shutil.rmtree(output, ignore_errors=True)
@@ -837,6 +1007,7 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
             "seconds": round(time.monotonic() - started, 2),
         },
         loss_history=[],
+        phases=phases,
     )
     if version is not None:
         _announce_trained(version, base_model.path)
@@ -883,6 +1054,7 @@ def _version_create(
     training_facts: dict[str, Any],
     loss_history: list[dict[str, Any]],
     index_build: hooks.IndexBuild | None = None,
+    phases: _Phases | None = None,
 ) -> ModelVersion | None:
     """Store the adapter, build and hash the manifest (with ``index_build``'s entry), create the version, its lineage
     edges, its anchor and its index record (``hooks.VersionIndexer.record``), finish the job; None (and the adapter
@@ -957,6 +1129,15 @@ def _version_create(
     job.train_loss = metrics.get("train_loss")
     job.eval_loss = metrics.get("eval_loss")
     job.eta_seconds = 0
+    if phases is not None:
+        job.phases, job.phase, job.phase_done, job.phase_total, job.phase_unit = phases.finish(), "", 0, 0, ""
+    if loss_history:
+        # the rate the last step trained at (a decaying schedule ends near 0: the page names the schedule beside it)
+        job.learning_rate = loss_history[-1].get("learning_rate", job.learning_rate)
+    trained = next((p for p in job.phases or [] if p.get("phase") == "train"), None)
+    if trained and trained.get("tokens") and trained.get("seconds"):
+        # tokens a second over the whole training phase, what the next estimate uses too
+        job.tokens_per_s = trained["tokens"] / trained["seconds"]
     job.log_tail = _tail(job.log_tail, f"version #{version.pk} saved, manifest {digest}")
     job.save()
     return version

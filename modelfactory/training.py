@@ -20,7 +20,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,9 @@ class NonFiniteAdapter(TrainingError):
 @dataclass(frozen=True)
 class ProgressEvent:
     """Reported after every optimizer step (phase "train"), once before the first ("start", with the base model's
-    eval loss) and while finishing ("samples", "saving"). Losses are token-weighted means."""
+    eval loss), at the start of each evaluation pass ("eval_base" before the base model's, "eval" before the
+    adapter's) and while finishing ("samples", "saving"). Losses are token-weighted means. Only "train" and
+    "start" events carry a real learning rate and speed; the others report 0 for both."""
 
     phase: str
     step: int
@@ -105,6 +107,10 @@ class TrainingResult:
     loss_history: list[dict[str, float | int | None]]
     samples: list[dict[str, str]]
     lora: dict[str, Any]
+    # the work of each phase, for the throughput the estimate learns from: "train" (tokens, steps, seconds of the
+    # step loop without its evaluations), "eval_base" and "eval" (tokens evaluated), "data" (records and tokens
+    # of every example, what the index reads)
+    phase_work: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -393,6 +399,9 @@ def train_lora(
             num_warmup_steps=config.warmup_steps,
             num_training_steps=total_steps,
         )
+        eval_tokens = sum(len(e.input_ids) for e in evals)
+        if evals:
+            emit(ProgressEvent("eval_base", 0, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
         with model.disable_adapter():
             base_eval = _eval_loss(model, evals, base, eval_bs)
         history: list[dict[str, float | int | None]] = []
@@ -413,7 +422,7 @@ def train_lora(
                 base_eval,
             )
         )
-        loop_started, loop_tokens = time.monotonic(), 0
+        loop_started, loop_tokens, loop_eval_s, eval_passes = time.monotonic(), 0, 0.0, 0
         model.train()
         for step in range(done + 1, total_steps + 1):
             if should_stop is not None and should_stop():
@@ -434,8 +443,12 @@ def train_lora(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             eval_loss = None
-            if step == total_steps or (config.eval_every and step % config.eval_every == 0):
+            if evals and (step == total_steps or (config.eval_every and step % config.eval_every == 0)):
+                emit(ProgressEvent("eval", step, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
+                eval_started = time.monotonic()
                 eval_loss = _eval_loss(model, evals, base, eval_bs)
+                loop_eval_s += time.monotonic() - eval_started
+                eval_passes += 1
             if not all(math.isfinite(x) for x in (step_loss, eval_loss or 0.0)):
                 # the weights are inf or NaN by now: stop here rather than train on noise for the remaining steps
                 raise NonFiniteAdapter(
@@ -450,7 +463,7 @@ def train_lora(
                     "eval_loss": eval_loss,
                 }
             )
-            elapsed_loop = time.monotonic() - loop_started
+            elapsed_loop = time.monotonic() - loop_started - loop_eval_s
             emit(
                 ProgressEvent(
                     phase="train",
@@ -469,6 +482,7 @@ def train_lora(
                     checkpoint, fingerprint, model, optimizer, scheduler, step, tokens_seen + loop_tokens, history
                 )
         tokens_seen += loop_tokens
+        train_loop_s = time.monotonic() - loop_started - loop_eval_s
         model.eval()
         tuned_eval = history[-1]["eval_loss"] if history and evals else None
 
@@ -526,6 +540,16 @@ def train_lora(
         loss_history=history,
         samples=sample_rows,
         lora=lora,
+        phase_work={
+            "train": {
+                "tokens": loop_tokens,
+                "steps": total_steps - resumed_from,
+                "loop_seconds": round(train_loop_s, 3),
+            },
+            "eval_base": {"tokens": eval_tokens if base_eval is not None else 0},
+            "eval": {"tokens": eval_tokens * eval_passes, "passes": eval_passes},
+            "data": {"records": len(encoded.examples), "tokens": sum(len(e.input_ids) for e in encoded.examples)},
+        },
     )
 
 

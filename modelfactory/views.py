@@ -8,6 +8,7 @@ fragment, plain requests the whole page, so everything works without JavaScript.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
@@ -17,13 +18,14 @@ from django.core.paginator import Page, Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from datanets.models import Snapshot
 from datanets.storage import media_path
 
-from . import hooks, selectors, services
+from . import estimates, hooks, selectors, services
 from .config import DEFAULT_FORMATTING, FORMATTING_MODES, PRESET_LABELS
 from .forms import (
     RECORD_TYPE_HELP,
@@ -182,11 +184,16 @@ def _data_summary(form: FineTuneForm, snapshots: list[Snapshot]) -> dict[str, An
 def _estimate(form: FineTuneForm, data: dict[str, Any]) -> dict[str, Any] | None:
     if form.config is None or form.base_model is None or not data["records"]:
         return None
-    device = selectors.training_device()["device"]
-    estimate = form.config.estimate(
-        records=data["records"], tokens=data["tokens"], device=device, parameters=form.base_model.parameters
+    planned = selectors.training_estimate(
+        config=form.config, base_model=form.base_model, records=data["records"], tokens=data["tokens"]
     )
-    return {"estimate": estimate, "memory_mb": estimate.memory_bytes / 2**20, "minutes": estimate.seconds / 60}
+    estimate = planned.estimate
+    return {
+        "estimate": estimate,
+        "planned": planned,
+        "memory_mb": estimate.memory_bytes / 2**20,
+        "minutes": estimate.seconds / 60,
+    }
 
 
 def _form_context(form: FineTuneForm, **extra: Any) -> dict[str, Any]:
@@ -283,13 +290,80 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, _template(request, "job_list", "results"), {"page": _page(request, jobs)})
 
 
+def _base_eval_loss(job: FineTuneJob) -> float | None:
+    """The base model's eval loss before step 1: on the job row, or (jobs from before it was kept there) in its
+    version's metrics."""
+    if job.base_eval_loss is not None:
+        return job.base_eval_loss
+    version = getattr(job, "version", None) if job.status == FineTuneJob.Status.SUCCEEDED else None
+    value = (version.metrics or {}).get("base_eval_loss") if version is not None else None
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _chart(job: FineTuneJob) -> dict[str, Any]:
+    """The loss chart's data; the base model's eval loss is the eval curve's point at step 0."""
     history = [row for row in job.loss_history or [] if isinstance(row, dict)]
+    base_eval = _base_eval_loss(job)
+    if base_eval is not None and not any(row.get("step") == 0 for row in history):
+        history = [{"step": 0, "train_loss": None, "eval_loss": base_eval}, *history]
     return {
         "steps": [row.get("step") for row in history],
         "train": [row.get("train_loss") for row in history],
         "eval": [row.get("eval_loss") for row in history],
         "total": job.total_steps,
+    }
+
+
+def _timeline(job: FineTuneJob, now: datetime) -> dict[str, Any]:
+    """Every phase of the job with its state and seconds (measured when done, elapsed for the current one,
+    estimated at launch for those to come), the remaining seconds and the overall progress: weighted by the
+    phases' time, so the bar is not full while samples and the index are still being made. A phase to come with no
+    estimate (a merge, a job launched before estimates were kept) leaves the time left unknown, never 0."""
+    names = estimates.MERGE_PHASES if job.is_merge else estimates.PHASES
+    planned: dict[str, float] = {k: float(v) for k, v in (job.estimate or {}).get("phases", {}).items()}
+    done = {p["phase"]: p for p in job.phases or [] if isinstance(p, dict) and "phase" in p}
+    current = job.phase if job.status == FineTuneJob.Status.RUNNING else ""
+    elapsed = (now - job.phase_started_at).total_seconds() if current and job.phase_started_at else 0.0
+    rows, remaining, spent, reached, known = [], 0.0, 0.0, False, True
+    for phase, label in names.items():
+        row: dict[str, Any] = {"phase": phase, "label": label, "planned": planned.get(phase)}
+        if phase == current:
+            reached = True
+            row.update(state="current", seconds=elapsed + float(done.get(phase, {}).get("seconds", 0)))
+            if phase == "train" and job.eta_seconds is not None:
+                left = float(job.eta_seconds)
+            elif job.phase_total and job.phase_done:
+                left = elapsed / job.phase_done * (job.phase_total - job.phase_done)
+            else:
+                known = known and phase in planned
+                left = max(planned.get(phase, 0.0) - elapsed, 0.0)
+            remaining += left
+            spent += row["seconds"]
+        elif phase in done and not reached:
+            row.update(state="done", seconds=float(done[phase]["seconds"]))
+            spent += row["seconds"]
+        elif job.is_finished or (current and not reached):
+            # a phase before the current one that never ran (no eval split: no evaluation) is left out
+            row.update(state="done" if phase in done else "skipped", seconds=done.get(phase, {}).get("seconds"))
+        else:
+            row.update(state="pending", seconds=None)
+            known = known and phase in planned
+            remaining += planned.get(phase, 0.0)
+        if row["state"] == "skipped" and not row["seconds"]:
+            continue
+        rows.append(row)
+    if job.status == FineTuneJob.Status.SUCCEEDED:
+        percent = 100
+    elif job.status == FineTuneJob.Status.RUNNING and spent + remaining > 0:
+        percent = min(99, int(100 * spent / (spent + remaining)))
+    else:
+        percent = 0
+    return {
+        "rows": rows,
+        "remaining": remaining if job.status == FineTuneJob.Status.RUNNING and known else None,
+        "percent": percent,
+        "current": next((r for r in rows if r["state"] == "current"), None),
+        "total": sum(float(r["seconds"] or 0) for r in rows) if job.is_finished else None,
     }
 
 
@@ -302,9 +376,14 @@ def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
         "job": job,
         "version": getattr(job, "version", None) if job.status == FineTuneJob.Status.SUCCEEDED else None,
         "chart": chart,
+        "timeline": _timeline(job, timezone.now()),
+        "base_eval_loss": _base_eval_loss(job),
         "can_act": job.owner_id == request.user.pk or request.user.is_staff,
         # until the run evaluates its adapter, the eval loss on the row is the base model's (from the start)
-        "eval_is_base": job.eval_loss is not None and not any(e is not None for e in chart["eval"]),
+        "eval_is_base": job.eval_loss is not None
+        and not any(e is not None for s, e in zip(chart["steps"], chart["eval"], strict=True) if s != 0),
+        "schedule": (job.config or {}).get("schedule", ""),
+        "peak_lr": (job.config or {}).get("learning_rate"),
     }
     if not request.htmx:  # the polled fragment needs only the job row
         context["snapshots"] = list(job.snapshots.select_related("datanet").order_by("pk"))

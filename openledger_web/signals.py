@@ -18,9 +18,11 @@ def _beat(hostname: str, queues: list[str]) -> None:
 
     from .services import worker_heartbeat_touch
 
+    fresh = True
     while not _stop.is_set():
         try:
-            worker_heartbeat_touch(hostname=hostname, queues=queues, pid=os.getpid())
+            worker_heartbeat_touch(hostname=hostname, queues=queues, pid=os.getpid(), fresh=fresh)
+            fresh = False
         except Exception:  # the database may be restarting; the next beat tries again
             log.exception("worker heartbeat failed")
         finally:

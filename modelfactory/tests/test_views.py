@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import struct
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from datanets.storage import media_path
 from ledger.hashing import keccak256
@@ -406,7 +408,11 @@ def test_the_job_page_polls_while_the_job_runs_and_stops_when_it_ends(
 ) -> None:
     url = reverse("modelfactory:job_detail", args=[job.pk])
     client = client_for(owner)
+    now = timezone.now()
     FineTuneJob.objects.filter(pk=job.pk).update(
+        status="running",
+        started_at=now - timedelta(seconds=15),
+        heartbeat_at=now,
         loss_history=[
             {"step": 1, "train_loss": 2.5, "eval_loss": None},
             {"step": 2, "train_loss": 2.1, "eval_loss": 2.3},
@@ -414,13 +420,22 @@ def test_the_job_page_polls_while_the_job_runs_and_stops_when_it_ends(
         step=2,
         total_steps=4,
         train_loss=2.1,
+        phase="train",
+        phase_done=2,
+        phase_total=4,
+        phase_unit="steps",
+        phase_started_at=now - timedelta(seconds=10),
+        phases=[{"phase": "load", "seconds": 5.0, "cold": True}],
+        eta_seconds=10.0,
+        estimate={"seconds": 50.0, "phases": {"load": 5.0, "train": 20.0, "samples": 10.0, "index": 15.0}},
     )
     with django_assert_max_num_queries(4):  # session, user, the job: polled every second
         running = client.get(url, headers={"HX-Request": "true"})
     body = running.content.decode()
     assert running.status_code == 200
     assert body.lstrip().startswith('<section id="progress"') and 'hx-trigger="every 1s"' in body
-    assert 'data-progress="50"' in body and "2 / 4" in body
+    # 15 s spent (load 5 s, training 10 s) of 50 s: training's own ETA (10 s), then samples and index to come
+    assert 'data-progress="30"' in body and "2 / 4" in body and "2/4 steps" in body
     chart = json.loads(body.split('id="loss-data" type="application/json">')[1].split("</script>")[0])
     assert chart == {"steps": [1, 2], "train": [2.5, 2.1], "eval": [None, 2.3], "total": 4}
     FineTuneJob.objects.filter(pk=job.pk).update(status="failed", error="worker lost")
