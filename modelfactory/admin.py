@@ -4,7 +4,7 @@ from django.contrib import admin
 
 from common.admin import ReadOnlyAdmin
 
-from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker
 
 
 @admin.register(BaseModel)
@@ -42,3 +42,12 @@ class ModelVersionParentAdmin(ReadOnlyAdmin):
     list_filter = ("relation",)
     search_fields = ("child__name", "parent__name")
     list_select_related = ("child", "parent")
+
+
+@admin.register(TrainingWorker)
+class TrainingWorkerAdmin(ReadOnlyAdmin):
+    """What each training worker measured, as the estimates read it: written by the workers, never by hand."""
+
+    list_display = ("hostname", "device", "device_label", "last_seen", "measured_at")
+    list_filter = ("device",)
+    search_fields = ("hostname",)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from attribution.tests.rewards_support import _pasted, build_world, paid_run
 from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import SCREENSHOTS_DIR, VIEWPORT, screenshot
 from openledger_web.tests.test_production_mode import every_page
+from rewards.tests.support import _pasted, build_world, paid_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain, pytest.mark.slow]
 
