@@ -73,7 +73,7 @@ def _version() -> tuple[Any, dict[str, Any], float]:
     self-check figures and the job's seconds."""
     import json as _json
 
-    from accounts.tests.factories import UserFactory
+    from accounts.models import User
     from datanets import services as datanet_services
     from modelfactory import services as mf
     from modelfactory.config import TrainingConfig
@@ -83,7 +83,9 @@ def _version() -> tuple[Any, dict[str, Any], float]:
     record = _json.loads((folder / "openledger.json").read_text())
     record["path"] = str(folder)
     base = mf.base_model_register_default(record=record)
-    builder, alice, bob = (UserFactory(username=n) for n in ("builder", "alice", "bob"))
+    builder, alice, bob = (
+        User.objects.create_user(username=n, email=f"{n}@bench.invalid") for n in ("builder", "alice", "bob")
+    )
     datanet = datanet_services.datanet_create(owner=builder, name="Planted facts", record_type="instruction")
     for user, facts in ((alice, FACTS[:8]), (bob, FACTS[8:])):
         text = "".join(_json.dumps({"prompt": q, "response": a}) + "\n" for q, a in facts)

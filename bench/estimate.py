@@ -180,7 +180,7 @@ def measure() -> dict[str, Any]:
         from django.core.management import call_command
         from django.test import Client
 
-        from accounts.tests.factories import UserFactory
+        from accounts.models import User
         from modelfactory import services as mf
         from openledger_web.celery import app
 
@@ -191,7 +191,7 @@ def measure() -> dict[str, Any]:
         record = json.loads((folder / "openledger.json").read_text())
         record["path"] = str(folder)
         base = mf.base_model_register_default(record=record)
-        owner = UserFactory(username="bench")
+        owner = User.objects.create_user(username="bench", email="bench@bench.invalid")
         client = Client(HTTP_HOST="localhost")  # the form as a browser on this machine posts it
         client.force_login(owner)
         proc = _worker(env, work / "worker-training.log")

@@ -188,13 +188,19 @@ def ingest(path: Path) -> tuple[float, int, PeakRss]:
     call_command("migrate", verbosity=0)
     from accounts.models import User
     from datanets import services
-    from datanets.tests.factories import DatanetFactory
+    from datanets.models import Datanet
 
     services._enqueue_checks = lambda contribution_id: None  # the checks are a later Celery task, not the upload
     owner = User.objects.create_user("bench-owner")
     contributor = User.objects.create_user("bench-contributor")
-    datanet = DatanetFactory(
-        owner=owner, record_type="instruction", licence="CC-BY-4.0", daily_quota_bytes=2**40, daily_quota_files=10
+    datanet = Datanet.objects.create(
+        name="Bench instructions",
+        slug="bench-instructions",
+        owner=owner,
+        record_type="instruction",
+        licence="CC-BY-4.0",
+        daily_quota_bytes=2**40,
+        daily_quota_files=10,
     )
     with path.open("rb") as upload, PeakRss() as memory:
         upload.size = path.stat().st_size  # type: ignore[attr-defined]  # what Django's UploadedFile declares

@@ -152,7 +152,7 @@ def chain_figures(roots: dict[int, str]) -> tuple[dict[int, tuple[int, float]], 
     from django.conf import settings
     from django.core.management import call_command
 
-    from ledger.testing import Anvil, free_port
+    from ledger.devchain import Anvil, free_port
 
     node = Anvil(port=free_port(), state_file=WORK / "anvil.json", log_file=WORK / "anvil.log")
     node.start()

@@ -4,7 +4,7 @@ whole snapshot is anchored by one transaction.
 The records go into PostgreSQL by COPY (not through the upload path: bench/ingest.py measures that), as 100 accepted
 contributions of 10,000 records from 100 contributors with wallets. Then ``services.snapshot_freeze`` runs as it
 does for a curator; the root's build time is measured around ``StandardMerkleTree.of`` inside it. The anchor is sent
-to a fresh anvil started here (``ledger.testing.Anvil``) and the transactions in the blocks it took are counted.
+to a fresh anvil started here (``ledger.devchain.Anvil``) and the transactions in the blocks it took are counted.
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres; override with BENCH_PG_URL): it creates a throwaway database
 ``openledger_bench_snapshot``, migrates it and drops it at the end.
@@ -32,7 +32,7 @@ WORK = Path(tempfile.mkdtemp(prefix="bench-snapshot-"))
 RECORDS = 1_000_000
 CONTRIBUTIONS = 100
 
-from ledger.testing import ANVIL_CHAIN_ID, Anvil, free_port  # noqa: E402  (after sys.path)
+from ledger.devchain import ANVIL_CHAIN_ID, Anvil, free_port  # noqa: E402  (after sys.path)
 
 ANVIL = Anvil(port=free_port(), state_file=WORK / "anvil.json", log_file=WORK / "anvil.log")
 os.environ.update(

@@ -139,3 +139,29 @@ def test_ci_script_runs_make_test_and_nothing_else() -> None:
     ]
     assert lines[-1] == "exec make test"
     assert all(line.startswith(("set ", "cd ", "exec make test")) for line in lines)
+
+
+# What only `make setup-dev` installs (requirements-dev.in), by import name, and the test packages and helpers of
+# our apps: a benchmark runs after `make setup` alone, so it imports none of them, not even inside a function.
+DEV_ONLY_MODULES = {"pytest", "pytest_django", "factory", "hypothesis", "schemathesis", "playwright", "pandas",
+                    "datasets", "openai", "ruff", "importlinter"}  # fmt: skip
+
+
+def _test_only(module: str) -> bool:
+    parts = module.split(".")
+    return parts[0] in DEV_ONLY_MODULES or "tests" in parts or parts[0] == "conftest"
+
+
+def _modules_imported(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    return imported + [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+
+
+@pytest.mark.parametrize("bench", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_a_benchmark_imports_nothing_that_only_the_tests_install(bench: Path) -> None:
+    imported = _modules_imported(bench)
+    # an app's `testing` module a bench uses is a test helper too: it may import only what `make setup` installs
+    for module in [m for m in imported if m.split(".")[-1] == "testing"]:
+        imported += _modules_imported(ROOT / (module.replace(".", "/") + ".py"))
+    assert [m for m in imported if _test_only(m)] == [], f"{bench.name} imports test-only modules"
