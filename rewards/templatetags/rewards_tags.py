@@ -1,4 +1,5 @@
-"""``{{ amount|tokens }}``: an integer amount in the smallest unit, shown in whole test tokens."""
+"""``{{ amount|tokens }}``: an integer amount in the smallest unit, shown in whole test tokens; ``{{ amount|amount }}``
+the same inside a span whose title gives the raw amount (hover it), the one way the pages show a reward."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 from decimal import Decimal
 
 from django import template
+from django.contrib.humanize.templatetags.humanize import intcomma
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from rewards.selectors import tokens as format_tokens
 
@@ -15,6 +19,12 @@ register = template.Library()
 @register.filter
 def tokens(amount: int | Decimal | None) -> str:
     return format_tokens(amount or 0)
+
+
+@register.filter
+def amount(value: int | Decimal | None) -> SafeString:
+    raw = int(value or 0)
+    return format_html('<span class="amount" title="{} smallest units">{}</span>', intcomma(raw), format_tokens(raw))
 
 
 @register.filter

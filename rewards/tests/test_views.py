@@ -274,3 +274,25 @@ def test_the_contribution_page_links_to_its_impact(world) -> None:
     response = as_user(world.alice).get(reverse("datanets:contribution", args=[world.alice_contribution.pk]))
 
     assert impact_url(world.alice_contribution) in response.content.decode()
+
+
+def test_rewards_read_in_one_unit_on_the_answer_and_on_the_earnings_page_with_the_raw_amount_on_hover(world) -> None:
+    from django.contrib.humanize.templatetags.humanize import intcomma
+    from django.test import RequestFactory
+
+    from rewards.selectors import tokens
+    from rewards.views import run_rewards_section
+
+    run = paid_run(world)
+    alice = run.accruals.get(user=world.alice).amount
+    shown = tokens(alice)
+    assert shown.endswith(" OLTR") and not shown.startswith(str(alice))
+
+    request = RequestFactory().get("/")
+    request.user = world.asker
+    answer = run_rewards_section(request, run)  # what the answer's ancestry panel shows under it
+    assert f'title="{intcomma(alice)} smallest units">{shown}</td>' in answer
+
+    earnings = as_user(world.alice).get(EARNINGS).content.decode()
+    total = owed(world.alice)
+    assert f'<span class="amount" title="{intcomma(total)} smallest units">{tokens(total)}</span>' in earnings
