@@ -193,6 +193,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "snapshot_detail": ("get", _snap("snapshot_detail"), _none, "json", EVERYONE_OK),
     "snapshot_download": ("get", _snap("snapshot_download"), _none, "json", EVERYONE_OK),
     "snapshot_manifest": ("get", _snap("snapshot_manifest"), _none, "json", EVERYONE_OK),
+    "snapshot_download_parquet": ("get", _snap("snapshot_download_parquet"), _none, "json", EVERYONE_OK),
+    "datanet_statistics": ("get", _dn("datanet_statistics"), _none, "json", EVERYONE_OK),
     "record_proof": ("get", _leaf("record_proof"), _none, "json", EVERYONE_OK),
     "record_proof_verify": ("post", _leaf("record_proof_verify"), _none, "json", EVERYONE_OK),
 }
