@@ -716,6 +716,7 @@ def record_detail(request: HtmxHttpRequest, slug: str, record_id: int) -> HttpRe
         "twin_id": twin_id,
         "twin": twin,
         "diff": viewer.record_diff(record, twin) if twin is not None else None,
+        "diff_max_words": viewer.DIFF_MAX_PIECES // 2,
         "previous_id": previous_id,
         "next_id": next_id,
         "decisions": list(ContributionDecision.objects.filter(record=record).select_related("actor")),

@@ -324,3 +324,20 @@ def test_a_page_costs_the_same_queries_for_10_and_200_records(query: dict[str, s
         counts.append((len(listing), len(deeper), len(one)))
     assert counts[0] == counts[1], counts
     assert max(counts[1]) <= 14, counts
+
+
+def test_a_long_pair_is_compared_only_over_its_opening_and_the_page_says_so() -> None:
+    """difflib's cost grows worse than quadratically with repeated words: a 1 MiB record must not cost minutes of CPU
+    per page view, so only the opening pieces are compared and the rest follows unmarked."""
+    from datanets.viewer import DIFF_MAX_PIECES, word_diff
+
+    words = ["the", "river", "runs", "to", "the", "sea"] * 5_000  # 30,000 words of a six-word vocabulary
+    changed = list(words)
+    changed[10], changed[20_000] = "brook", "ocean"  # one change inside the compared opening, one far beyond it
+    left, right, cut = word_diff(" ".join(words), " ".join(changed))
+    assert cut
+    marked = "".join(text for text, kind in right if kind)
+    assert "brook" in marked and "ocean" not in marked  # the late change is shown, not marked
+    assert "".join(text for text, _ in left) == " ".join(words)  # nothing is lost from either side
+    assert "".join(text for text, _ in right) == " ".join(changed)
+    assert word_diff("a b c", "a x c")[2] is False and DIFF_MAX_PIECES > 6
