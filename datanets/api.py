@@ -1045,12 +1045,9 @@ class DatanetStatisticsApi(BaseApi):
             if not chosen.isdigit() or len(chosen) > 9:
                 raise exceptions.ValidationError({"snapshot": ["Give a snapshot's number."]})
             snapshot = _snapshot_for(request.user, slug, int(chosen))
-            stats = statistics.statistics(
-                records=statistics.records_of_snapshot(snapshot), scope=f"snapshot #{snapshot.number}"
-            )
         else:
-            stats = statistics.statistics(records=statistics.records_of_datanet(datanet), scope="accepted records")
-        return Response(stats.as_dict())
+            snapshot = None
+        return Response(statistics.of(datanet=datanet, snapshot=snapshot).as_dict())
 
 
 class SnapshotManifestApi(BaseApi):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache as django_cache
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Mod
 
@@ -26,6 +27,10 @@ from .checks import record_text
 from .models import Contribution, Datanet, Record, Snapshot
 
 SAMPLE_SIZE = 2_000
+# Anyone may open a public Datanet's statistics, and each computation scans its records and reads a sample: the
+# figures are kept in the cache, a snapshot's for a day (it never changes), the accepted records' for a minute.
+SNAPSHOT_CACHE_SECONDS = 86_400
+ACCEPTED_CACHE_SECONDS = 60
 TOP_CONTRIBUTORS = 10
 # Upper bounds of the histogram bins (the last bin is open): words per record, then tokens per record.
 WORD_BINS = (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000)
@@ -196,3 +201,17 @@ def statistics(*, records: QuerySet[Record], scope: str) -> Statistics:
         tokens_sampled=tokens,
         languages=[{"language": lang, "records": n} for lang, n in languages.most_common()],
     )
+
+
+def of(*, datanet: Datanet, snapshot: Snapshot | None = None) -> Statistics:
+    """The statistics the page and the API show: of ``snapshot``, else of the Datanet's accepted records; from the
+    cache when they were computed recently (the caller has checked that the user may see them)."""
+    key = f"openledger:statistics:{datanet.pk}:{snapshot.number if snapshot is not None else 'accepted'}"
+    found = django_cache.get(key)
+    if found is None:
+        if snapshot is not None:
+            found = statistics(records=records_of_snapshot(snapshot), scope=f"snapshot #{snapshot.number}")
+        else:
+            found = statistics(records=records_of_datanet(datanet), scope="accepted records")
+        django_cache.set(key, found, SNAPSHOT_CACHE_SECONDS if snapshot is not None else ACCEPTED_CACHE_SECONDS)
+    return found

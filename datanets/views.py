@@ -832,12 +832,7 @@ def datanet_statistics(request: HttpRequest, slug: str) -> HttpResponse:
                 status=400,
             )
         snapshot = _snapshot_for(request, slug, int(chosen))
-    if snapshot is not None:
-        stats = statistics.statistics(
-            records=statistics.records_of_snapshot(snapshot), scope=f"snapshot #{snapshot.number}"
-        )
-    else:
-        stats = statistics.statistics(records=statistics.records_of_datanet(datanet), scope="accepted records")
+    stats = statistics.of(datanet=datanet, snapshot=snapshot)
     context = {
         "datanet": datanet,
         "snapshot": snapshot,

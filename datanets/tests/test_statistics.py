@@ -195,3 +195,10 @@ def test_the_parquet_of_a_private_snapshot_is_not_found_for_outsiders() -> None:
     api = reverse("datanets_api:snapshot_download_parquet", args=[datanet.slug, snapshot.number])
     assert APIClient().get(api).status_code == 404
     assert _client(datanet.owner).get(url).status_code == 200
+
+
+def test_recent_figures_come_from_the_cache_so_a_crowd_of_readers_scans_the_records_once(datanet: Datanet) -> None:
+    url = reverse("datanets:statistics", args=["rivers"])
+    first, second = _queries(url), _queries(url)
+    assert second < first  # the second reader gets the figures without the aggregate and the sample queries
+    assert 'data-stat="records">5<' in _client().get(url).content.decode()
