@@ -12,6 +12,8 @@ from .models import (
     Anchor,
     AnchorEvent,
     ChainDeployment,
+    GovernanceContracts,
+    GovernanceTransaction,
     RewardClaim,
     RewardContracts,
     RewardEpoch,
@@ -168,4 +170,20 @@ class RewardClaimAdmin(ReadOnlyAdmin):
     search_fields = ["=tx_hash", "=entry__account", "=requested_by"]
     date_hierarchy = "created_at"
     list_select_related = ["entry__epoch"]
+    exclude = ["raw_tx"]
+
+
+@admin.register(GovernanceContracts)
+class GovernanceContractsAdmin(ReadOnlyAdmin):
+    list_display = ["governor_address", "timelock_address", "chain_id", "active", "deploy_block_number", "created_at"]
+    list_filter = ["active", "chain_id"]
+    search_fields = ["=governor_address", "=timelock_address", "=parameters_address", "=registry_address"]
+
+
+@admin.register(GovernanceTransaction)
+class GovernanceTransactionAdmin(ReadOnlyAdmin):
+    list_display = ["id", "kind", "status", "account", "proposal_id", "tx_hash", "block_number", "last_error"]
+    list_filter = ["kind", "status"]
+    search_fields = ["=tx_hash", "=account", "=proposal_id", "=requested_by"]
+    date_hierarchy = "created_at"
     exclude = ["raw_tx"]

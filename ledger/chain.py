@@ -44,9 +44,9 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 GAS_MARGIN = 1.2
 ALREADY_KNOWN = ("already known", "already imported", "known transaction", "alreadyknown")
 REWARD_CONTRACTS = ("RewardToken", "RewardDistributor")
-# the test token's whole supply (a billion tokens of 18 decimals), minted once to the treasury
-REWARD_TOKEN_SUPPLY = 10**9 * 10**18
+GOVERNANCE_CONTRACTS = ("OpenLedgerTimelock", "OpenLedgerGovernor", "ProtocolParameters", "ModelRegistry")
 MAX_UINT256 = 2**256 - 1
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 class ChainError(Exception):
@@ -153,7 +153,10 @@ def _revert_reason(error: Exception) -> str:
     if isinstance(data, str) and len(data) >= 10:
         from eth_utils import keccak
 
-        abis = [load_artifact()["abi"], *(load_contract_artifact(name)["abi"] for name in REWARD_CONTRACTS)]
+        abis = [
+            load_artifact()["abi"],
+            *(load_contract_artifact(name)["abi"] for name in (*REWARD_CONTRACTS, *GOVERNANCE_CONTRACTS)),
+        ]
         for item in (item for abi in abis for item in abi):
             if item["type"] == "error":
                 signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
@@ -242,12 +245,6 @@ def creation_transaction(name: str, *args: Any, chain_id: int) -> dict[str, Any]
         tx = factory.constructor(*args).build_transaction({"from": signer().address, "chainId": chain_id})
     tx["gas"] = int(tx["gas"] * GAS_MARGIN)
     return tx
-
-
-def approve_transaction(token_address: str, *, spender: str, amount: int, chain_id: int) -> dict[str, Any]:
-    """An unsigned ``RewardToken.approve(spender, amount)`` transaction from the signer (no nonce)."""
-    call = _reward_contract(connect(), "RewardToken", token_address).functions.approve(spender, amount)
-    return _signer_transaction(call, chain_id, "prepare treasury approval")
 
 
 def send_and_wait(tx: dict[str, Any], *, nonce: int, what: str) -> Receipt:
@@ -528,7 +525,7 @@ def _signer_transaction(call: Any, chain_id: int, what: str) -> dict[str, Any]:
 
 def publish_epoch_transaction(contracts: RewardContracts, *, epoch: int, root: str, total: int) -> dict[str, Any]:
     """An unsigned ``publishEpoch`` transaction (gas estimated, fees priced, no nonce). Raises ContractReverted when
-    the distributor would refuse it: the epoch is published already, or the treasury cannot fund ``total``."""
+    the distributor would refuse it: the epoch is published already."""
     call = _reward_contract(connect(), "RewardDistributor", contracts.distributor_address).functions.publishEpoch(
         epoch, _bytes32(root), total
     )
@@ -619,3 +616,97 @@ def token_balance(address: str, *, contracts: RewardContracts | None = None) -> 
     contract = _reward_contract(w3, "RewardToken", contracts.token_address)
     with _rpc("RewardToken.balanceOf"):
         return int(contract.functions.balanceOf(w3.to_checksum_address(address)).call())
+
+
+def reward_token_of(distributor_address: str) -> str:
+    """The RewardToken the distributor at ``distributor_address`` created (and alone mints)."""
+    return str(call("RewardDistributor", distributor_address, "token"))
+
+
+# Any of our contracts by name: reads, transactions from the signer, and events (the governance contracts use these).
+
+
+@dataclass(frozen=True)
+class Event:
+    """One decoded log of one of our contracts: ``args`` as web3 decodes them (bytes stay bytes, ints ints)."""
+
+    name: str
+    args: dict[str, Any]
+    address: str
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    log_index: int
+
+
+def contract(name: str, address: str) -> Contract:
+    """Our contract ``name`` (its committed ABI) at ``address``."""
+    return _reward_contract(connect(), name, address)
+
+
+def call(name: str, address: str, function: str, *args: Any, block: int | str = "latest") -> Any:
+    """``name.function(*args)`` by eth_call at ``block``; raises ContractReverted with the custom error's name."""
+    fn = getattr(contract(name, address).functions, function)(*args)
+    with _rpc(f"{name}.{function}"):
+        return fn.call(block_identifier=block)
+
+
+def transaction(name: str, address: str, function: str, *args: Any, chain_id: int) -> dict[str, Any]:
+    """An unsigned ``name.function(*args)`` transaction from the signer: gas estimated (with a margin), no nonce.
+    Raises ContractReverted (with the custom error's name) when the contract would refuse it."""
+    fn = getattr(contract(name, address).functions, function)(*args)
+    return _signer_transaction(fn, chain_id, f"prepare {name}.{function}")
+
+
+def _event_abis(name: str) -> dict[bytes, dict[str, Any]]:
+    from eth_utils import keccak
+
+    abis = {}
+    for item in load_contract_artifact(name)["abi"]:
+        if item["type"] == "event":
+            signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+            abis[keccak(text=signature)] = item
+    return abis
+
+
+def decode_logs(logs: Sequence[Any], *, contracts: dict[str, str]) -> list[Event]:
+    """The events in ``logs`` emitted by our ``contracts`` (name -> address) and no other address, in log order."""
+    from web3._utils.events import get_event_data
+
+    w3 = connect()
+    by_address = {address.lower(): name for name, address in contracts.items()}
+    events = []
+    for log in logs:
+        name = by_address.get(str(log["address"]).lower())
+        if name is None or not log["topics"]:
+            continue
+        abi = _event_abis(name).get(bytes(log["topics"][0]))
+        if abi is None:
+            continue
+        data = get_event_data(w3.codec, abi, log)
+        events.append(
+            Event(
+                name=data["event"],
+                args=dict(data["args"]),
+                address=str(log["address"]),
+                tx_hash=_hex(log["transactionHash"]),
+                block_number=int(log["blockNumber"]),
+                block_hash=_hex(log["blockHash"]),
+                log_index=int(log["logIndex"]),
+            )
+        )
+    return events
+
+
+def get_logs(contracts: dict[str, str], *, from_block: int, to_block: int) -> list[Event]:
+    """Every event of ``contracts`` (name -> address) in blocks ``from_block``..``to_block`` (eth_getLogs)."""
+    w3 = connect()
+    with _rpc("eth_getLogs"):
+        logs = w3.eth.get_logs(
+            {
+                "address": [w3.to_checksum_address(a) for a in contracts.values()],
+                "fromBlock": from_block,
+                "toBlock": to_block,
+            }
+        )
+    return decode_logs(logs, contracts=contracts)

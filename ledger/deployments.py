@@ -22,18 +22,19 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import chain
-from .models import ChainDeployment, RewardContracts, SignerNonce
+from .models import ChainDeployment, GovernanceContracts, RewardContracts, SignerNonce
 
 logger = logging.getLogger(__name__)
 
 _DEPLOY_LOCK_ID = 0x4C454447  # "LEDG": one advisory lock id for "deploying LineageRegistry"
 _REWARDS_LOCK_ID = 0x52455744  # "REWD": the same for the reward contracts
+_GOVERNANCE_LOCK_ID = 0x474F5645  # "GOVE": the same for the governance contracts
 
 # sent inside the transaction that retires ``old`` (a ChainDeployment or RewardContracts row, the sender is its
 # class) for ``new``, with the ``reason`` the old one no longer describes the chain
 deployment_retired = Signal()
 
-Row = TypeVar("Row", ChainDeployment, RewardContracts)
+Row = TypeVar("Row", ChainDeployment, RewardContracts, GovernanceContracts)
 
 
 def active_deployment() -> ChainDeployment | None:
@@ -70,8 +71,24 @@ def deployment_problem(deployment: ChainDeployment) -> str | None:
     return _block_problem(deployment.deploy_block_number, deployment.deploy_block_hash, "the contract was")
 
 
+def active_governance() -> GovernanceContracts | None:
+    """The governance contracts in use for EVM_CHAIN_ID, from the database only (no RPC)."""
+    return GovernanceContracts.objects.current()
+
+
 def reward_contracts_problem(contracts: RewardContracts) -> str | None:
-    """Why ``contracts`` no longer describe the chain, or None when they still do (the rule of deployment_problem)."""
+    """Why ``contracts`` no longer describe the chain, or None when they still do (the rule of deployment_problem).
+
+    Contracts built from other sources than today's (the token before it carried votes) count as gone too: they
+    are replaced, and every epoch is published again on the new ones (docs/governance.md, "Migrating balances").
+    """
+    for label, field in (
+        ("RewardToken", "token_artifact_sha256"),
+        ("RewardDistributor", "distributor_artifact_sha256"),
+    ):
+        if getattr(contracts, field) != chain.contract_artifact_sha256(label):
+            return f"{label} was upgraded (deployed from {getattr(contracts, field)[:12]}…, built now as " \
+                f"{chain.contract_artifact_sha256(label)[:12]}…)"  # fmt: skip
     for label, address in (
         ("RewardToken", contracts.token_address),
         ("RewardDistributor", contracts.distributor_address),
@@ -88,6 +105,14 @@ def _block_problem(number: int, expected_hash: str, what: str) -> str | None:
     if current != expected_hash:
         return f"block {number} is {current}, {what} deployed in {expected_hash}"
     return None
+
+
+def governance_contracts_problem(contracts: GovernanceContracts) -> str | None:
+    """Why the governance contracts no longer describe the chain, or None when they still do."""
+    for name, address in contracts.addresses.items():
+        if name != "RewardToken" and not chain.has_code(address):
+            return f"no {name} code at {address}"
+    return _block_problem(contracts.last_block_number, contracts.last_block_hash, "the governance contracts were")
 
 
 def ensure_deployed() -> ChainDeployment:
@@ -128,6 +153,26 @@ def ensure_rewards_deployed() -> RewardContracts:
         problem=problem,
         deploy=lambda: _deploy_rewards(deployment),
         what="the reward contracts",
+    )
+
+
+def ensure_governance_deployed() -> GovernanceContracts:
+    """The active governance contracts, deploying them first when this chain has none, was reset, or the reward
+    contracts (whose token carries the votes) were deployed again. Idempotent and safe from several processes."""
+    rewards = ensure_rewards_deployed()
+
+    def problem(contracts: GovernanceContracts) -> str | None:
+        if contracts.rewards_id != rewards.id:
+            return f"the reward contracts were redeployed ({contracts.rewards.retired_reason or 'chain reset'})"
+        return governance_contracts_problem(contracts)
+
+    return _ensure(
+        GovernanceContracts,
+        lock_id=_GOVERNANCE_LOCK_ID,
+        chain_id=rewards.chain_id,
+        problem=problem,
+        deploy=lambda: _deploy_governance(rewards),
+        what="the governance contracts",
     )
 
 
@@ -204,38 +249,127 @@ def _deploy_registry(chain_id: int) -> ChainDeployment:
 
 def _deploy_rewards(deployment: ChainDeployment) -> RewardContracts:
     account = chain.signer()
+    # the distributor creates the token in its constructor and is its only minter: one transaction
+    distributor = _deployed(
+        "RewardDistributor",
+        chain_id=deployment.chain_id,
+        nonce=signer_nonce_take(deployment=deployment, address=account.address),
+    )
+    token_address = chain.reward_token_of(distributor.contract_address)
+    contracts = RewardContracts.objects.create(
+        deployment=deployment,
+        chain_id=deployment.chain_id,
+        token_address=token_address,
+        distributor_address=distributor.contract_address,
+        treasury=account.address,
+        token_tx_hash=distributor.tx_hash,
+        distributor_tx_hash=distributor.tx_hash,
+        approve_tx_hash="",
+        deploy_block_number=distributor.block_number,
+        deploy_block_hash=distributor.block_hash,
+        token_artifact_sha256=chain.contract_artifact_sha256("RewardToken"),
+        distributor_artifact_sha256=chain.contract_artifact_sha256("RewardDistributor"),
+    )
+    logger.info("RewardDistributor deployed at %s (token %s)", distributor.contract_address, token_address)
+    return contracts
+
+
+def governance_deploy_settings() -> dict[str, int | bool | str]:
+    """What new governance contracts are deployed with (GOVERNANCE_* settings; docs/governance.md): the Governor's
+    settings, the timelock's delay, and the first values of ProtocolParameters. Afterwards only proposals change
+    them."""
+    return {
+        "voting_delay_blocks": settings.GOVERNANCE_VOTING_DELAY_BLOCKS,
+        "voting_period_blocks": settings.GOVERNANCE_VOTING_PERIOD_BLOCKS,
+        "proposal_threshold": str(settings.GOVERNANCE_PROPOSAL_THRESHOLD),
+        "quorum_percent": settings.GOVERNANCE_QUORUM_PERCENT,
+        "timelock_seconds": settings.GOVERNANCE_TIMELOCK_SECONDS,
+        "contributors_bps": settings.GOVERNANCE_CONTRIBUTORS_BPS,
+        "builder_bps": settings.GOVERNANCE_BUILDER_BPS,
+        "min_quality_score": settings.GOVERNANCE_MIN_QUALITY_SCORE,
+        "deployment_gate": settings.GOVERNANCE_DEPLOYMENT_GATE,
+        "deployment_stake": str(settings.GOVERNANCE_DEPLOYMENT_STAKE),
+        "stake_slash_bps": settings.GOVERNANCE_STAKE_SLASH_BPS,
+        "pool": _pool_address(),
+    }
+
+
+def _pool_address() -> str:
+    from eth_utils import is_address, to_checksum_address
+
+    configured = settings.REWARDS_POOL_ADDRESS.strip()
+    if configured and not is_address(configured):
+        raise chain.ChainError(f"REWARDS_POOL_ADDRESS {configured!r} is not an EVM address")
+    if configured:
+        return to_checksum_address(configured)
+    try:
+        return chain.signer().address
+    except chain.ChainError:
+        return ""  # no signer configured: nothing can be deployed either, and the pool is named at deployment
+
+
+def _deploy_governance(rewards: RewardContracts) -> GovernanceContracts:
+    account = chain.signer()
+    deployment = rewards.deployment
+    chain_id = rewards.chain_id
+    config = governance_deploy_settings()
 
     def nonce() -> int:
         return signer_nonce_take(deployment=deployment, address=account.address)
 
-    token = _deployed(
-        "RewardToken", account.address, chain.REWARD_TOKEN_SUPPLY, chain_id=deployment.chain_id, nonce=nonce()
-    )
-    distributor = _deployed(
-        "RewardDistributor", token.contract_address, account.address, chain_id=deployment.chain_id, nonce=nonce()
-    )
-    # the treasury lets the distributor pull each epoch's total when it is published
-    approve = chain.send_and_wait(
-        chain.approve_transaction(
-            token.contract_address, spender=distributor.contract_address, amount=chain.MAX_UINT256,
-            chain_id=deployment.chain_id,
-        ),
-        nonce=nonce(),
-        what="approve RewardDistributor",
+    # the deployer is the timelock's admin only until the Governor holds its roles, then renounces it
+    timelock = _deployed(
+        "OpenLedgerTimelock", config["timelock_seconds"], [], [chain.ZERO_ADDRESS], account.address,
+        chain_id=chain_id, nonce=nonce(),
     )  # fmt: skip
-    contracts = RewardContracts.objects.create(
-        deployment=deployment,
-        chain_id=deployment.chain_id,
-        token_address=token.contract_address,
-        distributor_address=distributor.contract_address,
-        treasury=account.address,
-        token_tx_hash=token.tx_hash,
-        distributor_tx_hash=distributor.tx_hash,
-        approve_tx_hash=approve.tx_hash,
-        deploy_block_number=approve.block_number,
-        deploy_block_hash=approve.block_hash,
-        token_artifact_sha256=chain.contract_artifact_sha256("RewardToken"),
-        distributor_artifact_sha256=chain.contract_artifact_sha256("RewardDistributor"),
+    governor = _deployed(
+        "OpenLedgerGovernor", rewards.token_address, timelock.contract_address, config["voting_delay_blocks"],
+        config["voting_period_blocks"], int(config["proposal_threshold"]), config["quorum_percent"],
+        chain_id=chain_id, nonce=nonce(),
+    )  # fmt: skip
+    parameters = _deployed(
+        "ProtocolParameters", timelock.contract_address, config["contributors_bps"], config["builder_bps"],
+        config["min_quality_score"], config["deployment_gate"], int(config["deployment_stake"]),
+        config["stake_slash_bps"], config["pool"], chain_id=chain_id, nonce=nonce(),
+    )  # fmt: skip
+    registry = _deployed(
+        "ModelRegistry", timelock.contract_address, rewards.token_address, governor.contract_address,
+        parameters.contract_address, chain_id=chain_id, nonce=nonce(),
+    )  # fmt: skip
+    steps = {
+        "timelock": timelock.tx_hash,
+        "governor": governor.tx_hash,
+        "parameters": parameters.tx_hash,
+        "registry": registry.tx_hash,
+    }
+    last = registry
+    for step, function, role in (
+        ("grant_proposer", "grantRole", "PROPOSER_ROLE"),
+        ("grant_canceller", "grantRole", "CANCELLER_ROLE"),
+        ("renounce_admin", "renounceRole", "DEFAULT_ADMIN_ROLE"),
+    ):
+        role_id = chain.call("OpenLedgerTimelock", timelock.contract_address, role)
+        member = governor.contract_address if function == "grantRole" else account.address
+        last = chain.send_and_wait(
+            chain.transaction("OpenLedgerTimelock", timelock.contract_address, function, role_id, member,
+                              chain_id=chain_id),
+            nonce=nonce(), what=f"timelock {step}",
+        )  # fmt: skip
+        steps[step] = last.tx_hash
+    contracts = GovernanceContracts.objects.create(
+        rewards=rewards,
+        chain_id=chain_id,
+        timelock_address=timelock.contract_address,
+        governor_address=governor.contract_address,
+        parameters_address=parameters.contract_address,
+        registry_address=registry.contract_address,
+        deploy_block_number=timelock.block_number,
+        deploy_block_hash=timelock.block_hash,
+        last_block_number=last.block_number,
+        last_block_hash=last.block_hash,
+        transactions=steps,
+        settings=config,
+        artifacts_sha256={name: chain.contract_artifact_sha256(name) for name in chain.GOVERNANCE_CONTRACTS},
     )
-    logger.info("RewardDistributor deployed at %s (token %s)", distributor.contract_address, token.contract_address)
+    logger.info("Governor deployed at %s (timelock %s)", governor.contract_address, timelock.contract_address)
     return contracts

@@ -352,3 +352,88 @@ class RewardClaim(RewardTransaction):
 
     def __str__(self) -> str:
         return f"Claim {self.id} of {self.entry} ({self.status})"
+
+
+class GovernanceContracts(ActiveRow):
+    """The governance contracts deployed next to the reward contracts (whose token carries the votes): the
+    TimelockController, the Governor, ProtocolParameters and ModelRegistry, with the settings they were deployed
+    with, and how to tell that the chain under them was reset (the rule of ChainDeployment).
+
+    At most one active row per chain id; a reset (or new reward contracts) retires it and a new row takes over. What
+    the Governor decided lives on chain; the ``governance`` app mirrors it per row, and rebuilds it for a new one.
+    """
+
+    rewards = models.ForeignKey(RewardContracts, on_delete=models.PROTECT, related_name="governance_contracts")
+    chain_id = models.PositiveBigIntegerField()
+    timelock_address = models.CharField(max_length=42)
+    governor_address = models.CharField(max_length=42)
+    parameters_address = models.CharField(max_length=42)
+    registry_address = models.CharField(max_length=42)
+    deploy_block_number = models.PositiveBigIntegerField(help_text="The block of the first deployment transaction.")
+    deploy_block_hash = models.CharField(max_length=66)
+    last_block_number = models.PositiveBigIntegerField(help_text="The block of the last set-up transaction.")
+    last_block_hash = models.CharField(max_length=66)
+    transactions = models.JSONField(help_text="The set-up transactions' hashes, by step.")
+    settings = models.JSONField(help_text="What the contracts were deployed with (delays, period, quorum, defaults).")
+    artifacts_sha256 = models.JSONField(help_text="sha256 of each contract's creation bytecode, by name.")
+
+    class Meta(ActiveRow.Meta):
+        verbose_name_plural = "governance contracts"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_governance_per_chain"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Governor {self.governor_address} on chain {self.chain_id}"
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Contract name -> address, the four contracts and the token that carries the votes."""
+        return {
+            "OpenLedgerTimelock": self.timelock_address,
+            "OpenLedgerGovernor": self.governor_address,
+            "ProtocolParameters": self.parameters_address,
+            "ModelRegistry": self.registry_address,
+            "RewardToken": self.rewards.token_address,
+        }
+
+
+class GovernanceTransaction(SignedTransaction):
+    """A governance call the server sends and pays for: a relayed signature (a proposal, a vote, a delegation, a
+    stake's permit) or an action anyone may take (queue, execute, settle a stake). ``payload`` holds the call's
+    arguments as JSON (big integers as strings); ``signature_hash`` (keccak256 of the signature) makes the database
+    refuse a second relay of the same signature."""
+
+    class Kind(models.TextChoices):
+        PROPOSE = "propose", "proposal"
+        VOTE = "vote", "vote"
+        DELEGATE = "delegate", "delegation"
+        BOND = "bond", "stake bond"
+        QUEUE = "queue", "queue"
+        EXECUTE = "execute", "execution"
+        SETTLE = "settle", "stake settlement"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    contracts = models.ForeignKey(
+        GovernanceContracts, on_delete=models.PROTECT, null=True, blank=True, related_name="transactions_sent"
+    )
+    payload = models.JSONField()
+    proposal_id = models.CharField(max_length=78, blank=True, db_index=True, help_text="uint256 as a decimal string.")
+    account = models.CharField(max_length=42, blank=True, help_text="Whose signature it relays (EIP-55).")
+    signature_hash = models.CharField(max_length=66, blank=True)
+    requested_by = models.CharField(max_length=64, blank=True, help_text="The caller's opaque label (user:12).")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="ledger_gov_due")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["signature_hash"], condition=~Q(signature_hash=""), name="ledger_gov_signature_once"
+            ),
+            *sent_transaction_constraints("ledger_gov", "contracts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Governance {self.kind} {self.id} ({self.status})"

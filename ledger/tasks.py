@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import rewards_services, services
+from . import governance, rewards_services, services
 
 
 @shared_task(acks_late=True)
@@ -49,3 +49,18 @@ def rewards_dispatch_task() -> dict[str, int]:
 @shared_task(acks_late=True)
 def rewards_confirm_task() -> dict[str, int]:
     return rewards_services.rewards_confirm()
+
+
+@shared_task(acks_late=True)
+def governance_send_task(row_id: int) -> None:
+    governance.send(row_id=row_id)
+
+
+@shared_task(acks_late=True)
+def governance_dispatch_task() -> dict[str, int]:
+    return governance.governance_dispatch()
+
+
+@shared_task(acks_late=True)
+def governance_confirm_task() -> dict[str, int]:
+    return governance.governance_confirm()

@@ -323,6 +323,22 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # (empty: the chain signer, which is the treasury that funds epochs).
 REWARDS_EPOCH_SECONDS = envint("REWARDS_EPOCH_SECONDS", "600")
 REWARDS_POOL_ADDRESS = os.getenv("REWARDS_POOL_ADDRESS", "")
+
+# Governance (docs/governance.md): what new governance contracts are deployed with. After deployment only an executed
+# proposal changes them; these settings never override the chain.
+GOVERNANCE_VOTING_DELAY_BLOCKS = envint("GOVERNANCE_VOTING_DELAY_BLOCKS", "1")
+GOVERNANCE_VOTING_PERIOD_BLOCKS = envint("GOVERNANCE_VOTING_PERIOD_BLOCKS", "150")
+GOVERNANCE_PROPOSAL_THRESHOLD = envint("GOVERNANCE_PROPOSAL_THRESHOLD", str(10**15))
+GOVERNANCE_QUORUM_PERCENT = envint("GOVERNANCE_QUORUM_PERCENT", "4")
+GOVERNANCE_TIMELOCK_SECONDS = envint("GOVERNANCE_TIMELOCK_SECONDS", "60")
+GOVERNANCE_CONTRIBUTORS_BPS = envint("GOVERNANCE_CONTRIBUTORS_BPS", "7000")
+GOVERNANCE_BUILDER_BPS = envint("GOVERNANCE_BUILDER_BPS", "2000")
+GOVERNANCE_MIN_QUALITY_SCORE = envint("GOVERNANCE_MIN_QUALITY_SCORE", "0")
+GOVERNANCE_DEPLOYMENT_GATE = envbool("GOVERNANCE_DEPLOYMENT_GATE", "0")
+GOVERNANCE_DEPLOYMENT_STAKE = envint("GOVERNANCE_DEPLOYMENT_STAKE", str(10**15))
+GOVERNANCE_STAKE_SLASH_BPS = envint("GOVERNANCE_STAKE_SLASH_BPS", "5000")
+# how many governance relays (proposals, votes, delegations, stakes) one account may ask for
+GOVERNANCE_RELAY_RATE_LIMIT = os.getenv("GOVERNANCE_RELAY_RATE_LIMIT", "20/hour")
 # Attribution retries (attribution.services.run_attributions_retry, by beat): attempts in all, the first backoff
 # (doubling, capped at an hour), and how long a pending attribution may go without a result before it counts as lost.
 ATTRIBUTION_MAX_ATTEMPTS = 5
@@ -335,6 +351,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "rewards-dispatch": {"task": "ledger.tasks.rewards_dispatch_task", "schedule": 10.0},
     "rewards-confirm": {"task": "ledger.tasks.rewards_confirm_task", "schedule": 5.0},
+    "governance-dispatch": {"task": "ledger.tasks.governance_dispatch_task", "schedule": 10.0},
+    "governance-confirm": {"task": "ledger.tasks.governance_confirm_task", "schedule": 5.0},
     "anchor-dispatch": {"task": "ledger.tasks.anchor_dispatch_task", "schedule": 10.0},
     "anchor-confirm": {"task": "ledger.tasks.anchor_confirm_task", "schedule": 5.0},
     "chain-reset-check": {"task": "ledger.tasks.chain_check_task", "schedule": 30.0},

@@ -4,12 +4,15 @@ pragma solidity 0.8.37;
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {RewardToken} from "./RewardToken.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
 
 /// @title RewardDistributor
-/// @notice Pays reward epochs. The owner publishes each epoch's Merkle root with its total, which is pulled from the
-/// treasury at that moment, so every published epoch is fully funded. Anyone may then submit a claim for a leaf
+/// @notice Pays reward epochs in the RewardToken it creates. The owner publishes each epoch's Merkle root with its
+/// total, which is minted to this contract at that moment: every published epoch is fully funded, and every token in
+/// existence was paid by an epoch (so the governance quorum, a fraction of the supply, is a fraction of what was
+/// earned). Anyone may then submit a claim for a leaf
 /// (the server relays claims and pays the gas); the tokens always go to the leaf's `account`, and each leaf pays
 /// once.
 /// @dev Leaves use OpenZeppelin's StandardMerkleTree layout over `(uint256 index, address account, uint256 amount)`:
@@ -26,37 +29,24 @@ contract RewardDistributor is Ownable {
     }
 
     IERC20 public immutable token;
-    address public treasury;
 
     mapping(uint256 epoch => Epoch) private _epochs;
     mapping(uint256 epoch => BitMaps.BitMap) private _claimed;
 
     event EpochPublished(uint256 indexed epoch, bytes32 indexed root, uint256 total);
     event Claimed(uint256 indexed epoch, uint256 index, address indexed account, uint256 amount);
-    event TreasurySet(address indexed treasury);
 
     error ZeroRoot();
-    error ZeroAddress();
     error EpochAlreadyPublished(uint256 epoch, bytes32 root);
     error UnknownEpoch(uint256 epoch);
     error AlreadyClaimed(uint256 epoch, uint256 index);
     error InvalidProof();
 
-    constructor(IERC20 token_, address treasury_) Ownable(msg.sender) {
-        if (address(token_) == address(0) || treasury_ == address(0)) revert ZeroAddress();
-        token = token_;
-        treasury = treasury_;
-        emit TreasurySet(treasury_);
+    constructor() Ownable(msg.sender) {
+        token = IERC20(address(new RewardToken(address(this))));
     }
 
-    /// @notice Where published epochs are funded from; it must approve this contract for at least their totals.
-    function setTreasury(address treasury_) external onlyOwner {
-        if (treasury_ == address(0)) revert ZeroAddress();
-        treasury = treasury_;
-        emit TreasurySet(treasury_);
-    }
-
-    /// @notice Publishes `epoch` with its `root` and pulls `total` from the treasury. An epoch is published once:
+    /// @notice Publishes `epoch` with its `root` and mints `total` to this contract. An epoch is published once:
     /// publishing it again reverts, so a stale retry can never fund it twice.
     function publishEpoch(uint256 epoch, bytes32 root, uint256 total) external onlyOwner {
         if (root == bytes32(0)) revert ZeroRoot();
@@ -66,7 +56,7 @@ contract RewardDistributor is Ownable {
         e.total = total;
         e.publishedAt = uint64(block.number);
         emit EpochPublished(epoch, root, total);
-        token.safeTransferFrom(treasury, address(this), total);
+        RewardToken(address(token)).mint(address(this), total);
     }
 
     /// @notice Pays `amount` to `account` for leaf `index` of `epoch`; reverts when the proof does not lead to the

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Compiles each contract (LineageRegistry, RewardToken, RewardDistributor) with the pinned npm solc and writes
+// Compiles each contract (LineageRegistry, the reward and the governance contracts) with the pinned npm solc and writes
 // build/<Contract>.json, one compiler run per contract so that each artifact records exactly the sources it uses.
 //
 // The artifact is committed, so it must be byte-for-byte reproducible: keys are sorted, sources are named by their
@@ -13,7 +13,15 @@ const path = require("path");
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const NODE_MODULES = path.join(ROOT, "node_modules");
-const CONTRACTS = ["LineageRegistry", "RewardToken", "RewardDistributor"];
+const CONTRACTS = [
+  "LineageRegistry",
+  "RewardToken",
+  "RewardDistributor",
+  "OpenLedgerTimelock",
+  "OpenLedgerGovernor",
+  "ProtocolParameters",
+  "ModelRegistry",
+];
 const BUILD = path.join(__dirname, "build");
 
 const solc = require(path.join(NODE_MODULES, "solc"));
@@ -35,10 +43,11 @@ function read(sourceName) {
 }
 
 function findImports(sourceName) {
-  // only package imports are allowed: a relative path outside the repository would make the build depend on where
-  // it runs
-  if (!sourceName.startsWith("@openzeppelin/")) {
-    return { error: `import ${sourceName} is not under @openzeppelin/` };
+  // only package imports and our own contracts (imported as "./Name.sol") are allowed: a relative path outside the
+  // repository would make the build depend on where it runs
+  const ours = /^ledger\/contracts\/[A-Za-z0-9]+\.sol$/.test(sourceName);
+  if (!sourceName.startsWith("@openzeppelin/") && !ours) {
+    return { error: `import ${sourceName} is not under @openzeppelin/ or ledger/contracts/` };
   }
   try {
     return { contents: read(sourceName) };

@@ -12,7 +12,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "ledger" / "contracts" / "build"
-CONTRACTS = ["LineageRegistry", "RewardToken", "RewardDistributor"]
+CONTRACTS = [
+    "LineageRegistry",
+    "RewardToken",
+    "RewardDistributor",
+    "OpenLedgerTimelock",
+    "OpenLedgerGovernor",
+    "ProtocolParameters",
+    "ModelRegistry",
+]
 
 
 @pytest.mark.parametrize("name", CONTRACTS)

@@ -39,12 +39,24 @@ def tree_of(payouts: list[tuple[str, int]]) -> merkle.StandardMerkleTree:
     return merkle.StandardMerkleTree.of([(i, a, amount) for i, (a, amount) in enumerate(payouts)], LEAF_TYPES)
 
 
-def test_the_reward_contracts_deploy_once_and_the_treasury_holds_the_supply(rewards, deployed_chain) -> None:
+def test_the_reward_contracts_deploy_once_and_no_token_exists_before_an_epoch_pays_it(rewards, deployed_chain) -> None:
     assert deployments.ensure_rewards_deployed() == rewards
     assert RewardContracts.objects.filter(active=True).count() == 1
     assert rewards.deployment == deployed_chain
     assert rewards.treasury == chain.signer().address
-    assert chain.token_balance(rewards.treasury, contracts=rewards) == chain.REWARD_TOKEN_SUPPLY
+    assert chain.reward_token_of(rewards.distributor_address) == rewards.token_address
+    assert chain.call("RewardToken", rewards.token_address, "totalSupply") == 0
+    assert chain.call("RewardToken", rewards.token_address, "minter") == rewards.distributor_address
+
+
+def test_only_the_distributor_mints_and_it_mints_exactly_each_epochs_total(rewards, settings) -> None:
+    tree = tree_of([(Account.create().address, 1_234), (Account.create().address, 5)])
+    send(chain.publish_epoch_transaction(rewards, epoch=1, root=tree.root, total=1_239))
+    assert chain.call("RewardToken", rewards.token_address, "totalSupply") == 1_239
+    assert chain.token_balance(rewards.distributor_address, contracts=rewards) == 1_239
+    with pytest.raises(chain.ContractReverted, match="NotMinter"):
+        chain.transaction("RewardToken", rewards.token_address, "mint", chain.signer().address, 1,
+                          chain_id=rewards.chain_id)  # fmt: skip
 
 
 def test_a_claim_pays_the_leaf_once_and_the_contract_refuses_a_second(rewards) -> None:
@@ -101,7 +113,7 @@ def test_a_reset_chain_gets_new_reward_contracts(rewards, anvil) -> None:
     rewards.refresh_from_db()
     assert fresh != rewards and fresh.active
     assert not rewards.active and rewards.retired_reason
-    assert chain.token_balance(fresh.treasury, contracts=fresh) == chain.REWARD_TOKEN_SUPPLY
+    assert chain.call("RewardToken", fresh.token_address, "totalSupply") == 0
 
 
 def test_chain_deploy_deploys_the_reward_contracts_once_and_prints_them(chain_settings) -> None:

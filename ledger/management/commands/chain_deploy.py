@@ -12,8 +12,9 @@ T = TypeVar("T")
 
 class Command(BaseCommand):
     help = (
-        "Deploy LineageRegistry, RewardToken and RewardDistributor to EVM_RPC_URL unless they are there already "
-        "(redeploying after a chain reset)."
+        "Deploy LineageRegistry, the reward contracts (RewardDistributor and its RewardToken) and the governance "
+        "contracts (timelock, Governor, ProtocolParameters, ModelRegistry) to EVM_RPC_URL unless they are there "
+        "already (redeploying after a chain reset)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -25,7 +26,12 @@ class Command(BaseCommand):
         rewards = _deploy("the reward contracts", deployments.ensure_rewards_deployed)
         self.stdout.write(
             f"RewardDistributor at {rewards.distributor_address}, RewardToken at {rewards.token_address} "
-            f"(treasury {rewards.treasury})"
+            f"(owner {rewards.treasury})"
+        )
+        governance = _deploy("the governance contracts", deployments.ensure_governance_deployed)
+        self.stdout.write(
+            f"Governor at {governance.governor_address}, timelock {governance.timelock_address}, ProtocolParameters "
+            f"at {governance.parameters_address}, ModelRegistry at {governance.registry_address}"
         )
 
 
