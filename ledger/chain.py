@@ -710,3 +710,10 @@ def get_logs(contracts: dict[str, str], *, from_block: int, to_block: int) -> li
             }
         )
     return decode_logs(logs, contracts=contracts)
+
+
+def block_time(number: int) -> int:
+    """The timestamp (Unix seconds, chain time) of block ``number``."""
+    w3 = connect()
+    with _rpc("eth_getBlockByNumber"):
+        return int(w3.eth.get_block(number)["timestamp"])

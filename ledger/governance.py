@@ -28,9 +28,9 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_utils import is_address, to_checksum_address
 
-from . import chain, deployments, transactions
+from . import chain, deployments, hashing, transactions
 from .models import GovernanceContracts, GovernanceTransaction, SignedTransaction
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def parameters() -> Parameters:
     contracts = GovernanceContracts.objects.current()
     if contracts is None:
         return _settings_parameters()
-    key = f"ledger:governance:parameters:{contracts.id}:{_generation()}"
+    key = f"ledger:governance:parameters:{contracts.parameters_address}:{_generation()}"
     cached = cache.get(key)
     if cached is not None:
         return Parameters(**cached)
@@ -163,7 +163,7 @@ def is_approved(manifest_hash: str) -> bool:
     contracts = GovernanceContracts.objects.current()
     if contracts is None:
         return False
-    key = f"ledger:governance:approved:{contracts.id}:{_generation()}:{manifest_hash.lower()}"
+    key = f"ledger:governance:approved:{contracts.registry_address}:{_generation()}:{manifest_hash.lower()}"
     cached = cache.get(key)
     if cached is not None:
         return bool(cached)
@@ -360,10 +360,10 @@ def proposal_id_of(targets: Sequence[str], values: Sequence[int], calldatas: Seq
             [to_checksum_address(t) for t in targets],
             [int(v) for v in values],
             [_hexbytes(c) for c in calldatas],
-            keccak(text=description),
+            hashing.keccak256(description.encode()),
         ],
     )
-    return int.from_bytes(keccak(encoded), "big")
+    return int.from_bytes(hashing.keccak256(encoded), "big")
 
 
 # Relays
@@ -434,7 +434,7 @@ def _chain_guard(what: str) -> Any:
 
 
 def _signature_hash(signature: str) -> str:
-    return "0x" + keccak(_signature(signature)).hex()
+    return "0x" + hashing.keccak256(_signature(signature)).hex()
 
 
 def _refuse_replay(signature: str) -> None:
@@ -592,7 +592,7 @@ def relay_bond(*, manifest_hash: str, description: str, builder: str, deadline: 
     if deadline < int(time.time()):
         raise GovernanceRefused("this permit has expired: sign a new one", code="bad_signature")
     registry = contracts.registry_address
-    description_hash = keccak(text=description)
+    description_hash = hashing.keccak256(description.encode())
     with _chain_guard("stake"):
         proposal_id = int(chain.call("ModelRegistry", registry, "deploymentProposalId", manifest, description_hash))
         proposer = chain.call("OpenLedgerGovernor", contracts.governor_address, "proposalProposer", proposal_id)
@@ -632,7 +632,7 @@ def _actions_payload(targets: Sequence[str], values: Sequence[Any], calldatas: S
         "targets": [_address(t, "target") for t in targets],
         "values": [str(_uint(v, "value")) for v in values],
         "calldatas": list(calldatas),
-        "description_hash": "0x" + keccak(text=description).hex(),
+        "description_hash": "0x" + hashing.keccak256(description.encode()).hex(),
     }
 
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, QuerySet
 
-from .models import Anchor, ChainDeployment, RewardContracts
+from .models import Anchor, ChainDeployment, GovernanceContracts, RewardContracts
 
 
 def anchors_for_subject(*, kind: str, subject_id: str) -> QuerySet[Anchor]:
@@ -61,7 +61,7 @@ def _abi(name: str, deployed_sha256: str) -> list[dict[str, Any]] | None:
     return chain.load_contract_artifact(name)["abi"]
 
 
-def _deploy_block(row: RewardContracts, tx_hash: str) -> int | None:
+def _deploy_block(row: RewardContracts | GovernanceContracts, tx_hash: str) -> int | None:
     """The block of one of ``row``'s deployment transactions, asked of the chain once and then remembered. None
     while the chain cannot be asked. RewardContracts stores only the block of the last of its three transactions.
     The key holds that block's hash: a reset chain replays the same transactions (same hashes) into other blocks,
@@ -84,7 +84,7 @@ def _deploy_block(row: RewardContracts, tx_hash: str) -> int | None:
 
 def _contract(
     name: str,
-    row: ChainDeployment | RewardContracts,
+    row: ChainDeployment | RewardContracts | GovernanceContracts,
     *,
     address: str,
     deploy_block: int | None,
@@ -134,6 +134,25 @@ def _rewards(row: RewardContracts) -> list[dict[str, Any]]:
     ]
 
 
+def _governance(row: GovernanceContracts) -> list[dict[str, Any]]:
+    return [
+        _contract(
+            name,
+            row,
+            address=address,
+            deploy_block=_deploy_block(row, row.transactions[step]),
+            tx_hash=row.transactions[step],
+            artifact_sha256=row.artifacts_sha256.get(name, ""),
+        )
+        for name, address, step in [
+            ("OpenLedgerTimelock", row.timelock_address, "timelock"),
+            ("OpenLedgerGovernor", row.governor_address, "governor"),
+            ("ProtocolParameters", row.parameters_address, "parameters"),
+            ("ModelRegistry", row.registry_address, "registry"),
+        ]
+    ]
+
+
 def chain_facts() -> dict[str, Any]:
     """The chain this server anchors to (``EVM_CHAIN_ID``), each contract in use there (address, deploy block and
     transaction, ABI), the deployments retired since (newest first, any chain), the anchor kinds' uint8 codes, how
@@ -142,13 +161,18 @@ def chain_facts() -> dict[str, Any]:
     chain_id = settings.EVM_CHAIN_ID
     registries = list(ChainDeployment.objects.order_by("-created_at", "-id"))
     rewards = list(RewardContracts.objects.order_by("-created_at", "-id"))
+    governance = list(GovernanceContracts.objects.select_related("rewards").order_by("-created_at", "-id"))
     in_use = [_registry(r) for r in registries if r.active and r.chain_id == chain_id]
     for row in rewards:
         if row.active and row.chain_id == chain_id:
             in_use += _rewards(row)
+    for row in governance:
+        if row.active and row.chain_id == chain_id:
+            in_use += _governance(row)
     retired = sorted(
         [_registry(r) for r in registries if not (r.active and r.chain_id == chain_id)]
-        + [c for r in rewards if not (r.active and r.chain_id == chain_id) for c in _rewards(r)],
+        + [c for r in rewards if not (r.active and r.chain_id == chain_id) for c in _rewards(r)]
+        + [c for r in governance if not (r.active and r.chain_id == chain_id) for c in _governance(r)],
         key=lambda c: c["deployed_at"],
         reverse=True,
     )

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "inference",
     "attribution",
     "rewards",
+    "governance",
     "outbox",
 ]
 
@@ -301,6 +302,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "ledger.tasks.*": {"queue": "chain"},
+    "governance.tasks.*": {"queue": "chain"},
     "modelfactory.tasks.training_*": {"queue": "training"},
     "inference.tasks.*": {"queue": "inference"},
     "attribution.tasks.attribution_*": {"queue": "attribution"},
@@ -353,6 +355,7 @@ CELERY_BEAT_SCHEDULE = {
     "rewards-confirm": {"task": "ledger.tasks.rewards_confirm_task", "schedule": 5.0},
     "governance-dispatch": {"task": "ledger.tasks.governance_dispatch_task", "schedule": 10.0},
     "governance-confirm": {"task": "ledger.tasks.governance_confirm_task", "schedule": 5.0},
+    "governance-index": {"task": "governance.tasks.index_task", "schedule": 5.0},
     "anchor-dispatch": {"task": "ledger.tasks.anchor_dispatch_task", "schedule": 10.0},
     "anchor-confirm": {"task": "ledger.tasks.anchor_confirm_task", "schedule": 5.0},
     "chain-reset-check": {"task": "ledger.tasks.chain_check_task", "schedule": 30.0},

@@ -73,19 +73,31 @@ def test_it_gives_the_subject_formats_and_leaf_encodings_of_the_brief() -> None:
 @pytest.mark.chain
 def test_it_lists_every_contract_as_deployed_on_anvil(deployed_chain: ChainDeployment, anvil: Any) -> None:
     rewards = deployments.ensure_rewards_deployed()
+    governance = deployments.ensure_governance_deployed()
 
     facts = _chain()
 
     assert facts["chain_id"] == int(anvil.rpc("eth_chainId"), 16) == 31337 and facts["note"] == ""
     contracts = {c["name"]: c for c in facts["contracts"]}
-    assert list(contracts) == ["LineageRegistry", "RewardToken", "RewardDistributor"]
+    assert list(contracts) == [
+        "LineageRegistry",
+        "RewardToken",
+        "RewardDistributor",
+        "OpenLedgerTimelock",
+        "OpenLedgerGovernor",
+        "ProtocolParameters",
+        "ModelRegistry",
+    ]
+    assert contracts["OpenLedgerGovernor"]["address"] == governance.governor_address
     assert contracts["LineageRegistry"]["address"] == deployed_chain.contract_address
     assert contracts["RewardToken"]["address"] == rewards.token_address
     assert contracts["RewardDistributor"]["address"] == rewards.distributor_address
     for name, contract in contracts.items():
         # the chain's own word for each: the deploy transaction created this address in this block
         receipt = anvil.rpc("eth_getTransactionReceipt", contract["deploy_tx_hash"])
-        assert receipt["contractAddress"].lower() == contract["address"].lower(), name
+        # the token is created by the distributor's constructor, in the distributor's deploy transaction
+        creates = contracts["RewardDistributor"] if name == "RewardToken" else contract
+        assert receipt["contractAddress"].lower() == creates["address"].lower(), name
         assert int(receipt["blockNumber"], 16) == contract["deploy_block"], name
         assert anvil.rpc("eth_getCode", contract["address"], "latest") not in ("0x", "0x0"), name
         assert contract["abi"] == chain.load_contract_artifact(name)["abi"] and contract["active"] is True, name
