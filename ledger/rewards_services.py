@@ -159,7 +159,7 @@ def _epoch_has_event(epoch: RewardEpoch, receipt: chain.Receipt) -> bool:
 
 
 def _epoch_refusal_is_permanent(error: chain.ContractReverted) -> bool:
-    # EpochAlreadyPublished cannot be retried away; an unfunded treasury can (someone tops it up)
+    # EpochAlreadyPublished cannot be retried away; anything else may pass on a later try (a node catching up)
     return "EpochAlreadyPublished" in str(error)
 
 

@@ -9,7 +9,7 @@ constraints).
 Closing (the beat's ``rewards_epoch_close_task``, every REWARDS_EPOCH_SECONDS): every accrual not yet in an epoch
 whose recipient can be paid goes into one new ledger epoch, one entry per address:
 - contributors and builders by user, to the user's primary (most recently linked) wallet;
-- the protocol pool to REWARDS_POOL_ADDRESS (by default the chain signer, which is the treasury).
+- the protocol pool to REWARDS_POOL_ADDRESS (by default the chain signer).
 A user without a linked wallet is left out and keeps accruing: nothing is lost, the balance waits and goes into the
 first epoch closed after they link one. Each accrual closes into exactly one epoch (its ``epoch`` is set in the
 same transaction that writes the epoch, under a lock), so a close run twice never counts anything twice.
@@ -107,7 +107,7 @@ def user_label(user_id: int) -> str:
 
 
 def pool_address() -> str | None:
-    """Where the protocol pool's accruals are paid: REWARDS_POOL_ADDRESS, else the chain signer (the treasury), or
+    """Where the protocol pool's accruals are paid: REWARDS_POOL_ADDRESS, else the chain signer, or
     None when neither is known (the pool then waits like a contributor without a wallet)."""
     configured = settings.REWARDS_POOL_ADDRESS.strip()
     if configured:
