@@ -437,3 +437,25 @@ def test_a_relayed_transaction_is_read_by_its_requester_and_staff_only(gov, vote
     staff = APIClient()
     staff.force_authenticate(UserFactory(is_staff=True))
     assert staff.get(url("transaction_detail", relayed["id"])).json()["account"] == alice.address
+
+
+def test_a_chain_that_is_away_is_a_503_with_retry_after_and_reads_still_answer(gov, voters, anvil) -> None:
+    alice, _ = voters
+    proposal_id = propose(alice, "While the chain sleeps", [split_change(6100, 2900)])["proposal_id"]
+    get(APIClient(), "parameter_list")  # read once: the rules are cached from here
+    relay = {"account": alice.address, "delegatee": alice.address, "nonce": "1",
+             "expiry": str(int(time.time()) + 600), "signature": "0x" + "11" * 65}  # fmt: skip
+    rows = GovernanceTransaction.objects.count()
+    anvil.stop()
+    try:
+        for name, body in [("delegation_message", {"account": alice.address, "delegatee": alice.address}),
+                           ("delegation_relay", relay)]:  # fmt: skip
+            answer = alice.client.post(url(name), body, format="json")
+            assert refused(answer, 503)["code"] in ("chain_unavailable", "unavailable")
+            assert int(answer["Retry-After"]) > 0
+        detail = get(APIClient(), "proposal_detail", proposal_id)
+        assert detail["chain_state"] is None and detail["state"] == "pending"
+        assert get(APIClient(), "parameter_list")["source"] == "chain"  # the cached reading, from the chain
+    finally:
+        anvil.start()
+    assert GovernanceTransaction.objects.count() == rows
