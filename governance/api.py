@@ -107,8 +107,9 @@ class GovernanceApi(BaseApi):
     permission_classes = [AllowAny]
 
     def json_limits(self) -> JsonLimits:
-        # the largest body is a proposal: 10 actions and a 20,000-character description
-        return JsonLimits.from_settings(max_body_bytes=min(settings.JSON_MAX_BODY_BYTES, 256 * 1024), max_depth=8)
+        # the largest body is a proposal relay: 10 actions of at most 4,096 hex digits and a description of 20,000
+        # characters, up to 12 bytes each as JSON escapes them (a surrogate pair): under 300 KB
+        return JsonLimits.from_settings(max_body_bytes=min(settings.JSON_MAX_BODY_BYTES, 512 * 1024), max_depth=8)
 
     def max_body_bytes(self) -> int:
         return self.json_limits().max_body_bytes
@@ -472,7 +473,7 @@ class ProposalRelayApi(GovernanceWriteApi):
         targets = serializers.ListField(child=_address_field(), min_length=1, max_length=10)
         values = serializers.ListField(child=UintField(), min_length=1, max_length=10)
         calldatas = serializers.ListField(
-            child=serializers.RegexField(r"^0x([0-9a-fA-F]{2})*$", max_length=20_000), min_length=1, max_length=10
+            child=serializers.RegexField(r"^0x([0-9a-fA-F]{2})*$", max_length=4096), min_length=1, max_length=10
         )
         description = serializers.CharField(max_length=20_000, trim_whitespace=False)
         signature = _signature_field()

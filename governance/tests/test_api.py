@@ -304,7 +304,12 @@ def test_malformed_oversized_and_mistyped_bodies_are_refused(gov, voters, anvil)
         raw = lambda text: client.post(url("delegation_relay"), text, content_type="application/json")  # noqa: E731
         refused(raw("{not json"), 400, "parse_error")
         refused(raw("[" * 50 + "]" * 50), 400, "too_deep")
-        refused(raw(json.dumps({**good, "padding": "x" * 300_000})), 413, "too_large")
+        refused(raw(json.dumps({**good, "padding": "x" * 600_000})), 413, "too_large")
+        largest = {"proposer": alice.address, "targets": [gov.parameters_address] * 10, "values": ["0"] * 10,
+                   "calldatas": ["0x" + "ab" * 2047] * 10, "description": "\U0001f600" * 20_000,
+                   "signature": "0x" + "11" * 65}  # fmt: skip
+        answer = client.post(url("proposal_relay"), json.dumps(largest), content_type="application/json")
+        refused(answer, 400, "bad_signature")  # read whole, checked, refused for its made-up signature only
         refused(raw(json.dumps({**good, "nonce": 2**70})), 400, "integer_out_of_range")  # uint256s go as strings
         refused(client.post(url("delegation_relay"), "a=b", content_type="application/x-www-form-urlencoded"), 415)
         for field, value in [
