@@ -300,3 +300,178 @@ def test_a_members_only_datanet_refuses_contributions_from_non_members() -> None
         "code": "permission_denied",
     }
     assert Contribution.objects.count() == before
+
+
+# /api/governance/ (governance/api.py): reads are anyone's; every write needs a signed-in user (401), and a write
+# that names a wallet needs it to be one of theirs (403, staff included). Past that, the holder's requests here are
+# refused by the chain's rules (a made-up signature, a proposal still voting), so the matrix sends nothing.
+
+GOV_ROLES = ("holder", "other", "staff", "anonymous")
+GOV_EVERYONE_OK = {role: 200 for role in GOV_ROLES}
+HOLDER_ONLY = {"holder": 200, "other": 403, "staff": 403, "anonymous": 401}
+SIGNED_IN_409 = {"holder": 409, "other": 409, "staff": 409, "anonymous": 401}
+FAKE_SIGNATURE = "0x" + "11" * 65
+
+
+@dataclass
+class GovWorld:
+    users: dict[str, Any]
+    wallet: str
+    proposal_id: str
+    version_id: int
+    transaction_id: int
+    targets: list[str]
+
+
+def _gov(name: str, *args: Any) -> Callable[[GovWorld], str]:
+    return lambda w: reverse(f"governance_api:{name}", args=[getattr(w, a) for a in args])
+
+
+GOV_ENDPOINTS: dict[str, tuple[str, Callable[[GovWorld], str], Callable[[GovWorld], Any], dict[str, int]]] = {
+    "proposal_list": ("get", _gov("proposal_list"), lambda w: None, GOV_EVERYONE_OK),
+    "proposal_detail": ("get", _gov("proposal_detail", "proposal_id"), lambda w: None, GOV_EVERYONE_OK),
+    "parameter_list": ("get", _gov("parameter_list"), lambda w: None, GOV_EVERYONE_OK),
+    "parameter_history": ("get", _gov("parameter_history"), lambda w: None, GOV_EVERYONE_OK),
+    "voting_power": ("get", _gov("voting_power"), lambda w: None, {**GOV_EVERYONE_OK, "anonymous": 401}),
+    "transaction_detail": (
+        "get",
+        _gov("transaction_detail", "transaction_id"),
+        lambda w: None,
+        {"holder": 200, "other": 404, "staff": 200, "anonymous": 401},
+    ),
+    "delegation_message": (
+        "post",
+        _gov("delegation_message"),
+        lambda w: {"account": w.wallet, "delegatee": w.wallet},
+        HOLDER_ONLY,
+    ),
+    "delegation_relay": (
+        "post",
+        _gov("delegation_relay"),
+        lambda w: {
+            "account": w.wallet,
+            "delegatee": w.wallet,
+            "nonce": "1",
+            "expiry": "99999999999",
+            "signature": FAKE_SIGNATURE,
+        },
+        {**HOLDER_ONLY, "holder": 400},  # the made-up signature
+    ),
+    "proposal_prepare_parameters": (
+        "post",
+        _gov("proposal_prepare_parameters"),
+        lambda w: {
+            "proposer": w.wallet,
+            "title": "More for builders",
+            "changes": [{"name": "min_quality_score", "values": {"min_quality_score": 40}}],
+        },
+        HOLDER_ONLY,
+    ),
+    "proposal_prepare_deployment": (
+        "post",
+        _gov("proposal_prepare_deployment"),
+        lambda w: {"proposer": w.wallet, "version_id": w.version_id},
+        HOLDER_ONLY,
+    ),
+    "proposal_relay": (
+        "post",
+        _gov("proposal_relay"),
+        lambda w: {
+            "proposer": w.wallet,
+            "targets": w.targets,
+            "values": ["0"],
+            "calldatas": ["0x"],
+            "description": "A made-up signature",
+            "signature": FAKE_SIGNATURE,
+        },
+        {**HOLDER_ONLY, "holder": 400},
+    ),
+    "ballot": ("post", _gov("ballot", "proposal_id"), lambda w: {"account": w.wallet, "support": 1}, HOLDER_ONLY),
+    "vote": (
+        "post",
+        _gov("vote", "proposal_id"),
+        lambda w: {"account": w.wallet, "support": 1, "signature": FAKE_SIGNATURE},
+        {**HOLDER_ONLY, "holder": 400},
+    ),
+    "stake_permit": (
+        "post",
+        _gov("stake_permit", "proposal_id"),
+        lambda w: {"account": w.wallet},
+        {**HOLDER_ONLY, "holder": 409},  # a parameter proposal carries no stake
+    ),
+    "stake_bond": (
+        "post",
+        _gov("stake_bond", "proposal_id"),
+        lambda w: {"account": w.wallet, "deadline": "99999999999", "signature": FAKE_SIGNATURE},
+        {**HOLDER_ONLY, "holder": 409},
+    ),
+    "stake_settle": ("post", _gov("stake_settle", "proposal_id"), lambda w: None, SIGNED_IN_409),
+    "proposal_queue": ("post", _gov("proposal_queue", "proposal_id"), lambda w: None, SIGNED_IN_409),
+    "proposal_execute": ("post", _gov("proposal_execute", "proposal_id"), lambda w: None, SIGNED_IN_409),
+}
+
+
+def test_every_governance_endpoint_is_in_the_matrix() -> None:
+    from governance import api_urls
+
+    assert {p.name for p in api_urls.urlpatterns} == set(GOV_ENDPOINTS)
+
+
+@pytest.fixture
+def gov_world(chain_settings: Any, settings: Any, anvil: Any) -> GovWorld:
+    """A holder with a linked, funded, self-delegated wallet and an open proposal of theirs; another user; staff."""
+    from eth_account import Account
+
+    from governance import indexer
+    from ledger import chain
+    from ledger.models import GovernanceTransaction
+    from ledger.tests import gov
+    from modelfactory.tests.factories import default_base, stand_in_version
+
+    settings.GOVERNANCE_VOTING_DELAY_BLOCKS = 1
+    settings.GOVERNANCE_VOTING_PERIOD_BLOCKS = 50
+    settings.GOVERNANCE_RELAY_RATE_LIMIT = "1000/hour"
+    contracts = gov.governance_contracts()
+    users = {"holder": UserFactory(username="gov-holder"), "other": UserFactory(username="gov-other"),
+             "staff": UserFactory(username="gov-staff", is_staff=True)}  # fmt: skip
+    key = Account.create()
+    users["holder"].wallets.create(address=key.address, chain_id=contracts.chain_id)
+    gov.fund({key: 10**18})
+    gov.delegate_self(key, contracts)
+    gov.mine(anvil, 1)
+    call = chain.contract("ProtocolParameters", contracts.parameters_address).functions.setMinQualityScore(10)
+    proposal_id, _ = gov.propose(key, [contracts.parameters_address], [call._encode_transaction_data()], "Open")
+    gov.mine(anvil, 2)  # voting is open
+    indexer.index_to_head(contracts)
+    version = stand_in_version(owner=users["holder"], base_model=default_base(), name="gov-matrix")
+    version.published = True
+    version.save(update_fields=["published"])
+    row = GovernanceTransaction.objects.create(kind="delegate", payload={}, status="failed", last_error="made up",
+                                               requested_by=f"user:{users['holder'].pk}")  # fmt: skip
+    return GovWorld(users, key.address, str(proposal_id), version.pk, row.pk, [contracts.parameters_address])
+
+
+@pytest.mark.chain
+def test_every_governance_endpoint_answers_each_role(gov_world: GovWorld, anvil: Any) -> None:
+    from ledger import chain
+    from ledger.models import GovernanceTransaction
+
+    rows, sent = (
+        GovernanceTransaction.objects.count(),
+        anvil.rpc("eth_getTransactionCount", chain.signer().address, "pending"),
+    )
+    answers, bodies = {}, []
+    for name, (method, url, body, _) in GOV_ENDPOINTS.items():
+        for role in GOV_ROLES:
+            client = APIClient()
+            if role != "anonymous":
+                client.force_authenticate(gov_world.users[role])
+            data = body(gov_world)
+            response = getattr(client, method)(url(gov_world), data, **({"format": "json"} if data else {}))
+            answers[(name, role)] = response.status_code
+            if response.status_code >= 400:
+                bodies.append(response.json())
+    assert answers == {(name, role): e[3][role] for name, e in GOV_ENDPOINTS.items() for role in GOV_ROLES}
+    assert all(set(b) >= {"detail", "code"} and b["detail"] for b in bodies)
+    assert GovernanceTransaction.objects.count() == rows
+    assert anvil.rpc("eth_getTransactionCount", chain.signer().address, "pending") == sent
