@@ -187,6 +187,8 @@ def _calldata(active: GovernanceContracts, change: ParameterChangeSpec) -> str:
                 raise GovernanceRefused("the deployment gate is true or false", code="bad_input")
             args.append(value)
         else:
+            if isinstance(value, float) and not value.is_integer():
+                raise GovernanceRefused(f"{field} must be a whole number", code="bad_input")
             try:
                 number = int(value)
             except (TypeError, ValueError):
