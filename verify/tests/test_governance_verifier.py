@@ -173,6 +173,12 @@ def test_a_deployment_approval_and_a_defeated_deployment_show_their_stake(gov, v
         (("--rpc", "http://127.0.0.1:1", "--governor", "0x" + "11" * 20, "--proposal", "one"), "not a proposal id"),
         (("--rpc", "nope", "--governor", "0x" + "11" * 20, "--proposal", "1"), "not a URL"),
         (("--rpc", "http://127.0.0.1:1", "--bogus"), "Unknown option"),
+        (("--rpc", "http://127.0.0.1:1", "--governor", "0x" + "11" * 20, "--proposal", str(2**256)), "not a proposal"),
+        (("--rpc", "http://127.0.0.1:1", "--governor", "0x" + "11" * 20, "--proposal", "0"), "not a proposal id"),
+        (
+            ("--rpc", "http://127.0.0.1:1", "--governor", "0x" + "11" * 20, "--proposal", "1", "--from-block", "x"),
+            "--from-block must be a block number",
+        ),
     ],
 )
 def test_bad_usage_exits_2_with_the_usage(args: tuple[str, ...], message: str) -> None:
