@@ -200,7 +200,7 @@ def _ensure(
             reason = problem(current)
             if reason is None:
                 return current  # another process repaired it while this one waited for the lock
-            logger.warning("chain %s was reset (%s): deploying %s again", chain_id, reason, what)
+            logger.warning("chain %s: deploying %s again (%s)", chain_id, what, reason)
             current.active = False
             current.retired_at = timezone.now()
             current.retired_reason = reason

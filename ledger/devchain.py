@@ -11,6 +11,7 @@ import platform
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,16 @@ def stop_process(proc: subprocess.Popen[Any], *, timeout: float) -> None:
 
 
 class Anvil:
-    """One anvil process on a fixed port, saving its state to ``state_file`` every second and when stopped."""
+    """One anvil process on a fixed port, saving its state to ``state_file`` every second and when stopped.
 
-    def __init__(self, *, port: int, state_file: Path, log_file: Path) -> None:
+    It mines a block per transaction (automine) unless ``mining`` says otherwise (``("--block-time", "2")``, as
+    ``make run``'s chain does)."""
+
+    def __init__(self, *, port: int, state_file: Path, log_file: Path, mining: Sequence[str] = ()) -> None:
         self.port = port
         self.state_file = state_file
         self.log_file = log_file
+        self.mining = tuple(mining)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +71,7 @@ class Anvil:
         if not state:
             self.state_file.unlink(missing_ok=True)
         argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(ANVIL_CHAIN_ID)]
-        argv += ["--state", str(self.state_file), "--state-interval", "1", "--silent"]
+        argv += ["--state", str(self.state_file), "--state-interval", "1", *self.mining, "--silent"]
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 20

@@ -290,16 +290,30 @@ def _claim_has_event(claim: RewardClaim, receipt: chain.Receipt) -> bool:
 
 
 def _claims_after_reset(spec: transactions.Spec, *, old: RewardContracts, new: RewardContracts, reason: str) -> int:
-    """Claims confirmed on ``old`` are voided (the new chain never paid them, so the entry may be claimed again
-    there); claims not yet confirmed fail (claim again once the epoch is republished)."""
+    """Claims confirmed on ``old`` are voided, so that the entry may be claimed again on ``new``; claims not yet
+    confirmed fail (claim again once the epoch is republished).
+
+    Two causes, told apart by what the rows were built from: a reset chain (the old payment is gone with it) or an
+    upgrade (contracts built from other sources: the old chain and its retired token are still there, but the
+    platform counts only the new token; docs/governance.md, "Migrating balances and claims")."""
+    upgraded = (old.token_artifact_sha256, old.distributor_artifact_sha256) != (
+        new.token_artifact_sha256,
+        new.distributor_artifact_sha256,
+    )
+    if upgraded:
+        why = f"reward contracts upgraded ({reason})"
+        gone = f"this payment was made in the retired token {old.token_address}; claim it again in the new token"
+    else:
+        why = f"chain reset ({reason})"
+        gone = "this payment is gone with the old chain"
     voided = RewardClaim.objects.filter(contracts=old, status=RewardTransaction.Status.CONFIRMED).update(
-        status=RewardClaim.VOIDED, last_error=f"chain reset ({reason}): this payment is gone with the old chain"
+        status=RewardClaim.VOIDED, last_error=f"{why}: {gone}"
     )
     failed = RewardClaim.objects.filter(
         status__in=[RewardTransaction.Status.PENDING, RewardTransaction.Status.SUBMITTED]
-    ).update(status=RewardTransaction.Status.FAILED, last_error=f"chain reset ({reason}): claim again")
+    ).update(status=RewardTransaction.Status.FAILED, last_error=f"{why}: claim again")
     if voided or failed:
-        logger.warning("reward contracts reset: %s claim(s) voided, %s failed", voided, failed)
+        logger.warning("reward contracts replaced (%s): %s claim(s) voided, %s failed", why, voided, failed)
     return voided + failed
 
 

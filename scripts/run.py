@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 HOST, PORT = os.getenv("HOST", "127.0.0.1"), int(os.getenv("PORT", "8000"))
 DEFAULT_RPC = "http://127.0.0.1:8545"
+# The local chain seals a block every 2 s, transactions or not: governance counts its voting delay and period in
+# blocks (150 blocks, the default period, are 5 minutes), and an idle automining chain would never end a vote.
+# docs/decisions.md, "The dev chain mines a block every 2 s".
+ANVIL_MINING = ("--block-time", "2")
 STATUS_FILE = Path("run") / "status.json"  # under DATA_DIR; openledger_web.health reads it
 
 # Restart policy: the first restart waits BACKOFF_FIRST s, each quick failure doubles the wait up to BACKOFF_CAP;
@@ -252,7 +256,7 @@ def start_anvil(supervisor: Supervisor, data_dir: Path) -> None:
         [
             str(anvil_binary()), "--host", "127.0.0.1", "--port", str(parsed.port or 8545),
             "--chain-id", os.getenv("EVM_CHAIN_ID", "31337"), "--state", str(state), "--state-interval", "5",
-            "--silent",
+            *ANVIL_MINING, "--silent",
         ],
     )  # fmt: skip
     deadline = time.monotonic() + 30

@@ -205,5 +205,6 @@ def test_a_chain_reset_republishes_epochs_and_voids_the_lost_payments(rewards, a
     assert epoch.status == RewardEpoch.Status.CONFIRMED and epoch.contracts == fresh
     assert chain.epoch_info(epoch.number, contracts=fresh).root == epoch.root
     assert claim.status == RewardClaim.VOIDED
+    assert claim.last_error.startswith("chain reset (") and "gone with the old chain" in claim.last_error
     confirmed(claim_relay(entry=epoch.entries.get()))
     assert chain.token_balance(alice, contracts=fresh) == 77
