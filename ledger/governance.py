@@ -557,6 +557,13 @@ def relay_propose(*, targets: Sequence[str], values: Sequence[Any], calldatas: S
         threshold = int(chain.call("OpenLedgerGovernor", governor, "proposalThreshold"))
         latest = chain.block_number()
         votes = int(chain.call("OpenLedgerGovernor", governor, "getVotes", proposer, max(latest - 1, 0)))
+        now = int(chain.call("RewardToken", contracts.rewards.token_address, "getVotes", proposer))
+        if votes < threshold <= now:
+            raise GovernanceRefused(
+                f"{proposer}'s votes count from the block after the delegation (block {latest} is the newest); "
+                "try again in a few seconds",
+                code="below_threshold",
+            )
         if votes < threshold:
             raise GovernanceRefused(
                 f"{proposer} has {votes} votes (in the token's smallest unit); proposing needs {threshold}: earn "
