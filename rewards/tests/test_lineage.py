@@ -292,3 +292,21 @@ def test_page_and_api_cost_the_same_queries_for_10_and_200_answers(world) -> Non
     assert (
         lineage.lineage_page(subject=lineage.Subject(kind="record", record=many), user=world.alice).answer_count == 200
     )
+
+
+def test_the_contribution_record_and_my_contributions_pages_link_to_it(world) -> None:
+    record = world.alice_contribution.records.first()
+    alice = as_user(world.alice)
+
+    contribution_page = alice.get(reverse("datanets:contribution", args=[world.alice_contribution.pk]))
+    record_page = alice.get(reverse("datanets:record", args=[world.datanet.slug, record.pk]))
+    mine = alice.get(reverse("datanets:mine"))
+
+    assert (
+        reverse("rewards:contribution_lineage", args=[world.alice_contribution.pk])
+        in contribution_page.content.decode()
+    )
+    assert reverse("rewards:record_lineage", args=[record.pk]) in record_page.content.decode()
+    html = mine.content.decode()
+    assert reverse("rewards:contributor_lineage", args=[world.alice.username]) in html
+    assert reverse("rewards:contribution_lineage", args=[world.alice_contribution.pk]) in html
