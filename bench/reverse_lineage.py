@@ -246,6 +246,7 @@ def measure(call: Any) -> tuple[float, int]:
 
 
 def main() -> None:
+    load_at_start = [round(x, 1) for x in os.getloadavg()]
     admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME}")
     admin_sql(f"CREATE DATABASE {DB_NAME}")
     try:
@@ -343,6 +344,8 @@ def main() -> None:
         "target_seconds": TARGET_SECONDS,
         "met": selector_hot["seconds"] < TARGET_SECONDS and hot_page["seconds"] < TARGET_SECONDS,
         "same_queries_10_and_1000": hot_page["queries"] == quiet_page["queries"],
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
     }
     print(json.dumps(summary))
 

@@ -310,3 +310,16 @@ def test_the_contribution_record_and_my_contributions_pages_link_to_it(world) ->
     html = mine.content.decode()
     assert reverse("rewards:contributor_lineage", args=[world.alice.username]) in html
     assert reverse("rewards:contribution_lineage", args=[world.alice_contribution.pk]) in html
+
+
+def test_the_query_set_is_eight_queries(world, django_assert_num_queries) -> None:
+    # the reach's three (snapshots, the versions' snapshots, the edges below), the visible versions, a page and a
+    # count of answers, a page and a total of accruals
+    record = world.alice_contribution.records.first()
+    attributed_runs(world, [record], count=60)
+    subject = lineage.Subject(kind="record", record=record, contribution=world.alice_contribution)
+
+    with django_assert_num_queries(8):
+        page = lineage.lineage_page(subject=subject, user=world.alice)
+
+    assert page.answer_count == 60 and len(page.answers.items) == lineage.PAGE_SIZE
