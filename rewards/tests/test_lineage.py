@@ -65,6 +65,7 @@ def test_reach_follows_snapshots_continuations_and_merges_with_weights(world) ->
 
     # when
     reached = lineage.reach(lineage.scope_of_contribution(world.alice_contribution))
+    html = as_user(world.alice).get(reverse("rewards:contribution_lineage", args=[world.alice_contribution.pk]))
 
     # then
     assert [(s.id, s.held, s.record_count) for s in reached.snapshots] == [(world.snapshot.pk, 2, 3)]
@@ -76,6 +77,11 @@ def test_reach_follows_snapshots_continuations_and_merges_with_weights(world) ->
     assert reached.versions[continued.pk].weight == pytest.approx(0.25 * 2 / 3)
     [route] = reached.versions[continued.pk].routes
     assert (route.kind, route.parent_id, route.relation) == ("parent", merged.pk, "continued_from")
+    # the page says each route in words
+    text = html.content.decode()
+    assert f"merged from version #{world.version.pk} (merge weight 0.250): adds 0.1667" in text
+    assert f"continued training from version #{merged.pk}: adds 0.1667" in text
+    assert "trained on it (2 of the 3 records it trained on)" in text
 
 
 def test_reach_of_records_is_what_revocation_reuses(world) -> None:
@@ -129,8 +135,11 @@ def test_another_user_sees_only_what_is_public(world) -> None:
     url = reverse("rewards:contribution_lineage", args=[world.alice_contribution.pk])
 
     # when / then: the stranger sees the public version and counts the draft
-    page = as_user(world.stranger).get(url).context["page"]
+    response = as_user(world.stranger).get(url)
+    page = response.context["page"]
     assert [v.pk for v, _ in page.versions] == [world.version.pk] and page.hidden_versions == 1
+    assert "1 more version that you cannot see (unpublished) also carries it" in response.content.decode()
+    assert "draft" not in response.content.decode()
     assert page.answer_count == 2
     # the builder sees their draft
     builder_page = as_user(world.builder).get(url).context["page"]
