@@ -26,7 +26,7 @@ from inference.models import InferenceRun
 from ledger.models import RewardEpoch, RewardEpochEntry
 from ledger.rewards_selectors import claim_proof
 
-from . import selectors
+from . import lineage, selectors
 
 TAGS = ["rewards"]
 MAX_NUMBER = 2**31 - 1  # the columns are PostgreSQL integers: a larger number names nothing
@@ -213,3 +213,173 @@ def run_rewards_data(*, run: InferenceRun, user: Any) -> list[dict[str, Any]]:
         }
         for a in selectors.run_accruals(run=run)
     ]
+
+
+# Reverse lineage (rewards/lineage.py): from a record, a contribution or a contributor to what it reached
+
+
+class LineageRouteSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["snapshots", "parent"])
+    weight = serializers.FloatField(help_text="What this route adds to the version's weight")
+    snapshots = serializers.ListField(child=serializers.IntegerField(), source="snapshot_ids")
+    parent = serializers.IntegerField(allow_null=True, source="parent_id")
+    relation = serializers.CharField(help_text="continued_from | merged_from; empty for snapshots")
+    edge_weight = serializers.FloatField(help_text="The merge weight of the parent (1 for a continuation)")
+
+
+@extend_schema_serializer(component_name="Lineage")
+class LineageSerializer(serializers.Serializer):
+    subject = serializers.DictField()
+    public_only = serializers.BooleanField(help_text="Only what went into public Datanets is shown to this viewer")
+    snapshots = serializers.ListField(child=serializers.DictField())
+    versions = serializers.ListField(child=serializers.DictField())
+    hidden_versions = serializers.IntegerField(help_text="Versions that carry it but that this viewer can't see")
+    answers = serializers.DictField(help_text='{"count", "next_before", "next", "results"}, newest first')
+    rewards = serializers.DictField(help_text='{"count", "total", "next_before", "next", "results"}, newest first')
+
+
+CURSOR_PARAMETERS = [
+    OpenApiParameter("answers_before", int, description="The answers page cursor (``answers.next_before``)"),
+    OpenApiParameter("rewards_before", int, description="The rewards page cursor (``rewards.next_before``)"),
+]
+
+
+def _subject_data(subject: lineage.Subject) -> dict[str, Any]:
+    if subject.record is not None:
+        record = subject.record
+        return {"kind": "record", "id": record.pk, "contribution": record.contribution_id,
+                "datanet": record.contribution.datanet.slug, "record_hash": record.record_hash}  # fmt: skip
+    if subject.contribution is not None:
+        contribution = subject.contribution
+        return {"kind": "contribution", "id": contribution.pk, "datanet": contribution.datanet.slug,
+                "contributor": contribution.contributor.get_username()}  # fmt: skip
+    return {"kind": "contributor", "username": subject.contributor.get_username()}
+
+
+def _next_url(request: Request, key: str, cursor: int | None) -> str | None:
+    if cursor is None:
+        return None
+    query = request.query_params.copy()
+    query[key] = str(cursor)
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+def lineage_data(request: Request, page: lineage.LineagePage) -> dict[str, Any]:
+    """The page's facts as the API returns them: amounts as decimal strings, shares of snapshots as "p/q"."""
+    return {
+        "subject": _subject_data(page.subject),
+        "public_only": page.subject.public_only,
+        "snapshots": [
+            {
+                "id": s.id,
+                "datanet": s.datanet_slug,
+                "number": s.number,
+                "records": s.record_count,
+                "held": s.held,
+                "share": f"{s.share.numerator}/{s.share.denominator}",
+            }
+            for s in page.snapshots
+        ],
+        "versions": [
+            {
+                "id": v.pk,
+                "name": v.name,
+                "owner": v.owner.get_username(),
+                "published": v.published,
+                "weight": r.weight,
+                "held": r.held,
+                "trained_records": r.trained_records,
+                "routes": LineageRouteSerializer(r.routes, many=True).data,
+            }
+            for v, r in page.versions
+        ],
+        "hidden_versions": page.hidden_versions,
+        "answers": {
+            "count": page.answer_count,
+            "next_before": page.answers.next_before,
+            "next": _next_url(request, "answers_before", page.answers.next_before),
+            "results": [
+                {
+                    "run": a.run_id,
+                    "run_public_id": str(a.run_public_id) if a.run_public_id else None,
+                    "created_at": a.created_at.isoformat(),
+                    "version": a.version_id if a.version_name else None,
+                    "share": a.share,
+                    "records": a.records,
+                }
+                for a in page.answers.items
+            ],
+        },
+        "rewards": {
+            "count": page.accrual_count,
+            "total": str(page.earned),
+            "next_before": page.accruals.next_before,
+            "next": _next_url(request, "rewards_before", page.accruals.next_before),
+            "results": [
+                {
+                    "id": e.id,
+                    "run": e.run_id,
+                    "run_public_id": str(e.run_public_id) if e.run_public_id else None,
+                    "amount": str(e.amount),
+                    "share": e.share,
+                    "epoch": e.epoch,
+                    "contribution": e.contribution_id,
+                    "datanet": e.datanet_slug,
+                    "created_at": e.created_at.isoformat(),
+                }
+                for e in page.accruals.items
+            ],
+        },
+    }
+
+
+class LineageApi(RewardsApi):
+    """Open to anyone, as the page is: each viewer sees what the page would show them."""
+
+    def lineage(self, request: Request, subject: lineage.Subject | None) -> Response:
+        if subject is None:
+            raise exceptions.NotFound("nothing to show: no such subject, or not visible to you")
+        try:
+            answers_before = lineage.cursor(request.query_params.get("answers_before"))
+            rewards_before = lineage.cursor(request.query_params.get("rewards_before"))
+        except ValueError as e:
+            raise exceptions.ValidationError({"cursor": [str(e)]}) from None
+        page = lineage.lineage_page(
+            subject=subject, user=request.user, answers_before=answers_before, accruals_before=rewards_before
+        )
+        return Response(lineage_data(request, page))
+
+
+LINEAGE_RESPONSES = {200: LineageSerializer, 400: error_response("A malformed page cursor"), **READ_ERRORS}
+
+
+class RecordLineageApi(LineageApi):
+    """Where one record went: the snapshots that hold it, the versions trained on them (directly, or through a
+    continuation or a merge, with weights), a keyset page of the answers that credited it and one of its
+    contribution's rewards on those answers."""
+
+    @extend_schema(summary="A record's reverse lineage", operation_id="rewards_lineage_record",
+                   parameters=CURSOR_PARAMETERS, responses=LINEAGE_RESPONSES, tags=TAGS)  # fmt: skip
+    def get(self, request: Request, record_id: str) -> Response:
+        record = _number(record_id, what="record")
+        return self.lineage(request, lineage.record_subject(user=request.user, record_id=record))
+
+
+class ContributionLineageApi(LineageApi):
+    """Where one contribution's records went (as ``RecordLineageApi``), and what it earned."""
+
+    @extend_schema(summary="A contribution's reverse lineage", operation_id="rewards_lineage_contribution",
+                   parameters=CURSOR_PARAMETERS, responses=LINEAGE_RESPONSES, tags=TAGS)  # fmt: skip
+    def get(self, request: Request, contribution_id: str) -> Response:
+        contribution = _number(contribution_id, what="contribution")
+        return self.lineage(request, lineage.contribution_subject(user=request.user, contribution_id=contribution))
+
+
+class ContributorLineageApi(LineageApi):
+    """Where everything a contributor gave went: all of it for themselves and staff, what went into public Datanets
+    for anyone else (``public_only``)."""
+
+    @extend_schema(summary="A contributor's reverse lineage", operation_id="rewards_lineage_contributor",
+                   parameters=CURSOR_PARAMETERS, responses=LINEAGE_RESPONSES, tags=TAGS)  # fmt: skip
+    def get(self, request: Request, username: str) -> Response:
+        return self.lineage(request, lineage.contributor_subject(user=request.user, username=username))

@@ -14,4 +14,11 @@ urlpatterns = [
     path("epochs/<str:number>/", api.RewardEpochDetailApi.as_view(), name="epoch_detail"),
     path("epochs/<str:number>/leaves/<str:index>/proof/", api.RewardLeafProofApi.as_view(), name="leaf_proof"),
     path("claims/", api.RewardClaimListApi.as_view(), name="claims"),
+    path("lineage/records/<str:record_id>/", api.RecordLineageApi.as_view(), name="lineage_record"),
+    path(
+        "lineage/contributions/<str:contribution_id>/",
+        api.ContributionLineageApi.as_view(),
+        name="lineage_contribution",
+    ),
+    path("lineage/contributors/<str:username>/", api.ContributorLineageApi.as_view(), name="lineage_contributor"),
 ]

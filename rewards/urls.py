@@ -15,4 +15,7 @@ urlpatterns = [
     path("epochs/", views.epoch_list, name="epoch_list"),
     path("epochs/<int:number>/", views.epoch_detail, name="epoch_detail"),
     path("contributions/<int:contribution_id>/impact/", views.contribution_impact, name="contribution_impact"),
+    path("lineage/records/<int:record_id>/", views.record_lineage, name="record_lineage"),
+    path("lineage/contributions/<int:contribution_id>/", views.contribution_lineage, name="contribution_lineage"),
+    path("lineage/contributors/<str:username>/", views.contributor_lineage, name="contributor_lineage"),
 ]

@@ -19,7 +19,7 @@ from datanets.models import Contribution
 from inference.models import InferenceRun
 from ledger.models import RewardEpochEntry
 
-from . import selectors
+from . import lineage, selectors
 from .services import ClaimNotAllowed, ClaimRefused, reward_claim
 
 PROOF_MAX_CHARS = 20_000
@@ -152,6 +152,43 @@ def contribution_impact(request: HttpRequest, contribution_id: int) -> HttpRespo
     is_contributor = contribution.contributor_id == request.user.pk
     context = {"contribution": contribution, "impact": impact, "is_contributor": is_contributor}
     return render(request, "rewards/contribution_impact.html", context)
+
+
+def _lineage(request: HttpRequest, subject: lineage.Subject | None) -> HttpResponse:
+    """The reverse lineage page of ``subject`` (None: not found, or not the viewer's to see: a 404 either way), one
+    keyset page of answers (``?answers_before=``) and one of rewards (``?rewards_before=``)."""
+    if subject is None:
+        raise Http404("Nothing to show here.")
+    try:
+        answers_before = lineage.cursor(request.GET.get("answers_before"))
+        rewards_before = lineage.cursor(request.GET.get("rewards_before"))
+    except ValueError as e:
+        return render(request, "rewards/lineage.html", {"subject": subject, "error": f"That page does not exist: {e}."},
+                      status=400)  # fmt: skip
+    page = lineage.lineage_page(
+        subject=subject, user=request.user, answers_before=answers_before, accruals_before=rewards_before
+    )
+    query = request.GET.copy()
+    for key in ("answers_before", "rewards_before"):
+        query.pop(key, None)
+    context = {"subject": subject, "page": page, "query": query.urlencode(), "error": ""}
+    return render(request, "rewards/lineage.html", context)
+
+
+@require_GET
+def record_lineage(request: HttpRequest, record_id: int) -> HttpResponse:
+    """Where one record went: its snapshots, the versions trained on them, its answers and what it earned."""
+    return _lineage(request, lineage.record_subject(user=request.user, record_id=record_id))
+
+
+@require_GET
+def contribution_lineage(request: HttpRequest, contribution_id: int) -> HttpResponse:
+    return _lineage(request, lineage.contribution_subject(user=request.user, contribution_id=contribution_id))
+
+
+@require_GET
+def contributor_lineage(request: HttpRequest, username: str) -> HttpResponse:
+    return _lineage(request, lineage.contributor_subject(user=request.user, username=username))
 
 
 def run_rewards_section(request: HttpRequest, run: InferenceRun) -> str:

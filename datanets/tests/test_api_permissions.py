@@ -82,6 +82,10 @@ def _none(w: World) -> None:
     return None
 
 
+def _lineage(name: str, subject: Callable[[World], object]) -> Callable[[World], str]:
+    return lambda w: reverse(f"rewards_api:{name}", args=[subject(w)])
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     "datanet_list": ("get", lambda w: reverse("datanets_api:datanet_list"), _none, "json", EVERYONE_OK),
     "datanet_create": (
@@ -197,6 +201,36 @@ ENDPOINTS: dict[str, Endpoint] = {
     "datanet_statistics": ("get", _dn("datanet_statistics"), _none, "json", EVERYONE_OK),
     "record_proof": ("get", _leaf("record_proof"), _none, "json", EVERYONE_OK),
     "record_proof_verify": ("post", _leaf("record_proof_verify"), _none, "json", EVERYONE_OK),
+    # Reverse lineage (the rewards API, rewards/lineage.py): a Datanet's contributions and records seen from above;
+    # the entries named "<app>_api:<url name>[ (case)]" are the other apps' endpoints that read a Datanet's data
+    "rewards_api:lineage_record": (
+        "get",
+        _lineage("lineage_record", lambda w: w.accepted.records.first().pk),
+        _none,
+        "json",
+        EVERYONE_OK,
+    ),
+    "rewards_api:lineage_contribution": (
+        "get",
+        _lineage("lineage_contribution", lambda w: w.accepted.pk),
+        _none,
+        "json",
+        EVERYONE_OK,
+    ),
+    "rewards_api:lineage_contribution (pending)": (
+        "get",
+        _lineage("lineage_contribution", lambda w: w.pending.pk),
+        _none,
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 200, "other": 404, "anonymous": 404},
+    ),
+    "rewards_api:lineage_contributor": (
+        "get",
+        _lineage("lineage_contributor", lambda w: w.users["contributor"].username),
+        _none,
+        "json",
+        EVERYONE_OK,
+    ),
 }
 
 
@@ -218,8 +252,11 @@ def _call(client: APIClient, endpoint: Endpoint, world: World) -> Any:
 
 def test_every_endpoint_is_in_the_matrix() -> None:
     from datanets import api_urls
+    from rewards import api_urls as rewards_api_urls
 
-    assert {p.name for p in api_urls.urlpatterns} == set(ENDPOINTS)
+    assert {p.name for p in api_urls.urlpatterns} == {name for name in ENDPOINTS if ":" not in name}
+    lineage = {f"rewards_api:{p.name}" for p in rewards_api_urls.urlpatterns if p.name.startswith("lineage_")}
+    assert lineage == {name.split(" ")[0] for name in ENDPOINTS if name.startswith("rewards_api:")}
 
 
 def _answers(world: World, name: str, roles: tuple[str, ...]) -> dict[str, Any]:
@@ -242,7 +279,9 @@ def test_public_datanet_endpoint_answers_each_role(name: str) -> None:
             assert set(response.json()) >= {"detail", "code"} and response.json()["detail"]
 
 
-DATANET_SCOPED = sorted(name for name in ENDPOINTS if name not in {"datanet_list", "datanet_create", "leaderboard"})
+# a contributor's lineage answers anyone, with only what went into public Datanets (rewards/tests/test_lineage.py)
+NOT_SCOPED = {"datanet_list", "datanet_create", "leaderboard", "rewards_api:lineage_contributor"}
+DATANET_SCOPED = sorted(name for name in ENDPOINTS if name not in NOT_SCOPED)
 OWN_LISTS = {"contribution_list", "contribution_queue"}
 
 
@@ -273,6 +312,8 @@ def test_a_private_datanet_answers_its_people(role: str) -> None:
         "contribution_detail",
         "receipt_list",
         "contribution_receipts",
+        "rewards_api:lineage_record",
+        "rewards_api:lineage_contribution",
     ):
         response = _call(client, ENDPOINTS[name], world)
         assert response.status_code == 200, (name, role)
