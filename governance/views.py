@@ -32,7 +32,7 @@ from ledger.models import GovernanceTransaction
 from modelfactory.models import ModelVersion
 
 from . import selectors, services
-from .models import Proposal
+from .models import Proposal, Vote
 
 PROPOSALS_PER_PAGE = 25
 CONFIRM_WAIT_SECONDS = 5.0  # a relay's page waits this long for the receipt, then the page polls the status
@@ -49,6 +49,15 @@ REFUSAL_STATUS = {
     "not_decided": 409,
     "rate_limited": 429,
     "unavailable": 503,
+}
+FIELD_LABELS = {
+    "contributors_bps": "Contributors (basis points)",
+    "builder_bps": "Builder (basis points)",
+    "min_quality_score": "Minimum score (0-100)",
+    "deployment_gate": "Gate",
+    "deployment_stake": "Stake (smallest unit)",
+    "stake_slash_bps": "Forfeited if defeated (basis points)",
+    "pool": "Pool address",
 }
 FINAL_STATES = {"executed", "defeated", "canceled", "expired"}
 
@@ -149,6 +158,8 @@ def _tally_context(request: HttpRequest, proposal: Proposal) -> dict[str, Any]:
     user = request.user
     signed_in = user.is_authenticated
     stake = getattr(proposal, "stake", None) if proposal.kind == Proposal.Kind.DEPLOYMENT else None
+    wallets = _wallets(user) if signed_in else []
+    voted = _voted(proposal, wallets)
     return {
         "tally": tally,
         "chart": {
@@ -161,16 +172,34 @@ def _tally_context(request: HttpRequest, proposal: Proposal) -> dict[str, Any]:
         "quorum_reached": quorum is not None and quorum > 0 and counted >= quorum,
         "state": state,
         "final": state in FINAL_STATES,
-        "can_vote": signed_in and state == "active",
+        "can_vote": signed_in and state == "active" and len(voted) < len(wallets),
         "can_queue": signed_in and state == "succeeded",
         "can_execute": signed_in and state == "queued",
         "can_settle": signed_in and stake is not None and stake.status == "bonded" and state != "pending"
         and state != "active",
         "can_bond": signed_in and proposal.kind == Proposal.Kind.DEPLOYMENT and stake is None
-        and state in ("pending", "active") and proposal.proposer in (_wallets(user) if signed_in else []),
-        "wallets": _wallets(user) if signed_in else [],
+        and state in ("pending", "active") and proposal.proposer in wallets,
+        "wallets": wallets,
+        "unvoted": [w for w in wallets if w not in voted],
+        "voted": voted,
         "stake": stake,
     }  # fmt: skip
+
+
+def _voted(proposal: Proposal, wallets: list[str]) -> dict[str, str]:
+    """Which of ``wallets`` voted on ``proposal`` and how: from the mirror, and from relays it has not read yet."""
+    if not wallets:
+        return {}
+    words = dict(Vote.Support.choices)
+    voted = {
+        row.account: words.get(row.payload.get("support"), "")
+        for row in GovernanceTransaction.objects.filter(
+            kind="vote", proposal_id=proposal.proposal_id, account__in=wallets
+        ).exclude(status="failed")
+    }
+    for vote in proposal.votes.filter(voter__in=wallets):
+        voted[vote.voter] = vote.get_support_display()
+    return voted
 
 
 @require_GET
@@ -347,7 +376,11 @@ def proposal_new(request: HttpRequest) -> HttpResponse:
             "deployment_stake": rules.deployment_stake, "stake_slash_bps": rules.stake_slash_bps, "pool": rules.pool,
         }  # fmt: skip
     parameters = [
-        {"name": name, "label": spec["label"], "fields": [(f, current.get(f, "")) for f in spec["fields"]]}
+        {
+            "name": name,
+            "label": spec["label"],
+            "fields": [(f, FIELD_LABELS.get(f, f), current.get(f, "")) for f in spec["fields"]],
+        }
         for name, spec in services.PARAMETERS.items()
     ]
     context = {

@@ -119,6 +119,8 @@ def test_a_vote_signed_in_the_browser_is_relayed_and_the_tally_and_quorum_move(w
     assert relayed.json()["transaction"]["status"] == "confirmed"
     after = client.get(url(world) + "?part=tally", HTTP_HX_REQUEST="true").content.decode()
     assert 'data-quorum-percent="100"' in after and "data-quorum-reached" in after
+    steps = client.get(url(world) + "?part=steps", HTTP_HX_REQUEST="true").content.decode()
+    assert f'data-voted="{world.alice_key.address}"' in steps and "Vote for" not in steps
     assert json.loads(after.split('id="tally-data" type="application/json">')[1].split("<")[0])["votes"][0] == 1.0
     row = GovernanceTransaction.objects.get(kind="vote")
     status = client.get(f"/governance/transactions/{row.id}/").json()

@@ -84,10 +84,9 @@
     return row;
   }
 
-  async function submit(form, submitter) {
+  async function submit(form, data) {
     if (!provider()) throw new Error("No browser wallet found: install one (or use the REST API with a signature made elsewhere).");
     fail(form, "");
-    const data = new FormData(form, submitter);
     say(form, "Preparing the message to sign…");
     const prepared = await post(form.action, data);
     if (prepared.words) say(form, `Sign in your wallet: ${prepared.words.join("; ")}`);
@@ -115,9 +114,10 @@
     if (!form) return;
     event.preventDefault();
     const submitter = event.submitter;
+    const data = new FormData(form, submitter); // before the buttons are disabled: a disabled submitter is left out
     form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
     if (submitter) submitter.setAttribute("aria-busy", "true");
-    submit(form, submitter)
+    submit(form, data)
       .catch((err) => fail(form, (err && err.message) || String(err)))
       .finally(() => {
         form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
