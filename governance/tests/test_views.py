@@ -254,3 +254,43 @@ def test_the_pages_work_before_governance_is_deployed(db) -> None:
         {"kind": "parameters", "account": "0x" + "12" * 20, "change_min_quality_score": "on", "min_quality_score": "1"},
     )
     assert refused.status_code == 403
+
+
+def test_a_deployment_proposal_made_on_the_page_shows_its_stake_and_takes_the_bond(world, anvil) -> None:
+    from modelfactory.tests.factories import default_base, stand_in_version
+
+    version = stand_in_version(owner=world.bob, base_model=default_base(), name="lantern-v9")
+    bob = client_for(world.bob)
+    mine(anvil, 1)
+    # Bob needs votes of his own to propose
+    delegated = signed_post(bob, "/governance/delegate/sign/", world.bob_key,
+                            {"account": world.bob_key.address, "to": "self"})  # fmt: skip
+    assert delegated.status_code == 202
+    mine(anvil, 1)
+    new = bob.get("/governance/new/").content.decode()
+    assert "lantern-v9" in new and "0.01 OLTR" in new  # the stake, shown before proposing
+    form = {"kind": "deployment", "account": world.bob_key.address, "version": str(version.pk)}
+
+    first = bob.post("/governance/new/", form).json()
+    assert first["stake"] == str(10**16) and first["words"][0].startswith("Approve model version “lantern-v9”")
+    relayed = bob.post("/governance/new/", {**form, "signature": sign(first["typed_data"], world.bob_key)})
+    assert relayed.status_code == 202, relayed.content
+    indexer.index_to_head(world.gov)
+    proposal = Proposal.objects.get(kind="deployment")
+    page = bob.get(f"/governance/proposals/{proposal.proposal_id}/").content.decode()
+    assert "Bond the stake" in page and "lantern-v9" in page
+    # someone else's version, and a bond on a parameter proposal, are refused
+    alice = client_for(world.alice)
+    theirs = alice.post("/governance/new/", {**form, "account": world.alice_key.address})
+    assert theirs.status_code == 400 and "your own model versions" in theirs.json()["error"]
+    not_deployment = alice.post(url(world, "stake/"), {"account": world.alice_key.address})
+    assert not_deployment.status_code == 400 and "deployment proposal" in not_deployment.json()["error"]
+
+    bonded = signed_post(bob, f"/governance/proposals/{proposal.proposal_id}/stake/", world.bob_key,
+                         {"account": world.bob_key.address})  # fmt: skip
+
+    assert bonded.status_code == 202 and bonded.json()["transaction"]["status"] == "confirmed"
+    indexer.index_to_head(world.gov)
+    page = bob.get(f"/governance/proposals/{proposal.proposal_id}/").content.decode()
+    assert 'data-stake="bonded"' in page and "Bond the stake" not in page
+    assert bob.get("/governance/delegate/sign/").status_code == 405
