@@ -154,6 +154,15 @@ def test_hostile_votes_are_refused_in_words_and_nothing_is_relayed(world) -> Non
     assert not GovernanceTransaction.objects.filter(kind="vote").exists()
 
 
+def test_relays_past_the_rate_limit_are_refused_with_a_429(world, settings) -> None:
+    settings.GOVERNANCE_RELAY_RATE_LIMIT = "1/hour"
+    alice = client_for(world.alice)
+    data = {"account": world.alice_key.address, "support": "1", "signature": "0x" + "11" * 65}
+    assert alice.post(url(world, "vote/"), data).status_code == 400  # counted, then refused for its signature
+    limited = alice.post(url(world, "vote/"), data)
+    assert limited.status_code == 429 and "Too many governance requests" in limited.json()["error"]
+
+
 def test_delegating_on_the_page_gives_votes_to_yourself_or_to_an_address(world, anvil) -> None:
     bob = client_for(world.bob)
     page = bob.get("/governance/delegate/").content.decode()
@@ -293,4 +302,12 @@ def test_a_deployment_proposal_made_on_the_page_shows_its_stake_and_takes_the_bo
     indexer.index_to_head(world.gov)
     page = bob.get(f"/governance/proposals/{proposal.proposal_id}/").content.decode()
     assert 'data-stake="bonded"' in page and "Bond the stake" not in page
+
+    # nobody votes: once voting is over it is defeated, and the page settles the stake (half forfeited to the pool)
+    mine(anvil, 25)
+    assert "Settle the stake" in bob.get(f"/governance/proposals/{proposal.proposal_id}/").content.decode()
+    settled = bob.post(f"/governance/proposals/{proposal.proposal_id}/settle/", follow=True)
+    assert "Stake settled: transaction" in settled.content.decode()
+    indexer.index_to_head(world.gov)
+    assert 'data-stake="slashed"' in bob.get(f"/governance/proposals/{proposal.proposal_id}/").content.decode()
     assert bob.get("/governance/delegate/sign/").status_code == 405
