@@ -22,6 +22,7 @@ from django_htmx.middleware import HtmxDetails
 
 from common.redirects import safe_next
 
+from . import hooks
 from .forms import ApiTokenForm, LoginForm, SignupForm, WalletChallengeForm, WalletLinkForm
 from .models import User, Wallet, WalletChallenge
 from .selectors import api_token_of, user_roles, wallets_of
@@ -107,7 +108,8 @@ def _render_profile(request: HtmxHttpRequest, fragment: str, *, status: int = 20
 @require_GET
 @login_required
 def profile(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, "accounts/profile.html", _profile_context(request))
+    sections = [section(request, request.user) for section in hooks.profile_sections()]
+    return render(request, "accounts/profile.html", _profile_context(request, sections=sections))
 
 
 @require_POST

@@ -143,6 +143,7 @@ _WALLET_SCRIPT = """
       if (method === "eth_requestAccounts" || method === "eth_accounts") return [address];
       if (method === "eth_chainId") return chainId;
       if (method === "personal_sign") return await window.__openledgerTestWalletSign(params[0], params[1]);
+      if (method === "eth_signTypedData_v4") return await window.__openledgerTestWalletSignTyped(params[0], params[1]);
       throw Object.assign(new Error("unsupported method " + method), { code: 4200 });
     },
     on() {},
@@ -153,13 +154,14 @@ _WALLET_SCRIPT = """
 
 
 def install_wallet(page: Page, account: LocalAccount, *, chain_id: int = 31337) -> list[str]:
-    """Inject an EIP-1193 ``window.ethereum`` whose ``personal_sign`` is answered here, with ``account``'s key.
+    """Inject an EIP-1193 ``window.ethereum`` whose ``personal_sign`` and ``eth_signTypedData_v4`` (EIP-712, the
+    typed data as JSON text) are answered here, with ``account``'s key.
 
-    Call before the first navigation. Returns the list of messages signed so far (it grows as the page signs).
-    The key stays in this process, as it would stay in a real wallet.
+    Call before the first navigation. Returns the list of messages signed so far (it grows as the page signs; a
+    typed message is listed as its JSON text). The key stays in this process, as it would stay in a real wallet.
     """
     from eth_account import Account
-    from eth_account.messages import encode_defunct
+    from eth_account.messages import encode_defunct, encode_typed_data
 
     signed: list[str] = []
 
@@ -170,7 +172,15 @@ def install_wallet(page: Page, account: LocalAccount, *, chain_id: int = 31337) 
         signed.append(text)
         return "0x" + Account.sign_message(encode_defunct(text=text), account.key).signature.hex()
 
+    def sign_typed(address: str, typed_json: str) -> str:
+        if address.lower() != account.address.lower():
+            raise ValueError(f"the test wallet holds {account.address}, not {address}")
+        signed.append(typed_json)
+        typed = encode_typed_data(full_message=json.loads(typed_json))
+        return "0x" + Account.sign_message(typed, account.key).signature.hex().removeprefix("0x")
+
     page.expose_function("__openledgerTestWalletSign", sign)
+    page.expose_function("__openledgerTestWalletSignTyped", sign_typed)
     page.add_init_script(
         _WALLET_SCRIPT % {"address": json.dumps(account.address), "chain_id": json.dumps(hex(chain_id))}
     )

@@ -25,6 +25,7 @@ urlpatterns = [
     path("attribution/", include("rewards.urls")),
     path("api/rewards/", include("rewards.api_urls")),
     path("api/attribution/", include("attribution.api_urls")),
+    path("governance/", include("governance.urls")),
     path("api/governance/", include("governance.api_urls")),
     path("api/", include("openledger_web.api_urls")),
     path("api/", include("accounts.api_urls")),

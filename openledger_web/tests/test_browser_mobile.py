@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from governance.tests.support import a_proposal
 from modelfactory.tests.factories import stand_in_version
 from openledger_web.browser import SCREENSHOTS_DIR, VIEWPORT, screenshot
 from openledger_web.tests.test_production_mode import every_page
@@ -38,6 +39,7 @@ def world_and_pages(deployed_chain: Any) -> tuple[Any, list[str]]:
     world.asker = world.owner
     run = paid_run(world)
     other = stand_in_version(owner=world.owner, base_model=world.version.base_model, name="lantern-v2")
+    a_proposal()
     world.owner.is_staff = world.owner.is_superuser = True
     world.owner.save()
     # one contribution waiting, so the curation queue has an item (forms and all) and the header its count

@@ -18,6 +18,8 @@ from django.conf import settings
 from playwright.sync_api import Browser, expect
 from playwright.sync_api import Error as PlaywrightError
 
+from governance.models import Proposal
+from governance.tests.support import a_proposal
 from ledger import services as ledger_services
 from ledger.models import Anchor
 from ledger.testing import free_port
@@ -72,6 +74,9 @@ def every_page(world: Any, run: Any, other: Any) -> list[str]:
         f"/attribution/lineage/records/{world.alice_contribution.records.first().pk}/",
         f"/attribution/lineage/contributors/{world.alice.username}/",
         "/accounts/profile/",
+        "/governance/", "/governance/?state=active", "/governance/new/", "/governance/delegate/",
+        "/governance/parameters/",
+        *[f"/governance/proposals/{p.proposal_id}/" for p in Proposal.objects.all()[:1]],
         "/api/docs/", "/api/redoc/",
         "/admin/", "/admin/accounts/user/", f"/admin/accounts/user/{world.owner.pk}/change/",
         "/admin/datanets/datanet/", f"/admin/datanets/datanet/{datanet.pk}/change/",
@@ -88,6 +93,7 @@ def test_debug_off_collects_static_serves_every_page_under_its_csp_without_conso
     world.asker = world.owner
     run = paid_run(world)
     other = stand_in_version(owner=world.owner, base_model=world.version.base_model, name="lantern-v2")
+    a_proposal()
     for anchor in Anchor.objects.filter(status="pending"):  # so the verify pages have a transaction to check
         ledger_services.anchor_send(anchor_id=anchor.pk)
     ledger_services.anchors_confirm()
