@@ -59,12 +59,18 @@ class FeeSplit(Protocol):
         ...
 
     def run_attributed(
-        self, *, run: InferenceRun, attribution: RunAttribution, contribution_shares: Mapping[int, Fraction]
+        self,
+        *,
+        run: InferenceRun,
+        attribution: RunAttribution,
+        contribution_shares: Mapping[int, Fraction],
+        policy: SplitPolicy,
     ) -> None:
         """Split ``run``'s fee (``attribution.fee``; its builder is the owner of the run's version) by each
-        contribution's exact share of the answer (the shares sum to at most 1; none: no contributor is paid), inside
-        the transaction that made ``attribution`` final. Raising rolls the attribution back (see the module
-        docstring)."""
+        contribution's exact share of the answer (the shares sum to at most 1; none: no contributor is paid) under
+        ``policy``, the one ``policy`` gave for this run and attribution recorded on its row (read once: the rules
+        may change between two reads), inside the transaction that made ``attribution`` final. Raising rolls the
+        attribution back (see the module docstring)."""
         ...
 
 

@@ -228,12 +228,15 @@ def _fee() -> int:
     return int(settings.INFERENCE_RUN_FEE)
 
 
-def _split_fee(*, run: Any, attribution: RunAttribution, contribution_shares: dict[int, Fraction]) -> None:
-    """Have the registered fee split (``hooks.FeeSplit``) split the fee of a row just made final, inside its
-    transaction and under its lock: what the split raises rolls the attribution back with it."""
+def _split_fee(
+    *, run: Any, attribution: RunAttribution, contribution_shares: dict[int, Fraction], policy: hooks.SplitPolicy | None
+) -> None:
+    """Have the registered fee split (``hooks.FeeSplit``) split the fee of a row just made final under ``policy``
+    (the one recorded on the row), inside its transaction and under its lock: what the split raises rolls the
+    attribution back with it."""
     split = hooks.fee_split()
-    if split is not None:
-        split.run_attributed(run=run, attribution=attribution, contribution_shares=contribution_shares)
+    if split is not None and policy is not None:
+        split.run_attributed(run=run, attribution=attribution, contribution_shares=contribution_shares, policy=policy)
 
 
 def _split_policy() -> hooks.SplitPolicy | None:
@@ -322,7 +325,7 @@ def _finish_without_index(*, run: Any, index: AttributionIndex | None) -> RunAtt
     attribution.finished_at = timezone.now()
     attribution.next_attempt_at = None
     attribution.save()
-    _split_fee(run=run, attribution=attribution, contribution_shares={})
+    _split_fee(run=run, attribution=attribution, contribution_shares={}, policy=policy)
     return attribution
 
 
@@ -544,7 +547,7 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
     )
     _store_spans(attribution=attribution, run=run, scores=scores)
     # shares sum to the paid fraction: the unsupported part of the contributors' pool goes to the protocol pool
-    _split_fee(run=run, attribution=attribution, contribution_shares=dict(rollup.contributions))
+    _split_fee(run=run, attribution=attribution, contribution_shares=dict(rollup.contributions), policy=policy)
     return attribution
 
 

@@ -276,6 +276,8 @@ class SnapshotSerializer(serializers.Serializer):
     contributor_count = serializers.IntegerField()
     words = serializers.IntegerField()
     duplicates_skipped = serializers.IntegerField()
+    min_quality_score = serializers.IntegerField(help_text="The governed minimum quality score applied (0: none)")
+    below_quality_count = serializers.IntegerField(help_text="Accepted contributions left out: scored below it")
     added_count = serializers.IntegerField()
     removed_count = serializers.IntegerField()
     merkle_root = serializers.CharField()

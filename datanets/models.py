@@ -347,6 +347,18 @@ class Snapshot(models.Model):
     duplicates_skipped = models.PositiveIntegerField(default=0)
     added_count = models.PositiveIntegerField(default=0, help_text="Records not in the previous snapshot.")
     removed_count = models.PositiveIntegerField(default=0, help_text="Records of the previous snapshot not here.")
+    # the governed quality minimum (issue 16) applied at freeze time, and what it left out
+    min_quality_score = models.PositiveSmallIntegerField(
+        default=0, help_text="The minimum quality score a contribution needed to enter (0: none)."
+    )
+    below_quality_count = models.PositiveIntegerField(
+        default=0, help_text="Accepted contributions left out: their quality score was below the minimum."
+    )
+    rules_source = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="Where the minimum was read: chain, cached, settings, fallback; empty: frozen before governance.",
+    )
     merkle_root = models.CharField(max_length=66)
     tree_path = models.CharField(max_length=200, help_text="Relative to MEDIA_ROOT: snapshots/ab/cd/<sha256>.nodes")
     tree_sha256 = models.CharField(max_length=64)

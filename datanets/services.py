@@ -24,12 +24,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
 from ledger import merkle
 from ledger.proofs import PROOF_SCHEMA, anchor_facts_for
+from ledger.rules import rules_in_force
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
@@ -1109,13 +1110,22 @@ def _records_mark(*, curator: Any, records: Iterable[Record], reason: str, exclu
 # Snapshots
 
 
-def _snapshot_leaves(datanet: Datanet) -> tuple[array, array, list[bytes], list[str], int, int]:
-    """The leaves of a new snapshot, in build order: every accepted, non-excluded record, first accepted copy of each
-    hash only. Returns record ids, contribution ids, hashes (raw), addresses, words and duplicates skipped."""
-    rows = (
-        Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED, excluded=False)
-        .order_by("contribution__reviewed_at", "contribution_id", "position")
-        .values_list("id", "contribution_id", "record_hash", "words", "contribution__contributor_id")
+def _below_quality(min_quality: int) -> Q:
+    """Contributions under the quality minimum: a score below it, or none at all (nothing shows it meets it)."""
+    if min_quality <= 0:
+        return Q(pk__in=[])
+    return Q(quality_score__lt=min_quality) | Q(quality_score__isnull=True)
+
+
+def _snapshot_leaves(datanet: Datanet, min_quality: int = 0) -> tuple[array, array, list[bytes], list[str], int, int]:
+    """The leaves of a new snapshot, in build order: every accepted, non-excluded record of a contribution scoring
+    at least ``min_quality``, first accepted copy of each hash only. Returns record ids, contribution ids, hashes
+    (raw), addresses, words and duplicates skipped."""
+    rows = Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED, excluded=False)
+    if min_quality > 0:
+        rows = rows.filter(contribution__quality_score__gte=min_quality)  # a contribution never scored stays out
+    rows = rows.order_by("contribution__reviewed_at", "contribution_id", "position").values_list(
+        "id", "contribution_id", "record_hash", "words", "contribution__contributor_id"
     )
     addresses_by_user = selectors.primary_addresses(
         user_ids=datanet.contributions.filter(status=Contribution.Status.ACCEPTED).values("contributor_id")
@@ -1169,16 +1179,21 @@ def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     Every accepted contribution is scanned (personal data, secrets and the other checks) before it can enter a
     snapshot: one accepted before its checks ran is checked first, here; a freeze refuses, saying which and why,
     while one still is not (accepted meanwhile, or its checks failed).
+
+    The governed quality minimum (``ProtocolParameters.minQualityScore``, read by ``ledger.rules.rules_in_force``)
+    applies: an accepted contribution whose quality score is below it stays out, and the snapshot records the
+    minimum, how many contributions it left out and where the minimum was read. Earlier snapshots never change.
     """
     _require_curator(user, datanet, "freeze a snapshot")
     _scan_accepted(datanet)
+    rules = rules_in_force()
     # The leaves and the tree are built before the write transaction: reading and hashing a large Datanet takes
     # seconds, and on SQLite a write transaction is the database's one write lock. The accepted contributions of a
     # Datanet only ever grow in number (an accepted one is frozen and can't be deleted), so their count, taken before
     # the leaves are read and again under the lock, says whether the leaves still hold.
     for _ in range(FREEZE_ATTEMPTS):
         accepted = _accepted_count(datanet)
-        built = _snapshot_build(datanet)
+        built = _snapshot_build(datanet, min_quality=int(rules.min_quality_score), rules_source=rules.source)
         snapshot = _snapshot_write(datanet=datanet, user=user, built=built, accepted=accepted)
         if snapshot is not None:
             return snapshot
@@ -1200,22 +1215,37 @@ class _Built(NamedTuple):
     duplicates: int
     tree: merkle.StandardMerkleTree
     stored: StoredFile
+    min_quality: int
+    below_quality: int
+    rules_source: str
 
 
 def _accepted_count(datanet: Datanet) -> int:
     return datanet.contributions.filter(status=Contribution.Status.ACCEPTED).count()
 
 
-def _snapshot_build(datanet: Datanet) -> _Built:
-    record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet)
+def _snapshot_build(datanet: Datanet, *, min_quality: int = 0, rules_source: str = "") -> _Built:
+    record_ids, contribution_ids, hashes, addresses, words, duplicates = _snapshot_leaves(datanet, min_quality)
+    below = (
+        datanet.contributions.filter(status=Contribution.Status.ACCEPTED).filter(_below_quality(min_quality)).count()
+    )
     if not record_ids:
+        if below:
+            raise ValidationError(
+                f"{datanet.name!r} has no records to freeze: its {below} accepted contribution"
+                f"{'s score' if below != 1 else ' scores'} below the minimum quality score of {min_quality} that "
+                "governance set, so none can enter a snapshot",
+                code="empty",
+            )
         raise ValidationError(
             f"{datanet.name!r} has no accepted records to freeze: accept a contribution first", code="empty"
         )
     tree = merkle.StandardMerkleTree.of(zip(hashes, addresses, contribution_ids, strict=True))
     nodes = tree.nodes()
     stored = store_bytes_file(lambda out: out.writelines(nodes), prefix="snapshots", suffix=".nodes")
-    return _Built(record_ids, contribution_ids, addresses, words, duplicates, tree, stored)
+    return _Built(
+        record_ids, contribution_ids, addresses, words, duplicates, tree, stored, min_quality, below, rules_source
+    )
 
 
 @transaction.atomic
@@ -1267,6 +1297,9 @@ def _snapshot_write(*, datanet: Datanet, user: Any, built: _Built, accepted: int
         .count(),
         words=built.words,
         duplicates_skipped=built.duplicates,
+        min_quality_score=built.min_quality,
+        below_quality_count=built.below_quality,
+        rules_source=built.rules_source,
         merkle_root=tree.root,
         tree_path=built.stored.path,
         tree_sha256=built.stored.sha256,

@@ -768,7 +768,14 @@ def snapshot_freeze(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         return _refused(request, str(e), 403)
     except ValidationError as e:
         return _refused(request, _message(e), 400)
-    messages.success(request, f"Snapshot {snapshot.number} is frozen; its root is on its way to the chain.")
+    left_out = ""
+    if snapshot.below_quality_count:
+        count = snapshot.below_quality_count
+        left_out = (
+            f" {count} accepted contribution{'s' if count != 1 else ''} scoring below the minimum quality score of "
+            f"{snapshot.min_quality_score} {'were' if count != 1 else 'was'} left out."
+        )
+    messages.success(request, f"Snapshot {snapshot.number} is frozen; its root is on its way to the chain.{left_out}")
     return redirect("datanets:snapshot", slug=datanet.slug, number=snapshot.number)
 
 

@@ -99,7 +99,9 @@ def _openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
 
 
 def _rejected(error: services.RunRejected) -> Response:
-    type_ = {401: "authentication_error", 429: "rate_limit_error"}.get(error.status, "invalid_request_error")
+    type_ = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error", 503: "server_error"}.get(
+        error.status, "invalid_request_error"
+    )
     response = openai_error(error.message, status=error.status, type_=type_, param=error.param, code=error.code)
     if isinstance(error, services.RateLimited):
         response["Retry-After"] = str(error.retry_after)

@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from common import ratelimit
-from ledger import hashing
+from ledger import chain, governance, hashing
+from ledger.rules import rules_in_force
 from ledger.services import seal_batches
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
@@ -70,6 +71,20 @@ class PromptTooLong(RunRejected):
     code = "context_length_exceeded"
 
 
+class AwaitingApproval(RunRejected):
+    """The deployment gate is on and governance has not approved the version: only its owner may ask it."""
+
+    status = 403
+    code = "awaiting_governance_approval"
+
+
+class ApprovalUnreadable(RunRejected):
+    """The deployment gate is on and the version's approval cannot be read from chain: not assumed either way."""
+
+    status = 503
+    code = "governance_unavailable"
+
+
 class RateLimited(RunRejected):
     status = 429
     code = "rate_limit_exceeded"
@@ -81,6 +96,32 @@ class RateLimited(RunRejected):
 
 def _signed_in(user: Any) -> bool:
     return user is not None and getattr(user, "is_authenticated", False) and user.is_active
+
+
+def version_deployment_check(*, user: Any, version: ModelVersion) -> None:
+    """With governance's deployment gate on (``ProtocolParameters.deploymentGate``), serve ``version`` to anyone but
+    its owner only once ``ModelRegistry`` approved its manifest hash (a deployment proposal passed and was
+    executed). Raises AwaitingApproval (403) when it is not approved, ApprovalUnreadable (503) when the chain cannot
+    say; the owner is always served, and with the gate off nothing is checked."""
+    if version.owner_id == user.pk:
+        return
+    if not rules_in_force().deployment_gate:
+        return
+    try:
+        approved = governance.is_approved(version.manifest_hash)
+    except chain.ChainError as e:
+        logger.warning("version %s: its deployment approval is unreadable: %s", version.pk, e)
+        raise ApprovalUnreadable(
+            f"the model version {version.pk} needs governance approval to be served and the chain cannot be read to "
+            "check it now; try again in a minute",
+            param="model",
+        ) from e
+    if not approved:
+        raise AwaitingApproval(
+            f"the model version {version.pk} ({version.name}) awaits governance approval: while the deployment gate "
+            "is on, only its owner may ask it until a deployment proposal for it passes and is executed",
+            param="model",
+        )
 
 
 # -- validation ---------------------------------------------------------------------------------------------------
@@ -260,8 +301,10 @@ def run_submit(
     ``version`` must be askable by ``user`` (published, or the user's own); None asks ``base_model`` alone (default:
     the default base model). Options: temperature 0..2 (0 greedy, the default), top_p (0, 1], max_tokens
     1..INFERENCE_MAX_NEW_TOKENS, stop (at most 4 strings), seed. Limits: INFERENCE_MAX_PROMPT_TOKENS counted with the
-    base model's tokenizer, INFERENCE_RATE_LIMIT per user. Raises RunRejected (ModelNotFound, PromptTooLong,
-    RateLimited) writing nothing; the generation task is queued when the transaction commits.
+    base model's tokenizer, INFERENCE_RATE_LIMIT per user. With governance's deployment gate on, a version not yet
+    approved is served to its owner only (``version_deployment_check``). Raises RunRejected (ModelNotFound,
+    AwaitingApproval, ApprovalUnreadable, PromptTooLong, RateLimited) writing nothing; the generation task is queued
+    when the transaction commits.
     """
     if not _signed_in(user):
         raise RunRejected("sign in to ask a model", code="invalid_api_key")
@@ -270,6 +313,7 @@ def run_submit(
     if version is not None:
         if not versions_askable_by(user=user).filter(pk=version.pk).exists():
             raise ModelNotFound(f"the model version {version.pk} does not exist or is not published", param="model")
+        version_deployment_check(user=user, version=version)
         base_model = version.base_model
     elif base_model is None:
         base_model = BaseModel.objects.filter(is_default=True).first()

@@ -102,11 +102,23 @@ def _ask_context(request: HttpRequest, form: AskForm, **extra: Any) -> dict[str,
         "filters": filters,
         "results": _version_results(request, filters),
         "picked": picked,
+        "picked_refusal": _deployment_refusal(request.user, picked),
         "datanets": datanets.order_by("name"),
         "bases": BaseModel.objects.filter(versions__in=versions).distinct().order_by("name"),
         "chat_roles": CHAT_ROLES,
         **extra,
     }
+
+
+def _deployment_refusal(user: Any, version: ModelVersion | None) -> str:
+    """Why ``version`` would not be served to ``user`` now (governance's deployment gate), or ""."""
+    if version is None:
+        return ""
+    try:
+        services.version_deployment_check(user=user, version=version)
+    except services.RunRejected as e:
+        return e.message[:1].upper() + e.message[1:] + "."
+    return ""
 
 
 @require_GET

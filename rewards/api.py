@@ -201,8 +201,11 @@ class RewardClaimListApi(RewardsApi):
 
 
 def run_rewards_data(*, run: InferenceRun, user: Any) -> list[dict[str, Any]]:
-    """The run's reward split: each part of its fee (kind, user, contribution, amount as a decimal string, and the
-    exact share of the fee it was entitled to, "p/q"); the parts sum to the fee exactly."""
+    """The run's reward split: each part of its fee (kind, user, contribution, amount as a decimal string, the
+    exact share of the fee it was entitled to, "p/q", and ``rules``: the policy version and basis points it was
+    split by, where they were read, ProtocolParameters' address and block); the parts sum to the fee exactly."""
+    accruals = selectors.run_accruals(run=run)
+    rules = selectors.split_rules(accruals)
     return [
         {
             "kind": a.recipient_kind,
@@ -210,8 +213,9 @@ def run_rewards_data(*, run: InferenceRun, user: Any) -> list[dict[str, Any]]:
             "contribution": a.contribution_id,
             "amount": str(int(a.amount)),
             "share": a.share,
+            "rules": rules.as_dict() if rules is not None else None,
         }
-        for a in selectors.run_accruals(run=run)
+        for a in accruals
     ]
 
 

@@ -41,6 +41,22 @@ class RewardAccrual(models.Model):
         max_length=80, help_text='Exact fraction of the fee this part was entitled to before rounding, "p/q".'
     )
     policy_version = models.PositiveIntegerField(help_text="The reward policy that split the fee.")
+    # the rules the fee was split by (issue 16): empty on the accruals split before governance, whose basis points
+    # are their policy version's fixed ones (70 / 20 / 10)
+    contributors_bps = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The contributors' part of the fee, in basis points (empty: the policy's)."
+    )
+    builder_bps = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The builder's part of the fee, in basis points (empty: the policy's)."
+    )
+    rules_source = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="Where the basis points were read: chain, cached (the chain away), settings (no governance "
+        "contracts yet), fallback (the chain unreadable, nothing cached); empty: the policy version's.",
+    )
+    rules_address = models.CharField(max_length=42, blank=True, help_text="The ProtocolParameters contract read.")
+    rules_block = models.PositiveBigIntegerField(null=True, blank=True, help_text="The block it was read at.")
     epoch = models.PositiveIntegerField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

@@ -9,28 +9,35 @@ from fractions import Fraction
 
 from attribution.models import RunAttribution
 from inference.models import InferenceRun
+from ledger.rules import rules_in_force
 
 from . import services
-from .split import REWARD_POLICY, RewardPolicy
+from .split import RewardPolicy, governed_policy
 
 
 class FeeSplit:
-    """Attribution's fee split (``attribution.hooks.FeeSplit``): accruals under ``split.REWARD_POLICY``, written in
-    the transaction that makes the run's attribution final."""
+    """Attribution's fee split (``attribution.hooks.FeeSplit``): accruals under ``split.REWARD_POLICY`` with the
+    basis points of the rules in force (``ledger.rules.rules_in_force``: ProtocolParameters, read from chain and
+    cached until an executed proposal), written in the transaction that makes the run's attribution final."""
 
     @property
     def policy(self) -> RewardPolicy:
-        return REWARD_POLICY
+        return governed_policy(rules_in_force())
 
     def run_attributed(
-        self, *, run: InferenceRun, attribution: RunAttribution, contribution_shares: Mapping[int, Fraction]
+        self,
+        *,
+        run: InferenceRun,
+        attribution: RunAttribution,
+        contribution_shares: Mapping[int, Fraction],
+        policy: RewardPolicy,
     ) -> None:
         services.run_accrue(
             run=run,
             builder=run.version.owner,
             fee=int(attribution.fee),
             contribution_shares=contribution_shares,
-            policy=self.policy,
+            policy=policy,
         )
 
 

@@ -28,6 +28,7 @@ from modelfactory.selectors import versions_visible_to
 
 from .models import RewardAccrual
 from .services import user_label
+from .split import BASIS_POINTS, REWARD_POLICIES, REWARD_POLICY_V1
 
 TOKEN_DECIMALS = 18
 TOKEN_SYMBOL = "OLTR"
@@ -147,6 +148,48 @@ def run_accruals(*, run: Any) -> list[RewardAccrual]:
     return list(
         RewardAccrual.objects.filter(run=run).select_related("user", "datanet").order_by("recipient_kind", "-amount")
     )
+
+
+@dataclass(frozen=True)
+class SplitRules:
+    """The basis points a run's fee was split by and where they were read (``RewardAccrual.rules_*``)."""
+
+    policy_version: int
+    contributors_bps: int
+    builder_bps: int
+    source: str  # policy (the version's fixed basis points), chain, cached, settings, fallback
+    address: str
+    block: int | None
+
+    @property
+    def pool_bps(self) -> int:
+        return BASIS_POINTS - self.contributors_bps - self.builder_bps
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy_version": self.policy_version,
+            "contributors_bps": self.contributors_bps,
+            "builder_bps": self.builder_bps,
+            "pool_bps": self.pool_bps,
+            "source": self.source,
+            "address": self.address or None,
+            "block": self.block,
+        }
+
+
+def split_rules(accruals: list[RewardAccrual]) -> SplitRules | None:
+    """The rules ``accruals`` (one run's) were split by; None without accruals. Accruals split before governance
+    carry none: their policy version's fixed basis points (``split.REWARD_POLICIES``)."""
+    if not accruals:
+        return None
+    a = accruals[0]
+    if not a.rules_source:
+        fixed = REWARD_POLICIES.get(a.policy_version, REWARD_POLICY_V1)
+        return SplitRules(a.policy_version, fixed.contributors_bps, fixed.builder_bps, "policy", "", None)
+    return SplitRules(
+        a.policy_version, int(a.contributors_bps or 0), int(a.builder_bps or 0), a.rules_source, a.rules_address,
+        a.rules_block,
+    )  # fmt: skip
 
 
 # Reward epochs, in the open

@@ -55,7 +55,8 @@ def run_accrue(
     *, run: Any, builder: Any, fee: int, contribution_shares: Mapping[int, Fraction], policy: RewardPolicy
 ) -> list[RewardAccrual]:
     """Split ``run``'s ``fee`` between contributions (by exact attribution share), the builder and the pool under
-    ``policy``, and write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``).
+    ``policy``, and write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``). Each
+    accrual records the policy's basis points and where they were read (``RewardPolicy.rules_*``).
 
     Call it under the run's claimed attribution row, in its transaction; a run that already has accruals is refused
     (AlreadyAccrued; the unique constraints on RewardAccrual refuse it again in the database)."""
@@ -73,6 +74,11 @@ def run_accrue(
             amount=amount,
             share=_fraction(share),
             policy_version=policy.version,
+            contributors_bps=policy.contributors_bps,
+            builder_bps=policy.builder_bps,
+            rules_source=policy.rules_source,
+            rules_address=policy.rules_address,
+            rules_block=policy.rules_block,
             **recipient,
         )
 

@@ -11,12 +11,18 @@ points (1/10,000):
 So the parts always sum to ``F`` exactly, none is negative, and a contributor with share 0 gets 0. Floor with the
 remainder to the pool was chosen over largest remainder because it never pays anyone more than their exact
 entitlement and makes "where did the dust go" a one-line answer: the pool.
+
+Since issue 16 the basis points are governed: ``governed_policy`` takes them from the rules in force
+(``ledger.rules.rules_in_force``: ProtocolParameters on chain), and the policy carries where they came from
+(``rules_source``, ``rules_address``, ``rules_block``), recorded on every accrual. The policy *version* keeps its
+meaning, which is what the contributor shares are (v1: all credit; v2: the supported part only); v1's and v2's
+constants hold the fixed basis points every run split before governance used (70 / 20 / 10).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -31,6 +37,11 @@ class RewardPolicy:
     contributors_bps: int
     builder_bps: int
     supported_only: bool = False  # contributor shares cover supported content only (sum to at most 1)
+    # where the basis points come from: "" (the version's fixed ones), or a ``Parameters.source`` (chain, cached,
+    # settings, fallback) with ProtocolParameters' address and the block it was read at
+    rules_source: str = ""
+    rules_address: str = ""
+    rules_block: int | None = None
 
     def __post_init__(self) -> None:
         if self.contributors_bps < 0 or self.builder_bps < 0 or self.contributors_bps + self.builder_bps > BASIS_POINTS:
@@ -47,6 +58,16 @@ class RewardPolicy:
             "builder_bps": self.builder_bps,
             "protocol_bps": self.protocol_bps,
             "supported_only": self.supported_only,
+            "rules": self.rules_as_dict(),
+        }
+
+    def rules_as_dict(self) -> dict[str, Any]:
+        """Where the basis points come from: the source (``policy``: the version's fixed basis points), and for
+        rules read from chain ProtocolParameters' address and block, so the split can be checked by an eth_call."""
+        return {
+            "source": self.rules_source or "policy",
+            "address": self.rules_address or None,
+            "block": self.rules_block,
         }
 
 
@@ -58,7 +79,20 @@ REWARD_POLICY_V1 = RewardPolicy(version=1, contributors_bps=7_000, builder_bps=2
 # and the protocol pool takes the other 80%; the builder is never paid more for an answer no record supports.
 REWARD_POLICY_V2 = RewardPolicy(version=2, contributors_bps=7_000, builder_bps=2_000, supported_only=True)
 REWARD_POLICIES = {REWARD_POLICY_V1.version: REWARD_POLICY_V1, REWARD_POLICY_V2.version: REWARD_POLICY_V2}
-REWARD_POLICY = REWARD_POLICY_V2  # what new attributions are split by
+REWARD_POLICY = REWARD_POLICY_V2  # what new attributions are split by, with the governed basis points
+
+
+def governed_policy(rules: Any, *, base: RewardPolicy = REWARD_POLICY) -> RewardPolicy:
+    """``base`` (its version and the meaning of its contributor shares) with the basis points of ``rules`` (a
+    ``ledger.governance.Parameters``) and where they were read."""
+    return replace(
+        base,
+        contributors_bps=int(rules.contributors_bps),
+        builder_bps=int(rules.builder_bps),
+        rules_source=rules.source,
+        rules_address=rules.address or "",
+        rules_block=rules.block,
+    )
 
 
 @dataclass(frozen=True)

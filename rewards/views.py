@@ -193,9 +193,14 @@ def contributor_lineage(request: HttpRequest, username: str) -> HttpResponse:
 
 def run_rewards_section(request: HttpRequest, run: InferenceRun) -> str:
     """The run's reward split, under its ancestry panel once its attribution is final (an ``attribution.hooks``
-    panel section): each part of the fee and their total; nothing when the run accrued nothing."""
+    panel section): each part of the fee, their total, and the rules it was split by; nothing when the run accrued
+    nothing."""
     accruals = selectors.run_accruals(run=run)
     if not accruals:
         return ""
-    context = {"accruals": accruals, "total": sum(int(a.amount) for a in accruals)}
+    context = {
+        "accruals": accruals,
+        "total": sum(int(a.amount) for a in accruals),
+        "rules": selectors.split_rules(accruals),
+    }
     return render_to_string("rewards/_run_rewards.html", context, request=request)

@@ -172,8 +172,8 @@ def test_a_contribution_accepted_while_the_snapshot_was_built_is_in_it(monkeypat
     build = services._snapshot_build
     builds: list[int] = []
 
-    def build_then_accept(datanet: Any) -> Any:
-        built = build(datanet)
+    def build_then_accept(datanet: Any, **rules: Any) -> Any:
+        built = build(datanet, **rules)
         builds.append(len(built.record_ids))
         if len(builds) == 1:
             services.contribution_accept(curator=datanet.owner, contribution=late)

@@ -31,3 +31,9 @@ def amount(value: int | Decimal | None) -> SafeString:
 def proof_json(proof: list[str]) -> str:
     """A proof as the JSON text the claim form posts back (the template escapes it for the attribute)."""
     return json.dumps(list(proof or []))
+
+
+@register.filter
+def bps(value: int | None) -> str:
+    """Basis points as a percentage: 7000 -> "70%", 2550 -> "25.5%"."""
+    return f"{(value or 0) / 100:g}%"
