@@ -32,6 +32,7 @@ from accounts.models import User, Wallet
 from attribution.hooks import SplitRefused
 from datanets.models import Contribution
 from ledger import chain, hashing
+from ledger import governance as ledger_governance
 from ledger.models import RewardClaim, RewardEpoch, RewardEpochEntry
 from ledger.rewards_services import ClaimRefused, claim_confirm, claim_relay, epoch_document_attach, epoch_publish
 
@@ -113,8 +114,15 @@ def user_label(user_id: int) -> str:
 
 
 def pool_address() -> str | None:
-    """Where the protocol pool's accruals are paid: REWARDS_POOL_ADDRESS, else the chain signer, or
-    None when neither is known (the pool then waits like a contributor without a wallet)."""
+    """Where the protocol pool's accruals are paid: ProtocolParameters' ``pool`` once governance is deployed (a
+    proposal may move it; it receives forfeited stakes too), else REWARDS_POOL_ADDRESS, else the chain signer, or
+    None when none is known (the pool then waits like a contributor without a wallet)."""
+    try:
+        rules = ledger_governance.parameters()
+    except chain.ChainError:
+        rules = None
+    if rules is not None and rules.source in ("chain", "cached") and rules.pool:
+        return rules.pool
     configured = settings.REWARDS_POOL_ADDRESS.strip()
     if configured:
         if is_address(configured):

@@ -197,3 +197,26 @@ def test_a_run_split_before_governance_shows_its_policys_fixed_basis_points(worl
 
     assert data[0]["rules"]["source"] == "policy"
     assert (data[0]["rules"]["contributors_bps"], data[0]["rules"]["builder_bps"]) == (7000, 2000)
+
+
+@pytest.mark.chain
+def test_the_pools_accruals_go_where_governance_moves_the_pool(chain_settings, db, anvil, settings) -> None:
+    from eth_account import Account
+
+    from rewards.services import pool_address
+
+    settings.REWARDS_POOL_ADDRESS = ""
+    assert pool_address() == chain_signer_address()  # before governance: the signer
+    gov = short_governance(settings)
+    assert pool_address() == settings.REWARDS_POOL_ADDRESS  # deployed with it as ProtocolParameters' pool
+    new_pool = Account.create().address
+    enact(anvil, voter(gov, anvil), gov.parameters_address, parameters_call(gov, "setPool", new_pool), "Move the pool")
+
+    settings.REWARDS_POOL_ADDRESS = Account.create().address  # no longer read once governance is deployed
+    assert pool_address() == new_pool
+
+
+def chain_signer_address() -> str:
+    from ledger import chain
+
+    return chain.signer().address
