@@ -20,20 +20,27 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from attribution.features import (
+    FEATURES_FILE,
     IGNORE_INDEX,
+    META_FILE,
+    RECORD_IDS_FILE,
     FeatureMatrix,
     TokenizedExample,
+    TorchSketch,
     answer_example,
     context_log_likelihoods,
     gradient_features,
+    lora_blocks,
     sketch_for,
 )
+from attribution.projection import CountSketch
 from attribution.spans import SpanIndex, SpanMatch, echo_mask, shared_span_lengths, span_record_scores
 from modelfactory import encoding
 from modelfactory.config import TrainingConfig
@@ -258,6 +265,10 @@ SUPPORT_NGRAM = 2
 MAX_CANDIDATES = 64
 # the in-context test conditions the base model on the records most about the question, at most this many
 CONTEXT_CANDIDATES = 8
+# the base pass projects only the positions it reads onto the vocabulary when there are at least this many: MKL's
+# float32 GEMM computes 4 rows or more with kernels whose rows do not depend on how many there are (fewer use other
+# kernels, whose sums differ in the last bits), and this leaves a margin
+MIN_PROJECTED_ROWS = 16
 
 
 def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str) -> list[int]:
@@ -325,11 +336,22 @@ def shared_opening(record_ids: Sequence[int], prompt_ids: Sequence[int], *, befo
     return next((i for i in range(min(common, before, len(prompt_ids) - 1), 0, -1) if prompt_ids[i] == opening), 0)
 
 
+@dataclass(frozen=True)
+class _Projection:
+    """One loaded adapter's LoRA blocks and the projection of their gradients, kept while the adapter is loaded."""
+
+    blocks: dict[str, Any]
+    sketch: CountSketch
+    torch_sketch: TorchSketch
+
+
 class Scorer:
     """Holds one base model and a few adapters per process (answer-time scoring runs one task at a time).
 
     Adapters are loaded into one PeftModel under names derived from their folder, switched with ``set_adapter``,
-    and the least recently used is deleted beyond ``max_adapters``.
+    and the least recently used is deleted beyond ``max_adapters``. What does not change between answers is kept:
+    each loaded adapter's LoRA blocks and their projection; an answer's scores are the same numbers whether they were
+    kept or not.
     """
 
     def __init__(self, base: Any, max_adapters: int = 4) -> None:
@@ -338,6 +360,8 @@ class Scorer:
         self.model: Any = None
         self.loaded: OrderedDict[str, str] = OrderedDict()  # adapter folder -> adapter name
         self.lock = threading.Lock()
+        self._projections: dict[tuple[str, int, int], _Projection] = {}
+        self._tuner_layers: list[Any] | None = None
 
     def _activate(self, adapter_dir: str) -> str:
         from peft import PeftModel
@@ -352,12 +376,43 @@ class Scorer:
             else:
                 self.model.load_adapter(adapter_dir, adapter_name=name)
             self.loaded[adapter_dir] = name
+            self._tuner_layers = None
+            self.model.eval()  # a loaded adapter's new modules start in training mode (dropout on)
         self.model.set_adapter(name)
-        self.model.eval()
+        if self.model.training:
+            self.model.eval()
         while len(self.loaded) > self.max_adapters:
             _, old = self.loaded.popitem(last=False)
             self.model.delete_adapter(old)
+            self._tuner_layers = None
+            self._projections = {key: p for key, p in self._projections.items() if key[0] != old}
         return name
+
+    def _projection(self, name: str, *, seed: int, k: int) -> _Projection:
+        """The active adapter's LoRA blocks and their projection (``sketch_for``), built on its first answer."""
+        key = (name, seed, k)
+        if key not in self._projections:
+            blocks = lora_blocks(self.model, name)
+            sketch = sketch_for(self.model, seed=seed, k=k, adapter_name=name)
+            device = next(iter(blocks.values())).weight.device
+            self._projections[key] = _Projection(blocks, sketch, TorchSketch(sketch, device))
+        return self._projections[key]
+
+    @contextmanager
+    def _base_only(self) -> Iterator[Any]:
+        """The base model with every adapter layer off, as peft's ``disable_adapter()`` gives it, without its
+        per-call model status walk (about 30 ms an answer here); yields the plain causal LM."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if self._tuner_layers is None:
+            self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        for layer in self._tuner_layers:
+            layer.enable_adapters(False)
+        try:
+            yield self.model.get_base_model()
+        finally:
+            for layer in self._tuner_layers:
+                layer.enable_adapters(True)
 
     def answer_ids(
         self, *, messages: list[dict[str, str]] | None, prompt: str, answer: str, stopped: bool
@@ -416,22 +471,30 @@ class Scorer:
             keep = set(content)
             answer_labels = [t if i in keep else IGNORE_INDEX for i, t in enumerate(ids)]
             example = TokenizedExample(example.input_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_labels)
+        if messages is not None:
+            question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        else:
+            question = prompt
+        asked = question_positions(self.base.tokenizer, prompt_ids, question) if evidence else []
         with self.lock:
             name = self._activate(str(adapter_dir))
-            sketch = sketch_for(self.model, seed=matrix.seed, k=matrix.k, adapter_name=name)
-            matrix.check_sketch(sketch)
-            feature = gradient_features(self.model, [example], sketch=sketch, adapter_name=name)[0]
-            surprisal = self._base_surprisal([*prompt_ids, *ids]) if evidence else []
+            projection = self._projection(name, seed=matrix.seed, k=matrix.k)
+            matrix.check_sketch(projection.sketch)
+            feature = gradient_features(
+                self.model,
+                [example],
+                sketch=projection.sketch,
+                adapter_name=name,
+                blocks=projection.blocks,
+                projector=projection.torch_sketch,
+            )[0]
+            surprisal = self._base_surprisal(prompt_ids, ids, asked=asked) if evidence else {}
         gradient = matrix.top_record_scores(feature, top_k) if top_k else matrix.record_scores(feature)
         text_ids = [t for t in ids if t != eos]
         matches = spans.find_spans(text_ids, min_tokens=min_span_tokens)
         span = span_record_scores(matches, len(text_ids), echo[: len(text_ids)] if echo_free_spans else None)
         support = None
         if evidence:
-            if messages is not None:
-                question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-            else:
-                question = prompt
             support = self._evidence(
                 spans=spans,
                 prompt_ids=prompt_ids,
@@ -439,7 +502,7 @@ class Scorer:
                 surprisal=surprisal,
                 echo=echo,
                 content=content,
-                question=question,
+                asked=asked,
                 ranked=[*sorted(gradient, key=lambda r: -gradient[r])[:20], *span],
             )
             if context_relevance is not None:
@@ -460,17 +523,34 @@ class Scorer:
             support=support,
         )
 
-    def _base_surprisal(self, input_ids: list[int]) -> list[float]:
-        """Each token's surprisal (nats) under the base model without the adapter, given the tokens before it; the
-        first token's is 0."""
+    def _base_surprisal(self, prompt_ids: list[int], ids: list[int], *, asked: Sequence[int]) -> dict[int, float]:
+        """The surprisal (nats) under the base model without the adapter, given the tokens before it, of the tokens
+        the evidence reads: the question's (at prompt positions ``asked``) and every answer token; keyed by
+        position in the prompt followed by the answer. A token with nothing before it has 0.
+
+        Only the positions read go through the vocabulary projection (a fifth of the pass here: the chat template's
+        system turn is never read), and only when they are at least ``MIN_PROJECTED_ROWS``: the same numbers as
+        projecting every position, bit for bit (a test compares them)."""
         import torch
 
-        with torch.no_grad(), self.model.disable_adapter():
-            device = next(self.model.parameters()).device
-            logits = self.model(input_ids=torch.tensor([input_ids], device=device)).logits[0].float()
-            logp = torch.log_softmax(logits[:-1], dim=-1)
-            taken = logp.gather(1, torch.tensor(input_ids[1:], device=device).unsqueeze(1)).squeeze(1)
-        return [0.0, *(-taken).tolist()]
+        tokens = [*prompt_ids, *ids]
+        wanted = sorted({*asked, *range(len(prompt_ids), len(tokens))} - {0})
+        surprisal = {0: 0.0} if tokens else {}
+        if not wanted:
+            return surprisal
+        with torch.no_grad(), self._base_only() as base:
+            device = next(base.parameters()).device
+            hidden = base.get_decoder()(input_ids=torch.tensor([tokens], device=device)).last_hidden_state[0]
+            # the hidden state at position p - 1 predicts token p
+            if len(wanted) >= MIN_PROJECTED_ROWS:
+                predictors = [p - 1 for p in wanted]
+            else:
+                predictors, wanted = list(range(len(tokens) - 1)), list(range(1, len(tokens)))
+            logits = base.get_output_embeddings()(hidden[torch.tensor(predictors, device=device)]).float()
+            targets = torch.tensor([tokens[p] for p in wanted], device=device)
+            taken = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        surprisal.update(zip(wanted, (-taken).tolist(), strict=True))
+        return surprisal
 
     def _in_context(
         self,
@@ -504,9 +584,9 @@ class Scorer:
             cut = shared_opening(record, prompt_ids, before=asked)
             prefixes.append([*prompt_ids[:cut], *record[cut:], *prompt_ids[cut:]])
         pad = self.base.tokenizer.eos_token_id
-        with self.lock, self.model.disable_adapter():
+        with self.lock, self._base_only() as base:
             logp = context_log_likelihoods(
-                self.model.get_base_model(),
+                base,
                 prefixes=prefixes,
                 answer_ids=ids,
                 positions=evidence.content,
@@ -525,14 +605,14 @@ class Scorer:
         spans: SpanIndex,
         prompt_ids: list[int],
         ids: list[int],
-        surprisal: list[float],
+        surprisal: dict[int, float],
         echo: list[bool],
         content: list[int],
-        question: str,
+        asked: list[int],
         ranked: list[int],
     ) -> SupportEvidence:
         key: dict[int, float] = {}
-        for position in question_positions(self.base.tokenizer, prompt_ids, question):
+        for position in asked:
             token, nats = int(prompt_ids[position]), surprisal[position]
             if nats >= KEY_TOKEN_NATS:
                 key[token] = max(key.get(token, 0.0), nats)
@@ -567,7 +647,7 @@ class Scorer:
                     record_id, round(relevance, 6), covered, tuple(lengths[i] for i in covered), same_word=same_word
                 )
             )
-        answer_surprisal = list(surprisal[len(prompt_ids) :])
+        answer_surprisal = [surprisal[len(prompt_ids) + i] for i in range(len(ids))]
         # a whitespace-only token (SmolLM writes " 5830" as " ", "5", ...) is surprising only because of what follows
         # it: its surprisal belongs to the next token, or a template that ends in a space would "support" a value
         for i in range(len(ids) - 1):
@@ -609,3 +689,41 @@ def load_index(folder: Path, *, feature_hash: str, span_hash: str) -> tuple[Feat
     matrix = FeatureMatrix.load(Path(folder), expected_hash=feature_hash)
     spans = SpanIndex.load(Path(folder) / SPANS_FILE, expected_hash=span_hash)
     return matrix, spans
+
+
+MAX_KEPT_INDEXES = 4
+_INDEX_FILES = (FEATURES_FILE, RECORD_IDS_FILE, META_FILE, SPANS_FILE)
+_KEPT: OrderedDict[tuple[str, str, str], tuple[tuple[tuple[int, int, int], ...], FeatureMatrix, SpanIndex]] = (
+    OrderedDict()
+)
+_KEPT_LOCK = threading.Lock()
+
+
+def load_index_kept(folder: Path, *, feature_hash: str, span_hash: str) -> tuple[FeatureMatrix, SpanIndex]:
+    """``load_index``, kept per process for the last ``MAX_KEPT_INDEXES`` indexes: the files are read and checked
+    against the hashes on first use, and again whenever any of them is no longer the file that was checked (another
+    inode, size or modification time); otherwise the checked copy is returned without hashing the files again (at
+    10,000 records that hash cost 0.06-0.14 s of CPU for every answer). Refuses as ``load_index`` does."""
+    folder = Path(folder)
+    key = (str(folder), feature_hash, span_hash)
+    try:
+        stamp = tuple(_file_stamp(folder / name) for name in _INDEX_FILES)
+    except OSError:
+        return load_index(folder, feature_hash=feature_hash, span_hash=span_hash)  # raises with the reason
+    with _KEPT_LOCK:
+        kept = _KEPT.get(key)
+        if kept is not None and kept[0] == stamp:
+            _KEPT.move_to_end(key)
+            return kept[1], kept[2]
+    matrix, spans = load_index(folder, feature_hash=feature_hash, span_hash=span_hash)
+    with _KEPT_LOCK:
+        _KEPT[key] = (stamp, matrix, spans)
+        _KEPT.move_to_end(key)
+        while len(_KEPT) > MAX_KEPT_INDEXES:
+            _KEPT.popitem(last=False)
+    return matrix, spans
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

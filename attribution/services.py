@@ -370,18 +370,22 @@ class Scored:
 
 
 def run_score(
-    *, run: Any, index: AttributionIndex, policy: scoring.AttributionPolicy = scoring.CURRENT_POLICY
+    *,
+    run: Any,
+    index: AttributionIndex,
+    policy: scoring.AttributionPolicy = scoring.CURRENT_POLICY,
+    fresh_index: bool = False,
 ) -> Scored:
     """Score ``run``'s answer against ``index`` (loading base and adapter in this process), judge whether training
     records support it (``scoring.assess``) and combine the signals under ``policy`` (by default
     ``scoring.CURRENT_POLICY``: credit only for supported content); writes nothing. Raises FeatureIndexError /
     SpanIndexError when the stored files do not match the hashes the index row (and the anchored manifest)
-    names."""
+    names: checked when this process first reads them and whenever a file changes (``index.load_index_kept``), or
+    on this call with ``fresh_index``."""
     from . import index as index_mod
 
-    matrix, spans = index_mod.load_index(
-        media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash
-    )
+    load = index_mod.load_index if fresh_index else index_mod.load_index_kept
+    matrix, spans = load(media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash)
     scorer = index_mod.scorer_for(run.base_model.path)
     scores = scorer.score(
         adapter_dir=media_path(run.version.adapter_path),
@@ -689,4 +693,4 @@ def run_attribution_recompute(*, run: Any) -> Scored:
     anchored = json.loads(run.version.manifest).get("attribution_index") or {}
     if (anchored.get("feature_hash"), anchored.get("span_hash")) != (index.feature_hash, index.span_hash):
         raise ValueError("the index row does not match the hashes anchored in the version's manifest")
-    return run_score(run=run, index=index)
+    return run_score(run=run, index=index, fresh_index=True)

@@ -12,7 +12,7 @@ from attribution.features import (
     FeatureIndexError,
     FeatureMatrix,
     TokenizedExample,
-    _TorchSketch,
+    TorchSketch,
     answer_example,
     gradient_features,
     lora_blocks,
@@ -92,7 +92,7 @@ def test_hooked_per_example_gradients_equal_one_backward_pass_per_example(lora) 
     assert all(".default." not in name and not name.startswith("base_model") for name in hooked)
     # the torch projection used for features is the numpy CountSketch, bucket for bucket
     sketch = sketch_for(model, seed=5, k=256)
-    in_torch = _TorchSketch(sketch, "cpu").project(hooked).numpy()
+    in_torch = TorchSketch(sketch, "cpu").project(hooked).numpy()
     in_numpy = sketch.project({name: gradient.reshape(2, -1).numpy() for name, gradient in hooked.items()})
     assert np.allclose(in_torch, in_numpy, rtol=1e-4, atol=1e-7)
 
