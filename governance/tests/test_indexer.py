@@ -183,3 +183,36 @@ def test_a_reset_chain_gets_new_contracts_and_a_new_mirror(gov, anvil) -> None:
     assert Proposal.objects.filter(contracts=fresh).count() == 0
     assert Proposal.objects.filter(contracts=gov).count() == 2  # the old chain's history stays
     assert ParameterChange.objects.filter(contracts=fresh, name="contributorsBps").count() == 1  # the constructor's
+
+
+def test_a_wallet_with_gas_may_vote_and_delegate_directly_and_the_mirror_counts_it(gov, anvil) -> None:
+    """No relay: anvil's second development account (it holds ether) sends delegate() and castVote() itself."""
+    from web3 import Web3
+
+    direct = Account.from_key("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+    alice = Account.create()
+    fund({direct: TOKEN // 2, alice: TOKEN})
+    delegate_self(alice, gov)
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+
+    def send(name: str, address: str, function: str, *args) -> None:
+        contract = w3.eth.contract(address=address, abi=chain.load_contract_artifact(name)["abi"])
+        tx = getattr(contract.functions, function)(*args).build_transaction(
+            {"from": direct.address, "nonce": w3.eth.get_transaction_count(direct.address), "chainId": gov.chain_id}
+        )
+        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
+            direct.sign_transaction(tx).raw_transaction))  # fmt: skip
+        assert receipt["status"] == 1
+
+    send("RewardToken", gov.rewards.token_address, "delegate", direct.address)
+    mine(anvil, 1)
+    call = chain.contract("ProtocolParameters", gov.parameters_address).functions.setMinQualityScore(10)
+    proposal_id, _ = propose(alice, [gov.parameters_address], [call._encode_transaction_data()], "Direct voters")
+    mine(anvil, 2)
+    send("OpenLedgerGovernor", gov.governor_address, "castVote", proposal_id, 0)
+    indexer.index_to_head(gov)
+
+    [counted] = Vote.objects.filter(proposal__proposal_id=str(proposal_id))
+    assert (counted.voter, counted.support, int(counted.weight)) == (direct.address, 0, TOKEN // 2)
+    assert int(VotingPower.objects.get(contracts=gov, account=direct.address).votes) == TOKEN // 2
+    assert governance.tally(proposal_id).against == TOKEN // 2
