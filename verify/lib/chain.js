@@ -14,6 +14,7 @@ export const REGISTRY_ABI = [
 ];
 
 export const DISTRIBUTOR_ABI = [
+  "function token() view returns (address)",
   "function epochInfo(uint256 epoch) view returns (bytes32 root, uint256 total, uint256 claimed, uint64 publishedAt)",
   "function isClaimed(uint256 epoch, uint256 index) view returns (bool)",
   "event EpochPublished(uint256 indexed epoch, bytes32 indexed root, uint256 total)",
@@ -95,6 +96,11 @@ export class Chain {
 
   epochInfo(address, epoch) {
     return rpc(`epochInfo(${epoch})`, () => this.distributor(address).epochInfo(epoch));
+  }
+
+  /** The token the distributor at `address` created in its constructor (and alone mints). */
+  tokenOf(address) {
+    return rpc(`token() of ${address}`, () => this.distributor(address).token());
   }
 
   isClaimed(address, epoch, index) {

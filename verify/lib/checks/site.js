@@ -34,8 +34,14 @@ export async function checkChainApi(ctx, { registry, distributor }) {
     report.check(code && code !== "0x", cwhere, "has code on chain", "no code at this address");
     if (contract.deploy_tx_hash) {
       const receipt = await chain.receipt(contract.deploy_tx_hash);
+      let created = receipt && lower(receipt.contractAddress) === lower(contract.address);
+      if (receipt && !created && contract.name === "RewardToken" && receipt.contractAddress) {
+        // the token is created by the distributor's constructor: that transaction deployed the distributor, whose
+        // token() must be this address
+        created = lower(await chain.tokenOf(receipt.contractAddress)) === lower(contract.address);
+      }
       report.check(
-        receipt && lower(receipt.contractAddress) === lower(contract.address),
+        created,
         cwhere,
         "deployed by the transaction the site names",
         receipt ? `that transaction deployed ${receipt.contractAddress}` : "no such transaction",
