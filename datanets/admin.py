@@ -19,6 +19,8 @@ from .models import (
     Receipt,
     ReceiptBatch,
     Record,
+    Revocation,
+    RevokedRecord,
     Snapshot,
     SnapshotRecord,
     StagedRecord,
@@ -220,6 +222,26 @@ class ReceiptBatchAdmin(ReadOnlyAdmin):
     @admin.display(description="anchor")
     def anchor_status(self, obj: ReceiptBatch) -> Any:
         return obj.anchor.status
+
+
+@admin.register(Revocation)
+class RevocationAdmin(ReadOnlyAdmin):
+    """Withdrawals and takedowns: written by ``datanets.revocation`` (the contribution and record pages), read here."""
+
+    list_display = ["id", "created_at", "kind", "reason", "contribution", "datanet", "record_count", "erase", "actor"]
+    list_filter = ["kind", "reason", "erase", "datanet"]
+    search_fields = ["explanation", "actor__username", "=contribution__id"]
+    list_select_related = ["contribution", "datanet", "actor"]
+    readonly_fields = [f.name for f in Revocation._meta.fields]
+    date_hierarchy = "created_at"
+
+
+@admin.register(RevokedRecord)
+class RevokedRecordAdmin(ReadOnlyAdmin):
+    list_display = ["record", "revocation", "erased"]
+    list_filter = ["erased"]
+    search_fields = ["=record__id", "=revocation__id"]
+    list_select_related = ["record", "revocation"]
 
 
 admin.site.register(SnapshotRecord, ReadOnlyAdmin)

@@ -2,12 +2,15 @@
 
 The JSONL has one object per leaf, in leaf order: the record's own fields, then ``record_hash``, ``contribution_id``,
 ``contributor`` (the leaf's address, EIP-55) , ``licence`` (the contribution's), ``leaf_index``, ``record_id`` (what
-the record proof API takes) and ``datanet_id`` (the number in the anchor's subject ``snapshot:<datanet id>:<n>``);
+the record proof API takes), ``datanet_id`` (the number in the anchor's subject ``snapshot:<datanet id>:<n>``),
+``revoked`` (true once the record was withdrawn or taken down: it is in no later snapshot) and ``erased`` (true once
+its bytes were erased: its record fields are then empty, its hash and leaf unchanged, so its proof still verifies);
 the leaf value is ``[record_hash, contributor, contribution_id]``. Fields are only ever added at the end. Every row of a
 snapshot has the same keys with the same types, so Hugging Face ``datasets`` (``load_dataset("json", ...)``) and
 pyarrow load it as it is: an optional field the record left out is written as an empty string (the parser refuses
 empty text, so an empty string never is real data). The bytes are deterministic: the same snapshot always gives the
-same file, so the manifest's ``jsonl_sha256`` holds.
+same file, so the manifest's ``jsonl_sha256`` holds, until a record of it is revoked or erased (revocation.py):
+the manifest is computed from the file as it is now.
 
 The same rows as Parquet (``snapshot_parquet_path``): one column per JSONL key with a fixed type per record type (chat
 ``messages`` a list of ``{role, content}`` structs, the ids 64-bit integers), written in row groups of
@@ -30,7 +33,7 @@ from django.db.models import Count
 
 from ledger import merkle
 
-from .models import Snapshot, SnapshotRecord
+from .models import RevokedRecord, Snapshot, SnapshotRecord
 from .storage import media_path
 
 EXPORT_BATCH = 2_000
@@ -41,7 +44,17 @@ FIELDS_BY_RECORD_TYPE: dict[str, tuple[str, ...]] = {
     "chat": ("messages",),
     "classification": ("text", "label"),
 }
-EXTRA_FIELDS = ("record_hash", "contribution_id", "contributor", "licence", "leaf_index", "record_id", "datanet_id")
+EXTRA_FIELDS = (
+    "record_hash",
+    "contribution_id",
+    "contributor",
+    "licence",
+    "leaf_index",
+    "record_id",
+    "datanet_id",
+    "revoked",
+    "erased",
+)
 LEAF_VALUE_FIELDS = ("record_hash", "contributor", "contribution_id")
 
 
@@ -65,6 +78,8 @@ def _parquet_schema(record_type: str) -> Any:
         "leaf_index": pa.int64(),
         "record_id": pa.int64(),
         "datanet_id": pa.int64(),
+        "revoked": pa.bool_(),
+        "erased": pa.bool_(),
     }
     return pa.schema([*record_fields, *((name, extra_types.get(name, pa.string())) for name in EXTRA_FIELDS)])
 
@@ -128,11 +143,15 @@ def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
         .values_list("contribution_id", "contribution__licence")
         .distinct()
     )
+    revoked = dict(
+        RevokedRecord.objects.filter(record__snapshot_leaves__snapshot=snapshot).values_list("record_id", "erased")
+    )
     datanet_id = snapshot.datanet_id
     for leaf_index, canonical, record_hash, contribution_id, address, record_id in rows.iterator(
         chunk_size=EXPORT_BATCH
     ):
-        record = json.loads(canonical)
+        erased = revoked.get(record_id, False)
+        record = {"messages": []} if erased else json.loads(canonical)
         row: dict[str, Any] = {name: record.get(name, "") for name in fields}
         if address not in checksummed:
             checksummed[address] = to_checksum_address(address)
@@ -143,6 +162,8 @@ def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
         row["leaf_index"] = leaf_index
         row["record_id"] = record_id
         row["datanet_id"] = datanet_id
+        row["revoked"] = record_id in revoked
+        row["erased"] = erased
         yield (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 

@@ -312,6 +312,8 @@ class ContributionDecision(models.Model):
         WITHDRAW = "withdraw"
         EXCLUDE_RECORD = "exclude_record", "exclude a record"
         RESTORE_RECORD = "restore_record", "restore a record"
+        REVOKE = "revoke", "revoke records"
+        ERASE = "erase", "erase records"
 
     contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="decisions")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -424,8 +426,9 @@ class ReceiptBatch(SealedBatch):
 
 
 class Receipt(models.Model):
-    """What happened to a contribution, as a hashed document: its submission (``contribution``) or a curator's
-    decision on it or on one of its records (``curation``). Written in the transaction of the action it records;
+    """What happened to a contribution, as a hashed document: its submission (``contribution``), a curator's
+    decision on it or on one of its records (``curation``), or the revocation of its records or their erasure
+    (``revocation``). Written in the transaction of the action it records;
     sealed later into a ``ReceiptBatch`` whose root goes on chain. Rows are only ever added, and stay when their
     contribution is withdrawn: they are the record of what happened.
 
@@ -437,8 +440,13 @@ class Receipt(models.Model):
     class Kind(models.TextChoices):
         CONTRIBUTION = "contribution"
         CURATION = "curation"
+        REVOCATION = "revocation"
 
-    SCHEMAS = {Kind.CONTRIBUTION: "openledger.receipt.contribution.v1", Kind.CURATION: "openledger.receipt.curation.v1"}
+    SCHEMAS = {
+        Kind.CONTRIBUTION: "openledger.receipt.contribution.v1",
+        Kind.CURATION: "openledger.receipt.curation.v1",
+        Kind.REVOCATION: "openledger.receipt.revocation.v1",
+    }
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     # CASCADE like the decision log: nothing deletes a contribution but code handling a pending one
@@ -454,7 +462,9 @@ class Receipt(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.CheckConstraint(condition=Q(kind__in=["contribution", "curation"]), name="datanets_receipt_kind"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["contribution", "curation", "revocation"]), name="datanets_receipt_kind"
+            ),
             models.CheckConstraint(
                 condition=Q(batch__isnull=True) | ~Q(document_hash=""), name="datanets_receipt_sealed_complete"
             ),
@@ -471,3 +481,79 @@ class Receipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} receipt {self.pk} of contribution {self.contribution_id}"
+
+
+REVOCATION_POLICY = "openledger.revocation.v1"
+
+
+class Revocation(models.Model):
+    """Records of one accepted contribution taken back: withdrawn by their contributor, or taken down by a curator
+    of the Datanet or a staff member, for a stated reason. Rows are only ever added, and only ``erased_at`` is set
+    later (an erasure asked after the revocation).
+
+    A revoked record leaves every snapshot frozen after it; the snapshots frozen before stay as anchored. With
+    ``erase`` the record's bytes go too (its canonical text, the stored upload, the exports' text and the indexes
+    built from it); its hash and leaf stay, so the old proofs still verify. What a revoked record earns follows the
+    policy named in ``policy`` (docs/revocation.md).
+    """
+
+    class Kind(models.TextChoices):
+        WITHDRAWAL = "withdrawal", "withdrawn by the contributor"
+        TAKEDOWN = "takedown", "taken down"
+
+    class Reason(models.TextChoices):
+        CONSENT = "consent", "consent withdrawn"
+        PERSONAL_DATA = "personal_data", "personal data"
+        LICENCE = "licence", "licence"
+        LEGAL_REQUEST = "legal_request", "legal request"
+        OTHER = "other", "other"
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="revocations")
+    contribution = models.ForeignKey(Contribution, on_delete=models.PROTECT, related_name="revocations")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    reason = models.CharField(max_length=14, choices=Reason.choices)
+    explanation = models.TextField(blank=True, max_length=2000)
+    record_count = models.PositiveIntegerField()
+    erase = models.BooleanField(default=False, help_text="Erasure asked: the records' bytes are erased.")
+    erased_at = models.DateTimeField(null=True, blank=True, help_text="When the bytes were erased.")
+    erased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    policy = models.CharField(max_length=40, default=REVOCATION_POLICY, help_text="The reward policy in force.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(record_count__gte=1), name="datanets_revocation_not_empty"),
+            models.CheckConstraint(
+                condition=Q(erase=False, erased_at__isnull=True) | Q(erase=True, erased_at__isnull=False),
+                name="datanets_revocation_erasure_has_time",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="withdrawal") & ~Q(reason="other")) | ~Q(explanation=""),
+                name="datanets_revocation_explained",
+            ),
+        ]
+        indexes = [models.Index(fields=["contribution", "created_at"])]
+        verbose_name_plural = "revocations"
+
+    def __str__(self) -> str:
+        return f"revocation {self.pk} of {self.record_count} records of contribution #{self.contribution_id}"
+
+
+class RevokedRecord(models.Model):
+    """A record that was revoked, once: the revocation that took it back. Snapshots frozen later leave it out."""
+
+    record = models.OneToOneField(Record, on_delete=models.PROTECT, primary_key=True, related_name="revoked")
+    revocation = models.ForeignKey(Revocation, on_delete=models.PROTECT, related_name="records")
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="+", db_index=False)
+    erased = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["revocation"], name="datanets_revoked_by")]
+        verbose_name_plural = "revoked records"
+
+    def __str__(self) -> str:
+        return f"record #{self.record_id} revoked by revocation {self.revocation_id}"

@@ -52,7 +52,7 @@ def reason_hash(reason: str) -> str:
     return hashing.keccak_hex((reason or "").encode("utf-8"))
 
 
-def _who(user_id: int) -> tuple[str | None, str | None]:
+def who(user_id: int) -> tuple[str | None, str | None]:
     """(primary wallet address, None) for a user with a wallet, else (None, account hash)."""
     address = selectors.primary_addresses(user_ids=[user_id]).get(user_id)
     return (address, None) if address else (None, account_hash(user_id))
@@ -61,7 +61,7 @@ def _who(user_id: int) -> tuple[str | None, str | None]:
 def receipt_contribution_write(*, contribution: Contribution) -> Receipt:
     """Write the receipt of a submission, in the caller's (the upload's) transaction: every fact but the records'
     root, which ``receipt_complete`` adds off the upload's path."""
-    contributor, account = _who(contribution.contributor_id)
+    contributor, account = who(contribution.contributor_id)
     document = {
         "schema": Receipt.SCHEMAS[Receipt.Kind.CONTRIBUTION],
         "contribution": contribution.pk,
@@ -94,7 +94,7 @@ def receipts_curation_write(
 ) -> list[Receipt]:
     """Write one complete curation receipt per contribution for ``decision`` (accept, reject, exclude), in the
     caller's (the decision's) transaction."""
-    address, account = _who(curator.pk)
+    address, account = who(curator.pk)
     receipts = []
     for contribution in contributions:
         document = {

@@ -43,6 +43,7 @@ from .models import (
     ContributionDecision,
     Datanet,
     Record,
+    RevokedRecord,
     Snapshot,
     SnapshotRecord,
     StagedRecord,
@@ -1118,10 +1119,12 @@ def _below_quality(min_quality: int) -> Q:
 
 
 def _snapshot_leaves(datanet: Datanet, min_quality: int = 0) -> tuple[array, array, list[bytes], list[str], int, int]:
-    """The leaves of a new snapshot, in build order: every accepted, non-excluded record of a contribution scoring
-    at least ``min_quality``, first accepted copy of each hash only. Returns record ids, contribution ids, hashes
-    (raw), addresses, words and duplicates skipped."""
-    rows = Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED, excluded=False)
+    """The leaves of a new snapshot, in build order: every accepted, non-excluded, non-revoked record of a
+    contribution scoring at least ``min_quality``, first accepted copy of each hash only. Returns record ids,
+    contribution ids, hashes (raw), addresses, words and duplicates skipped."""
+    rows = Record.objects.filter(
+        datanet=datanet, contribution__status=Contribution.Status.ACCEPTED, excluded=False, revoked__isnull=True
+    )
     if min_quality > 0:
         rows = rows.filter(contribution__quality_score__gte=min_quality)  # a contribution never scored stays out
     rows = rows.order_by("contribution__reviewed_at", "contribution_id", "position").values_list(
@@ -1220,8 +1223,10 @@ class _Built(NamedTuple):
     rules_source: str
 
 
-def _accepted_count(datanet: Datanet) -> int:
-    return datanet.contributions.filter(status=Contribution.Status.ACCEPTED).count()
+def _accepted_count(datanet: Datanet) -> tuple[int, int]:
+    """(accepted contributions, revoked records): both only ever grow, so equal counts mean the same leaves."""
+    accepted = datanet.contributions.filter(status=Contribution.Status.ACCEPTED).count()
+    return accepted, RevokedRecord.objects.filter(datanet=datanet).count()
 
 
 def _snapshot_build(datanet: Datanet, *, min_quality: int = 0, rules_source: str = "") -> _Built:
@@ -1249,9 +1254,9 @@ def _snapshot_build(datanet: Datanet, *, min_quality: int = 0, rules_source: str
 
 
 @transaction.atomic
-def _snapshot_write(*, datanet: Datanet, user: Any, built: _Built, accepted: int) -> Snapshot | None:
-    """Write the snapshot ``built`` from ``accepted`` accepted contributions, or None when more were accepted since
-    (the caller builds it again). Refuses while an accepted contribution is unscanned."""
+def _snapshot_write(*, datanet: Datanet, user: Any, built: _Built, accepted: tuple[int, int]) -> Snapshot | None:
+    """Write the snapshot ``built`` from ``accepted`` (accepted contributions, revoked records), or None when more
+    were accepted or revoked since (the caller builds it again). Refuses while an accepted contribution is unscanned."""
     # One freeze at a time per Datanet: numbers are consecutive and a snapshot sees a settled set of decisions.
     # FOR NO KEY UPDATE: uploads and checks that insert rows pointing at the Datanet (a foreign key's KEY SHARE) go on
     # meanwhile; decisions and other freezes wait. The Datanet first, then (by the foreign keys of the leaves, at

@@ -38,7 +38,9 @@ def test_every_row_has_the_same_keys_and_types_and_the_leaf_values() -> None:
     rows = [json.loads(line) for line in exports.snapshot_jsonl_lines(snapshot=snapshot)]
     assert len(rows) == snapshot.record_count == 3
     keys = ["prompt", "response", "system", "record_hash", "contribution_id", "contributor", "licence", "leaf_index"]
-    assert all(list(row) == [*keys, "record_id", "datanet_id"] for row in rows)  # ids added at the end, in 12
+    # ids added at the end in issue 12, the revocation marks in issue 17
+    assert all(list(row) == [*keys, "record_id", "datanet_id", "revoked", "erased"] for row in rows)
+    assert not any(row["revoked"] or row["erased"] for row in rows)
     assert [row["system"] for row in rows] == ["", "Answer in one word.", ""]  # absent: an empty string, never null
     assert [row["licence"] for row in rows] == ["CC0-1.0", "CC0-1.0", "CC-BY-4.0"]
     assert rows[0]["contributor"] == ALICE_ADDRESS and rows[2]["contributor"] == "0x" + "0" * 40
@@ -63,7 +65,7 @@ def test_the_manifest_describes_the_jsonl_exactly() -> None:
     assert manifest["records"] == 3 and manifest["snapshot"] == 1 and manifest["datanet"]["slug"] == datanet.slug
     assert manifest["datanet"]["id"] == datanet.pk and manifest["snapshot_id"] == snapshot.pk
     assert manifest["anchor"]["subject"] == f"snapshot:{datanet.pk}:1"
-    assert manifest["fields"][-7:] == [*exports.EXTRA_FIELDS]
+    assert manifest["fields"][-9:] == [*exports.EXTRA_FIELDS]
     assert manifest["licences"] == {"CC-BY-4.0": 1, "CC0-1.0": 2}
     assert manifest["contributors"][0] == {"address": ALICE_ADDRESS, "records": 2, "contributions": 1}
     assert manifest["merkle"]["root"] == snapshot.merkle_root
@@ -107,8 +109,9 @@ def test_hugging_face_datasets_loads_the_jsonl_as_it_is(record_type: str, tmp_pa
     loaded = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
 
     assert loaded.num_rows == snapshot.record_count
-    assert loaded.column_names[-7:] == [
-        "record_hash", "contribution_id", "contributor", "licence", "leaf_index", "record_id", "datanet_id"
+    assert loaded.column_names[-9:] == [
+        "record_hash", "contribution_id", "contributor", "licence", "leaf_index", "record_id", "datanet_id",
+        "revoked", "erased",
     ]  # fmt: skip
     first = json.loads(path.read_text().splitlines()[0])
     assert loaded[0] == first
