@@ -28,7 +28,7 @@ from accounts.models import Wallet
 from ledger import proofs
 from ledger.merkle import StandardMerkleTree
 
-from .models import Contribution, Datanet, Receipt, ReceiptBatch, Record, Snapshot, SnapshotRecord
+from .models import Contribution, Datanet, Receipt, ReceiptBatch, Record, RevokedRecord, Snapshot, SnapshotRecord
 
 SORTS = {
     "newest": ("-created_at", "-id"),
@@ -383,3 +383,31 @@ def receipt_proof(receipt: Receipt, *, trees: dict[int, StandardMerkleTree] | No
         anchor=batch.anchor,
         batch={"id": batch.pk, "size": batch.size, "sealed_at": batch.sealed_at.isoformat().replace("+00:00", "Z")},
     )
+
+
+# Revoked records in snapshots (issue 17): what the apps above need to refuse or replace a snapshot
+
+
+def snapshots_revoked_counts(*, snapshot_ids: Iterable[int]) -> dict[int, int]:
+    """How many revoked records each of these snapshots holds, by snapshot id (a snapshot that holds none is absent):
+    one query, read from the revoked records' side (few) through the leaves' record index."""
+    ids = list(snapshot_ids)
+    if not ids:
+        return {}
+    rows = (
+        SnapshotRecord.objects.filter(snapshot_id__in=ids, record__revoked__isnull=False)
+        .order_by()
+        .values("snapshot_id")
+        .annotate(n=Count("record_id", distinct=True))
+    )
+    return {row["snapshot_id"]: row["n"] for row in rows}
+
+
+def snapshot_without_revoked(*, datanet_id: int) -> Snapshot | None:
+    """The Datanet's newest snapshot when it holds no revoked record (the one to train on), else None: a newer
+    snapshot has to be frozen first (an older one that happens to hold none would leave out what was accepted
+    since)."""
+    newest = Snapshot.objects.select_related("datanet").filter(datanet_id=datanet_id).order_by("-number").first()
+    if newest is None or RevokedRecord.objects.filter(record__snapshot_leaves__snapshot=newest).exists():
+        return None
+    return newest

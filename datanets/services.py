@@ -1415,3 +1415,32 @@ def snapshot_rebuild_root(*, snapshot: Snapshot) -> str:
         .values_list("record__record_hash", "address", "contribution_id")
     )
     return merkle.StandardMerkleTree.of(list(rows.iterator(chunk_size=20_000))).root
+
+
+def snapshot_freeze_without_revoked(*, datanet: Datanet, user: Any) -> Snapshot:
+    """Freeze a snapshot that leaves out the Datanet's revoked records on behalf of someone who may train on it (the
+    owner of a model version trained on them, retraining without them), not only a curator. Only while the
+    Datanet's newest snapshot holds revoked records: otherwise that snapshot is the one to train on, and when a
+    Datanet gets a new snapshot stays its curators' decision. The snapshot is ``created_by`` the requester and is
+    built exactly as ``snapshot_freeze`` builds one (checks, quality minimum, anchor)."""
+    if not selectors.user_can_train(user=user, datanet=datanet):
+        raise PermissionDenied(f"only those who may train on {datanet.name!r} may have a snapshot frozen for it")
+    newest = datanet.snapshots.order_by("-number").first()
+    if newest is None:
+        raise ValidationError(f"{datanet.name!r} has no snapshot yet: its curators freeze the first one")
+    if not selectors.snapshots_revoked_counts(snapshot_ids=[newest.pk]):
+        raise ValidationError(
+            f"snapshot #{newest.number} of {datanet.name!r} holds no revoked record: train on it, "
+            "only a curator freezes a new snapshot"
+        )
+    _scan_accepted(datanet)
+    rules = rules_in_force()
+    for _ in range(FREEZE_ATTEMPTS):
+        accepted = _accepted_count(datanet)
+        built = _snapshot_build(datanet, min_quality=int(rules.min_quality_score), rules_source=rules.source)
+        snapshot = _snapshot_write(datanet=datanet, user=user, built=built, accepted=accepted)
+        if snapshot is not None:
+            return snapshot
+    raise ValidationError(
+        "contributions kept being accepted while the snapshot was built: try again in a moment", code="busy"
+    )

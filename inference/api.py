@@ -31,7 +31,7 @@ from accounts.authentication import ApiTokenAuthentication, BearerApiTokenAuthen
 from common.api.views import BaseApi
 from common.jsonguard import GuardedJSONParser, PayloadTooLarge
 from modelfactory.models import BaseModel
-from modelfactory.selectors import version_anchor_facts
+from modelfactory.selectors import version_anchor_facts, version_revoked_records
 
 from . import hooks, selectors, services, streams
 from .models import InferenceRun
@@ -133,7 +133,12 @@ class OpenAIApiView(APIView):
 
 
 class ModelListApi(OpenAIApiView):
-    """The models this token may ask: published versions, the caller's own, and the base models alone."""
+    """The models this token may ask: published versions, the caller's own, and the base models alone.
+
+    Beside OpenAI's fields each model has an ``openledger`` object: ``revoked_records`` is null, or
+    ``{"count", "erased"}`` for a version trained on withdrawn records, directly or through its parents (issue 17:
+    ``count`` distinct revoked records in the snapshots of its whole ancestry, ``erased`` of them erased).
+    """
 
     @extend_schema(
         operation_id="v1_models_list", summary="OpenAI-compatible list of askable models", responses=OpenApiTypes.OBJECT
@@ -148,6 +153,7 @@ class ModelListApi(OpenAIApiView):
                 "name": v.name,
                 "base_model": v.base_model.name,
                 "published": v.published,
+                "openledger": {"revoked_records": _revoked_records(v)},
             }
             for v in selectors.versions_askable_by(user=request.user).select_related("owner", "base_model")
         ]
@@ -160,10 +166,16 @@ class ModelListApi(OpenAIApiView):
                 "name": b.name,
                 "base_model": b.name,
                 "published": True,
+                "openledger": {"revoked_records": None},
             }
             for b in BaseModel.objects.order_by("id")
         ]
         return Response({"object": "list", "data": data})
+
+
+def _revoked_records(version: Any) -> dict[str, int] | None:
+    revoked, erased = version_revoked_records(version)  # read with the version (a join): no query
+    return {"count": revoked, "erased": erased} if revoked else None
 
 
 # -- completions --------------------------------------------------------------------------------------------------

@@ -4,7 +4,15 @@ from django.contrib import admin
 
 from common.admin import ReadOnlyAdmin
 
-from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker
+from .models import (
+    BaseModel,
+    FineTuneJob,
+    ModelVersion,
+    ModelVersionParent,
+    TrainingWorker,
+    VersionNotice,
+    VersionRevocation,
+)
 
 
 @admin.register(BaseModel)
@@ -51,3 +59,21 @@ class TrainingWorkerAdmin(ReadOnlyAdmin):
     list_display = ("hostname", "device", "device_label", "last_seen", "measured_at")
     list_filter = ("device",)
     search_fields = ("hostname",)
+
+
+@admin.register(VersionRevocation)
+class VersionRevocationAdmin(ReadOnlyAdmin):
+    """Computed from the lineage whenever a revocation reaches a version (modelfactory.revocations): staff look only."""
+
+    list_display = ("version", "revoked_records", "erased_records", "flagged_at", "updated_at")
+    search_fields = ("version__name",)
+    list_select_related = ("version",)
+
+
+@admin.register(VersionNotice)
+class VersionNoticeAdmin(ReadOnlyAdmin):
+    """What owners were told, once per version and revocation: staff look only."""
+
+    list_display = ("version", "revocation", "owner", "records", "created_at", "read_at", "emailed_at")
+    search_fields = ("version__name", "owner__username")
+    list_select_related = ("version", "owner")

@@ -23,7 +23,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,7 +35,7 @@ from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.storage import media_path
 
-from . import lineage, selectors, services
+from . import lineage, revocations, selectors, services
 from .config import PRESETS, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
 from .selectors import jobs_visible_to, version_adapter_files, version_training_data, versions_visible_to
@@ -102,6 +102,11 @@ class JobSerializer(serializers.Serializer):
     base_model = serializers.IntegerField(source="base_model_id")
     base_model_name = serializers.CharField(source="base_model.name")
     parent_version = serializers.IntegerField(source="parent_version_id", allow_null=True)
+    supersedes = serializers.IntegerField(
+        source="supersedes_id",
+        allow_null=True,
+        help_text="The version trained on withdrawn records this job retrains without them",
+    )
     snapshots = SnapshotRefSerializer(many=True, source="snapshots.all")
     config = serializers.DictField(help_text="The training settings (empty for a merge)")
     merge = serializers.DictField(help_text='A merge\'s recipe: {"method", "density", "parents": [{"id", "weight"}]}')
@@ -160,6 +165,25 @@ class LineageParentSerializer(serializers.Serializer):
     relation = serializers.CharField()
 
 
+@extend_schema_serializer(component_name="ModelVersionRevocation")
+class RevocationRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="withdrawal (by the contributor) or takedown (by a curator or staff)")
+    reason = serializers.CharField(help_text="consent, personal_data, licence, legal_request, other")
+    datanet = serializers.DictField(help_text="{id, name}")
+    records = serializers.IntegerField(help_text="How many of its records this version trained on")
+    erased = serializers.BooleanField()
+    at = serializers.DateTimeField()
+
+
+@extend_schema_serializer(component_name="ModelVersionRevokedRecords")
+class RevokedRecordsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Distinct revoked records in the snapshots of its whole ancestry")
+    erased = serializers.IntegerField(help_text="How many of them were erased")
+    flagged_at = serializers.DateTimeField()
+    revocations = RevocationRefSerializer(many=True, required=False, help_text="In the version's detail only")
+
+
 @extend_schema_serializer(component_name="ModelVersion")
 class VersionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
@@ -180,6 +204,19 @@ class VersionSerializer(serializers.Serializer):
     manifest_url = serializers.SerializerMethodField(help_text="The manifest's exact bytes")
     adapter_files = serializers.SerializerMethodField()
     parents = serializers.SerializerMethodField()
+    revoked_records = serializers.SerializerMethodField(
+        help_text='Null, or {"count", "erased", "flagged_at"}: how many distinct revoked records the snapshots of its '
+        "whole ancestry hold (trained on them directly or through its parents), and how many were erased"
+    )
+    supersedes = serializers.IntegerField(
+        source="job.supersedes_id",
+        allow_null=True,
+        help_text="The version trained on withdrawn records that this one retrained without them",
+    )
+
+    @extend_schema_field(RevokedRecordsSerializer(allow_null=True))
+    def get_revoked_records(self, version: ModelVersion) -> dict[str, Any] | None:
+        return selectors.version_revoked_summary(version)
 
     @extend_schema_field(serializers.DictField(allow_null=True))
     def get_anchor(self, version: ModelVersion) -> dict[str, Any] | None:
@@ -255,12 +292,21 @@ class VersionDetailSerializer(VersionSerializer):
         help_text="How many more Datanets it trained on that you may not see (named by neither snapshot nor sample)",
     )
     downloads = serializers.SerializerMethodField()
+    superseded_by = serializers.SerializerMethodField(
+        help_text="The versions retrained from this one without its withdrawn records"
+    )
 
     def to_representation(self, version: ModelVersion) -> dict[str, Any]:
         # what this viewer may know of the training data, read once for the snapshots, the count and the samples
         version.seen = version_training_data(version=version, user=self.context["request"].user)  # type: ignore[attr-defined]
         data = super().to_representation(version)
         data["manifest"] = json.loads(version.manifest)
+        if data["revoked_records"] is not None:
+            data["revoked_records"]["revocations"] = [
+                {k: r[k] for k in ("id", "kind", "reason", "datanet", "records", "erased")}
+                | {"at": serializers.DateTimeField().to_representation(r["at"])}
+                for r in revocations.revocation_reasons(version=version)
+            ]
         if not version.seen.samples_shown:  # type: ignore[attr-defined]
             data["samples"] = []
         return data
@@ -287,6 +333,11 @@ class VersionDetailSerializer(VersionSerializer):
             {"id": link.child_id, "name": link.child.name, "relation": link.relation, "weight": link.weight}
             for link in links
         ]
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_superseded_by(self, version: ModelVersion) -> list[int]:
+        visible = versions_visible_to(user=self.context["request"].user)
+        return list(visible.filter(job__supersedes=version).order_by("pk").values_list("pk", flat=True))
 
     @extend_schema_field(serializers.DictField(child=serializers.URLField()))
     def get_downloads(self, version: ModelVersion) -> dict[str, str]:
@@ -628,6 +679,37 @@ class VersionPublishApi(ModelFactoryApi):
             published=data["published"],
         )
         return Response(VersionDetailSerializer(version, context={"request": request}).data)
+
+
+class RetrainConflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "the version can't be retrained now"
+    default_code = "conflict"
+
+
+class VersionRetrainApi(ModelFactoryApi):
+    """Retrain a version trained on withdrawn records without them (its owner only): the same base model and
+    configuration, from scratch, on the newest snapshot of each Datanet in its ancestry that leaves them out (one
+    frozen for the owner when there is none). The new job, and its version, supersede this one. 409 when the version
+    is not flagged, is being (or was) retrained, or is a merge (the message names the sources to retrain)."""
+
+    @extend_schema(
+        summary="Retrain a model version without its withdrawn records",
+        request=None,
+        responses={
+            201: JobSerializer,
+            409: error_response("Not flagged, already retrained, or a merge"),
+            **WRITE_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request: Request, version_id: int) -> Response:
+        version = _version_for(request.user, version_id)
+        try:
+            job = services.version_retrain_without_revoked(version=version, user=request.user)
+        except services.RetrainConflict as e:
+            raise RetrainConflict("; ".join(e.messages)) from e
+        return Response(JobSerializer(job).data, status=201)
 
 
 class VersionManifestApi(ModelFactoryApi):

@@ -20,6 +20,7 @@ urlpatterns = [
     path("versions/", api.VersionListApi.as_view(), name="version_list"),
     path("versions/<int:version_id>/", api.VersionDetailApi.as_view(), name="version_detail"),
     path("versions/<int:version_id>/publish/", api.VersionPublishApi.as_view(), name="version_publish"),
+    path("versions/<int:version_id>/retrain/", api.VersionRetrainApi.as_view(), name="version_retrain"),
     path("versions/<int:version_id>/manifest/", api.VersionManifestApi.as_view(), name="version_manifest"),
     path(
         "versions/<int:version_id>/adapter/<str:filename>",

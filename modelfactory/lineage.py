@@ -103,6 +103,7 @@ def build_manifest(
     metrics: Mapping[str, Any],
     attribution_index: Mapping[str, Any] | None = None,
     job_id: int | None = None,
+    supersedes: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The manifest bytes (schema v2, JCS).
 
@@ -115,7 +116,8 @@ def build_manifest(
     anchored with the rest; absent from manifests made before indexes existed, so those keep their bytes.
     ``job_id``: the fine-tune or merge job that made the version, so that two identical runs (training is
     deterministic) still make two versions with a manifest each (docs/decisions.md, "Identical fine-tunes");
-    absent from manifests made before, which keep their bytes.
+    absent from manifests made before, which keep their bytes. ``supersedes``: ``{"id", "manifest_hash"}`` of the
+    version trained on withdrawn records that this one retrains without them (issue 17); absent otherwise.
     """
     files = sorted(
         ({"name": str(f["name"]), "sha256": str(f["sha256"]), "bytes": int(f["bytes"])} for f in adapter_files),
@@ -166,4 +168,6 @@ def build_manifest(
             manifest["attribution_index"]["seed"] = hashing.uint_text(int(manifest["attribution_index"]["seed"]))
     if job_id is not None:
         manifest["job"] = {"id": int(job_id)}
+    if supersedes is not None:
+        manifest["supersedes"] = {"id": int(supersedes["id"]), "manifest_hash": str(supersedes["manifest_hash"])}
     return hashing.jcs(finite(manifest))

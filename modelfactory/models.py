@@ -128,6 +128,14 @@ class FineTuneJob(models.Model):
     estimate = models.JSONField(
         default=dict, blank=True, help_text="The estimate shown at launch: seconds by phase, worker and source."
     )
+    supersedes = models.ForeignKey(
+        "ModelVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="superseded_by_jobs",
+        help_text="The version trained on withdrawn records that this job retrains without them.",
+    )
 
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -266,3 +274,56 @@ class ModelVersionParent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ModelVersionFrozen("a lineage edge can't be deleted")
+
+
+class VersionRevocation(models.Model):
+    """A version trained on revoked records, directly or through its parents: how many distinct revoked records the
+    snapshots of its whole ancestry hold, and how many of them were erased. Written when the version is stored and
+    again each time a revocation reaches it (``revocations.versions_flag``), always recomputed from the ancestry,
+    so writing it twice writes the same counts. The revocations that reached it are its notices
+    (``VersionNotice``)."""
+
+    version = models.OneToOneField(
+        ModelVersion, on_delete=models.PROTECT, primary_key=True, related_name="revoked_records_flag"
+    )
+    revoked_records = models.PositiveIntegerField()
+    erased_records = models.PositiveIntegerField(default=0)
+    flagged_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "version trained on withdrawn records"
+        verbose_name_plural = "versions trained on withdrawn records"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(revoked_records__gte=1, erased_records__lte=models.F("revoked_records")),
+                name="modelfactory_version_revocation_counts",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"version #{self.version_id} trained on {self.revoked_records} withdrawn records"
+
+
+class VersionNotice(models.Model):
+    """What the owner of a version is told once a revocation reaches it: one notice per version and revocation,
+    shown in the app until read, and e-mailed once (``emailed_at``) when the owner has an address."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="notices")
+    revocation = models.ForeignKey("datanets.Revocation", on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="version_notices")
+    records = models.PositiveIntegerField(help_text="How many of this revocation's records the version trained on.")
+    created_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "version notices"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "revocation"], name="modelfactory_notice_once"),
+        ]
+        indexes = [models.Index(fields=["owner", "read_at"], name="modelfactory_notice_unread")]
+
+    def __str__(self) -> str:
+        return f"notice to {self.owner_id}: version #{self.version_id} reached by revocation {self.revocation_id}"

@@ -24,7 +24,15 @@ from ledger.services import anchor_subject
 
 from . import estimates, lineage
 from .config import Estimate, TrainingConfig
-from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker
+from .models import (
+    BaseModel,
+    FineTuneJob,
+    ModelVersion,
+    ModelVersionParent,
+    TrainingWorker,
+    VersionNotice,
+    VersionRevocation,
+)
 
 
 def _signed_in(user: Any) -> bool:
@@ -44,7 +52,8 @@ def versions_visible_to(*, user: Any) -> QuerySet[ModelVersion]:
     see the published versions whose training data, and every ancestor's, is public (``_versions_with_hidden_data``):
     a manifest names its snapshots and an adapter carries their data, so a private Datanet's curators stay the only
     ones who decide who outside sees a model trained on it."""
-    versions = ModelVersion.objects.select_related("base_model", "owner", "anchor")
+    # with the revoked-records flag (a join, no query more): every list and page says it
+    versions = ModelVersion.objects.select_related("base_model", "owner", "anchor", "revoked_records_flag")
     if not _signed_in(user):
         return versions.filter(published=True).exclude(pk__in=_versions_with_hidden_data())
     if user.is_staff:
@@ -397,3 +406,62 @@ def version_anchor_facts(version: ModelVersion) -> dict[str, Any] | None:
     """Where the version's manifest hash is anchored (``ledger.proofs.anchor_facts``), its subject named as
     ``model_version:<job id>`` even on anchors requested before subjects were stored."""
     return anchor_facts_for(version.anchor, anchor_subject("model_version", version.job_id))
+
+
+# Withdrawn records (issue 17)
+
+
+def version_revocation_flag(version: ModelVersion) -> VersionRevocation | None:
+    """The version's flag, or None when it trained on no revoked record (no query when the version was read with
+    ``versions_visible_to``, which joins it)."""
+    try:
+        return version.revoked_records_flag
+    except VersionRevocation.DoesNotExist:
+        return None
+
+
+def version_revoked_records(version: ModelVersion) -> tuple[int, int]:
+    """(distinct revoked records in the snapshots of the version's whole ancestry, how many of them erased);
+    (0, 0) for a version that trained on none."""
+    flag = version_revocation_flag(version)
+    return (flag.revoked_records, flag.erased_records) if flag is not None else (0, 0)
+
+
+def version_revoked_summary(version: ModelVersion) -> dict[str, Any] | None:
+    """What a list says of a flagged version: ``{"count", "erased", "flagged_at"}``, or None (no query when joined)."""
+    flag = version_revocation_flag(version)
+    if flag is None:
+        return None
+    return {"count": flag.revoked_records, "erased": flag.erased_records, "flagged_at": flag.flagged_at}
+
+
+def version_supersession(version: ModelVersion) -> dict[str, Any]:
+    """What the version supersedes (the flagged version its job retrained without withdrawn records) and what
+    supersedes it (its retrains: their jobs, and their versions once trained). Two queries."""
+    job = FineTuneJob.objects.select_related("supersedes").get(pk=version.job_id)
+    retrains = list(
+        FineTuneJob.objects.filter(supersedes=version).select_related("version").order_by("-created_at", "-id")
+    )
+    return {
+        "supersedes": job.supersedes,
+        "retrains": retrains,
+        "superseded_by": next((j.version for j in retrains if j.status == FineTuneJob.Status.SUCCEEDED), None),
+        "retrain_running": next((j for j in retrains if not j.is_finished), None),
+    }
+
+
+def notices_unread_count(*, user: Any) -> int:
+    """How many notices of versions reached by a revocation ``user`` has not read (one query; 0 signed out)."""
+    if not _signed_in(user):
+        return 0
+    return VersionNotice.objects.filter(owner=user, read_at__isnull=True).count()
+
+
+def notices_unread(*, user: Any, limit: int = 20) -> list[VersionNotice]:
+    """``user``'s unread notices, newest first, with their versions and revocations (one query)."""
+    if not _signed_in(user):
+        return []
+    rows = VersionNotice.objects.filter(owner=user, read_at__isnull=True).select_related(
+        "version__revoked_records_flag", "revocation__datanet"
+    )
+    return list(rows.order_by("-created_at", "-id")[:limit])

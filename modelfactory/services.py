@@ -22,16 +22,17 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from datanets.licences import LICENCES, licence_compatible
-from datanets.models import Snapshot, SnapshotRecord
-from datanets.selectors import user_can_train, user_can_view
+from datanets.models import Datanet, Snapshot, SnapshotRecord
+from datanets.selectors import snapshot_without_revoked, snapshots_revoked_counts, user_can_train, user_can_view
+from datanets.services import snapshot_freeze_without_revoked
 from datanets.storage import content_path, media_path
 from ledger import hashing
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
-from . import encoding, estimates, hooks, lineage, selectors, weights
+from . import encoding, estimates, hooks, lineage, revocations, selectors, weights
 from .config import RECORD_TYPES, TrainingConfig
-from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker
+from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker, VersionRevocation
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ def _check_launch(
             raise PermissionDenied(
                 f"{snapshot.datanet.name!r} is private: only its owner and curators may train on its snapshots"
             )
+    _refuse_revoked_snapshots(snapshots)
     record_types = sorted({s.datanet.record_type for s in snapshots})
     if len(record_types) > 1:
         raise ValidationError(
@@ -190,6 +192,28 @@ def _check_launch(
     return record_types[0]
 
 
+def _refuse_revoked_snapshots(snapshots: list[Snapshot]) -> None:
+    """A new job never trains on withdrawn records: a snapshot that holds revoked records is refused, naming the
+    Datanet's snapshot to use instead (its newest, when that one holds none)."""
+    revoked = snapshots_revoked_counts(snapshot_ids=[s.pk for s in snapshots])
+    for snapshot in snapshots:
+        if snapshot.pk not in revoked:
+            continue
+        count = revoked[snapshot.pk]
+        newer = snapshot_without_revoked(datanet_id=snapshot.datanet_id)
+        use = (
+            f"train on snapshot #{newer.number} (id {newer.pk}), which leaves them out"
+            if newer is not None
+            else "no snapshot leaves them out yet: a curator of the Datanet freezes a new one"
+        )
+        raise ValidationError(
+            {
+                "snapshots": f"snapshot #{snapshot.number} of {snapshot.datanet.name!r} (id {snapshot.pk}) holds "
+                f"{count} withdrawn record{'s' if count != 1 else ''}: {use}"
+            }
+        )
+
+
 def _enqueue_run(job: FineTuneJob) -> None:
     from .tasks import training_run_task
 
@@ -210,12 +234,15 @@ def job_launch(
     config: TrainingConfig,
     parent_version: ModelVersion | None = None,
     description: str = "",
+    supersedes: ModelVersion | None = None,
 ) -> FineTuneJob:
     """Create a queued fine-tune job and enqueue it on the training queue once this transaction commits.
 
-    Refuses (ValidationError or PermissionDenied, writing nothing): a Datanet the owner may not view, snapshots of
-    different record types or incompatible licences, an invalid config (messages keyed ``config.<field>``), a parent
-    version of another base model or one the owner may not use.
+    Refuses (ValidationError or PermissionDenied, writing nothing): a Datanet the owner may not view, a snapshot that
+    holds withdrawn records, snapshots of different record types or incompatible licences, an invalid config
+    (messages keyed ``config.<field>``), a parent version of another base model or one the owner may not use.
+    ``supersedes``: the flagged version this job retrains without its withdrawn records
+    (``version_retrain_without_revoked``).
     """
     _require_user(owner, "launch a fine-tune")
     if not name or not name.strip():
@@ -228,6 +255,7 @@ def job_launch(
         owner=owner,
         base_model=base_model,
         parent_version=parent_version,
+        supersedes=supersedes,
         config=config.to_dict(),
         log_tail=[_log_line("queued")],
         estimate=selectors.training_estimate_for(config=config, base_model=base_model, snapshots=chosen).to_dict(),
@@ -400,6 +428,90 @@ def version_publish(*, version: ModelVersion, user: Any, published: bool) -> Mod
     return locked
 
 
+# Retraining without withdrawn records (issue 17)
+
+RETRAIN_SUFFIX = " (without withdrawn records)"
+
+
+class RetrainConflict(ValidationError):
+    """The version can't be retrained now (409): it trained on no withdrawn record, a retrain of it is queued,
+    running or done, or it is a merge (its sources are retrained and merged again)."""
+
+
+def _refuse_retrained(version: ModelVersion) -> None:
+    jobs = FineTuneJob.objects.filter(supersedes=version).exclude(
+        status__in=(FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED)
+    )
+    job = jobs.select_related("version").order_by("-pk").first()
+    if job is None:
+        return
+    if job.status != FineTuneJob.Status.SUCCEEDED:
+        raise RetrainConflict(
+            f"{version.name!r} is already being retrained without them: job #{job.pk} is {job.status}"
+        )
+    raise RetrainConflict(
+        f"{version.name!r} was already retrained without them: version #{job.version.pk} ({job.version.name!r}) "
+        "supersedes it"
+    )
+
+
+def version_retrain_sources(*, version: ModelVersion) -> list[ModelVersion]:
+    """A merged version's sources: what has to be retrained (each its own way) and merged again."""
+    return [link.parent for link in version.parent_links.select_related("parent").order_by("parent_id")]
+
+
+def _retrain_datanets(version: ModelVersion) -> list[Datanet]:
+    """The Datanets of every snapshot in the version's ancestry (itself, its parents and theirs), by id."""
+    ancestry = revocations.version_ancestry_ids(version_ids=[version.pk]).get(version.pk, {version.pk})
+    return list(Datanet.objects.filter(snapshots__model_versions__in=ancestry).distinct().order_by("pk"))
+
+
+def version_retrain_without_revoked(*, version: ModelVersion, user: Any) -> FineTuneJob:
+    """Retrain a version flagged as trained on withdrawn records (``VersionRevocation``) without them: a fine-tune
+    with the same base model and configuration, named after it, that supersedes it, on one fresh snapshot of each
+    Datanet in its ancestry: the Datanet's newest snapshot when it holds no revoked record, else one frozen now for
+    the owner (``datanets.services.snapshot_freeze_without_revoked``). A version that continued a parent trains
+    from scratch on them: a flagged parent is never reused.
+
+    Refused (nothing written): PermissionDenied for anyone but the version's owner; ``RetrainConflict`` (409) when
+    the version is not flagged, when a retrain of it is queued, running or done, and for a merged version (its
+    sources are retrained and merged again: the message names them); ValidationError as ``job_launch`` refuses.
+    """
+    _require_user(user, "retrain a model version")
+    if version.owner_id != user.pk:
+        raise PermissionDenied(f"only the owner of {version.name!r} may retrain it")
+    if not VersionRevocation.objects.filter(version=version).exists():
+        raise RetrainConflict(f"{version.name!r} was trained on no withdrawn record: there is nothing to retrain")
+    _refuse_retrained(version)
+    job = FineTuneJob.objects.get(pk=version.job_id)
+    if job.kind == FineTuneJob.Kind.MERGE:
+        sources = ", ".join(f"#{v.pk} {v.name!r}" for v in version_retrain_sources(version=version))
+        raise RetrainConflict(
+            f"{version.name!r} is a merge: retrain each of its sources trained on withdrawn records ({sources}), "
+            "then merge the new versions again"
+        )
+    snapshots = []
+    for datanet in _retrain_datanets(version):
+        snapshot = snapshot_without_revoked(datanet_id=datanet.pk)
+        if snapshot is None:
+            snapshot = snapshot_freeze_without_revoked(datanet=datanet, user=user)
+        snapshots.append(snapshot)
+    max_name = FineTuneJob._meta.get_field("name").max_length - len(RETRAIN_SUFFIX)
+    with transaction.atomic():
+        # one retrain at a time: a second request waits here, then finds the first one's job
+        ModelVersion.objects.select_for_update().filter(pk=version.pk).first()
+        _refuse_retrained(version)
+        return job_launch(
+            owner=user,
+            name=version.name[:max_name] + RETRAIN_SUFFIX,
+            description=f"Retrained without the withdrawn records of version #{version.pk} ({version.name}).",
+            base_model=version.base_model,
+            snapshots=snapshots,
+            config=TrainingConfig.from_dict(version.config),
+            supersedes=version,
+        )
+
+
 def _log_line(message: str) -> str:
     return f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}"
 
@@ -448,7 +560,9 @@ def _snapshot_records(job: FineTuneJob) -> list[dict[str, Any]]:
             .values_list("record__record_hash", "record__canonical")
         )
         for record_hash, canonical in leaves.iterator(chunk_size=5_000):
-            if record_hash in seen:
+            if record_hash in seen or not canonical:
+                # (not canonical: erased after the snapshot was frozen, issue 17: its bytes are gone, so a job that
+                # starts after the erasure trains without it, and its version is flagged as trained on it)
                 continue
             seen.add(record_hash)
             records.append(json.loads(canonical))
@@ -1059,7 +1173,7 @@ def _version_create(
     """Store the adapter, build and hash the manifest (with ``index_build``'s entry), create the version, its lineage
     edges, its anchor and its index record (``hooks.VersionIndexer.record``), finish the job; None (and the adapter
     dropped) when this attempt no longer owns the job or it was cancelled."""
-    job = FineTuneJob.objects.select_for_update(of=("self",)).select_related("base_model").get(pk=job_id)
+    job = FineTuneJob.objects.select_for_update(of=("self",)).select_related("base_model", "supersedes").get(pk=job_id)
     if job.status != FineTuneJob.Status.RUNNING or job.worker != worker:
         shutil.rmtree(output_dir, ignore_errors=True)
         return None
@@ -1091,6 +1205,9 @@ def _version_create(
         adapter_files=files,
         attribution_index=index_build.manifest_entry() if index_build is not None else None,
         job_id=job.pk,
+        supersedes=(
+            {"id": job.supersedes.pk, "manifest_hash": job.supersedes.manifest_hash} if job.supersedes else None
+        ),
         **stated,
     )
     digest = hashing.keccak_hex(manifest)
@@ -1121,6 +1238,10 @@ def _version_create(
         )
     if index_build is not None:
         _record_index(version, index_build)
+    # trained on records revoked while it ran (or before, through a parent): flagged as it is stored, and again once
+    # this commits, for a revocation that committed while this transaction was open (the receiver could not see it)
+    revocations.versions_flag(version_ids=[version.pk])
+    transaction.on_commit(lambda: _flag_after_commit(version.pk), robust=True)
     job.status = FineTuneJob.Status.SUCCEEDED
     job.finished_at = job.heartbeat_at = timezone.now()
     job.step = max(job.step, job.total_steps, 1 if job.is_merge else 0)
@@ -1141,6 +1262,13 @@ def _version_create(
     job.log_tail = _tail(job.log_tail, f"version #{version.pk} saved, manifest {digest}")
     job.save()
     return version
+
+
+def _flag_after_commit(version_id: int) -> None:
+    try:
+        revocations.versions_flag(version_ids=[version_id])
+    except Exception:  # the version is stored; manage.py revocations_replay flags it again
+        logger.exception("version %s: checking it for revoked records failed", version_id)
 
 
 def _record_index(version: ModelVersion, index_build: hooks.IndexBuild) -> None:

@@ -23,3 +23,12 @@ def training_run_task(self: Any, job_id: int) -> int | None:
 def jobs_reap_stale_task() -> int:
     """Fail running jobs whose worker stopped beating (run by celery beat)."""
     return services.jobs_reap_stale()
+
+
+# Not training_*: the default queue, so a busy training worker never holds back an owner's e-mail
+@shared_task(acks_late=True)
+def version_notices_email_task(notice_ids: list[int]) -> int:
+    """E-mail the owners of versions a revocation reached (each notice once)."""
+    from . import revocations
+
+    return revocations.version_notices_email(notice_ids=notice_ids)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("compare/", views.version_compare, name="version_compare"),
     path("versions/<int:version_id>/", views.version_detail, name="version_detail"),
     path("versions/<int:version_id>/publish/", views.version_publish, name="version_publish"),
+    path("versions/<int:version_id>/retrain/", views.version_retrain, name="version_retrain"),
     path("versions/<int:version_id>/manifest.json", views.version_manifest, name="version_manifest"),
     path("versions/<int:version_id>/adapter/<str:filename>", views.version_adapter_file, name="version_adapter_file"),
     path("bases/", views.base_list, name="base_list"),

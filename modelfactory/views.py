@@ -25,7 +25,7 @@ from django_htmx.middleware import HtmxDetails
 from datanets.models import Snapshot
 from datanets.storage import media_path
 
-from . import estimates, hooks, selectors, services
+from . import estimates, hooks, revocations, selectors, services
 from .config import DEFAULT_FORMATTING, FORMATTING_MODES, PRESET_LABELS
 from .forms import (
     RECORD_TYPE_HELP,
@@ -436,7 +436,13 @@ def version_list(request: HtmxHttpRequest) -> HttpResponse:
         # a private Datanet's name is its members' to see; the card only counts it
         version.shown_snapshots = seen[version.pk].snapshots  # type: ignore[attr-defined]
         version.private_datanets = seen[version.pk].private_datanets  # type: ignore[attr-defined]
-    context = {"form": form, "page": page, "query": query.urlencode(), "search": search}
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "search": search,
+        "notices": selectors.notices_unread(user=request.user) if not request.htmx else [],
+    }
     return render(request, _template(request, "version_list", "results"), context)
 
 
@@ -526,8 +532,24 @@ def _version_context(request: HttpRequest, version: ModelVersion) -> dict[str, A
         "training_rows": _flat({k: v for k, v in (version.training or {}).items() if k != "lora"}),
         "is_owner": version.owner_id == request.user.pk or request.user.is_staff,
         "adapter_files": ADAPTER_FILES,
+        **_revoked_context(request, version),
         # the apps above add theirs (the version's attribution index and how reliable it is)
         "sections": [section(request, version) for section in hooks.version_sections()],
+    }
+
+
+def _revoked_context(request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
+    """The withdrawn-records warning (counts, the revocations' reasons, the retrain action) and what the version
+    supersedes or is superseded by."""
+    flag = selectors.version_revocation_flag(version)
+    is_merge = version.job.kind == FineTuneJob.Kind.MERGE
+    return {
+        "revoked": flag,
+        "revoked_reasons": revocations.revocation_reasons(version=version) if flag is not None else [],
+        "merge_sources": services.version_retrain_sources(version=version) if flag is not None and is_merge else [],
+        "is_merge": is_merge,
+        "supersession": selectors.version_supersession(version),
+        "can_retrain": flag is not None and version.owner_id == request.user.pk,
     }
 
 
@@ -538,7 +560,27 @@ def version_detail(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
         return render(
             request, "modelfactory/version_detail.html#anchor", {"version": version, "anchor": version.anchor}
         )
-    return render(request, "modelfactory/version_detail.html", _version_context(request, version))
+    context = _version_context(request, version)
+    # the owner has seen the warning: its notices leave the navigation's count (the warning stays)
+    revocations.notices_mark_read(version=version, user=request.user)
+    return render(request, "modelfactory/version_detail.html", context)
+
+
+@require_POST
+@login_required
+def version_retrain(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
+    """Retrain a version flagged as trained on withdrawn records without them (its owner only)."""
+    version = _version_for(request, version_id)
+    try:
+        job = services.version_retrain_without_revoked(version=version, user=request.user)
+    except PermissionDenied as e:
+        return _refused(request, str(e)[:1].upper() + str(e)[1:] + ".", 403)
+    except services.RetrainConflict as e:
+        return _refused(request, " ".join(m[:1].upper() + m[1:] for m in e.messages) + ".", 409)
+    except ValidationError as e:
+        return _refused(request, " ".join(m[:1].upper() + m[1:] for m in e.messages) + ".", 400)
+    messages.success(request, f"Retraining {version.name} without the withdrawn records: job #{job.pk} is queued.")
+    return redirect("modelfactory:job_detail", job_id=job.pk)
 
 
 @require_POST

@@ -6,6 +6,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.functional import SimpleLazyObject
 
 from datanets.selectors import curation_waiting
+from modelfactory.selectors import notices_unread_count
 
 # The three audiences' entry points. An entry appears once its app serves the page, so navigation never links to a
 # page that does not exist yet.
@@ -29,4 +30,12 @@ def navigation(request: HttpRequest) -> dict[str, object]:
     urls = {label: _url_or_none(name) for label, name in AUDIENCES}
     entries = [(label, url) for label, url in urls.items() if url]
     queue = SimpleLazyObject(lambda: curation_waiting(user=getattr(request, "user", None)))
-    return {"nav_entries": entries, "audience_urls": urls, "broker_kind": settings.BROKER_KIND, "curation_queue": queue}
+    # unread notices of the user's versions reached by a revocation (issue 17): one query, only when printed
+    notices = SimpleLazyObject(lambda: notices_unread_count(user=getattr(request, "user", None)))
+    return {
+        "nav_entries": entries,
+        "audience_urls": urls,
+        "broker_kind": settings.BROKER_KIND,
+        "curation_queue": queue,
+        "version_notices": notices,
+    }

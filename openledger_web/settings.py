@@ -371,6 +371,16 @@ CELERY_BEAT_SCHEDULE = {
 TRAINING_STALE_SECONDS = envint("TRAINING_STALE_SECONDS", "120")
 WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", "10")
 
+# E-mail (the notices to owners of versions trained on withdrawn records): printed by the console backend unless a
+# backend is set (django.core.mail.backends.smtp.EmailBackend with the EMAIL_HOST settings in production)
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", "25")
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "OpenLedger <noreply@localhost>")
+
 EVM_RPC_URL = os.getenv("EVM_RPC_URL", "http://127.0.0.1:8545")
 EVM_CHAIN_ID = envint("EVM_CHAIN_ID", "31337")
 # anvil's first well-known development account; only ever a default for the local dev chain.
