@@ -86,6 +86,21 @@ def _lineage(name: str, subject: Callable[[World], object]) -> Callable[[World],
     return lambda w: reverse(f"rewards_api:{name}", args=[subject(w)])
 
 
+def _flagged_version(w: World) -> str:
+    """A version of the owner's (unpublished) trained on the snapshot, one of whose records is then taken down: it is
+    flagged, and retraining it freezes a snapshot of the Datanet without the record (issue 17)."""
+    from datanets.revocation import records_take_down
+    from modelfactory.revocations import versions_flag
+    from modelfactory.tests.factories import BaseModelFactory, stand_in_version
+
+    version = stand_in_version(owner=w.users["owner"], base_model=BaseModelFactory())
+    version.snapshots.set([w.snapshot])
+    record = w.accepted.records.order_by("position").first()
+    records_take_down(records=[record], user=w.users["owner"], reason="licence", explanation="not ours to share")
+    versions_flag(version_ids=[version.pk])
+    return reverse("modelfactory-api:version_retrain", args=[version.pk])
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     "datanet_list": ("get", lambda w: reverse("datanets_api:datanet_list"), _none, "json", EVERYONE_OK),
     "datanet_create": (
@@ -230,6 +245,14 @@ ENDPOINTS: dict[str, Endpoint] = {
         _none,
         "json",
         EVERYONE_OK,
+    ),
+    # a model version's owner retrains it without withdrawn records: a snapshot of the Datanet is frozen for them
+    "modelfactory-api:version_retrain": (
+        "post",
+        _flagged_version,
+        _none,
+        "json",
+        {"owner": 201, "curator": 404, "contributor": 404, "other": 404, "anonymous": 401},
     ),
 }
 

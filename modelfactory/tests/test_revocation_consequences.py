@@ -289,7 +289,7 @@ def test_retrain_trains_a_version_that_supersedes_the_flagged_one_without_the_re
     settings.MEDIA_ROOT = tmp_path / "media"
     alice, builder = UserFactory(username="alice"), UserFactory(username="builder")
     base = default_base()
-    config = tiny_config(eval_fraction=0.0, max_steps=2)
+    config = tiny_config(eval_fraction=0.0, max_steps=1)
     places, contributions = _datanet(
         builder, {alice: instructions(4, "Alice town"), builder: instructions(4, "Builder city")}, "Places"
     )
@@ -302,17 +302,10 @@ def test_retrain_trains_a_version_that_supersedes_the_flagged_one_without_the_re
         assert version is not None, FineTuneJob.objects.get(pk=job.pk).error
         return ModelVersion.objects.get(pk=version.pk)
 
-    v1 = train(services.job_launch(owner=builder, name="v1", base_model=base, snapshots=[s1], config=config))
-    v2 = train(
-        services.job_launch(
-            owner=builder,
-            name="v2",
-            base_model=base,
-            snapshots=[s2],
-            config=config.with_changes(seed=8),
-            parent_version=v1,
-        )
-    )
+    # v2 continued v1: their rows and lineage are what the flag and the retrain read (the retrain never loads a
+    # parent adapter: it trains from scratch), so they stand in; the pending job and the retrain train for real
+    v1 = _stand_in(builder, base, "v1", [s1])
+    v2 = _stand_in(builder, base, "v2", [s2], [(v1, ModelVersionParent.Relation.CONTINUED_FROM)])
     # a job launched before the erasure, which runs after it: it trains on what is left and comes out flagged
     pending = services.job_launch(owner=builder, name="pending", base_model=base, snapshots=[s1], config=config)
     _revoke(django_capture_on_commit_callbacks, contribution=contributions[alice], user=alice, erase=True)
