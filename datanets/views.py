@@ -609,7 +609,7 @@ def my_contributions(request: HtmxHttpRequest) -> HttpResponse:
 # (403), a state that forbids it (revoked already, never accepted) as a refusal naming the state (409).
 
 
-def _revocation_refused(request: HtmxHttpRequest, form: RevokeForm, error: ValidationError) -> str:
+def _revocation_refused(form: RevokeForm, error: ValidationError) -> str:
     """Put a service's field errors on ``form``; the message of one that is about no field (a state), else ""."""
     if hasattr(error, "error_dict"):
         for field, errors in error.error_dict.items():
@@ -635,7 +635,7 @@ def _revocation_page(
     except PermissionDenied as e:
         return _refused(request, str(e), 403)
     except ValidationError as e:
-        conflict = _revocation_refused(request, form, e)
+        conflict = _revocation_refused(form, e)
         if conflict:
             return _refused(request, conflict, 409)
         return render(request, "datanets/revoke.html", context, status=400)

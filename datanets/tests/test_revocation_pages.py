@@ -13,14 +13,14 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from accounts.tests.factories import UserFactory
-from datanets import revocation, services
+from datanets import checks, revocation, services
 from datanets.models import Receipt, Record, Revocation
 
 from .factories import DatanetFactory, accepted, submit, texts
 
 pytestmark = pytest.mark.django_db
 
-SECRET = "call me on 0611223344 any evening"
+SECRET = "call me on 0611 223 344 any evening"
 
 
 def client_for(user: Any = None) -> Client:
@@ -35,6 +35,7 @@ def world(tmp_path):
     with override_settings(MEDIA_ROOT=str(tmp_path)):
         datanet = DatanetFactory()
         mine = accepted(datanet, content=texts(SECRET, "a second record of plain words"))
+        checks.contribution_check(contribution_id=mine.pk)  # its evidence quotes a masked excerpt of the number
         other = accepted(datanet, content=texts("somebody else wrote this record"))
         services.snapshot_freeze(datanet=datanet, user=datanet.owner)
         yield datanet, mine, other
@@ -49,6 +50,7 @@ def test_the_contributor_withdraws_with_erasure_through_the_confirmation_step(wo
     client = client_for(mine.contributor)
     page = client.get(reverse("datanets:contribution", args=[mine.pk])).content.decode()
     assert "data-revoke-link" in page and reverse("rewards:contribution_lineage", args=[mine.pk]) in page
+    assert "0611…" in page  # the personal data check's masked excerpt, before the erasure
 
     form = client.get(reverse("datanets:contribution_revoke", args=[mine.pk])).content.decode()
     assert "also erase the bytes" in form.lower() and "stay as anchored" in form
@@ -72,7 +74,7 @@ def test_the_contributor_withdraws_with_erasure_through_the_confirmation_step(wo
     assert f'data-revocation="{withdrawn.pk}"' in page and "Withdrawn by the contributor" in page
     assert 'data-erased="1"' in page and "my phone number" in page
     assert 'data-receipt-kind="revocation"' in page and "Withdrawal" in page
-    assert SECRET not in page and "0611223344" not in page
+    assert SECRET not in page and "0611" not in page  # nor the checks' masked excerpt of the phone number
     assert "data-revoke-link" not in page  # nothing left to withdraw
 
     mine_page = client.get(reverse("datanets:mine")).content.decode()
@@ -81,11 +83,11 @@ def test_the_contributor_withdraws_with_erasure_through_the_confirmation_step(wo
 
     record = mine.records.order_by("position").first()
     record_page = client.get(reverse("datanets:record", args=[datanet.slug, record.pk])).content.decode()
-    assert "data-erased" in record_page and "0611223344" not in record_page
+    assert "data-erased" in record_page and "0611 223 344" not in record_page
     assert record.record_hash in record_page  # the hash stays
     assert reverse("rewards:record_lineage", args=[record.pk]) in record_page
     curator_viewer = client_for(datanet.owner).get(reverse("datanets:records", args=[datanet.slug]))
-    assert "0611223344" not in curator_viewer.content.decode() and "data-erased" in curator_viewer.content.decode()
+    assert "0611 223 344" not in curator_viewer.content.decode() and "data-erased" in curator_viewer.content.decode()
 
 
 def test_refusals_are_messages_never_500(world) -> None:
