@@ -21,7 +21,7 @@ IGNORE_INDEX = -100
 # The chat format of a base model whose tokenizer has no chat template (GPT-2 and GPT-NeoX ship none): role-labelled
 # turns separated by blank lines, each assistant turn closed by the end token so the model learns to stop; the
 # generation prompt is "Assistant:". It renders turn by turn (each prefix of a conversation renders as the start of
-# the whole), which the answer masking needs. Documented in docs/modelfactory.md.
+# the whole), which the answer masking needs. Documented in docs/architecture.md (Model families).
 FALLBACK_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{ message['role'] | capitalize }}: {{ message['content'] }}"

@@ -355,14 +355,15 @@ def train_lora(
     except UnsupportedArchitecture as e:
         raise TrainingError(str(e)) from e
     parent = Path(parent_adapter_dir) if parent_adapter_dir else None
-    if parent is None:
+    target_modules: list[str] | str = []  # a continued adapter keeps its parent's
+    if parent is not None:
+        _check_same_base([parent], base.path, None, None)
+    else:
         try:
             # the family's own modules for a preset; a listed module the family lacks is refused here
             target_modules = config.resolved_target_modules(family.model_type)
         except ValueError as e:
             raise InvalidTrainingConfig({"target_modules": str(e)}) from e
-    if parent is not None:
-        _check_same_base([parent], base.path, None, None)
 
     encoded = encode_records(
         records,

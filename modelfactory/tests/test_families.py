@@ -21,7 +21,7 @@ from modelfactory.config import TrainingConfig
 from modelfactory.encoding import FALLBACK_CHAT_TEMPLATE, encode_record, render_chat
 from modelfactory.forms import FineTuneForm
 from modelfactory.models import BaseModel
-from modelfactory.tests.factories import UserFactory
+from modelfactory.tests.factories import BaseModelFactory, UserFactory, frozen_snapshot
 from modelfactory.tiny import FAMILIES, NO_CHAT_TEMPLATE, build_all
 from modelfactory.training import InvalidTrainingConfig, LoadedBase, load_base, merge_adapters, train_lora
 
@@ -242,3 +242,32 @@ def test_the_form_refuses_a_layer_the_base_model_does_not_have(tiny_models: dict
     form = FineTuneForm({**data, "custom_target_modules": " , "}, user=staff)
     assert not form.is_valid()
     assert form.errors["custom_target_modules"] == ["List the layers to adapt, or choose a preset."]
+
+
+@pytest.mark.django_db
+def test_a_launch_refuses_a_foreign_layer_and_a_base_of_an_unsupported_family(tiny_models: dict[str, Path]) -> None:
+    staff = UserFactory(is_staff=True)
+    snapshot = frozen_snapshot(owner=staff)
+    neox = services.base_model_register(user=staff, name="Tiny NeoX", path=str(tiny_models["gpt_neox"]))
+    with pytest.raises(ValidationError) as caught:
+        services.job_launch(
+            owner=staff,
+            name="Wrong layer",
+            base_model=neox,
+            snapshots=[snapshot],
+            config=STEPS.with_changes(target_modules=["q_proj"]),
+        )
+    assert caught.value.message_dict["config.target_modules"] == [
+        "The GPT-NeoX base model has no layer named 'q_proj'; its adaptable layers are query_key_value, "
+        "attention.dense, dense_h_to_4h, dense_4h_to_h."
+    ]
+    # a row written before families were checked (or by hand) is refused at launch, by name
+    falcon = BaseModelFactory(name="Old falcon", architecture="FalconForCausalLM", model_type="falcon")
+    with pytest.raises(ValidationError) as caught:
+        services.job_launch(owner=staff, name="Falcon", base_model=falcon, snapshots=[snapshot], config=STEPS)
+    assert (
+        "FalconForCausalLM (model_type 'falcon') is not a supported family"
+        in caught.value.message_dict["base_model"][0]
+    )
+    job = services.job_launch(owner=staff, name="Right layers", base_model=neox, snapshots=[snapshot], config=STEPS)
+    assert job.config["target_modules"] == "attention"
