@@ -44,6 +44,7 @@ from attribution.projection import CountSketch
 from attribution.spans import SpanIndex, SpanMatch, echo_mask, shared_span_lengths, span_record_scores
 from modelfactory import encoding
 from modelfactory.config import TrainingConfig
+from modelfactory.encoding import chat_prompt_ids
 
 SPANS_FILE = "spans.npz"
 FEATURE_BATCH_SIZE = 8
@@ -421,10 +422,7 @@ class Scorer:
         the generation stopped on it) and each answer token's character range."""
         tokenizer = self.base.tokenizer
         if messages is not None:
-            encoded = tokenizer.apply_chat_template(
-                [dict(m) for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            prompt_ids = list(encoded["input_ids"])
+            prompt_ids = chat_prompt_ids(tokenizer, messages)
         else:
             prompt_ids = list(tokenizer(prompt)["input_ids"])
         encoding = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
