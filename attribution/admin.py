@@ -7,7 +7,7 @@ from django.contrib import admin
 
 from common.admin import ReadOnlyAdmin
 
-from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
+from .models import AttributionIndex, IndexReissue, RecordAttribution, RunAttribution, SpanMatch
 
 
 @admin.register(AttributionIndex)
@@ -45,3 +45,9 @@ class RecordAttributionAdmin(ReadOnlyAdmin):
 class SpanMatchAdmin(ReadOnlyAdmin):
     list_display = ("id", "run_attribution", "record", "tokens", "n_records", "answer_start", "answer_end")
     raw_id_fields = ("run_attribution", "record")
+
+
+@admin.register(IndexReissue)
+class IndexReissueAdmin(ReadOnlyAdmin):
+    list_display = ("id", "index", "old_feature_hash", "new_feature_hash", "created_at")
+    raw_id_fields = ("index",)

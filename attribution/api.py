@@ -51,6 +51,9 @@ class CreditSerializer(serializers.Serializer):
     record_hash = serializers.CharField(allow_null=True)
     contribution = serializers.IntegerField(allow_null=True)
     datanet = serializers.CharField(allow_null=True, help_text="The Datanet's slug")
+    erased = serializers.BooleanField(
+        allow_null=True, help_text="Its bytes were erased: only its hash and contribution remain (null when hidden)"
+    )
 
     def to_representation(self, credit: selectors.Credit) -> dict[str, object]:
         row, shown = credit.row, credit.visible
@@ -64,6 +67,7 @@ class CreditSerializer(serializers.Serializer):
             "record_hash": row.record.record_hash if shown else None,
             "contribution": row.contribution_id if shown else None,
             "datanet": row.record.datanet.slug if shown else None,
+            "erased": selectors.record_is_erased(row.record) if shown else None,
         }
 
 
@@ -108,6 +112,8 @@ def run_attribution_data(*, run: InferenceRun, user: Any) -> dict[str, Any]:
         reward_policy_version=attribution.reward_policy_version,
         index={"features_sha256": attribution.feature_hash, "spans_sha256": attribution.span_hash},
         signal_shares=attribution.signal_shares,
+        revocation_policy=attribution.revocation_policy or None,
+        revoked_excluded=list(attribution.revoked_excluded),
         explanation=attribution.explanation,
         verdict=attribution.verdict or None,
         confidence=attribution.confidence,
@@ -137,6 +143,7 @@ def run_attribution_data(*, run: InferenceRun, user: Any) -> dict[str, Any]:
                 "contribution": r.row.contribution_id,
                 "share": r.row.share,
                 "by_signal": r.row.by_signal,
+                "erased": r.erased,
             }
             for r in panel.records
             if r.visible

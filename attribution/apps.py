@@ -6,10 +6,11 @@ class AttributionConfig(AppConfig):
 
     def ready(self) -> None:
         # attribution sits above modelfactory and inference: it subscribes to their hooks, they never import it
+        from datanets import hooks as datanet_hooks
         from inference import hooks as inference_hooks
         from modelfactory import hooks as modelfactory_hooks
 
-        from . import api, panel_views, receivers
+        from . import api, panel_views, receivers, revocation
 
         modelfactory_hooks.version_indexer_register(receivers.INDEXER)
         modelfactory_hooks.version_trained_connect(receivers.version_selfcheck)
@@ -17,3 +18,4 @@ class AttributionConfig(AppConfig):
         inference_hooks.run_finished_connect(receivers.run_finished)
         inference_hooks.run_extra_register("attribution", api.run_attribution_data)
         inference_hooks.run_section_register(panel_views.run_panel_slot)
+        datanet_hooks.records_revoked_connect(revocation.records_revoked)

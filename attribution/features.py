@@ -364,6 +364,29 @@ class FeatureMatrix:
             content_hash=_content_hash(features, ids, sketch.seed, sketch.k, sketch.method, layout),
         )
 
+    def without(self, record_ids: Sequence[int]) -> FeatureMatrix:
+        """The same matrix with the rows of ``record_ids`` zeroed (an erasure): a zero row scores 0 against every
+        answer (``cosine_scores``), so it can never be credited, and every other row keeps its place and values.
+        Ids that are not indexed are ignored."""
+        features = np.array(self.features, dtype=np.float32, copy=True)
+        features[np.isin(self.record_ids, np.asarray(list(record_ids), dtype=np.int64))] = 0.0
+        ids = np.asarray(self.record_ids, dtype=np.int64)
+        return FeatureMatrix(
+            features=features,
+            record_ids=ids,
+            seed=self.seed,
+            k=self.k,
+            method=self.method,
+            layout=self.layout,
+            norms=row_norms(features),
+            content_hash=_content_hash(features, ids, self.seed, self.k, self.method, self.layout),
+        )
+
+    def row_is_zero(self, record_id: int) -> bool:
+        """Whether ``record_id``'s row is all zeros (erased), True for an id that is not indexed."""
+        where = np.flatnonzero(self.record_ids == record_id)
+        return len(where) == 0 or not np.any(np.asarray(self.features[int(where[0])]))
+
     def check_sketch(self, sketch: CountSketch) -> None:
         """Raise FeatureIndexError unless ``sketch`` projects exactly as the one that built these features."""
         if (sketch.seed, sketch.k, sketch.method, layout_hash(dict(sketch.sizes))) != (

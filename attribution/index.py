@@ -44,6 +44,7 @@ from attribution.projection import CountSketch
 from attribution.spans import SpanIndex, SpanMatch, echo_mask, shared_span_lengths, span_record_scores
 from modelfactory import encoding
 from modelfactory.config import TrainingConfig
+from modelfactory.encoding import chat_prompt_ids
 
 SPANS_FILE = "spans.npz"
 FEATURE_BATCH_SIZE = 8
@@ -189,7 +190,7 @@ def build_index(
     )
 
 
-def place(built: BuiltIndex, target: Path) -> None:
+def place(built: BuiltIndex | ReissuedIndex, target: Path) -> None:
     """Move a built folder to its content address (read-only); an identical index stored before is reused."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for file in built.folder.iterdir():
@@ -421,10 +422,7 @@ class Scorer:
         the generation stopped on it) and each answer token's character range."""
         tokenizer = self.base.tokenizer
         if messages is not None:
-            encoded = tokenizer.apply_chat_template(
-                [dict(m) for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            prompt_ids = list(encoded["input_ids"])
+            prompt_ids = chat_prompt_ids(tokenizer, messages)
         else:
             prompt_ids = list(tokenizer(prompt)["input_ids"])
         encoding = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
@@ -451,6 +449,7 @@ class Scorer:
         evidence: bool = True,
         echo_free_spans: bool = True,
         context_relevance: float | None = None,
+        exclude: frozenset[int] = frozenset(),
     ) -> AnswerScores:
         """Project the answer's gradient as the index was projected and cosine-score it against every record
         (``top_k`` best only, when given); find its verbatim spans of at least ``min_span_tokens`` tokens; gather the
@@ -461,6 +460,11 @@ class Scorer:
         from the prompt, not the end token every record shares), so the gradient follows what the answer says, not
         its phrasing; an answer that is all echo falls back to every answer token. With ``echo_free_spans`` span
         credit never counts tokens copied from the prompt. (Both off: policy v1's signals, for the benchmark.)
+
+        ``exclude``: records that may not be credited (revoked, ``attribution.revocation``): they get no gradient
+        score, are left out of every span's record list (the span's full record count stays, so their part of a
+        shared span is credited to no one) and are never candidates of the support evidence. Empty: the scores are
+        exactly those computed without it.
         """
         prompt_ids, ids, offsets = self.answer_ids(messages=messages, prompt=prompt, answer=answer, stopped=stopped)
         eos = self.base.tokenizer.eos_token_id
@@ -489,9 +493,20 @@ class Scorer:
                 projector=projection.torch_sketch,
             )[0]
             surprisal = self._base_surprisal(prompt_ids, ids, asked=asked) if evidence else {}
-        gradient = matrix.top_record_scores(feature, top_k) if top_k else matrix.record_scores(feature)
+        if exclude:
+            gradient = _without(matrix.record_scores(feature), exclude, top_k)
+        else:
+            gradient = matrix.top_record_scores(feature, top_k) if top_k else matrix.record_scores(feature)
         text_ids = [t for t in ids if t != eos]
         matches = spans.find_spans(text_ids, min_tokens=min_span_tokens)
+        if exclude:
+            matches = [
+                kept
+                for kept in (
+                    replace(m, records=tuple(r for r in m.records if r.record_id not in exclude)) for m in matches
+                )
+                if kept.records
+            ]
         span = span_record_scores(matches, len(text_ids), echo[: len(text_ids)] if echo_free_spans else None)
         support = None
         if evidence:
@@ -504,6 +519,7 @@ class Scorer:
                 content=content,
                 asked=asked,
                 ranked=[*sorted(gradient, key=lambda r: -gradient[r])[:20], *span],
+                exclude=exclude,
             )
             if context_relevance is not None:
                 support = self._in_context(
@@ -610,6 +626,7 @@ class Scorer:
         content: list[int],
         asked: list[int],
         ranked: list[int],
+        exclude: frozenset[int] = frozenset(),
     ) -> SupportEvidence:
         key: dict[int, float] = {}
         for position in asked:
@@ -624,9 +641,12 @@ class Scorer:
         total = sum(key.values())
         for token, weight in key.items():
             for record_id in holders[token]:
-                found[record_id] = found.get(record_id, 0.0) + weight
+                if record_id not in exclude:
+                    found[record_id] = found.get(record_id, 0.0) + weight
         candidates = sorted(found, key=lambda r: (-found[r], r))[:MAX_CANDIDATES]
-        candidates += [r for r in dict.fromkeys(ranked) if r not in found][: max(0, MAX_CANDIDATES - len(candidates))]
+        candidates += [r for r in dict.fromkeys(ranked) if r not in found and r not in exclude][
+            : max(0, MAX_CANDIDATES - len(candidates))
+        ]
         evidence = []
         decode = self.base.tokenizer.decode
         answer_words = token_words([decode([t]) for t in ids])
@@ -662,6 +682,16 @@ class Scorer:
             candidates=tuple(evidence),
             word_start=tuple(word_starts([self.base.tokenizer.decode([t]) for t in ids])),
         )
+
+
+def _without(scores: dict[int, float], exclude: frozenset[int], top_k: int | None) -> dict[int, float]:
+    """``scores`` less the excluded records, the ``top_k`` best of the rest (ties by record id) when given: what
+    ``FeatureMatrix.top_record_scores`` gives over the records that may be credited."""
+    kept = {r: v for r, v in scores.items() if r not in exclude}
+    if top_k is None or top_k >= len(kept):
+        return kept
+    ranked = sorted(kept.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+    return dict(ranked)
 
 
 _SCORERS: dict[str, Scorer] = {}
@@ -706,6 +736,7 @@ def load_index_kept(folder: Path, *, feature_hash: str, span_hash: str) -> tuple
     10,000 records that hash cost 0.06-0.14 s of CPU for every answer). Refuses as ``load_index`` does."""
     folder = Path(folder)
     key = (str(folder), feature_hash, span_hash)
+    forget_gone_indexes()
     try:
         stamp = tuple(_file_stamp(folder / name) for name in _INDEX_FILES)
     except OSError:
@@ -727,3 +758,54 @@ def load_index_kept(folder: Path, *, feature_hash: str, span_hash: str) -> tuple
 def _file_stamp(path: Path) -> tuple[int, int, int]:
     stat = path.stat()
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def forget_gone_indexes() -> int:
+    """Drop this process's kept copies of indexes whose folder is gone: an index re-issued after an erasure
+    (``attribution.revocation``) has new hashes, and its old folder, which held the erased tokens, is deleted; every
+    process forgets its copy on its next load (the old copy was never used again, since the key holds the hashes,
+    but it held the erased bytes in memory). Returns how many were dropped."""
+    with _KEPT_LOCK:
+        gone = [key for key in _KEPT if not (Path(key[0]) / SPANS_FILE).exists()]
+        for key in gone:
+            del _KEPT[key]
+    return len(gone)
+
+
+def forget_index(*, feature_hash: str, span_hash: str) -> int:
+    """Drop this process's kept copies of the index with these hashes, wherever it was read from."""
+    with _KEPT_LOCK:
+        gone = [key for key in _KEPT if key[1:] == (feature_hash, span_hash)]
+        for key in gone:
+            del _KEPT[key]
+    return len(gone)
+
+
+@dataclass
+class ReissuedIndex:
+    """An index rewritten without some records' bytes, in a new folder under ``scratch`` (``place`` stores it)."""
+
+    folder: Path
+    feature_hash: str
+    span_hash: str
+    erased: list[int]
+
+
+def reissue_without(
+    folder: Path, *, feature_hash: str, span_hash: str, erased: Sequence[int], scratch: Path
+) -> ReissuedIndex:
+    """Rewrite a stored index (checked against its hashes first) with the records ``erased`` taken out: their
+    feature rows zeroed and their tokens removed from the span index (``FeatureMatrix.without``,
+    ``SpanIndex.without``). Every record keeps its id and place, so the other records score exactly as before.
+    Written into a new folder under ``scratch``; raises on any failure, leaving nothing behind."""
+    matrix, spans = load_index(Path(folder), feature_hash=feature_hash, span_hash=span_hash)
+    out = Path(scratch) / f"reissue-{uuid.uuid4().hex[:12]}"
+    out.mkdir(parents=True)
+    try:
+        new_matrix = matrix.without(erased)
+        new_feature_hash = new_matrix.save(out)
+        new_span_hash = spans.without(erased).save(out / SPANS_FILE)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return ReissuedIndex(out, new_feature_hash, new_span_hash, sorted(int(r) for r in erased))

@@ -44,6 +44,12 @@ class AttributionIndex(models.Model):
     evaluation = models.JSONField(
         default=dict, blank=True, help_text="Measured reliability for this version (planted-fact evaluation)."
     )
+    erased_record_ids = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Indexed records whose bytes were erased: their feature rows are zero and the span index holds "
+        "none of their tokens (the hashes above are then a re-issue's, see IndexReissue).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -66,6 +72,11 @@ class AttributionIndex(models.Model):
     def is_ok(self) -> bool:
         return self.status == self.Status.OK
 
+    @property
+    def reissued(self) -> bool:
+        """Its files are no longer the ones the version's manifest anchored (an erasure re-issued them)."""
+        return bool(self.erased_record_ids)
+
     def manifest_entry(self) -> dict[str, object]:
         """What the lineage manifest anchors about this index."""
         return {
@@ -76,6 +87,44 @@ class AttributionIndex(models.Model):
             "feature_hash": self.feature_hash,
             "span_hash": self.span_hash,
             "records": len(self.record_ids),
+        }
+
+
+class IndexReissue(models.Model):
+    """An attribution index rewritten without erased records (``attribution.revocation``): the hashes it had before
+    (the first re-issue's ``old_*`` are the ones the version's manifest anchored), the hashes it has since, when and
+    for which revocations. The anchored manifest never changes: this row is why the stored files no longer match it.
+    Rows are only ever added."""
+
+    index = models.ForeignKey(AttributionIndex, on_delete=models.PROTECT, related_name="reissues")
+    revocation_ids = models.JSONField(default=list, help_text="The erasures (datanets.Revocation ids) it applies.")
+    erased_record_ids = models.JSONField(default=list, help_text="Records newly taken out by this re-issue.")
+    old_feature_hash = models.CharField(max_length=64)
+    old_span_hash = models.CharField(max_length=64)
+    new_feature_hash = models.CharField(max_length=64)
+    new_span_hash = models.CharField(max_length=64)
+    old_path = models.CharField(max_length=200, help_text="The folder it replaced (deleted once no index names it).")
+    new_path = models.CharField(max_length=200, help_text="Relative to MEDIA_ROOT: the re-issued folder.")
+    seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "index re-issues"
+        ordering = ["index_id", "id"]
+
+    def __str__(self) -> str:
+        return f"re-issue {self.pk} of {self.index}"
+
+    def as_dict(self) -> dict[str, object]:
+        """What an auditor reads (the version API and page show it)."""
+        return {
+            "revocations": list(self.revocation_ids),
+            "erased_records": list(self.erased_record_ids),
+            "old_feature_hash": self.old_feature_hash,
+            "old_span_hash": self.old_span_hash,
+            "new_feature_hash": self.new_feature_hash,
+            "new_span_hash": self.new_span_hash,
+            "at": self.created_at.isoformat() if self.created_at else None,
         }
 
 
@@ -131,6 +180,12 @@ class RunAttribution(models.Model):
     )
     confidence = models.FloatField(null=True, blank=True, help_text="How sure the verdict and top credit are, 0-1.")
     support = models.JSONField(default=dict, blank=True, help_text="The evidence behind the verdict, per signal.")
+    revocation_policy = models.CharField(
+        max_length=40, blank=True, help_text="How revoked records were treated (docs/revocation-policy.md)."
+    )
+    revoked_excluded = models.JSONField(
+        default=list, blank=True, help_text="Record ids the revocation policy kept from being credited."
+    )
     fee = models.DecimalField(max_digits=78, decimal_places=0, default=0)
     seconds = models.FloatField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Scoring attempts that ended: failed, lost, stored.")

@@ -16,6 +16,7 @@ from modelfactory.models import ModelVersion
 
 from . import hooks
 from .models import AttributionIndex
+from .revocation import anchored_hashes
 from .selectors import run_panel as panel_of
 from .selectors import version_reliability
 
@@ -50,5 +51,7 @@ def version_index_section(request: HttpRequest, version: ModelVersion) -> str:
         "version": version,
         "attribution_index": index,
         "reliability": version_reliability(index) if index is not None and index.is_ok else None,
+        "anchored": anchored_hashes(version) if index is not None and index.reissued else None,
+        "reissues": list(index.reissues.order_by("pk")) if index is not None and index.reissued else [],
     }
     return render_to_string("attribution/_version_index.html", context, request=request)

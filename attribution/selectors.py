@@ -8,6 +8,7 @@ from fractions import Fraction
 from typing import Any
 
 from datanets.models import Datanet, Record, SnapshotRecord
+from datanets.revocation import ERASED_CANONICAL
 from datanets.selectors import primary_addresses, user_can_view
 
 from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
@@ -16,8 +17,19 @@ from .scoring import SIGNAL_LABELS, SIGNALS
 TOP_RECORDS = 10
 
 
+ERASED_LABEL = "erased record"
+
+
+def record_is_erased(record: Record) -> bool:
+    """Its bytes were erased (``datanets.revocation``): only its hash, leaf and contributor remain."""
+    return record.canonical == ERASED_CANONICAL
+
+
 def record_display_text(record: Record) -> str:
-    """A record as a person reads it (the panel shows this text; span character ranges point into it)."""
+    """A record as a person reads it (the panel shows this text; span character ranges point into it); empty for
+    an erased record."""
+    if record_is_erased(record):
+        return ""
     data = json.loads(record.canonical)
     if isinstance(data.get("messages"), list):
         return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in data["messages"])
@@ -128,6 +140,8 @@ class PanelRecord:
     proof: SnapshotRecord | None
     signals: list[tuple[str, str]]
     share: str
+    erased: bool = False  # its text is gone: the panel shows "erased record", its hash and contributor
+    contributor: str = ""
 
 
 @dataclass
@@ -203,11 +217,13 @@ def run_panel(*, run: Any, user: Any) -> Panel:
     panel = Panel(run=run, state=attribution.status, attribution=attribution, reliability=version_reliability(index))
     if attribution.status != RunAttribution.Status.OK:
         return panel
-    spans = list(SpanMatch.objects.filter(run_attribution=attribution))
-    panel.answer = highlighted(run.answer, [(s.answer_start, s.answer_end) for s in spans])
+    spans = list(SpanMatch.objects.filter(run_attribution=attribution).select_related("record"))
+    # a span an erased record held is not highlighted: it would confirm what the erased text said
+    shown = [s for s in spans if not record_is_erased(s.record)]
+    panel.answer = highlighted(run.answer, [(s.answer_start, s.answer_end) for s in shown])
     rows = list(
         RecordAttribution.objects.filter(run_attribution=attribution)
-        .select_related("record", "record__datanet", "contribution")
+        .select_related("record", "record__datanet", "contribution", "contribution__contributor")
         .order_by("rank")[:TOP_RECORDS]
     )
     beyond = list(
@@ -221,6 +237,7 @@ def run_panel(*, run: Any, user: Any) -> Panel:
     for row in rows:
         record = row.record
         visible = user_can_view(user=user, datanet=record.datanet)
+        erased = record_is_erased(record)
         ranges = [
             (s.record_start, s.record_end)
             for s in spans
@@ -230,11 +247,13 @@ def run_panel(*, run: Any, user: Any) -> Panel:
             PanelRecord(
                 row=row,
                 record=record,
-                text=highlighted(record_display_text(record), ranges) if visible else [],
+                text=highlighted(record_display_text(record), ranges) if visible and not erased else [],
                 visible=visible,
                 proof=proofs.get(record.pk) if visible else None,
                 signals=[(SIGNAL_LABELS[s], percent(v)) for s, v in sorted(row.by_signal.items())],
                 share=percent(row.share),
+                erased=erased,
+                contributor=row.contribution.contributor.get_username() if visible else "",
             )
         )
     user_ids = [int(u) for u, _ in attribution.contributors]
@@ -287,3 +306,19 @@ def credits_as_seen(*, rows: list[RecordAttribution], user: Any) -> list[Credit]
             seen[datanet.pk] = user_can_view(user=user, datanet=datanet)
         out.append(Credit(row=row, visible=seen[datanet.pk]))
     return out
+
+
+def index_holds_record(version: Any, record_id: int) -> bool:
+    """Whether ``version``'s attribution index still holds anything of record ``record_id``: a token in its span
+    index or a non-zero gradient feature row. Read from the stored files, checked against the hashes the index row
+    names (after an erasure, the re-issue's); False for a version without a usable index or a record it never held.
+    """
+    from datanets.storage import media_path
+
+    from .index import load_index
+
+    index = AttributionIndex.objects.filter(version=version, status=AttributionIndex.Status.OK).first()
+    if index is None or int(record_id) not in set(index.record_ids):
+        return False
+    matrix, spans = load_index(media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash)
+    return spans.holds_tokens(int(record_id)) or not matrix.row_is_zero(int(record_id))

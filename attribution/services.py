@@ -29,15 +29,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from datanets.models import Record, SnapshotRecord
+from datanets.revocation import ERASED_CANONICAL
 from datanets.storage import content_path, media_path
 from inference.models import InferenceRun
 from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
 from outbox.services import enqueue_on_commit
 
-from . import hooks, scoring
+from . import hooks, revocation, scoring
 from .features import FeatureIndexError
 from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .selectors import locate_in_record, record_display_text
@@ -92,8 +94,8 @@ def _job_records(job: Any) -> list[tuple[int, dict[str, Any]]]:
             .values_list("record_id", "record__record_hash", "record__canonical")
         )
         for record_id, record_hash, canonical in leaves.iterator(chunk_size=5_000):
-            if record_hash in seen:
-                continue
+            if record_hash in seen or canonical == ERASED_CANONICAL:
+                continue  # an erased record's bytes are gone: no index holds it again
             seen.add(record_hash)
             records.append((record_id, json.loads(canonical)))
     return records
@@ -103,7 +105,8 @@ def _records_by_id(ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
     import json
 
     canonical = dict(Record.objects.filter(pk__in=ids).values_list("pk", "canonical"))
-    return [(pk, json.loads(canonical[pk])) for pk in ids if pk in canonical]
+    # an erased record is gone from its parent's index: a child's index does not take it back
+    return [(pk, json.loads(canonical[pk])) for pk in ids if canonical.get(pk, ERASED_CANONICAL) != ERASED_CANONICAL]
 
 
 def _version_groups(version: Any) -> list[Any]:
@@ -192,7 +195,7 @@ def index_record(*, version: Any, pending: PendingIndex | None) -> AttributionIn
     if built is not None:
         from .index import SPANS_FILE
 
-        _lock_index_path(pending.path)  # held until the version commits: see index_folder_drop
+        lock_index_path(pending.path)  # held until the version commits: see index_folder_drop
         if not (media_path(pending.path) / SPANS_FILE).exists():
             # removed as the unkept index of another job with identical content: the manifest already names it, so
             # the version is not stored (its job fails and can be retried) rather than name a missing folder
@@ -367,6 +370,7 @@ class Scored:
     owners: dict[int, scoring.RecordOwner | tuple[scoring.RecordOwner, ...]]
     scores: Any  # attribution.index.AnswerScores
     support: scoring.Support | None = None
+    excluded: frozenset[int] = frozenset()  # records the revocation policy kept from being credited
 
 
 def run_score(
@@ -386,6 +390,9 @@ def run_score(
 
     load = index_mod.load_index if fresh_index else index_mod.load_index_kept
     matrix, spans = load(media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash)
+    # when the answer was asked: a self-check's question (no run row) is asked now
+    asked_at = getattr(run, "created_at", None) or timezone.now()
+    excluded = revocation.excluded_records(record_ids=index.record_ids, asked_at=asked_at)
     scorer = index_mod.scorer_for(run.base_model.path)
     scores = scorer.score(
         adapter_dir=media_path(run.version.adapter_path),
@@ -398,11 +405,12 @@ def run_score(
         min_span_tokens=int(settings.ATTRIBUTION_MIN_SPAN_TOKENS),
         top_k=policy.top_k,
         context_relevance=context_relevance(policy),
+        exclude=excluded,
     )
     support = scoring.assess(scores.support, scores.gradient, policy)
     attribution = scoring.combine_supported(scores.gradient, support, policy)
-    owners = record_owners([r.record_id for r in attribution.records], version=run.version)
-    return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores, support)
+    owners = record_owners([r.record_id for r in attribution.records], version=run.version, asked_at=asked_at)
+    return Scored(attribution, scoring.roll_up(attribution, owners), owners, scores, support, excluded)
 
 
 def context_relevance(policy: scoring.AttributionPolicy) -> float | None:
@@ -413,11 +421,12 @@ def context_relevance(policy: scoring.AttributionPolicy) -> float | None:
 
 
 def record_owners(
-    record_ids: list[int], *, version: Any = None
+    record_ids: list[int], *, version: Any = None, asked_at: datetime | None = None
 ) -> dict[int, scoring.RecordOwner | tuple[scoring.RecordOwner, ...]]:
     """Who contributed each record. With ``version``, a record that several people contributed (the same record
     hash, accepted into the snapshots that trained the version: training kept one copy) has all of them as owners,
-    ordered by contribution, so its credit is split between them."""
+    ordered by contribution, so its credit is split between them; with ``asked_at`` too, a copy the revocation
+    policy keeps out for an answer asked then (``revocation.excluded_records``) is not an owner."""
     rows = Record.objects.filter(pk__in=record_ids).values_list(
         "pk", "contribution_id", "contribution__contributor_id", "datanet_id", "record_hash"
     )
@@ -431,6 +440,7 @@ def record_owners(
             snapshot_id__in=snapshots, record__record_hash__in=list(by_hash), record__excluded=False
         )
         .exclude(record_id__in=record_ids)
+        .exclude(revocation.revoked_twin_filter(asked_at=asked_at) if asked_at is not None else Q(pk__in=[]))
         .values_list("record__record_hash", "record__contribution_id", "record__contribution__contributor_id",
                      "record__datanet_id")
         .distinct()
@@ -521,6 +531,8 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
         attribution.support = {**support.as_dict(), "policy": scoring.CURRENT_POLICY.as_dict()}
     attribution.feature_hash = index.feature_hash
     attribution.span_hash = index.span_hash
+    attribution.revocation_policy = revocation.POLICY
+    attribution.revoked_excluded = sorted(scored.excluded)
     attribution.signal_shares = {s: _fraction(v) for s, v in result.signal_shares.items()}
     attribution.effective_weights = dict(result.effective_weights)
     attribution.contributors = [[u, _fraction(s)] for u, s in rollup.contributors]
@@ -664,7 +676,7 @@ def index_folder_drop(relative: str) -> bool:
         return False
     folder = media_path(relative)
     with transaction.atomic():
-        _lock_index_path(relative)
+        lock_index_path(relative)
         if AttributionIndex.objects.filter(path=relative).exists():
             return False
         if not folder.exists():
@@ -674,7 +686,7 @@ def index_folder_drop(relative: str) -> bool:
     return not folder.exists()
 
 
-def _lock_index_path(relative: str) -> None:
+def lock_index_path(relative: str) -> None:
     """A transaction-scoped lock on one index path (PostgreSQL advisory lock; a no-op elsewhere)."""
     from django.db import connection
 
@@ -687,10 +699,11 @@ def _lock_index_path(relative: str) -> None:
 def run_attribution_recompute(*, run: Any) -> Scored:
     """Recompute a run's attribution from the stored index and the anchored inputs, writing nothing: the index
     files are checked against the hashes the version's lineage manifest anchors, then scored again."""
-    import json
 
     index = run.version.attribution_index
-    anchored = json.loads(run.version.manifest).get("attribution_index") or {}
-    if (anchored.get("feature_hash"), anchored.get("span_hash")) != (index.feature_hash, index.span_hash):
-        raise ValueError("the index row does not match the hashes anchored in the version's manifest")
+    if not revocation.hashes_trace_to_anchor(index):
+        raise ValueError(
+            "the index row does not match the hashes anchored in the version's manifest, nor follow from them "
+            "through its recorded re-issues"
+        )
     return run_score(run=run, index=index, fresh_index=True)

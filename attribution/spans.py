@@ -147,6 +147,24 @@ class SpanIndex:
         suffixes = _suffix_array(tokens)
         return cls(tokens, suffixes, record_starts, np.array(ids, dtype=np.int64))
 
+    def without(self, record_ids: Iterable[int]) -> SpanIndex:
+        """The same index with the tokens of ``record_ids`` gone (an erasure): each keeps its id and its place in
+        the record order, with no token, so no span can be found in it; every other record's tokens, and so every
+        offset inside a record, stay as they were. Ids that are not indexed are ignored."""
+        gone = {int(r) for r in record_ids}
+        kept = (
+            (int(record_id), [] if int(record_id) in gone else self.record_tokens(int(record_id)).tolist())
+            for record_id in self.record_ids
+        )
+        return SpanIndex.build(kept)
+
+    def holds_tokens(self, record_id: int) -> bool:
+        """Whether the index holds any token of ``record_id`` (False for an erased or unindexed record)."""
+        try:
+            return len(self.record_tokens(record_id)) > 0
+        except KeyError:
+            return False
+
     @property
     def n_records(self) -> int:
         return len(self.record_ids)

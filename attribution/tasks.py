@@ -19,6 +19,16 @@ def attribution_run_task(run_id: int) -> str | None:
     return attribution.status if attribution is not None else None
 
 
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=30, retry_backoff_max=600, max_retries=10)
+def attribution_revocation_erase_task(revocation_ids: list[int]) -> int:
+    """Take erased records out of every attribution index and stored span (``revocation.revocation_erase``);
+    idempotent, so a failure is retried with backoff and a redelivered message does nothing more. Returns how many
+    indexes were re-issued."""
+    from . import revocation
+
+    return len(revocation.revocation_erase(revocation_ids=revocation_ids))
+
+
 # Deliberately not named attribution_*: that prefix routes to the attribution queue, whose backlog (or lost worker)
 # is what this task recovers from. It runs on the default queue.
 @shared_task(acks_late=True)

@@ -41,10 +41,19 @@ from common.jsonguard import JsonLimits
 from common.ratelimit import chain_read_limited
 from ledger.proofs import anchor_facts
 
-from . import exports, selectors, services, statistics
+from . import exports, revocation, selectors, services, statistics
 from .licences import LICENCE_CHOICES
 from .markdown import render_markdown
-from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Receipt, Record, Snapshot
+from .models import (
+    LANGUAGE_CHOICES,
+    RECORD_TYPE_CHOICES,
+    Contribution,
+    Datanet,
+    Receipt,
+    Record,
+    Revocation,
+    Snapshot,
+)
 
 TAGS = ["datanets"]
 # Room for the multipart boundaries, part headers and the small fields sent beside the file.
@@ -336,7 +345,8 @@ class ReceiptSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Receipt.Kind.choices)
     document = serializers.SerializerMethodField(
-        help_text="openledger.receipt.contribution.v1 or openledger.receipt.curation.v1; null for the few seconds "
+        help_text="openledger.receipt.contribution.v1, openledger.receipt.curation.v1 or "
+        "openledger.receipt.revocation.v1; null for the few seconds "
         "before a contribution receipt's records root is computed"
     )
     document_hash = serializers.SerializerMethodField(help_text="keccak256 of the document's JCS bytes")
@@ -1151,3 +1161,209 @@ class RecordProofVerifyApi(BaseApi):
         except ChainError as e:
             raise ChainUnavailable(f"the chain can't be reached now: {e}") from None
         return Response(self.OutputSerializer({"valid": valid, "root": proof["root"], "leaf": proof["leaf"]}).data)
+
+
+# Revocation (datanets/revocation.py, docs/revocation.md)
+
+
+class RevocationConflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "the records cannot be revoked in their present state"
+    default_code = "conflict"
+
+
+def _conflicts(act: Any) -> Any:
+    """``act()``, a service's refusal of the records' state (revoked already, erased already, never accepted) as a
+    409 that says why and since when; a refusal of a field stays a 400."""
+    try:
+        return act()
+    except DjangoValidationError as e:
+        if hasattr(e, "error_dict"):
+            raise
+        raise RevocationConflict("; ".join(e.messages)) from e
+
+
+@extend_schema_serializer(component_name="Revocation")
+class RevocationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Revocation.Kind.choices, help_text="withdrawal (contributor) or takedown")
+    reason = serializers.ChoiceField(choices=Revocation.Reason.choices)
+    explanation = serializers.CharField()
+    datanet = serializers.SlugField(source="datanet.slug")
+    contribution = serializers.IntegerField(source="contribution_id")
+    record_count = serializers.IntegerField()
+    actor = serializers.CharField(source="actor.username")
+    erased = serializers.BooleanField(source="erase", help_text="The records' bytes are erased; their hashes stay")
+    erased_at = serializers.DateTimeField(allow_null=True)
+    erased_by = serializers.CharField(source="erased_by.username", allow_null=True, default=None)
+    policy = serializers.CharField(help_text="The reward policy in force (docs/revocation-policy.md)")
+    created_at = serializers.DateTimeField()
+
+
+RevocationPage = page_serializer(RevocationSerializer, "Revocation")
+
+
+def _revocation_rows(revocations: Iterable[Revocation]) -> Any:
+    ids = [r.pk for r in revocations]
+    rows = Revocation.objects.filter(pk__in=ids).select_related("actor", "erased_by", "datanet")
+    return RevocationSerializer(rows.order_by("pk"), many=True).data
+
+
+class _TextField(serializers.CharField):
+    """A JSON string, not a number or a list turned into one: a wrong type is the client's mistake to hear about."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"must be a string, not {type(data).__name__}")
+        return super().to_internal_value(data)
+
+
+class _FlagField(serializers.BooleanField):
+    """A JSON ``true`` or ``false``, not "yes" or 1."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            raise serializers.ValidationError("must be true or false")
+        return data
+
+
+class _RevokeFields(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=Revocation.Reason.choices)
+    explanation = _TextField(required=False, allow_blank=True, max_length=revocation.EXPLANATION_MAX_CHARS, default="")
+    erase = _FlagField(required=False, default=False, help_text="Also erase the records' bytes")
+
+
+class ContributionRevokeApi(BaseApi):
+    """Withdraw your own accepted contribution: its records leave every snapshot frozen from now on (the earlier
+    ones stay as anchored), the versions trained on them are flagged; with ``erase`` their bytes go too, their
+    hashes stay. 409 when it was revoked already (with the date) or never accepted."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ContributionRevokeRequest")
+    class InputSerializer(_RevokeFields):
+        reason = serializers.ChoiceField(choices=Revocation.Reason.choices, default=Revocation.Reason.CONSENT)
+
+    @extend_schema(
+        summary="Withdraw an accepted contribution",
+        request=InputSerializer,
+        responses={
+            201: RevocationSerializer,
+            409: error_response("Revoked already, or never accepted"),
+            **WRITE_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request: Request, contribution_id: int) -> Response:
+        contribution = _contribution_for(request.user, contribution_id)
+        data = self.validated(self.InputSerializer, request.data)
+        done = _conflicts(lambda: revocation.contribution_revoke(contribution=contribution, user=request.user, **data))
+        return Response(_revocation_rows([done])[0], status=201)
+
+
+class RecordTakedownApi(BaseApi):
+    """Take records down (a curator of their Datanet, or staff), all or none: one revocation per contribution they
+    belong to. A record you may not see is a 404; one revoked already or never accepted a 409."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="RecordTakedownRequest")
+    class InputSerializer(_RevokeFields):
+        record_ids = serializers.ListField(
+            child=serializers.IntegerField(min_value=1), min_length=1, max_length=MAX_DECISIONS
+        )
+        explanation = _TextField(max_length=revocation.EXPLANATION_MAX_CHARS)
+
+    @extend_schema(
+        summary="Take records down",
+        request=InputSerializer,
+        responses={
+            201: RevocationSerializer(many=True),
+            409: error_response("A record was revoked already, or never accepted"),
+            **WRITE_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request: Request) -> Response:
+        data = self.validated(self.InputSerializer, request.data)
+        ids = set(data.pop("record_ids"))
+        visible = selectors.datanets_visible_to(user=request.user).values("pk")
+        records = list(Record.objects.filter(pk__in=ids, datanet__in=visible))
+        missing = sorted(ids - {r.pk for r in records})
+        if missing:
+            raise exceptions.NotFound(f"no such record: {', '.join(f'#{i}' for i in missing)}")
+        done = _conflicts(lambda: revocation.records_take_down(records=records, user=request.user, **data))
+        return Response(_revocation_rows(done), status=201)
+
+
+class RevocationEraseApi(BaseApi):
+    """Erase the bytes of an earlier revocation's records (its contributor, a curator of its Datanet, staff): the
+    text goes from storage, exports and indexes; the hashes and leaves stay. 409 when erased already."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Erase a revocation's records",
+        request=None,
+        responses={200: RevocationSerializer, 409: error_response("Erased already"), **WRITE_ERRORS},
+        tags=TAGS,
+    )
+    def post(self, request: Request, revocation_id: int) -> Response:
+        visible = selectors.datanets_visible_to(user=request.user).values("pk")
+        revoked = get_object_or_404(
+            Revocation.objects.select_related("contribution__datanet").filter(
+                Q(datanet__in=visible) | Q(contribution__contributor_id=request.user.pk)
+            ),
+            pk=revocation_id,
+        )
+        done = _conflicts(lambda: revocation.revocation_erase(revocation=revoked, user=request.user))
+        return Response(_revocation_rows([done])[0])
+
+
+class ContributionRevocationListApi(BaseApi):
+    """A contribution's revocations, newest first: to its contributor and its Datanet's curators."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="List a contribution's revocations",
+        responses={200: RevocationPage, **READ_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, contribution_id: int) -> Response:
+        contribution = _readable_contribution(request.user, contribution_id)
+        rows = selectors.revocations_of_contribution(contribution=contribution)
+        return paginated(self, request, rows, RevocationSerializer)
+
+
+class DatanetRevocationListApi(BaseApi):
+    """Every revocation of a Datanet's records, newest first: to its owner, curators and staff."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="List a Datanet's revocations",
+        responses={200: RevocationPage, **READ_ERRORS, 403: error_response("Not a curator of the Datanet")},
+        tags=TAGS,
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        datanet = _datanet_for(request.user, slug)
+        _require(
+            request.user.is_staff or selectors.user_can_curate(user=request.user, datanet=datanet),
+            f"only the owner, a curator of {datanet.name!r} or staff may list its revocations",
+        )
+        return paginated(self, request, selectors.revocations_of_datanet(datanet=datanet), RevocationSerializer)
+
+
+class MyRevocationListApi(BaseApi):
+    """The revocations of your contributions (yours, and the takedowns of curators), newest first."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="List the revocations of my contributions",
+        responses={200: RevocationPage, 401: error_response("Not signed in")},
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        return paginated(self, request, selectors.revocations_of_contributor(user=request.user), RevocationSerializer)

@@ -31,7 +31,18 @@ urlpatterns = [
         api.ContributionWithdrawApi.as_view(),
         name="contribution_withdraw",
     ),
+    path(
+        "contributions/<int:contribution_id>/revoke/", api.ContributionRevokeApi.as_view(), name="contribution_revoke"
+    ),
+    path(
+        "contributions/<int:contribution_id>/revocations/",
+        api.ContributionRevocationListApi.as_view(),
+        name="contribution_revocations",
+    ),
     path("records/<int:record_id>/exclude/", api.RecordExcludeApi.as_view(), name="record_exclude"),
+    path("records/takedown/", api.RecordTakedownApi.as_view(), name="record_takedown"),
+    path("revocations/mine/", api.MyRevocationListApi.as_view(), name="revocations_mine"),
+    path("revocations/<int:revocation_id>/erase/", api.RevocationEraseApi.as_view(), name="revocation_erase"),
     path("<slug:slug>/", api.DatanetDetailApi.as_view(), name="datanet_detail"),
     path("<slug:slug>/update/", api.DatanetUpdateApi.as_view(), name="datanet_update"),
     path("<slug:slug>/curators/add/", api.DatanetCuratorAddApi.as_view(), name="curator_add"),
@@ -43,6 +54,7 @@ urlpatterns = [
     path("<slug:slug>/contribute/records/", api.ContributionPasteApi.as_view(), name="contribution_paste"),
     path("<slug:slug>/statistics/", api.DatanetStatisticsApi.as_view(), name="datanet_statistics"),
     path("<slug:slug>/receipts/", api.DatanetReceiptListApi.as_view(), name="receipt_list"),
+    path("<slug:slug>/revocations/", api.DatanetRevocationListApi.as_view(), name="datanet_revocations"),
     path("<slug:slug>/snapshots/", api.SnapshotListApi.as_view(), name="snapshot_list"),
     path("<slug:slug>/snapshots/freeze/", api.SnapshotFreezeApi.as_view(), name="snapshot_freeze"),
     path("<slug:slug>/snapshots/<int:number>/", api.SnapshotDetailApi.as_view(), name="snapshot_detail"),

@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 
 from . import viewer
 from .licences import LICENCE_CHOICES, LICENCES, compatible_licences
-from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet
+from .models import LANGUAGE_CHOICES, RECORD_TYPE_CHOICES, Contribution, Datanet, Revocation
+from .revocation import EXPLANATION_MAX_CHARS
 
 MB = 1024 * 1024
 UPLOAD_EXTENSIONS = (".jsonl", ".csv", ".txt", ".md", ".zip")
@@ -152,6 +153,36 @@ class DecisionForm(forms.Form):
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=2000)
+
+
+class RevokeForm(forms.Form):
+    """A withdrawal or a takedown: why, in a word and in a sentence, and whether the bytes go too. ``confirmed`` is
+    set by the confirmation step, which says what will happen before anything does."""
+
+    reason = forms.ChoiceField(choices=Revocation.Reason.choices)
+    explanation = forms.CharField(
+        required=False,
+        max_length=EXPLANATION_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Shown to the contributor and the curators; only its hash goes into the receipt.",
+    )
+    erase = forms.BooleanField(
+        required=False,
+        label="Also erase the bytes (erasure request)",
+        help_text="The text goes from storage, exports and indexes everywhere; its hash stays, so old proofs verify.",
+    )
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+
+class TakedownForm(RevokeForm):
+    """The ticked records of one Datanet to take down; the service checks each against the user's rights."""
+
+    record = forms.TypedMultipleChoiceField(coerce=int, choices=(), error_messages={"required": "tick a record"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ids = self.data.getlist("record") if hasattr(self.data, "getlist") else []
+        self.fields["record"].choices = [(i, i) for i in ids]
 
 
 class PersonForm(forms.Form):

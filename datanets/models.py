@@ -494,7 +494,7 @@ class Revocation(models.Model):
     A revoked record leaves every snapshot frozen after it; the snapshots frozen before stay as anchored. With
     ``erase`` the record's bytes go too (its canonical text, the stored upload, the exports' text and the indexes
     built from it); its hash and leaf stay, so the old proofs still verify. What a revoked record earns follows the
-    policy named in ``policy`` (docs/revocation.md).
+    policy named in ``policy`` (docs/revocation-policy.md; the flows: docs/revocation.md).
     """
 
     class Kind(models.TextChoices):

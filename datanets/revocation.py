@@ -268,6 +268,19 @@ def _erase(*, contribution: Contribution, records: list[Record], revocation: Rev
     # ``update`` writes past Record.save's freeze, on purpose: erasure is the one change an accepted record allows
     Record.objects.filter(pk__in=ids).update(canonical=ERASED_CANONICAL, minhash=None, flags=[])
     RevokedRecord.objects.filter(record_id__in=ids).update(erased=True)
+    # the checks' evidence quotes a masked excerpt of what they found (a phone number's first characters): erased too
+    checks = Contribution.objects.values_list("checks", flat=True).get(pk=contribution.pk)
+    Contribution.objects.filter(pk=contribution.pk).update(checks=_excerpts_erased(checks, set(ids)))
+
+
+def _excerpts_erased(value: Any, ids: set[int]) -> Any:
+    """``value`` (a contribution's check report) without the ``excerpt`` of any example naming one of ``ids``."""
+    if isinstance(value, dict):
+        drop = value.get("record_id") in ids
+        return {k: _excerpts_erased(v, ids) for k, v in value.items() if not (drop and k == "excerpt")}
+    if isinstance(value, list):
+        return [_excerpts_erased(v, ids) for v in value]
+    return value
 
 
 def _receipt(*, revocation: Revocation, action: str, hashes: list[str], actor: Any, now: datetime) -> Receipt:

@@ -28,7 +28,17 @@ from accounts.models import Wallet
 from ledger import proofs
 from ledger.merkle import StandardMerkleTree
 
-from .models import Contribution, Datanet, Receipt, ReceiptBatch, Record, RevokedRecord, Snapshot, SnapshotRecord
+from .models import (
+    Contribution,
+    Datanet,
+    Receipt,
+    ReceiptBatch,
+    Record,
+    Revocation,
+    RevokedRecord,
+    Snapshot,
+    SnapshotRecord,
+)
 
 SORTS = {
     "newest": ("-created_at", "-id"),
@@ -411,3 +421,46 @@ def snapshot_without_revoked(*, datanet_id: int) -> Snapshot | None:
     if newest is None or RevokedRecord.objects.filter(record__snapshot_leaves__snapshot=newest).exists():
         return None
     return newest
+
+
+# Revocations (datanets/revocation.py)
+
+
+def revocations_of_contribution(*, contribution: Contribution) -> QuerySet[Revocation]:
+    """A contribution's revocations, newest first, with who made and who erased them."""
+    return Revocation.objects.filter(contribution=contribution).select_related("actor", "erased_by", "datanet")
+
+
+def revocations_of_datanet(*, datanet: Datanet) -> QuerySet[Revocation]:
+    """Every revocation of a Datanet's records, newest first (for its curators)."""
+    return Revocation.objects.filter(datanet=datanet).select_related(
+        "actor", "erased_by", "datanet", "contribution__contributor"
+    )
+
+
+def revocations_of_contributor(*, user: Any) -> QuerySet[Revocation]:
+    """The revocations of ``user``'s contributions, whoever made them, newest first."""
+    return Revocation.objects.filter(contribution__contributor_id=user.pk).select_related(
+        "actor", "erased_by", "datanet", "contribution__contributor"
+    )
+
+
+def revocation_states(*, contribution_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Per contribution: how many of its records were revoked and erased, and the kinds of its revocations, in two
+    queries whatever the number of contributions."""
+    states: dict[int, dict[str, Any]] = {}
+    rows = (
+        RevokedRecord.objects.filter(record__contribution_id__in=list(contribution_ids))
+        .values("record__contribution_id")
+        .annotate(revoked=Count("pk"), erased=Count("pk", filter=Q(erased=True)))
+        .order_by()
+    )
+    for row in rows:
+        states[row["record__contribution_id"]] = {"revoked": row["revoked"], "erased": row["erased"], "kinds": []}
+    for contribution_id, kind in (
+        Revocation.objects.filter(contribution_id__in=list(states)).values_list("contribution_id", "kind").distinct()
+    ):
+        states[contribution_id]["kinds"].append(kind)
+    for state in states.values():
+        state["kinds"].sort()
+    return states

@@ -114,7 +114,19 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
 
 # Path segments the HTML pages and the API mount beside `<slug>/`: a Datanet named like one would be shadowed.
 RESERVED_SLUGS = frozenset(
-    {"new", "create", "mine", "curation", "leaderboard", "contributions", "records", "snapshots", "queue", "decide"}
+    {
+        "new",
+        "create",
+        "mine",
+        "curation",
+        "leaderboard",
+        "contributions",
+        "records",
+        "snapshots",
+        "queue",
+        "decide",
+        "revocations",
+    }
 )
 
 

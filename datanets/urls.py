@@ -19,6 +19,8 @@ urlpatterns = [
         "contributions/<int:contribution_id>/receipts/<int:receipt_id>.json", views.receipt_proof, name="receipt_proof"
     ),
     path("contributions/<int:contribution_id>/withdraw/", views.contribution_withdraw, name="contribution_withdraw"),
+    path("contributions/<int:contribution_id>/revoke/", views.contribution_revoke, name="contribution_revoke"),
+    path("revocations/<int:revocation_id>/erase/", views.revocation_erase, name="revocation_erase"),
     path("records/<int:record_id>/exclude/", views.record_exclude, name="record_exclude"),
     path("<slug:slug>/", views.datanet_detail, name="detail"),
     path("<slug:slug>/edit/", views.datanet_edit, name="edit"),
@@ -27,6 +29,7 @@ urlpatterns = [
     path("<slug:slug>/leaderboard/", views.leaderboard, name="leaderboard"),
     path("<slug:slug>/records/", views.records, name="records"),
     path("<slug:slug>/records/bulk/", views.records_bulk, name="records_bulk"),
+    path("<slug:slug>/records/takedown/", views.records_takedown, name="records_takedown"),
     path("<slug:slug>/records/<int:record_id>/", views.record_detail, name="record"),
     path("<slug:slug>/statistics/", views.datanet_statistics, name="statistics"),
     path("<slug:slug>/snapshots/", views.snapshot_freeze, name="snapshot_freeze"),

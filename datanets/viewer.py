@@ -155,7 +155,7 @@ def records_page(
     """One page of ``records`` in id order: the first ``size`` after ``after``, or the last ``size`` before ``before``;
     two queries (the rows, and whether any come before them) whatever the page's depth."""
     size = size or RECORD_PAGE_SIZE
-    rows_of = records.select_related("contribution__contributor").defer("minhash")
+    rows_of = records.select_related("contribution__contributor", "revoked").defer("minhash")
     if before is not None:
         rows = list(rows_of.filter(pk__lt=before).order_by("-pk")[: size + 1])
         more_before = len(rows) > size

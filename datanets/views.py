@@ -32,7 +32,7 @@ from django_htmx.middleware import HtmxDetails
 from common.ratelimit import chain_read_limited
 from common.redirects import safe_next
 
-from . import selectors, services, statistics, viewer
+from . import revocation, selectors, services, statistics, viewer
 from .forms import (
     BAD_ROWS_HELP,
     MAX_FILES_PER_UPLOAD,
@@ -46,10 +46,12 @@ from .forms import (
     ReasonForm,
     RecordBulkForm,
     RecordFilterForm,
+    RevokeForm,
+    TakedownForm,
 )
 from .licences import LICENCES
 from .markdown import render_markdown
-from .models import Contribution, ContributionDecision, Datanet, Record, Snapshot, SnapshotRecord
+from .models import Contribution, ContributionDecision, Datanet, Record, Revocation, Snapshot, SnapshotRecord
 
 PAGE_SIZE = 12
 QUEUE_PAGE_SIZE = 20
@@ -158,6 +160,7 @@ def _samples(contribution_ids: list[int], per: int) -> dict[int, list[Record]]:
     flagged_first = Case(When(flags=[], then=Value(1)), default=Value(0), output_field=IntegerField())
     rows = (
         Record.objects.filter(contribution_id__in=contribution_ids)
+        .select_related("revoked")
         .annotate(
             rank=Window(RowNumber(), partition_by=[F("contribution_id")], order_by=[flagged_first, F("position")])
         )
@@ -501,16 +504,28 @@ def contribution_detail(request: HtmxHttpRequest, contribution_id: int) -> HttpR
             .select_related("record")
             .order_by("leaf_index")[:PROOF_ROWS]
         )
+    is_contributor = contribution.contributor_id == request.user.pk
+    can_take_down = revocation.user_can_take_down(user=request.user, contribution=contribution)
+    revocations = list(selectors.revocations_of_contribution(contribution=contribution))
+    state = selectors.revocation_states(contribution_ids=[contribution.pk]).get(contribution.pk)
+    for revoked in revocations:
+        revoked.can_erase = not revoked.erase and (is_contributor or can_take_down)  # type: ignore[attr-defined]
     context = {
         "contribution": contribution,
         "checks": checks,
         "checks_done": checks_done,
         "samples": samples,
+        "revocations": revocations,
+        "revocation_state": state,
+        "can_withdraw_accepted": is_contributor
+        and contribution.status == Contribution.Status.ACCEPTED
+        and (state is None or state["revoked"] < contribution.record_count),
+        "can_take_down": can_take_down and contribution.status == Contribution.Status.ACCEPTED,
         "decisions": list(contribution.decisions.select_related("actor", "record")),
         "receipts": list(selectors.receipts_of_contribution(contribution=contribution)),
         "snapshots": snapshots,
         "can_curate": can_curate,
-        "is_contributor": contribution.contributor_id == request.user.pk,
+        "is_contributor": is_contributor,
         "proof_rows": PROOF_ROWS,
     }
     return render(request, "datanets/contribution.html", context)
@@ -580,11 +595,138 @@ def my_contributions(request: HtmxHttpRequest) -> HttpResponse:
         .order_by("contribution_id", "snapshot__number")
     ):
         in_snapshots[row["contribution_id"]].append(row)
+    states = selectors.revocation_states(contribution_ids=ids)
     for contribution in page:
         contribution.in_snapshots = in_snapshots[contribution.pk]  # type: ignore[attr-defined]
+        contribution.revocation_state = states.get(contribution.pk)  # type: ignore[attr-defined]
     queues = list(selectors.curation_queues(user=request.user)[: QUEUES_SHOWN + 1])
     context = {"page": page, "queues": queues[:QUEUES_SHOWN], "more_queues": len(queues) > QUEUES_SHOWN}
     return render(request, "datanets/mine.html", context)
+
+
+# Revocation (datanets/revocation.py, docs/revocation.md): a form, then a step that says what will happen, then the
+# service. Its refusals come back on the page: a field's problem beside the field (400), a permission as a refusal
+# (403), a state that forbids it (revoked already, never accepted) as a refusal naming the state (409).
+
+
+def _revocation_refused(form: RevokeForm, error: ValidationError) -> str:
+    """Put a service's field errors on ``form``; the message of one that is about no field (a state), else ""."""
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return ""
+    return _message(error)
+
+
+def _revocation_page(
+    request: HtmxHttpRequest, form: RevokeForm, context: dict[str, Any], act: Callable[[dict[str, Any]], str]
+) -> HttpResponse:
+    """The form (GET, or a POST that does not clean), the confirmation (a clean POST not yet confirmed), or the act
+    (a confirmed one): ``act(cleaned_data)`` calls the service and returns where to go next."""
+    context = {"form": form, "explanation_max": revocation.EXPLANATION_MAX_CHARS, **context}
+    if not form.is_bound:
+        return render(request, "datanets/revoke.html", context)
+    if not form.is_valid():
+        return render(request, "datanets/revoke.html", context, status=400)
+    if not form.cleaned_data["confirmed"]:
+        return render(request, "datanets/revoke.html", {**context, "confirming": True})
+    try:
+        return redirect(act(form.cleaned_data))
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        conflict = _revocation_refused(form, e)
+        if conflict:
+            return _refused(request, conflict, 409)
+        return render(request, "datanets/revoke.html", context, status=400)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def contribution_revoke(request: HtmxHttpRequest, contribution_id: int) -> HttpResponse:
+    """Its contributor withdraws an accepted contribution (optionally erasing its bytes)."""
+    contribution = _contribution_for(request, contribution_id)
+    if contribution.contributor_id != request.user.pk:
+        return _refused(request, "Only its contributor withdraws a contribution; curators take records down.", 403)
+    form = RevokeForm(request.POST or None, initial={"reason": Revocation.Reason.CONSENT})
+
+    def act(data: dict[str, Any]) -> str:
+        done = revocation.contribution_revoke(
+            contribution=contribution,
+            user=request.user,
+            reason=data["reason"],
+            explanation=data["explanation"],
+            erase=data["erase"],
+        )
+        erased = " and its records' text erased" if done.erase else ""
+        messages.success(request, f"Contribution #{contribution.pk} is withdrawn{erased}: {done.record_count} "
+                         f"record{'s' if done.record_count != 1 else ''} leave the snapshots to come.")  # fmt: skip
+        return reverse("datanets:contribution", args=[contribution.pk])
+
+    context = {"mode": "withdraw", "contribution": contribution, "datanet": contribution.datanet}
+    return _revocation_page(request, form, context, act)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def records_takedown(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """A curator of the Datanet, or staff, takes the ticked records down (``record`` ids, from the records viewer or
+    a record's page)."""
+    datanet = _datanet_for(request, slug)
+    if not (request.user.is_staff or selectors.user_can_curate(user=request.user, datanet=datanet)):
+        return _refused(request, f"Only the curators of {datanet.name} and staff take its records down.", 403)
+    sent = request.POST if request.method == "POST" else request.GET
+    # the records viewer's bulk bar posts the ticked records with ``start``: the form, not yet a takedown
+    data = request.POST if request.method == "POST" and "start" not in request.POST else None
+    form = TakedownForm(data, initial={"reason": Revocation.Reason.PERSONAL_DATA})
+    raw_ids = sent.getlist("record")
+    ids = sorted({int(i) for i in raw_ids if i.isdecimal()})
+    if not ids or len(ids) != len(raw_ids):
+        return _refused(request, "Tick at least one record (by its number) to take down.", 400)
+    chosen = list(Record.objects.filter(datanet=datanet, pk__in=ids).select_related("contribution").order_by("pk"))
+    if len(chosen) != len(ids):
+        return _refused(request, f"Some of these records are not in {datanet.name}.", 404)
+
+    def act(cleaned: dict[str, Any]) -> str:
+        done = revocation.records_take_down(
+            records=chosen,
+            user=request.user,
+            reason=cleaned["reason"],
+            explanation=cleaned["explanation"],
+            erase=cleaned["erase"],
+        )
+        count = sum(r.record_count for r in done)
+        erased = ", their text erased" if cleaned["erase"] else ""
+        messages.success(request, f"{count} record{'s' if count != 1 else ''} taken down{erased}.")
+        return safe_next(request, reverse("datanets:records", args=[datanet.slug]))
+
+    context = {"mode": "takedown", "datanet": datanet, "records": chosen, "next": sent.get("next", "")}
+    return _revocation_page(request, form, context, act)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def revocation_erase(request: HtmxHttpRequest, revocation_id: int) -> HttpResponse:
+    """Erase the bytes of an earlier revocation's records: its contributor, a curator of its Datanet or staff."""
+    revoked = get_object_or_404(
+        Revocation.objects.select_related("contribution__datanet", "contribution__contributor"), pk=revocation_id
+    )
+    contribution = revoked.contribution
+    if contribution.contributor_id != request.user.pk and not revocation.user_can_take_down(
+        user=request.user, contribution=contribution
+    ):
+        raise Http404("no such revocation")
+    if request.method == "GET":
+        context = {"mode": "erase", "revocation": revoked, "contribution": contribution, "confirming": True}
+        return render(request, "datanets/revoke.html", {**context, "datanet": contribution.datanet})
+    try:
+        revocation.revocation_erase(revocation=revoked, user=request.user)
+    except PermissionDenied as e:
+        return _refused(request, str(e), 403)
+    except ValidationError as e:
+        return _refused(request, _message(e), 409)
+    messages.success(request, f"The text of the {revoked.record_count} records of revocation {revoked.pk} is erased.")
+    return redirect("datanets:contribution", contribution_id=contribution.pk)
 
 
 # Curation
@@ -703,7 +845,9 @@ def record_detail(request: HtmxHttpRequest, slug: str, record_id: int) -> HttpRe
     differ. A 404 for a record the user may not read."""
     datanet = _datanet_for(request, slug)
     visible = viewer.records_visible_to(user=request.user, datanet=datanet)
-    record = get_object_or_404(visible.select_related("contribution__contributor", "excluded_by"), pk=record_id)
+    record = get_object_or_404(
+        visible.select_related("contribution__contributor", "excluded_by", "revoked__revocation__actor"), pk=record_id
+    )
     _with_segments([record])
     twin_id = viewer.record_twin_id(record)
     twin = visible.select_related("contribution__contributor").filter(pk=twin_id).first() if twin_id else None
@@ -724,6 +868,9 @@ def record_detail(request: HtmxHttpRequest, slug: str, record_id: int) -> HttpRe
             SnapshotRecord.objects.filter(record=record).select_related("snapshot").order_by("snapshot__number")
         ),
         "can_curate": selectors.user_can_curate(user=request.user, datanet=datanet),
+        "revoked": getattr(record, "revoked", None),
+        "can_take_down": record.contribution.status == Contribution.Status.ACCEPTED
+        and revocation.user_can_take_down(user=request.user, contribution=record.contribution),
     }
     return render(request, "datanets/record.html", context)
 

@@ -19,11 +19,18 @@ read them so); JSON integers beyond 2^63 are refused by the parser.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+    extend_schema_view,
+)
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -459,11 +466,52 @@ class ProposalPrepareDeploymentApi(GovernanceWriteApi):
         return _prepared_response(prepared)
 
 
-def _relayed(row: GovernanceTransaction) -> Response:
-    return Response(TransactionSerializer(row).data, status=202)
+class OperationApi(GovernanceWriteApi):
+    """One write, as its subclass's ``operation`` decorator describes it: ``service`` (a ``governance.services``
+    function) is called with the user, the proposal of a path with a ``proposal_id`` (a 404 before the body is
+    read when there is none) and the fields of ``InputSerializer`` (none without one). A relaying service's
+    ``GovernanceTransaction`` comes back as a 202; otherwise the EIP-712 typed data for the wallet to sign (nothing
+    is written or sent)."""
+
+    InputSerializer: ClassVar[type[serializers.Serializer] | None] = None
+    service: ClassVar[Callable[..., Any]]
+    relays: ClassVar[bool]
+
+    def post(self, request: Request, proposal_id: str | None = None) -> Response:
+        context: dict[str, Any] = {"user": request.user}
+        if proposal_id is not None:
+            context["proposal"] = _proposal(proposal_id)
+        data = {} if self.InputSerializer is None else self.validated(self.InputSerializer, request.data)
+        result = type(self).service(**context, **data)
+        if self.relays:
+            return Response(TransactionSerializer(result).data, status=202)
+        return Response({"typed_data": _typed_json(result)})
 
 
-class ProposalRelayApi(GovernanceWriteApi):
+def operation(
+    summary: str, *, service: Callable[..., Any], on_proposal: bool, relays: bool = True
+) -> Callable[[type[OperationApi]], type[OperationApi]]:
+    """Gives an ``OperationApi`` its service and its schema: the path's proposal id when ``on_proposal``, the view's
+    ``InputSerializer`` as the body, and the answer ``relays`` says."""
+
+    def decorate(view: type[OperationApi]) -> type[OperationApi]:
+        view.service = staticmethod(service)
+        view.relays = relays
+        answer = {202: TransactionSerializer} if relays else {200: TypedDataSerializer}
+        schema = extend_schema(
+            summary=summary,
+            parameters=[PROPOSAL_ID] if on_proposal else None,
+            request=view.InputSerializer,
+            responses={**answer, **(PROPOSAL_WRITE_ERRORS if on_proposal else WRITE_ERRORS)},
+            tags=TAGS,
+        )
+        return extend_schema_view(post=schema)(view)
+
+    return decorate
+
+
+@operation("Relay a signed proposal", service=services.propose, on_proposal=False)
+class ProposalRelayApi(OperationApi):
     """Relay a prepared proposal with the proposer's signature of its ``typed_data``: checked as the Governor would
     (the proposer's votes against the threshold, the signature's signer, chain and contract, a replay), then sent."""
 
@@ -478,21 +526,12 @@ class ProposalRelayApi(GovernanceWriteApi):
         description = serializers.CharField(max_length=20_000, trim_whitespace=False)
         signature = _signature_field()
 
-    @extend_schema(
-        summary="Relay a signed proposal",
-        request=InputSerializer,
-        responses={202: TransactionSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request) -> Response:
-        data = self.validated(self.InputSerializer, request.data)
-        return _relayed(services.propose(user=request.user, **data))
-
 
 # Votes and stakes
 
 
-class BallotApi(GovernanceWriteApi):
+@operation("Get a ballot to sign", service=services.ballot_message, on_proposal=True, relays=False)
+class BallotApi(OperationApi):
     """The EIP-712 Ballot ``account`` (a linked wallet) signs to vote ``support`` on the proposal; POST the
     signature to ``proposals/<id>/vote/``. Nothing is written or sent."""
 
@@ -501,44 +540,19 @@ class BallotApi(GovernanceWriteApi):
         account = _address_field()
         support = serializers.ChoiceField(choices=[0, 1, 2], help_text="0 against, 1 for, 2 abstain")
 
-    @extend_schema(
-        summary="Get a ballot to sign",
-        parameters=[PROPOSAL_ID],
-        request=InputSerializer,
-        responses={200: TypedDataSerializer, **PROPOSAL_WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request, proposal_id: str) -> Response:
-        proposal = _proposal(proposal_id)
-        data = self.validated(self.InputSerializer, request.data)
-        typed = services.ballot_message(user=request.user, proposal=proposal, **data)
-        return Response({"typed_data": _typed_json(typed)})
 
-
-class VoteApi(GovernanceWriteApi):
+@operation("Relay a signed vote", service=services.vote, on_proposal=True)
+class VoteApi(OperationApi):
     """Relay a signed ballot: refused unless voting is open, the wallet has not voted, and it had votes at the
     proposal's snapshot block."""
 
     @extend_schema_serializer(component_name="GovernanceVoteRequest")
-    class InputSerializer(serializers.Serializer):
-        account = _address_field()
-        support = serializers.ChoiceField(choices=[0, 1, 2], help_text="0 against, 1 for, 2 abstain")
+    class InputSerializer(BallotApi.InputSerializer):
         signature = _signature_field()
 
-    @extend_schema(
-        summary="Relay a signed vote",
-        parameters=[PROPOSAL_ID],
-        request=InputSerializer,
-        responses={202: TransactionSerializer, **PROPOSAL_WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request, proposal_id: str) -> Response:
-        proposal = _proposal(proposal_id)
-        data = self.validated(self.InputSerializer, request.data)
-        return _relayed(services.vote(user=request.user, proposal=proposal, **data))
 
-
-class StakePermitApi(GovernanceWriteApi):
+@operation("Get a stake permit to sign", service=services.stake_message, on_proposal=True, relays=False)
+class StakePermitApi(OperationApi):
     """The ERC-2612 permit the proposer of a deployment proposal signs to bond its stake (good for an hour); POST
     the signature and the message's ``deadline`` to ``proposals/<id>/stake/bond/``. Nothing is written or sent."""
 
@@ -546,82 +560,37 @@ class StakePermitApi(GovernanceWriteApi):
     class InputSerializer(serializers.Serializer):
         account = _address_field()
 
-    @extend_schema(
-        summary="Get a stake permit to sign",
-        parameters=[PROPOSAL_ID],
-        request=InputSerializer,
-        responses={200: TypedDataSerializer, **PROPOSAL_WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request, proposal_id: str) -> Response:
-        proposal = _proposal(proposal_id)
-        data = self.validated(self.InputSerializer, request.data)
-        typed = services.stake_message(user=request.user, proposal=proposal, **data)
-        return Response({"typed_data": _typed_json(typed)})
 
-
-class StakeBondApi(GovernanceWriteApi):
+@operation("Relay a stake bond", service=services.bond, on_proposal=True)
+class StakeBondApi(OperationApi):
     """Relay the proposer's signed permit and bond the deployment proposal's stake (while it is open)."""
 
     @extend_schema_serializer(component_name="GovernanceStakeBondRequest")
-    class InputSerializer(serializers.Serializer):
-        account = _address_field()
+    class InputSerializer(StakePermitApi.InputSerializer):
         deadline = UintField(help_text="The permit message's deadline")
         signature = _signature_field()
 
-    @extend_schema(
-        summary="Relay a stake bond",
-        parameters=[PROPOSAL_ID],
-        request=InputSerializer,
-        responses={202: TransactionSerializer, **PROPOSAL_WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request, proposal_id: str) -> Response:
-        proposal = _proposal(proposal_id)
-        data = self.validated(self.InputSerializer, request.data)
-        return _relayed(services.bond(user=request.user, proposal=proposal, **data))
 
-
-def _step(user: Any, proposal_id: str, service: Any) -> Response:
-    return _relayed(service(user=user, proposal=_proposal(proposal_id)))
-
-
-STEP_SCHEMA = {
-    "parameters": [PROPOSAL_ID],
-    "request": None,
-    "responses": {202: TransactionSerializer, **PROPOSAL_WRITE_ERRORS},
-    "tags": TAGS,
-}
-
-
-class ProposalQueueApi(GovernanceWriteApi):
+@operation("Queue a proposal", service=services.queue, on_proposal=True)
+class ProposalQueueApi(OperationApi):
     """Queue a proposal that passed in the timelock (any signed-in user may ask, as anyone may on chain)."""
 
-    @extend_schema(summary="Queue a proposal", **STEP_SCHEMA)
-    def post(self, request: Request, proposal_id: str) -> Response:
-        return _step(request.user, proposal_id, services.queue)
 
-
-class ProposalExecuteApi(GovernanceWriteApi):
+@operation("Execute a proposal", service=services.execute, on_proposal=True)
+class ProposalExecuteApi(OperationApi):
     """Execute a queued proposal once the timelock's delay is over (chain time)."""
 
-    @extend_schema(summary="Execute a proposal", **STEP_SCHEMA)
-    def post(self, request: Request, proposal_id: str) -> Response:
-        return _step(request.user, proposal_id, services.execute)
 
-
-class StakeSettleApi(GovernanceWriteApi):
+@operation("Settle a stake", service=services.settle, on_proposal=True)
+class StakeSettleApi(OperationApi):
     """Settle a decided deployment proposal's stake: returned if it passed, part forfeited to the pool if not."""
-
-    @extend_schema(summary="Settle a stake", **STEP_SCHEMA)
-    def post(self, request: Request, proposal_id: str) -> Response:
-        return _step(request.user, proposal_id, services.settle)
 
 
 # Delegation
 
 
-class DelegationMessageApi(GovernanceWriteApi):
+@operation("Get a delegation to sign", service=services.delegation_message, on_proposal=False, relays=False)
+class DelegationMessageApi(OperationApi):
     """The EIP-712 Delegation ``account`` (a linked wallet) signs to give its votes to ``delegatee`` (itself, to vote
     with its own tokens); good for an hour. POST the signature with the message's ``nonce`` and ``expiry`` to
     ``delegations/relay/``. Nothing is written or sent."""
@@ -631,37 +600,16 @@ class DelegationMessageApi(GovernanceWriteApi):
         account = _address_field()
         delegatee = _address_field()
 
-    @extend_schema(
-        summary="Get a delegation to sign",
-        request=InputSerializer,
-        responses={200: TypedDataSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request) -> Response:
-        data = self.validated(self.InputSerializer, request.data)
-        return Response({"typed_data": _typed_json(services.delegation_message(user=request.user, **data))})
 
-
-class DelegationRelayApi(GovernanceWriteApi):
+@operation("Relay a signed delegation", service=services.delegate, on_proposal=False)
+class DelegationRelayApi(OperationApi):
     """Relay a signed delegation (``delegateBySig``)."""
 
     @extend_schema_serializer(component_name="GovernanceDelegationRelayRequest")
-    class InputSerializer(serializers.Serializer):
-        account = _address_field()
-        delegatee = _address_field()
+    class InputSerializer(DelegationMessageApi.InputSerializer):
         nonce = UintField()
         expiry = UintField()
         signature = _signature_field()
-
-    @extend_schema(
-        summary="Relay a signed delegation",
-        request=InputSerializer,
-        responses={202: TransactionSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
-    def post(self, request: Request) -> Response:
-        data = self.validated(self.InputSerializer, request.data)
-        return _relayed(services.delegate(user=request.user, **data))
 
 
 # Relayed transactions

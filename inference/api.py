@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, extend_schema_view
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -389,6 +389,15 @@ def _usage_of(counts: dict[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _openai_schema(operation_id: str, summary: str) -> Callable[[type[_CompletionBase]], type[_CompletionBase]]:
+    """A completion view's schema: a JSON object in and out, as OpenAI documents them (not restated here)."""
+    schema = extend_schema(
+        operation_id=operation_id, summary=summary, request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT
+    )
+    return extend_schema_view(post=schema)
+
+
+@_openai_schema("v1_chat_completions", "OpenAI-compatible chat completion")
 class ChatCompletionsApi(_CompletionBase):
     """OpenAI-compatible chat completions: ``messages`` in, the assistant's message out (or streamed)."""
 
@@ -414,16 +423,8 @@ class ChatCompletionsApi(_CompletionBase):
         delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-    @extend_schema(
-        operation_id="v1_chat_completions",
-        summary="OpenAI-compatible chat completion",
-        request=OpenApiTypes.OBJECT,
-        responses=OpenApiTypes.OBJECT,
-    )
-    def post(self, request: Request) -> HttpResponse:
-        return super().post(request)
 
-
+@_openai_schema("v1_completions", "OpenAI-compatible text completion")
 class CompletionsApi(_CompletionBase):
     """OpenAI-compatible (legacy) completions: a raw ``prompt`` in, its continuation out (or streamed)."""
 
@@ -447,15 +448,6 @@ class CompletionsApi(_CompletionBase):
         if first:
             return None
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-
-    @extend_schema(
-        operation_id="v1_completions",
-        summary="OpenAI-compatible text completion",
-        request=OpenApiTypes.OBJECT,
-        responses=OpenApiTypes.OBJECT,
-    )
-    def post(self, request: Request) -> HttpResponse:
-        return super().post(request)
 
 
 # -- /api/runs/<id>/ ----------------------------------------------------------------------------------------------

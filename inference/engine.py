@@ -28,6 +28,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelfactory.encoding import chat_prompt_ids
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,10 +46,11 @@ GROUP_LOOP_MAX_ADAPTERS = 2
 # path uses other kernels, whose sums differ in the last bits, and above 64 (prefill) the plain path is as fast.
 PACKED_ROWS = range(16, 65)
 # LoRA variants whose forward pass differs from base(x) + B(A(x)) * scaling: served wrongly if ignored, so refused.
+# ``fan_in_fan_out`` only says how the base weight is stored (GPT-2's transposed Conv1D layers): the LoRA matrices
+# keep their usual shapes and the forward pass is the same, so it is accepted where every target is a Conv1D layer.
 UNSUPPORTED_CONFIG_FLAGS = (
     "use_dora",
     "lora_bias",
-    "fan_in_fan_out",
     "modules_to_save",
     "trainable_token_indices",
     "target_parameters",
@@ -210,6 +213,26 @@ class _Adapter:
             last_used=self.last_used,
             pinned=self.pinned,
         )
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """An adaptable layer of the base model: a Linear, or a GPT-2 Conv1D (weight stored ``[in, out]``)."""
+
+    in_features: int
+    out_features: int
+    conv1d: bool
+
+
+def _adaptable_layer(module: Any) -> _Layer | None:
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, torch.nn.Linear):
+        return _Layer(module.in_features, module.out_features, conv1d=False)
+    if isinstance(module, Conv1D):
+        return _Layer(int(module.weight.shape[0]), int(module.nf), conv1d=True)
+    return None
 
 
 @dataclass
@@ -419,12 +442,14 @@ class Engine:
             self.pad_id = self.tokenizer.eos_token_id
         self.eos_ids = self._end_token_ids()
         self._base_names = self._known_base_names(base_model_aliases)
-        # Hook every Linear of the decoder (not lm_head, which adapters here never target): a hook costs a dict lookup
-        # when no row of the batch adapts its layer.
-        self._linears: dict[str, Any] = {}
+        # Hook every Linear (and GPT-2 Conv1D) of the decoder (not the output head, which adapters here never
+        # target): a hook costs a dict lookup when no row of the batch adapts its layer.
+        head = self.model.get_output_embeddings()
+        self._linears: dict[str, _Layer] = {}
         for name, module in self.model.named_modules():
-            if isinstance(module, torch.nn.Linear) and name != "lm_head" and not name.endswith(".lm_head"):
-                self._linears[name] = module
+            layer = _adaptable_layer(module)
+            if layer is not None and module is not head:
+                self._linears[name] = layer
                 module.register_forward_hook(partial(_lora_hook, name))
         self.packed_weight_bytes = self._pack_weights()
 
@@ -591,6 +616,10 @@ class Engine:
             linear = self._linears.get(module)
             if linear is None:
                 raise AdapterError(f"adapter {adapter_id!r} targets {module}, which is not a Linear layer of the base")
+            if config.get("fan_in_fan_out") and not linear.conv1d:
+                raise AdapterError(
+                    f"adapter {adapter_id!r} uses fan_in_fan_out on {module}, which is not a Conv1D layer"
+                )
             if set(ab) != {"A", "B"}:
                 raise AdapterError(f"adapter {adapter_id!r}: {module} lacks its lora_A or lora_B weight")
             a, b = ab["A"], ab["B"]
@@ -756,10 +785,8 @@ class Engine:
 
     def _encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            encoded = self.tokenizer.apply_chat_template(
-                [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            return list(encoded["input_ids"])
+            # the tokenizer's chat template, or the documented fallback the job trained with when it has none
+            return chat_prompt_ids(self.tokenizer, request.messages)
         return list(self.tokenizer(request.prompt)["input_ids"])
 
     def _decode(self, rows: list[_Row]) -> None:
@@ -894,6 +921,34 @@ class Engine:
                 return self.model(input_ids=ids).logits.float().cpu()
             finally:
                 _PLAN.reset(token)
+
+    def batch_logits(self, prompts: Sequence[str], adapter_ids: Sequence[str | None]) -> list[torch.Tensor]:
+        """Each prompt's logits [tokens, vocab] under its own adapter (None: the base), computed as one left-padded
+        mixed batch as ``generate_batch`` prefills it: for checking the mixed-adapter LoRA math against peft."""
+        import torch
+
+        if len(prompts) != len(adapter_ids):
+            raise ValueError("give one adapter id (or None) per prompt")
+        adapters = [self._acquire(a, None) if a is not None else None for a in adapter_ids]
+        rows = [self._encode(GenerationRequest(prompt=p)) for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self._model_lock, torch.inference_mode():
+            token = _PLAN.set(self._plan(adapters))
+            try:
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                ).logits
+            finally:
+                _PLAN.reset(token)
+        return [logits[i, width - len(row) :].float().cpu() for i, row in enumerate(rows)]
 
     def _end_token_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -139,40 +139,43 @@ def ensure_rewards_deployed() -> RewardContracts:
     Idempotent and safe from several processes. On a reset the old row is retired with the reason and
     ``deployment_retired`` tells the outbox to publish the epochs again (and what becomes of claims).
     """
-    deployment = ensure_deployed()
-
-    def problem(contracts: RewardContracts) -> str | None:
-        if contracts.deployment_id != deployment.id:
-            return f"LineageRegistry was redeployed ({contracts.deployment.retired_reason or 'chain reset'})"
-        return reward_contracts_problem(contracts)
-
-    return _ensure(
-        RewardContracts,
-        lock_id=_REWARDS_LOCK_ID,
-        chain_id=deployment.chain_id,
-        problem=problem,
-        deploy=lambda: _deploy_rewards(deployment),
-        what="the reward contracts",
-    )
+    return _ensure_on(
+        ensure_deployed(), "deployment", "LineageRegistry was", RewardContracts, lock_id=_REWARDS_LOCK_ID,
+        problem=reward_contracts_problem, deploy=_deploy_rewards, what="the reward contracts",
+    )  # fmt: skip
 
 
 def ensure_governance_deployed() -> GovernanceContracts:
     """The active governance contracts, deploying them first when this chain has none, was reset, or the reward
     contracts (whose token carries the votes) were deployed again. Idempotent and safe from several processes."""
-    rewards = ensure_rewards_deployed()
+    return _ensure_on(
+        ensure_rewards_deployed(), "rewards", "the reward contracts were", GovernanceContracts,
+        lock_id=_GOVERNANCE_LOCK_ID, problem=governance_contracts_problem, deploy=_deploy_governance,
+        what="the governance contracts",
+    )  # fmt: skip
 
-    def problem(contracts: GovernanceContracts) -> str | None:
-        if contracts.rewards_id != rewards.id:
-            return f"the reward contracts were redeployed ({contracts.rewards.retired_reason or 'chain reset'})"
-        return governance_contracts_problem(contracts)
+
+def _ensure_on(
+    below: ChainDeployment | RewardContracts,
+    link: str,
+    below_was: str,
+    model: type[Row],
+    *,
+    lock_id: int,
+    problem: Callable[[Row], str | None],
+    deploy: Callable[[ChainDeployment], Row] | Callable[[RewardContracts], Row],
+    what: str,
+) -> Row:
+    """``_ensure`` for contracts that stand on others (``below``, their ``link`` foreign key): deployed again, on
+    ``below``, when those were (a reset seen from there first) or when ``problem`` finds something wrong."""
+
+    def problem_here(contracts: Row) -> str | None:
+        if getattr(contracts, f"{link}_id") != below.id:
+            return f"{below_was} redeployed ({getattr(contracts, link).retired_reason or 'chain reset'})"
+        return problem(contracts)
 
     return _ensure(
-        GovernanceContracts,
-        lock_id=_GOVERNANCE_LOCK_ID,
-        chain_id=rewards.chain_id,
-        problem=problem,
-        deploy=lambda: _deploy_governance(rewards),
-        what="the governance contracts",
+        model, lock_id=lock_id, chain_id=below.chain_id, problem=problem_here, deploy=lambda: deploy(below), what=what
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -417,6 +417,14 @@ def _uint(value: Any, what: str) -> int:
     return number
 
 
+def _require_state(state: str, wanted: str, refusal: str, *, code: str, words: dict[str, str],
+                   otherwise: str = "it is {state}") -> None:  # fmt: skip
+    """Refuses (``code``) unless the proposal is in the ``wanted`` state: ``refusal``, then why, in ``words`` by the
+    state it is in (``otherwise`` for the others)."""
+    if state != wanted:
+        raise GovernanceRefused(refusal + words.get(state, otherwise.format(state=state)), code=code)
+
+
 def _chain_guard(what: str) -> Any:
     """A context that turns an unreachable chain into a refusal a person understands."""
 
@@ -508,13 +516,11 @@ def relay_vote(*, proposal_id: Any, support: Any, voter: str, signature: str,
     governor = contracts.governor_address
     with _chain_guard("vote"):
         state = proposal_state(proposal_id, contracts=contracts)
-        if state != "active":
-            when = {
-                "pending": "voting has not started yet (it opens at the proposal's snapshot block)",
-                "succeeded": "voting is over: the proposal passed",
-                "defeated": "voting is over: the proposal was defeated",
-            }.get(state, f"voting is closed: the proposal is {state}")
-            raise GovernanceRefused(f"this vote cannot be counted: {when}", code="not_active")
+        _require_state(state, "active", "this vote cannot be counted: ", code="not_active", words={
+            "pending": "voting has not started yet (it opens at the proposal's snapshot block)",
+            "succeeded": "voting is over: the proposal passed",
+            "defeated": "voting is over: the proposal was defeated",
+        }, otherwise="voting is closed: the proposal is {state}")  # fmt: skip
         if chain.call("OpenLedgerGovernor", governor, "hasVoted", proposal_id, voter):
             raise GovernanceRefused(f"{voter} has already voted on this proposal; a vote cannot be changed",
                                     code="already_voted")  # fmt: skip
@@ -646,47 +652,52 @@ def _actions_payload(targets: Sequence[str], values: Sequence[Any], calldatas: S
 def request_queue(*, targets: Sequence[str], values: Sequence[Any], calldatas: Sequence[str], description: str,
                   requested_by: str = "") -> GovernanceTransaction:  # fmt: skip
     """Queue a passed proposal in the timelock (anyone may; the server sends it)."""
-    contracts = _active()
-    proposal_id = proposal_id_of(targets, values, calldatas, description)
-    with _chain_guard("queue"):
-        state = proposal_state(proposal_id, contracts=contracts)
-    if state != "succeeded":
-        words = {
-            "active": "voting is still open",
-            "pending": "voting has not started",
-            "defeated": "it was defeated: a defeated proposal is never queued",
-            "queued": "it is queued already",
-            "executed": "it was executed already",
-        }.get(state, f"it is {state}")
-        raise GovernanceRefused(f"only a proposal that passed can be queued; {words}", code="not_succeeded")
-    return _create(Kind.QUEUE, contracts, payload=_actions_payload(targets, values, calldatas, description),
-                   proposal_id=proposal_id, requested_by=requested_by)  # fmt: skip
+    return _request_actions(Kind.QUEUE, targets, values, calldatas, description, requested_by, check=_queueable)
 
 
 def request_execute(*, targets: Sequence[str], values: Sequence[Any], calldatas: Sequence[str], description: str,
                     requested_by: str = "") -> GovernanceTransaction:  # fmt: skip
     """Execute a queued proposal once the timelock's delay is over (anyone may; the server sends it)."""
+    return _request_actions(Kind.EXECUTE, targets, values, calldatas, description, requested_by, check=_executable)
+
+
+def _request_actions(kind: str, targets: Sequence[str], values: Sequence[Any], calldatas: Sequence[str],
+                     description: str, requested_by: str, *,
+                     check: Callable[[GovernanceContracts, int, str], None]) -> GovernanceTransaction:  # fmt: skip
+    """A queue or an execute of the proposal these actions make: ``check`` refuses it (``GovernanceRefused``) for the
+    proposal's state on chain, read with the chain reachable."""
     contracts = _active()
     proposal_id = proposal_id_of(targets, values, calldatas, description)
-    with _chain_guard("execute"):
-        state = proposal_state(proposal_id, contracts=contracts)
-        if state != "queued":
-            words = {
-                "succeeded": "it passed but is not queued in the timelock yet",
-                "executed": "it was executed already",
-                "defeated": "it was defeated",
-            }.get(state, f"it is {state}")
-            raise GovernanceRefused(f"only a queued proposal can be executed; {words}", code="not_ready")
-        eta = int(chain.call("OpenLedgerGovernor", contracts.governor_address, "proposalEta", proposal_id))
-        now = int(chain.connect().eth.get_block("latest")["timestamp"])
-        if now < eta:
-            raise GovernanceRefused(
-                f"the timelock's delay is not over: it can be executed in {eta - now} s (chain time "
-                f"{datetime.fromtimestamp(eta, tz=UTC):%Y-%m-%d %H:%M:%S} UTC)",
-                code="not_ready",
-            )
-    return _create(Kind.EXECUTE, contracts, payload=_actions_payload(targets, values, calldatas, description),
+    with _chain_guard(kind):
+        check(contracts, proposal_id, proposal_state(proposal_id, contracts=contracts))
+    return _create(kind, contracts, payload=_actions_payload(targets, values, calldatas, description),
                    proposal_id=proposal_id, requested_by=requested_by)  # fmt: skip
+
+
+def _queueable(contracts: GovernanceContracts, proposal_id: int, state: str) -> None:
+    _require_state(state, "succeeded", "only a proposal that passed can be queued; ", code="not_succeeded", words={
+        "active": "voting is still open",
+        "pending": "voting has not started",
+        "defeated": "it was defeated: a defeated proposal is never queued",
+        "queued": "it is queued already",
+        "executed": "it was executed already",
+    })  # fmt: skip
+
+
+def _executable(contracts: GovernanceContracts, proposal_id: int, state: str) -> None:
+    _require_state(state, "queued", "only a queued proposal can be executed; ", code="not_ready", words={
+        "succeeded": "it passed but is not queued in the timelock yet",
+        "executed": "it was executed already",
+        "defeated": "it was defeated",
+    })  # fmt: skip
+    eta = int(chain.call("OpenLedgerGovernor", contracts.governor_address, "proposalEta", proposal_id))
+    now = int(chain.connect().eth.get_block("latest")["timestamp"])
+    if now < eta:
+        raise GovernanceRefused(
+            f"the timelock's delay is not over: it can be executed in {eta - now} s (chain time "
+            f"{datetime.fromtimestamp(eta, tz=UTC):%Y-%m-%d %H:%M:%S} UTC)",
+            code="not_ready",
+        )
 
 
 def request_settle(*, proposal_id: Any, requested_by: str = "") -> GovernanceTransaction:

@@ -28,6 +28,11 @@ class ActiveRow(models.Model):
         ordering = ["-created_at", "-id"]
 
 
+def one_active_per_chain(name: str) -> models.UniqueConstraint:
+    """An ``ActiveRow`` model's rule, in its ``Meta.constraints``: at most one active row per chain id."""
+    return models.UniqueConstraint(fields=["chain_id"], condition=Q(active=True), name=name)
+
+
 class ChainDeployment(ActiveRow):
     """Where LineageRegistry lives on one chain, and how to tell that the chain under it was reset.
 
@@ -46,11 +51,7 @@ class ChainDeployment(ActiveRow):
     artifact_sha256 = models.CharField(max_length=64, help_text="sha256 of the creation bytecode deployed.")
 
     class Meta(ActiveRow.Meta):
-        constraints = [
-            models.UniqueConstraint(
-                fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_deployment_per_chain"
-            ),
-        ]
+        constraints = [one_active_per_chain("ledger_one_active_deployment_per_chain")]
 
     def __str__(self) -> str:
         return f"LineageRegistry {self.contract_address} on chain {self.chain_id} (block {self.deploy_block_number})"
@@ -250,11 +251,7 @@ class RewardContracts(ActiveRow):
 
     class Meta(ActiveRow.Meta):
         verbose_name_plural = "reward contracts"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_reward_contracts_per_chain"
-            ),
-        ]
+        constraints = [one_active_per_chain("ledger_one_active_reward_contracts_per_chain")]
 
     def __str__(self) -> str:
         return f"RewardDistributor {self.distributor_address} on chain {self.chain_id}"
@@ -379,11 +376,7 @@ class GovernanceContracts(ActiveRow):
 
     class Meta(ActiveRow.Meta):
         verbose_name_plural = "governance contracts"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["chain_id"], condition=Q(active=True), name="ledger_one_active_governance_per_chain"
-            ),
-        ]
+        constraints = [one_active_per_chain("ledger_one_active_governance_per_chain")]
 
     def __str__(self) -> str:
         return f"Governor {self.governor_address} on chain {self.chain_id}"

@@ -12,13 +12,13 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .architectures import ALL_LINEAR, ATTENTION, ModelShape, resolve_target_modules, targets_per_layer
 from .estimates import FALLBACK_PARAMETERS, JobSize, Throughput, fallback_for, phase_seconds
 
-TARGET_PRESETS: dict[str, tuple[str, ...] | str] = {
-    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    # peft's own shortcut: every nn.Linear except the output head
-    "all-linear": "all-linear",
-}
+# "attention": the family's attention projections (q, k, v, o on Llama; fused qkv_proj and o_proj on Phi-3; c_attn and
+# attn.c_proj on GPT-2); "all-linear": peft's own shortcut, every Linear (and Conv1D) layer except the output head.
+# What each resolves to per family is in ``architectures``.
+TARGET_PRESETS = (ATTENTION, ALL_LINEAR)
 SCHEDULES = ("constant", "linear", "cosine")
 RECORD_TYPES = ("text", "instruction", "chat", "classification")
 # How each record type may become training text; the first mode of each is the default.
@@ -87,12 +87,11 @@ class TrainingConfig:
     def with_changes(self, **changes: Any) -> TrainingConfig:
         return replace(self, **changes)
 
-    def resolved_target_modules(self) -> list[str] | str:
-        """The value for peft's ``LoraConfig.target_modules``: a list of names or the "all-linear" shortcut."""
-        if isinstance(self.target_modules, str):
-            preset = TARGET_PRESETS[self.target_modules]
-            return preset if isinstance(preset, str) else list(preset)
-        return list(self.target_modules)
+    def resolved_target_modules(self, model_type: str = "llama") -> list[str] | str:
+        """The value for peft's ``LoraConfig.target_modules`` on a base model of ``model_type`` (by default the
+        bundled model's, Llama): a list of names or the "all-linear" shortcut. Raises ValueError for a family
+        ModelFactory does not support or a module the family does not have (``architectures``)."""
+        return resolve_target_modules(self.target_modules, model_type)
 
     def formatting_for(self, record_type: str) -> str:
         return self.formatting.get(record_type, DEFAULT_FORMATTING[record_type])
@@ -204,6 +203,7 @@ class TrainingConfig:
         parameters: int = FALLBACK_PARAMETERS,
         throughput: Throughput | None = None,
         model_loaded: bool = False,
+        shape: ModelShape | None = None,
     ) -> Estimate:
         """Predict steps, tokens, the seconds of every phase and memory of a run before launching it.
 
@@ -212,7 +212,9 @@ class TrainingConfig:
         ``max_length`` are counted at ``max_length``. The seconds come from ``throughput``, what the worker that will
         run the job measured on this base model (``estimates.Throughput``); without it from
         ``estimates.FALLBACK`` scaled by the model size (``measured`` is then False). ``model_loaded``: the worker
-        holds the base model in memory already. Memory is a rough upper bound for float32 weights.
+        holds the base model in memory already. ``shape`` (``architectures.model_shape`` of the base model's folder)
+        sizes the memory by the model's own width, depth, vocabulary and family; without it a SmolLM2-shaped model is
+        assumed. Memory is a rough upper bound for float32 weights.
         """
         kind = "cuda" if device.startswith("cuda") else "cpu"
         split = eval_split_sizes(records, self.eval_fraction)
@@ -243,7 +245,7 @@ class TrainingConfig:
             steps=steps,
             tokens=train_tokens,
             seconds=round(sum(s for _, s in phases), 1),
-            memory_bytes=_memory_bytes(self, parameters=parameters, row_tokens=math.ceil(mean_tokens)),
+            memory_bytes=_memory_bytes(self, parameters=parameters, row_tokens=math.ceil(mean_tokens), shape=shape),
             device=kind,
             tokens_per_s=round(rates.train_tokens_per_s, 1),
             phases=tuple(phases),
@@ -275,21 +277,27 @@ def eval_split_sizes(records: int, eval_fraction: float) -> tuple[int, int]:
     return records - held_out, held_out
 
 
-def _memory_bytes(config: TrainingConfig, *, parameters: int, row_tokens: int) -> int:
+def _memory_bytes(config: TrainingConfig, *, parameters: int, row_tokens: int, shape: ModelShape | None = None) -> int:
     """A rough float32 upper bound: weights, LoRA weights with gradient and two Adam moments, activations, logits.
 
-    The constants fit a Llama-shaped model of SmolLM2's proportions (hidden ~ 576, 30 layers, 49k vocabulary);
-    this is for a "will it fit" hint, not an allocator.
+    Without ``shape`` the constants fit a Llama-shaped model of SmolLM2's proportions (hidden ~ 576, 30 layers, 49k
+    vocabulary); with it, the model's own sizes and its family's number of adapted layers per block. This is for a
+    "will it fit" hint, not an allocator.
     """
     weights = parameters * 4
-    hidden = 576 if parameters < 300_000_000 else 2048
-    layers = 30 if parameters < 300_000_000 else 24
+    if shape is not None:
+        hidden, layers, vocab = shape.hidden_size, shape.layers, shape.vocab_size
+        modules = targets_per_layer(config.target_modules, shape.model_type)
+    else:
+        hidden = 576 if parameters < 300_000_000 else 2048
+        layers = 30 if parameters < 300_000_000 else 24
+        vocab = 49_152
+        modules = 4 if config.target_modules == ATTENTION else 7
     rank = config.lora_rank if isinstance(config.lora_rank, int) else 8
-    modules = 4 if config.target_modules == "attention" else 7
     lora = layers * modules * 2 * hidden * rank * 4 * 4
     tokens = config.batch_size * max(row_tokens, 1)
     activations = tokens * hidden * layers * 4 * 24
-    logits = tokens * 49_152 * 4 * 3
+    logits = tokens * vocab * 4 * 3
     return int(weights + lora + activations + logits)
 
 

@@ -18,6 +18,17 @@ from typing import Any
 from .config import FORMATTING_MODES, RECORD_TYPES, TrainingConfig, eval_split_sizes
 
 IGNORE_INDEX = -100
+# The chat format of a base model whose tokenizer has no chat template (GPT-2 and GPT-NeoX ship none): role-labelled
+# turns separated by blank lines, each assistant turn closed by the end token so the model learns to stop; the
+# generation prompt is "Assistant:". It renders turn by turn (each prefix of a conversation renders as the start of
+# the whole), which the answer masking needs. Documented in docs/architecture.md (Model families).
+FALLBACK_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}"
+    "{%- if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}Assistant:{% endif -%}"
+)
 # Truncation keeps at least this share of max_length for the answer, so a long prompt cannot squeeze it out.
 ANSWER_SHARE = 0.25
 
@@ -85,17 +96,41 @@ def _prompt_response(record: dict[str, Any], record_type: str) -> tuple[str, str
     return values[0], values[1]
 
 
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_template_of(tokenizer: Any) -> str | None:
+    """The template chats are rendered with: None (the tokenizer's own) when it has one, else
+    ``FALLBACK_CHAT_TEMPLATE``. Training, serving and attribution all render through here, so a model without a
+    template is trained and asked in the same format."""
+    return None if has_chat_template(tokenizer) else FALLBACK_CHAT_TEMPLATE
+
+
 def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, prompt: bool) -> str:
     if not messages and prompt:
         return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=prompt, chat_template=chat_template_of(tokenizer)
+    )
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The token ids of ``messages`` followed by the assistant's turn opening, as the inference engine and the
+    attribution scorer encode a question (the template writes its own special tokens)."""
+    encoded = tokenizer.apply_chat_template(
+        [dict(m) for m in messages],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        chat_template=chat_template_of(tokenizer),
+    )
+    return list(encoded["input_ids"])
 
 
 def _chat_text_and_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The templated conversation and the character spans of its assistant turns, each ending just after the end
     token (so ``<|im_end|>`` is learned) and before whatever the template puts between turns."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise RecordError("the base model's tokenizer has no chat template; format these records as plain text")
     full = render_chat(tokenizer, messages, prompt=False)
     spans = []
     eos = tokenizer.eos_token or ""

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from datanets.models import Snapshot
 
+from . import architectures
 from .config import FORMATTING_MODES, PRESET_LABELS, PRESETS, SCHEDULES, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
 from .selectors import snapshots_usable_by, versions_visible_to
@@ -33,9 +34,11 @@ CONFIG_FIELDS = (
     "seed",
 )
 TARGET_LABELS = {
-    "attention": "Attention projections (q, k, v, o): small and fast",
+    "attention": "Attention projections (q, k, v, o, or the family's fused equivalents): small and fast",
     "all-linear": "All linear layers (attention and MLP): more capacity, slower",
+    "custom": "These layers:",
 }
+MAX_CUSTOM_TARGETS = 32
 FORMATTING_HELP = {
     "chat_template": "the tokenizer's chat template (a user turn, then the assistant's answer; loss on the answer)",
     "plain": "plain text (the record's text as it is; loss on every token)",
@@ -119,6 +122,14 @@ class FineTuneForm(_JobForm):
     target_modules = forms.ChoiceField(
         label="Target modules", choices=list(TARGET_LABELS.items()), widget=forms.RadioSelect
     )
+    custom_target_modules = forms.CharField(
+        label="Layers to adapt",
+        required=False,
+        max_length=1000,
+        help_text="With “These layers”: module names separated by commas, e.g. <code>q_proj, v_proj</code> "
+        "(Llama, Mistral, Qwen2, Gemma), <code>qkv_proj</code> (Phi-3), <code>query_key_value</code> (GPT-NeoX), "
+        "<code>c_attn</code> (GPT-2).",
+    )
     learning_rate = forms.FloatField(label="Learning rate", help_text="LoRA trains well around 1e-4 to 3e-4.")
     schedule = forms.ChoiceField(label="Schedule", choices=[(s, s) for s in SCHEDULES])
     warmup_steps = forms.IntegerField(label="Warm-up steps")
@@ -178,6 +189,16 @@ class FineTuneForm(_JobForm):
         if self.errors.keys() & {*CONFIG_FIELDS, "length_mode"}:
             return cleaned  # a field that did not clean has its own message; the config can't be built yet
         values = {name: cleaned.get(name) for name in CONFIG_FIELDS}
+        if values["target_modules"] == "custom":
+            names = [n.strip() for n in (cleaned.get("custom_target_modules") or "").replace("\n", ",").split(",")]
+            names = list(dict.fromkeys(n for n in names if n))
+            if not names:
+                self.add_error("custom_target_modules", "List the layers to adapt, or choose a preset.")
+                return cleaned
+            if len(names) > MAX_CUSTOM_TARGETS:
+                self.add_error("custom_target_modules", f"At most {MAX_CUSTOM_TARGETS} layer names.")
+                return cleaned
+            values["target_modules"] = names
         if cleaned.get("length_mode") == "steps":
             if values["max_steps"] is None:
                 self.add_error("max_steps", "Give the number of steps, or train for epochs.")
@@ -199,9 +220,20 @@ class FineTuneForm(_JobForm):
                     return cleaned
             values["formatting"] = {t: formatting for t in record_types}
         config = TrainingConfig.from_dict(values)
+        custom = isinstance(config.target_modules, list)
         context_length = self.base_model.context_length if self.base_model else 10**9
         for name, message in config.validate(context_length=context_length).items():
-            self.add_error(name if name in self.fields else None, message)
+            field = "custom_target_modules" if name == "target_modules" and custom else name
+            self.add_error(field if field in self.fields else None, message)
+        # a continued version keeps its parent's layers; a new adapter's must be layers of the base model's family
+        family = self.base_model.model_type if self.base_model is not None and self.parent_version is None else None
+        targets_clean = not self.errors.keys() & {"target_modules", "custom_target_modules"}
+        if (
+            family is not None
+            and targets_clean
+            and (message := architectures.target_module_error(config.target_modules, family))
+        ):
+            self.add_error("custom_target_modules" if custom else "target_modules", message)
         if not self.errors:
             self.config = config
         return cleaned

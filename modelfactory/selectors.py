@@ -22,7 +22,7 @@ from datanets.storage import media_path
 from ledger.proofs import anchor_facts_for
 from ledger.services import anchor_subject
 
-from . import estimates, lineage
+from . import architectures, estimates, lineage
 from .config import Estimate, TrainingConfig
 from .models import (
     BaseModel,
@@ -206,6 +206,7 @@ def training_estimate(*, config: TrainingConfig, base_model: BaseModel, records:
         parameters=base_model.parameters,
         throughput=throughput,
         model_loaded=loaded,
+        shape=architectures.model_shape(base_model.path),
     )
     return TrainingEstimate(
         estimate=estimate,

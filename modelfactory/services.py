@@ -30,7 +30,7 @@ from ledger import hashing
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
-from . import encoding, estimates, hooks, lineage, revocations, selectors, weights
+from . import architectures, encoding, estimates, hooks, lineage, revocations, selectors, weights
 from .config import RECORD_TYPES, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker, VersionRevocation
 
@@ -76,10 +76,11 @@ def _weights_sha256(folder: Path) -> str:
 def base_model_register(*, user: Any, name: str, path: str, licence: str = "") -> BaseModel:
     """Register a Hugging Face model folder on the workers' disk as a base model (staff only).
 
-    The folder must hold config.json, safetensors weights and a tokenizer (``weights.model_folder_inspect``); its
-    architecture, parameter count, context length and weights hash are read from the files, nothing is loaded.
-    Hashing reads every weights file once, so a large model takes a while here. Refuses (ValidationError keyed by
-    field, nothing written) a relative, missing or incomplete folder and a name already taken.
+    The folder must hold config.json, safetensors weights and a tokenizer (``weights.model_folder_inspect``) of a
+    supported family (``architectures.ARCHITECTURES``); its architecture, parameter count, context length and
+    weights hash are read from the files, nothing is loaded. Hashing reads every weights file once, so a large model
+    takes a while here. Refuses (ValidationError keyed by field, nothing written) a relative, missing or incomplete
+    folder, a family ModelFactory cannot train (the message names what is missing) and a name already taken.
     """
     _require_user(user, "register a base model")
     if not user.is_staff:
@@ -109,6 +110,10 @@ def base_model_register(*, user: Any, name: str, path: str, licence: str = "") -
         raise ValidationError({"path": str(e)}) from e
     if info.context_length <= 0:
         raise ValidationError({"path": f"{folder}/config.json gives no context length (max_position_embeddings)"})
+    try:
+        architectures.architecture_for(info.model_type, info.architecture)
+    except architectures.UnsupportedArchitecture as e:
+        raise ValidationError({"path": f"{folder}: {e}"}) from e
     return BaseModel.objects.create(
         name=name,
         path=str(folder),
@@ -179,6 +184,15 @@ def _check_launch(
         )
     if errors := config.validate(context_length=base_model.context_length):
         raise ValidationError({f"config.{name}": message for name, message in errors.items()})
+    try:
+        architectures.architecture_for(base_model.model_type, base_model.architecture)
+    except architectures.UnsupportedArchitecture as e:
+        raise ValidationError({"base_model": f"{base_model.name}: {e}"}) from e
+    # a continued version keeps its parent's targets; a new adapter's must be layers of the base model's family
+    if parent_version is None and (
+        error := architectures.target_module_error(config.target_modules, base_model.model_type)
+    ):
+        raise ValidationError({"config.target_modules": error})
     if parent_version is not None:
         if parent_version.base_model_id != base_model.pk:
             raise ValidationError(

@@ -30,6 +30,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from peft.utils import load_peft_weights
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler
 
+from .architectures import UnsupportedArchitecture, architecture_for
 from .config import TrainingConfig
 from .encoding import (
     IGNORE_INDEX,
@@ -141,6 +142,10 @@ class LoadedBase:
     @property
     def context_length(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+
+    @property
+    def model_type(self) -> str:
+        return str(getattr(self.model.config, "model_type", "") or "")
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -345,9 +350,20 @@ def train_lora(
         base = load_base(base_model_dir, device=device)
     if errors := config.validate(context_length=base.context_length):
         raise InvalidTrainingConfig(errors)
+    try:
+        family = architecture_for(base.model_type, type(base.model).__name__)
+    except UnsupportedArchitecture as e:
+        raise TrainingError(str(e)) from e
     parent = Path(parent_adapter_dir) if parent_adapter_dir else None
+    target_modules: list[str] | str = []  # a continued adapter keeps its parent's
     if parent is not None:
         _check_same_base([parent], base.path, None, None)
+    else:
+        try:
+            # the family's own modules for a preset; a listed module the family lacks is refused here
+            target_modules = config.resolved_target_modules(family.model_type)
+        except ValueError as e:
+            raise InvalidTrainingConfig({"target_modules": str(e)}) from e
 
     encoded = encode_records(
         records,
@@ -377,7 +393,9 @@ def train_lora(
             r=config.lora_rank,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=config.resolved_target_modules(),
+            target_modules=target_modules,
+            # GPT-2's Conv1D layers store their weight transposed; peft would set this itself, with a warning
+            fan_in_fan_out=family.conv1d,
             task_type="CAUSAL_LM",
         )
         return get_peft_model(model, lora)
@@ -650,13 +668,12 @@ def generate(
     max_new_tokens: int = 32,
     base: LoadedBase | None = None,
 ) -> list[str]:
-    """Greedy answers, one per prompt. A string prompt is a user message sent through the chat template (plain
-    text when the tokenizer has none); a list is taken as chat messages. ``adapter_dir`` is loaded with a plain
-    ``PeftModel.from_pretrained``."""
+    """Greedy answers, one per prompt. A string prompt is a user message sent through the chat template (the
+    fallback template when the tokenizer has none, as training used); a list is taken as chat messages.
+    ``adapter_dir`` is loaded with a plain ``PeftModel.from_pretrained``."""
     if base is None:
         base = load_base(base_model_dir)
-    has_template = bool(getattr(base.tokenizer, "chat_template", None))
-    chats = [[{"role": "user", "content": p}] if isinstance(p, str) and has_template else p for p in prompts]
+    chats = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
     if adapter_dir is None:
         return _generate_with(base.model, base, chats, max_new_tokens)
     with _wrapped(base, lambda model: PeftModel.from_pretrained(model, str(adapter_dir))) as model:

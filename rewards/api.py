@@ -9,6 +9,7 @@ leaf index out of range is a 404.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
@@ -354,7 +355,15 @@ class LineageApi(RewardsApi):
         return Response(lineage_data(request, page))
 
 
-LINEAGE_RESPONSES = {200: LineageSerializer, 400: error_response("A malformed page cursor"), **READ_ERRORS}
+def lineage_schema(summary: str, operation_id: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """The schema of a ``LineageApi``'s ``get``: the page cursors, the lineage or a refusal."""
+    return extend_schema(
+        summary=summary,
+        operation_id=operation_id,
+        parameters=CURSOR_PARAMETERS,
+        responses={200: LineageSerializer, 400: error_response("A malformed page cursor"), **READ_ERRORS},
+        tags=TAGS,
+    )
 
 
 class RecordLineageApi(LineageApi):
@@ -362,28 +371,25 @@ class RecordLineageApi(LineageApi):
     continuation or a merge, with weights), a keyset page of the answers that credited it and one of its
     contribution's rewards on those answers."""
 
-    @extend_schema(summary="A record's reverse lineage", operation_id="rewards_lineage_record",
-                   parameters=CURSOR_PARAMETERS, responses=LINEAGE_RESPONSES, tags=TAGS)  # fmt: skip
+    @lineage_schema("A record's reverse lineage", "rewards_lineage_record")
     def get(self, request: Request, record_id: str) -> Response:
-        record = _number(record_id, what="record")
-        return self.lineage(request, lineage.record_subject(user=request.user, record_id=record))
+        subject = lineage.record_subject(user=request.user, record_id=_number(record_id, what="record"))
+        return self.lineage(request, subject)
 
 
 class ContributionLineageApi(LineageApi):
     """Where one contribution's records went (as ``RecordLineageApi``), and what it earned."""
 
-    @extend_schema(summary="A contribution's reverse lineage", operation_id="rewards_lineage_contribution",
-                   parameters=CURSOR_PARAMETERS, responses=LINEAGE_RESPONSES, tags=TAGS)  # fmt: skip
+    @lineage_schema("A contribution's reverse lineage", "rewards_lineage_contribution")
     def get(self, request: Request, contribution_id: str) -> Response:
-        contribution = _number(contribution_id, what="contribution")
-        return self.lineage(request, lineage.contribution_subject(user=request.user, contribution_id=contribution))
+        number = _number(contribution_id, what="contribution")
+        return self.lineage(request, lineage.contribution_subject(user=request.user, contribution_id=number))
 
 
 class ContributorLineageApi(LineageApi):
     """Where everything a contributor gave went: all of it for themselves and staff, what went into public Datanets
     for anyone else (``public_only``)."""
 
-    @extend_schema(summary="A contributor's reverse lineage", operation_id="rewards_lineage_contributor",
-                   parameters=CURSOR_PARAMETERS, responses=LINEAGE_RESPONSES, tags=TAGS)  # fmt: skip
+    @lineage_schema("A contributor's reverse lineage", "rewards_lineage_contributor")
     def get(self, request: Request, username: str) -> Response:
         return self.lineage(request, lineage.contributor_subject(user=request.user, username=username))

@@ -359,6 +359,15 @@ class KeysetPage:
     next_before: int | None  # the cursor of the next (older) page, None on the last
 
 
+def _keyset(rows: Any, key: str, *, before: int | None, size: int) -> tuple[list[dict[str, Any]], bool]:
+    """One keyset page of ``rows`` (a ``values()`` query), newest ``key`` first from below ``before``: at most ``size``
+    rows, and whether more follow."""
+    if before is not None:
+        rows = rows.filter(**{f"{key}__lt": before})
+    found = list(rows.order_by(f"-{key}")[: size + 1])
+    return found[:size], len(found) > size
+
+
 @dataclass
 class LineagePage:
     subject: Subject
@@ -387,9 +396,7 @@ def _answers_page(
         "run_attribution_id", "run_attribution__run_id", "run_attribution__run__public_id",
         "run_attribution__run__user_id", "run_attribution__run__created_at", "run_attribution__run__version_id",
     ).annotate(subject_share=Sum("share_float"), subject_records=Count("id"))  # fmt: skip
-    if before is not None:
-        rows = rows.filter(run_attribution_id__lt=before)
-    found = list(rows.order_by("-run_attribution_id")[: size + 1])
+    found, more = _keyset(rows, "run_attribution_id", before=before, size=size)
     answers = [
         Answer(
             run_attribution_id=r["run_attribution_id"],
@@ -403,9 +410,8 @@ def _answers_page(
             share=float(r["subject_share"] or 0),
             records=r["subject_records"],
         )
-        for r in found[:size]
+        for r in found
     ]
-    more = len(found) > size
     count = credits.values("run_attribution_id").distinct().count()
     return KeysetPage(answers, answers[-1].run_attribution_id if more else None), count
 
@@ -416,9 +422,7 @@ def _accruals_page(reach_: Reach, *, user: Any, before: int | None, size: int) -
         "id", "run_id", "run__public_id", "run__user_id", "amount", "share", "epoch", "contribution_id",
         "datanet__slug", "created_at",
     )  # fmt: skip
-    if before is not None:
-        rows = rows.filter(id__lt=before)
-    found = list(rows.order_by("-id")[: size + 1])
+    found, more = _keyset(rows, "id", before=before, size=size)
     items = [
         Earned(
             id=r["id"],
@@ -431,10 +435,9 @@ def _accruals_page(reach_: Reach, *, user: Any, before: int | None, size: int) -
             datanet_slug=r["datanet__slug"] or "",
             created_at=r["created_at"],
         )
-        for r in found[:size]
+        for r in found
     ]
     totals = accruals.aggregate(count=Count("id"), total=Sum("amount"))
-    more = len(found) > size
     return KeysetPage(items, items[-1].id if more else None), totals["count"], int(totals["total"] or 0)
 
 

@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { ethers } from "ethers";
 
 import { Chain } from "./lib/chain.js";
+import { runCli } from "./lib/cli.js";
 import { NetworkError, UsageError } from "./lib/http.js";
 
 const USAGE = `usage: node verify/governance.js --rpc URL --governor ADDRESS --proposal ID [--from-block N] [--json]
@@ -443,19 +444,4 @@ async function main(argv) {
   return result.problems.length ? 1 : 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e) => {
-    if (e instanceof UsageError) {
-      if (e.message) process.stderr.write(`error: ${e.message}\n`);
-      process.stderr.write(`${USAGE}\n`);
-    } else if (e instanceof NetworkError || e instanceof NotFound) {
-      process.stderr.write(`error: ${e.message}\n`);
-    } else {
-      process.stderr.write(`error: ${e.stack ?? e}\n`);
-    }
-    process.exitCode = 2;
-  },
-);
+runCli(main, USAGE, NotFound);

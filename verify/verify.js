@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 
 import { Chain } from "./lib/chain.js";
+import { runCli } from "./lib/cli.js";
 import { checkEpoch } from "./lib/checks/epochs.js";
 import { once } from "./lib/checks/guard.js";
 import { checkReceiptList } from "./lib/checks/receipts.js";
@@ -14,7 +15,7 @@ import { checkRun } from "./lib/checks/runs.js";
 import { checkChainApi, checkSite } from "./lib/checks/site.js";
 import { checkRecord, checkSnapshot } from "./lib/checks/snapshots.js";
 import { checkVersion } from "./lib/checks/versions.js";
-import { NetworkError, Site, UsageError } from "./lib/http.js";
+import { Site, UsageError } from "./lib/http.js";
 import { Report } from "./lib/report.js";
 
 const USAGE = `usage: npm run verify -- --rpc URL (--site URL | ARTIFACT_URL...) [ARTIFACT_URL...]
@@ -88,19 +89,4 @@ async function main(argv) {
   return report.counts.FAIL === 0 ? 0 : 1;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e) => {
-    if (e instanceof UsageError) {
-      if (e.message) process.stderr.write(`error: ${e.message}\n`);
-      process.stderr.write(`${USAGE}\n`);
-    } else if (e instanceof NetworkError) {
-      process.stderr.write(`error: ${e.message}\n`);
-    } else {
-      process.stderr.write(`error: ${e.stack ?? e}\n`);
-    }
-    process.exitCode = 2;
-  },
-);
+runCli(main, USAGE);

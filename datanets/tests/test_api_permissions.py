@@ -19,7 +19,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
-from datanets import services
+from datanets import revocation, services
 from datanets.models import Contribution, Datanet, Snapshot
 
 from .factories import DatanetFactory, accepted, submit, texts
@@ -80,6 +80,12 @@ def _contribution(name: str) -> Callable[[World], str]:
 
 def _none(w: World) -> None:
     return None
+
+
+def _revoked(w: World) -> int:
+    """A withdrawal of the accepted contribution, made in the caller's transaction (each role's call is rolled
+    back, so every role meets the same one)."""
+    return revocation.contribution_revoke(contribution=w.accepted, user=w.users["contributor"]).pk
 
 
 def _lineage(name: str, subject: Callable[[World], object]) -> Callable[[World], str]:
@@ -201,6 +207,42 @@ ENDPOINTS: dict[str, Endpoint] = {
         "json",
         {"owner": 200, "curator": 200, "contributor": 403, "other": 403, "anonymous": 401},
     ),
+    "contribution_revoke": (
+        "post",
+        lambda w: reverse("datanets_api:contribution_revoke", args=[w.accepted.pk]),
+        lambda w: {"reason": "consent"},
+        "json",
+        {"owner": 403, "curator": 403, "contributor": 201, "other": 403, "anonymous": 401},
+    ),
+    "record_takedown": (
+        "post",
+        lambda w: reverse("datanets_api:record_takedown"),
+        lambda w: {"record_ids": [w.accepted.records.first().pk], "reason": "licence", "explanation": "not CC"},
+        "json",
+        {"owner": 201, "curator": 201, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "revocation_erase": (
+        "post",
+        lambda w: reverse("datanets_api:revocation_erase", args=[_revoked(w)]),
+        _none,
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 200, "other": 403, "anonymous": 401},
+    ),
+    "contribution_revocations": (
+        "get",
+        lambda w: reverse("datanets_api:contribution_revocations", args=[w.accepted.pk]),
+        _none,
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 200, "other": 404, "anonymous": 401},
+    ),
+    "datanet_revocations": (
+        "get",
+        _dn("datanet_revocations"),
+        _none,
+        "json",
+        {"owner": 200, "curator": 200, "contributor": 403, "other": 403, "anonymous": 401},
+    ),
+    "revocations_mine": ("get", lambda w: reverse("datanets_api:revocations_mine"), _none, "json", SIGNED_IN_OK),
     "snapshot_list": ("get", _dn("snapshot_list"), _none, "json", EVERYONE_OK),
     "snapshot_freeze": (
         "post",
@@ -305,7 +347,7 @@ def test_public_datanet_endpoint_answers_each_role(name: str) -> None:
 # a contributor's lineage answers anyone, with only what went into public Datanets (rewards/tests/test_lineage.py)
 NOT_SCOPED = {"datanet_list", "datanet_create", "leaderboard", "rewards_api:lineage_contributor"}
 DATANET_SCOPED = sorted(name for name in ENDPOINTS if name not in NOT_SCOPED)
-OWN_LISTS = {"contribution_list", "contribution_queue"}
+OWN_LISTS = {"contribution_list", "contribution_queue", "revocations_mine"}
 
 
 @pytest.mark.parametrize("name", DATANET_SCOPED)

@@ -59,6 +59,7 @@ def every_page(world: Any, run: Any, other: Any) -> list[str]:
         f"{d}/snapshots/{snapshot.number}/",
         f"{d}/records/", f"{d}/records/?check=flagged&q=record",
         f"{d}/records/{world.alice_contribution.records.first().pk}/",
+        f"{d}/records/takedown/?record={world.alice_contribution.records.first().pk}",
         f"{d}/statistics/", f"{d}/statistics/?snapshot={snapshot.number}",
         f"/datanets/contributions/{contribution}/",
         "/models/", "/models/compare/", f"/models/compare/?a={version.pk}",
@@ -79,7 +80,7 @@ def every_page(world: Any, run: Any, other: Any) -> list[str]:
         *[f"/governance/proposals/{p.proposal_id}/" for p in Proposal.objects.all()[:1]],
         "/api/docs/", "/api/redoc/",
         "/admin/", "/admin/accounts/user/", f"/admin/accounts/user/{world.owner.pk}/change/",
-        "/admin/datanets/datanet/", f"/admin/datanets/datanet/{datanet.pk}/change/",
+        "/admin/datanets/datanet/", f"/admin/datanets/datanet/{datanet.pk}/change/", "/admin/datanets/revocation/",
     ]  # fmt: skip
 
 

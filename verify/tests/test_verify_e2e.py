@@ -27,6 +27,7 @@ from django.utils import timezone
 from eth_account import Account
 
 from accounts.tests.factories import UserFactory
+from datanets import revocation
 from datanets import services as datanet_services
 from datanets.models import Receipt, Record
 from datanets.tests.factories import wallet
@@ -200,10 +201,16 @@ def build_world(tmp_path: Path, overrides: Any) -> World:
     datanet = datanet_services.datanet_create(
         owner=owner, name="Lantern facts", record_type="instruction", licence="CC-BY-4.0", visibility="public"
     )
-    datanet.members.add(alice, bob)
+    carol = UserFactory()
+    datanet.members.add(alice, bob, carol)
     alice_contribution = _accepted(datanet, alice, ["the lantern burns oil", "the lantern is tall"], owner)
     bob_contribution = _accepted(datanet, bob, ["the cliff is north"], owner)
+    carol_contribution = _accepted(datanet, carol, ["carol lives at 12 harbour road"], owner)
     snapshot = datanet_services.snapshot_freeze(datanet=datanet, user=owner)
+    # carol withdraws hers with an erasure (issue 17): the snapshot keeps its leaf, the JSONL line is marked erased
+    revocation.contribution_revoke(
+        contribution=carol_contribution, user=carol, reason="personal_data", explanation="my address", erase=True
+    )
 
     adapters = make_adapters(tmp_path / "adapters", count=3)
     tuned = _version(owner=builder, adapter=adapters[0], name="lantern-tuned", snapshots=[snapshot], parents=[])
@@ -397,6 +404,11 @@ def test_every_artifact_verifies_from_outside_and_one_changed_byte_in_each_fails
             problems.append(
                 f"untouched site: exit {verdict.code}; " + " | ".join(verdict.failed[:20] or [verdict.output[-2000:]])
             )
+        erased_line = (
+            rf"^ok\s+snapshot {re.escape(slug)}#{world.snapshot.number}: 1 erased record taken at its stated hash"
+        )
+        if not re.search(erased_line, verdict.output, re.M):
+            problems.append("untouched site: the erased record was not reported as taken at its stated hash")
         waits = [line for line in verdict.output.splitlines() if line.startswith("wait")]
         if waits:
             problems.append("untouched site: waiting for anchors: " + " | ".join(waits))
@@ -405,6 +417,7 @@ def test_every_artifact_verifies_from_outside_and_one_changed_byte_in_each_fails
             "record ",  # one record proof of the snapshot
             "contribution receipt ",
             "curation receipt ",
+            "revocation receipt ",
             f"version {world.tuned.pk}",
             f"version {world.other.pk}",
             f"version {world.merged.pk}",
@@ -426,6 +439,7 @@ def test_every_artifact_verifies_from_outside_and_one_changed_byte_in_each_fails
                 f"snapshot {slug}#{world.snapshot.number}")),
             ("a contribution receipt's licence", lambda: _receipt_change("contribution", ["licence"])),
             ("a curation receipt's reason hash", lambda: _receipt_change("curation", ["reason_hash"])),
+            ("a revocation receipt's records root", lambda: _receipt_change("revocation", ["records_root"])),
             ("a manifest byte", lambda: (
                 _changed(ModelVersion, world.tuned.pk, "manifest", lambda m: _one_byte(m, '"instruction')),
                 f"version {world.tuned.pk}")),

@@ -59,3 +59,27 @@ def test_the_verifier_rebuilds_every_hash_the_server_makes() -> None:
     assert answer["v1"][0]["hash"] == keccak_hex(v1_text.encode())
     assert answer["v1"][1] == {"problem": "document_text does not parse to the served document"}
     assert answer["subjects"] == [subject_id(s) for s in request["subjects"]]
+
+
+def test_an_erased_line_is_taken_at_its_stated_hash_and_the_new_keys_are_no_record_fields() -> None:
+    """A snapshot JSONL line as datanets/exports.py writes it after a revocation: ``revoked`` and ``erased`` are no
+    record fields; an erased line's fields are empty, so its stated hash is its leaf's (the root vouches for it)."""
+    kept = {"prompt": "q Caf\u00e9", "response": "an answer", "system": ""}
+    kept_hash = record_hash(canonical_json({"prompt": "q Caf\u00e9", "response": "an answer"}))
+    erased_hash = "0x" + "ab" * 32
+    address = "0x" + "11" * 20
+    extras = {"contributor": address, "licence": "CC0-1.0", "leaf_index": 0, "record_id": 1, "datanet_id": 1}
+    lines = [
+        {**kept, "record_hash": kept_hash, "contribution_id": 3, **extras, "revoked": True, "erased": False},
+        {"prompt": "", "response": "", "system": "", "record_hash": erased_hash, "contribution_id": 4, **extras,
+         "revoked": True, "erased": True},
+        {**kept, "response": "changed", "record_hash": kept_hash, "contribution_id": 5, **extras, "revoked": False,
+         "erased": False},
+    ]  # fmt: skip
+    request = {"documents": [], "records": [], "v1": [], "subjects": [], "lines": lines}
+
+    answer = rebuilt(request)["lines"]
+
+    assert answer["erased"] == 1
+    assert answer["values"][:2] == [[kept_hash, address, "3"], [erased_hash, address, "4"]]
+    assert answer["bad"] == ["record 1 (line 3)"]  # a changed field still fails; only erased lines are taken as stated

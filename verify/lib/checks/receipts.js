@@ -1,4 +1,4 @@
-// Contribution and curation receipts: each document rehashed, its batch proof checked off and on chain.
+// Contribution, curation and revocation receipts: each document rehashed, its batch proof checked off and on chain.
 import { StandardMerkleTree } from "@openzeppelin/merkle-tree";
 
 import { checkAnchor, checkOnChainProof } from "../anchor.js";
@@ -6,7 +6,7 @@ import { documentHash } from "../documents.js";
 import { checkEnvelope } from "../proofs.js";
 import { once } from "./guard.js";
 
-const KINDS = ["contribution", "curation"];
+const KINDS = ["contribution", "curation", "revocation"];
 
 /** Every receipt a list endpoint gives (a Datanet's, or a contribution's). */
 export function checkReceiptList(ctx, path, where) {

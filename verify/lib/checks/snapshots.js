@@ -7,9 +7,11 @@ import { checkEnvelope } from "../proofs.js";
 import { once } from "./guard.js";
 
 export const RECORD_ENCODING = ["bytes32", "address", "uint256"];
-// What a JSONL line carries besides the record's own fields (the leaf's parts and where it sits).
-const LINE_EXTRAS = new Set([
+// What a JSONL line carries besides the record's own fields (the leaf's parts, where it sits, and whether the record
+// was revoked or erased since: docs/revocation.md).
+export const LINE_EXTRAS = new Set([
   "id", "record_id", "record_hash", "contribution_id", "contributor", "licence", "leaf_index", "datanet_id",
+  "revoked", "erased",
 ]);
 
 /** The record's own fields in a JSONL line; an optional field the record left out is written as "" (the platform
@@ -19,6 +21,28 @@ export function recordFields(line) {
 }
 
 const recordId = (line) => line.record_id ?? line.id;
+
+/** Each line's leaf value [record_hash, contributor, contribution_id], the lines whose hash differs from the one
+ * rebuilt from their fields, and how many were erased: an erased record's fields are gone, so it cannot be rehashed;
+ * its stated record_hash is taken as its leaf's, and the tree's root (checked against the anchor) still vouches for
+ * it, since a changed hash would change the root. */
+export function leafValues(lines) {
+  const values = [];
+  const bad = [];
+  let erased = 0;
+  for (const line of lines) {
+    let hash;
+    if (line.erased === true) {
+      hash = String(line.record_hash).toLowerCase();
+      erased += 1;
+    } else {
+      hash = recordHash(recordFields(line));
+      if (hash !== String(line.record_hash).toLowerCase()) bad.push(`record ${recordId(line)} (line ${values.length + 1})`);
+    }
+    values.push([hash, line.contributor, String(line.contribution_id)]);
+  }
+  return { values, bad, erased };
+}
 
 /** Check a snapshot (once) and resolve to what its record proofs are checked against: {detail, lines, values,
  * root}; undefined when it could not be read. */
@@ -38,19 +62,16 @@ export function checkSnapshot(ctx, slug, number) {
     report.same(manifest.jsonl?.sha256, sha256Hex(bytes), where, "JSONL sha256 is the manifest's");
     if (manifest.datanet?.id !== undefined) report.same(manifest.datanet.id, detail.datanet_id, where, "manifest datanet id");
 
-    const values = [];
-    const bad = [];
-    for (const line of lines) {
-      const hash = recordHash(recordFields(line));
-      if (hash !== String(line.record_hash).toLowerCase()) bad.push(`record ${recordId(line)} (line ${values.length + 1})`);
-      values.push([hash, line.contributor, String(line.contribution_id)]);
-    }
+    const { values, bad, erased } = leafValues(lines);
     report.check(
       bad.length === 0,
       where,
-      `${lines.length} record hashes rebuilt from their fields`,
+      `${lines.length - erased} record hashes rebuilt from their fields`,
       `differs for ${bad.slice(0, 5).join(", ")}${bad.length > 5 ? ` and ${bad.length - 5} more` : ""}`,
     );
+    if (erased > 0) {
+      report.ok(where, erased === 1 ? "1 erased record taken at its stated hash" : `${erased} erased records taken at their stated hash`);
+    }
     report.check(
       lines.every((l) => recordId(l) !== undefined),
       where,
