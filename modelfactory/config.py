@@ -286,6 +286,7 @@ class TrainingConfig:
             measured=throughput is not None,
             measured_jobs=rates.jobs,
             checkpointing=checkpointing,
+            plain_memory_bytes=plain_memory,
             memory_available=memory_available,
         )
 
@@ -304,6 +305,7 @@ class Estimate:
     measured: bool = False
     measured_jobs: int = 0
     checkpointing: bool = False  # gradient checkpointing, as the job will run ("auto" resolved)
+    plain_memory_bytes: int = 0  # the memory without checkpointing
     memory_available: int | None = None
 
 
