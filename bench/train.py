@@ -8,9 +8,14 @@ Peak memory on CPU is the process's peak resident set size (``ru_maxrss``): ever
 Python, torch and the float32 weights included, which is the number that decides whether a job fits. The increase
 over the RSS right after loading the model is printed beside it. On CUDA (when available) it is
 ``torch.cuda.max_memory_allocated``. Tokens/s counts the non-padding tokens of the timed steps, after one
-untimed warm-up step.
+untimed warm-up step. Both variants load the model through ``training.load_base``, which sets the allocator the
+way a training worker runs (``training.return_freed_memory``: freed activations go back to the system rather than
+fragmenting the heap), and compute the loss with ``training._loss_sum`` (the output head only on answer tokens).
 
-Run from the repository root: .venv/bin/python bench/train.py
+Once after the rounds, LoRA also runs with gradient checkpointing on (the form's "on"; "auto" would not choose it
+for a job this small): its memory and speed are printed beside the others, not in the ratios.
+
+Run from the repository root: .venv/bin/python bench/train.py [--rounds N] (default 2)
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL_DIR = os.environ.get("DEFAULT_BASE_MODEL_DIR", str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
 STEPS = 3
-ROUNDS = 2
+ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 2
 BATCH = 8
 MAX_LENGTH = 64
 RECORDS = [
@@ -65,9 +70,11 @@ def measure(mode: str, device: str) -> dict[str, float | int | str]:
     examples = encode_records(RECORDS, record_type="instruction", tokenizer=base.tokenizer, max_length=MAX_LENGTH)
     rows = examples.examples
     model = base.model
-    if mode == "lora":
+    if mode.startswith("lora"):
         lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
         model = get_peft_model(model, lora)
+        if mode == "lora+checkpointing":  # as training._checkpointed does
+            model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
@@ -111,7 +118,9 @@ def run_child(mode: str, device: str) -> dict[str, float | int | str]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, device], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  (run) {json.dumps(result)}", flush=True)  # each run as it ends, so a slow run's earlier ones stay
+    return result
 
 
 def compare(device: str) -> dict[str, float]:
@@ -122,25 +131,34 @@ def compare(device: str) -> dict[str, float]:
         for mode in runs:
             runs[mode].append(run_child(mode, device))
     lora, full = (max(runs[mode], key=lambda r: r["tokens_per_s"]) for mode in ("lora", "full"))
-    mib = 1024 * 1024
     print(
-        f"[{device}] best of {ROUNDS} rounds; {lora['memory_kind']}; {STEPS} timed steps of batch {BATCH}, "
-        f"rows <= {MAX_LENGTH} tokens"
+        f"[{device}] best of {ROUNDS} rounds (lora+checkpointing: one run after them); {lora['memory_kind']}; "
+        f"{STEPS} timed steps of batch {BATCH}, rows <= {MAX_LENGTH} tokens"
     )
-    for r in (lora, full):
-        extra = f" (+{r['over_loaded_bytes'] / mib:,.0f} MiB over the loaded model)" if "over_loaded_bytes" in r else ""
-        print(
-            f"  {r['mode']:>4}: trainable {r['trainable']:>11,} of {r['total']:,}  "
-            f"{r['tokens_per_s']:8.1f} tokens/s  {r['seconds_per_step']:6.2f} s/step  "
-            f"peak {r['peak_bytes'] / mib:,.0f} MiB{extra}"
-        )
+    _print_run(lora)
+    _print_run(full)
+    checkpointed = run_child("lora+checkpointing", device)
+    _print_run(checkpointed)
     return {
         "trainable_fraction": lora["trainable"] / full["total"],
         "lora_over_full_peak_memory": lora["peak_bytes"] / full["peak_bytes"],
         "lora_over_full_tokens_per_s": lora["tokens_per_s"] / full["tokens_per_s"],
         "lora_tokens_per_s": lora["tokens_per_s"],
         "full_tokens_per_s": full["tokens_per_s"],
+        "lora_checkpointing_over_full_peak_memory": checkpointed["peak_bytes"] / full["peak_bytes"],
+        "lora_checkpointing_over_full_tokens_per_s": checkpointed["tokens_per_s"] / full["tokens_per_s"],
     }
+
+
+def _print_run(r: dict[str, float | int | str]) -> None:
+    mib = 1024 * 1024
+    extra = f" (+{r['over_loaded_bytes'] / mib:,.0f} MiB over the loaded model)" if "over_loaded_bytes" in r else ""
+    print(
+        f"  {r['mode']:>18}: trainable {r['trainable']:>11,} of {r['total']:,}  "
+        f"{r['tokens_per_s']:8.1f} tokens/s  {r['seconds_per_step']:6.2f} s/step  "
+        f"peak {r['peak_bytes'] / mib:,.0f} MiB{extra}",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .architectures import ALL_LINEAR, ATTENTION, ModelShape, resolve_target_modules, targets_per_layer
-from .estimates import FALLBACK_PARAMETERS, JobSize, Throughput, fallback_for, phase_seconds
+from .estimates import (
+    CHECKPOINTING_MODES,
+    FALLBACK_PARAMETERS,
+    JobSize,
+    Throughput,
+    checkpointing_on,
+    fallback_for,
+    memory_bytes,
+    phase_seconds,
+)
 
 # "attention": the family's attention projections (q, k, v, o on Llama; fused qkv_proj and o_proj on Phi-3; c_attn and
 # attn.c_proj on GPT-2); "all-linear": peft's own shortcut, every Linear (and Conv1D) layer except the output head.
@@ -44,7 +53,9 @@ class TrainingConfig:
     ``max_steps`` (optimizer steps), when set, wins over ``epochs``. ``target_modules`` is a preset name
     ("attention", "all-linear") or an explicit list of module names. ``formatting`` maps a record type to how its
     records become text (see ``FORMATTING_MODES``); missing types use the default mode. ``eval_every`` is in
-    optimizer steps, 0 meaning "at the end only".
+    optimizer steps, 0 meaning "at the end only". ``gradient_checkpointing`` ("off", "auto", "on"): "auto" turns it
+    on when the estimate says the job would not fit the worker's memory without it; it trades a third more time
+    for much less activation memory and trains the same adapter (within floating-point rounding).
     """
 
     lora_rank: int = 8
@@ -65,6 +76,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     seed: int = 42
     formatting: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FORMATTING))
+    gradient_checkpointing: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
@@ -179,6 +191,11 @@ class TrainingConfig:
         if decay is not None and not 0 <= decay <= 1:
             errors["weight_decay"] = "Weight decay must be between 0 and 1."
         whole("seed", 0, 2**32 - 1, "Seed")
+        if self.gradient_checkpointing not in CHECKPOINTING_MODES:
+            errors["gradient_checkpointing"] = (
+                f"Gradient checkpointing is one of {', '.join(CHECKPOINTING_MODES)}, "
+                f"not {self.gradient_checkpointing!r}."
+            )
 
         if not isinstance(self.formatting, dict):
             errors["formatting"] = "Formatting must map record types to modes."
@@ -194,6 +211,28 @@ class TrainingConfig:
                 errors["formatting"] = "; ".join(problems).capitalize() + "."
         return errors
 
+    def memory_bytes(
+        self, *, parameters: int, row_tokens: int, checkpointing: bool, shape: ModelShape | None = None
+    ) -> int:
+        """``estimates.memory_bytes`` for this config. Without ``shape`` a Llama-shaped model of SmolLM2's
+        proportions with LoRA on 4 modules a layer for "attention", else 7; with it, the model's own width, depth,
+        vocabulary and its family's number of adapted layers per block."""
+        if shape is not None:
+            dims = {"hidden": shape.hidden_size, "layers": shape.layers, "vocab": shape.vocab_size}
+            modules = targets_per_layer(self.target_modules, shape.model_type)
+        else:
+            dims = {}
+            modules = 4 if self.target_modules == ATTENTION else 7
+        return memory_bytes(
+            parameters=parameters,
+            lora_rank=self.lora_rank if isinstance(self.lora_rank, int) else 8,
+            lora_modules=modules,
+            batch_size=self.batch_size,
+            row_tokens=row_tokens,
+            checkpointing=checkpointing,
+            **dims,
+        )
+
     def estimate(
         self,
         *,
@@ -204,6 +243,7 @@ class TrainingConfig:
         throughput: Throughput | None = None,
         model_loaded: bool = False,
         shape: ModelShape | None = None,
+        memory_available: int | None = None,
     ) -> Estimate:
         """Predict steps, tokens, the seconds of every phase and memory of a run before launching it.
 
@@ -214,7 +254,9 @@ class TrainingConfig:
         ``estimates.FALLBACK`` scaled by the model size (``measured`` is then False). ``model_loaded``: the worker
         holds the base model in memory already. ``shape`` (``architectures.model_shape`` of the base model's folder)
         sizes the memory by the model's own width, depth, vocabulary and family; without it a SmolLM2-shaped model is
-        assumed. Memory is a rough upper bound for float32 weights.
+        assumed. Memory is a rough upper bound for float32 weights. ``memory_available``: the bytes the worker has
+        (None when unknown); "auto" checkpointing compares the job's memory with it, and with checkpointing on the
+        memory is lower and the training phase longer.
         """
         kind = "cuda" if device.startswith("cuda") else "cpu"
         split = eval_split_sizes(records, self.eval_fraction)
@@ -238,19 +280,29 @@ class TrainingConfig:
             record_tokens=int(records * mean_tokens),
         )
         rates = throughput or fallback_for(kind, parameters)
-        phases = phase_seconds(size, rates, model_loaded=model_loaded)
+        row_tokens = math.ceil(mean_tokens)
+        plain_memory = self.memory_bytes(parameters=parameters, row_tokens=row_tokens, checkpointing=False, shape=shape)
+        checkpointing = checkpointing_on(
+            self.gradient_checkpointing, needed_bytes=plain_memory, available_bytes=memory_available
+        )
+        phases = phase_seconds(size, rates, model_loaded=model_loaded, checkpointing=checkpointing)
         return Estimate(
             train_records=train_records,
             eval_records=split[1],
             steps=steps,
             tokens=train_tokens,
             seconds=round(sum(s for _, s in phases), 1),
-            memory_bytes=_memory_bytes(self, parameters=parameters, row_tokens=math.ceil(mean_tokens), shape=shape),
+            memory_bytes=self.memory_bytes(
+                parameters=parameters, row_tokens=row_tokens, checkpointing=checkpointing, shape=shape
+            ),
             device=kind,
             tokens_per_s=round(rates.train_tokens_per_s, 1),
             phases=tuple(phases),
             measured=throughput is not None,
             measured_jobs=rates.jobs,
+            checkpointing=checkpointing,
+            plain_memory_bytes=plain_memory,
+            memory_available=memory_available,
         )
 
 
@@ -267,6 +319,9 @@ class Estimate:
     phases: tuple[tuple[str, float], ...] = ()
     measured: bool = False
     measured_jobs: int = 0
+    checkpointing: bool = False  # gradient checkpointing, as the job will run ("auto" resolved)
+    plain_memory_bytes: int = 0  # the memory without checkpointing
+    memory_available: int | None = None
 
 
 def eval_split_sizes(records: int, eval_fraction: float) -> tuple[int, int]:
@@ -275,30 +330,6 @@ def eval_split_sizes(records: int, eval_fraction: float) -> tuple[int, int]:
         return records, 0
     held_out = min(records - 1, max(1, round(records * eval_fraction)))
     return records - held_out, held_out
-
-
-def _memory_bytes(config: TrainingConfig, *, parameters: int, row_tokens: int, shape: ModelShape | None = None) -> int:
-    """A rough float32 upper bound: weights, LoRA weights with gradient and two Adam moments, activations, logits.
-
-    Without ``shape`` the constants fit a Llama-shaped model of SmolLM2's proportions (hidden ~ 576, 30 layers, 49k
-    vocabulary); with it, the model's own sizes and its family's number of adapted layers per block. This is for a
-    "will it fit" hint, not an allocator.
-    """
-    weights = parameters * 4
-    if shape is not None:
-        hidden, layers, vocab = shape.hidden_size, shape.layers, shape.vocab_size
-        modules = targets_per_layer(config.target_modules, shape.model_type)
-    else:
-        hidden = 576 if parameters < 300_000_000 else 2048
-        layers = 30 if parameters < 300_000_000 else 24
-        vocab = 49_152
-        modules = 4 if config.target_modules == ATTENTION else 7
-    rank = config.lora_rank if isinstance(config.lora_rank, int) else 8
-    lora = layers * modules * 2 * hidden * rank * 4 * 4
-    tokens = config.batch_size * max(row_tokens, 1)
-    activations = tokens * hidden * layers * 4 * 24
-    logits = tokens * vocab * 4 * 3
-    return int(weights + lora + activations + logits)
 
 
 # Each preset names only what differs from TrainingConfig's defaults; "balanced" is the defaults over two epochs.

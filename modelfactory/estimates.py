@@ -183,14 +183,17 @@ class JobSize:
     record_tokens: int
 
 
-def phase_seconds(size: JobSize, rates: Throughput, *, model_loaded: bool) -> list[tuple[str, float]]:
+def phase_seconds(
+    size: JobSize, rates: Throughput, *, model_loaded: bool, checkpointing: bool = False
+) -> list[tuple[str, float]]:
     """Seconds of each phase of ``PHASES`` for a job of ``size`` at ``rates``; ``model_loaded`` when the worker
-    holds the base model in memory already (it loads each base once)."""
+    holds the base model in memory already (it loads each base once); ``checkpointing``: the job trains with
+    gradient checkpointing (``CHECKPOINTING_TIME_FACTOR``), which the rates were not measured with."""
     has_eval = size.eval_tokens > 0
     seconds = {
         "load": rates.load_warm_s if model_loaded else rates.load_cold_s,
         "eval_base": size.eval_tokens / rates.eval_tokens_per_s if has_eval else 0.0,
-        "train": size.train_tokens / rates.train_tokens_per_s,
+        "train": size.train_tokens / rates.train_tokens_per_s * (CHECKPOINTING_TIME_FACTOR if checkpointing else 1),
         "eval": size.eval_tokens * size.eval_passes / rates.eval_tokens_per_s if has_eval else 0.0,
         "samples": rates.samples_s,
         "saving": rates.saving_s,
@@ -198,3 +201,52 @@ def phase_seconds(size: JobSize, rates: Throughput, *, model_loaded: bool) -> li
         "store": rates.store_s,
     }
     return [(phase, round(seconds[phase], 1)) for phase in PHASES if math.isfinite(seconds[phase])]
+
+
+# Gradient checkpointing keeps one tensor a layer through the forward pass and recomputes the rest of each layer
+# during the backward pass: one more forward pass a step. LoRA's backward pass costs about one forward pass (the
+# frozen weights need no gradients), so a step goes from about two forward passes to three. bench/train.py measured
+# 1.8 s a LoRA step against 2.9 s a full fine-tune step (three forward passes) on the bundled model: 1.8 + 1.0 s.
+CHECKPOINTING_TIME_FACTOR = 1.5
+CHECKPOINTING_MODES = ("off", "auto", "on")
+
+
+def memory_bytes(
+    *,
+    parameters: int,
+    lora_rank: int,
+    lora_modules: int,
+    batch_size: int,
+    row_tokens: int,
+    checkpointing: bool,
+    hidden: int | None = None,
+    layers: int | None = None,
+    vocab: int | None = None,
+) -> int:
+    """A rough float32 upper bound of a LoRA job's memory: weights, LoRA weights with gradient and two Adam
+    moments, activations, the answer tokens' logits.
+
+    Without ``hidden``, ``layers`` and ``vocab`` (the model's own, from its config) the constants fit a Llama-shaped
+    model of SmolLM2's proportions (hidden ~ 576, 30 layers, 49k vocabulary); this is for a "will it fit" hint, not
+    an allocator. With ``checkpointing`` the activations are one hidden state
+    a layer plus one layer's worth, recomputed in the backward pass.
+    """
+    weights = parameters * 4
+    hidden = hidden or (576 if parameters < 300_000_000 else 2048)
+    layers = layers or (30 if parameters < 300_000_000 else 24)
+    vocab = vocab or 49_152
+    lora = layers * lora_modules * 2 * hidden * lora_rank * 4 * 4
+    tokens = batch_size * max(row_tokens, 1)
+    per_layer = tokens * hidden * 4 * 24
+    activations = (tokens * hidden * 4 * layers + per_layer) if checkpointing else per_layer * layers
+    logits = tokens * vocab * 4 * 3
+    return int(weights + lora + activations + logits)
+
+
+def checkpointing_on(mode: str, *, needed_bytes: int, available_bytes: int | None) -> bool:
+    """Whether a job runs with gradient checkpointing: ``mode`` "on" or "off" as asked; "auto" turns it on when
+    the job's memory without it (``needed_bytes``) is more than the worker has (``available_bytes``; None when
+    unknown, which never turns it on)."""
+    if mode == "auto":
+        return available_bytes is not None and needed_bytes > available_bytes
+    return mode == "on"

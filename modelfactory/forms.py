@@ -32,6 +32,7 @@ CONFIG_FIELDS = (
     "gradient_accumulation",
     "max_length",
     "seed",
+    "gradient_checkpointing",
 )
 TARGET_LABELS = {
     "attention": "Attention projections (q, k, v, o, or the family's fused equivalents): small and fast",
@@ -50,6 +51,11 @@ RECORD_TYPE_HELP = {
     "chat": "Chat records (messages) go through the chat template as they are; the assistant turns are learned.",
     "classification": "Classification records (text, label) become a question and its label through the chat "
     "template; the label is learned.",
+}
+CHECKPOINTING_LABELS = {
+    "auto": "auto: on only when the job would not fit the worker's memory",
+    "off": "off",
+    "on": "on",
 }
 MAX_NAME = 200
 MAX_DESCRIPTION = 5000
@@ -144,6 +150,13 @@ class FineTuneForm(_JobForm):
     gradient_accumulation = forms.IntegerField(label="Gradient accumulation", help_text="Micro-batches per step.")
     max_length = forms.IntegerField(label="Max sequence length", help_text="Tokens; longer records are cut.")
     seed = forms.IntegerField(label="Seed", help_text="The same seed, data and settings train the same adapter.")
+    gradient_checkpointing = forms.ChoiceField(
+        label="Gradient checkpointing",
+        choices=list(CHECKPOINTING_LABELS.items()),
+        required=False,
+        help_text="Recomputes each layer in the backward pass: much less memory, about 1.5x the training time, "
+        "the same adapter.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         kwargs.setdefault("initial", {**preset_initial("balanced"), "formatting": "auto"})
@@ -199,6 +212,7 @@ class FineTuneForm(_JobForm):
                 self.add_error("custom_target_modules", f"At most {MAX_CUSTOM_TARGETS} layer names.")
                 return cleaned
             values["target_modules"] = names
+        values["gradient_checkpointing"] = values["gradient_checkpointing"] or "auto"
         if cleaned.get("length_mode") == "steps":
             if values["max_steps"] is None:
                 self.add_error("max_steps", "Give the number of steps, or train for epochs.")

@@ -114,6 +114,17 @@ def worker_device_label() -> str:
     return f"{label}, {cores}"
 
 
+def host_memory_available() -> int | None:
+    """This machine's available memory in bytes (``MemAvailable`` of /proc/meminfo), None where unknown: what "auto"
+    gradient checkpointing compares a CPU job's estimate with before launch (the worker compares again with its
+    own memory when the job starts; a GPU's memory is known only there)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def training_workers_live() -> list[TrainingWorker]:
     """The training queue's workers whose heartbeat is fresh (three beats), the free ones (no running job) first,
     then the most recently seen."""
@@ -153,6 +164,8 @@ class TrainingEstimate:
             "source": self.source,
             "measured": self.estimate.measured,
             "model_loaded": self.model_loaded,
+            "memory_bytes": self.estimate.memory_bytes,
+            "gradient_checkpointing": self.estimate.checkpointing,
         }
 
 
@@ -200,6 +213,7 @@ def training_estimate(*, config: TrainingConfig, base_model: BaseModel, records:
         )
     loaded = worker is not None and bool(worker.loaded_base) and worker.loaded_base == base_model.path
     estimate = config.estimate(
+        memory_available=host_memory_available() if device == "cpu" else None,
         records=records,
         tokens=tokens,
         device=device,

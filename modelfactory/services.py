@@ -1042,6 +1042,7 @@ def _training_facts(result: Any) -> dict[str, Any]:
         "tokens_seen": result.tokens_seen,
         "seconds": result.seconds,
         "lora": result.lora,
+        "gradient_checkpointing": result.gradient_checkpointing,
     }
 
 

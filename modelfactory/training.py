@@ -41,6 +41,7 @@ from .encoding import (
     sample_prompt,
     train_eval_split,
 )
+from .estimates import checkpointing_on
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -112,6 +113,8 @@ class TrainingResult:
     # step loop without its evaluations), "eval_base" and "eval" (tokens evaluated), "data" (records and tokens
     # of every example, what the index reads)
     phase_work: dict[str, dict[str, float]] = field(default_factory=dict)
+    # whether the run used gradient checkpointing (the config's "auto" resolved against the worker's memory)
+    gradient_checkpointing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,6 +164,7 @@ def load_base(base_model_dir: str | Path, *, device: str | None = None) -> Loade
     float32 and stable."""
     path = str(Path(base_model_dir).resolve())
     target = pick_device(device)
+    return_freed_memory()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -168,6 +172,55 @@ def load_base(base_model_dir: str | Path, *, device: str | None = None) -> Loade
     model.eval()
     autocast = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return LoadedBase(path=path, model=model, tokenizer=tokenizer, device=target, autocast_dtype=autocast)
+
+
+def return_freed_memory() -> None:
+    """Make glibc's malloc hand the memory of freed tensors back to the system (Linux with glibc; elsewhere a no-op).
+
+    By default glibc raises its mmap threshold up to 32 MiB as large blocks are freed, after which a training step's
+    activations (a few MiB each) come from the heap; freed between steps in another order than they were made, they
+    leave holes that the next step's slightly different shapes do not fill, and the process grows by hundreds of MiB
+    over a few steps (bench/train.py: a LoRA step's peak went from 1.4 to 1.9 GiB in four steps). A fixed
+    threshold keeps every block above 128 KiB in its own mapping, returned when freed. Process-wide and idempotent.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or os.uname().sysname != "Linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def memory_available(device: torch.device) -> int:
+    """Bytes a job on ``device`` may use: free GPU memory plus what torch holds there already (the base model), or
+    on CPU the system's available memory plus what this process holds already (``MemAvailable`` + ``VmRSS``)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_allocated(device))
+    fields: dict[str, int] = {}
+    for source in ("/proc/meminfo", "/proc/self/status"):
+        with contextlib.suppress(OSError), open(source, encoding="ascii") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("MemAvailable", "VmRSS"):
+                    fields[name] = int(rest.split()[0]) * 1024
+    return fields.get("MemAvailable", 0) + fields.get("VmRSS", 0)
+
+
+def _checkpointing(config: TrainingConfig, base: LoadedBase, examples: Sequence[EncodedRecord]) -> bool:
+    """The config's "off"/"on", or for "auto" whether the job's estimated memory without checkpointing (at its
+    longest row) is more than the device has."""
+    longest = max((len(e.input_ids) for e in examples), default=1)
+    parameters = sum(p.numel() for p in base.model.parameters())
+    needed = config.memory_bytes(parameters=parameters, row_tokens=longest, checkpointing=False)
+    if config.gradient_checkpointing != "auto":
+        return config.gradient_checkpointing == "on"
+    return checkpointing_on("auto", needed_bytes=needed, available_bytes=memory_available(base.device))
 
 
 # --- training ----------------------------------------------------------------------------------------------------
@@ -207,7 +260,9 @@ def _loss_sum(model: Any, batch: dict[str, torch.Tensor], base: LoadedBase) -> t
         if getattr(inner.config, "final_logit_softcapping", None):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
         else:
-            hidden = inner.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            hidden = inner.get_decoder()(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            )
             logits = inner.get_output_embeddings()(hidden.last_hidden_state[:, :-1][keep])
     loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
     return loss, int(keep.sum())
@@ -308,6 +363,21 @@ def _wrapped(base: LoadedBase, build: Callable[[Any], Any]) -> Iterator[Any]:
         base.model.eval()
 
 
+@contextlib.contextmanager
+def _checkpointed(model: Any, on: bool) -> Iterator[None]:
+    """Gradient checkpointing on the wrapped model's layers for the block (non-reentrant: dropout draws the same
+    masks when a layer is recomputed), off again after so the shared base model stays as it was."""
+    if not on:
+        yield
+        return
+    inner = model.get_base_model()
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        inner.gradient_checkpointing_disable()
+
+
 def _fingerprint(config: TrainingConfig, base: LoadedBase, examples: Sequence[EncodedRecord], parent: str) -> str:
     digest = hashlib.sha256(json.dumps([config.to_dict(), base.path, parent], sort_keys=True).encode())
     for example in examples:
@@ -405,7 +475,8 @@ def train_lora(
             progress(event)
 
     eval_bs = max(config.batch_size, 8)
-    with _staging(output_dir) as staging, _wrapped(base, build) as model:
+    checkpointing = _checkpointing(config, base, train)
+    with _staging(output_dir) as staging, _wrapped(base, build) as model, _checkpointed(model, checkpointing):
         lora_config = model.peft_config["default"]
         trainable = [p for p in model.parameters() if p.requires_grad]
         trainable_params = sum(p.numel() for p in trainable)
@@ -568,6 +639,7 @@ def train_lora(
             "eval": {"tokens": eval_tokens * eval_passes, "passes": eval_passes},
             "data": {"records": len(encoded.examples), "tokens": sum(len(e.input_ids) for e in encoded.examples)},
         },
+        gradient_checkpointing=checkpointing,
     )
 
 

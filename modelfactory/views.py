@@ -192,6 +192,8 @@ def _estimate(form: FineTuneForm, data: dict[str, Any]) -> dict[str, Any] | None
         "estimate": estimate,
         "planned": planned,
         "memory_mb": estimate.memory_bytes / 2**20,
+        "plain_memory_mb": estimate.plain_memory_bytes / 2**20,
+        "available_mb": (estimate.memory_available or 0) / 2**20,
         "minutes": estimate.seconds / 60,
     }
 
