@@ -1200,12 +1200,16 @@ def snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     minimum, how many contributions it left out and where the minimum was read. Earlier snapshots never change.
     """
     _require_curator(user, datanet, "freeze a snapshot")
+    return _snapshot_freeze(datanet=datanet, user=user)
+
+
+def _snapshot_freeze(*, datanet: Datanet, user: Any) -> Snapshot:
     _scan_accepted(datanet)
     rules = rules_in_force()
     # The leaves and the tree are built before the write transaction: reading and hashing a large Datanet takes
     # seconds, and on SQLite a write transaction is the database's one write lock. The accepted contributions of a
-    # Datanet only ever grow in number (an accepted one is frozen and can't be deleted), so their count, taken before
-    # the leaves are read and again under the lock, says whether the leaves still hold.
+    # Datanet and its revoked records only ever grow in number (an accepted one is frozen and can't be deleted), so
+    # their counts, taken before the leaves are read and again under the lock, say whether the leaves still hold.
     for _ in range(FREEZE_ATTEMPTS):
         accepted = _accepted_count(datanet)
         built = _snapshot_build(datanet, min_quality=int(rules.min_quality_score), rules_source=rules.source)
@@ -1445,14 +1449,4 @@ def snapshot_freeze_without_revoked(*, datanet: Datanet, user: Any) -> Snapshot:
             f"snapshot #{newest.number} of {datanet.name!r} holds no revoked record: train on it, "
             "only a curator freezes a new snapshot"
         )
-    _scan_accepted(datanet)
-    rules = rules_in_force()
-    for _ in range(FREEZE_ATTEMPTS):
-        accepted = _accepted_count(datanet)
-        built = _snapshot_build(datanet, min_quality=int(rules.min_quality_score), rules_source=rules.source)
-        snapshot = _snapshot_write(datanet=datanet, user=user, built=built, accepted=accepted)
-        if snapshot is not None:
-            return snapshot
-    raise ValidationError(
-        "contributions kept being accepted while the snapshot was built: try again in a moment", code="busy"
-    )
+    return _snapshot_freeze(datanet=datanet, user=user)
