@@ -1,5 +1,6 @@
 """Test helpers for governance on a real anvil: voters funded through a real reward epoch and claim, EIP-712
-signatures made with their keys (as a wallet would), and time travel (``anvil_mine``, ``evm_increaseTime``)."""
+signatures made with their keys (as a wallet would), time travel (``anvil_mine``, ``evm_increaseTime``), and the
+contracts deployed once per configuration and session (``governance_contracts``, by anvil's snapshots)."""
 
 from __future__ import annotations
 
@@ -173,8 +174,8 @@ def governance_contracts() -> GovernanceContracts:
     each configuration: a later test with the same deploy settings reverts the chain to anvil's snapshot taken
     right after that deployment and writes the rows describing it again, in its own transaction. That chain is
     exactly the one a new deployment would give (no proposal, no votes, no balances: every earlier test's effects
-    are undone), for a tenth of the time; the first test of a configuration, and any after the snapshot is lost,
-    deploy for real. A test that already has rows of its own for this chain gets them through the usual path."""
+    are undone) without its nine transactions; the first test of a configuration, and any after the snapshot is
+    lost, deploy for real. A test that already has rows of its own for this chain gets them through the usual path."""
     if ChainDeployment.objects.filter(chain_id=settings.EVM_CHAIN_ID, active=True).exists():
         return deployments.ensure_governance_deployed()
     key = _configuration()
