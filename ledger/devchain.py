@@ -44,16 +44,26 @@ def stop_process(proc: subprocess.Popen[Any], *, timeout: float) -> None:
 
 
 class Anvil:
-    """One anvil process on a fixed port, saving its state to ``state_file`` every second and when stopped.
+    """One anvil process on a fixed port, saving its state to ``state_file`` when stopped and every
+    ``state_interval`` seconds (None: only when stopped).
 
     It mines a block per transaction (automine) unless ``mining`` says otherwise (``("--block-time", "2")``, as
     ``make run``'s chain does)."""
 
-    def __init__(self, *, port: int, state_file: Path, log_file: Path, mining: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        state_file: Path,
+        log_file: Path,
+        mining: Sequence[str] = (),
+        state_interval: int | None = 1,
+    ) -> None:
         self.port = port
         self.state_file = state_file
         self.log_file = log_file
         self.mining = tuple(mining)
+        self.state_interval = state_interval
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +81,9 @@ class Anvil:
         if not state:
             self.state_file.unlink(missing_ok=True)
         argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(ANVIL_CHAIN_ID)]
-        argv += ["--state", str(self.state_file), "--state-interval", "1", *self.mining, "--silent"]
+        argv += ["--state", str(self.state_file), *self.mining, "--silent"]
+        if self.state_interval is not None:
+            argv += ["--state-interval", str(self.state_interval)]
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 20

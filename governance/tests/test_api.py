@@ -27,6 +27,9 @@ from modelfactory.tests.factories import default_base, stand_in_version
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
 
 TOKEN = 10**18
+# the protocol pool the contracts are deployed with: one address for the module, so that its tests share one
+# deployment (ledger.tests.gov.governance_contracts); each starts with the pool holding nothing all the same
+POOL = Account.create().address
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def gov(chain_settings, db, settings):
     settings.GOVERNANCE_DEPLOYMENT_STAKE = 10**16
     settings.GOVERNANCE_STAKE_SLASH_BPS = 5000
     settings.GOVERNANCE_RELAY_RATE_LIMIT = "1000/hour"
-    settings.REWARDS_POOL_ADDRESS = Account.create().address
+    settings.REWARDS_POOL_ADDRESS = POOL
     return governance_contracts()
 
 

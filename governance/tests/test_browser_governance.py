@@ -21,6 +21,9 @@ from openledger_web.browser import install_wallet, screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.chain, pytest.mark.slow]
 
 TOKEN = 10**18
+# the protocol pool the contracts are deployed with: one address for the module, so that its tests share one
+# deployment (ledger.tests.gov.governance_contracts); each starts with the pool holding nothing all the same
+POOL = Account.create().address
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def gov(chain_settings: Any, transactional_db: None, settings: Any) -> Any:
     settings.GOVERNANCE_VOTING_PERIOD_BLOCKS = 20
     settings.GOVERNANCE_TIMELOCK_SECONDS = 60
     settings.GOVERNANCE_DEPLOYMENT_STAKE = 10**16
-    settings.REWARDS_POOL_ADDRESS = Account.create().address
+    settings.REWARDS_POOL_ADDRESS = POOL
     return governance_contracts()
 
 

@@ -16,6 +16,10 @@ from ledger.tests.gov import delegate_self, fund, governance_contracts, mine, pr
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
 
+# the protocol pool the contracts are deployed with: one address for the module, so that its tests share one
+# deployment (ledger.tests.gov.governance_contracts); each starts with the pool holding nothing all the same
+POOL = Account.create().address
+
 TOKEN = 10**18
 
 
@@ -25,7 +29,7 @@ def gov(chain_settings, db, settings):
     settings.GOVERNANCE_VOTING_PERIOD_BLOCKS = 20
     settings.GOVERNANCE_TIMELOCK_SECONDS = 60
     settings.GOVERNANCE_DEPLOYMENT_STAKE = 10**16
-    settings.REWARDS_POOL_ADDRESS = Account.create().address
+    settings.REWARDS_POOL_ADDRESS = POOL
     return governance_contracts()
 
 

@@ -18,6 +18,9 @@ from .gov import delegate_self, fund, governance_contracts, mine, propose, settl
 TOKEN = 10**18
 VOTING_PERIOD = 20
 TIMELOCK = 60
+# the protocol pool the contracts are deployed with: one address for the module, so that its tests share one
+# deployment (ledger.tests.gov.governance_contracts); each starts with the pool holding nothing all the same
+POOL = Account.create().address
 
 
 def short_governance(settings: Any, **overrides: Any) -> GovernanceContracts:
@@ -30,7 +33,7 @@ def short_governance(settings: Any, **overrides: Any) -> GovernanceContracts:
     settings.GOVERNANCE_QUORUM_PERCENT = 4
     settings.GOVERNANCE_DEPLOYMENT_STAKE = 10**16
     settings.GOVERNANCE_STAKE_SLASH_BPS = 5000
-    settings.REWARDS_POOL_ADDRESS = Account.create().address
+    settings.REWARDS_POOL_ADDRESS = POOL
     for name, value in overrides.items():
         setattr(settings, name, value)
     return governance_contracts()

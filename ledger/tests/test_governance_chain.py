@@ -17,6 +17,9 @@ from .gov import delegate_self, fund, governance_contracts, mine, propose, settl
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
 
 TOKEN = 10**18
+# the protocol pool the contracts are deployed with: one address for the module, so that its tests share one
+# deployment (ledger.tests.gov.governance_contracts); each starts with the pool holding nothing all the same
+POOL = Account.create().address
 
 
 @pytest.fixture
@@ -28,7 +31,7 @@ def gov(chain_settings, db, settings):
     settings.GOVERNANCE_QUORUM_PERCENT = 4
     settings.GOVERNANCE_DEPLOYMENT_STAKE = 10**16
     settings.GOVERNANCE_STAKE_SLASH_BPS = 5000
-    settings.REWARDS_POOL_ADDRESS = Account.create().address
+    settings.REWARDS_POOL_ADDRESS = POOL
     return governance_contracts()
 
 

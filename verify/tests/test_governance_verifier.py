@@ -18,6 +18,10 @@ from ledger.tests.gov import delegate_self, fund, governance_contracts, mine, pr
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
 
+# the protocol pool the contracts are deployed with: one address for the module, so that its tests share one
+# deployment (ledger.tests.gov.governance_contracts); each starts with the pool holding nothing all the same
+POOL = Account.create().address
+
 TOKEN = 10**18
 STAKE = 10**16
 
@@ -45,7 +49,7 @@ def gov(chain_settings, db, settings):
     settings.GOVERNANCE_QUORUM_PERCENT = 4
     settings.GOVERNANCE_DEPLOYMENT_STAKE = STAKE
     settings.GOVERNANCE_STAKE_SLASH_BPS = 5000
-    settings.REWARDS_POOL_ADDRESS = Account.create().address
+    settings.REWARDS_POOL_ADDRESS = POOL
     return governance_contracts()
 
 
