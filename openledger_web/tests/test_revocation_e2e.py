@@ -201,7 +201,7 @@ def test_an_erasure_while_a_job_reads_the_record_lets_the_job_finish_and_flags_i
         snapshot = datanet_services.snapshot_freeze(datanet=places, user=builder)
         job = mf.job_launch(
             owner=builder, name="places", base_model=default_base(), snapshots=[snapshot],
-            config=tiny_config(eval_fraction=0.0, seed=11, max_steps=40),
+            config=tiny_config(eval_fraction=0.0, seed=11, max_steps=12),
         )  # fmt: skip
         # the worker has read the records once the first step is done
         deadline = time.monotonic() + WAIT
