@@ -192,7 +192,7 @@ def _requests(setup) -> list[index_mod.AnswerRequest]:
 
     def chat(question: str, answer: str, **options) -> index_mod.AnswerRequest:
         messages = [{"role": "user", "content": question}]
-        return index_mod.AnswerRequest(messages=messages, prompt="", answer=answer, top_k=8, **common, **options)
+        return index_mod.AnswerRequest(messages=messages, prompt="", answer=answer, **{"top_k": 8, **common, **options})
 
     return [
         *(chat(q, a) for q, a in FACTS),
