@@ -566,12 +566,15 @@ class Scorer:
 
     def _packs(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
         """Which sequences (by position) share a packed pass: all those of at least ``MIN_PACKED_TOKENS`` tokens, in
-        packs of at most ``MAX_PACKED_TOKENS`` tokens, when this process's matrix products give each row the same
-        bits whatever the number of rows (``features.rows_independent``); every other sequence alone."""
+        packs of at most ``MAX_PACKED_TOKENS`` tokens, when the model runs the sdpa attention and this process's
+        matrix products give each row the same bits whatever the number of rows (``features.rows_independent``);
+        every other sequence alone."""
         from attribution.features import rows_independent
 
+        model = self.model if self.model is not None else self.base.model
         long = [i for i, s in enumerate(sequences) if len(s) >= MIN_PACKED_TOKENS]
-        if len(long) < 2 or not rows_independent(self.model if self.model is not None else self.base.model):
+        sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"  # what the packed attention calls
+        if len(long) < 2 or not sdpa or not rows_independent(model):
             return [[i] for i in range(len(sequences))]
         packs: list[list[int]] = []
         tokens = 0

@@ -78,7 +78,7 @@ def test_waiting_answers_are_scored_together_each_with_the_shares_it_gets_alone(
     for run, row, scored in zip(runs, rows, alone, strict=True):
         assert _stored_shares(run) == [(s.record_id, s.share) for s in scored.attribution.records]
         assert row.verdict == scored.support.verdict
-        assert row.contributors == [[u, str(s)] for u, s in scored.rollup.contributors]
+        assert [[u, Fraction(s)] for u, s in row.contributors] == [[u, s] for u, s in scored.rollup.contributors]
     assert rows[0].contributors[0][0] == lineage.alice.pk and rows[1].contributors[0][0] == lineage.bob.pk
     assert rows[2].verdict == RunAttribution.Verdict.UNSUPPORTED
 
@@ -92,7 +92,7 @@ def test_waiting_answers_are_scored_together_each_with_the_shares_it_gets_alone(
 def test_the_waiting_answers_are_shared_between_the_worker_processes(
     lineage: Lineage, db: None, media_root: Any, one_thread: None, settings: Any
 ) -> None:
-    # given: five answers waiting (their tasks queued behind this one) and a worker of two processes
+    # given: an answer and four more waiting (their tasks queued behind its own), and a worker of two processes
     settings.ATTRIBUTION_BATCH_MAX = 8
     first, *waiting = [
         make_run(lineage, question=fact["prompt"], answer=fact["response"]) for fact in [*ALICE_FACTS, BOB_FACTS[0]]
@@ -101,7 +101,8 @@ def test_the_waiting_answers_are_shared_between_the_worker_processes(
     # when
     services.run_attribute(run_id=first.pk, processes=2)
 
-    # then: this task took its half (3 of 6, itself and the two oldest waiting); the rest wait for the other process
+    # then: this task took its half (3 of 5, rounded up: itself and the two oldest waiting); the rest wait for the other
+    # process
     finished = RunAttribution.objects.filter(run__in=[first, *waiting], status=RunAttribution.Status.OK)
     assert sorted(finished.values_list("run_id", flat=True)) == sorted([first.pk, waiting[0].pk, waiting[1].pk])
     assert not RunAttribution.objects.filter(run__in=waiting[2:]).exclude(started_at=None).exists()
