@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,6 +264,145 @@ def per_example_gradients(
     return gradients
 
 
+# --- several examples in one pass, each with the numbers it gets alone ------------------------------------------
+
+# The attention implementation a packed pass runs under: the examples' tokens lie end to end in one row, and each
+# example attends only to its own tokens, through the very SDPA call it gets when it is alone (``_segmented_sdpa``).
+SEGMENTED_ATTENTION = "openledger_segmented_sdpa"
+_SEGMENTS: ContextVar[tuple[int, ...] | None] = ContextVar("attribution_packed_segments", default=None)
+_registered = False
+
+
+def _segmented_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
+    """transformers' SDPA attention called once for each packed example on its own queries, keys and values (with no
+    mask: causal, as for an example alone); outside a packed pass, transformers' SDPA attention itself."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    lengths = _SEGMENTS.get()
+    if lengths is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outputs, start = [], 0
+    for n in lengths:
+        part = slice(start, start + n)
+        out, _ = sdpa_attention_forward(module, query[:, :, part], key[:, :, part], value[:, :, part], None, **kwargs)
+        outputs.append(out)  # [1, n, heads, head_dim]
+        start += n
+    return torch.cat(outputs, dim=1), None
+
+
+@contextmanager
+def packed_segments(model: Any, lengths: Sequence[int]) -> Iterator[None]:
+    """Run ``model`` (a causal LM whose config is shared by its attention layers) with the segmented attention over
+    examples of ``lengths`` tokens laid end to end in one row; the config's attention implementation is restored
+    after. Not for concurrent use of one model from several threads (the scorer holds its lock)."""
+    global _registered
+    from transformers import AttentionInterface
+
+    if not _registered:
+        AttentionInterface.register(SEGMENTED_ATTENTION, _segmented_sdpa)
+        _registered = True
+    config = model.config
+    previous = config._attn_implementation
+    if previous != "sdpa":
+        raise ValueError(f"packed passes need the sdpa attention (the model runs {previous!r})")
+    token = _SEGMENTS.set(tuple(int(n) for n in lengths))
+    config._attn_implementation = SEGMENTED_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+        _SEGMENTS.reset(token)
+
+
+def packed_inputs(sequences: Sequence[Sequence[int]], device: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """One row of every sequence's tokens end to end, each sequence's positions counted from 0, and where each
+    sequence starts in the row."""
+    import torch
+
+    starts, at = [], 0
+    for sequence in sequences:
+        starts.append(at)
+        at += len(sequence)
+    ids = torch.tensor([[int(t) for sequence in sequences for t in sequence]], dtype=torch.long, device=device)
+    positions = torch.tensor([[p for sequence in sequences for p in range(len(sequence))]], device=device)
+    return ids, positions, starts
+
+
+def _kept_positions(labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``_labelled_logits``'s choice for one example alone (``labels`` ``[1, T]``): the positions whose logits it
+    projects (None: every position) and the labels that go with them."""
+    import torch
+
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    if len(scored) == 0:
+        return None, labels
+    keep = torch.unique(torch.cat([scored, scored + 1]))
+    kept_labels = labels[:, keep].clone()
+    gaps = (keep[1:] != keep[:-1] + 1).nonzero().flatten() + 1
+    kept_labels[:, gaps] = IGNORE_INDEX
+    return keep, kept_labels
+
+
+def packed_per_example_gradients(
+    model: Any,
+    examples: Sequence[TokenizedExample],
+    *,
+    adapter_name: str = "default",
+    blocks: dict[str, Any] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """``per_example_gradients`` of each example alone (``[1, out, in]`` per block), computed in one forward and one
+    backward pass over the examples laid end to end (``packed_segments``): the same numbers bit for bit where the
+    matrix products give each row the same sums whatever the number of rows (MKL's float32 GEMM on this machine, for
+    rows of 4 or more; ``attribution/tests/test_packed.py`` checks it). Every operation that mixes positions (the
+    attention, the vocabulary projection, the loss, the weight gradient) runs on each example's own positions, with
+    the shapes it has alone; the rest acts on each position by itself."""
+    import torch
+
+    blocks = blocks if blocks is not None else lora_blocks(model, adapter_name)
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(name: str) -> Any:
+        def hook(_module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            captured[name] = (args[0].detach(), output)
+
+        return hook
+
+    device = next(iter(blocks.values())).weight.device
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    handles = [linear.register_forward_hook(keep(name)) for name, linear in blocks.items()]
+    try:
+        with _gradient_mode(model, list(blocks.values())):
+            ids, positions, starts = packed_inputs([e.input_ids for e in examples], device)
+            with packed_segments(causal_lm, [len(e.input_ids) for e in examples]):
+                hidden = causal_lm.get_decoder()(input_ids=ids, position_ids=positions).last_hidden_state
+            total = None
+            for example, start in zip(examples, starts, strict=True):
+                n = len(example.input_ids)
+                labels = torch.tensor([list(example.labels)], dtype=torch.long, device=device)
+                kept, labels = _kept_positions(labels)
+                rows = hidden[:, start : start + n] if kept is None else hidden[:, start + kept]
+                loss = per_example_losses(causal_lm.get_output_embeddings()(rows), labels)
+                total = loss if total is None else total + loss
+            missing = set(blocks) - set(captured)
+            if missing:
+                raise ValueError(f"adapter {adapter_name!r} is not active: {len(missing)} LoRA blocks never ran")
+            names = list(blocks)
+            output_grads = torch.autograd.grad(total.sum(), [captured[n][1] for n in names], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    out: list[dict[str, torch.Tensor]] = [{} for _ in examples]
+    for name, grad in zip(names, output_grads, strict=True):
+        x, y = captured[name]
+        if grad is None:
+            grad = torch.zeros_like(y)
+        for row, (example, start) in enumerate(zip(examples, starts, strict=True)):
+            part = slice(start, start + len(example.input_ids))
+            out[row][name] = torch.einsum("bto,bti->boi", grad[:, part].float(), x[:, part].float())
+    return out
+
+
 class TorchSketch:
     """A CountSketch's buckets and signs as tensors, built once per feature run (or once per adapter, by a scorer
     that keeps it)."""
@@ -324,6 +464,75 @@ def gradient_features(
         if progress is not None:
             progress(number, batches)
     return out
+
+
+def gradient_features_packed(
+    model: Any,
+    examples: Sequence[TokenizedExample],
+    *,
+    sketch: CountSketch,
+    adapter_name: str = "default",
+    blocks: dict[str, Any] | None = None,
+    projector: TorchSketch | None = None,
+) -> list[np.ndarray]:
+    """``gradient_features`` of each example alone (float32 ``[sketch.k]`` each), from one packed pass
+    (``packed_per_example_gradients``) when there are several; one example goes through ``gradient_features``."""
+    import torch
+
+    blocks = blocks if blocks is not None else lora_blocks(model, adapter_name)
+    if projector is None:
+        projector = TorchSketch(sketch, next(iter(blocks.values())).weight.device)
+    if len(examples) == 1:
+        return [
+            gradient_features(
+                model, examples, sketch=sketch, adapter_name=adapter_name, blocks=blocks, projector=projector
+            )[0]
+        ]
+    gradients = packed_per_example_gradients(model, examples, adapter_name=adapter_name, blocks=blocks)
+    with torch.no_grad():
+        return [projector.project(one).cpu().numpy()[0] for one in gradients]
+
+
+_ROWS_INDEPENDENT: dict[tuple[int, tuple[tuple[int, int], ...]], bool] = {}
+
+
+def rows_independent(model: Any) -> bool:
+    """Whether this process's float32 matrix products give a row the same bits whatever the number of rows (from 16
+    rows on), for every ``Linear`` shape of ``model`` but its vocabulary projection: what a packed pass needs to give
+    each example its own numbers. Only at one torch thread (with more, MKL shares a product's rows out between the
+    threads by how many there are: measured); checked once per process and thread count on rows of 16 to 100
+    against 512, forward and backward."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        return False
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    shapes = tuple(
+        sorted(
+            {
+                tuple(module.weight.shape)
+                for module in model.modules()
+                if isinstance(module, torch.nn.Linear) and module is not output
+            }
+        )
+    )
+    key = (torch.get_num_threads(), shapes)
+    if key not in _ROWS_INDEPENDENT:
+        generator = torch.Generator().manual_seed(0)
+        same = True
+        with torch.no_grad():
+            for out_features, in_features in shapes:
+                weight = torch.randn((out_features, in_features), generator=generator)
+                x = torch.randn((512, in_features), generator=generator)
+                g = torch.randn((512, out_features), generator=generator)
+                forward, backward = torch.nn.functional.linear(x, weight), g @ weight
+                for rows in (16, 17, 23, 31, 48, 61, 64, 100):
+                    for start in (0, 512 - rows):
+                        part = slice(start, start + rows)
+                        same = same and torch.equal(torch.nn.functional.linear(x[part], weight), forward[part])
+                        same = same and torch.equal(g[part] @ weight, backward[part])
+        _ROWS_INDEPENDENT[key] = same
+    return _ROWS_INDEPENDENT[key]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from attribution.features import (
     answer_example,
     context_log_likelihoods,
     gradient_features,
+    gradient_features_packed,
     lora_blocks,
     sketch_for,
 )
@@ -267,9 +268,16 @@ MAX_CANDIDATES = 64
 # the in-context test conditions the base model on the records most about the question, at most this many
 CONTEXT_CANDIDATES = 8
 # the base pass projects only the positions it reads onto the vocabulary when there are at least this many: MKL's
-# float32 GEMM computes 4 rows or more with kernels whose rows do not depend on how many there are (fewer use other
-# kernels, whose sums differ in the last bits), and this leaves a margin
+# float32 GEMM computes 16 rows or more with kernels whose rows do not depend on how many there are on this machine's
+# CPU (4 or more on the CPU it was first measured on; fewer use other kernels, whose sums differ in the last bits);
+# with fewer it projects every position, as the full pass does
 MIN_PROJECTED_ROWS = 16
+# answers scored together share one packed model pass when each has at least this many tokens (prompt and answer):
+# a matrix product gives a row the same bits whatever the number of rows only from 16 rows on (MKL's float32 GEMM at
+# one thread, measured on every layer shape of the bundled model), so a shorter one is scored alone; and a pack holds
+# at most MAX_PACKED_TOKENS tokens (its activations are kept for the backward pass)
+MIN_PACKED_TOKENS = 16
+MAX_PACKED_TOKENS = 4096
 
 
 def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str) -> list[int]:
@@ -344,6 +352,39 @@ class _Projection:
     blocks: dict[str, Any]
     sketch: CountSketch
     torch_sketch: TorchSketch
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """One answer to score (``Scorer.score``'s arguments)."""
+
+    adapter_dir: str | Path
+    matrix: FeatureMatrix
+    spans: SpanIndex
+    messages: list[dict[str, str]] | None
+    prompt: str
+    answer: str
+    stopped: bool
+    min_span_tokens: int
+    top_k: int | None = None
+    content_gradient: bool = True
+    evidence: bool = True
+    echo_free_spans: bool = True
+    context_relevance: float | None = None
+    exclude: frozenset[int] = frozenset()  # records that may not be credited (``Scorer.score``)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    request: AnswerRequest
+    prompt_ids: list[int]
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    echo: list[bool]
+    content: list[int]
+    example: TokenizedExample
+    question: str
+    asked: list[int]
 
 
 class Scorer:
@@ -466,39 +507,124 @@ class Scorer:
         shared span is credited to no one) and are never candidates of the support evidence. Empty: the scores are
         exactly those computed without it.
         """
-        prompt_ids, ids, offsets = self.answer_ids(messages=messages, prompt=prompt, answer=answer, stopped=stopped)
+        request = AnswerRequest(
+            adapter_dir=adapter_dir,
+            matrix=matrix,
+            spans=spans,
+            messages=messages,
+            prompt=prompt,
+            answer=answer,
+            stopped=stopped,
+            min_span_tokens=min_span_tokens,
+            top_k=top_k,
+            content_gradient=content_gradient,
+            evidence=evidence,
+            echo_free_spans=echo_free_spans,
+            context_relevance=context_relevance,
+            exclude=exclude,
+        )
+        return self.score_many([request])[0]
+
+    def score_many(self, requests: Sequence[AnswerRequest]) -> list[AnswerScores]:
+        """``score`` for each request, in order, with the model passes of the answers that share an adapter packed
+        into one gradient pass and the base passes of all of them into one (``_packs``): each answer's scores are
+        the numbers ``score`` gives it alone, bit for bit, whichever answers it is scored with."""
+        prepared = [self._prepare(request) for request in requests]
+        features: list[Any] = [None] * len(prepared)
+        surprisals: list[dict[int, float]] = [{} for _ in prepared]
+        with self.lock:
+            by_adapter: dict[str, list[int]] = {}
+            for at, item in enumerate(prepared):
+                by_adapter.setdefault(str(item.request.adapter_dir), []).append(at)
+            for adapter_dir, members in by_adapter.items():
+                name = self._activate(adapter_dir)
+                by_projection: dict[tuple[int, int], list[int]] = {}
+                for at in members:
+                    matrix = prepared[at].request.matrix
+                    by_projection.setdefault((matrix.seed, matrix.k), []).append(at)
+                for (seed, k), group in by_projection.items():
+                    projection = self._projection(name, seed=seed, k=k)
+                    for at in group:
+                        prepared[at].request.matrix.check_sketch(projection.sketch)
+                    for pack in self._packs([prepared[at].example.input_ids for at in group]):
+                        rows = gradient_features_packed(
+                            self.model,
+                            [prepared[group[i]].example for i in pack],
+                            sketch=projection.sketch,
+                            adapter_name=name,
+                            blocks=projection.blocks,
+                            projector=projection.torch_sketch,
+                        )
+                        for i, row in zip(pack, rows, strict=True):
+                            features[group[i]] = row
+            wanted = [at for at, item in enumerate(prepared) if item.request.evidence]
+            sequences = [[*prepared[at].prompt_ids, *prepared[at].ids] for at in wanted]
+            for pack in self._packs(sequences):
+                found = self._base_surprisals(
+                    [(prepared[wanted[i]].prompt_ids, prepared[wanted[i]].ids, prepared[wanted[i]].asked) for i in pack]
+                )
+                for i, surprisal in zip(pack, found, strict=True):
+                    surprisals[wanted[i]] = surprisal
+        return [
+            self._finish(item, feature, surprisal)
+            for item, feature, surprisal in zip(prepared, features, surprisals, strict=True)
+        ]
+
+    def _packs(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Which sequences (by position) share a packed pass: all those of at least ``MIN_PACKED_TOKENS`` tokens, in
+        packs of at most ``MAX_PACKED_TOKENS`` tokens, when the model runs the sdpa attention and this process's
+        matrix products give each row the same bits whatever the number of rows (``features.rows_independent``);
+        every other sequence alone."""
+        from attribution.features import rows_independent
+
+        model = self.model if self.model is not None else self.base.model
+        long = [i for i, s in enumerate(sequences) if len(s) >= MIN_PACKED_TOKENS]
+        sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"  # what the packed attention calls
+        if len(long) < 2 or not sdpa or not rows_independent(model):
+            return [[i] for i in range(len(sequences))]
+        packs: list[list[int]] = []
+        tokens = 0
+        for i in long:
+            if packs and tokens + len(sequences[i]) <= MAX_PACKED_TOKENS:
+                packs[-1].append(i)
+                tokens += len(sequences[i])
+            else:
+                packs.append([i])
+                tokens = len(sequences[i])
+        return packs + [[i] for i, s in enumerate(sequences) if len(s) < MIN_PACKED_TOKENS]
+
+    def _prepare(self, request: AnswerRequest) -> _Prepared:
+        """An answer's tokens and what is read off them before any model pass."""
+        prompt_ids, ids, offsets = self.answer_ids(
+            messages=request.messages, prompt=request.prompt, answer=request.answer, stopped=request.stopped
+        )
         eos = self.base.tokenizer.eos_token_id
         echo = echo_mask(ids, prompt_ids, n=ECHO_NGRAM)
         content = [i for i, t in enumerate(ids) if not echo[i] and t != eos]
         example = answer_example(prompt_ids, ids)
-        if content_gradient and content:
+        if request.content_gradient and content:
             keep = set(content)
             answer_labels = [t if i in keep else IGNORE_INDEX for i, t in enumerate(ids)]
             example = TokenizedExample(example.input_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_labels)
-        if messages is not None:
-            question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        if request.messages is not None:
+            question = next((m["content"] for m in reversed(request.messages) if m.get("role") == "user"), "")
         else:
-            question = prompt
-        asked = question_positions(self.base.tokenizer, prompt_ids, question) if evidence else []
-        with self.lock:
-            name = self._activate(str(adapter_dir))
-            projection = self._projection(name, seed=matrix.seed, k=matrix.k)
-            matrix.check_sketch(projection.sketch)
-            feature = gradient_features(
-                self.model,
-                [example],
-                sketch=projection.sketch,
-                adapter_name=name,
-                blocks=projection.blocks,
-                projector=projection.torch_sketch,
-            )[0]
-            surprisal = self._base_surprisal(prompt_ids, ids, asked=asked) if evidence else {}
+            question = request.prompt
+        asked = question_positions(self.base.tokenizer, prompt_ids, question) if request.evidence else []
+        return _Prepared(request, prompt_ids, ids, offsets, echo, content, example, question, asked)
+
+    def _finish(self, item: _Prepared, feature: Any, surprisal: dict[int, float]) -> AnswerScores:
+        """An answer's scores from its gradient feature and its base surprisal (the model passes done)."""
+        request, prompt_ids, ids, echo = item.request, item.prompt_ids, item.ids, item.echo
+        matrix, spans = request.matrix, request.spans
+        eos = self.base.tokenizer.eos_token_id
+        top_k, exclude = request.top_k, request.exclude
         if exclude:
             gradient = _without(matrix.record_scores(feature), exclude, top_k)
         else:
             gradient = matrix.top_record_scores(feature, top_k) if top_k else matrix.record_scores(feature)
         text_ids = [t for t in ids if t != eos]
-        matches = spans.find_spans(text_ids, min_tokens=min_span_tokens)
+        matches = spans.find_spans(text_ids, min_tokens=request.min_span_tokens)
         if exclude:
             matches = [
                 kept
@@ -507,37 +633,58 @@ class Scorer:
                 )
                 if kept.records
             ]
-        span = span_record_scores(matches, len(text_ids), echo[: len(text_ids)] if echo_free_spans else None)
+        span = span_record_scores(matches, len(text_ids), echo[: len(text_ids)] if request.echo_free_spans else None)
         support = None
-        if evidence:
+        if request.evidence:
             support = self._evidence(
                 spans=spans,
                 prompt_ids=prompt_ids,
                 ids=ids,
                 surprisal=surprisal,
                 echo=echo,
-                content=content,
-                asked=asked,
+                content=item.content,
+                asked=item.asked,
                 ranked=[*sorted(gradient, key=lambda r: -gradient[r])[:20], *span],
                 exclude=exclude,
             )
-            if context_relevance is not None:
+            if request.context_relevance is not None:
                 support = self._in_context(
                     support,
                     spans=spans,
                     prompt_ids=prompt_ids,
                     ids=ids,
-                    question=question,
-                    relevance_min=context_relevance,
+                    question=item.question,
+                    relevance_min=request.context_relevance,
                 )
         return AnswerScores(
             gradient={int(k): float(v) for k, v in gradient.items()},
             span=span,
             matches=matches,
             answer_ids=ids,
-            answer_offsets=offsets,
+            answer_offsets=item.offsets,
             support=support,
         )
+
+    def _base_surprisals(self, answers: Sequence[tuple[list[int], list[int], Sequence[int]]]) -> list[dict[int, float]]:
+        """``_base_surprisal`` of each ``(prompt_ids, ids, asked)``; several in one packed decoder pass (their
+        sequences laid end to end, ``features.packed_segments``), then each one's vocabulary projection on its own
+        rows exactly as ``_base_surprisal`` does it alone."""
+        import torch
+
+        from attribution.features import packed_inputs, packed_segments
+
+        if len(answers) == 1:
+            return [self._base_surprisal(answers[0][0], answers[0][1], asked=answers[0][2])]
+        sequences = [[*prompt_ids, *ids] for prompt_ids, ids, _ in answers]
+        with torch.no_grad(), self._base_only() as base:
+            device = next(base.parameters()).device
+            packed, positions, starts = packed_inputs(sequences, device)
+            with packed_segments(base, [len(s) for s in sequences]):
+                hidden = base.get_decoder()(input_ids=packed, position_ids=positions).last_hidden_state
+            return [
+                self._surprisal_from(base, hidden[0, start : start + len(tokens)], tokens, len(prompt_ids), asked)
+                for (prompt_ids, _, asked), tokens, start in zip(answers, sequences, starts, strict=True)
+            ]
 
     def _base_surprisal(self, prompt_ids: list[int], ids: list[int], *, asked: Sequence[int]) -> dict[int, float]:
         """The surprisal (nats) under the base model without the adapter, given the tokens before it, of the tokens
@@ -550,21 +697,35 @@ class Scorer:
         import torch
 
         tokens = [*prompt_ids, *ids]
-        wanted = sorted({*asked, *range(len(prompt_ids), len(tokens))} - {0})
-        surprisal = {0: 0.0} if tokens else {}
-        if not wanted:
-            return surprisal
+        if not sorted({*asked, *range(len(prompt_ids), len(tokens))} - {0}):
+            return {0: 0.0} if tokens else {}
         with torch.no_grad(), self._base_only() as base:
             device = next(base.parameters()).device
             hidden = base.get_decoder()(input_ids=torch.tensor([tokens], device=device)).last_hidden_state[0]
-            # the hidden state at position p - 1 predicts token p
-            if len(wanted) >= MIN_PROJECTED_ROWS:
-                predictors = [p - 1 for p in wanted]
-            else:
-                predictors, wanted = list(range(len(tokens) - 1)), list(range(1, len(tokens)))
+            return self._surprisal_from(base, hidden, tokens, len(prompt_ids), asked)
+
+    @staticmethod
+    def _surprisal_from(
+        base: Any, hidden: Any, tokens: list[int], n_prompt: int, asked: Sequence[int]
+    ) -> dict[int, float]:
+        """``_base_surprisal`` from the base model's last hidden states ``hidden`` (``[len(tokens), width]``) of
+        ``tokens`` (the prompt's ``n_prompt`` then the answer's); under ``torch.no_grad()``."""
+        import torch
+
+        wanted = sorted({*asked, *range(n_prompt, len(tokens))} - {0})
+        surprisal = {0: 0.0} if tokens else {}
+        if not wanted:
+            return surprisal
+        device = hidden.device
+        # the hidden state at position p - 1 predicts token p
+        if len(wanted) >= MIN_PROJECTED_ROWS:
+            predictors = [p - 1 for p in wanted]
             logits = base.get_output_embeddings()(hidden[torch.tensor(predictors, device=device)]).float()
-            targets = torch.tensor([tokens[p] for p in wanted], device=device)
-            taken = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        else:  # every position, as the full pass projects them (fewer rows than that may use other kernels)
+            wanted = list(range(1, len(tokens)))
+            logits = base.get_output_embeddings()(hidden).float()[:-1]
+        targets = torch.tensor([tokens[p] for p in wanted], device=device)
+        taken = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
         surprisal.update(zip(wanted, (-taken).tolist(), strict=True))
         return surprisal
 

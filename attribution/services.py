@@ -296,13 +296,69 @@ def _claim(run: Any) -> RunAttribution | None:
     return None if locked.is_finished else locked
 
 
-def _attempt_start(run: Any) -> None:
-    """Mark the run's attribution row as being scored now (committed at once: a worker killed mid-run leaves a
-    pending row with ``started_at`` that the retry beat finds stale)."""
+def _attempt_start(run: Any) -> bool:
+    """Claim the run's attribution for scoring now: mark its pending row as started (committed at once: a worker
+    killed mid-run leaves a pending row with ``started_at`` that the retry beat finds stale). False, and nothing
+    marked, when the row is finished or another attempt started it less than ``stale_after_seconds()`` ago (another
+    worker scores it, alone or in its batch: ``_claim_waiting``); that attempt stores it, or the beat takes it as
+    lost and retries it."""
     attribution, _ = RunAttribution.objects.get_or_create(run=run)
-    RunAttribution.objects.filter(pk=attribution.pk, status=RunAttribution.Status.PENDING).update(
-        started_at=timezone.now()
+    now = timezone.now()
+    fresh = now - timedelta(seconds=stale_after_seconds())
+    claimed = (
+        RunAttribution.objects.filter(pk=attribution.pk, status=RunAttribution.Status.PENDING)
+        .filter(Q(started_at__isnull=True) | Q(started_at__lt=fresh))
+        .update(started_at=now)
     )
+    return claimed == 1
+
+
+def batch_max() -> int:
+    """The most answers one attribution task scores together (``ATTRIBUTION_BATCH_MAX``; 1: one at a time)."""
+    return max(1, int(settings.ATTRIBUTION_BATCH_MAX))
+
+
+def _claim_waiting(*, run: Any, processes: int) -> list[Any]:
+    """Other answers of ``run``'s version waiting for their attribution (succeeded in the last
+    ``stale_after_seconds()``, with no attribution row or a pending one that no attempt started), claimed to be
+    scored with ``run``: the oldest first, so many that the ``processes`` scoring processes of this worker share
+    what waits evenly (``run`` included), and at most ``batch_max()`` with ``run``. Claimed rows are marked started
+    (``skip_locked``: two workers never claim one run), so the tasks queued for them find them being scored."""
+    limit = batch_max() - 1
+    if limit <= 0:
+        return []
+    since = timezone.now() - timedelta(seconds=stale_after_seconds())
+    waiting = list(
+        InferenceRun.objects.filter(
+            version_id=run.version_id, status=InferenceRun.Status.SUCCEEDED, finished_at__gte=since
+        )
+        .exclude(pk=run.pk)
+        .exclude(answer="")
+        .filter(
+            Q(attribution__isnull=True)
+            | Q(attribution__status=RunAttribution.Status.PENDING, attribution__started_at__isnull=True)
+        )
+        .order_by("finished_at", "pk")
+        .values_list("pk", flat=True)[: (limit + 1) * max(1, processes)]
+    )
+    share = -(-(len(waiting) + 1) // max(1, processes))  # ceil: this task's part of what waits, run included
+    limit = min(limit, share - 1)
+    if limit <= 0 or not waiting:
+        return []
+    for run_id in waiting:
+        RunAttribution.objects.get_or_create(run_id=run_id)
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            RunAttribution.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(run_id__in=waiting, status=RunAttribution.Status.PENDING, started_at__isnull=True)
+            .order_by("run__finished_at", "run_id")
+            .values_list("pk", "run_id")[:limit]
+        )
+        RunAttribution.objects.filter(pk__in=[pk for pk, _ in rows]).update(started_at=now)
+    claimed = {run_id for _, run_id in rows}
+    runs = InferenceRun.objects.select_related("version", "version__owner", "base_model").filter(pk__in=claimed)
+    return sorted(runs, key=lambda r: (r.finished_at, r.pk))
 
 
 @transaction.atomic
@@ -390,11 +446,47 @@ def run_score(
 
     load = index_mod.load_index if fresh_index else index_mod.load_index_kept
     matrix, spans = load(media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash)
-    # when the answer was asked: a self-check's question (no run row) is asked now
-    asked_at = getattr(run, "created_at", None) or timezone.now()
-    excluded = revocation.excluded_records(record_ids=index.record_ids, asked_at=asked_at)
+    asked_at, excluded = _exclusion(run, index)
     scorer = index_mod.scorer_for(run.base_model.path)
-    scores = scorer.score(
+    scores = scorer.score_many([_answer_request(run, matrix, spans, policy, excluded)])[0]
+    return _scored(run, scores, policy, asked_at=asked_at, excluded=excluded)
+
+
+def run_score_many(
+    *, runs: list[Any], index: AttributionIndex, policy: scoring.AttributionPolicy = scoring.CURRENT_POLICY
+) -> list[Scored]:
+    """``run_score`` of each of ``runs`` (answers of ``index``'s version), their model passes packed together
+    (``index.Scorer.score_many``): each run's result is the one ``run_score`` gives it alone, bit for bit."""
+    from . import index as index_mod
+
+    matrix, spans = index_mod.load_index_kept(
+        media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash
+    )
+    scorer = index_mod.scorer_for(runs[0].base_model.path)
+    exclusions = [_exclusion(run, index) for run in runs]
+    requests = [
+        _answer_request(run, matrix, spans, policy, excluded)
+        for run, (_, excluded) in zip(runs, exclusions, strict=True)
+    ]
+    return [
+        _scored(run, scores, policy, asked_at=asked_at, excluded=excluded)
+        for run, scores, (asked_at, excluded) in zip(runs, scorer.score_many(requests), exclusions, strict=True)
+    ]
+
+
+def _exclusion(run: Any, index: AttributionIndex) -> tuple[Any, frozenset[int]]:
+    """When the answer was asked (a self-check's question, which has no run row, is asked now) and the records the
+    revocation policy keeps from being credited for an answer asked then."""
+    asked_at = getattr(run, "created_at", None) or timezone.now()
+    return asked_at, revocation.excluded_records(record_ids=index.record_ids, asked_at=asked_at)
+
+
+def _answer_request(
+    run: Any, matrix: Any, spans: Any, policy: scoring.AttributionPolicy, excluded: frozenset[int]
+) -> Any:
+    from .index import AnswerRequest
+
+    return AnswerRequest(
         adapter_dir=media_path(run.version.adapter_path),
         matrix=matrix,
         spans=spans,
@@ -407,6 +499,11 @@ def run_score(
         context_relevance=context_relevance(policy),
         exclude=excluded,
     )
+
+
+def _scored(
+    run: Any, scores: Any, policy: scoring.AttributionPolicy, *, asked_at: Any, excluded: frozenset[int]
+) -> Scored:
     support = scoring.assess(scores.support, scores.gradient, policy)
     attribution = scoring.combine_supported(scores.gradient, support, policy)
     owners = record_owners([r.record_id for r in attribution.records], version=run.version, asked_at=asked_at)
@@ -472,13 +569,18 @@ def _version_snapshot_ids(version: Any) -> set[int]:
     return snapshots
 
 
-def run_attribute(*, run_id: int) -> RunAttribution | None:
+def run_attribute(*, run_id: int, processes: int = 1) -> RunAttribution | None:
     """Attribute one succeeded run of a model version and have its fee split; None for a run that is not one.
 
-    Idempotent: a redelivered task finds the attribution finished and returns it. A failed attempt is recorded on
-    the row (``error``, ``attempts``) and, unless the error is permanent (``is_permanent``) or the attempts are
-    spent, scheduled for a retry by ``run_attributions_retry``. Credit is written at most once: the fee is
-    split (``hooks.FeeSplit``) in the transaction that makes the row final, under its row lock (``_claim``).
+    Other answers of the same version waiting for theirs are claimed and scored with it in one packed model pass
+    (``_claim_waiting``: this task's even share of what waits among the worker's ``processes``, at most
+    ``batch_max()``); each is stored on its own, with the numbers it gets alone. Their own tasks find them being
+    scored or finished.
+
+    Idempotent: a redelivered task finds the attribution finished (or being scored) and returns it. A failed attempt
+    is recorded on the row (``error``, ``attempts``) and, unless the error is permanent (``is_permanent``) or the
+    attempts are spent, scheduled for a retry by ``run_attributions_retry``. Credit is written at most once: the fee
+    is split (``hooks.FeeSplit``) in the transaction that makes the row final, under its row lock (``_claim``).
     """
     run = InferenceRun.objects.select_related("version", "version__owner", "base_model").filter(pk=run_id).first()
     if run is None or run.status != InferenceRun.Status.SUCCEEDED or run.version is None:
@@ -489,22 +591,50 @@ def run_attribute(*, run_id: int) -> RunAttribution | None:
     index = AttributionIndex.objects.filter(version=run.version).first()
     if index is None or not index.is_ok:
         return _finish_without_index(run=run, index=index)
-    _attempt_start(run)
+    if not _attempt_start(run):
+        return RunAttribution.objects.get(run=run)
+    companions = _claim_waiting(run=run, processes=processes) if run.answer else []
+    if not companions:
+        return _attribute_one(run=run, index=index, started=time.monotonic())
+    batch = [run, *companions]
     started = time.monotonic()
+    try:
+        scored_batch: list[Scored | None] = list(run_score_many(runs=batch, index=index))
+    except Exception:  # each answer is scored again alone, so that its own failure (if any) is what it records
+        logger.exception("runs %s: batched attribution failed; scoring them one by one", [r.pk for r in batch])
+        scored_batch = [None] * len(batch)
+    seconds = round(time.monotonic() - started, 3)
+    results = []
+    for member, scored in zip(batch, scored_batch, strict=True):
+        if scored is None:
+            results.append(_attribute_one(run=member, index=index, started=time.monotonic()))
+            continue
+        try:
+            results.append(_store(run=member, index=index, scored=scored, seconds=seconds))
+        except Exception as exc:
+            results.append(_failed(run=member, exc=exc, started=started))
+    return results[0]
+
+
+def _attribute_one(*, run: Any, index: AttributionIndex, started: float) -> RunAttribution | None:
     try:
         if not run.answer:
             raise PermanentAttributionError("the run has no answer to attribute")
         scored = run_score(run=run, index=index)
         return _store(run=run, index=index, scored=scored, seconds=round(time.monotonic() - started, 3))
     except Exception as exc:
-        permanent = is_permanent(exc)
-        logger.exception("run %s: attribution failed%s", run.pk, " for good" if permanent else "")
-        return _finish_failed(
-            run=run,
-            error=f"{type(exc).__name__}: {exc}",
-            seconds=round(time.monotonic() - started, 3),
-            permanent=permanent,
-        )
+        return _failed(run=run, exc=exc, started=started)
+
+
+def _failed(*, run: Any, exc: Exception, started: float) -> RunAttribution | None:
+    permanent = is_permanent(exc)
+    logger.exception("run %s: attribution failed%s", run.pk, " for good" if permanent else "")
+    return _finish_failed(
+        run=run,
+        error=f"{type(exc).__name__}: {exc}",
+        seconds=round(time.monotonic() - started, 3),
+        permanent=permanent,
+    )
 
 
 @transaction.atomic

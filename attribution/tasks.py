@@ -13,9 +13,10 @@ from . import services
 
 @shared_task(acks_late=True)
 def attribution_run_task(run_id: int) -> str | None:
-    """Attribute one finished run and accrue its fee; a redelivered message finds the attribution finished."""
+    """Attribute one finished run (with the answers of its version waiting in the queue: ``services.run_attribute``)
+    and accrue its fee; a redelivered message finds the attribution finished."""
     _share_the_cores()
-    attribution = services.run_attribute(run_id=run_id)
+    attribution = services.run_attribute(run_id=run_id, processes=worker_processes(sys.argv))
     return attribution.status if attribution is not None else None
 
 
@@ -44,6 +45,15 @@ def _worker_option(argv: list[str], flag: str) -> str:
         if arg.startswith(flag) and len(arg) > len(flag):  # -Qattribution, -c2
             return arg[len(flag) :]
     return ""
+
+
+def worker_processes(argv: list[str]) -> int:
+    """The processes of the worker started with ``argv`` (``-c``), among which the waiting answers are shared; 1
+    outside a worker (the task function called directly)."""
+    try:
+        return max(1, int(_worker_option(argv, "-c") or 1))
+    except ValueError:
+        return 1
 
 
 def torch_threads_for(argv: list[str], cpus: int) -> int:

@@ -1,13 +1,18 @@
 """Attribution latency people feel: from the end of an answer to its attribution being available, 8 answers at a time,
 through the real Celery worker on the ``attribution`` queue (imported by ``bench/attribution_speed.py``).
 
-A fresh PostgreSQL database (``openledger_bench_attribution`` on ``BENCH_PG_URL``) and a Redis broker
-(``BENCH_BROKER_URL``, database 13 by default): a real fine-tune of the bundled model on 16 planted facts of two
-contributors (through the job services, so its index and its self-check are built as in production; the self-check's
-cost is reported), then an attribution worker started as ``scripts/run.py`` starts it (``-c`` from
+A fresh PostgreSQL database (``BENCH_E2E_DB``, default ``openledger_bench_attribution``, on ``BENCH_PG_URL``) and a
+Redis broker (``BENCH_BROKER_URL``, database 13 by default): a real fine-tune of the bundled model on 16 planted facts
+of two contributors (through the job services, so its index and its self-check are built as in production; the
+self-check's cost is reported), then an attribution worker started as ``scripts/run.py`` starts it (``-c`` from
 ``ATTRIBUTION_WORKERS``), warmed up with one answer per process, then ``ROUNDS`` rounds of 8 answers finished at the
 same moment through ``inference.services.run_finish`` (which queues the attribution through the outbox, as the
 inference worker does). Latency = the attribution row's ``finished_at`` minus the run's ``finished_at``.
+
+Both scoring paths side by side on the same version in the same run (``BENCH_E2E_COMPARE=0``: the batched one
+only), ``BENCH_E2E_PAIRS`` times (default 1): the worker scoring one answer at a time (``ATTRIBUTION_BATCH_MAX=1``,
+the path before batching), then the worker packing the answers that wait (``ATTRIBUTION_BATCH_MAX`` as configured,
+default 8). The ``end_to_end_*`` figures are the batched path's, the ``*_one_at_a_time`` ones the other's.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.getenv("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
-DB_NAME = "openledger_bench_attribution"
+DB_NAME = os.getenv("BENCH_E2E_DB", "openledger_bench_attribution")
 BROKER = os.getenv("BENCH_BROKER_URL", "redis://127.0.0.1:6379/13")
 CONCURRENT = 8
 ROUNDS = int(os.getenv("BENCH_E2E_ROUNDS", "3"))
+PAIRS = int(os.getenv("BENCH_E2E_PAIRS", "1"))
+COMPARE = os.getenv("BENCH_E2E_COMPARE", "1") != "0"
 TARGET_SECONDS = 3.0
 
 FACTS = [
@@ -116,6 +123,7 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
     from openledger_web.models import WorkerHeartbeat
 
+    WorkerHeartbeat.objects.filter(hostname__startswith="attribution@").delete()  # a worker stopped before this one
     argv = runner.celery_argvs(Path(env["DATA_DIR"]))["worker-attribution"]
     argv = [a.replace("%h", "bench") for a in argv]
     with log.open("ab") as out:
@@ -128,6 +136,16 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             raise RuntimeError(f"the attribution worker did not start; see {log}")
         time.sleep(0.3)
     return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _finish_together(version: Any, answers: list[tuple[str, str]]) -> list[int]:
@@ -211,37 +229,53 @@ def measure() -> dict[str, Any]:
             f"(n = {selfcheck.get('n')} of {selfcheck.get('sample_size')}, status {selfcheck.get('status')})",
             flush=True,
         )
-        proc = _worker(env, work / "worker-attribution.log")
         workers = int(settings.ATTRIBUTION_WORKERS)
-        # warm-up: every worker process loads the model on its first task
-        _wait(_finish_together(version, [FACTS[i] for i in range(workers)]))
-        latencies: list[float] = []
-        for round_ in range(ROUNDS):
-            answers = [FACTS[(round_ * CONCURRENT + i) % len(FACTS)] for i in range(CONCURRENT)]
-            # every other answer is wrong: the scoring must not be faster on easy cases only
-            answers = [(q, a if i % 2 else a.replace("bridge", "mill")) for i, (q, a) in enumerate(answers)]
-            latencies += _wait(_finish_together(version, answers))
-            print(f"round {round_ + 1}: {', '.join(f'{v:.2f}' for v in sorted(latencies[-CONCURRENT:]))} s", flush=True)
-        p95 = _p95(latencies)
+        batched = os.getenv("ATTRIBUTION_BATCH_MAX", "8")
+        modes = [("one_at_a_time", "1"), ("batched", batched)] if COMPARE else [("batched", batched)]
+        latencies: dict[str, list[float]] = {mode: [] for mode, _ in modes}
+        for _pair in range(PAIRS):
+            for mode, batch_max in modes:
+                proc = _worker({**env, "ATTRIBUTION_BATCH_MAX": batch_max}, work / "worker-attribution.log")
+                # warm-up: every worker process loads the model on its first task
+                _wait(_finish_together(version, [FACTS[i] for i in range(workers)]))
+                for round_ in range(ROUNDS):
+                    answers = [FACTS[(round_ * CONCURRENT + i) % len(FACTS)] for i in range(CONCURRENT)]
+                    # every other answer is wrong: the scoring must not be faster on easy cases only
+                    answers = [(q, a if i % 2 else a.replace("bridge", "mill")) for i, (q, a) in enumerate(answers)]
+                    latencies[mode] += _wait(_finish_together(version, answers))
+                    print(
+                        f"{mode}, round {round_ + 1}: "
+                        f"{', '.join(f'{v:.2f}' for v in sorted(latencies[mode][-CONCURRENT:]))} s "
+                        f"(load {os.getloadavg()[0]:.1f})",
+                        flush=True,
+                    )
+                _stop(proc)
+                proc = None
+        result: dict[str, Any] = {}
+        for mode, _ in modes:
+            suffix = "" if mode == "batched" else f"_{mode}"
+            values = latencies[mode]
+            result.update(
+                {
+                    f"end_to_end_p95_seconds_8_concurrent{suffix}": round(_p95(values), 3),
+                    f"end_to_end_p50_seconds_8_concurrent{suffix}": round(statistics.median(values), 3),
+                    f"end_to_end_max_seconds_8_concurrent{suffix}": round(max(values), 3),
+                }
+            )
         return {
-            "end_to_end_p95_seconds_8_concurrent": round(p95, 3),
-            "end_to_end_p50_seconds_8_concurrent": round(statistics.median(latencies), 3),
-            "end_to_end_max_seconds_8_concurrent": round(max(latencies), 3),
-            "end_to_end_answers": len(latencies),
-            "end_to_end_target_met": p95 < TARGET_SECONDS,
+            **result,
+            "end_to_end_answers": len(latencies["batched"]),
+            "end_to_end_target_met": _p95(latencies["batched"]) < TARGET_SECONDS,
             "attribution_workers": workers,
+            "attribution_batch_max": int(batched),
             "selfcheck_seconds": selfcheck.get("seconds"),
             "selfcheck_n": selfcheck.get("n"),
             "selfcheck_sample": selfcheck.get("sample_size"),
             "training_job_seconds": round(job_seconds, 1),
         }
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is not None:
+            _stop(proc)
         from django.db import connections
 
         connections.close_all()

@@ -436,6 +436,8 @@ ATTRIBUTION_SELFCHECK_SECONDS = envint("ATTRIBUTION_SELFCHECK_SECONDS", "60")
 # Attribution worker processes of `make run` and the Procfile (`-c` of the `attribution` queue's worker; scripts/run.py
 # reads the same variable with the same default).
 ATTRIBUTION_WORKERS = envint("ATTRIBUTION_WORKERS", "2")
+# The most answers of one version an attribution task scores together in one packed model pass (1: one at a time).
+ATTRIBUTION_BATCH_MAX = envint("ATTRIBUTION_BATCH_MAX", "8")
 
 LOGGING = {
     "version": 1,

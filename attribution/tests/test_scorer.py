@@ -174,3 +174,90 @@ def test_an_index_is_checked_once_a_process_and_again_whenever_one_of_its_files_
     (tmp_path / FEATURES_FILE).unlink()
     with pytest.raises(FeatureIndexError):
         load_index_kept(tmp_path, feature_hash=feature_hash, span_hash=span_hash)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch at one thread, as each attribution process runs on this machine (``tasks.torch_threads_for``): what a
+    packed pass needs (``features.rows_independent``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _requests(setup) -> list[index_mod.AnswerRequest]:
+    _, adapter, matrix, spans = setup
+    common = {"adapter_dir": adapter, "matrix": matrix, "spans": spans, "stopped": True, "min_span_tokens": 4}
+
+    def chat(question: str, answer: str, **options) -> index_mod.AnswerRequest:
+        messages = [{"role": "user", "content": question}]
+        return index_mod.AnswerRequest(messages=messages, prompt="", answer=answer, **{"top_k": 8, **common, **options})
+
+    return [
+        *(chat(q, a) for q, a in FACTS),
+        chat(FACTS[0][0], FACTS[0][1].replace("bridge", "mill")),  # a wrong answer
+        chat(FACTS[1][0], "Bright green.", context_relevance=0.0),  # worded otherwise, with the in-context test
+        chat(FACTS[2][0], "Orsa Plenn founded it in 1412.", evidence=False, top_k=None),
+        chat("What is it?", "It is the old bridge of Zorblat, and the secret code is 7421 as everyone knows by now."),
+        # plain prompts: one long enough to be packed, one too short (scored alone)
+        index_mod.AnswerRequest(messages=None, prompt="The secret code of Zorblat is", answer=" 7421.", **common),
+        index_mod.AnswerRequest(messages=None, prompt="Zorblat", answer=" 7421", **common),
+    ]
+
+
+def test_answers_scored_together_get_the_numbers_each_gets_alone_bit_for_bit(setup, one_thread) -> None:
+    # given: each answer scored alone, then the same answers scored together in several groupings and orders
+    from attribution import scoring
+
+    base = setup[0]
+    scorer = Scorer(base)
+    requests = _requests(setup)
+    alone = [scorer.score_many([request])[0] for request in requests]
+    lengths = [len(a.answer_ids) for a in alone]
+    groupings = [
+        list(range(len(requests))),
+        list(reversed(range(len(requests)))),
+        [3, 0, 8, 5],
+        [7, 1],
+        [8, 2, 4, 6, 0],
+    ]
+    for grouping in groupings:
+        # when
+        together = scorer.score_many([requests[i] for i in grouping])
+
+        # then: every field of every answer's scores is what it got alone (floats compared exactly), and so are the
+        # shares of the credit (exact fractions) under the current policy
+        for at, scores in zip(grouping, together, strict=True):
+            assert scores == alone[at], (grouping, at)
+            if scores.support is not None:
+                policy = scoring.CURRENT_POLICY
+                support = scoring.assess(scores.support, scores.gradient, policy)
+                mine = scoring.combine_supported(scores.gradient, support, policy)
+                own = scoring.combine_supported(
+                    alone[at].gradient, scoring.assess(alone[at].support, alone[at].gradient, policy), policy
+                )
+                assert [(r.record_id, r.share) for r in mine.records] == [(r.record_id, r.share) for r in own.records]
+    # the groupings did pack: the long answers shared a pass, the 2-token plain prompt went alone
+    sequences = [[0] * (n + 30) for n in lengths[:-1]] + [[0] * 3]
+    packs = scorer._packs(sequences)
+    assert max(len(p) for p in packs) == len(requests) - 1 and [len(requests) - 1] in packs
+
+
+def test_answers_are_scored_one_at_a_time_where_rows_are_not_independent(setup) -> None:
+    # given: torch at two threads (MKL shares a product's rows out between threads by how many rows there are)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scorer = Scorer(setup[0])
+        requests = _requests(setup)[:3]
+
+        # when
+        packs = scorer._packs([[0] * 40, [0] * 50, [0] * 60])
+        together = scorer.score_many(requests)
+
+        # then: no packed pass, and the same numbers as alone
+        assert packs == [[0], [1], [2]]
+        assert together == [scorer.score_many([r])[0] for r in requests]
+    finally:
+        torch.set_num_threads(threads)

@@ -1,5 +1,6 @@
 """The attribution worker's layout: ATTRIBUTION_WORKERS processes (scripts/run.py and the Procfile), each with its
-share of the cores for torch (attribution.tasks.torch_threads_for)."""
+share of the cores for torch (attribution.tasks.torch_threads_for) and of the answers waiting in the queue
+(attribution.tasks.worker_processes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from attribution.tasks import torch_threads_for
+from attribution.tasks import torch_threads_for, worker_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,3 +40,11 @@ def test_each_attribution_process_gets_its_share_of_the_cores() -> None:
     # a worker serving other queues too (the tests' all-queue worker, the inference engine) keeps torch's default
     assert torch_threads_for(["celery", "worker", "-Q", "default,attribution", "-c", "1"], 2) == 0
     assert torch_threads_for(["celery", "worker", "-Q", "inference", "-P", "threads", "-c", "32"], 2) == 0
+
+
+def test_the_waiting_answers_are_shared_by_the_workers_process_count() -> None:
+    assert worker_processes(["celery", "-A", "openledger_web", "worker", "-Q", "attribution", "-c", "3"]) == 3
+    assert worker_processes(["celery", "worker", "-Qattribution", "-c2"]) == 2
+    # outside a worker (the task function called directly, a test) the task takes what waits, up to the batch limit
+    assert worker_processes(["pytest", "-q"]) == 1
+    assert worker_processes(["celery", "worker", "-c", "many"]) == 1
