@@ -202,20 +202,11 @@ def _labelled_logits(
     """
     import inspect
 
-    import torch
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
-    if "logits_to_keep" not in inspect.signature(base.forward).parameters or len(scored) == 0:
+    keep, kept_labels = _kept_positions(labels)
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters or keep is None:
         return model(input_ids=input_ids, attention_mask=attention).logits, labels
-    keep = torch.unique(torch.cat([scored, scored + 1]))
-    logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
-    # kept positions are consecutive pairs (t, t+1) where t is scored: shifting inside the kept subset still pairs
-    # each scored position's logits with its own next label, and pairs that are not adjacent get no label
-    kept_labels = labels[:, keep].clone()
-    gaps = (keep[1:] != keep[:-1] + 1).nonzero().flatten() + 1
-    kept_labels[:, gaps] = IGNORE_INDEX
-    return logits, kept_labels
+    return model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits, kept_labels
 
 
 def per_example_gradients(
@@ -330,8 +321,11 @@ def packed_inputs(sequences: Sequence[Sequence[int]], device: Any) -> tuple[torc
 
 
 def _kept_positions(labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``_labelled_logits``'s choice for one example alone (``labels`` ``[1, T]``): the positions whose logits it
-    projects (None: every position) and the labels that go with them."""
+    """The positions whose logits ``_labelled_logits`` projects for ``labels`` (``[n, T]``; one example alone in the
+    packed pass): those some example is scored on and the next ones (None: no position is scored), and the labels
+    that go with them. Kept positions are consecutive pairs (t, t+1) where t is scored: shifting inside the kept
+    subset still pairs each scored position's logits with its own next label, and pairs that are not adjacent get
+    no label."""
     import torch
 
     scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
