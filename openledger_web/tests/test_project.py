@@ -31,6 +31,7 @@ HEAVY_HOMES = {
     "torch": {
         "modelfactory/training.py",
         "modelfactory/weights.py",
+        "modelfactory/tiny.py",  # tiny random-weight models for the family tests and bench/families.py only
         "inference/engine.py",
         "inference/testing.py",
         "attribution/",
@@ -38,6 +39,7 @@ HEAVY_HOMES = {
     "transformers": {
         "modelfactory/training.py",
         "modelfactory/weights.py",
+        "modelfactory/tiny.py",  # tiny random-weight models for the family tests and bench/families.py only
         "inference/engine.py",
         "inference/testing.py",
         "attribution/",
