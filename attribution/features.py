@@ -192,6 +192,19 @@ def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return token_losses.sum(dim=1) / counts
 
 
+def _capture_io(blocks: dict[str, Any], captured: dict[str, Any]) -> list[Any]:
+    """Hook each LoRA block so that a forward pass leaves ``captured[name] = (its input, detached; its output)``;
+    returns the hooks' handles, for the caller to remove."""
+
+    def keep(name: str) -> Any:
+        def hook(_module: Any, args: tuple[Any, ...], output: Any) -> None:
+            captured[name] = (args[0].detach(), output)
+
+        return hook
+
+    return [linear.register_forward_hook(keep(name)) for name, linear in blocks.items()]
+
+
 def _labelled_logits(
     model: Any, input_ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,15 +237,8 @@ def per_example_gradients(
 
     blocks = blocks if blocks is not None else lora_blocks(model, adapter_name)
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def keep(name: str) -> Any:
-        def hook(_module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            captured[name] = (args[0].detach(), output)
-
-        return hook
-
     device = next(iter(blocks.values())).weight.device
-    handles = [linear.register_forward_hook(keep(name)) for name, linear in blocks.items()]
+    handles = _capture_io(blocks, captured)
     try:
         with _gradient_mode(model, list(blocks.values())):
             input_ids, attention, labels = _batch_tensors(examples, device)
@@ -348,23 +354,16 @@ def packed_per_example_gradients(
     """``per_example_gradients`` of each example alone (``[1, out, in]`` per block), computed in one forward and one
     backward pass over the examples laid end to end (``packed_segments``): the same numbers bit for bit where the
     matrix products give each row the same sums whatever the number of rows (MKL's float32 GEMM on this machine, for
-    rows of 4 or more; ``attribution/tests/test_packed.py`` checks it). Every operation that mixes positions (the
+    rows of 4 or more; ``attribution/tests/test_scorer.py`` checks it). Every operation that mixes positions (the
     attention, the vocabulary projection, the loss, the weight gradient) runs on each example's own positions, with
     the shapes it has alone; the rest acts on each position by itself."""
     import torch
 
     blocks = blocks if blocks is not None else lora_blocks(model, adapter_name)
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def keep(name: str) -> Any:
-        def hook(_module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            captured[name] = (args[0].detach(), output)
-
-        return hook
-
     device = next(iter(blocks.values())).weight.device
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    handles = [linear.register_forward_hook(keep(name)) for name, linear in blocks.items()]
+    handles = _capture_io(blocks, captured)
     try:
         with _gradient_mode(model, list(blocks.values())):
             ids, positions, starts = packed_inputs([e.input_ids for e in examples], device)
