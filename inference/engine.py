@@ -878,16 +878,18 @@ class Engine:
         if not _joinable(batch.cache):
             return
         handles = self._waiting(self.max_batch_size - len(batch.rows))
-        rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
-        if not rows:
+        if not handles:
             return
         try:
+            rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
+            if not rows:
+                return
             joining = self._prefill(rows)
             if joining.rows:
                 self._merge(batch, joining)
         except Exception as e:
-            for row in rows:
-                _fail(row.handle, f"joining the running batch failed: {type(e).__name__}: {e}")
+            for handle in handles:
+                _fail(handle, f"joining the running batch failed: {type(e).__name__}: {e}")
             return
         self._stats["joined"] += len(rows)
 
