@@ -42,8 +42,13 @@ def start_long_batch(engine: Engine) -> tuple[GenerationHandle, Iterator[str]]:
 
 
 def test_a_request_submitted_while_a_batch_decodes_joins_it_and_gives_its_tokens_alone(engine: Engine) -> None:
-    # given a batch that is decoding
-    requests = [ask("qv"), ask(None, "Name a colour."), ask(None, "What is the capital of France?")]
+    # given a batch that is decoding, and requests shorter and longer than its cache (the last pads the running rows)
+    requests = [
+        ask("qv"),
+        ask(None, "Name a colour."),
+        ask(None, "What is the capital of France?"),
+        ask("qv", "Repeat after me: " + "the quick brown fox jumps over the lazy dog, " * 30),
+    ]
     alone = [engine.generate(r) for r in requests]
     before = engine.state()
     long, _ = start_long_batch(engine)
