@@ -16,7 +16,9 @@ time and per second of the measuring process's CPU time; on a shared machine the
 processes do not inflate (with one torch thread the two agree on an idle machine). The three modes take turns, so
 that all see the same load from whatever else runs on the machine. Then the adapter cache: cold load (file in the
 page cache, not yet in the engine) and warm load (a cache hit) of an adapter against peft's `load_adapter`, the
-process memory per cached adapter over its file size, and the extra memory of serving all 128.
+process memory per cached adapter over its file size, and the extra memory of serving all 128. Last, continuous
+batching: the time to first token of 16 requests arriving one by one while a batch decodes (they join it between
+decode steps) over a single request's on the idle engine (``ttft_concurrent_over_single``).
 
 Run from the repository root: .venv/bin/python bench/serve.py (CPU: one torch thread unless BENCH_THREADS is set,
 because the machine's cores are shared and spinning threads make the numbers noisy).
@@ -212,6 +214,70 @@ def peft_load_adapter_ms(folder: Path) -> float:
     return statistics.median(times)
 
 
+TTFT_JOINERS = 16
+TTFT_RUNNING = 8
+TTFT_ROUNDS = 3
+
+
+def ttft_concurrent_over_single(engine) -> dict[str, float]:
+    """Continuous batching: time to first token of 16 requests that arrive one by one while a batch of 8 long requests
+    decodes (they join it between decode steps), over a single request's time to first token on the idle engine (its
+    batch window included), measured side by side: rounds of 3 single requests and then 16 arrivals over a running
+    batch, the long rows cancelled once the arrivals have their answers; means over all rounds. The arrivals come one
+    per single-request time to first token of the same round: as fast as the engine could answer them one at a time
+    if nothing else ran, so the figure is the price of arriving while a batch decodes, on any machine, and not a
+    queue that grows because requests come faster than this machine's prefills. Requests use the bench's adapters
+    (request i adapter i mod 32) and its prompts, NEW_TOKENS tokens each."""
+    from inference.engine import GenerationRequest
+
+    def request(i: int, tokens: int) -> GenerationRequest:
+        return GenerationRequest(
+            adapter_id=f"a{i % NAIVE_ADAPTERS:03d}",
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            max_new_tokens=tokens,
+            ignore_eos=True,
+        )
+
+    single: list[float] = []
+    joined: list[float] = []
+    before = engine.state()
+    for r in range(TTFT_ROUNDS):
+        alone = [engine.submit(request(r * 3 + i, NEW_TOKENS)).result().time_to_first_token_s for i in range(3)]
+        single.extend(alone)
+        running = [engine.submit(request(TTFT_JOINERS + i, 1 << 12)) for i in range(TTFT_RUNNING)]
+        next(iter(running[0]), None)
+        if running[0].done():
+            raise SystemExit(f"the long batch did not start: {running[0].result().error}")
+        handles = []
+        for i in range(TTFT_JOINERS):
+            handles.append(engine.submit(request(i + r, NEW_TOKENS)))
+            time.sleep(statistics.mean(alone))
+        results = [h.result() for h in handles]
+        if not all(x.ok for x in results):
+            raise SystemExit(f"a joining request failed: {[x.error for x in results if not x.ok]}")
+        joined.extend(x.time_to_first_token_s for x in results)
+        still_running = sum(not h.done() for h in running)
+        for h in running:
+            h.cancel()
+            h.result()
+        if still_running < TTFT_RUNNING:
+            raise SystemExit("the long batch ended before the arrivals were answered: the measure is void")
+    state = engine.state()
+    single_ms, joined_ms = statistics.mean(single) * 1000, statistics.mean(joined) * 1000
+    print(
+        f"\ntime to first token: single request {single_ms:.0f} ms (mean of {len(single)}); {TTFT_JOINERS} requests "
+        f"arriving one per single-request time over a running batch of {TTFT_RUNNING}: {joined_ms:.0f} ms "
+        f"(mean of {len(joined)}, max {max(joined) * 1000:.0f} ms), {joined_ms / single_ms:.2f}x; "
+        f"{state['joined'] - before['joined']} rows joined running batches"
+    )
+    return {
+        "ttft_16_concurrent_over_single": round(joined_ms / single_ms, 3),
+        "ttft_single_ms": round(single_ms, 1),
+        "ttft_16_concurrent_ms": round(joined_ms, 1),
+        "ttft_16_concurrent_max_ms": round(max(joined) * 1000, 1),
+    }
+
+
 def main() -> None:
     import torch
 
@@ -272,6 +338,7 @@ def main() -> None:
         )
     served_rss = rss()
     state = engine.state()
+    ttft = ttft_concurrent_over_single(engine)
     packed_mb = engine.packed_weight_bytes / 1e6
     del engine
     gc.collect()
@@ -316,6 +383,7 @@ def main() -> None:
         batch_size=BATCH,
         new_tokens=NEW_TOKENS,
     )
+    figures.update(ttft)
     print(json.dumps(figures))
 
 

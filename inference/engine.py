@@ -63,6 +63,7 @@ UNSUPPORTED_CONFIG_FLAGS = (
     "velora_config",
     "use_qalora",
 )
+CLOSED_MESSAGE = "the engine was closed before this request ran"
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 
 # The adapters of the rows of the batch now in a forward pass; read by the LoRA hooks on the base model's layers.
@@ -114,7 +115,8 @@ class GenerationRequest:
 
 @dataclass
 class GenerationResult:
-    """What a request produced. ``finish_reason`` is "stop" (end token or stop sequence), "length" or "error".
+    """What a request produced. ``finish_reason`` is "stop" (end token or stop sequence), "length", "cancelled" (see
+    ``GenerationHandle.cancel``) or "error".
 
     ``completion_tokens`` counts every generated token, the end token included; ``token_ids`` leave the end token out;
     ``text`` stops before a stop sequence. Times are seconds from submission.
@@ -141,7 +143,7 @@ class GenerationHandle:
     """A submitted request. Iterate it for text deltas as they are generated; ``result()`` waits for the end.
 
     Iteration ends when the request ends, whether it succeeded or not: check ``result().error`` afterwards.
-    Each handle is meant for one consumer.
+    ``cancel()`` stops it. Each handle is meant for one consumer.
     """
 
     def __init__(self, request: GenerationRequest) -> None:
@@ -150,6 +152,10 @@ class GenerationHandle:
         self._events: queue.SimpleQueue[str | GenerationResult] = queue.SimpleQueue()
         self._done = threading.Event()
         self._result: GenerationResult | None = None
+        # Guards the hand-over between cancel() and the scheduler claiming the request for a batch.
+        self._lock = threading.Lock()
+        self._started = False
+        self.cancelled = False
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -168,13 +174,42 @@ class GenerationHandle:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def cancel(self) -> None:
+        """Stop the request. A queued one is answered at once; a running one leaves its batch before the next decode
+        step (the other rows go on). Either way its result has finish_reason "cancelled", no error, and the text
+        generated so far. Does nothing once the request has finished."""
+        with self._lock:
+            self.cancelled = True
+            answer_now = not self._started and not self._done.is_set()
+        if answer_now:
+            self._finish(
+                GenerationResult(
+                    text="",
+                    finish_reason="cancelled",
+                    adapter_id=self.request.adapter_id,
+                    latency_s=time.perf_counter() - self.submitted_at,
+                )
+            )
+
+    def _claim(self) -> bool:
+        """Mark the request as taken into a batch; False (take it no further) when it was cancelled or answered."""
+        with self._lock:
+            if self.cancelled or self._done.is_set():
+                return False
+            self._started = True
+            return True
+
     def _push(self, delta: str) -> None:
         if delta:
             self._events.put(delta)
 
     def _finish(self, result: GenerationResult) -> None:
-        self._result = result
-        self._done.set()
+        # The first answer stands: a request cancelled while queued may still be failed by close() afterwards.
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._result = result
+            self._done.set()
         self._events.put(result)
 
 
@@ -379,6 +414,29 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
+class _Batch:
+    """Rows decoding together. Their KV caches share one length, each row left-padded: ``mask`` [rows, length] marks
+    each row's real cache positions, ``positions`` [rows, 1] the position of its last token, ``next_ids`` the token
+    each row feeds in next; ``plan`` is the LoRA plan of the rows' adapters."""
+
+    def __init__(self, rows: list[_Row], cache: Any, mask: Any, positions: Any, plan: _Plan | None) -> None:
+        self.rows = rows
+        self.cache = cache
+        self.mask = mask
+        self.positions = positions
+        self.plan = plan
+        self.next_ids: list[int] = []
+
+
+def _joinable(cache: Any) -> bool:
+    """Whether rows can join and leave a running batch with this cache: every layer a plain ``DynamicLayer`` (a
+    growing tensor per layer, which can be padded and sliced along the sequence). A sliding-window or otherwise
+    special cache lets its batch run to its end with the rows it started with, as before continuous batching."""
+    from transformers.cache_utils import DynamicLayer
+
+    return cache is not None and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+
+
 def _fail(handle: GenerationHandle, error: str, prompt_tokens: int = 0) -> None:
     handle._finish(
         GenerationResult(
@@ -399,9 +457,12 @@ class Engine:
     until the least recently used unpinned one must go to keep within ``max_adapters`` and ``max_adapter_bytes``;
     a batch's rows may use different adapters or none and are computed in one forward pass per step, each row giving
     the tokens it gives alone (up to floating-point reordering); a request whose adapter cannot load fails alone.
-    ``submit`` queues a request for the background scheduler, which gathers requests for ``batch_window_ms`` (up to
-    ``max_batch_size``) into one batch; ``generate_batch`` runs a batch now, in the calling thread.
-    Thread-safe; batches run one at a time.
+    ``submit`` queues a request for the background scheduler, which batches at the level of decode steps: an idle
+    engine gathers requests for ``batch_window_ms`` (up to ``max_batch_size``) into a new batch, and while it decodes,
+    a request that arrives joins it before the next step (up to ``max_batch_size`` rows in flight) rather than
+    waiting for it to end; finished and cancelled rows leave it after each step. A joining request that fails (its
+    adapter, its prompt, its prefill) fails alone. ``generate_batch`` runs a batch now, in the calling thread.
+    Thread-safe; one batch computes at a time.
     """
 
     def __init__(
@@ -457,7 +518,16 @@ class Engine:
         self._paths: dict[str, Path] = {}
         self._cache_lock = threading.RLock()
         self._model_lock = threading.Lock()
-        self._stats = {"hits": 0, "misses": 0, "evictions": 0, "load_failures": 0, "batches": 0, "tokens": 0}
+        self._stats = {
+            "hits": 0,
+            "misses": 0,
+            "evictions": 0,
+            "load_failures": 0,
+            "batches": 0,
+            "tokens": 0,
+            "steps": 0,
+            "joined": 0,
+        }
         self._last_load_ms: float | None = None
         self._running = 0
         self._queue: queue.Queue[GenerationHandle | None] = queue.Queue()
@@ -697,7 +767,8 @@ class Engine:
         return self.generate_batch([request])[0]
 
     def close(self, timeout: float | None = 30) -> None:
-        """Stop taking requests, finish the batch in flight, and answer every still-queued request with an error."""
+        """Stop taking requests, finish the rows in flight (no new row joins them), and answer every still-queued
+        request with an error."""
         self._closed = True
         if self._scheduler is not None:
             self._queue.put(None)
@@ -708,7 +779,7 @@ class Engine:
             except queue.Empty:
                 break
             if handle is not None:
-                _fail(handle, "the engine was closed before this request ran")
+                _fail(handle, CLOSED_MESSAGE)
 
     def _ensure_scheduler(self) -> None:
         with self._cache_lock:
@@ -717,46 +788,125 @@ class Engine:
                 self._scheduler.start()
 
     def _schedule(self) -> None:
+        """The scheduler thread, iteration-level: an idle engine gathers requests for ``batch_window_ms`` into a new
+        batch; while a batch runs, the requests that arrived since the last step join it before the next one (up to
+        ``max_batch_size`` rows), and finished or cancelled rows leave it after each step."""
+        batch: _Batch | None = None
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.perf_counter() + self.batch_window_s
-            stop = False
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run(batch)
-            if stop:
-                return
+            if batch is None:
+                handles = self._gather()
+                if handles is None:
+                    return
+                with self._model_lock:
+                    batch = self._start(handles)
+            else:
+                with self._model_lock:
+                    if not self._closed:
+                        self._admit(batch)
+                    batch = self._advance(batch)
+            self._running = len(batch.rows) if batch is not None else 0
+
+    def _gather(self) -> list[GenerationHandle] | None:
+        """Wait for a request, then up to ``batch_window_ms`` for more (up to ``max_batch_size``); None once the
+        engine is closed (a request taken after that is answered with an error)."""
+        first = self._queue.get()
+        if first is None or self._closed:
+            if first is not None:
+                _fail(first, CLOSED_MESSAGE)
+            return None
+        handles = [first]
+        deadline = time.perf_counter() + self.batch_window_s
+        while len(handles) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # seen again once this batch is done
+                break
+            handles.append(item)
+        return handles
+
+    def _waiting(self, room: int) -> list[GenerationHandle]:
+        """Up to ``room`` queued requests, without waiting."""
+        handles: list[GenerationHandle] = []
+        while len(handles) < room:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)
+                break
+            handles.append(item)
+        return handles
 
     def _run(self, handles: list[GenerationHandle]) -> None:
-        """Prepare each request alone (its adapter, its prompt), so a bad one fails alone; then decode the rest."""
+        """Run ``handles`` as one batch to its end, in this thread (``generate_batch``); nothing joins it."""
         with self._model_lock:
             self._running = len(handles)
             try:
-                rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
-                if rows:
-                    self._decode(rows)
-            except Exception as e:
-                # A failure of the batch as a whole (out of memory, a bug) must still answer every request.
-                for handle in handles:
-                    if not handle.done():
-                        _fail(handle, f"the batch failed: {type(e).__name__}: {e}")
+                batch = self._start(handles)
+                while batch is not None:
+                    batch = self._advance(batch)
             finally:
                 self._running = 0
 
+    def _start(self, handles: list[GenerationHandle]) -> _Batch | None:
+        """Prepare each request alone (its adapter, its prompt), so a bad one fails alone; prefill the rest as a new
+        batch. None when no row is left to decode; every request that is not in the batch has been answered."""
+        try:
+            rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
+            if not rows:
+                return None
+            self._stats["batches"] += 1
+            batch = self._prefill(rows)
+        except Exception as e:
+            # A failure of the batch as a whole (out of memory, a bug) must still answer every request.
+            for handle in handles:
+                _fail(handle, f"the batch failed: {type(e).__name__}: {e}")
+            return None
+        return batch if batch.rows else None
+
+    def _admit(self, batch: _Batch) -> None:
+        """Let the requests queued since the last step join ``batch``: prepared alone, prefilled together in a cache
+        of their own, then merged. A joining request that fails (its adapter, its prompt, even its prefill) fails
+        alone; the running rows never see it."""
+        if not _joinable(batch.cache):
+            return
+        handles = self._waiting(self.max_batch_size - len(batch.rows))
+        if not handles:
+            return
+        try:
+            rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
+            if not rows:
+                return
+            joining = self._prefill(rows)
+            if joining.rows:
+                self._merge(batch, joining)
+        except Exception as e:
+            for handle in handles:
+                _fail(handle, f"joining the running batch failed: {type(e).__name__}: {e}")
+            return
+        self._stats["joined"] += len(rows)
+
+    def _advance(self, batch: _Batch) -> _Batch | None:
+        """One decode step of ``batch``; None when no row is left. A failure of the step fails the batch's rows."""
+        try:
+            self._step(batch)
+        except Exception as e:
+            for row in batch.rows:
+                _fail(row.handle, f"the batch failed: {type(e).__name__}: {e}")
+            return None
+        return batch if batch.rows else None
+
     def _prepare(self, handle: GenerationHandle) -> _Row | None:
+        """The request as a row ready to prefill, or None when it was cancelled or has failed alone (answered)."""
+        if not handle._claim():
+            return None
         request = handle.request
         adapter = None
         if request.adapter_id is not None:
@@ -789,9 +939,9 @@ class Engine:
             return chat_prompt_ids(self.tokenizer, request.messages)
         return list(self.tokenizer(request.prompt)["input_ids"])
 
-    def _decode(self, rows: list[_Row]) -> None:
-        """Prefill the left-padded prompts, then decode one token per step with the KV cache; a finished row leaves
-        the batch (and the cache) at once."""
+    def _prefill(self, rows: list[_Row]) -> _Batch:
+        """Run the left-padded prompts of ``rows`` in a fresh KV cache and give each row its first token; returns them
+        as a batch ready for its next decode step (rows that already finished have left it)."""
         import torch
         from transformers import DynamicCache
 
@@ -806,37 +956,105 @@ class Engine:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=self.model.config)
             plan = self._plan([r.adapter for r in rows])
-            self._stats["batches"] += 1
-            while True:
-                token = _PLAN.set(plan)
-                try:
-                    out = self.model(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        position_ids=positions,
-                        cache=cache,
-                        use_cache=True,
-                        logits_to_keep=1,
-                    )
-                finally:
-                    _PLAN.reset(token)
-                next_ids = self._pick(out.logits[:, -1, :], rows)
-                for row, tok in zip(rows, next_ids, strict=True):
-                    row.add_token(tok, self.eos_ids)
-                self._stats["tokens"] += len(rows)
-                keep = [i for i, r in enumerate(rows) if not r.finished]
-                if not keep:
-                    return
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(index)
-                    mask, positions = mask[index], positions[index]
-                    rows = [rows[i] for i in keep]
-                    next_ids = [next_ids[i] for i in keep]
-                    plan = self._plan([r.adapter for r in rows])
-                ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-                positions = positions[:, -1:] + 1
+            logits = self._forward(plan, ids, mask, positions, cache)
+            batch = _Batch(rows, cache, mask, positions[:, -1:], plan)
+            self._take_tokens(batch, logits)
+        return batch
+
+    def _step(self, batch: _Batch) -> None:
+        """One decode step: each row's last token in, its next token out; rows cancelled since the last step leave
+        first."""
+        import torch
+
+        with torch.inference_mode():
+            self._keep_running(batch)
+            if not batch.rows:
+                return
+            ids = torch.tensor(batch.next_ids, device=self.device).unsqueeze(1)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
+            batch.positions = batch.positions + 1
+            logits = self._forward(batch.plan, ids, batch.mask, batch.positions, batch.cache)
+            self._take_tokens(batch, logits)
+
+    def _forward(self, plan: _Plan | None, ids: Any, mask: Any, positions: Any, cache: Any) -> torch.Tensor:
+        """The model on ``ids`` with the batch's LoRA plan; the logits of each row's last position [rows, vocab]."""
+        token = _PLAN.set(plan)
+        try:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        finally:
+            _PLAN.reset(token)
+        return out.logits[:, -1, :]
+
+    def _take_tokens(self, batch: _Batch, logits: torch.Tensor) -> None:
+        batch.next_ids = self._pick(logits, batch.rows)
+        for row, token in zip(batch.rows, batch.next_ids, strict=True):
+            row.add_token(token, self.eos_ids)
+        self._stats["tokens"] += len(batch.rows)
+        self._stats["steps"] += 1
+        self._keep_running(batch)
+
+    def _keep_running(self, batch: _Batch) -> None:
+        """Answer cancelled rows, then drop every finished row from the batch and its cache at once; then drop the
+        cache columns that only the rows that left had used (the padding in front of every remaining row)."""
+        import torch
+
+        for row in batch.rows:
+            if row.handle.cancelled and not row.finished:
+                row.finish("cancelled")
+        keep = [i for i, r in enumerate(batch.rows) if not r.finished]
+        if len(keep) == len(batch.rows):
+            return
+        batch.rows = [batch.rows[i] for i in keep]
+        batch.next_ids = [batch.next_ids[i] for i in keep]
+        if not keep:
+            batch.cache = None
+            return
+        index = torch.tensor(keep, device=self.device)
+        batch.cache.batch_select_indices(index)
+        batch.mask, batch.positions = batch.mask[index], batch.positions[index]
+        batch.plan = self._plan([r.adapter for r in batch.rows])
+        if _joinable(batch.cache):
+            unused = int(batch.mask.any(dim=0).int().argmax())
+            if unused:
+                for layer in batch.cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+                batch.mask = batch.mask[:, unused:]
+
+    def _merge(self, batch: _Batch, joining: _Batch) -> None:
+        """Append ``joining``'s rows to ``batch``. Both caches are left-padded, so the shorter one is padded further
+        on the left with zero keys and values that its mask hides; each row keeps its own positions. The running
+        batch changes only once every merged tensor exists, so a failure here leaves it as it was."""
+        import torch
+
+        length = max(batch.mask.shape[1], joining.mask.shape[1])
+
+        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = length - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        layers = [
+            (torch.cat([pad(a.keys, 2), pad(b.keys, 2)]), torch.cat([pad(a.values, 2), pad(b.values, 2)]))
+            for a, b in zip(batch.cache.layers, joining.cache.layers, strict=True)
+        ]
+        mask = torch.cat([pad(batch.mask, 1), pad(joining.mask, 1)])
+        positions = torch.cat([batch.positions, joining.positions])
+        rows = batch.rows + joining.rows
+        plan = self._plan([r.adapter for r in rows])
+        for layer, (keys, values) in zip(batch.cache.layers, layers, strict=True):
+            layer.keys, layer.values = keys, values
+        batch.rows, batch.next_ids = rows, batch.next_ids + joining.next_ids
+        batch.mask, batch.positions, batch.plan = mask, positions, plan
 
     def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
         """Greedy rows take the argmax; sampling rows draw from temperature- and top-p-shaped probabilities with

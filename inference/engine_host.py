@@ -140,11 +140,16 @@ def run_generate(*, run_id: int) -> InferenceRun | None:
         return None
     try:
         engine = engine_for(run.base_model)
-        handle = engine.submit(_request_for(run))
         writer = RunStreamWriter(run_id=run.pk, public_id=run.public_id, retry=run.attempts > 1)
-        for delta in handle:
-            writer.token(delta)
-        writer.flush()
+        handle = engine.submit(_request_for(run))
+        try:
+            for delta in handle:
+                writer.token(delta)
+            writer.flush()
+        finally:
+            # A run whose stream fails (or whose worker is stopping) leaves the batch at the next decode step rather
+            # than decoding for no one; once the request has finished this does nothing.
+            handle.cancel()
         result = handle.result()
     except Exception as e:
         logger.exception("inference run %s failed", run.public_id)
