@@ -112,12 +112,7 @@ def _beat_forever() -> None:
             close_old_connections()
             services.runs_heartbeat(worker=worker)
             last_beat = time.monotonic()
-            with _active_lock:
-                active = dict(_active)
-            held = runs_held_by(worker=worker, run_ids=list(active))
-            for run_id, lost in active.items():
-                if run_id not in held:
-                    lost.set()
+            fence_lost_runs(worker=worker)
         except Exception:  # a database blip must not end the heartbeat for good
             logger.exception("inference heartbeat failed")
             if time.monotonic() - last_beat > settings.INFERENCE_STALE_SECONDS:
@@ -129,6 +124,18 @@ def _beat_forever() -> None:
             publish_state()
         except Exception:  # the state is for a status page
             logger.exception("cannot publish the engine state")
+
+
+def fence_lost_runs(*, worker: str) -> list[int]:
+    """Tell each run this process generates whose claim ``worker`` no longer holds (the reaper gave it to another
+    worker) to stop streaming; returns their ids."""
+    with _active_lock:
+        active = dict(_active)
+    held = runs_held_by(worker=worker, run_ids=list(active))
+    lost = [run_id for run_id in active if run_id not in held]
+    for run_id in lost:
+        active[run_id].set()
+    return lost
 
 
 def publish_state() -> None:

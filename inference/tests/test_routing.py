@@ -5,6 +5,7 @@ load, the choice of a live worker from the heartbeats, the reaper sending a lost
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from inference import routing, selectors, services
+from inference import engine_host, routing, selectors, services
 from inference.models import InferenceRun
 from modelfactory.tests.factories import UserFactory, default_base
 from openledger_web.models import WorkerHeartbeat
@@ -245,3 +246,22 @@ def test_make_run_starts_the_configured_inference_workers_each_with_its_own_node
         run.inference_torch_threads(2)
     monkeypatch.delenv("INFERENCE_TORCH_THREADS")
     assert run.inference_torch_threads(2) == max(1, (run.os.cpu_count() or 1) // 2)
+
+
+def test_a_worker_that_lost_its_claim_is_told_to_stop_streaming_the_run(settings) -> None:
+    owner, base = UserFactory(), default_base()
+    kept, taken = (services.run_submit(user=owner, version=None, base_model=base, prompt=f"q{i}") for i in range(2))
+    for run in (kept, taken):
+        services.run_claim(run_id=run.pk, worker="here:1")
+    events = {kept.pk: threading.Event(), taken.pk: threading.Event()}
+    engine_host._active.update(events)
+    try:
+        # the reaper gave ``taken`` to another worker while this one could not beat; that one claimed it
+        InferenceRun.objects.filter(pk=taken.pk).update(status=InferenceRun.Status.QUEUED, claimed_by="")
+        services.run_claim(run_id=taken.pk, worker="there:2")
+
+        assert engine_host.fence_lost_runs(worker="here:1") == [taken.pk]
+        assert events[taken.pk].is_set() and not events[kept.pk].is_set()
+    finally:
+        for run_id in events:
+            engine_host._active.pop(run_id, None)
