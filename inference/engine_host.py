@@ -3,7 +3,9 @@
 The worker runs a thread pool (``celery worker -Q inference -P threads -c 16``): every task thread of the process
 shares one Engine per base model, created on first use, and the engine's scheduler gathers the threads' concurrent
 submissions into one batch. A heartbeat thread marks the runs this process is generating as alive, so the reaper
-can tell a slow run from a lost one. Loaded only by the worker: importing this module imports no torch.
+can tell a slow run from a lost one, and publishes the engines' state for /healthz. A run this process no longer
+holds (the reaper gave it to another worker while this one could not beat) stops streaming at once, so its client
+never gets the answer twice. Loaded only by the worker: importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,16 +27,18 @@ from modelfactory.models import BaseModel, ModelVersion
 from . import services
 from .engine import AdapterError, Engine, GenerationRequest
 from .models import InferenceRun
-from .selectors import ENGINE_STATE_CACHE_KEY, ENGINE_WORKERS_CACHE_KEY
+from .selectors import ENGINE_STATE_CACHE_KEY, ENGINE_WORKERS_CACHE_KEY, runs_held_by
 from .streams import RunStreamWriter
 
 logger = logging.getLogger(__name__)
 
-ENGINE_STATE_TTL_SECONDS = 600
-
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 _heartbeat: threading.Thread | None = None
+_node = ""  # this worker's Celery node name, as routing knows it
+# The runs this process generates, each with an event set when its claim is lost (taken over by another worker).
+_active: dict[int, threading.Event] = {}
+_active_lock = threading.Lock()
 
 
 def worker_name() -> str:
@@ -41,8 +46,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _limit_torch_threads() -> None:
+    # INFERENCE_TORCH_THREADS: OMP_NUM_THREADS for a torch not imported yet, set_num_threads for one that is
+    threads = settings.INFERENCE_TORCH_THREADS
+    if threads <= 0:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
 def engine_for(base_model: BaseModel) -> Engine:
-    """The process's Engine for ``base_model`` (loaded once), with the cache bounds and pins from settings."""
+    """The process's Engine for ``base_model`` (loaded once), with the cache bounds and pins from settings, on
+    INFERENCE_TORCH_THREADS threads when that is set."""
     key = str(Path(base_model.path).resolve())
     engine = _engines.get(key)
     if engine is not None:
@@ -50,6 +67,7 @@ def engine_for(base_model: BaseModel) -> Engine:
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
+            _limit_torch_threads()
             engine = Engine(
                 base_model.path,
                 max_adapters=settings.INFERENCE_CACHE_ADAPTERS,
@@ -87,25 +105,56 @@ def _start_heartbeat() -> None:
 
 def _beat_forever() -> None:
     worker = worker_name()
+    last_beat = time.monotonic()
     while True:
         time.sleep(settings.INFERENCE_HEARTBEAT_SECONDS)
         try:
             close_old_connections()
             services.runs_heartbeat(worker=worker)
+            last_beat = time.monotonic()
+            fence_lost_runs(worker=worker)
         except Exception:  # a database blip must not end the heartbeat for good
             logger.exception("inference heartbeat failed")
+            if time.monotonic() - last_beat > settings.INFERENCE_STALE_SECONDS:
+                # the reaper may have given these runs to another worker by now: stop streaming them
+                with _active_lock:
+                    for lost in _active.values():
+                        lost.set()
+        try:
+            publish_state()
+        except Exception:  # the state is for a status page
+            logger.exception("cannot publish the engine state")
+
+
+def fence_lost_runs(*, worker: str) -> list[int]:
+    """Tell each run this process generates whose claim ``worker`` no longer holds (the reaper gave it to another
+    worker) to stop streaming; returns their ids."""
+    with _active_lock:
+        active = dict(_active)
+    held = runs_held_by(worker=worker, run_ids=list(active))
+    lost = [run_id for run_id in active if run_id not in held]
+    for run_id in lost:
+        active[run_id].set()
+    return lost
 
 
 def publish_state() -> None:
-    """Write each engine's state where the web process can read it (selectors.engine_states)."""
+    """Write each engine's state where the web process can read it (selectors.engine_states): a list of
+    ``Engine.state()`` plus ``worker`` (host:pid), ``node`` (the Celery node name) and ``published_at``, kept for
+    three inference heartbeats (at least 30 s), so only live workers' engines are listed."""
     worker = worker_name()
-    states = [{**engine.state(), "worker": worker, "published_at": time.time()} for engine in _engines.values()]
+    now = time.time()
+    states = [{**engine.state(), "worker": worker, "node": _node, "published_at": now} for engine in _engines.values()]
     if not states:
         return
-    cache.set(ENGINE_STATE_CACHE_KEY.format(worker=worker), states[0] if len(states) == 1 else states, 600)
-    workers = set(cache.get(ENGINE_WORKERS_CACHE_KEY) or [])
-    if worker not in workers:
-        cache.set(ENGINE_WORKERS_CACHE_KEY, sorted(workers | {worker}), None)
+    ttl = max(30, 3 * settings.INFERENCE_HEARTBEAT_SECONDS)
+    cache.set(ENGINE_STATE_CACHE_KEY.format(worker=worker), states, ttl)
+    known = cache.get(ENGINE_WORKERS_CACHE_KEY) or []
+    if worker not in known:
+        # forget workers whose state expired; a worker a concurrent writer dropped adds itself again next beat
+        present = cache.get_many([ENGINE_STATE_CACHE_KEY.format(worker=w) for w in known])
+        alive = [w for w in known if ENGINE_STATE_CACHE_KEY.format(worker=w) in present]
+        cache.set(ENGINE_WORKERS_CACHE_KEY, sorted({*alive, worker}), None)
 
 
 def _request_for(run: InferenceRun) -> GenerationRequest:
@@ -128,27 +177,49 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
 
-def run_generate(*, run_id: int) -> InferenceRun | None:
+def run_generate(*, run_id: int, node: str = "") -> InferenceRun | None:
     """Claim run ``run_id``, generate its answer in the shared engine while streaming it, and finish it.
 
     A redelivered message for a finished or freshly claimed run does nothing (None). An adapter that cannot load,
-    or any other failure, fails this run alone with its reason.
+    or any other failure, fails this run alone with its reason. A run whose claim is lost meanwhile (the reaper gave
+    it to another worker) stops streaming and ends here unfinished (None): the other worker answers it. ``node``:
+    this worker's Celery node name, shown with its engines' state.
     """
+    global _node
+    if node:
+        _node = node
     worker = worker_name()
     run = services.run_claim(run_id=run_id, worker=worker)
     if run is None:
         return None
+    lost = threading.Event()
+    with _active_lock:
+        _active[run.pk] = lost
+    try:
+        return _generate(run, worker=worker, lost=lost)
+    finally:
+        with _active_lock:
+            _active.pop(run.pk, None)
+
+
+def _generate(run: InferenceRun, *, worker: str, lost: threading.Event) -> InferenceRun | None:
     try:
         engine = engine_for(run.base_model)
         writer = RunStreamWriter(run_id=run.pk, public_id=run.public_id, retry=run.attempts > 1)
         handle = engine.submit(_request_for(run))
         try:
             for delta in handle:
+                if lost.is_set():
+                    logger.warning("inference run %s: another worker took it over; this one stops", run.public_id)
+                    return None
                 writer.token(delta)
+            if lost.is_set():
+                return None
             writer.flush()
         finally:
-            # A run whose stream fails (or whose worker is stopping) leaves the batch at the next decode step rather
-            # than decoding for no one; once the request has finished this does nothing.
+            # A run whose stream fails, whose worker is stopping, or that another worker took over leaves the batch
+            # at the next decode step rather than decoding for no one; once the request has finished this does
+            # nothing.
             handle.cancel()
         result = handle.result()
     except Exception as e:

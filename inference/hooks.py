@@ -9,6 +9,8 @@ Inference never imports an app above it; it calls what is registered here:
   registration order (an answer's attribution panel as data).
 - run page sections: each renders a piece of the run's page, also shown under a fresh answer on the ask page, in
   registration order (the slot that loads the answer's attribution panel).
+- the live workers source: the one function that says which Celery workers are alive now and the queues each
+  consumes (the project's worker heartbeats); ``routing`` spreads runs over the inference workers it names.
 
 An explicit registry rather than Django signals, as in ``modelfactory.hooks``: a run extra returns a value the API
 serves under its name, and the registry is the one place that says who listens.
@@ -31,10 +33,12 @@ if TYPE_CHECKING:
 RunFinished = Callable[["InferenceRun"], None]
 RunExtra = Callable[..., dict[str, Any]]  # extra(*, run: InferenceRun, user: User | AnonymousUser | None) -> data
 RunSection = Callable[["HttpRequest", "InferenceRun"], str]  # (request, run) -> HTML
+LiveWorkers = Callable[[], dict[str, list[str]]]  # () -> {node name: queues it consumes}, live workers only
 
 _finished: Registry[RunFinished] = Registry()
 _extras: dict[str, RunExtra] = {}
 _sections: Registry[RunSection] = Registry()
+_live_workers: list[LiveWorkers] = []
 
 
 def run_finished_connect(receiver: RunFinished) -> None:
@@ -64,3 +68,14 @@ def run_section_register(section: RunSection) -> None:
 
 def run_sections() -> tuple[RunSection, ...]:
     return _sections.all()
+
+
+def live_workers_register(source: LiveWorkers) -> None:
+    """Make ``source()`` the answer to "which workers are alive, consuming which queues" (one source; the last
+    registered wins, so a second ``AppConfig.ready()`` changes nothing)."""
+    _live_workers[:] = [source]
+
+
+def live_workers() -> dict[str, list[str]]:
+    """The registered source's live workers and their queues; none when no source is registered."""
+    return _live_workers[0]() if _live_workers else {}

@@ -80,6 +80,9 @@ class InferenceRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=255, blank=True, help_text="worker hostname:pid that claimed it last.")
     attempts = models.PositiveSmallIntegerField(default=0)
+    routed_to = models.CharField(
+        max_length=255, blank=True, help_text="The inference worker (node name) its message went to; empty: any."
+    )
     facts = models.TextField(blank=True, help_text="Canonical JSON of the finished run; run_hash is its keccak256.")
     run_hash = models.CharField(max_length=66, blank=True, db_index=True)
     batch = models.ForeignKey(RunBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")

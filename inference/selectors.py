@@ -113,7 +113,19 @@ def run_proof(run: InferenceRun) -> dict[str, Any] | None:
 
 
 def engine_states() -> list[dict[str, Any]]:
-    """The last state each inference worker published (``Engine.state()`` plus ``worker`` and ``published_at``)."""
+    """Every engine of every live inference worker, as the worker last published it (``Engine.state()`` plus
+    ``worker``, ``node`` and ``published_at``), by worker."""
     workers = cache.get(ENGINE_WORKERS_CACHE_KEY) or []
     states = cache.get_many([ENGINE_STATE_CACHE_KEY.format(worker=w) for w in workers])
-    return [states[k] for k in sorted(states)]
+    return [state for key in sorted(states) for state in (states[key] if isinstance(states[key], list) else [])]
+
+
+def runs_held_by(*, worker: str, run_ids: list[int]) -> set[int]:
+    """Which of ``run_ids`` are still running under ``worker``'s claim."""
+    if not run_ids:
+        return set()
+    return set(
+        InferenceRun.objects.filter(pk__in=run_ids, claimed_by=worker, status=InferenceRun.Status.RUNNING).values_list(
+            "pk", flat=True
+        )
+    )

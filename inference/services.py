@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from common import ratelimit
@@ -24,7 +25,7 @@ from ledger.services import seal_batches
 from modelfactory.models import BaseModel, ModelVersion
 from outbox.services import enqueue_on_commit
 
-from . import hooks, streams
+from . import hooks, routing, streams
 from .models import InferenceRun, RunBatch
 from .selectors import versions_askable_by
 
@@ -279,10 +280,10 @@ def _rate_check(user: Any) -> None:
 # -- submit -------------------------------------------------------------------------------------------------------
 
 
-def _enqueue(run_id: int) -> None:
+def _enqueue(run_id: int, route: routing.Route) -> None:
     from .tasks import run_generate_task
 
-    enqueue_on_commit(run_generate_task, run_id)
+    enqueue_on_commit(run_generate_task, run_id, queue=route.queue)
 
 
 @transaction.atomic
@@ -299,12 +300,13 @@ def run_submit(
     """Validate a question and queue it: a chat run with ``messages``, else a completion run with ``prompt``.
 
     ``version`` must be askable by ``user`` (published, or the user's own); None asks ``base_model`` alone (default:
-    the default base model). Options: temperature 0..2 (0 greedy, the default), top_p (0, 1], max_tokens
-    1..INFERENCE_MAX_NEW_TOKENS, stop (at most 4 strings), seed. Limits: INFERENCE_MAX_PROMPT_TOKENS counted with the
-    base model's tokenizer, INFERENCE_RATE_LIMIT per user. With governance's deployment gate on, a version not yet
-    approved is served to its owner only (``version_deployment_check``). Raises RunRejected (ModelNotFound,
-    AwaitingApproval, ApprovalUnreadable, PromptTooLong, RateLimited) writing nothing; the generation task is queued
-    when the transaction commits.
+    the default base model). The run is sent to one inference worker (``routing``: its adapter's, among the live
+    ones) or, with none known, to the shared ``inference`` queue. Options: temperature 0..2 (0 greedy, the
+    default), top_p (0, 1], max_tokens 1..INFERENCE_MAX_NEW_TOKENS, stop (at most 4 strings), seed. Limits:
+    INFERENCE_MAX_PROMPT_TOKENS counted with the base model's tokenizer, INFERENCE_RATE_LIMIT per user. With
+    governance's deployment gate on, a version not yet approved is served to its owner only
+    (``version_deployment_check``). Raises RunRejected (ModelNotFound, AwaitingApproval, ApprovalUnreadable,
+    PromptTooLong, RateLimited) writing nothing; the generation task is queued when the transaction commits.
     """
     if not _signed_in(user):
         raise RunRejected("sign in to ask a model", code="invalid_api_key")
@@ -334,6 +336,12 @@ def run_submit(
             f"the prompt is {tokens} tokens long; the limit is {settings.INFERENCE_MAX_PROMPT_TOKENS}", param=param
         )
     _rate_check(user)
+    # the adapter's worker among the live ones (routing): its adapter stays loaded there
+    route = routing.route_for(
+        routing.route_key(
+            adapter_sha256=version.adapter_sha256 if version is not None else None, base_model_path=base_model.path
+        )
+    )
     run = InferenceRun.objects.create(
         user=user,
         version=version,
@@ -344,9 +352,10 @@ def run_submit(
         options=options,
         source=source,
         prompt_tokens=tokens,
+        routed_to=route.node,
     )
     # through the outbox: the run commits whatever the broker does, and its message is sent once the broker is back
-    _enqueue(run.pk)
+    _enqueue(run.pk, route)
     return run
 
 
@@ -498,23 +507,63 @@ def run_finish(
     return run
 
 
+def _requeue(run: InferenceRun, *, nodes: list[str], exclude: set[str]) -> bool:
+    """Send the locked ``run`` to another live inference worker (queued again, its claim dropped); False when no
+    live worker is left to take it."""
+    route = routing.route_for(routing.run_key(run), nodes=nodes, exclude=exclude)
+    if not route.node:
+        return False
+    lost = run.routed_to or run.claimed_by or "the shared queue"
+    run.status = InferenceRun.Status.QUEUED
+    run.claimed_by = ""
+    run.heartbeat_at = None
+    run.routed_to = route.node
+    run.save(update_fields=["status", "claimed_by", "heartbeat_at", "routed_to"])
+    _enqueue(run.pk, route)
+    logger.warning("inference run %s: its worker (%s) was lost; sent to %s", run.public_id, lost, route.node)
+    return True
+
+
 def runs_reap_stale(*, now: datetime | None = None) -> int:
-    """Fail runs whose worker was lost: running without a heartbeat for INFERENCE_STALE_SECONDS, or queued for
-    INFERENCE_QUEUE_TIMEOUT_SECONDS. A redelivered message for a reaped run then does nothing."""
+    """Take back runs whose inference worker was lost; returns how many were sent elsewhere or failed.
+
+    - running without a heartbeat for INFERENCE_STALE_SECONDS: sent to another live inference worker while it has
+      been claimed fewer than INFERENCE_MAX_ATTEMPTS times (the new worker regenerates it and streams only what the
+      lost one had not sent: ``streams.RunStreamWriter``'s retry), else failed (WORKER_LOST);
+    - queued for a worker that is no longer alive: sent to a live one (its message waits in a queue nobody reads);
+    - queued for INFERENCE_QUEUE_TIMEOUT_SECONDS: failed.
+
+    Every change is made under the run's row lock and re-checked there, and a claim or finish by the lost worker's
+    message, should it come back, finds the run claimed or finished and does nothing (``run_claim``, ``run_finish``
+    with ``expected_worker``): each run is answered once.
+    """
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.INFERENCE_STALE_SECONDS)
     waited = now - timedelta(seconds=settings.INFERENCE_QUEUE_TIMEOUT_SECONDS)
+    live = routing.live_workers()
     running = InferenceRun.objects.filter(status=InferenceRun.Status.RUNNING, heartbeat_at__lt=stale)
-    queued = InferenceRun.objects.filter(status=InferenceRun.Status.QUEUED, created_at__lt=waited)
+    queued = InferenceRun.objects.filter(status=InferenceRun.Status.QUEUED).filter(
+        Q(created_at__lt=waited) | (~Q(routed_to="") & ~Q(routed_to__in=live))
+    )
     reaped = 0
     for run_id in [*running.values_list("id", flat=True), *queued.values_list("id", flat=True)]:
         with transaction.atomic():
             # re-checked under the row lock: the worker may have finished or beaten since the query above
-            run = InferenceRun.objects.select_for_update().get(pk=run_id)
-            beat = run.heartbeat_at or run.started_at
-            if run.status == InferenceRun.Status.RUNNING and beat is not None and beat >= stale:
+            run = _locked(run_id)
+            if run is None or run.is_finished:
                 continue
-            if run.status == InferenceRun.Status.QUEUED and run.created_at >= waited:
+            if run.status == InferenceRun.Status.RUNNING:
+                beat = run.heartbeat_at or run.started_at
+                if beat is not None and beat >= stale:
+                    continue
+                if run.attempts < settings.INFERENCE_MAX_ATTEMPTS and _requeue(
+                    run, nodes=live, exclude={run.routed_to}
+                ):
+                    reaped += 1
+                    continue
+            elif run.created_at >= waited:
+                if run.routed_to and run.routed_to not in live and _requeue(run, nodes=live, exclude=set()):
+                    reaped += 1
                 continue
             if run_finish(run_id=run_id, error=WORKER_LOST, answer=run.answer, now=now) is not None:
                 reaped += 1

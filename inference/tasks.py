@@ -1,28 +1,42 @@
 """Celery wrappers for inference: ids in, a service call out.
 
-``inference.tasks.*`` route to the ``inference`` queue, whose worker hosts the engine with a thread pool. The beat
+``inference.tasks.*`` route to the ``inference`` queue, whose workers host the engine with a thread pool; a run's
+message goes to one worker's own queue (``routing``). The beat
 tasks (reaping lost runs, sealing batches) carry explicit names outside that prefix so they run on the default queue:
 the inference worker is the very thing the reaper watches, and may be the one that was lost.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+from celery.signals import celeryd_after_setup
 
-from . import services
+from . import routing, services
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def run_generate_task(run_id: int) -> None:
+@celeryd_after_setup.connect
+def add_own_inference_queue(sender: str, instance: Any, **kwargs: Any) -> None:
+    """A worker that consumes the shared ``inference`` queue also consumes ``inference.<its node name>``, where
+    ``routing`` sends the runs of the adapters it is home to."""
+    queues = instance.app.amqp.queues
+    selected = queues.consume_from or {}
+    if routing.SHARED_QUEUE in selected:
+        queues.select_add(routing.own_queue(sender))
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_generate_task(self: Any, run_id: int) -> None:
     """Generate one run's answer; a redelivered message finds the run claimed or finished and does nothing."""
     from .engine_host import run_generate
 
-    run_generate(run_id=run_id)
+    run_generate(run_id=run_id, node=self.request.hostname or "")
 
 
 @shared_task(name="inference.runs_reap_stale_task", acks_late=True)
 def runs_reap_stale_task() -> int:
-    """Fail runs whose inference worker was lost (run by celery beat)."""
+    """Send runs whose inference worker was lost to another live one, or fail them (run by celery beat)."""
     return services.runs_reap_stale()
 
 

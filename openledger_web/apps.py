@@ -6,6 +6,10 @@ class OpenledgerWebConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
-        from . import lookups, signals  # noqa: F401  (signals connects the worker heartbeat)
+        from inference import hooks as inference_hooks
+
+        from . import health, lookups, signals  # noqa: F401  (signals connects the worker heartbeat)
 
         lookups.register()
+        # inference routes runs over the inference workers these heartbeats say are alive
+        inference_hooks.live_workers_register(health.live_workers)

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from inference.selectors import engine_states
+
 from .models import WorkerHeartbeat
 
 QUEUES = ("default", "chain", "training", "inference", "attribution")
@@ -58,6 +60,14 @@ def broker_health() -> dict[str, Any]:
     return {"ok": True, "kind": settings.BROKER_KIND, "url": _redacted(url)}
 
 
+def live_workers() -> dict[str, list[str]]:
+    """The Celery workers whose heartbeat is fresh (within 3 heartbeats), by node name, with the queues each
+    consumes: the liveness /healthz reports and inference routes runs by (``inference.hooks.live_workers``)."""
+    fresh_after = timezone.now() - timedelta(seconds=3 * settings.WORKER_HEARTBEAT_SECONDS)
+    rows = WorkerHeartbeat.objects.filter(last_seen__gte=fresh_after).values_list("hostname", "queues")
+    return {hostname: list(queues or []) for hostname, queues in rows}
+
+
 def workers_health() -> dict[str, Any]:
     fresh_after = timezone.now() - timedelta(seconds=3 * settings.WORKER_HEARTBEAT_SECONDS)
     workers = list(WorkerHeartbeat.objects.filter(last_seen__gte=fresh_after).order_by("hostname"))
@@ -73,6 +83,27 @@ def workers_health() -> dict[str, Any]:
     if missing:
         result["error"] = "no live worker consumes " + ", ".join(missing)
     return result
+
+
+def engines_health() -> dict[str, Any]:
+    """Every inference engine of every live inference worker: its worker and node, base model, device, the
+    adapters it holds and its queue. Informational (an engine loads on its worker's first run): never a failure."""
+    engines = [
+        {
+            "node": state.get("node", ""),
+            "worker": state.get("worker", ""),
+            "base_model": state.get("base_model"),
+            "device": state.get("device"),
+            "adapters": [adapter.get("adapter_id") for adapter in state.get("adapters", [])],
+            "adapter_count": state.get("adapter_count", 0),
+            "queue_length": state.get("queue_length", 0),
+            "running": state.get("running", 0),
+            "rss_bytes": state.get("memory", {}).get("rss_bytes"),
+            "published_at": state.get("published_at"),
+        }
+        for state in engine_states()
+    ]
+    return {"ok": True, "count": len(engines), "engines": engines}
 
 
 def chain_health() -> dict[str, Any]:
@@ -125,6 +156,7 @@ CHECKS = {
     "database": database_health,
     "broker": broker_health,
     "workers": workers_health,
+    "engines": engines_health,
     "chain": chain_health,
     "model": model_health,
     "outbox": outbox_health,

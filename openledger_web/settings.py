@@ -422,6 +422,19 @@ INFERENCE_STALE_SECONDS = envint("INFERENCE_STALE_SECONDS", "60")
 INFERENCE_QUEUE_TIMEOUT_SECONDS = envint("INFERENCE_QUEUE_TIMEOUT_SECONDS", "900")
 INFERENCE_WAIT_SECONDS = envint("INFERENCE_WAIT_SECONDS", "300")
 INFERENCE_STREAM_TTL_SECONDS = envint("INFERENCE_STREAM_TTL_SECONDS", "3600")
+# Several inference workers (docs/decisions.md, "Runs are routed to inference workers by rendezvous hashing"): a run
+# goes to its adapter's worker unless that one holds more than this factor times the average unfinished runs; a run
+# whose worker was lost is sent to another live one, up to INFERENCE_MAX_ATTEMPTS claims in all, then failed.
+try:
+    INFERENCE_ROUTE_LOAD_FACTOR = float(os.getenv("INFERENCE_ROUTE_LOAD_FACTOR", "1.25"))
+except ValueError as e:
+    raise ImproperlyConfigured("INFERENCE_ROUTE_LOAD_FACTOR must be a number") from e
+if not 1 <= INFERENCE_ROUTE_LOAD_FACTOR <= 1e6:
+    raise ImproperlyConfigured(f"INFERENCE_ROUTE_LOAD_FACTOR must be between 1 and 1e6: {INFERENCE_ROUTE_LOAD_FACTOR}")
+INFERENCE_MAX_ATTEMPTS = envint("INFERENCE_MAX_ATTEMPTS", "3")
+# torch threads of each inference worker process (0: torch's default, every core); `make run` sets it to the cores
+# divided among its INFERENCE_WORKERS processes
+INFERENCE_TORCH_THREADS = envint("INFERENCE_TORCH_THREADS", "0")
 
 # Proof of Attribution (issue 6): projected gradient width, the shortest verbatim span that counts, and the fee
 # each attributed run carries, in the reward token's smallest unit (18 decimals: 10**15 is 0.001 token).

@@ -86,21 +86,58 @@ def web_argv() -> list[str]:
     ]  # fmt: skip
 
 
-def celery_argvs(data_dir: Path) -> dict[str, list[str]]:
-    """The Celery workers, one per queue kind, and beat, by process name."""
+def inference_workers_default() -> int:
+    """What fits here: a process per core up to 4 (each gets the cores divided among them as torch threads), and
+    no more than one per 2 GiB of memory (a process holds the base model, its adapters and a batch's activations)."""
+    cores = os.cpu_count() or 1
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(4, cores, memory // (2 << 30)))
+
+
+def inference_workers() -> int:
+    """INFERENCE_WORKERS, else what fits here (``inference_workers_default``)."""
+    value = os.getenv("INFERENCE_WORKERS", "").strip()
+    if not value:
+        return inference_workers_default()
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise SystemExit(f"INFERENCE_WORKERS must be a whole number from 1 to 64, got {value!r}")
+    return int(value)
+
+
+def inference_torch_threads(workers: int) -> int:
+    """INFERENCE_TORCH_THREADS, else the cores divided among the inference workers (at least 1)."""
+    value = os.getenv("INFERENCE_TORCH_THREADS", "").strip()
+    if value:
+        if not value.isdigit():
+            raise SystemExit(f"INFERENCE_TORCH_THREADS must be a whole number (0: torch's default), got {value!r}")
+        return int(value)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def celery_argvs(data_dir: Path, *, inference: int | None = None) -> dict[str, list[str]]:
+    """The Celery workers, one per queue kind (``inference`` inference workers: default INFERENCE_WORKERS), and
+    beat, by process name."""
     celery = [PY, "-m", "celery", "-A", "openledger_web"]
 
     def worker(queues: str, node: str, *options: str) -> list[str]:
         return [*celery, "worker", "-Q", queues, *options, "-n", f"{node}@%h", "-l", "INFO"]
 
+    count = inference_workers() if inference is None else inference
+    # threads, not processes: the pool's tasks share one engine (the base model loaded once) whose scheduler gathers
+    # their concurrent requests into one batch. Several of them: each also consumes a queue of its own, and runs are
+    # routed to the one their adapter hashes to (inference.routing), so an adapter stays loaded on one of them.
+    inference_argvs = {
+        "worker-inference" + (f"-{i}" if i > 1 else ""): worker(
+            "inference", "inference" + (f"-{i}" if i > 1 else ""), "-P", "threads", "-c", "32"
+        )
+        for i in range(1, count + 1)
+    }
     return {
         "worker-default": worker("default", "default", "-c", "2"),
         # anchoring has a worker of its own, so a transaction never waits behind data checks on `default`
         "worker-chain": worker("chain", "chain", "-c", "1"),
         "worker-training": worker("training", "training", "-c", "1"),
-        # threads, not processes: the pool's tasks share one engine (the base model loaded once) whose scheduler
-        # gathers their concurrent requests into one batch
-        "worker-inference": worker("inference", "inference", "-P", "threads", "-c", "32"),
+        **inference_argvs,
         # attribution scoring loads the same base model with gradients, one run at a time per process: answers that
         # end together are scored ATTRIBUTION_WORKERS at a time (each process holds its own model, ~0.6 GB for the
         # bundled one); more `-Q attribution` workers on other machines scale it further
@@ -286,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["CELERY_BROKER_URL"] = (
             "redis://127.0.0.1:6379/0" if listening("127.0.0.1", 6379) else "filesystem://"
         )
+    # the inference workers share the cores: each gets its part as torch threads (read by openledger_web.settings)
+    os.environ["INFERENCE_TORCH_THREADS"] = str(inference_torch_threads(inference_workers()))
     broker = os.environ["CELERY_BROKER_URL"]
     if broker.startswith("filesystem"):
         for sub in ("queue", "control"):

@@ -19,7 +19,7 @@ def test_it_reports_every_part_up_with_a_worker_on_every_queue(
     assert response.status_code == 200, body
     assert body["ok"] is True
     components = body["components"]
-    assert set(components) == {"database", "broker", "workers", "chain", "model", "outbox"}
+    assert set(components) == {"database", "broker", "workers", "engines", "chain", "model", "outbox"}
     assert components["database"]["vendor"] in ("postgresql", "sqlite")
     assert components["chain"]["chain_id"] == 31337
     assert components["chain"]["contract_address"].startswith("0x")
@@ -27,6 +27,8 @@ def test_it_reports_every_part_up_with_a_worker_on_every_queue(
     assert components["model"]["path"].endswith("smollm2-135m-instruct")
     queues = set(components["workers"]["workers"][0]["queues"])
     assert {"default", "chain", "training", "inference", "attribution"} <= queues
+    # a worker of the shared inference queue consumes one of its own too, where runs are routed to it
+    assert f"inference.{components['workers']['workers'][0]['hostname']}" in queues
 
 
 @pytest.mark.django_db

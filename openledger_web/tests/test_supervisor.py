@@ -153,7 +153,7 @@ def test_the_procfile_runs_the_same_processes_as_make_run() -> None:
         for line in (ROOT / "Procfile").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    made = run.celery_argvs(Path("${DATA_DIR:-var}"))
+    made = run.celery_argvs(Path("${DATA_DIR:-var}"), inference=2)  # the Procfile's two inference workers
     assert procfile.keys() - {"release"} == made.keys() | {"web"}
     for name, argv in made.items():
         # the attribution worker's process count comes from the environment in both, with the same default

@@ -1,0 +1,241 @@
+"""Throughput of two inference worker processes over one, side by side in one run (issue 19, item 4).
+
+A fresh PostgreSQL database (``BENCH_WORKERS_DB``, default ``openledger_bench_workers``, on ``BENCH_PG_URL``) and a
+Redis broker (``BENCH_BROKER_URL``, database 11 by default). The inference workers are started exactly as
+``scripts/run.py`` starts them (``celery_argvs``: ``-P threads -c 32``, node names ``inference@bench``,
+``inference-2@bench``), each with ``INFERENCE_TORCH_THREADS=1``. The load is a closed loop of ``CLIENTS`` clients,
+each submitting a question to the default base model through ``inference.services.run_submit`` (so through the
+routing ring, as the web does) and waiting for the run to finish (polling its row) before asking the next,
+``RUNS`` runs a phase, greedy, ``MAX_TOKENS`` new tokens at most.
+
+Phases, one after another in this run: one worker; a second worker started (two); the second stopped (one again).
+``two_workers_over_one`` is the two-worker throughput (completion tokens per second of wall time) over the mean of
+the two one-worker phases, so a drift in the machine's load during the run counts against neither side. The target
+is 1.6 on 2 cores; the load average is reported beside it (other work on the machine takes cores from both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.getenv("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = os.getenv("BENCH_WORKERS_DB", "openledger_bench_workers")
+BROKER = os.getenv("BENCH_BROKER_URL", "redis://127.0.0.1:6379/11")
+CLIENTS = int(os.getenv("BENCH_WORKERS_CLIENTS", "32"))
+RUNS = int(os.getenv("BENCH_WORKERS_RUNS", "64"))
+MAX_TOKENS = int(os.getenv("BENCH_WORKERS_MAX_TOKENS", "32"))
+TARGET = 1.6
+POLL_SECONDS = 0.25
+
+QUESTIONS = [
+    "What is the capital of France?", "Name three colours.", "Why is the sky blue?", "What do bees make?",
+    "How many legs does a spider have?", "What is water made of?", "Name a large animal.", "What is a triangle?",
+    "Where do penguins live?", "What is the largest planet?", "Name a musical instrument.", "What is ice?",
+]  # fmt: skip
+
+
+def _admin_sql(statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def _environment(work: Path) -> dict[str, str]:
+    env = {
+        "DJANGO_SETTINGS_MODULE": "openledger_web.settings",
+        "DATA_DIR": str(work),
+        "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
+        "CELERY_BROKER_URL": BROKER,
+        "DEFAULT_BASE_MODEL_DIR": os.getenv("DEFAULT_BASE_MODEL_DIR", str(ROOT / "var/models/smollm2-135m-instruct")),
+        "PYTHONUNBUFFERED": "1",
+        "WORKER_HEARTBEAT_SECONDS": "1",
+        "INFERENCE_HEARTBEAT_SECONDS": "1",
+        "INFERENCE_TORCH_THREADS": "1",
+        "INFERENCE_RATE_LIMIT": "1000000/minute",
+    }
+    os.environ.update(env)
+    return env
+
+
+def _start(name: str, env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
+    """Inference worker ``name`` of scripts/run.py (``worker-inference``, ``worker-inference-2``), once it is live."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import run as runner  # scripts/run.py
+
+    from inference import routing
+
+    argv = [a.replace("%h", "bench") for a in runner.celery_argvs(work, inference=2)[name]]
+    node = argv[argv.index("-n") + 1]
+    log = work / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while node not in routing.live_workers():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start; see {log}")
+        time.sleep(0.3)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_submit_lock = threading.Lock()
+
+
+def _ask(user: Any, base: Any, question: str) -> Any:
+    from inference import services
+    from inference.models import InferenceRun
+
+    # one submission at a time in this process: in a first try, concurrent submissions from its threads failed with
+    # Redis "Bad file descriptor" errors (not investigated further)
+    with _submit_lock:
+        run = services.run_submit(
+            user=user, version=None, base_model=base, messages=[{"role": "user", "content": question}],
+            options={"max_tokens": MAX_TOKENS, "temperature": 0},
+        )  # fmt: skip
+    # the client waits for the run's end on its row rather than reading every token's event from the stream: this one
+    # process holds all the clients, and on a loaded machine its share of a core may limit them before the workers
+    while InferenceRun.objects.filter(pk=run.pk, status__in=InferenceRun.FINISHED).count() == 0:
+        time.sleep(POLL_SECONDS)
+    return run
+
+
+def _phase(user: Any, base: Any, runs: int) -> dict[str, Any]:
+    """``runs`` questions by CLIENTS closed-loop clients: completion tokens per second and where the runs went."""
+    from django.db import connection
+
+    from inference.models import InferenceRun
+
+    left = list(range(runs))
+    lock = threading.Lock()
+    ids: list[int] = []
+
+    def client() -> None:
+        try:
+            while True:
+                with lock:
+                    if not left:
+                        return
+                    i = left.pop()
+                run = _ask(user, base, QUESTIONS[i % len(QUESTIONS)])
+                with lock:
+                    ids.append(run.pk)
+        finally:
+            connection.close()
+
+    started, cpu = time.perf_counter(), time.process_time()
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu
+    done = InferenceRun.objects.filter(pk__in=ids)
+    failed = done.exclude(status=InferenceRun.Status.SUCCEEDED).count()
+    if failed:
+        raise RuntimeError(f"{failed} runs did not succeed: {done.exclude(status='succeeded').first().error}")
+    tokens = sum(done.values_list("completion_tokens", flat=True))
+    split: dict[str, int] = {}
+    for node in done.values_list("routed_to", flat=True):
+        split[node] = split.get(node, 0) + 1
+    return {
+        "seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 2), "split": split,
+        "client_cpu_s": round(client_cpu, 1),
+    }  # fmt: skip
+
+
+def measure() -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    env = _environment(work)
+    _admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    _admin_sql(f"CREATE DATABASE {DB_NAME}")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        from accounts.models import User
+        from modelfactory import services as mf
+        from openledger_web.celery import app
+
+        call_command("migrate", verbosity=0)
+        call_command("createcachetable")  # where the workers publish their engines' state
+        with app.connection_for_write() as connection:
+            for queue in ("inference", "inference.inference@bench", "inference.inference-2@bench"):
+                connection.default_channel.queue_purge(queue)
+        folder = Path(os.environ["DEFAULT_BASE_MODEL_DIR"])
+        record = json.loads((folder / "openledger.json").read_text())
+        record["path"] = str(folder)
+        base = mf.base_model_register_default(record=record)
+        user = User.objects.create_user(username="bench", email="bench@bench.invalid")
+
+        first = _start("worker-inference", env, work)
+        procs.append(first)
+        _phase(user, base, 2)  # warm-up: the engine loads
+        one_before = _phase(user, base, RUNS)
+        print(f"one worker: {one_before}", flush=True)
+        second = _start("worker-inference-2", env, work)
+        procs.append(second)
+        _phase(user, base, 4)  # warm-up: the bounded load sends the second worker one of 4 at once: its engine loads
+        two = _phase(user, base, RUNS)
+        print(f"two workers: {two}", flush=True)
+        _stop(second)
+        one_after = _phase(user, base, RUNS)
+        print(f"one worker again: {one_after}", flush=True)
+        one = statistics.mean([one_before["tokens_per_s"], one_after["tokens_per_s"]])
+        ratio = two["tokens_per_s"] / one
+        return {
+            "one_worker_tokens_per_s": round(one, 2),
+            "one_worker_phases_tokens_per_s": [one_before["tokens_per_s"], one_after["tokens_per_s"]],
+            "two_workers_tokens_per_s": two["tokens_per_s"],
+            "two_workers_split": two["split"],
+            "two_workers_over_one": round(ratio, 3),
+            "target": TARGET,
+            "met": ratio >= TARGET,
+            "clients": CLIENTS,
+            "runs_per_phase": RUNS,
+            "max_tokens": MAX_TOKENS,
+            "torch_threads_per_worker": 1,
+            "cores": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        for proc in procs:
+            _stop(proc)
+        from django.db import connections
+
+        connections.close_all()
+        _admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    figures = measure()
+    figures["load_average_before"] = load_before
+    print(json.dumps(figures))
