@@ -205,6 +205,25 @@ def _capture_io(blocks: dict[str, Any], captured: dict[str, Any]) -> list[Any]:
     return [linear.register_forward_hook(keep(name)) for name, linear in blocks.items()]
 
 
+def _output_gradients(
+    blocks: dict[str, Any], captured: dict[str, Any], loss: torch.Tensor, adapter_name: str
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, input, output gradient)`` of each LoRA block, in ``blocks``' order: the gradient of ``loss`` with
+    respect to the block's captured output (zeros where the loss does not reach it). A ValueError when a block never
+    ran in the forward pass: the adapter is not active."""
+    import torch
+
+    missing = set(blocks) - set(captured)
+    if missing:
+        raise ValueError(f"adapter {adapter_name!r} is not active: {len(missing)} LoRA blocks never ran")
+    names = list(blocks)
+    grads = torch.autograd.grad(loss, [captured[n][1] for n in names], allow_unused=True)
+    return [
+        (name, captured[name][0], torch.zeros_like(captured[name][1]) if grad is None else grad)
+        for name, grad in zip(names, grads, strict=True)
+    ]
+
+
 def _labelled_logits(
     model: Any, input_ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,21 +263,11 @@ def per_example_gradients(
             input_ids, attention, labels = _batch_tensors(examples, device)
             logits, labels = _labelled_logits(model, input_ids, attention, labels)
             losses = per_example_losses(logits, labels)
-            missing = set(blocks) - set(captured)
-            if missing:
-                raise ValueError(f"adapter {adapter_name!r} is not active: {len(missing)} LoRA blocks never ran")
-            names = list(blocks)
-            output_grads = torch.autograd.grad(losses.sum(), [captured[n][1] for n in names], allow_unused=True)
+            output_grads = _output_gradients(blocks, captured, losses.sum(), adapter_name)
     finally:
         for handle in handles:
             handle.remove()
-    gradients: dict[str, torch.Tensor] = {}
-    for name, grad in zip(names, output_grads, strict=True):
-        x, y = captured[name]
-        if grad is None:
-            grad = torch.zeros_like(y)
-        gradients[name] = torch.einsum("bto,bti->boi", grad.float(), x.float())
-    return gradients
+    return {name: torch.einsum("bto,bti->boi", grad.float(), x.float()) for name, x, grad in output_grads}
 
 
 # --- several examples in one pass, each with the numbers it gets alone ------------------------------------------
@@ -377,19 +386,12 @@ def packed_per_example_gradients(
                 rows = hidden[:, start : start + n] if kept is None else hidden[:, start + kept]
                 loss = per_example_losses(causal_lm.get_output_embeddings()(rows), labels)
                 total = loss if total is None else total + loss
-            missing = set(blocks) - set(captured)
-            if missing:
-                raise ValueError(f"adapter {adapter_name!r} is not active: {len(missing)} LoRA blocks never ran")
-            names = list(blocks)
-            output_grads = torch.autograd.grad(total.sum(), [captured[n][1] for n in names], allow_unused=True)
+            output_grads = _output_gradients(blocks, captured, total.sum(), adapter_name)
     finally:
         for handle in handles:
             handle.remove()
     out: list[dict[str, torch.Tensor]] = [{} for _ in examples]
-    for name, grad in zip(names, output_grads, strict=True):
-        x, y = captured[name]
-        if grad is None:
-            grad = torch.zeros_like(y)
+    for name, x, grad in output_grads:
         for row, (example, start) in enumerate(zip(examples, starts, strict=True)):
             part = slice(start, start + len(example.input_ids))
             out[row][name] = torch.einsum("bto,bti->boi", grad[:, part].float(), x[:, part].float())
@@ -554,16 +556,22 @@ class FeatureMatrix:
             raise ValueError(f"features are {features.shape}, expected {(len(ids), sketch.k)}")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("record ids must be unique")
-        layout = layout_hash(dict(sketch.sizes))
+        return cls._hashed(features, ids, sketch.seed, sketch.k, sketch.method, layout_hash(dict(sketch.sizes)))
+
+    @classmethod
+    def _hashed(
+        cls, features: np.ndarray, ids: np.ndarray, seed: int, k: int, method: str, layout: str
+    ) -> FeatureMatrix:
+        """The matrix of these checked parts, with its row norms and content hash computed from them."""
         return cls(
             features=features,
             record_ids=ids,
-            seed=sketch.seed,
-            k=sketch.k,
-            method=sketch.method,
+            seed=seed,
+            k=k,
+            method=method,
             layout=layout,
             norms=row_norms(features),
-            content_hash=_content_hash(features, ids, sketch.seed, sketch.k, sketch.method, layout),
+            content_hash=_content_hash(features, ids, seed, k, method, layout),
         )
 
     def without(self, record_ids: Sequence[int]) -> FeatureMatrix:
@@ -573,16 +581,7 @@ class FeatureMatrix:
         features = np.array(self.features, dtype=np.float32, copy=True)
         features[np.isin(self.record_ids, np.asarray(list(record_ids), dtype=np.int64))] = 0.0
         ids = np.asarray(self.record_ids, dtype=np.int64)
-        return FeatureMatrix(
-            features=features,
-            record_ids=ids,
-            seed=self.seed,
-            k=self.k,
-            method=self.method,
-            layout=self.layout,
-            norms=row_norms(features),
-            content_hash=_content_hash(features, ids, self.seed, self.k, self.method, self.layout),
-        )
+        return FeatureMatrix._hashed(features, ids, self.seed, self.k, self.method, self.layout)
 
     def row_is_zero(self, record_id: int) -> bool:
         """Whether ``record_id``'s row is all zeros (erased), True for an id that is not indexed."""

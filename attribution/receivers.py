@@ -4,12 +4,10 @@ of every finished answer's attribution, and attribution's parts of the version p
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from inference.models import InferenceRun
-from modelfactory.models import FineTuneJob, ModelVersion
+from modelfactory.models import ModelVersion
 from outbox.services import enqueue_on_commit
 
 from . import selfcheck, services, tasks
@@ -18,18 +16,9 @@ from . import selfcheck, services, tasks
 class VersionIndexer:
     """Each new version's attribution index (``modelfactory.hooks.VersionIndexer``), through ``services``."""
 
-    def build(
-        self,
-        *,
-        job: FineTuneJob,
-        adapter_dir: str | Path,
-        base: Any,
-        train_step_seconds: float | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> services.PendingIndex:
-        return services.index_build_for_job(
-            job=job, adapter_dir=adapter_dir, base=base, train_step_seconds=train_step_seconds, progress=progress
-        )
+    def build(self, **arguments: Any) -> services.PendingIndex:
+        """The hook's arguments (``modelfactory.hooks.VersionIndexer.build``) go to the service as they are."""
+        return services.index_build_for_job(**arguments)
 
     def record(self, *, version: ModelVersion, build: services.PendingIndex) -> None:
         services.index_record(version=version, pending=build)

@@ -173,6 +173,10 @@ class RevokeForm(forms.Form):
     )
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
+    def revocation(self) -> dict[str, Any]:
+        """The cleaned choice as the revocation services take it: ``reason``, ``explanation`` and ``erase``."""
+        return {name: self.cleaned_data[name] for name in ("reason", "explanation", "erase")}
+
 
 class TakedownForm(RevokeForm):
     """The ticked records of one Datanet to take down; the service checks each against the user's rights."""

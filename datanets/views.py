@@ -84,6 +84,14 @@ def _message(error: ValidationError) -> str:
     return "; ".join(error.messages)
 
 
+def _refused_for(request: HtmxHttpRequest, error: PermissionDenied | ValidationError, invalid: int) -> HttpResponse:
+    """A service's refusal as a page: 403 with its reason when the user may not act, ``invalid`` (400, 409) with
+    its messages when the request cannot be done."""
+    if isinstance(error, PermissionDenied):
+        return _refused(request, str(error), 403)
+    return _refused(request, _message(error), invalid)
+
+
 def _datanet_for(request: HttpRequest, slug: str) -> Datanet:
     return get_object_or_404(selectors.datanets_visible_to(user=request.user), slug=slug)
 
@@ -574,10 +582,8 @@ def contribution_withdraw(request: HtmxHttpRequest, contribution_id: int) -> Htt
     contribution = _contribution_for(request, contribution_id)
     try:
         services.contribution_withdraw(contribution=contribution, user=request.user)
-    except PermissionDenied as e:
-        return _refused(request, str(e), 403)
-    except ValidationError as e:
-        return _refused(request, _message(e), 409)
+    except (PermissionDenied, ValidationError) as e:
+        return _refused_for(request, e, 409)
     messages.success(request, f"Contribution #{contribution.pk} is withdrawn.")
     return redirect("datanets:contribution", contribution_id=contribution.pk)
 
@@ -622,7 +628,7 @@ def _revocation_page(
     request: HtmxHttpRequest, form: RevokeForm, context: dict[str, Any], act: Callable[[dict[str, Any]], str]
 ) -> HttpResponse:
     """The form (GET, or a POST that does not clean), the confirmation (a clean POST not yet confirmed), or the act
-    (a confirmed one): ``act(cleaned_data)`` calls the service and returns where to go next."""
+    (a confirmed one): ``act(form.revocation())`` calls the service and returns where to go next."""
     context = {"form": form, "explanation_max": revocation.EXPLANATION_MAX_CHARS, **context}
     if not form.is_bound:
         return render(request, "datanets/revoke.html", context)
@@ -631,7 +637,7 @@ def _revocation_page(
     if not form.cleaned_data["confirmed"]:
         return render(request, "datanets/revoke.html", {**context, "confirming": True})
     try:
-        return redirect(act(form.cleaned_data))
+        return redirect(act(form.revocation()))
     except PermissionDenied as e:
         return _refused(request, str(e), 403)
     except ValidationError as e:
@@ -650,14 +656,8 @@ def contribution_revoke(request: HtmxHttpRequest, contribution_id: int) -> HttpR
         return _refused(request, "Only its contributor withdraws a contribution; curators take records down.", 403)
     form = RevokeForm(request.POST or None, initial={"reason": Revocation.Reason.CONSENT})
 
-    def act(data: dict[str, Any]) -> str:
-        done = revocation.contribution_revoke(
-            contribution=contribution,
-            user=request.user,
-            reason=data["reason"],
-            explanation=data["explanation"],
-            erase=data["erase"],
-        )
+    def act(choice: dict[str, Any]) -> str:
+        done = revocation.contribution_revoke(contribution=contribution, user=request.user, **choice)
         erased = " and its records' text erased" if done.erase else ""
         messages.success(request, f"Contribution #{contribution.pk} is withdrawn{erased}: {done.record_count} "
                          f"record{'s' if done.record_count != 1 else ''} leave the snapshots to come.")  # fmt: skip
@@ -687,16 +687,10 @@ def records_takedown(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if len(chosen) != len(ids):
         return _refused(request, f"Some of these records are not in {datanet.name}.", 404)
 
-    def act(cleaned: dict[str, Any]) -> str:
-        done = revocation.records_take_down(
-            records=chosen,
-            user=request.user,
-            reason=cleaned["reason"],
-            explanation=cleaned["explanation"],
-            erase=cleaned["erase"],
-        )
+    def act(choice: dict[str, Any]) -> str:
+        done = revocation.records_take_down(records=chosen, user=request.user, **choice)
         count = sum(r.record_count for r in done)
-        erased = ", their text erased" if cleaned["erase"] else ""
+        erased = ", their text erased" if choice["erase"] else ""
         messages.success(request, f"{count} record{'s' if count != 1 else ''} taken down{erased}.")
         return safe_next(request, reverse("datanets:records", args=[datanet.slug]))
 
@@ -721,10 +715,8 @@ def revocation_erase(request: HtmxHttpRequest, revocation_id: int) -> HttpRespon
         return render(request, "datanets/revoke.html", {**context, "datanet": contribution.datanet})
     try:
         revocation.revocation_erase(revocation=revoked, user=request.user)
-    except PermissionDenied as e:
-        return _refused(request, str(e), 403)
-    except ValidationError as e:
-        return _refused(request, _message(e), 409)
+    except (PermissionDenied, ValidationError) as e:
+        return _refused_for(request, e, 409)
     messages.success(request, f"The text of the {revoked.record_count} records of revocation {revoked.pk} is erased.")
     return redirect("datanets:contribution", contribution_id=contribution.pk)
 
@@ -793,10 +785,8 @@ def record_exclude(request: HtmxHttpRequest, record_id: int) -> HttpResponse:
         if not form.is_valid():
             raise ValidationError("say why the record is excluded")
         services.record_exclude(curator=request.user, record=record, reason=form.cleaned_data["reason"])
-    except PermissionDenied as e:
-        return _refused(request, str(e), 403)
-    except ValidationError as e:
-        return _refused(request, _message(e), 400)
+    except (PermissionDenied, ValidationError) as e:
+        return _refused_for(request, e, 400)
     messages.success(request, f"Record #{record.pk} of contribution #{record.contribution_id} is excluded.")
     return redirect(safe_next(request, reverse("datanets:curation")))
 
@@ -893,10 +883,8 @@ def records_bulk(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             done = services.records_exclude(curator=request.user, records=chosen, reason=reason)
         else:
             done = services.records_restore(curator=request.user, records=chosen, reason=reason)
-    except PermissionDenied as e:
-        return _refused(request, str(e), 403)
-    except ValidationError as e:
-        return _refused(request, _message(e), 400)
+    except (PermissionDenied, ValidationError) as e:
+        return _refused_for(request, e, 400)
     verb = "excluded" if action == "exclude" else "restored"
     messages.success(request, f"{len(done)} record{'s' if len(done) != 1 else ''} {verb}.")
     return redirect(safe_next(request, reverse("datanets:records", args=[datanet.slug])))
@@ -911,10 +899,8 @@ def snapshot_freeze(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     datanet = _datanet_for(request, slug)
     try:
         snapshot = services.snapshot_freeze(datanet=datanet, user=request.user)
-    except PermissionDenied as e:
-        return _refused(request, str(e), 403)
-    except ValidationError as e:
-        return _refused(request, _message(e), 400)
+    except (PermissionDenied, ValidationError) as e:
+        return _refused_for(request, e, 400)
     left_out = ""
     if snapshot.below_quality_count:
         count = snapshot.below_quality_count

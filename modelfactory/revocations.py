@@ -49,18 +49,22 @@ def _placeholders(values: Sequence[int]) -> str:
     return ", ".join(["%s"] * len(values))
 
 
+def _ancestry_cte(t: dict[str, str], ids: Sequence[int]) -> str:
+    """``anc(vid, aid)``: each of ``ids`` (the query's parameters, in order) with every version of its ancestry,
+    itself included, reached up the lineage edges; only table names from the models' metadata go into the text."""
+    return (
+        f"WITH RECURSIVE anc(vid, aid) AS (SELECT id, id FROM {t['versions']} "  # noqa: S608
+        f"WHERE id IN ({_placeholders(ids)}) UNION SELECT a.vid, e.parent_id FROM anc a "
+        f"JOIN {t['edges']} e ON e.child_id = a.aid) "
+    )
+
+
 def version_ancestry_ids(*, version_ids: Sequence[int]) -> dict[int, set[int]]:
     """Each version's ancestry (itself included), by version id: one recursive query up the lineage edges."""
     ids = sorted({int(pk) for pk in version_ids})
     if not ids:
         return {}
-    t = _tables()
-    # only table names from the models' metadata go into the text; the ids are query parameters
-    sql = (
-        f"WITH RECURSIVE anc(vid, aid) AS (SELECT id, id FROM {t['versions']} "  # noqa: S608
-        f"WHERE id IN ({_placeholders(ids)}) UNION SELECT a.vid, e.parent_id FROM anc a "
-        f"JOIN {t['edges']} e ON e.child_id = a.aid) SELECT vid, aid FROM anc"
-    )
+    sql = _ancestry_cte(_tables(), ids) + "SELECT vid, aid FROM anc"  # noqa: S608
     found: dict[int, set[int]] = defaultdict(set)
     with connection.cursor() as cursor:
         cursor.execute(sql, ids)
@@ -77,11 +81,8 @@ def _revoked_by_version(version_ids: Sequence[int]) -> dict[int, dict[int, tuple
     if not ids:
         return {}
     t = _tables()
-    sql = (
-        f"WITH RECURSIVE anc(vid, aid) AS (SELECT id, id FROM {t['versions']} "  # noqa: S608
-        f"WHERE id IN ({_placeholders(ids)}) UNION SELECT a.vid, e.parent_id FROM anc a "
-        f"JOIN {t['edges']} e ON e.child_id = a.aid) "
-        "SELECT a.vid, r.revocation_id, COUNT(DISTINCT r.record_id), "
+    sql = _ancestry_cte(t, ids) + (
+        "SELECT a.vid, r.revocation_id, COUNT(DISTINCT r.record_id), "  # noqa: S608
         "COUNT(DISTINCT CASE WHEN r.erased THEN r.record_id END) "
         f"FROM anc a JOIN {t['used']} u ON u.modelversion_id = a.aid "
         f"JOIN {t['leaves']} l ON l.snapshot_id = u.snapshot_id "
