@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 from safetensors.torch import load_file
 
 from ledger import hashing
-from modelfactory import selectors, services
+from modelfactory import lineage, selectors, services
 from modelfactory.distributed import WorkerCannotRun, capacity, check_worker, train_distributed
 from modelfactory.forms import FineTuneForm, preset_initial
 from modelfactory.models import FineTuneJob, TrainingWorker
@@ -161,14 +161,16 @@ def test_an_existing_output_folder_is_refused_before_any_process_starts(tmp_path
 
 
 def test_the_worker_refuses_more_processes_than_it_has_cores_and_cuda_it_lacks() -> None:
-    cores = capacity("auto")
-    assert cores == len(os.sched_getaffinity(0))
-    with pytest.raises(WorkerCannotRun, match=f"asks for {cores + 1} processes and worker w@h has {cores} CPU core"):
-        check_worker(CONFIG.with_changes(processes=cores + 1), "w@h")
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    have = capacity("auto")
+    assert have == (torch.cuda.device_count() if cuda else len(os.sched_getaffinity(0)))
+    unit = "CUDA GPU" if cuda else "CPU core"
+    with pytest.raises(WorkerCannotRun, match=f"asks for {have + 1} processes and worker w@h has {have} {unit}"):
+        check_worker(CONFIG.with_changes(processes=have + 1), "w@h")
+    if not cuda:
         with pytest.raises(WorkerCannotRun, match="needs a CUDA GPU and worker w@h has none"):
             check_worker(CONFIG.with_changes(device="cuda"), "w@h")
-    check_worker(CONFIG.with_changes(processes=cores), "w@h")  # no error
+    check_worker(CONFIG.with_changes(processes=have), "w@h")  # no error
 
 
 @pytest.mark.django_db
@@ -322,3 +324,28 @@ def test_a_two_process_job_runs_on_a_real_worker_and_its_lineage_records_the_wor
     page.force_login(owner)
     shown = page.get(reverse("modelfactory:version_detail", args=[version.pk])).content.decode()
     assert "by 2 data-parallel processes" in shown
+
+
+def test_the_manifest_states_the_world_size_only_above_one_process() -> None:
+    common: dict[str, Any] = {
+        "base_model": {"name": "b", "weights_sha256": "00"},
+        "parents": [],
+        "snapshots": [{"datanet": "a", "number": 1, "id": 3, "merkle_root": "0x1"}],
+        "config": CONFIG.to_dict(),
+        "seed": 7,
+        "record_type": "instruction",
+        "code_version": "unknown",
+        "adapter_sha256": "ab" * 32,
+        "adapter_files": [
+            {"name": "adapter_model.safetensors", "sha256": "ab" * 32, "bytes": 10},
+            {"name": "adapter_config.json", "sha256": "cd" * 32, "bytes": 2},
+        ],
+        "metrics": {"train_loss": 1.5},
+    }
+    plain = lineage.build_manifest(**common)
+    # one process: the bytes a manifest had before world sizes existed (no key; the default is not written)
+    assert plain == lineage.build_manifest(**common, world_size=1) and b"world_size" not in plain
+    two = json.loads(lineage.build_manifest(**common, world_size=2))
+    assert two["world_size"] == 2 and {k: v for k, v in two.items() if k != "world_size"} == json.loads(plain)
+    with pytest.raises(ValueError, match="a world size is at least 1, got 0"):
+        lineage.build_manifest(**common, world_size=0)
