@@ -39,6 +39,15 @@ FORMATTING_MODES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_FORMATTING = {record_type: modes[0] for record_type, modes in FORMATTING_MODES.items()}
 
+# "auto": any training worker (on CUDA where it has a GPU); "cuda": only a worker with a CUDA GPU, which the job
+# reaches through the ``training-gpu`` queue (``TRAINING_GPU_QUEUE``) that only such workers consume
+DEVICES = ("auto", "cuda")
+TRAINING_QUEUE = "training"
+TRAINING_GPU_QUEUE = "training-gpu"
+# data-parallel processes per job (one per GPU, or CPU processes sharing the cores); what a worker offers is what it
+# announces (``selectors.worker_devices``), this only bounds the form
+MAX_PROCESSES = 64
+
 MAX_RANK = 256
 MAX_ALPHA = 4096
 MAX_LEARNING_RATE = 0.01
@@ -55,7 +64,10 @@ class TrainingConfig:
     records become text (see ``FORMATTING_MODES``); missing types use the default mode. ``eval_every`` is in
     optimizer steps, 0 meaning "at the end only". ``gradient_checkpointing`` ("off", "auto", "on"): "auto" turns it
     on when the estimate says the job would not fit the worker's memory without it; it trades a third more time
-    for much less activation memory and trains the same adapter (within floating-point rounding).
+    for much less activation memory and trains the same adapter (within floating-point rounding). ``processes``:
+    how many processes train the job together (data parallel, ``modelfactory.distributed``), each on its share of
+    every step's global batch: the same adapter within floating-point rounding (dropout aside); more than 1 needs a
+    worker announcing that many devices (GPUs, or CPU cores). ``device``: "auto" or "cuda" (see ``DEVICES``).
     """
 
     lora_rank: int = 8
@@ -77,6 +89,8 @@ class TrainingConfig:
     seed: int = 42
     formatting: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FORMATTING))
     gradient_checkpointing: str = "auto"
+    processes: int = 1
+    device: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
@@ -104,6 +118,11 @@ class TrainingConfig:
         bundled model's, Llama): a list of names or the "all-linear" shortcut. Raises ValueError for a family
         ModelFactory does not support or a module the family does not have (``architectures``)."""
         return resolve_target_modules(self.target_modules, model_type)
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue a job of this config goes to: ``training-gpu`` when it needs CUDA, else ``training``."""
+        return TRAINING_GPU_QUEUE if self.device == "cuda" else TRAINING_QUEUE
 
     def formatting_for(self, record_type: str) -> str:
         return self.formatting.get(record_type, DEFAULT_FORMATTING[record_type])
@@ -196,6 +215,10 @@ class TrainingConfig:
                 f"Gradient checkpointing is one of {', '.join(CHECKPOINTING_MODES)}, "
                 f"not {self.gradient_checkpointing!r}."
             )
+
+        whole("processes", 1, MAX_PROCESSES, "Processes")
+        if self.device not in DEVICES:
+            errors["device"] = f"Device is one of {', '.join(DEVICES)}, not {self.device!r}."
 
         if not isinstance(self.formatting, dict):
             errors["formatting"] = "Formatting must map record types to modes."

@@ -11,9 +11,9 @@ from django.core.exceptions import ValidationError
 from datanets.models import Snapshot
 
 from . import architectures
-from .config import FORMATTING_MODES, PRESET_LABELS, PRESETS, SCHEDULES, TrainingConfig
+from .config import DEVICES, FORMATTING_MODES, MAX_PROCESSES, PRESET_LABELS, PRESETS, SCHEDULES, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion
-from .selectors import snapshots_usable_by, versions_visible_to
+from .selectors import processes_error, snapshots_usable_by, versions_visible_to
 from .services import MAX_MERGE_WEIGHT
 
 # The config settings the form shows, in the form's order; the others keep TrainingConfig's defaults.
@@ -33,6 +33,8 @@ CONFIG_FIELDS = (
     "max_length",
     "seed",
     "gradient_checkpointing",
+    "processes",
+    "device",
 )
 TARGET_LABELS = {
     "attention": "Attention projections (q, k, v, o, or the family's fused equivalents): small and fast",
@@ -52,6 +54,7 @@ RECORD_TYPE_HELP = {
     "classification": "Classification records (text, label) become a question and its label through the chat "
     "template; the label is learned.",
 }
+DEVICE_LABELS = dict(zip(DEVICES, ("Any worker (a GPU where it has one)", "A CUDA GPU"), strict=True))
 CHECKPOINTING_LABELS = {
     "auto": "auto: on only when the job would not fit the worker's memory",
     "off": "off",
@@ -157,6 +160,20 @@ class FineTuneForm(_JobForm):
         help_text="Recomputes each layer in the backward pass: much less memory, about 1.5x the training time, "
         "the same adapter.",
     )
+    processes = forms.IntegerField(
+        label="Processes",
+        required=False,
+        min_value=1,
+        max_value=MAX_PROCESSES,
+        help_text="Data parallel: this many processes (one per GPU, or CPU processes sharing a worker's cores) each "
+        "train on a share of every batch; the same adapter. At most what a live training worker announces.",
+    )
+    device = forms.ChoiceField(
+        label="Device",
+        choices=list(DEVICE_LABELS.items()),
+        required=False,
+        help_text="“A CUDA GPU” waits for a worker that has one.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         kwargs.setdefault("initial", {**preset_initial("balanced"), "formatting": "auto"})
@@ -213,6 +230,8 @@ class FineTuneForm(_JobForm):
                 return cleaned
             values["target_modules"] = names
         values["gradient_checkpointing"] = values["gradient_checkpointing"] or "auto"
+        values["processes"] = values["processes"] or 1
+        values["device"] = values["device"] or "auto"
         if cleaned.get("length_mode") == "steps":
             if values["max_steps"] is None:
                 self.add_error("max_steps", "Give the number of steps, or train for epochs.")
@@ -248,6 +267,8 @@ class FineTuneForm(_JobForm):
             and (message := architectures.target_module_error(config.target_modules, family))
         ):
             self.add_error("custom_target_modules" if custom else "target_modules", message)
+        if not self.errors and (message := processes_error(config)):
+            self.add_error("processes" if config.processes > 1 else "device", message)
         if not self.errors:
             self.config = config
         return cleaned

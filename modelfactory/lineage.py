@@ -104,6 +104,7 @@ def build_manifest(
     attribution_index: Mapping[str, Any] | None = None,
     job_id: int | None = None,
     supersedes: Mapping[str, Any] | None = None,
+    world_size: int = 1,
 ) -> bytes:
     """The manifest bytes (schema v2, JCS).
 
@@ -118,6 +119,8 @@ def build_manifest(
     deterministic) still make two versions with a manifest each (docs/decisions.md, "Identical fine-tunes");
     absent from manifests made before, which keep their bytes. ``supersedes``: ``{"id", "manifest_hash"}`` of the
     version trained on withdrawn records that this one retrains without them (issue 17); absent otherwise.
+    ``world_size``: how many data-parallel processes trained the adapter (``modelfactory.distributed``), written as
+    ``"world_size"`` only when above 1 (a one-process run states none, like the manifests made before it existed).
     """
     files = sorted(
         ({"name": str(f["name"]), "sha256": str(f["sha256"]), "bytes": int(f["bytes"])} for f in adapter_files),
@@ -170,4 +173,8 @@ def build_manifest(
         manifest["job"] = {"id": int(job_id)}
     if supersedes is not None:
         manifest["supersedes"] = {"id": int(supersedes["id"]), "manifest_hash": str(supersedes["manifest_hash"])}
+    if int(world_size) < 1:
+        raise ValueError(f"a world size is at least 1, got {world_size}")
+    if int(world_size) > 1:
+        manifest["world_size"] = int(world_size)
     return hashing.jcs(finite(manifest))

@@ -49,6 +49,9 @@ class TrainingWorker(models.Model):
     loaded_base = models.CharField(max_length=1000, blank=True, help_text="Path of the base model it holds.")
     throughput = models.JSONField(default=dict, blank=True)
     measured_at = models.DateTimeField(null=True, blank=True)
+    devices = models.JSONField(
+        default=dict, blank=True, help_text="What it announced in its last heartbeat (selectors.worker_devices)."
+    )
 
     def __str__(self) -> str:
         return self.hostname

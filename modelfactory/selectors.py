@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -112,6 +114,107 @@ def worker_device_label() -> str:
     threads = os.environ.get("OMP_NUM_THREADS")
     cores = f"{os.cpu_count() or 1} cores" + (f", OMP_NUM_THREADS={threads}" if threads else "")
     return f"{label}, {cores}"
+
+
+def _visible(index: str, uuid: str) -> bool:
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is None:
+        return True
+    chosen = {part.strip() for part in hidden.split(",") if part.strip()}
+    return index in chosen or uuid in chosen
+
+
+def cuda_devices() -> list[dict[str, Any]]:
+    """The CUDA GPUs this machine's training processes see, told without importing torch: ``{"index", "name",
+    "memory_bytes"}`` each, from ``nvidia-smi`` (less those ``CUDA_VISIBLE_DEVICES`` hides); [] without an NVIDIA
+    driver exposing a GPU. Where the driver shows GPUs but ``nvidia-smi`` does not answer, each is listed by the
+    driver's model name with ``memory_bytes`` None. (Not run here: the development machine has no GPU.)"""
+    if training_device()["device"] != "cuda":
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return _driver_gpus()
+    devices = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 4 or not _visible(parts[0], parts[1]):
+            continue
+        memory = int(parts[3]) * 1024 * 1024 if parts[3].isdigit() else None
+        devices.append({"index": len(devices), "name": parts[2], "memory_bytes": memory})
+    return devices
+
+
+def _driver_gpus() -> list[dict[str, Any]]:
+    names = []
+    for folder in DEVICE_FILES:
+        for gpu in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+            with contextlib.suppress(OSError):
+                info = (gpu / "information").read_text(encoding="utf-8", errors="replace")
+                names.append(
+                    next(
+                        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model:")),
+                        "NVIDIA GPU",
+                    )
+                )
+    return [{"index": i, "name": name, "memory_bytes": None} for i, name in enumerate(names)]
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_devices() -> dict[str, Any]:
+    """What a worker announces in its heartbeat: ``kind`` ("cuda" or "cpu"), ``cpu`` (``cores``, ``memory_bytes``),
+    ``cuda`` (``cuda_devices()``) and ``max_processes``, the data-parallel processes it runs for one job (its GPUs,
+    else its cores). Without torch, so every worker can afford it on every beat."""
+    gpus = cuda_devices()
+    return {
+        "kind": "cuda" if gpus else "cpu",
+        "cpu": {"cores": cpu_cores(), "memory_bytes": host_memory_total()},
+        "cuda": gpus,
+        "max_processes": len(gpus) if gpus else cpu_cores(),
+    }
+
+
+def host_memory_total() -> int | None:
+    """This machine's memory in bytes (``MemTotal`` of /proc/meminfo), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def processes_error(config: TrainingConfig) -> str | None:
+    """Why no live training worker can run ``config``'s processes on its device, or None when one can (or the job
+    runs in one process, which every worker can). Compared with what the workers announce (``worker_devices``)."""
+    if config.processes == 1 and config.device != "cuda":
+        return None
+    workers = training_workers_live()
+    offers = [
+        int((w.devices or {}).get("max_processes") or 0)
+        for w in workers
+        if config.device != "cuda" or (w.devices or {}).get("kind") == "cuda"
+    ]
+    need = f"{config.processes} processes" if config.processes > 1 else "a CUDA GPU"
+    if not offers or max(offers) == 0:
+        where = "with a CUDA GPU " if config.device == "cuda" else ""
+        return (
+            f"No live training worker {where}announces its devices, so none can run {need}: "
+            "start one, or train in 1 process on any worker."
+        )
+    if config.processes > max(offers):
+        unit = "GPUs" if config.device == "cuda" else "devices (GPUs, or CPU cores on a worker without GPUs)"
+        return f"The live training workers run at most {max(offers)} processes ({unit}); {config.processes} asked for."
+    return None
 
 
 def host_memory_available() -> int | None:

@@ -31,7 +31,7 @@ from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
 from . import architectures, encoding, estimates, hooks, lineage, revocations, selectors, weights
-from .config import RECORD_TYPES, TrainingConfig
+from .config import RECORD_TYPES, TRAINING_QUEUE, TrainingConfig
 from .models import BaseModel, FineTuneJob, ModelVersion, ModelVersionParent, TrainingWorker, VersionRevocation
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,8 @@ def _check_launch(
         )
     if errors := config.validate(context_length=base_model.context_length):
         raise ValidationError({f"config.{name}": message for name, message in errors.items()})
+    if message := selectors.processes_error(config):
+        raise ValidationError({"config.processes" if config.processes > 1 else "config.device": message})
     try:
         architectures.architecture_for(base_model.model_type, base_model.architecture)
     except architectures.UnsupportedArchitecture as e:
@@ -235,7 +237,9 @@ def _enqueue_run(job: FineTuneJob) -> None:
     task_id = str(uuid.uuid4())
     FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
     job.celery_task_id = task_id
-    enqueue_on_commit(training_run_task, job.pk, task_id=task_id)
+    # a job that needs CUDA waits on training-gpu, which only CUDA workers consume (openledger_web.signals)
+    queue = "" if job.is_merge else TrainingConfig.from_dict(job.config).queue
+    enqueue_on_commit(training_run_task, job.pk, task_id=task_id, queue="" if queue == TRAINING_QUEUE else queue)
 
 
 @transaction.atomic
@@ -814,7 +818,7 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
     phases = _Phases(job)
     # a worker's first job imports torch and loads the model: both are the load phase's, which the estimate knows
     phases.enter("load", cold=job.base_model.path not in _LOADED_BASES)
-    from . import training  # torch: imported only by a delivery that trains
+    from . import distributed, training  # torch: imported only by a delivery that trains
 
     output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
     checkpoint = _checkpoint_dir(job)
@@ -831,19 +835,25 @@ def job_run(*, job_id: int, worker: str) -> ModelVersion | None:
             def should_stop() -> bool:
                 return FineTuneJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
 
-            result = training.train_lora(
+            config = TrainingConfig.from_dict(job.config)
+            distributed.check_worker(config, worker)
+            run = dict(
                 base_model_dir=base_model.path,
                 records=_snapshot_records(job),
                 record_type=record_type,
-                config=TrainingConfig.from_dict(job.config),
+                config=config,
                 output_dir=output,
                 parent_adapter_dir=parent_dir,
                 progress=_Progress(job, phases),
                 should_stop=should_stop,
                 checkpoint_dir=checkpoint,
                 checkpoint_every=CHECKPOINT_EVERY,
-                base=loaded,
             )
+            if config.processes > 1:
+                # torchrun's processes load the base model themselves; rank 0 reports and keeps the adapter
+                result = distributed.train_distributed(processes=config.processes, **run)
+            else:
+                result = training.train_lora(**run, base=loaded)
             for phase, work in result.phase_work.items():
                 phases.add(phase, **work)
             data = result.phase_work.get("data", {})
@@ -934,18 +944,23 @@ def _training_worker_publish(worker: str, job: FineTuneJob) -> None:
     row.save(update_fields=["throughput", "measured_at"])
 
 
-def training_worker_touch(*, hostname: str, fresh: bool = False) -> None:
+def training_worker_touch(
+    *, hostname: str, fresh: bool = False, devices: dict[str, Any] | None = None
+) -> TrainingWorker:
     """The training worker ``hostname`` is alive (called with its worker heartbeat); ``fresh`` on its first beat,
-    when its processes hold no model yet."""
+    when its processes hold no model yet. ``devices``: what it announces (``selectors.worker_devices()``, measured
+    here when not given), which launches compare a job's processes with. Returns its row."""
     device = selectors.training_device()["device"]
     defaults: dict[str, Any] = {
         "last_seen": timezone.now(),
         "device": device,
         "device_label": selectors.worker_device_label(),
+        "devices": devices if devices is not None else selectors.worker_devices(),
     }
     if fresh:
         defaults["loaded_base"] = ""
-    TrainingWorker.objects.update_or_create(hostname=hostname, defaults=defaults)
+    row, _ = TrainingWorker.objects.update_or_create(hostname=hostname, defaults=defaults)
+    return row
 
 
 def _index_build(
@@ -1043,6 +1058,7 @@ def _training_facts(result: Any) -> dict[str, Any]:
         "seconds": result.seconds,
         "lora": result.lora,
         "gradient_checkpointing": result.gradient_checkpointing,
+        "world_size": result.world_size,
     }
 
 
@@ -1223,6 +1239,7 @@ def _version_create(
         supersedes=(
             {"id": job.supersedes.pk, "manifest_hash": job.supersedes.manifest_hash} if job.supersedes else None
         ),
+        world_size=int(training_facts.get("world_size", 1)),
         **stated,
     )
     digest = hashing.keccak_hex(manifest)

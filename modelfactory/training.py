@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from peft.utils import load_peft_weights
@@ -115,6 +116,8 @@ class TrainingResult:
     phase_work: dict[str, dict[str, float]] = field(default_factory=dict)
     # whether the run used gradient checkpointing (the config's "auto" resolved against the worker's memory)
     gradient_checkpointing: bool = False
+    # the processes that trained it together (data parallel, ``ProcessGroup``); 1 for an ordinary run
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +152,63 @@ class LoadedBase:
     @property
     def model_type(self) -> str:
         return str(getattr(self.model.config, "model_type", "") or "")
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place in a data-parallel fine-tune over ``torch.distributed`` (initialised by the caller,
+    ``modelfactory.distributed``): rank ``rank`` of ``world_size`` processes, each holding the whole model.
+
+    Every optimizer step's global batch (the config's ``batch_size`` x ``gradient_accumulation`` rows, the same rows
+    in the same order as a one-process run) is dealt out row by row, ``rows[rank::world_size]`` of each micro-batch;
+    each process backpropagates its rows' summed loss divided by the step's global token count, and the LoRA
+    gradients are summed over the processes before clipping and the optimizer step. So every process takes the same
+    step, and the step is the one a single process takes on the whole batch up to floating-point rounding (the
+    order of the sums differs). LoRA dropout draws its masks per process: with dropout the adapter is the same in
+    distribution only, without it the same within rounding. ``device`` is where the collective's tensors live
+    (CPU for gloo, the process's GPU for nccl).
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def leads(self) -> bool:
+        """Rank 0: the process that reports progress, writes checkpoints and keeps the adapter."""
+        return self.rank == 0
+
+    def shard(self, rows: Sequence[Any]) -> list[Any]:
+        """This process's share of ``rows`` (every world_size-th one from its rank; may be empty)."""
+        return list(rows[self.rank :: self.world_size])
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """``values`` summed element-wise over the processes (float64)."""
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+        return [float(v) for v in tensor.tolist()]
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is True on any: decisions that all processes must take together."""
+        return self.sum([1.0 if flag else 0.0])[0] > 0
+
+    def sum_gradients(self, parameters: Sequence[torch.Tensor]) -> None:
+        """Replace each parameter's gradient by its sum over the processes, in one all-reduce; a process whose share
+        of the step was empty contributes zeros."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = torch.cat([g.reshape(-1).to(torch.float32) for g in grads])
+        torch_dist.all_reduce(flat, op=torch_dist.ReduceOp.SUM)
+        offset = 0
+        for p in parameters:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
+            offset += n
+
+    def same_parameters(self, parameters: Sequence[torch.Tensor]) -> None:
+        """Give every process rank 0's values of ``parameters`` (the adapter's starting weights)."""
+        with torch.no_grad():
+            for p in parameters:
+                torch_dist.broadcast(p.data, src=0)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -269,9 +329,18 @@ def _loss_sum(model: Any, batch: dict[str, torch.Tensor], base: LoadedBase) -> t
 
 
 @torch.no_grad()
-def _eval_loss(model: Any, examples: Sequence[EncodedRecord], base: LoadedBase, batch_size: int) -> float | None:
+def _eval_loss(
+    model: Any,
+    examples: Sequence[EncodedRecord],
+    base: LoadedBase,
+    batch_size: int,
+    group: ProcessGroup | None = None,
+) -> float | None:
+    # with a group, each process evaluates its share and the sums are added up: every process gets the same mean
     if not examples:
         return None
+    if group is not None:
+        examples = group.shard(examples)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -279,6 +348,8 @@ def _eval_loss(model: Any, examples: Sequence[EncodedRecord], base: LoadedBase, 
         loss, n = _loss_sum(model, _batch(examples[start : start + batch_size], _pad_id(base), base.device), base)
         total, count = total + float(loss), count + n
     model.train(was_training)
+    if group is not None:
+        total, count = group.sum([total, count])
     return total / max(count, 1)
 
 
@@ -401,6 +472,7 @@ def train_lora(
     sample_tokens: int = 32,
     base: LoadedBase | None = None,
     device: str | None = None,
+    group: ProcessGroup | None = None,
 ) -> TrainingResult:
     """Fine-tune a LoRA adapter on ``records`` and save it to ``output_dir`` (which must not exist yet).
 
@@ -410,6 +482,9 @@ def train_lora(
     targets win over the config's; the result's ``lora`` says what was used). With ``checkpoint_dir`` the state is
     saved every ``checkpoint_every`` steps and a later call with the same inputs resumes from it (the folder is
     removed after success). ``base`` reuses a loaded model (it is left as it was found).
+    ``group``: this call is one process of a data-parallel run (``ProcessGroup``, ``modelfactory.distributed``
+    starts them): every process calls it with the same inputs, a ``should_stop`` that any of them may answer (all
+    stop together), and its own ``output_dir``; only rank 0 writes checkpoints, and its adapter is the run's.
     Raises ``InvalidTrainingConfig``, ``TrainingError`` (nothing to train on, existing output, foreign parent).
     """
     started = time.monotonic()
@@ -468,7 +543,11 @@ def train_lora(
             fan_in_fan_out=family.conv1d,
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, lora)
+        peft_model = get_peft_model(model, lora)
+        if group is not None:
+            # the same seed draws the same A matrices everywhere already; this makes it a promise
+            group.same_parameters([p for p in peft_model.parameters() if p.requires_grad])
+        return peft_model
 
     def emit(event: ProgressEvent) -> None:
         if progress is not None:
@@ -492,11 +571,14 @@ def train_lora(
         if evals:
             emit(ProgressEvent("eval_base", 0, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
         with model.disable_adapter():
-            base_eval = _eval_loss(model, evals, base, eval_bs)
+            base_eval = _eval_loss(model, evals, base, eval_bs, group)
         history: list[dict[str, float | int | None]] = []
         done, tokens_seen = 0, 0
         if checkpoint is not None:
-            done, tokens_seen, history = _checkpoint_load(checkpoint, fingerprint, model, optimizer, scheduler)
+            # in a group every process reads rank 0's checkpoint: none may delete a foreign one under the others
+            done, tokens_seen, history = _checkpoint_load(
+                checkpoint, fingerprint, model, optimizer, scheduler, discard=group is None
+            )
         resumed_from = done
         emit(
             ProgressEvent(
@@ -514,18 +596,29 @@ def train_lora(
         loop_started, loop_tokens, loop_eval_s, eval_passes = time.monotonic(), 0, 0.0, 0
         model.train()
         for step in range(done + 1, total_steps + 1):
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if group is not None:
+                stop = group.any(stop)
+            if stop:
                 raise TrainingCancelled(f"cancelled before step {step} of {total_steps}")
             micro_batches = [[train[i] for i in micro] for micro in plan[step - 1]]
             step_tokens = sum(e.trainable_tokens for micro in micro_batches for e in micro)
-            step_loss = 0.0
+            step_loss, step_batch_tokens = 0.0, 0
             for micro in micro_batches:
-                batch = _batch(micro, _pad_id(base), base.device)
+                rows = micro if group is None else group.shard(micro)
+                if not rows:
+                    continue  # a batch smaller than the group: this process adds zeros to the step's gradient
+                batch = _batch(rows, _pad_id(base), base.device)
                 loss, _ = _loss_sum(model, batch, base)
                 # token-weighted over the whole accumulated step, whatever the micro-batch lengths
                 (loss / step_tokens).backward()
                 step_loss += float(loss.detach())
-                loop_tokens += int(batch["attention_mask"].sum())
+                step_batch_tokens += int(batch["attention_mask"].sum())
+            if group is not None:
+                group.sum_gradients(trainable)
+                step_loss, summed_tokens = group.sum([step_loss, step_batch_tokens])
+                step_batch_tokens = int(summed_tokens)
+            loop_tokens += step_batch_tokens
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -535,7 +628,7 @@ def train_lora(
             if evals and (step == total_steps or (config.eval_every and step % config.eval_every == 0)):
                 emit(ProgressEvent("eval", step, total_steps, None, 0.0, 0.0, 0.0, time.monotonic() - started))
                 eval_started = time.monotonic()
-                eval_loss = _eval_loss(model, evals, base, eval_bs)
+                eval_loss = _eval_loss(model, evals, base, eval_bs, group)
                 loop_eval_s += time.monotonic() - eval_started
                 eval_passes += 1
             if not all(math.isfinite(x) for x in (step_loss, eval_loss or 0.0)):
@@ -566,7 +659,8 @@ def train_lora(
                     eval_loss=eval_loss,
                 )
             )
-            if checkpoint is not None and step % checkpoint_every == 0 and step < total_steps:
+            leads = group is None or group.leads
+            if checkpoint is not None and step % checkpoint_every == 0 and step < total_steps and leads:
                 _checkpoint_save(
                     checkpoint, fingerprint, model, optimizer, scheduler, step, tokens_seen + loop_tokens, history
                 )
@@ -600,7 +694,7 @@ def train_lora(
             "dropout": float(lora_config.lora_dropout),
             "target_modules": sorted(lora_config.target_modules),
         }
-    if checkpoint is not None:
+    if checkpoint is not None and (group is None or group.leads):
         shutil.rmtree(checkpoint, ignore_errors=True)
 
     final_train = history[-1]["train_loss"] if history else None
@@ -640,6 +734,7 @@ def train_lora(
             "data": {"records": len(encoded.examples), "tokens": sum(len(e.input_ids) for e in encoded.examples)},
         },
         gradient_checkpointing=checkpointing,
+        world_size=group.world_size if group is not None else 1,
     )
 
 
@@ -675,15 +770,17 @@ def _checkpoint_save(
 
 
 def _checkpoint_load(
-    folder: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any
+    folder: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, *, discard: bool = True
 ) -> tuple[int, int, list[dict[str, Any]]]:
-    """Restore a checkpoint made by the same inputs; anything else (none, another run's) means starting at 0."""
+    """Restore a checkpoint made by the same inputs; anything else (none, another run's) means starting at 0.
+    Another run's checkpoint is deleted when ``discard`` (else the first save replaces it)."""
     state_file = folder / "state.json"
     if not state_file.is_file():
         return 0, 0, []
     state = json.loads(state_file.read_text(encoding="utf-8"))
     if state.get("fingerprint") != fingerprint:
-        shutil.rmtree(folder, ignore_errors=True)
+        if discard:
+            shutil.rmtree(folder, ignore_errors=True)
         return 0, 0, []
     set_peft_model_state_dict(model, load_peft_weights(str(folder / "adapter"), device=str(model.device)))
     saved = torch.load(folder / "state.pt", weights_only=False)

@@ -8,4 +8,4 @@ from .models import WorkerHeartbeat
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ("hostname", "queues", "pid", "started_at", "last_seen")
-    readonly_fields = ("hostname", "queues", "pid", "started_at", "last_seen")
+    readonly_fields = ("hostname", "queues", "pid", "started_at", "last_seen", "devices")

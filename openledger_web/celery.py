@@ -1,4 +1,5 @@
-"""The Celery app: queues default, chain, training, inference and attribution; JSON only; late acks, prefetch 1."""
+"""The Celery app: queues default, chain, training, training-gpu (jobs that need CUDA; consumed only by workers that
+have it, ``signals``), inference and attribution; JSON only; late acks, prefetch 1."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ logger = logging.getLogger(__name__)
 
 app = Celery("openledger_web")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ("default", "chain", "training", "inference", "attribution")]
+app.conf.task_queues = [
+    Queue(name) for name in ("default", "chain", "training", "training-gpu", "inference", "attribution")
+]
 app.autodiscover_tasks()
 
 

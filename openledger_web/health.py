@@ -76,7 +76,13 @@ def workers_health() -> dict[str, Any]:
     result: dict[str, Any] = {
         "ok": not missing,
         "workers": [
-            {"hostname": w.hostname, "queues": w.queues, "pid": w.pid, "last_seen": w.last_seen.isoformat()}
+            {
+                "hostname": w.hostname,
+                "queues": w.queues,
+                "pid": w.pid,
+                "last_seen": w.last_seen.isoformat(),
+                "devices": w.devices,
+            }
             for w in workers
         ],
     }

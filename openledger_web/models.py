@@ -15,6 +15,10 @@ class WorkerHeartbeat(models.Model):
     pid = models.IntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    # what it announced on its last beat: modelfactory.selectors.worker_devices() (CPU cores and memory, CUDA GPUs
+    # with name and memory, the data-parallel processes it runs), and for a training worker the throughput it
+    # measured on its recent jobs, by base model id
+    devices = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.hostname

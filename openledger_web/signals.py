@@ -1,12 +1,14 @@
-"""Worker liveness: each Celery worker's main process touches its WorkerHeartbeat row on a timer."""
+"""Worker liveness: each Celery worker's main process touches its WorkerHeartbeat row on a timer. And the
+``training-gpu`` queue: a training worker consumes it when its machine has CUDA, and no worker without CUDA does."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -28,6 +30,37 @@ def _beat(hostname: str, queues: list[str]) -> None:
         finally:
             close_old_connections()
         _stop.wait(settings.WORKER_HEARTBEAT_SECONDS)
+
+
+def gpu_queue_change(queues: list[str], *, cuda: bool) -> tuple[str, str] | None:
+    """What a worker consuming ``queues`` does about ``training-gpu``: ("add", name) for a training worker on a CUDA
+    machine, ("drop", name) for a worker without CUDA that was told to consume it, None otherwise."""
+    from modelfactory.config import TRAINING_GPU_QUEUE, TRAINING_QUEUE
+
+    if cuda and TRAINING_QUEUE in queues and TRAINING_GPU_QUEUE not in queues:
+        return ("add", TRAINING_GPU_QUEUE)
+    if not cuda and TRAINING_GPU_QUEUE in queues:
+        return ("drop", TRAINING_GPU_QUEUE)
+    return None
+
+
+@celeryd_after_setup.connect
+def _gpu_queue(sender: str, instance: Any, **kwargs: Any) -> None:
+    # CUDA as the training processes will find it (an NVIDIA driver exposing a GPU that CUDA_VISIBLE_DEVICES does
+    # not hide: modelfactory.selectors.training_device), told without importing torch in the worker's main process
+    from modelfactory.selectors import training_device
+
+    queues = instance.app.amqp.queues
+    change = gpu_queue_change(sorted(queues.consume_from or queues), cuda=training_device()["device"] == "cuda")
+    if change is None:
+        return
+    action, name = change
+    if action == "add":
+        queues.select_add(name)
+        log.info("%s has CUDA: it consumes %s too", sender, name)
+    else:
+        queues.deselect(name)
+        log.warning("%s has no CUDA GPU: it does not consume %s, whose jobs need one", sender, name)
 
 
 @worker_ready.connect

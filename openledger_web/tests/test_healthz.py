@@ -25,10 +25,18 @@ def test_it_reports_every_part_up_with_a_worker_on_every_queue(
     assert components["chain"]["contract_address"].startswith("0x")
     assert components["chain"]["latest_block"] >= 1
     assert components["model"]["path"].endswith("smollm2-135m-instruct")
-    queues = set(components["workers"]["workers"][0]["queues"])
+    worker = components["workers"]["workers"][0]
+    queues = set(worker["queues"])
     assert {"default", "chain", "training", "inference", "attribution"} <= queues
     # a worker of the shared inference queue consumes one of its own too, where runs are routed to it
-    assert f"inference.{components['workers']['workers'][0]['hostname']}" in queues
+    assert f"inference.{worker['hostname']}" in queues
+    # and the worker announced its devices: this machine's cores and memory, its GPUs (none here), and the
+    # processes it runs for one job (one per GPU, else one per core)
+    devices = worker["devices"]
+    assert devices["cpu"]["cores"] >= 1 and devices["cpu"]["memory_bytes"] > 0
+    assert devices["kind"] == ("cuda" if devices["cuda"] else "cpu")
+    assert devices["max_processes"] == (len(devices["cuda"]) or devices["cpu"]["cores"])
+    assert devices["throughput"] == {} and devices["measured_at"] is None  # a training worker before its first job
 
 
 @pytest.mark.django_db

@@ -32,6 +32,7 @@ HEAVY_HOMES = {
         "modelfactory/training.py",
         "modelfactory/weights.py",
         "modelfactory/tiny.py",  # tiny random-weight models for the family tests and bench/families.py only
+        "modelfactory/distributed.py",  # the data-parallel launcher and its processes; only a training worker
         "inference/engine.py",
         "inference/testing.py",
         "attribution/",
