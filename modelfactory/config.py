@@ -16,6 +16,7 @@ from .architectures import ALL_LINEAR, ATTENTION, ModelShape, resolve_target_mod
 from .estimates import (
     CHECKPOINTING_MODES,
     FALLBACK_PARAMETERS,
+    PRECISIONS,
     JobSize,
     Throughput,
     checkpointing_on,
@@ -55,7 +56,9 @@ class TrainingConfig:
     records become text (see ``FORMATTING_MODES``); missing types use the default mode. ``eval_every`` is in
     optimizer steps, 0 meaning "at the end only". ``gradient_checkpointing`` ("off", "auto", "on"): "auto" turns it
     on when the estimate says the job would not fit the worker's memory without it; it trades a third more time
-    for much less activation memory and trains the same adapter (within floating-point rounding).
+    for much less activation memory and trains the same adapter (within floating-point rounding). ``precision``
+    (``estimates.PRECISIONS``): "fp32" runs anywhere; "bf16" and "qlora-nf4" need a CUDA worker, which the form and
+    the launch check before a job is queued and the worker checks again.
     """
 
     lora_rank: int = 8
@@ -77,6 +80,7 @@ class TrainingConfig:
     seed: int = 42
     formatting: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FORMATTING))
     gradient_checkpointing: str = "auto"
+    precision: str = "fp32"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
@@ -196,6 +200,8 @@ class TrainingConfig:
                 f"Gradient checkpointing is one of {', '.join(CHECKPOINTING_MODES)}, "
                 f"not {self.gradient_checkpointing!r}."
             )
+        if self.precision not in PRECISIONS:
+            errors["precision"] = f"Precision is one of {', '.join(PRECISIONS)}, not {str(self.precision)[:40]!r}."
 
         if not isinstance(self.formatting, dict):
             errors["formatting"] = "Formatting must map record types to modes."
@@ -230,6 +236,7 @@ class TrainingConfig:
             batch_size=self.batch_size,
             row_tokens=row_tokens,
             checkpointing=checkpointing,
+            precision=self.precision,
             **dims,
         )
 
