@@ -184,6 +184,8 @@ def _check_launch(
         )
     if errors := config.validate(context_length=base_model.context_length):
         raise ValidationError({f"config.{name}": message for name, message in errors.items()})
+    if refused := selectors.precision_refusals().get(config.precision):
+        raise ValidationError({"config.precision": refused})
     try:
         architectures.architecture_for(base_model.model_type, base_model.architecture)
     except architectures.UnsupportedArchitecture as e:
