@@ -10,7 +10,10 @@ over the RSS right after loading the model is printed beside it. On CUDA (when a
 ``torch.cuda.max_memory_allocated``. Tokens/s counts the non-padding tokens of the timed steps, after one
 untimed warm-up step. Both variants load the model through ``training.load_base``, which sets the allocator the
 way a training worker runs (``training.return_freed_memory``: freed activations go back to the system rather than
-fragmenting the heap), and compute the loss with ``training._loss_sum`` (the output head only on answer tokens).
+fragmenting the heap), compute the loss with ``training._loss_sum`` (the output head only on answer tokens, its
+logits a chunk at a time and computed again in the backward pass) and train under ``training.lean_activations``
+(the gated MLP's activation computed again in the backward pass), as ``training.train_lora`` does: the full
+fine-tune gets the same two savings, so the ratio compares LoRA with full fine-tuning done as carefully.
 
 Once after the rounds, LoRA also runs with gradient checkpointing on (the form's "on"; "auto" would not choose it
 for a job this small): its memory and speed are printed beside the others, not in the ratios.
@@ -60,7 +63,7 @@ def measure(mode: str, device: str) -> dict[str, float | int | str]:
     from peft import LoraConfig, get_peft_model
 
     from modelfactory.encoding import encode_records
-    from modelfactory.training import _batch, _loss_sum, load_base
+    from modelfactory.training import _batch, _loss_sum, lean_activations, load_base
 
     torch.manual_seed(0)
     base = load_base(MODEL_DIR, device=device)
@@ -82,19 +85,20 @@ def measure(mode: str, device: str) -> dict[str, float | int | str]:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     model.train()
     tokens, seconds = 0, 0.0
-    for step in range(STEPS + 1):
-        start = time.perf_counter()
-        batch = _batch(rows[(step * BATCH) % len(rows) :][:BATCH], base.tokenizer.pad_token_id, base.device)
-        loss, count = _loss_sum(model, batch, base)
-        (loss / count).backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if step:  # the first step pays for allocations and kernel selection
-            seconds += time.perf_counter() - start
-            tokens += int(batch["attention_mask"].sum())
+    with lean_activations(model):
+        for step in range(STEPS + 1):
+            start = time.perf_counter()
+            batch = _batch(rows[(step * BATCH) % len(rows) :][:BATCH], base.tokenizer.pad_token_id, base.device)
+            loss, count = _loss_sum(model, batch, base)
+            (loss / count).backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if step:  # the first step pays for allocations and kernel selection
+                seconds += time.perf_counter() - start
+                tokens += int(batch["attention_mask"].sum())
     result: dict[str, float | int | str] = {
         "mode": mode,
         "device": device,

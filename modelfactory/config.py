@@ -16,6 +16,7 @@ from .architectures import ALL_LINEAR, ATTENTION, ModelShape, resolve_target_mod
 from .estimates import (
     CHECKPOINTING_MODES,
     FALLBACK_PARAMETERS,
+    PRECISIONS,
     JobSize,
     Throughput,
     checkpointing_on,
@@ -68,6 +69,8 @@ class TrainingConfig:
     how many processes train the job together (data parallel, ``modelfactory.distributed``), each on its share of
     every step's global batch: the same adapter within floating-point rounding (dropout aside); more than 1 needs a
     worker announcing that many devices (GPUs, or CPU cores). ``device``: "auto" or "cuda" (see ``DEVICES``).
+    ``precision`` (``estimates.PRECISIONS``): "fp32" runs anywhere; "bf16" and "qlora-nf4" need a CUDA worker,
+    which the form and the launch check before a job is queued and the worker checks again.
     """
 
     lora_rank: int = 8
@@ -91,6 +94,7 @@ class TrainingConfig:
     gradient_checkpointing: str = "auto"
     processes: int = 1
     device: str = "auto"
+    precision: str = "fp32"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
@@ -215,6 +219,8 @@ class TrainingConfig:
                 f"Gradient checkpointing is one of {', '.join(CHECKPOINTING_MODES)}, "
                 f"not {self.gradient_checkpointing!r}."
             )
+        if self.precision not in PRECISIONS:
+            errors["precision"] = f"Precision is one of {', '.join(PRECISIONS)}, not {str(self.precision)[:40]!r}."
 
         whole("processes", 1, MAX_PROCESSES, "Processes")
         if self.device not in DEVICES:
@@ -253,6 +259,7 @@ class TrainingConfig:
             batch_size=self.batch_size,
             row_tokens=row_tokens,
             checkpointing=checkpointing,
+            precision=self.precision,
             **dims,
         )
 

@@ -210,6 +210,28 @@ def phase_seconds(
 CHECKPOINTING_TIME_FACTOR = 1.5
 CHECKPOINTING_MODES = ("off", "auto", "on")
 
+# The loss computes the output head's logits this many bytes (float32) at a time and again, a chunk at a time, in
+# the backward pass (``training._head_loss``): the bundled model's 49,152-word vocabulary gives 42 positions a
+# chunk, and about four chunks' worth (logits, log-softmax and both gradients) at the peak.
+LOSS_CHUNK_BYTES = 8 << 20
+
+# How the base model's weights are held and the math run (issue 18, item 4). "fp32": float32 weights (on a CUDA
+# device with bf16 support the forward passes run under bf16 autocast, as they always have); "bf16": bfloat16
+# weights and math, CUDA only; "qlora-nf4": the decoder's linear weights in 4-bit NF4 through bitsandbytes (QLoRA),
+# the rest in bfloat16, bfloat16 math, CUDA only. The LoRA weights, their gradients and Adam's moments stay float32.
+PRECISIONS = ("fp32", "bf16", "qlora-nf4")
+GPU_PRECISIONS = ("bf16", "qlora-nf4")
+PRECISION_LABELS = {
+    "fp32": "fp32: float32 weights (any worker)",
+    "bf16": "bf16: bfloat16 weights and math, half the memory (a CUDA worker)",
+    "qlora-nf4": "QLoRA: 4-bit NF4 base weights through bitsandbytes, bfloat16 math (a CUDA worker)",
+}
+# Bytes a weight: NF4 packs two weights a byte and keeps one scale per block of 64 (8 bits, with the scales
+# themselves quantized: "double quantization"), 4.127 bits a weight in all (the QLoRA paper, section 3).
+_WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "qlora-nf4": 4.127 / 8}
+# Bytes an activation: the math runs in bfloat16 for "bf16" and "qlora-nf4".
+_ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "qlora-nf4": 2}
+
 
 def memory_bytes(
     *,
@@ -222,24 +244,32 @@ def memory_bytes(
     hidden: int | None = None,
     layers: int | None = None,
     vocab: int | None = None,
+    precision: str = "fp32",
 ) -> int:
-    """A rough float32 upper bound of a LoRA job's memory: weights, LoRA weights with gradient and two Adam
-    moments, activations, the answer tokens' logits.
+    """A rough upper bound of a LoRA job's memory: weights, LoRA weights with gradient and two Adam moments (float32),
+    activations, the answer tokens' logits (a chunk at a time, ``LOSS_CHUNK_BYTES``).
 
     Without ``hidden``, ``layers`` and ``vocab`` (the model's own, from its config) the constants fit a Llama-shaped
     model of SmolLM2's proportions (hidden ~ 576, 30 layers, 49k vocabulary); this is for a "will it fit" hint, not
     an allocator. With ``checkpointing`` the activations are one hidden state
-    a layer plus one layer's worth, recomputed in the backward pass.
+    a layer plus one layer's worth, recomputed in the backward pass. ``precision`` (``PRECISIONS``): "bf16" halves
+    the weights and the activations; "qlora-nf4" holds the decoder's weights in 4 bits (the embeddings, about
+    ``vocab * hidden`` of them, stay bfloat16) and halves the activations.
     """
-    weights = parameters * 4
     hidden = hidden or (576 if parameters < 300_000_000 else 2048)
     layers = layers or (30 if parameters < 300_000_000 else 24)
     vocab = vocab or 49_152
+    if precision == "qlora-nf4":
+        embeddings = min(parameters, vocab * hidden)
+        weights = embeddings * 2 + (parameters - embeddings) * _WEIGHT_BYTES[precision]
+    else:
+        weights = parameters * _WEIGHT_BYTES.get(precision, 4.0)
+    unit = _ACTIVATION_BYTES.get(precision, 4)
     lora = layers * lora_modules * 2 * hidden * lora_rank * 4 * 4
     tokens = batch_size * max(row_tokens, 1)
-    per_layer = tokens * hidden * 4 * 24
-    activations = (tokens * hidden * 4 * layers + per_layer) if checkpointing else per_layer * layers
-    logits = tokens * vocab * 4 * 3
+    per_layer = tokens * hidden * unit * 24
+    activations = (tokens * hidden * unit * layers + per_layer) if checkpointing else per_layer * layers
+    logits = 4 * min(tokens * vocab * 4, LOSS_CHUNK_BYTES)
     return int(weights + lora + activations + logits)
 
 

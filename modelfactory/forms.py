@@ -12,8 +12,9 @@ from datanets.models import Snapshot
 
 from . import architectures
 from .config import DEVICES, FORMATTING_MODES, MAX_PROCESSES, PRESET_LABELS, PRESETS, SCHEDULES, TrainingConfig
+from .estimates import PRECISION_LABELS, PRECISIONS
 from .models import BaseModel, FineTuneJob, ModelVersion
-from .selectors import processes_error, snapshots_usable_by, versions_visible_to
+from .selectors import precision_refusals, processes_error, snapshots_usable_by, versions_visible_to
 from .services import MAX_MERGE_WEIGHT
 
 # The config settings the form shows, in the form's order; the others keep TrainingConfig's defaults.
@@ -35,6 +36,7 @@ CONFIG_FIELDS = (
     "gradient_checkpointing",
     "processes",
     "device",
+    "precision",
 )
 TARGET_LABELS = {
     "attention": "Attention projections (q, k, v, o, or the family's fused equivalents): small and fast",
@@ -174,6 +176,13 @@ class FineTuneForm(_JobForm):
         required=False,
         help_text="“A CUDA GPU” waits for a worker that has one.",
     )
+    precision = forms.ChoiceField(
+        label="Precision",
+        choices=list(PRECISION_LABELS.items()),
+        required=False,
+        error_messages={"invalid_choice": f"%(value)s is not a precision; choose {', '.join(PRECISIONS)}."},
+        help_text="bf16 and QLoRA are offered while a CUDA GPU worker that can run them is online.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         kwargs.setdefault("initial", {**preset_initial("balanced"), "formatting": "auto"})
@@ -192,6 +201,12 @@ class FineTuneForm(_JobForm):
         if default is not None and "start" not in self.initial:
             self.initial["start"] = f"base-{default.pk}"
         self.fields["snapshots"].queryset = snapshots_usable_by(user=user)
+        # every precision is a valid choice, so that a refused one gets its reason rather than "not a choice";
+        # the page lists only those a live worker can run
+        self.refused_precisions = precision_refusals()
+        self.fields["precision"].widget.choices = [
+            (value, label) for value, label in PRECISION_LABELS.items() if value not in self.refused_precisions
+        ]
         self.base_model: BaseModel | None = None
         self.parent_version: ModelVersion | None = None
         self.config: TrainingConfig | None = None
@@ -232,6 +247,10 @@ class FineTuneForm(_JobForm):
         values["gradient_checkpointing"] = values["gradient_checkpointing"] or "auto"
         values["processes"] = values["processes"] or 1
         values["device"] = values["device"] or "auto"
+        values["precision"] = values["precision"] or "fp32"
+        if refused := self.refused_precisions.get(values["precision"]):
+            self.add_error("precision", refused)
+            return cleaned
         if cleaned.get("length_mode") == "steps":
             if values["max_steps"] is None:
                 self.add_error("max_steps", "Give the number of steps, or train for epochs.")

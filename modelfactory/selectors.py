@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -235,6 +236,95 @@ def training_workers_live() -> list[TrainingWorker]:
     busy = set(FineTuneJob.objects.filter(status=FineTuneJob.Status.RUNNING).values_list("worker", flat=True))
     workers = list(TrainingWorker.objects.filter(last_seen__gte=fresh_after).order_by("-last_seen", "hostname"))
     return sorted(workers, key=lambda w: w.hostname in busy)
+
+
+# The queue a Celery worker with a CUDA GPU consumes for training jobs, as its heartbeat row lists it.
+GPU_TRAINING_QUEUE = "training-gpu"
+
+
+def _cuda_devices(announced: Any) -> list[dict[str, Any]] | None:
+    """The CUDA devices in a heartbeat's ``devices`` value, each as a dict; None when the value says nothing (absent,
+    empty or of a shape this reader does not know), [] when it lists devices and none of them is CUDA. A device is a
+    dict with "type" (or "kind") "cuda", or a name such as "cuda:0"; {"cuda": [...]} is read too."""
+    if isinstance(announced, dict):
+        announced = announced.get("cuda") if isinstance(announced.get("cuda"), list) else [announced]
+    if not isinstance(announced, list) or not announced:
+        return None
+    found: list[dict[str, Any]] = []
+    for device in announced:
+        if isinstance(device, str) and device.split(":")[0] == "cuda":
+            found.append({"name": device})
+        elif isinstance(device, dict) and "cuda" in (str(device.get("type", "")), str(device.get("kind", ""))):
+            found.append(device)
+    return found
+
+
+def _runs_bf16(device: dict[str, Any]) -> bool:
+    """A device that says it has no bfloat16 (``"bf16": false``, or a compute capability below 8.0) does not."""
+    if device.get("bf16") is False:
+        return False
+    capability = device.get("capability", device.get("compute_capability"))
+    if isinstance(capability, list | tuple) and capability and isinstance(capability[0], int | float):
+        return capability[0] >= 8
+    if isinstance(capability, str | int | float):
+        try:
+            return float(capability) >= 8
+        except ValueError:
+            return True
+    return True
+
+
+def _runs_qlora(device: dict[str, Any], worker: dict[str, Any]) -> bool:
+    """QLoRA needs bitsandbytes on the worker and bfloat16 on the device; a worker or device that says it has no
+    bitsandbytes (``"bitsandbytes": false``) cannot."""
+    return _runs_bf16(device) and worker.get("bitsandbytes") is not False and device.get("bitsandbytes") is not False
+
+
+def gpu_precisions_live() -> dict[str, list[str]]:
+    """For each of ``estimates.GPU_PRECISIONS``, the hostnames of the live workers (a heartbeat within three beats)
+    that can train with it: workers whose heartbeat lists the ``training-gpu`` queue and, where the row has a
+    ``devices`` field that lists devices, at least one CUDA device able to (bf16: compute capability 8.0 or above
+    when given; QLoRA: that, and bitsandbytes not said to be missing).
+
+    Read from ``openledger_web``'s WorkerHeartbeat through the app registry: that app sits above this one in the
+    layers (.importlinter), and the row may or may not have its ``devices`` field yet.
+    """
+    heartbeat = apps.get_model("openledger_web", "WorkerHeartbeat")
+    columns = ["hostname", "queues"]
+    if any(f.name == "devices" for f in heartbeat._meta.get_fields()):
+        columns.append("devices")
+    fresh_after = timezone.now() - timedelta(seconds=3 * int(settings.WORKER_HEARTBEAT_SECONDS))
+    able: dict[str, list[str]] = {precision: [] for precision in estimates.GPU_PRECISIONS}
+    for worker in heartbeat.objects.filter(last_seen__gte=fresh_after).order_by("hostname").values(*columns):
+        queues = worker["queues"] if isinstance(worker["queues"], list) else []
+        if GPU_TRAINING_QUEUE not in queues:
+            continue
+        devices = _cuda_devices(worker.get("devices"))
+        if devices == []:
+            continue  # it lists its devices, and none is CUDA
+        devices = devices or [{}]
+        announced = worker.get("devices") if isinstance(worker.get("devices"), dict) else {}
+        if any(_runs_bf16(d) for d in devices):
+            able["bf16"].append(worker["hostname"])
+        if any(_runs_qlora(d, announced) for d in devices):
+            able["qlora-nf4"].append(worker["hostname"])
+    return able
+
+
+def precision_refusals() -> dict[str, str]:
+    """Why each precision that no live worker can train with is refused, in words for the person launching the
+    job; "fp32" is never refused (every worker runs it)."""
+    able = gpu_precisions_live()
+    names = {"bf16": "bf16", "qlora-nf4": "QLoRA (4-bit NF4)"}
+    return {
+        precision: (
+            f"{names[precision]} training needs a CUDA GPU worker (one consuming the {GPU_TRAINING_QUEUE} queue"
+            f"{' with bitsandbytes' if precision == 'qlora-nf4' else ''}), and none that can is online now; "
+            "choose fp32, or start such a worker and try again."
+        )
+        for precision, hosts in able.items()
+        if not hosts
+    }
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,8 @@ def _check_launch(
         raise ValidationError({f"config.{name}": message for name, message in errors.items()})
     if message := selectors.processes_error(config):
         raise ValidationError({"config.processes" if config.processes > 1 else "config.device": message})
+    if refused := selectors.precision_refusals().get(config.precision):
+        raise ValidationError({"config.precision": refused})
     try:
         architectures.architecture_for(base_model.model_type, base_model.architecture)
     except architectures.UnsupportedArchitecture as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -27,9 +28,16 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
 from peft.utils import load_peft_weights
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler
+from torch.utils.checkpoint import checkpoint
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedTokenizerBase,
+    get_scheduler,
+)
 
 from .architectures import UnsupportedArchitecture, architecture_for
 from .config import TrainingConfig
@@ -42,11 +50,16 @@ from .encoding import (
     sample_prompt,
     train_eval_split,
 )
-from .estimates import checkpointing_on
+from .estimates import GPU_PRECISIONS, LOSS_CHUNK_BYTES, checkpointing_on
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 MERGE_METHODS = ("linear", "ties", "cat")
+_DTYPE_LABELS = {
+    "fp32": "float32",
+    "bf16": "bfloat16 weights, bfloat16 autocast",
+    "qlora-nf4": "4-bit NF4 base weights (bitsandbytes), bfloat16 autocast",
+}
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -144,6 +157,7 @@ class LoadedBase:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     autocast_dtype: torch.dtype | None
+    precision: str = "fp32"  # estimates.PRECISIONS: how the weights are held
 
     @property
     def context_length(self) -> int:
@@ -218,20 +232,54 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_base(base_model_dir: str | Path, *, device: str | None = None) -> LoadedBase:
-    """Load a local Hugging Face causal LM and its tokenizer (never downloads). Weights stay float32; on a CUDA
-    device with bf16 support the forward passes run under bf16 autocast, which keeps the trained LoRA weights in
-    float32 and stable."""
+def load_base(base_model_dir: str | Path, *, device: str | None = None, precision: str = "fp32") -> LoadedBase:
+    """Load a local Hugging Face causal LM and its tokenizer (never downloads). With ``precision`` "fp32" the weights
+    stay float32, and on a CUDA device with bf16 support the forward passes run under bf16 autocast, which keeps the
+    trained LoRA weights in float32 and stable. "bf16" (bfloat16 weights) and "qlora-nf4" (the decoder's linear
+    weights in 4-bit NF4 through bitsandbytes, the rest bfloat16) run under bf16 autocast and need a CUDA device
+    with bf16, and "qlora-nf4" the bitsandbytes package; without them ``TrainingError`` says what is missing."""
     path = str(Path(base_model_dir).resolve())
     target = pick_device(device)
     return_freed_memory()
+    bf16 = target.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision != "fp32":
+        _require_gpu_precision(precision, target, bf16)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(target)
+    if precision == "qlora-nf4":
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=torch.bfloat16, quantization_config=quantization, device_map={"": target}
+        )
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(target)
     model.eval()
-    autocast = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return LoadedBase(path=path, model=model, tokenizer=tokenizer, device=target, autocast_dtype=autocast)
+    autocast = torch.bfloat16 if bf16 else None
+    return LoadedBase(
+        path=path, model=model, tokenizer=tokenizer, device=target, autocast_dtype=autocast, precision=precision
+    )
+
+
+def _require_gpu_precision(precision: str, target: torch.device, bf16: bool) -> None:
+    """Refuse a GPU precision where it cannot run, naming what is missing (the form refuses it earlier, when no
+    worker announces it; this is the worker's own check)."""
+    if precision not in GPU_PRECISIONS:
+        raise TrainingError(f"unknown precision {precision!r}; choose fp32, {', '.join(GPU_PRECISIONS)}")
+    if target.type != "cuda":
+        raise TrainingError(f"{precision} training needs a CUDA GPU; this worker trains on {target}: choose fp32")
+    if not bf16:
+        raise TrainingError(f"{precision} training needs a GPU with bfloat16 (compute capability 8.0 or above)")
+    if precision == "qlora-nf4" and importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingError(
+            "QLoRA training needs the bitsandbytes package on the worker, which is not installed: choose bf16 or fp32"
+        )
 
 
 def return_freed_memory() -> None:
@@ -319,13 +367,84 @@ def _loss_sum(model: Any, batch: dict[str, torch.Tensor], base: LoadedBase) -> t
     with _autocast(base):
         if getattr(inner.config, "final_logit_softcapping", None):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
-        else:
-            hidden = inner.get_decoder()(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-            )
-            logits = inner.get_output_embeddings()(hidden.last_hidden_state[:, :-1][keep])
-    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+            return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+        hidden = inner.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        )
+        loss = _head_loss(inner.get_output_embeddings(), hidden.last_hidden_state[:, :-1][keep], targets[keep])
     return loss, int(keep.sum())
+
+
+def _head_loss(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of ``head(hidden)`` against ``targets`` without holding every position's logits.
+
+    With more positions than one chunk holds, each chunk's logits are computed, reduced to its summed loss and
+    dropped; the backward pass computes them again, one chunk at a time (``torch.utils.checkpoint``). Same
+    numbers as one cross-entropy over all positions, summed in another order (bench/train.py, docs/decisions.md).
+    """
+    chunk = max(1, LOSS_CHUNK_BYTES // (4 * int(head.weight.shape[0])))
+    if len(targets) <= chunk:
+        return _chunk_loss(head, hidden, targets)
+    grad = torch.is_grad_enabled()
+    losses = [
+        checkpoint(_chunk_loss, head, hidden[i : i + chunk], targets[i : i + chunk], use_reentrant=False)
+        if grad
+        else _chunk_loss(head, hidden[i : i + chunk], targets[i : i + chunk])
+        for i in range(0, len(targets), chunk)
+    ]
+    return torch.stack(losses).sum()
+
+
+def _chunk_loss(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+class _GatedProduct(torch.autograd.Function):
+    """``act(gate) * up`` that keeps only ``gate`` and ``up`` for the backward pass and computes ``act(gate)`` there
+    again: one elementwise function per layer, instead of holding a third tensor of the MLP's width."""
+
+    @staticmethod
+    def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        ctx.act = act
+        ctx.save_for_backward(gate, up)
+        return act(gate) * up
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        gate, up = ctx.saved_tensors
+        with torch.enable_grad():
+            gate = gate.detach().requires_grad_(True)
+            activated = ctx.act(gate)
+            (grad_gate,) = torch.autograd.grad(activated, gate, grad * up)
+        return grad_gate, grad * activated.detach(), None
+
+
+def _gated_mlp_forward(mlp: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return mlp.down_proj(_GatedProduct.apply(mlp.gate_proj(x), mlp.up_proj(x), mlp.act_fn))
+
+    return forward
+
+
+@contextlib.contextmanager
+def lean_activations(model: Any) -> Iterator[None]:
+    """For the block, the gated MLPs of ``model`` (``down_proj(act_fn(gate_proj(x)) * up_proj(x))``: Llama,
+    Mistral, Qwen2, Gemma) hold two of their three wide tensors for the backward pass rather than three; the same
+    outputs and gradients (modelfactory/tests/test_lean_training.py). Other MLPs run as they are. ``train_lora`` trains
+    under it; the model is left as it was found."""
+    patched = [
+        module
+        for module in model.modules()
+        if all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
+        and "forward" not in vars(module)
+    ]
+    for module in patched:
+        module.forward = _gated_mlp_forward(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 @torch.no_grad()
@@ -491,8 +610,9 @@ def train_lora(
     output_dir = Path(output_dir)
     if output_dir.exists():
         raise TrainingError(f"{output_dir} already exists; adapters are never overwritten")
-    if base is None:
-        base = load_base(base_model_dir, device=device)
+    if base is None or (config.precision in GPU_PRECISIONS and base.precision != config.precision):
+        # a shared base held another way is left alone: this job loads the model as its precision asks
+        base = load_base(base_model_dir, device=device, precision=config.precision)
     if errors := config.validate(context_length=base.context_length):
         raise InvalidTrainingConfig(errors)
     try:
@@ -543,6 +663,8 @@ def train_lora(
             fan_in_fan_out=family.conv1d,
             task_type="CAUSAL_LM",
         )
+        if base.precision == "qlora-nf4":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         peft_model = get_peft_model(model, lora)
         if group is not None:
             # the same seed draws the same A matrices everywhere already; this makes it a promise
@@ -555,7 +677,12 @@ def train_lora(
 
     eval_bs = max(config.batch_size, 8)
     checkpointing = _checkpointing(config, base, train)
-    with _staging(output_dir) as staging, _wrapped(base, build) as model, _checkpointed(model, checkpointing):
+    with (
+        _staging(output_dir) as staging,
+        _wrapped(base, build) as model,
+        _checkpointed(model, checkpointing),
+        lean_activations(model),
+    ):
         lora_config = model.peft_config["default"]
         trainable = [p for p in model.parameters() if p.requires_grad]
         trainable_params = sum(p.numel() for p in trainable)
@@ -702,7 +829,9 @@ def train_lora(
         output_dir=str(output_dir),
         adapter_sha256=adapter_sha256(output_dir),
         device=str(base.device),
-        dtype="float32" if base.autocast_dtype is None else "float32 weights, bfloat16 autocast",
+        dtype=_DTYPE_LABELS[base.precision]
+        if base.precision != "fp32" or base.autocast_dtype is None
+        else ("float32 weights, bfloat16 autocast"),
         steps=total_steps,
         resumed_from_step=resumed_from,
         train_records=len(train),
