@@ -113,7 +113,9 @@ def run_proof(run: InferenceRun) -> dict[str, Any] | None:
 
 
 def engine_states() -> list[dict[str, Any]]:
-    """The last state each inference worker published (``Engine.state()`` plus ``worker`` and ``published_at``)."""
+    """The last state each inference worker published of each of its engines (``Engine.state()`` plus ``worker`` and
+    ``published_at``), one dict per engine, by worker."""
     workers = cache.get(ENGINE_WORKERS_CACHE_KEY) or []
     states = cache.get_many([ENGINE_STATE_CACHE_KEY.format(worker=w) for w in workers])
-    return [states[k] for k in sorted(states)]
+    # a worker with one engine publishes its state, one with several a list of them
+    return [state for k in sorted(states) for state in (states[k] if isinstance(states[k], list) else [states[k]])]
