@@ -14,11 +14,15 @@ only needs the request and result types.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import math
+import os
 import queue
 import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -64,6 +68,20 @@ UNSUPPORTED_CONFIG_FLAGS = (
     "use_qalora",
 )
 CLOSED_MESSAGE = "the engine was closed before this request ran"
+# The counters of the warm and cold tiers in ``state()["tiers"]`` (the hot tier's are ``hits``, ``misses``,
+# ``evictions`` of ``state()``, kept at the top level as before there were tiers).
+_WARM_COUNTERS = (
+    "warm_hits",
+    "warm_misses",
+    "warm_writes",
+    "warm_write_failures",
+    "warm_evictions",
+    "warm_corrupt",
+    "evictions_to_warm",
+    "cold_loads",
+)
+# A warm-tier folder is named after the process that owns it, so a later engine can tell the folders of dead ones.
+_WARM_FOLDER = re.compile(r"^engine-(?P<pid>[0-9]+)-[a-z0-9_]+$")
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 
 # The adapters of the rows of the batch now in a forward pass; read by the LoRA hooks on the base model's layers.
@@ -248,6 +266,20 @@ class _Adapter:
             last_used=self.last_used,
             pinned=self.pinned,
         )
+
+
+@dataclass
+class _WarmEntry:
+    """An adapter in the warm tier: already checked and converted, in one safetensors file of the warm folder."""
+
+    file: Path
+    source: Path
+    nbytes: int
+    sha256: str
+
+
+class _WarmCorrupt(Exception):
+    """A warm file that is not what the engine wrote (its hash differs, or it does not parse)."""
 
 
 @dataclass(frozen=True)
@@ -457,6 +489,11 @@ class Engine:
     until the least recently used unpinned one must go to keep within ``max_adapters`` and ``max_adapter_bytes``;
     a batch's rows may use different adapters or none and are computed in one forward pass per step, each row giving
     the tokens it gives alone (up to floating-point reordering); a request whose adapter cannot load fails alone.
+    Adapter memory is tiered: the in-memory cache above is the hot tier; with ``warm_dir`` and ``max_warm_bytes``,
+    an adapter evicted from it is written, already checked and converted, to a warm tier of files on local disk
+    (least recently used out first, within ``max_warm_bytes``), and a later miss reads it back from there, checked by
+    its hash, without reading and checking its folder again (the cold tier); a warm file that fails its hash is
+    dropped and the adapter read cold. Per-tier counters are in ``state()["tiers"]``.
     ``submit`` queues a request for the background scheduler, which batches at the level of decode steps: an idle
     engine gathers requests for ``batch_window_ms`` (up to ``max_batch_size``) into a new batch, and while it decodes,
     a request that arrives joins it before the next step (up to ``max_batch_size`` rows in flight) rather than
@@ -478,6 +515,8 @@ class Engine:
         max_context_tokens: int | None = None,
         adapter_resolver: Any = None,
         base_model_aliases: Sequence[str] = (),
+        warm_dir: str | Path | None = None,
+        max_warm_bytes: int = 0,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -529,6 +568,10 @@ class Engine:
             "joined": 0,
         }
         self._last_load_ms: float | None = None
+        self._warm: OrderedDict[str, _WarmEntry] = OrderedDict()
+        self._warm_stats = dict.fromkeys(_WARM_COUNTERS, 0)
+        self.max_warm_bytes = max_warm_bytes
+        self.warm_folder = self._warm_folder_create(warm_dir) if warm_dir is not None and max_warm_bytes > 0 else None
         self._running = 0
         self._queue: queue.Queue[GenerationHandle | None] = queue.Queue()
         self._closed = False
@@ -588,8 +631,9 @@ class Engine:
                 self._evict_over(0, 0)
 
     def unload_adapter(self, adapter_id: str) -> bool:
-        """Drop ``adapter_id`` from the cache, pinned or not; returns whether it was resident."""
+        """Drop ``adapter_id`` from the cache, pinned or not, and its warm copy; returns whether it was resident."""
         with self._cache_lock:
+            self._warm_drop(adapter_id)
             return self._cache.pop(adapter_id, None) is not None
 
     def adapters(self) -> list[AdapterInfo]:
@@ -611,7 +655,10 @@ class Engine:
             try:
                 folder = self._resolve(adapter_id)
                 started = time.perf_counter()
-                adapter = self._read_adapter(adapter_id, folder)
+                adapter = self._read_warm(adapter_id, folder)
+                if adapter is None:
+                    adapter = self._read_adapter(adapter_id, folder)
+                    self._warm_stats["cold_loads"] += 1
                 self._last_load_ms = (time.perf_counter() - started) * 1000
                 self._make_room(1, adapter.nbytes)
             except AdapterError:
@@ -648,8 +695,131 @@ class Engine:
             victim = next((k for k, a in self._cache.items() if not a.pinned), None)
             if victim is None:
                 return
-            del self._cache[victim]
+            self._warm_put(self._cache.pop(victim))
             self._stats["evictions"] += 1
+
+    # -- the warm tier: checked, converted adapters in files on local disk -------------------------------------------
+
+    def _warm_folder_create(self, warm_dir: str | Path) -> Path:
+        """A folder of this engine's own under ``warm_dir`` (another process's engine may share ``warm_dir``), after
+        removing the folders of engines whose process is gone: a warm file is trusted only by the engine that wrote
+        it, whose memory holds its hash."""
+        import psutil
+
+        root = Path(warm_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in root.iterdir():
+            match = _WARM_FOLDER.match(folder.name)
+            if match and folder.is_dir() and not psutil.pid_exists(int(match["pid"])):
+                shutil.rmtree(folder, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f"engine-{os.getpid()}-", dir=root))
+
+    def _warm_put(self, adapter: _Adapter) -> None:
+        """Keep an adapter leaving the hot tier in the warm tier (a no-op when its current copy is already there),
+        evicting the least recently used warm files to stay within ``max_warm_bytes``. A failed write (a full disk)
+        only loses the warm copy: the adapter's folder is still there."""
+        from safetensors.torch import save
+
+        if self.warm_folder is None or self._closed or not (adapter.path / ADAPTER_WEIGHTS).is_file():
+            return
+        entry = self._warm.get(adapter.adapter_id)
+        if entry is not None and entry.source == adapter.path:
+            self._warm.move_to_end(adapter.adapter_id)
+            self._warm_stats["evictions_to_warm"] += 1
+            return
+        self._warm_drop(adapter.adapter_id)
+        tensors: dict[str, Any] = {}
+        for module, (a, b) in adapter.layers.items():
+            tensors[f"{module}.A"], tensors[f"{module}.B"] = a.cpu(), b.cpu()
+        metadata = {
+            "adapter_id": adapter.adapter_id,
+            "source": str(adapter.path),
+            "file_bytes": str(adapter.file_bytes),
+            "rank": str(adapter.rank),
+        }
+        data = save(tensors, metadata=metadata)
+        if len(data) > self.max_warm_bytes:
+            return
+        while self._warm and self._warm_bytes() + len(data) > self.max_warm_bytes:
+            self._warm_drop(next(iter(self._warm)))
+            self._warm_stats["warm_evictions"] += 1
+        # The file's name is a digest of the id, so no id (whatever its characters) can name a path outside the folder.
+        file = self.warm_folder / f"{hashlib.sha256(adapter.adapter_id.encode()).hexdigest()}.safetensors"
+        partial_file = file.with_suffix(".partial")
+        try:
+            partial_file.write_bytes(data)
+            partial_file.replace(file)
+        except OSError:
+            partial_file.unlink(missing_ok=True)
+            self._warm_stats["warm_write_failures"] += 1
+            return
+        self._warm[adapter.adapter_id] = _WarmEntry(file, adapter.path, len(data), hashlib.sha256(data).hexdigest())
+        self._warm_stats["warm_writes"] += 1
+        self._warm_stats["evictions_to_warm"] += 1
+
+    def _read_warm(self, adapter_id: str, folder: Path) -> _Adapter | None:
+        """The adapter from its warm file, or None when the warm tier lacks it (or holds a copy of another folder's
+        adapter under this id). A warm file whose bytes do not hash to what was written is dropped and counted as
+        corrupt; the caller then reads the adapter's folder."""
+        if self.warm_folder is None:
+            return None
+        entry = self._warm.get(adapter_id)
+        if entry is None or entry.source != folder:
+            self._warm_stats["warm_misses"] += 1
+            return None
+        try:
+            adapter = self._warm_load(adapter_id, entry)
+        except _WarmCorrupt:
+            self._warm_drop(adapter_id)
+            self._warm_stats["warm_corrupt"] += 1
+            self._warm_stats["warm_misses"] += 1
+            return None
+        self._warm.move_to_end(adapter_id)
+        self._warm_stats["warm_hits"] += 1
+        return adapter
+
+    def _warm_load(self, adapter_id: str, entry: _WarmEntry) -> _Adapter:
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        try:
+            data = entry.file.read_bytes()
+        except OSError as e:
+            raise _WarmCorrupt(str(e)) from e
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise _WarmCorrupt(f"{entry.file} does not hash to what was written")
+        try:
+            tensors = load(data)
+        except SafetensorError as e:
+            raise _WarmCorrupt(str(e)) from e
+        meta = _safetensors_metadata(data)
+        layers: dict[str, tuple[Any, Any]] = {}
+        nbytes = 0
+        for key in tensors:
+            if key.endswith(".A"):
+                module = key.removesuffix(".A")
+                # Copies, into memory the allocator aligns (as _read_adapter copies): tensors viewing the read bytes
+                # may sit at any offset, and the CPU kernels sum in another order for unaligned data.
+                a = tensors[key].to(self.device, copy=True)
+                b = tensors[f"{module}.B"].to(self.device, copy=True)
+                layers[module] = (a, b)
+                nbytes += a.nbytes + b.nbytes
+        return _Adapter(adapter_id, entry.source, layers, nbytes, int(meta["file_bytes"]), int(meta["rank"]))
+
+    def _warm_drop(self, adapter_id: str) -> None:
+        entry = self._warm.pop(adapter_id, None)
+        if entry is not None:
+            entry.file.unlink(missing_ok=True)
+
+    def _warm_bytes(self) -> int:
+        return sum(e.nbytes for e in self._warm.values())
+
+    def _warm_close(self) -> None:
+        if self.warm_folder is None:
+            return
+        with self._cache_lock:
+            self._warm.clear()
+            shutil.rmtree(self.warm_folder, ignore_errors=True)
 
     def _read_adapter(self, adapter_id: str, folder: Path) -> _Adapter:
         """Read and check a peft LoRA folder; the weights go to the engine's device and dtype, scaling folded in B."""
@@ -701,9 +871,12 @@ class Engine:
                 )
             module_alpha = float(_pattern_value(alpha_pattern, module, alpha))
             scaling = module_alpha / math.sqrt(r) if config.get("use_rslora") else module_alpha / r
-            a = a.to(self.dtype).contiguous()
+            # Copies even when the dtype is already right: the read tensors sit at the file's offsets, and the
+            # CPU kernels sum in another order for unaligned data; an aligned copy gives the same logits as the same
+            # adapter read back from the warm tier.
+            a = a.to(self.dtype, copy=True).contiguous()
             b = b.to(self.dtype)
-            b = (b * scaling if scaling != 1 else b).contiguous()
+            b = (b * scaling if scaling != 1 else b.clone()).contiguous()
             layers[module] = (a, b)
             nbytes += a.nbytes + b.nbytes
             rank = max(rank, r)
@@ -773,6 +946,7 @@ class Engine:
         if self._scheduler is not None:
             self._queue.put(None)
             self._scheduler.join(timeout)
+        self._warm_close()
         while True:
             try:
                 handle = self._queue.get_nowait()
@@ -1190,6 +1364,7 @@ class Engine:
         with self._cache_lock:
             adapters = [a.info().__dict__ for a in self._cache.values()]
             stats = dict(self._stats)
+            tiers = self._tiers_state()
         memory = {
             "rss_bytes": psutil.Process().memory_info().rss,
             "adapter_bytes": sum(a["bytes"] for a in adapters),
@@ -1207,10 +1382,47 @@ class Engine:
             **stats,
             "last_load_ms": self._last_load_ms,
             "memory": memory,
+            "tiers": tiers,
             "queue_length": self._queue.qsize(),
             "running": self._running,
             "closed": self._closed,
         }
+
+    def _tiers_state(self) -> dict[str, dict[str, Any]]:
+        """Per tier, what it holds and its counters: hot (in memory), warm (local disk), cold (adapter folders)."""
+        w = self._warm_stats
+        return {
+            "hot": {
+                "adapters": len(self._cache),
+                "bytes": sum(a.nbytes for a in self._cache.values()),
+                "bytes_limit": self.max_adapter_bytes,
+                "max_adapters": self.max_adapters,
+                "hits": self._stats["hits"],
+                "misses": self._stats["misses"],
+                "evictions": self._stats["evictions"],
+                "evictions_to_warm": w["evictions_to_warm"],
+            },
+            "warm": {
+                "enabled": self.warm_folder is not None,
+                "folder": str(self.warm_folder) if self.warm_folder is not None else None,
+                "adapters": len(self._warm),
+                "bytes": self._warm_bytes(),
+                "bytes_limit": self.max_warm_bytes,
+                "hits": w["warm_hits"],
+                "misses": w["warm_misses"],
+                "writes": w["warm_writes"],
+                "write_failures": w["warm_write_failures"],
+                "evictions": w["warm_evictions"],
+                "corrupt": w["warm_corrupt"],
+            },
+            "cold": {"loads": w["cold_loads"], "load_failures": self._stats["load_failures"]},
+        }
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (8 bytes of length, then that much JSON)."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + length]).get("__metadata__") or {}
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:

@@ -72,6 +72,8 @@ def engine_for(base_model: BaseModel) -> Engine:
                 base_model.path,
                 max_adapters=settings.INFERENCE_CACHE_ADAPTERS,
                 max_adapter_bytes=settings.INFERENCE_CACHE_BYTES,
+                warm_dir=settings.INFERENCE_WARM_DIR,
+                max_warm_bytes=settings.INFERENCE_WARM_BYTES,
                 batch_window_ms=settings.INFERENCE_BATCH_WAIT_MS,
                 max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE,
                 # adapters trained here name their base by its folder or its registered name

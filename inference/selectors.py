@@ -117,7 +117,8 @@ def engine_states() -> list[dict[str, Any]]:
     ``worker``, ``node`` and ``published_at``), by worker."""
     workers = cache.get(ENGINE_WORKERS_CACHE_KEY) or []
     states = cache.get_many([ENGINE_STATE_CACHE_KEY.format(worker=w) for w in workers])
-    return [state for key in sorted(states) for state in (states[key] if isinstance(states[key], list) else [])]
+    # a worker publishes a list of its engines (a single dict from before several engines per worker)
+    return [state for k in sorted(states) for state in (states[k] if isinstance(states[k], list) else [states[k]])]
 
 
 def runs_held_by(*, worker: str, run_ids: list[int]) -> set[int]:

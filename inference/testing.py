@@ -56,3 +56,27 @@ def make_synthetic_adapter(
 def release_synthetic_models() -> None:
     """Free the models ``make_synthetic_adapter`` keeps."""
     _SYNTHETIC_MODELS.clear()
+
+
+def copy_synthetic_adapter(template_dir: str | Path, out_dir: str | Path, *, seed: int, scale: float = 0.2) -> Path:
+    """Save a new adapter of ``template_dir``'s config, tensor names and shapes (one ``make_synthetic_adapter`` made)
+    with seeded random weights drawn as ``make_synthetic_adapter`` draws them, without building a peft model: for
+    benches that need a thousand distinct adapters in seconds."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    template, out = Path(template_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(template / "adapter_config.json", out / "adapter_config.json")
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, tensor in sorted(load_file(template / "adapter_model.safetensors").items()):
+        if ".lora_A." in name:
+            bound = 1 / math.sqrt(tensor.shape[1])
+            tensors[name] = (torch.rand(tensor.shape, generator=generator) * 2 - 1) * bound
+        else:
+            tensors[name] = torch.randn(tensor.shape, generator=generator) * scale
+    save_file(tensors, out / "adapter_model.safetensors", metadata={"format": "pt"})
+    return out

@@ -12,6 +12,7 @@ urlpatterns = [
     path("", views.ask, name="ask"),
     path("submit/", views.submit, name="submit"),
     path("history/", views.history, name="history"),
+    path("engines/", views.engines, name="engines"),
     path("runs/<uuid:public_id>/", views.run_detail, name="run_detail"),
     path("runs/<uuid:public_id>/stream/", views.stream, name="stream"),
     path("runs/<uuid:public_id>/proof.json", views.run_proof, name="run_proof"),

@@ -297,6 +297,18 @@ def run_proof(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
 
 @require_GET
 @login_required
+def engines(request: HttpRequest) -> HttpResponse:
+    """The engine status page: what each inference worker last published of its engines (``Engine.state()``), with
+    the counters of the adapter tiers (hot in memory, warm on local disk, cold in media storage). Staff only: it names
+    workers, folders and adapter digests."""
+    if not request.user.is_staff:
+        message = "Only staff may see the inference engines' state."
+        return render(request, "inference/engines.html", {"refused": message}, status=403)
+    return render(request, "inference/engines.html", {"engines": selectors.engine_states()})
+
+
+@require_GET
+@login_required
 def history(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.runs_of(user=request.user), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "inference/history.html", {"page": page})

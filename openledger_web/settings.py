@@ -400,6 +400,9 @@ DEFAULT_BASE_MODEL_DIR = Path(os.getenv("DEFAULT_BASE_MODEL_DIR", str(MODELS_DIR
 # Inference (issue 5): the engine's adapter cache and batching, request limits, run batches, lost-worker reaping.
 INFERENCE_CACHE_ADAPTERS = envint("INFERENCE_CACHE_ADAPTERS", "64")
 INFERENCE_CACHE_BYTES = envint("INFERENCE_CACHE_BYTES", str(1 << 30))
+# The warm tier (issue 19): adapters evicted from memory wait, checked and converted, in files on local disk.
+INFERENCE_WARM_DIR = Path(os.getenv("INFERENCE_WARM_DIR", str(DATA_DIR / "inference-warm")))
+INFERENCE_WARM_BYTES = envint("INFERENCE_WARM_BYTES", str(8 << 30))
 INFERENCE_PIN_VERSIONS = [int(v) for v in envlist("INFERENCE_PIN_VERSIONS", "")]
 INFERENCE_BATCH_WAIT_MS = envint("INFERENCE_BATCH_WAIT_MS", "10")
 INFERENCE_MAX_BATCH_SIZE = envint("INFERENCE_MAX_BATCH_SIZE", "32")

@@ -292,6 +292,7 @@ def test_closing_answers_every_queued_request() -> None:
     # only the queue machinery is needed (no model): a closed engine answers what it holds and takes nothing more
     engine = Engine.__new__(Engine)
     engine._queue, engine._scheduler, engine._closed = queue.Queue(), None, False
+    engine.warm_folder = None
     waiting = GenerationHandle(GenerationRequest(prompt="hi"))
     engine._queue.put(waiting)
     engine.close()

@@ -67,7 +67,7 @@ def every_page(world: Any, run: Any, other: Any) -> list[str]:
         f"/models/versions/{version.pk}/",
         "/models/bases/", "/models/bases/register/", "/models/jobs/", "/models/jobs/new/",
         f"/models/jobs/{version.job_id}/", f"/models/merge/?versions={version.pk}",
-        "/ask/", "/ask/history/", f"/ask/runs/{run.public_id}/",
+        "/ask/", "/ask/history/", "/ask/engines/", f"/ask/runs/{run.public_id}/",
         f"/ask/versions/{version.pk}/verify/", f"/ask/snapshots/{snapshot.pk}/verify/",
         f"/attribution/runs/{run.public_id}/panel/", "/attribution/earnings/",
         f"/attribution/contributions/{contribution}/impact/",
