@@ -33,6 +33,7 @@ HEAVY_HOMES = {
         "modelfactory/weights.py",
         "modelfactory/tiny.py",  # tiny random-weight models for the family tests and bench/families.py only
         "inference/engine.py",
+        "inference/composition.py",  # request-time composition's tensor math, imported by the engine only
         "inference/testing.py",
         "attribution/",
     },
@@ -44,7 +45,13 @@ HEAVY_HOMES = {
         "inference/testing.py",
         "attribution/",
     },
-    "peft": {"modelfactory/training.py", "inference/engine.py", "inference/testing.py", "attribution/"},
+    "peft": {
+        "modelfactory/training.py",
+        "inference/engine.py",
+        "inference/composition.py",
+        "inference/testing.py",
+        "attribution/",
+    },
 }
 
 
