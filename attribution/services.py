@@ -942,7 +942,16 @@ def _store_composite(
     scored = [s for _, _, _, s in parts if s is not None]
     indexes = [i for _, _, i, _ in parts if i is not None]
     if not scored:
-        return _finish_without_index(run=run, index=None)
+        attribution = _finish_without_index(run=run, index=None)
+        if attribution is not None and attribution.run_id == run.pk:
+            attribution.error = "none of the composite's components has an attribution index"
+            attribution.explanation = (
+                "None of this composite's model versions has an attribution index: the answer is not attributed to "
+                "any training record, so no contributor is credited or paid on invented numbers; the contributors' "
+                "part of the fee goes to the protocol pool, the builders' part to the components' owners by weight."
+            )
+            attribution.save(update_fields=["error", "explanation"])
+        return attribution
     scores = _ComposedScores(
         answer_ids=scored[0].scores.answer_ids,
         answer_offsets=scored[0].scores.answer_offsets,
