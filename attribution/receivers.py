@@ -39,7 +39,7 @@ def version_selfcheck(*, version: ModelVersion, base: Any) -> None:
 
 
 def run_finished(run: InferenceRun) -> None:
-    """A ``run finished`` receiver: a succeeded answer of a model version is attributed once its run commits (it is
-    scored after the answer is delivered)."""
-    if run.status == InferenceRun.Status.SUCCEEDED and run.version_id is not None:
+    """A ``run finished`` receiver: a succeeded answer of a model version (or of a composite of versions) is
+    attributed once its run commits (it is scored after the answer is delivered)."""
+    if run.status == InferenceRun.Status.SUCCEEDED and (run.version_id is not None or run.composition):
         enqueue_on_commit(tasks.attribution_run_task, run.pk)

@@ -206,10 +206,11 @@ def run_panel(*, run: Any, user: Any) -> Panel:
     """The panel of ``run`` as ``user`` sees it: records of Datanets they may not view are counted but not shown."""
     from django.contrib.auth import get_user_model
 
-    if run.version_id is None:
+    if run.version_id is None and not run.composition:
         return Panel(run=run, state="base_model")
     attribution = RunAttribution.objects.select_related("index").filter(run=run).first()
-    index = AttributionIndex.objects.filter(version_id=run.version_id).first()
+    # a composite was never self-checked as such: its components' self-checks do not measure it
+    index = None if run.composition else AttributionIndex.objects.filter(version_id=run.version_id).first()
     if run.status == "failed":
         return Panel(run=run, state="run_failed")
     if attribution is None or not attribution.is_finished:

@@ -17,6 +17,7 @@ contributor (the split pays the builder and the protocol pool only).
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -37,6 +38,7 @@ from datanets.revocation import ERASED_CANONICAL
 from datanets.storage import content_path, media_path
 from inference.models import InferenceRun
 from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
+from modelfactory.models import ModelVersion
 from outbox.services import enqueue_on_commit
 
 from . import hooks, revocation, scoring
@@ -583,6 +585,8 @@ def run_attribute(*, run_id: int, processes: int = 1) -> RunAttribution | None:
     is split (``hooks.FeeSplit``) in the transaction that makes the row final, under its row lock (``_claim``).
     """
     run = InferenceRun.objects.select_related("version", "version__owner", "base_model").filter(pk=run_id).first()
+    if run is not None and run.status == InferenceRun.Status.SUCCEEDED and run.composition:
+        return run_attribute_composite(run=run)
     if run is None or run.status != InferenceRun.Status.SUCCEEDED or run.version is None:
         return None
     existing = RunAttribution.objects.filter(run=run).first()
@@ -764,12 +768,13 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
             attribution.save()
             done["lost"] += 1
             logger.warning("run %s: attribution lost (%s)", attribution.run_id, attribution.error)
-    unattributed = InferenceRun.objects.filter(
-        status=InferenceRun.Status.SUCCEEDED,
-        version__isnull=False,
-        finished_at__lt=cutoff,
-        attribution__isnull=True,
-    ).values_list("pk", flat=True)
+    unattributed = (
+        InferenceRun.objects.filter(
+            status=InferenceRun.Status.SUCCEEDED, finished_at__lt=cutoff, attribution__isnull=True
+        )
+        .filter(Q(version__isnull=False) | Q(composition__isnull=False))
+        .values_list("pk", flat=True)
+    )
     for run_id in list(unattributed[:500]):
         _, created = RunAttribution.objects.get_or_create(run_id=run_id, defaults={"queued_at": now})
         if created:  # else a worker made the row meanwhile
@@ -837,3 +842,152 @@ def run_attribution_recompute(*, run: Any) -> Scored:
             "through its recorded re-issues"
         )
     return run_score(run=run, index=index, fresh_index=True)
+
+
+# --- composites ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ComposedScores:
+    """The span evidence of every component, for ``_store`` (``index.AnswerScores``' fields that it reads)."""
+
+    answer_ids: list[int]
+    answer_offsets: Any
+    matches: list[Any]
+
+
+def run_attribute_composite(*, run: Any) -> RunAttribution | None:
+    """Attribute an answer of a composite (several versions combined at request time, ``run.composition``) and have
+    its fee split.
+
+    Each component's attribution is computed as for an answer of that version alone (the answer's gradient under
+    the component's own adapter, against the component's own index: the space its index was built in), and the
+    record shares are weighted by the component's exact share of the total weight and added: a record credited by
+    two components is credited by both. A component without a usable index credits no contributor: its share of the
+    contributors' part goes to the protocol pool, as for a version without an index. The composite has no single
+    support verdict: each component's verdict and confidence are kept in ``support["components"]``. Idempotent and
+    retried as ``run_attribute``.
+    """
+    from inference.composites import component_shares
+
+    existing = RunAttribution.objects.filter(run=run).first()
+    if existing is not None and existing.is_finished:
+        return existing
+    if not _attempt_start(run):
+        return RunAttribution.objects.get(run=run)
+    started = time.monotonic()
+    try:
+        if not run.answer:
+            raise PermanentAttributionError("the run has no answer to attribute")
+        shares = component_shares(run.composition)
+        versions = ModelVersion.objects.select_related("owner", "base_model").in_bulk([v for v, _ in shares])
+        indexes = {
+            i.version_id: i
+            for i in AttributionIndex.objects.filter(version_id__in=list(versions), status=AttributionIndex.Status.OK)
+        }
+        parts = []
+        for version_id, share in shares:
+            index = indexes.get(version_id)
+            if index is None:
+                parts.append((versions[version_id], share, None, None))
+                continue
+            as_component = copy.copy(run)  # the same answer, as if the component alone had given it
+            as_component.version = versions[version_id]
+            parts.append((versions[version_id], share, index, run_score(run=as_component, index=index)))
+        return _store_composite(run=run, parts=parts, seconds=round(time.monotonic() - started, 3))
+    except Exception as exc:
+        return _failed(run=run, exc=exc, started=started)
+
+
+def _weighted(parts: list[tuple[Any, Fraction, Any, Scored | None]]) -> tuple[scoring.Attribution, dict[int, Any]]:
+    """The components' attributions added, each record share (and its per-signal parts) times its component's
+    share; the owners of every record credited."""
+    records: dict[int, dict[str, Any]] = {}
+    signal_shares: dict[str, Fraction] = {}
+    owners: dict[int, Any] = {}
+    fired: list[str] = []
+    scored = [(share, s) for _, share, _, s in parts if s is not None]
+    for share, component in scored:
+        for record in component.attribution.records:
+            row = records.setdefault(
+                record.record_id, {"share": Fraction(0), "by_signal": {}, "raw_scores": dict(record.raw_scores)}
+            )
+            row["share"] += share * record.share
+            for signal, part in record.by_signal.items():
+                row["by_signal"][signal] = row["by_signal"].get(signal, Fraction(0)) + share * part
+            owners.setdefault(record.record_id, component.owners[record.record_id])
+        for signal, part in component.attribution.signal_shares.items():
+            signal_shares[signal] = signal_shares.get(signal, Fraction(0)) + share * part
+        fired += [f for f in component.attribution.fired if f not in fired]
+    ordered = sorted(records.items(), key=lambda item: (-item[1]["share"], item[0]))
+    first = scored[0][1].attribution if scored else None
+    combined = scoring.Attribution(
+        policy_version=first.policy_version if first is not None else scoring.CURRENT_POLICY.version,
+        records=tuple(
+            scoring.RecordShare(record_id, row["share"], row["by_signal"], row["raw_scores"])
+            for record_id, row in ordered
+        ),
+        signal_shares=signal_shares,
+        effective_weights=dict(first.effective_weights) if first is not None else {},
+        fired=tuple(fired),
+    )
+    return combined, owners
+
+
+@transaction.atomic
+def _store_composite(
+    *, run: Any, parts: list[tuple[Any, Fraction, Any, Scored | None]], seconds: float
+) -> RunAttribution | None:
+    combined, owners = _weighted(parts)
+    scored = [s for _, _, _, s in parts if s is not None]
+    indexes = [i for _, _, i, _ in parts if i is not None]
+    if not scored:
+        attribution = _finish_without_index(run=run, index=None)
+        if attribution is not None and attribution.run_id == run.pk:
+            attribution.error = "none of the composite's components has an attribution index"
+            attribution.explanation = (
+                "None of this composite's model versions has an attribution index: the answer is not attributed to "
+                "any training record, so no contributor is credited or paid on invented numbers; the contributors' "
+                "part of the fee goes to the protocol pool, the builders' part to the components' owners by weight."
+            )
+            attribution.save(update_fields=["error", "explanation"])
+        return attribution
+    scores = _ComposedScores(
+        answer_ids=scored[0].scores.answer_ids,
+        answer_offsets=scored[0].scores.answer_offsets,
+        matches=[m for s in scored for m in s.scores.matches],
+    )
+    together = Scored(
+        attribution=combined,
+        rollup=scoring.roll_up(combined, owners),
+        owners=owners,
+        scores=scores,
+        support=None,
+        excluded=frozenset().union(*(s.excluded for s in scored)),
+    )
+    attribution = _store(run=run, index=indexes[0], scored=together, seconds=seconds)
+    if attribution.run_id != run.pk or attribution.status != RunAttribution.Status.OK:
+        return attribution
+    components = []
+    for version, share, index, component in parts:
+        entry: dict[str, Any] = {"version": version.pk, "share": _fraction(share), "indexed": index is not None}
+        if index is not None and component is not None:
+            entry.update(feature_hash=index.feature_hash, span_hash=index.span_hash)
+            if component.support is not None:
+                entry.update(verdict=component.support.verdict, confidence=component.support.confidence)
+        components.append(entry)
+    attribution.support = {"components": components, "policy": scoring.CURRENT_POLICY.as_dict()}
+    described = ", ".join(f"{v.name} ({float(share) * 100:.1f}%)" for v, share, _, _ in parts)
+    unindexed = [v.name for v, _, i, _ in parts if i is None]
+    note = (
+        f" {', '.join(unindexed)} {'has' if len(unindexed) == 1 else 'have'} no attribution index: that share of the "
+        "contributors' part goes to the protocol pool."
+        if unindexed
+        else ""
+    )
+    attribution.explanation = (
+        f"This answer came from a composite of {len(parts)} model versions, combined at request time: {described}. "
+        f"Each component's attribution is weighted by its share.{note} " + attribution.explanation
+    )
+    attribution.save(update_fields=["support", "explanation"])
+    return attribution

@@ -12,7 +12,9 @@ raise ``ledger.chain.ChainError`` when it can't be asked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from django.db import connection
@@ -90,10 +92,36 @@ class AnchorUse:
     visible: bool = True
 
 
+@dataclass(frozen=True)
+class ComponentUse:
+    """One component of a composite answer: the version, its weight as asked, and its exact share of the total
+    weight (what the answer's attribution and reward split weigh it by)."""
+
+    version: ModelVersion
+    weight: float
+    share: Fraction
+
+    @property
+    def percent(self) -> float:
+        return float(self.share * 100)
+
+
+def components_of(document: dict[str, Any]) -> list[ComponentUse]:
+    """A composite run's components (``InferenceRun.composition``), in its order (by version), in one query."""
+    ids = [c["version"] for c in document["components"]]
+    versions = ModelVersion.objects.select_related("base_model", "owner").in_bulk(ids)
+    return [
+        ComponentUse(version=versions[c["version"]], weight=float(c["weight"]), share=Fraction(c["share"]))
+        for c in document["components"]
+        if c["version"] in versions
+    ]
+
+
 @dataclass
 class Ancestry:
     """Everything the lineage panel shows. ``path`` lists the versions ancestors first (each after its parents), so
-    it reads base model -> ... -> ``version``; ``version`` is None for an answer of the base model alone."""
+    it reads base model -> ... -> ``version``; ``version`` is None for an answer of the base model alone, or of a
+    composite: then ``components`` lists its versions with their weights, and ``path`` their lineages together."""
 
     base_model: BaseModel
     version: ModelVersion | None
@@ -102,6 +130,14 @@ class Ancestry:
     datanets: list[DatanetUse]
     anchors: list[AnchorUse]
     visible_datanet_ids: set[int] = field(default_factory=set)
+    components: list[ComponentUse] = field(default_factory=list)
+
+    @property
+    def answered_by(self) -> set[int]:
+        """The versions that answered: the version, or a composite's components."""
+        if self.components:
+            return {c.version.pk for c in self.components}
+        return {self.version.pk} if self.version is not None else set()
 
     @property
     def depth(self) -> int:
@@ -210,13 +246,25 @@ def _datanet_uses(snapshot_uses: list[SnapshotUse], visible_ids: set[int]) -> li
     return sorted(uses, key=lambda u: (not u.visible, u.datanet.name.lower(), u.datanet.pk))
 
 
-def ancestry_of(*, version: ModelVersion | None, base_model: BaseModel, viewer: Any, batch: Any = None) -> Ancestry:
-    """The lineage panel's contents for an answer of ``version`` (None: ``base_model`` alone), seen by ``viewer``.
+def ancestry_of(
+    *,
+    version: ModelVersion | None,
+    base_model: BaseModel,
+    viewer: Any,
+    batch: Any = None,
+    components: Sequence[ComponentUse] = (),
+) -> Ancestry:
+    """The lineage panel's contents for an answer of ``version`` (None: ``base_model`` alone, or the composite of
+    ``components``), seen by ``viewer``.
 
     ``batch`` is the run's batch (anything with ``anchor``, ``anchor_id`` and ``pk``; None while the run waits to be
-    sealed into one); its anchor joins the list. Queries: at most seven, whatever the lineage's depth or width.
+    sealed into one); its anchor joins the list. Queries: at most seven, whatever the lineage's depth or width (a
+    composite: three more per component, for its lineage).
     """
-    path = _lineage(version) if version is not None else []
+    if components:
+        path = _lineages([c.version for c in components])
+    else:
+        path = _lineage(version) if version is not None else []
     uses: dict[int, SnapshotUse] = {}
     for node in path:
         for snapshot in node.snapshots:
@@ -275,7 +323,20 @@ def ancestry_of(*, version: ModelVersion | None, base_model: BaseModel, viewer: 
         datanets=_datanet_uses(snapshot_uses, visible_ids),
         anchors=anchors,
         visible_datanet_ids=visible_ids,
+        components=list(components),
     )
+
+
+def _lineages(versions: Sequence[ModelVersion]) -> list[VersionNode]:
+    """The lineages of several versions as one path, ancestors first, a version shared by two lineages once."""
+    path: list[VersionNode] = []
+    seen: set[int] = set()
+    for version in versions:
+        for node in _lineage(version):
+            if node.version.pk not in seen:
+                seen.add(node.version.pk)
+                path.append(node)
+    return path
 
 
 @dataclass(frozen=True)

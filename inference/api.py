@@ -1,10 +1,12 @@
 """Inference APIs: a run's record (``/api/runs/<id>/``) and the OpenAI-compatible ``/v1`` endpoints.
 
 The ``/v1`` views speak OpenAI's dialect exactly: ``Authorization: Bearer <API token>``, ``model`` ids from
-``GET /v1/models`` (``mv-<version id>``, ``base-<base model id>``), responses and stream chunks in OpenAI's shapes,
-and every error as ``{"error": {"message", "type", "param", "code"}}``. Each answer names its run: the response
-``id`` is ``chatcmpl-<run id>`` (``cmpl-`` for completions), an ``openledger`` object carries the run id and URLs,
-and the ``X-OpenLedger-Run`` header the run id. The views queue a run and wait for it on its event stream.
+``GET /v1/models`` (``mv-<version id>``, ``base-<base model id>``) or a composite of versions combined at request
+time (``mix:mv-3=0.7,mv-5=0.3;method=ties``, or ``model: "mix"`` with a ``composition`` field: ``composites``),
+responses and stream chunks in OpenAI's shapes, and every error as ``{"error": {"message", "type", "param",
+"code"}}``. Each answer names its run: the response ``id`` is ``chatcmpl-<run id>`` (``cmpl-`` for completions),
+an ``openledger`` object carries the run id and URLs, and the ``X-OpenLedger-Run`` header the run id. The views
+queue a run and wait for it on its event stream.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from rest_framework.views import APIView
 from accounts.authentication import ApiTokenAuthentication, BearerApiTokenAuthentication
 from common.api.views import BaseApi
 from common.jsonguard import GuardedJSONParser, PayloadTooLarge
-from modelfactory.models import BaseModel
+from modelfactory.models import BaseModel, ModelVersion
 from modelfactory.selectors import version_anchor_facts, version_revoked_records
 
-from . import hooks, selectors, services, streams
+from . import composites, hooks, selectors, services, streams
 from .models import InferenceRun
 
 RUN_HEADER = "X-OpenLedger-Run"
@@ -211,7 +213,9 @@ class _CompletionBase(OpenAIApiView):
     object_name: str
     chunk_object: str
     prompt_param: str
-    KNOWN = {"model", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed"}
+    KNOWN = {
+        "model", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "composition"
+    }  # fmt: skip
 
     def prompt_fields(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -234,7 +238,11 @@ class _CompletionBase(OpenAIApiView):
             model = body.get("model")
             if not isinstance(model, str) or not model:
                 raise _Refused(openai_error("model is required (see GET /v1/models)", status=400, param="model"))
-            resolved = selectors.model_for_id(user=request.user, model=model)
+            spec = composites.composition_spec(model=model, field=body.get("composition"))
+            composition = composites.composition_clean(user=request.user, spec=spec) if spec is not None else None
+            resolved = (
+                (None, None) if composition is not None else selectors.model_for_id(user=request.user, model=model)
+            )
             if resolved is None:
                 raise _Refused(
                     openai_error(
@@ -258,6 +266,7 @@ class _CompletionBase(OpenAIApiView):
                 base_model=base,
                 options=options,
                 source=InferenceRun.Source.API,
+                composition=composition,
                 **self.prompt_fields(body),
             )
         except _Refused as refused:
@@ -266,7 +275,7 @@ class _CompletionBase(OpenAIApiView):
             if error.param == "max_tokens" and "max_completion_tokens" in request.data:
                 error.param = "max_completion_tokens"
             return _rejected(error)
-        model_id = selectors.model_id_of(run.version, run.base_model)
+        model_id = run.model_name
         links = _run_links(request, run)
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -503,6 +512,10 @@ class RunDetailApi(BaseApi):
             help_text="v1 facts only (Python's json.dumps, not JCS): the exact text hashed; null for v2"
         )
         version = serializers.SerializerMethodField()
+        composition = serializers.SerializerMethodField(
+            help_text="A composite's method, density, seed and components (each version with its weight and exact "
+            "share of the total weight); null for one version or the base model"
+        )
         base_model = serializers.SerializerMethodField()
         batch = serializers.SerializerMethodField(help_text="The same envelope as proof (its first name)")
         proof = serializers.SerializerMethodField(
@@ -548,6 +561,21 @@ class RunDetailApi(BaseApi):
                 ],
                 "anchor": version_anchor_facts(version),
             }
+
+        @extend_schema_field(serializers.DictField(allow_null=True))
+        def get_composition(self, run: InferenceRun) -> dict[str, Any] | None:
+            if not run.composition:
+                return None
+            names = dict(
+                ModelVersion.objects.filter(pk__in=[c["version"] for c in run.composition["components"]]).values_list(
+                    "pk", "name"
+                )
+            )
+            components = [
+                {**c, "model": f"mv-{c['version']}", "name": names.get(c["version"], "")}
+                for c in run.composition["components"]
+            ]
+            return {**run.composition, "id": run.model_name, "components": components}
 
         def get_base_model(self, run: InferenceRun) -> dict[str, Any]:
             base = run.base_model

@@ -96,14 +96,73 @@ class EngineClosed(RuntimeError):
     """The engine was closed: it takes no more requests."""
 
 
+COMPOSITION_METHODS = ("linear", "ties", "dare_linear", "dare_ties")
+
+
+@dataclass(frozen=True)
+class CompositeComponent:
+    """One adapter of a composite, with its weight; ``adapter_path`` as in ``GenerationRequest``."""
+
+    adapter_id: str
+    weight: float
+    adapter_path: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Several adapters combined at request time (``inference.composition``: peft's linear, TIES or DARE math).
+
+    The components are taken in their canonical order, by adapter id, whatever order they are given in: the order
+    changes DARE's draws and the rounding of the sums, and a composite is one thing whatever order it was asked in.
+    ``density`` (the share of each update kept) matters for ties and DARE, ``seed`` for DARE's random draws.
+    """
+
+    components: tuple[CompositeComponent, ...]
+    method: str = "linear"
+    density: float = 1.0
+    seed: int = 0
+
+    def ordered(self) -> tuple[CompositeComponent, ...]:
+        return tuple(sorted(self.components, key=lambda c: c.adapter_id))
+
+    @property
+    def key(self) -> str:
+        """The composite's cache key: a hash of its canonical description (sorted components and weights, method,
+        density, seed), so that equal composites share one cached adapter."""
+        import hashlib
+
+        document = {
+            "components": [[c.adapter_id, repr(float(c.weight))] for c in self.ordered()],
+            "method": self.method,
+            "density": repr(float(self.density)) if self.method != "linear" else None,
+            "seed": int(self.seed) if self.method.startswith("dare") else None,
+        }
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        return "composite-" + hashlib.sha256(text.encode()).hexdigest()
+
+    def validate(self) -> None:
+        """Raise ValueError for a composition no engine could build."""
+        if len(self.components) < 2:
+            raise ValueError("a composition needs at least two components")
+        if len({c.adapter_id for c in self.components}) != len(self.components):
+            raise ValueError("a composition names each adapter once")
+        if self.method not in COMPOSITION_METHODS:
+            raise ValueError(f"unknown composition method {self.method!r}; choose {', '.join(COMPOSITION_METHODS)}")
+        if not all(isinstance(c.weight, int | float) and math.isfinite(c.weight) for c in self.components):
+            raise ValueError("composition weights must be finite numbers")
+        if not (math.isfinite(self.density) and 0 < self.density <= 1):
+            raise ValueError("density must be above 0 and at most 1")
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One completion to generate.
 
     Give ``prompt`` (raw text, sent as is) or ``messages`` (chat messages, rendered with the model's chat template).
-    ``adapter_id`` None means the base model. ``adapter_path`` is the adapter's folder when the engine cannot resolve
-    the id itself. ``temperature`` 0 is greedy; ``seed`` makes sampling reproducible. ``ignore_eos`` generates exactly
-    ``max_new_tokens`` (unless a stop sequence ends it first): for benchmarks.
+    ``adapter_id`` None means the base model (or ``composition``, several adapters combined at request time).
+    ``adapter_path`` is the adapter's folder when the engine cannot resolve the id itself. ``temperature`` 0 is
+    greedy; ``seed`` makes sampling reproducible. ``ignore_eos`` generates exactly ``max_new_tokens`` (unless a stop
+    sequence ends it first): for benchmarks.
     """
 
     adapter_id: str | None = None
@@ -116,9 +175,14 @@ class GenerationRequest:
     seed: int | None = None
     adapter_path: str | Path | None = None
     ignore_eos: bool = False
+    composition: Composition | None = None
 
     def validate(self) -> None:
         """Raise ValueError for a request no model could answer, before it takes a place in a batch."""
+        if self.composition is not None:
+            if self.adapter_id is not None:
+                raise ValueError("give an adapter id or a composition, not both")
+            self.composition.validate()
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of prompt and messages")
         if self.max_new_tokens < 1:
@@ -641,6 +705,71 @@ class Engine:
         with self._cache_lock:
             return [a.info() for a in self._cache.values()]
 
+    def acquire_composite(self, composition: Composition) -> _Adapter:
+        """The composite adapter of ``composition``, built from its components' cached tensors on first use and
+        cached under ``composition.key`` like any adapter (it counts against the cache's bounds, is evicted least
+        recently used first, and serves in mixed batches beside plain adapters). Each component is acquired as a
+        plain adapter first (so it is checked like one: its config, its shapes, its base model).
+
+        Raises AdapterError when a component cannot be served or the components cannot be combined.
+        """
+        from .composition import CompositionError, compose
+
+        key = composition.key
+        with self._cache_lock:
+            adapter = self._cache.get(key)
+            if adapter is not None:
+                self._stats["hits"] += 1
+                self._cache.move_to_end(key)
+                adapter.last_used = time.time()
+                return adapter
+            self._stats["misses"] += 1
+            started = time.perf_counter()
+            try:
+                parts = [
+                    self._component_layers(self._acquire(c.adapter_id, c.adapter_path), c.weight)
+                    for c in composition.ordered()
+                ]
+                layers = compose(
+                    parts,
+                    module_order=list(self._linears),
+                    method=composition.method,
+                    density=composition.density,
+                    seed=composition.seed,
+                )
+            except CompositionError as e:
+                self._stats["load_failures"] += 1
+                raise AdapterError(f"cannot compose {len(composition.components)} adapters: {e}") from e
+            except AdapterError:
+                self._stats["load_failures"] += 1
+                raise
+            served = {m: (a.to(self.device, self.dtype), b.to(self.device, self.dtype)) for m, (a, b) in layers.items()}
+            nbytes = sum(a.nbytes + b.nbytes for a, b in served.values())
+            rank = max(a.shape[0] for a, _ in served.values())
+            adapter = _Adapter(key, Path(key), served, nbytes, 0, rank)
+            self._make_room(1, nbytes)
+            self._last_load_ms = (time.perf_counter() - started) * 1000
+            adapter.last_used = time.time()
+            self._cache[key] = adapter
+            return adapter
+
+    def _component_layers(self, adapter: _Adapter, weight: float) -> Any:
+        """A cached adapter's raw LoRA matrices (B without its folded scaling) in float32 on the CPU, with its
+        scalings, for ``composition.compose``."""
+        from .composition import ComponentLayers
+
+        try:
+            config = json.loads((adapter.path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise AdapterError(f"adapter {adapter.adapter_id!r}: cannot read its {ADAPTER_CONFIG}: {e}") from e
+        layers, scalings = {}, {}
+        for module, (a, b) in adapter.layers.items():
+            scaling = lora_scaling(config, module, a.shape[0])
+            b = b.float().cpu()
+            layers[module] = (a.float().cpu(), b / scaling if scaling != 1 else b)
+            scalings[module] = scaling
+        return ComponentLayers(weight=float(weight), layers=layers, scalings=scalings)
+
     def _acquire(self, adapter_id: str, path: str | Path | None) -> _Adapter:
         with self._cache_lock:
             if path is not None:
@@ -848,8 +977,6 @@ class Engine:
         if not parts:
             raise AdapterError(f"adapter {adapter_id!r} has no LoRA weights")
 
-        alpha = float(config.get("lora_alpha") or config.get("r") or 1)
-        alpha_pattern = config.get("alpha_pattern") or {}
         layers: dict[str, tuple[Any, Any]] = {}
         nbytes, rank = 0, 0
         for module, ab in parts.items():
@@ -869,8 +996,7 @@ class Engine:
                     f"adapter {adapter_id!r}: {module} has A {tuple(a.shape)} and B {tuple(b.shape)}, which do not fit "
                     f"a {linear.in_features}->{linear.out_features} layer (a different base model?)"
                 )
-            module_alpha = float(_pattern_value(alpha_pattern, module, alpha))
-            scaling = module_alpha / math.sqrt(r) if config.get("use_rslora") else module_alpha / r
+            scaling = lora_scaling(config, module, r)
             # Copies even when the dtype is already right: the read tensors sit at the file's offsets, and the
             # CPU kernels sum in another order for unaligned data; an aligned copy gives the same logits as the same
             # adapter read back from the warm tier.
@@ -1083,9 +1209,12 @@ class Engine:
             return None
         request = handle.request
         adapter = None
-        if request.adapter_id is not None:
+        if request.adapter_id is not None or request.composition is not None:
             try:
-                adapter = self._acquire(request.adapter_id, request.adapter_path)
+                if request.composition is not None:
+                    adapter = self.acquire_composite(request.composition)
+                else:
+                    adapter = self._acquire(request.adapter_id, request.adapter_path)
             except AdapterError as e:
                 _fail(handle, str(e))
                 return None
@@ -1423,6 +1552,14 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's header (8 bytes of length, then that much JSON)."""
     length = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+
+
+def lora_scaling(config: dict[str, Any], module: str, rank: int) -> float:
+    """peft's LoRA scaling of ``module`` for an adapter_config.json: ``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA),
+    with the module's ``alpha_pattern`` entry when it has one."""
+    alpha = float(config.get("lora_alpha") or config.get("r") or 1)
+    module_alpha = float(_pattern_value(config.get("alpha_pattern") or {}, module, alpha))
+    return module_alpha / math.sqrt(rank) if config.get("use_rslora") else module_alpha / rank
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:

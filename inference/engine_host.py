@@ -25,7 +25,7 @@ from django.db import close_old_connections
 from modelfactory.models import BaseModel, ModelVersion
 
 from . import services
-from .engine import AdapterError, Engine, GenerationRequest
+from .engine import AdapterError, CompositeComponent, Composition, Engine, GenerationRequest
 from .models import InferenceRun
 from .selectors import ENGINE_STATE_CACHE_KEY, ENGINE_WORKERS_CACHE_KEY, runs_held_by
 from .streams import RunStreamWriter
@@ -159,10 +159,29 @@ def publish_state() -> None:
         cache.set(ENGINE_WORKERS_CACHE_KEY, sorted({*alive, worker}), None)
 
 
+def _composition_for(document: dict) -> Composition:
+    """A composite run's components as the engine takes them: each version's adapter hash, weight and folder."""
+    versions = ModelVersion.objects.in_bulk([c["version"] for c in document["components"]])
+    return Composition(
+        components=tuple(
+            CompositeComponent(
+                adapter_id=c["adapter_sha256"],
+                weight=float(c["weight"]),
+                adapter_path=_adapter_folder(versions[c["version"]]),
+            )
+            for c in document["components"]
+        ),
+        method=document["method"],
+        density=float(document["density"]) if document.get("density") is not None else 1.0,
+        seed=int(document["seed"]) if document.get("seed") is not None else 0,
+    )
+
+
 def _request_for(run: InferenceRun) -> GenerationRequest:
     options = run.options
     version = run.version
     return GenerationRequest(
+        composition=_composition_for(run.composition) if run.composition else None,
         adapter_id=version.adapter_sha256 if version is not None else None,
         adapter_path=_adapter_folder(version) if version is not None else None,
         prompt=run.prompt if run.kind == InferenceRun.Kind.COMPLETION else None,
@@ -236,6 +255,8 @@ def _generate(run: InferenceRun, *, worker: str, lost: threading.Event) -> Infer
         error = result.error
         if run.version is not None and "adapter" in error:
             error = f"model version {run.version.pk} cannot be served: {error}"
+        elif run.composition and "adapter" in error:
+            error = f"the composite {run.model_name} cannot be served: {error}"
         return services.run_finish(
             run_id=run.pk, error=error, prompt_tokens=result.prompt_tokens or None, expected_worker=worker
         )

@@ -27,7 +27,8 @@ CHAT_ROLES = (("system", "system"), ("user", "user"), ("assistant", "assistant")
 
 
 class AskForm(forms.Form):
-    """One question to one model version (optionally to the base model too). ``messages`` come as parallel lists
+    """One question to one model version, or to a composite of several (``compose``, a composite model id: see
+    ``inference.composites``), optionally to the base model too. ``messages`` come as parallel lists
     ``message_role``/``message_content`` in the posted data, one pair per chat turn, so the page can add turns."""
 
     class Mode:
@@ -36,11 +37,20 @@ class AskForm(forms.Form):
 
     version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.none(),
+        required=False,
         error_messages={
             "required": "Pick a model version to ask.",
             "invalid_choice": "That model version does not exist or is not published.",
         },
         widget=forms.HiddenInput,
+    )
+    compose = forms.CharField(
+        label="Or compose versions",
+        required=False,
+        max_length=400,
+        widget=forms.TextInput(attrs={"placeholder": "mix:mv-3=0.7,mv-5=0.3;method=linear", "spellcheck": "false"}),
+        help_text="Several published versions answering as one, their adapters combined with these weights: "
+        "method linear, ties or dare_linear/dare_ties (;density=0.5, ;seed=0). Replaces the version picked above.",
     )
     mode = forms.ChoiceField(
         choices=((Mode.CHAT, "Chat"), (Mode.PROMPT, "Plain prompt")), initial=Mode.CHAT, widget=forms.RadioSelect
@@ -143,6 +153,14 @@ class AskForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        compose = (data.get("compose") or "").strip()
+        data["compose"] = compose
+        if compose and not compose.startswith("mix:"):
+            self.add_error(
+                "compose", "A composite starts with mix: and names versions with weights, e.g. mix:mv-3=0.7,mv-5=0.3."
+            )
+        elif not compose and data.get("version") is None and "version" not in self.errors:
+            self.add_error("version", "Pick a model version to ask, or compose several.")
         if data.get("mode") == self.Mode.CHAT:
             try:
                 data["messages"] = self._clean_messages()

@@ -57,7 +57,13 @@ class InferenceRun(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="inference_runs",
-        help_text="Empty: the base model alone.",
+        help_text="Empty: the base model alone, or a composite (see composition).",
+    )
+    composition = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A composite's components, asked at request time: {method, density, seed, components: [{version, "
+        "weight, share, adapter_sha256, manifest_hash}]} (inference.composites); empty for one version or the base.",
     )
     base_model = models.ForeignKey("modelfactory.BaseModel", on_delete=models.PROTECT, related_name="inference_runs")
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -105,7 +111,14 @@ class InferenceRun(models.Model):
 
     @property
     def model_name(self) -> str:
-        """The id the OpenAI-compatible API shows for the run's model."""
+        """The id the OpenAI-compatible API shows for the run's model (a composite's canonical id for a composite)."""
+        from .composites import composite_id
         from .selectors import model_id_of
 
+        if self.composition:
+            return composite_id(self.composition)
         return model_id_of(self.version, self.base_model)
+
+    @property
+    def is_composite(self) -> bool:
+        return bool(self.composition)

@@ -296,6 +296,7 @@ def run_submit(
     options: dict | None = None,
     source: str = "web",
     base_model: BaseModel | None = None,
+    composition: Any = None,
 ) -> InferenceRun:
     """Validate a question and queue it: a chat run with ``messages``, else a completion run with ``prompt``.
 
@@ -305,14 +306,20 @@ def run_submit(
     default), top_p (0, 1], max_tokens 1..INFERENCE_MAX_NEW_TOKENS, stop (at most 4 strings), seed. Limits:
     INFERENCE_MAX_PROMPT_TOKENS counted with the base model's tokenizer, INFERENCE_RATE_LIMIT per user. With
     governance's deployment gate on, a version not yet approved is served to its owner only
-    (``version_deployment_check``). Raises RunRejected (ModelNotFound, AwaitingApproval, ApprovalUnreadable,
-    PromptTooLong, RateLimited) writing nothing; the generation task is queued when the transaction commits.
+    (``version_deployment_check``). ``composition``, a checked ``composites.CleanComposition`` (with ``version``
+    None), asks several versions at once, combined at request time: the run records its document. Raises
+    RunRejected (ModelNotFound, AwaitingApproval, ApprovalUnreadable, PromptTooLong, RateLimited) writing nothing;
+    the generation task is queued when the transaction commits.
     """
     if not _signed_in(user):
         raise RunRejected("sign in to ask a model", code="invalid_api_key")
     if source not in InferenceRun.Source.values:
         raise RunRejected(f"unknown source {source!r}", param="source")
-    if version is not None:
+    if composition is not None:
+        if version is not None:
+            raise RunRejected("ask one model version or a composite, not both", param="model")
+        base_model = composition.base_model
+    elif version is not None:
         if not versions_askable_by(user=user).filter(pk=version.pk).exists():
             raise ModelNotFound(f"the model version {version.pk} does not exist or is not published", param="model")
         version_deployment_check(user=user, version=version)
@@ -353,6 +360,7 @@ def run_submit(
         source=source,
         prompt_tokens=tokens,
         routed_to=route.node,
+        composition=composition.document if composition is not None else None,
     )
     # through the outbox: the run commits whatever the broker does, and its message is sent once the broker is back
     _enqueue(run.pk, route)
@@ -421,7 +429,8 @@ def _iso(value: datetime | None) -> str | None:
 def run_facts(run: InferenceRun) -> bytes:
     """The facts of a finished run as RFC 8785 canonical JSON (``ledger.hashing.jcs``, schema
     ``openledger.inference_run.v2``): what ``run_hash`` hashes. The version stands in by its lineage manifest hash,
-    which pins the adapter, the base and the training data.
+    which pins the adapter, the base and the training data; a composite's facts add ``composition`` (method, density,
+    seed as a decimal string, and each component's version, manifest hash, adapter hash, weight and share).
 
     Seeds (the run's and the one asked for in ``options``) are decimal strings: they go up to 2**63 - 1, beyond what
     a JavaScript reader holds exactly. The other options stay as given (``0.7`` stays a float; JCS writes ``1.0``
@@ -431,8 +440,10 @@ def run_facts(run: InferenceRun) -> bytes:
     options = dict(run.options)
     if options.get("seed") is not None:
         options["seed"] = hashing.uint_text(int(options["seed"]))
+    composite = {"composition": _composition_facts(run.composition)} if run.composition else {}
     return hashing.jcs(
         {
+            **composite,
             "schema": FACTS_SCHEMA,
             "run": str(run.public_id),
             "model": {
@@ -456,6 +467,11 @@ def run_facts(run: InferenceRun) -> bytes:
             "finished_at": _iso(run.finished_at),
         }
     )
+
+
+def _composition_facts(document: dict[str, Any]) -> dict[str, Any]:
+    seed = document.get("seed")
+    return {**document, "seed": hashing.uint_text(int(seed)) if seed is not None else None}
 
 
 @transaction.atomic

@@ -34,7 +34,7 @@ from datanets.services import snapshot_anchor_facts
 from modelfactory.models import BaseModel, ModelVersion
 from modelfactory.selectors import version_anchor_facts
 
-from . import ancestry, hooks, selectors, services, streams
+from . import ancestry, composites, hooks, selectors, services, streams
 from .forms import CHAT_ROLES, AskForm
 from .models import InferenceRun
 
@@ -75,7 +75,10 @@ def _own_run(request: HttpRequest, public_id: uuid.UUID) -> InferenceRun:
 
 
 def _ancestry(run: InferenceRun, viewer: Any) -> ancestry.Ancestry:
-    return ancestry.ancestry_of(version=run.version, base_model=run.base_model, viewer=viewer, batch=run.batch)
+    components = ancestry.components_of(run.composition) if run.composition else ()
+    return ancestry.ancestry_of(
+        version=run.version, base_model=run.base_model, viewer=viewer, batch=run.batch, components=components
+    )
 
 
 def _version_filters(request: HttpRequest) -> dict[str, str]:
@@ -159,7 +162,10 @@ _FORM_FIELDS = {"prompt": "prompt", "max_tokens": "max_new_tokens", "temperature
 
 def _apply_refusal(form: AskForm, error: services.RunRejected) -> None:
     """Show the service's refusal next to the field it is about (the whole form when it is about the chat)."""
-    form.add_error(_FORM_FIELDS.get(error.param or ""), error.message[:1].upper() + error.message[1:] + ".")
+    field = _FORM_FIELDS.get(error.param or "")
+    if form.cleaned_data.get("compose") and (error.param or "").startswith(("model", "composition")):
+        field = "compose"  # a refused composite: said beside what was typed
+    form.add_error(field, error.message[:1].upper() + error.message[1:] + ".")
 
 
 def _refused(request: HtmxHttpRequest, form: AskForm, status: int, **headers: str) -> HttpResponse:
@@ -175,6 +181,15 @@ def _refused(request: HtmxHttpRequest, form: AskForm, status: int, **headers: st
     return response
 
 
+def _composition(request: HttpRequest, form: AskForm) -> composites.CleanComposition | None:
+    """The checked composite the form asks for (its ``compose`` field), or None; RunRejected when it is refused."""
+    compose = form.cleaned_data.get("compose")
+    if not compose:
+        return None
+    spec = composites.composition_spec(model=compose)
+    return composites.composition_clean(user=request.user, spec=spec)
+
+
 @require_POST
 @login_required
 def submit(request: HtmxHttpRequest) -> HttpResponse:
@@ -186,11 +201,16 @@ def submit(request: HtmxHttpRequest) -> HttpResponse:
     try:
         # both runs or neither: a comparison refused half-way would leave a lone answer the user did not ask for
         with transaction.atomic():
-            run = services.run_submit(user=request.user, version=version, source="web", **form.submission())
+            composition = _composition(request, form)
+            if composition is not None:
+                version = None
+            run = services.run_submit(
+                user=request.user, version=version, composition=composition, source="web", **form.submission()
+            )
             base_run = None
             if form.cleaned_data["compare"]:
                 base_run = services.run_submit(
-                    user=request.user, version=None, base_model=version.base_model, source="web", **form.submission()
+                    user=request.user, version=None, base_model=run.base_model, source="web", **form.submission()
                 )
     except services.RunRejected as e:
         _apply_refusal(form, e)

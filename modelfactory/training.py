@@ -29,6 +29,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from peft.utils import load_peft_weights
 from torch.utils.checkpoint import checkpoint
 from transformers import (
@@ -60,6 +61,9 @@ _DTYPE_LABELS = {
     "bf16": "bfloat16 weights, bfloat16 autocast",
     "qlora-nf4": "4-bit NF4 base weights (bitsandbytes), bfloat16 autocast",
 }
+# DARE (drop and rescale, then linear or TIES), seeded: what request-time composition (inference.composition) offers
+# beside linear and TIES, so its answers can be checked against an offline merge; merge jobs keep MERGE_METHODS.
+DARE_METHODS = ("dare_linear", "dare_ties")
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -1011,6 +1015,27 @@ def require_finite_adapter(adapter_dir: str | Path, *, what: str = "the adapter"
         )
 
 
+def _dare_reweigh(model: Any, names: list[str], weights: list[float], method: str, density: float, seed: int) -> None:
+    """Set the merged adapter "default" to peft's DARE merge of ``names``, its random draws seeded with ``seed``.
+
+    peft's ``add_weighted_adapter`` draws DARE's masks from torch's global generator after the new adapter's own
+    initialisation has drawn from it too, so seeding before the call would not make the masks depend on the seed
+    alone. The adapter is made first (by a linear merge, whose matrices are then replaced), and peft's own per-layer
+    DARE math runs on it in peft's order (the model's module order) with the generator seeded just before: the
+    masks are then the ones a CPU generator seeded with ``seed`` gives (``inference.composition`` draws the same).
+    The caller's random state is restored afterwards."""
+    lora_model = model.base_model
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.random.default_generator.manual_seed(seed)
+        for _key, target in lora_model.model.named_modules():
+            if isinstance(target, LoraLayer) and "default" in target.lora_A:
+                a, b = lora_model._generalized_task_arithmetic_weighted_adapter(
+                    method, names, weights, target, density, "total"
+                )
+                target.lora_A["default"].weight.data = a
+                target.lora_B["default"].weight.data = b
+
+
 def merge_adapters(
     *,
     base_model_dir: str | Path,
@@ -1022,24 +1047,28 @@ def merge_adapters(
     base_id: str | None = None,
     adapter_base_ids: Sequence[str] | None = None,
     base: LoadedBase | None = None,
+    seed: int = 0,
 ) -> MergeResult:
     """Combine two or more adapters of one base model into a new adapter saved like a trained one.
 
     ``method``: "linear" (peft's weighted sum of the A and B matrices; needs equal ranks, so adapters of different
     ranks fall back to "cat", the exact weighted sum of their updates at the summed rank), "ties" (TIES: trim to
-    ``density``, elect signs, disjoint mean; different ranks fall back to "ties_svd" at the largest rank) or "cat".
+    ``density``, elect signs, disjoint mean; different ranks fall back to "ties_svd" at the largest rank), "cat", or
+    "dare_linear" / "dare_ties" (DARE: keep each entry with probability ``density``, rescaled, then linear / TIES;
+    equal ranks only), whose random draws come from the CPU generator seeded with ``seed`` (the base on the CPU:
+    on a GPU peft draws from the device's generator instead).
     The base check compares ``adapter_base_ids`` (e.g. base weights hashes) with ``base_id`` when given, else the
     base recorded in each adapter_config.json with ``base_model_dir``; a mismatch raises ``AdapterBaseMismatch``.
     """
     dirs = [Path(d) for d in adapter_dirs]
-    if method not in MERGE_METHODS:
-        raise TrainingError(f"unknown merge method {method!r}; choose {', '.join(MERGE_METHODS)}")
+    if method not in MERGE_METHODS + DARE_METHODS:
+        raise TrainingError(f"unknown merge method {method!r}; choose {', '.join(MERGE_METHODS + DARE_METHODS)}")
     if len(dirs) < 2:
         raise TrainingError("a merge needs at least two adapters")
     if len(weights) != len(dirs) or not all(math.isfinite(w) for w in weights):
         raise TrainingError("give one finite weight per adapter")
-    if method == "ties" and not 0 < density <= 1:
-        raise TrainingError("TIES density is the share of each update kept: above 0 and at most 1")
+    if method in ("ties", *DARE_METHODS) and not 0 < density <= 1:
+        raise TrainingError(f"{method} density is the share of each update kept: above 0 and at most 1")
     for d in dirs:
         if not (d / ADAPTER_WEIGHTS).is_file():
             raise TrainingError(f"{d} is not a saved adapter (no {ADAPTER_WEIGHTS})")
@@ -1052,6 +1081,8 @@ def merge_adapters(
     combination = method
     if len(ranks) > 1 and method in ("linear", "ties"):
         combination = "cat" if method == "linear" else "ties_svd"
+    if len(ranks) > 1 and method in DARE_METHODS:
+        raise TrainingError(f"{method} needs adapters of equal rank; these have ranks {sorted(ranks)}")
     if base is None:
         base = load_base(base_model_dir)
     names = [f"source{i}" for i in range(len(dirs))]
@@ -1068,9 +1099,11 @@ def merge_adapters(
             adapters=names,
             weights=list(weights),
             adapter_name="default",
-            combination_type=combination,
-            density=density if combination != "linear" and combination != "cat" else None,
+            combination_type="linear" if combination in DARE_METHODS else combination,
+            density=density if combination not in ("linear", "cat", *DARE_METHODS) else None,
         )
+        if combination in DARE_METHODS:
+            _dare_reweigh(model, names, list(weights), combination, density, seed)
         model.set_adapter("default")
         for name in names:
             model.delete_adapter(name)

@@ -15,7 +15,8 @@ class RewardAccrual(models.Model):
     """One part of one run's fee, owed to a contributor, the model's builder or the protocol pool.
 
     Amounts are integers in the token's smallest unit; the accruals of a run sum exactly to its fee. A contributor's
-    accrual is per contribution (so earnings roll up per Datanet and per contribution); a contributor without a
+    accrual is per contribution (so earnings roll up per Datanet and per contribution), a builder's per builder (the
+    answer of a composite pays each component's owner); a contributor without a
     linked wallet accrues all the same and claims once one is linked. ``epoch`` is set when the accrual is closed
     into a ledger reward epoch.
     """
@@ -75,11 +76,16 @@ class RewardAccrual(models.Model):
                 name="attribution_contributor_accrual_has_contribution",
             ),
             # exactly-once crediting, in the database: a run's fee is split once (run_attribute's claim), so one
-            # builder part, one pool part, and one part per contribution
+            # pool part, one part per builder (a composite's answer has several), and one part per contribution
             models.UniqueConstraint(
                 fields=["run", "recipient_kind"],
-                condition=Q(recipient_kind__in=["builder", "pool"]),
-                name="attribution_accrual_once_per_run_recipient",
+                condition=Q(recipient_kind="pool"),
+                name="attribution_accrual_once_per_run_pool",
+            ),
+            models.UniqueConstraint(
+                fields=["run", "user"],
+                condition=Q(recipient_kind="builder"),
+                name="attribution_accrual_once_per_run_builder",
             ),
             models.UniqueConstraint(
                 fields=["run", "contribution"],

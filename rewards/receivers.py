@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from fractions import Fraction
 
 from attribution.models import RunAttribution
+from inference.composites import component_shares
 from inference.models import InferenceRun
 from ledger.rules import rules_in_force
+from modelfactory.models import ModelVersion
 
 from . import services
 from .split import RewardPolicy, governed_policy
@@ -34,11 +36,23 @@ class FeeSplit:
     ) -> None:
         services.run_accrue(
             run=run,
-            builder=run.version.owner,
+            builder=run.version.owner if run.version is not None else None,
             fee=int(attribution.fee),
             contribution_shares=contribution_shares,
             policy=policy,
+            builders=composite_builders(run.composition) if run.composition else None,
         )
+
+
+def composite_builders(document: dict) -> dict[int, Fraction]:
+    """The builders of a composite answer: each component's owner with the component's exact share of the total
+    weight (an owner of two components gets both shares)."""
+    shares = component_shares(document)
+    owners = dict(ModelVersion.objects.filter(pk__in=[v for v, _ in shares]).values_list("pk", "owner_id"))
+    builders: dict[int, Fraction] = {}
+    for version_id, share in shares:
+        builders[owners[version_id]] = builders.get(owners[version_id], Fraction(0)) + share
+    return builders
 
 
 FEE_SPLIT = FeeSplit()

@@ -53,14 +53,25 @@ class AlreadyAccrued(SplitRefused):
 
 
 def run_accrue(
-    *, run: Any, builder: Any, fee: int, contribution_shares: Mapping[int, Fraction], policy: RewardPolicy
+    *,
+    run: Any,
+    builder: Any,
+    fee: int,
+    contribution_shares: Mapping[int, Fraction],
+    policy: RewardPolicy,
+    builders: Mapping[int, Fraction] | None = None,
 ) -> list[RewardAccrual]:
     """Split ``run``'s ``fee`` between contributions (by exact attribution share), the builder and the pool under
     ``policy``, and write one accrual per non-zero part; the parts sum to the fee exactly (``split_fee``). Each
     accrual records the policy's basis points and where they were read (``RewardPolicy.rules_*``).
 
     Call it under the run's claimed attribution row, in its transaction; a run that already has accruals is refused
-    (AlreadyAccrued; the unique constraints on RewardAccrual refuse it again in the database)."""
+    (AlreadyAccrued; the unique constraints on RewardAccrual refuse it again in the database).
+
+    ``builders`` (user id -> exact share, summing to 1) splits the builder's part between several builders, the
+    owners of a composite's components by their components' shares: builder ``b`` gets ``floor(part * s_b)`` and the
+    rounding remainder joins the protocol pool's part, so the accruals still sum to the fee exactly. Without it,
+    ``builder`` gets the whole part."""
     if RewardAccrual.objects.filter(run=run).exists():
         raise AlreadyAccrued(f"run {run.pk} already has its accruals: its fee is never split twice")
     split = split_fee(fee, contribution_shares, policy)
@@ -95,12 +106,25 @@ def run_accrue(
         for contribution_id, amount in split.contributors
         if amount > 0
     ]
-    if split.builder > 0:
-        rows.append(
-            part(RewardAccrual.Kind.BUILDER, split.builder, Fraction(policy.builder_bps, BASIS_POINTS), user=builder)
-        )
-    if split.protocol > 0:
-        rows.append(part(RewardAccrual.Kind.POOL, split.protocol, Fraction(split.protocol, fee)))
+    shares = dict(builders) if builders else {builder.pk: Fraction(1)}
+    if any(s < 0 for s in shares.values()) or sum(shares.values(), Fraction(0)) != 1:
+        raise ValueError(f"the builders' shares of run {run.pk} must be non-negative and sum to 1")
+    builder_paid = 0
+    for user_id, share in sorted(shares.items()):
+        amount = (split.builder * share.numerator) // share.denominator
+        if amount > 0:
+            rows.append(
+                part(
+                    RewardAccrual.Kind.BUILDER,
+                    amount,
+                    Fraction(policy.builder_bps, BASIS_POINTS) * share,
+                    user_id=user_id,
+                )
+            )
+            builder_paid += amount
+    protocol = split.protocol + split.builder - builder_paid  # the builders' rounding dust goes to the pool
+    if protocol > 0:
+        rows.append(part(RewardAccrual.Kind.POOL, protocol, Fraction(protocol, fee)))
     return RewardAccrual.objects.bulk_create(rows)
 
 

@@ -34,6 +34,7 @@ HEAVY_HOMES = {
         "modelfactory/tiny.py",  # tiny random-weight models for the family tests and bench/families.py only
         "modelfactory/distributed.py",  # the data-parallel launcher and its processes; only a training worker
         "inference/engine.py",
+        "inference/composition.py",  # request-time composition's tensor math, imported by the engine only
         "inference/testing.py",
         "attribution/",
     },
@@ -45,7 +46,13 @@ HEAVY_HOMES = {
         "inference/testing.py",
         "attribution/",
     },
-    "peft": {"modelfactory/training.py", "inference/engine.py", "inference/testing.py", "attribution/"},
+    "peft": {
+        "modelfactory/training.py",
+        "inference/engine.py",
+        "inference/composition.py",
+        "inference/testing.py",
+        "attribution/",
+    },
 }
 
 
