@@ -245,9 +245,14 @@ GPU_TRAINING_QUEUE = "training-gpu"
 def _cuda_devices(announced: Any) -> list[dict[str, Any]] | None:
     """The CUDA devices in a heartbeat's ``devices`` value, each as a dict; None when the value says nothing (absent,
     empty or of a shape this reader does not know), [] when it lists devices and none of them is CUDA. A device is a
-    dict with "type" (or "kind") "cuda", or a name such as "cuda:0"; {"cuda": [...]} is read too."""
+    dict with "type" (or "kind") "cuda", or a name such as "cuda:0"; in what ``worker_devices`` announces
+    ({"kind": ..., "cuda": [...], ...}) every entry of "cuda" is one."""
     if isinstance(announced, dict):
-        announced = announced.get("cuda") if isinstance(announced.get("cuda"), list) else [announced]
+        if not announced:
+            return None
+        if isinstance(announced.get("cuda"), list):
+            return [d if isinstance(d, dict) else {"name": str(d)} for d in announced["cuda"]]
+        announced = [announced]
     if not isinstance(announced, list) or not announced:
         return None
     found: list[dict[str, Any]] = []
@@ -287,12 +292,11 @@ def gpu_precisions_live() -> dict[str, list[str]]:
     when given; QLoRA: that, and bitsandbytes not said to be missing).
 
     Read from ``openledger_web``'s WorkerHeartbeat through the app registry: that app sits above this one in the
-    layers (.importlinter), and the row may or may not have its ``devices`` field yet.
+    layers (.importlinter). A row whose ``devices`` is empty (a worker of before devices were announced) is taken at
+    its queue's word.
     """
     heartbeat = apps.get_model("openledger_web", "WorkerHeartbeat")
-    columns = ["hostname", "queues"]
-    if any(f.name == "devices" for f in heartbeat._meta.get_fields()):
-        columns.append("devices")
+    columns = ["hostname", "queues", "devices"]
     fresh_after = timezone.now() - timedelta(seconds=3 * int(settings.WORKER_HEARTBEAT_SECONDS))
     able: dict[str, list[str]] = {precision: [] for precision in estimates.GPU_PRECISIONS}
     for worker in heartbeat.objects.filter(last_seen__gte=fresh_after).order_by("hostname").values(*columns):

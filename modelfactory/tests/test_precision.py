@@ -38,9 +38,19 @@ def base(db: None) -> Any:
     return default_base()
 
 
+# What a worker on a machine with one H100 announces (``selectors.worker_devices``): faked, no GPU exists here.
+FAKED_CUDA_DEVICES = {
+    "kind": "cuda",
+    "cpu": {"cores": 16, "memory_bytes": 128 << 30},
+    "cuda": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_bytes": 80 << 30}],
+    "max_processes": 1,
+}
+
+
 def _faked_heartbeat(hostname: str, queues: list[str], *, seen: Any = None) -> WorkerHeartbeat:
+    devices = FAKED_CUDA_DEVICES if "training-gpu" in queues else selectors.worker_devices()
     return WorkerHeartbeat.objects.create(
-        hostname=hostname, queues=queues, pid=4242, last_seen=seen or timezone.now()
+        hostname=hostname, queues=queues, pid=4242, last_seen=seen or timezone.now(), devices=devices
     )  # fmt: skip
 
 
@@ -140,6 +150,9 @@ def test_the_api_refuses_a_gpu_precision_without_a_cuda_worker_and_writes_nothin
         ([{"type": "cpu"}], False, False),  # it lists its devices, none is CUDA
         (["cpu", 7, None, {"type": ["cuda"]}], False, False),  # garbage is not a GPU
         ("cuda", True, True),  # a shape this reader does not know says nothing
+        ({}, True, True),  # a worker of before devices were announced
+        (FAKED_CUDA_DEVICES, True, True),  # what selectors.worker_devices announces on a GPU machine
+        ({"kind": "cpu", "cpu": {"cores": 2, "memory_bytes": 1 << 34}, "cuda": [], "max_processes": 2}, False, False),
     ],
 )
 def test_a_gpu_workers_device_announcement_is_read_defensively(devices: Any, bf16: bool, qlora: bool) -> None:
