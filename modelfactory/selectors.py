@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 from collections.abc import Iterable
@@ -174,14 +175,16 @@ def cpu_cores() -> int:
 
 def worker_devices() -> dict[str, Any]:
     """What a worker announces in its heartbeat: ``kind`` ("cuda" or "cpu"), ``cpu`` (``cores``, ``memory_bytes``),
-    ``cuda`` (``cuda_devices()``) and ``max_processes``, the data-parallel processes it runs for one job (its GPUs,
-    else its cores). Without torch, so every worker can afford it on every beat."""
+    ``cuda`` (``cuda_devices()``), ``max_processes``, the data-parallel processes it runs for one job (its GPUs,
+    else its cores), and ``bitsandbytes``, whether QLoRA's library is installed (``gpu_precisions_live`` offers
+    QLoRA only where it is). Without torch, so every worker can afford it on every beat."""
     gpus = cuda_devices()
     return {
         "kind": "cuda" if gpus else "cpu",
         "cpu": {"cores": cpu_cores(), "memory_bytes": host_memory_total()},
         "cuda": gpus,
         "max_processes": len(gpus) if gpus else cpu_cores(),
+        "bitsandbytes": importlib.util.find_spec("bitsandbytes") is not None,
     }
 
 

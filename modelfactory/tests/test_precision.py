@@ -44,6 +44,7 @@ FAKED_CUDA_DEVICES = {
     "cpu": {"cores": 16, "memory_bytes": 128 << 30},
     "cuda": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_bytes": 80 << 30}],
     "max_processes": 1,
+    "bitsandbytes": True,
 }
 
 
@@ -152,6 +153,7 @@ def test_the_api_refuses_a_gpu_precision_without_a_cuda_worker_and_writes_nothin
         ("cuda", True, True),  # a shape this reader does not know says nothing
         ({}, True, True),  # a worker of before devices were announced
         (FAKED_CUDA_DEVICES, True, True),  # what selectors.worker_devices announces on a GPU machine
+        ({**FAKED_CUDA_DEVICES, "bitsandbytes": False}, True, False),  # the same without QLoRA's library
         ({"kind": "cpu", "cpu": {"cores": 2, "memory_bytes": 1 << 34}, "cuda": [], "max_processes": 2}, False, False),
     ],
 )
