@@ -98,9 +98,10 @@ def test_a_request_cancelled_before_it_runs_is_answered_at_once_and_never_runs(e
 
 
 def test_a_joining_request_that_fails_fails_alone_and_the_running_batch_goes_on(engine: Engine, tmp_path: Path) -> None:
-    # given a running batch
-    long, _ = start_long_batch(engine)
+    # given a running batch (and what a good request gives alone, asked before it, so nothing competes with it)
     good = ask(None, "What is 2+2?")
+    alone = engine.generate(good)
+    long, _ = start_long_batch(engine)
     # when requests that cannot run join it beside a good one
     handles = [
         engine.submit(GenerationRequest(adapter_id="gone", adapter_path=tmp_path / "nothing", prompt="hi")),
@@ -111,10 +112,12 @@ def test_a_joining_request_that_fails_fails_alone_and_the_running_batch_goes_on(
     # then each fails with its own reason, the good one is served, and the batch decodes on
     assert missing.finish_reason == "error" and "lacks adapter_config.json" in missing.error
     assert too_long.finish_reason == "error" and "exceeds the context" in too_long.error
-    assert fine.ok and fine.token_ids == engine.generate(good).token_ids
-    assert not long.done()
+    assert fine.ok and fine.token_ids == alone.token_ids
+    # and the running batch went on: it is still decoding (cancelled now), or on a slow machine it has already run
+    # to its length; either way it did not fail with the requests that joined it
     long.cancel()
-    assert long.result(timeout=60).finish_reason == "cancelled"
+    ended = long.result(timeout=120)
+    assert ended.error is None and ended.finish_reason in ("cancelled", "length"), ended
 
 
 def test_closing_finishes_the_running_rows_and_answers_every_queued_request() -> None:
