@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -289,32 +288,21 @@ def _runs_qlora(device: dict[str, Any], worker: dict[str, Any]) -> bool:
 
 
 def gpu_precisions_live() -> dict[str, list[str]]:
-    """For each of ``estimates.GPU_PRECISIONS``, the hostnames of the live workers (a heartbeat within three beats)
-    that can train with it: workers whose heartbeat lists the ``training-gpu`` queue and, where the row has a
-    ``devices`` field that lists devices, at least one CUDA device able to (bf16: compute capability 8.0 or above
-    when given; QLoRA: that, and bitsandbytes not said to be missing).
-
-    Read from ``openledger_web``'s WorkerHeartbeat through the app registry: that app sits above this one in the
-    layers (.importlinter). A row whose ``devices`` is empty (a worker of before devices were announced) is taken at
-    its queue's word.
-    """
-    heartbeat = apps.get_model("openledger_web", "WorkerHeartbeat")
-    columns = ["hostname", "queues", "devices"]
-    fresh_after = timezone.now() - timedelta(seconds=3 * int(settings.WORKER_HEARTBEAT_SECONDS))
+    """For each of ``estimates.GPU_PRECISIONS``, the hostnames of the live training workers (``training_workers_live``)
+    that can train with it: those announcing a CUDA device (``worker_devices``; such a worker consumes the
+    ``training-gpu`` queue by itself) able to (bf16: compute capability 8.0 or above when given; QLoRA: that, and
+    bitsandbytes installed). A worker whose announcement is empty (of before devices were announced) is taken at
+    the device it registered with."""
     able: dict[str, list[str]] = {precision: [] for precision in estimates.GPU_PRECISIONS}
-    for worker in heartbeat.objects.filter(last_seen__gte=fresh_after).order_by("hostname").values(*columns):
-        queues = worker["queues"] if isinstance(worker["queues"], list) else []
-        if GPU_TRAINING_QUEUE not in queues:
-            continue
-        devices = _cuda_devices(worker.get("devices"))
-        if devices == []:
-            continue  # it lists its devices, and none is CUDA
-        devices = devices or [{}]
-        announced = worker.get("devices") if isinstance(worker.get("devices"), dict) else {}
+    for worker in sorted(training_workers_live(), key=lambda w: w.hostname):
+        announced = worker.devices if isinstance(worker.devices, dict) else {}
+        devices = _cuda_devices(announced)
+        if devices is None:
+            devices = [{}] if worker.device == "cuda" else []
         if any(_runs_bf16(d) for d in devices):
-            able["bf16"].append(worker["hostname"])
+            able["bf16"].append(worker.hostname)
         if any(_runs_qlora(d, announced) for d in devices):
-            able["qlora-nf4"].append(worker["hostname"])
+            able["qlora-nf4"].append(worker.hostname)
     return able
 
 

@@ -20,10 +20,9 @@ from rest_framework.test import APIClient
 from modelfactory import estimates, selectors
 from modelfactory.config import TrainingConfig
 from modelfactory.forms import FineTuneForm, preset_initial
-from modelfactory.models import FineTuneJob
+from modelfactory.models import FineTuneJob, TrainingWorker
 from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, instructions, tiny_config
 from modelfactory.training import TrainingError, load_base, train_lora
-from openledger_web.models import WorkerHeartbeat
 
 QUICK = {"max_steps": 3, "max_length": 64, "lora_rank": 4, "warmup_steps": 0}
 
@@ -48,10 +47,12 @@ FAKED_CUDA_DEVICES = {
 }
 
 
-def _faked_heartbeat(hostname: str, queues: list[str], *, seen: Any = None) -> WorkerHeartbeat:
-    devices = FAKED_CUDA_DEVICES if "training-gpu" in queues else selectors.worker_devices()
-    return WorkerHeartbeat.objects.create(
-        hostname=hostname, queues=queues, pid=4242, last_seen=seen or timezone.now(), devices=devices
+def _faked_heartbeat(hostname: str, queues: list[str], *, seen: Any = None) -> TrainingWorker:
+    """A training worker's row as its heartbeat keeps it: on a faked CUDA machine when it lists ``training-gpu``."""
+    cuda = "training-gpu" in queues
+    return TrainingWorker.objects.create(
+        hostname=hostname, device="cuda" if cuda else "cpu", device_label="faked", last_seen=seen or timezone.now(),
+        devices=FAKED_CUDA_DEVICES if cuda else selectors.worker_devices(),
     )  # fmt: skip
 
 
