@@ -36,6 +36,7 @@ from django.utils import timezone
 from datanets.models import Record, SnapshotRecord
 from datanets.revocation import ERASED_CANONICAL
 from datanets.storage import content_path, media_path
+from inference.composites import component_shares
 from inference.models import InferenceRun
 from modelfactory.config import DEFAULT_FORMATTING, TrainingConfig
 from modelfactory.models import ModelVersion
@@ -868,8 +869,6 @@ def run_attribute_composite(*, run: Any) -> RunAttribution | None:
     support verdict: each component's verdict and confidence are kept in ``support["components"]``. Idempotent and
     retried as ``run_attribute``.
     """
-    from inference.composites import component_shares
-
     existing = RunAttribution.objects.filter(run=run).first()
     if existing is not None and existing.is_finished:
         return existing

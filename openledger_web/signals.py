@@ -10,6 +10,9 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 
+from modelfactory.config import TRAINING_GPU_QUEUE, TRAINING_QUEUE
+from modelfactory.selectors import training_device
+
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 
@@ -35,8 +38,6 @@ def _beat(hostname: str, queues: list[str]) -> None:
 def gpu_queue_change(queues: list[str], *, cuda: bool) -> tuple[str, str] | None:
     """What a worker consuming ``queues`` does about ``training-gpu``: ("add", name) for a training worker on a CUDA
     machine, ("drop", name) for a worker without CUDA that was told to consume it, None otherwise."""
-    from modelfactory.config import TRAINING_GPU_QUEUE, TRAINING_QUEUE
-
     if cuda and TRAINING_QUEUE in queues and TRAINING_GPU_QUEUE not in queues:
         return ("add", TRAINING_GPU_QUEUE)
     if not cuda and TRAINING_GPU_QUEUE in queues:
@@ -48,8 +49,6 @@ def gpu_queue_change(queues: list[str], *, cuda: bool) -> tuple[str, str] | None
 def _gpu_queue(sender: str, instance: Any, **kwargs: Any) -> None:
     # CUDA as the training processes will find it (an NVIDIA driver exposing a GPU that CUDA_VISIBLE_DEVICES does
     # not hide: modelfactory.selectors.training_device), told without importing torch in the worker's main process
-    from modelfactory.selectors import training_device
-
     queues = instance.app.amqp.queues
     change = gpu_queue_change(sorted(queues.consume_from or queues), cuda=training_device()["device"] == "cuda")
     if change is None:
