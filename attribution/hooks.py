@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
+from common.registry import Registry, Slot
+
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
@@ -77,32 +79,29 @@ class FeeSplit(Protocol):
 PanelSection = Callable[["HttpRequest", "InferenceRun"], str]  # (request, run) -> HTML
 AttributionExtra = Callable[..., Any]  # extra(*, run: InferenceRun, user: User | AnonymousUser | None) -> data
 
-_split: list[FeeSplit] = []
-_sections: list[PanelSection] = []
+_split: Slot[FeeSplit] = Slot("a fee split")
+_sections: Registry[PanelSection] = Registry()
 _extras: dict[str, AttributionExtra] = {}
 
 
 def fee_split_register(split: FeeSplit) -> None:
     """Make ``split`` split the fee of every run attributed from now on; a fee is split once, so one split."""
-    if _split and _split[0] is not split:
-        raise ImproperlyConfigured(f"a fee split is registered already: {_split[0]!r}")
-    _split[:] = [split]
+    _split.set(split)
 
 
 def fee_split() -> FeeSplit | None:
     """The registered split; None when no app splits fees (runs are then attributed and nothing is paid)."""
-    return _split[0] if _split else None
+    return _split.get()
 
 
 def panel_section_register(section: PanelSection) -> None:
     """Add ``section(request, run)``, which returns HTML, to the ancestry panel of a final attribution (once per
     section)."""
-    if section not in _sections:
-        _sections.append(section)
+    _sections.add(section)
 
 
 def panel_sections() -> tuple[PanelSection, ...]:
-    return tuple(_sections)
+    return _sections.all()
 
 
 def attribution_extra_register(name: str, extra: AttributionExtra) -> None:

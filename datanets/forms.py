@@ -139,16 +139,21 @@ class ContributeForm(forms.Form):
         return cleaned
 
 
+class TickedIdsField(forms.TypedMultipleChoiceField):
+    """The ids ticked on a list page: any whole number passes here, since the service checks each one against what
+    the user may act on."""
+
+    def __init__(self, *, required_message: str) -> None:
+        super().__init__(coerce=int, choices=(), error_messages={"required": required_message})
+
+    def valid_value(self, value: Any) -> bool:
+        return True
+
+
 class DecisionForm(forms.Form):
-    contribution = forms.TypedMultipleChoiceField(coerce=int, choices=(), error_messages={"required": "tick one"})
+    contribution = TickedIdsField(required_message="tick one")
     action = forms.ChoiceField(choices=[("accept", "accept"), ("reject", "reject")])
     reason = forms.CharField(required=False, max_length=2000)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # any id is allowed through here: the service checks each one against what this curator curates
-        ids = self.data.getlist("contribution") if hasattr(self.data, "getlist") else []
-        self.fields["contribution"].choices = [(i, i) for i in ids]
 
 
 class ReasonForm(forms.Form):
@@ -252,11 +257,6 @@ class RecordFilterForm(forms.Form):
 class RecordBulkForm(forms.Form):
     """Ticked records and what to do with them; the service checks each record against the curator's rights."""
 
-    record = forms.TypedMultipleChoiceField(coerce=int, choices=(), error_messages={"required": "tick a record"})
+    record = TickedIdsField(required_message="tick a record")
     action = forms.ChoiceField(choices=[("exclude", "exclude"), ("restore", "restore")])
     reason = forms.CharField(required=False, max_length=2000)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        ids = self.data.getlist("record") if hasattr(self.data, "getlist") else []
-        self.fields["record"].choices = [(i, i) for i in ids]

@@ -842,21 +842,8 @@ def send(*, row_id: int, now: datetime | None = None) -> GovernanceTransaction |
 
 
 def confirm(*, row: GovernanceTransaction, wait_seconds: float = 0.0) -> GovernanceTransaction:
-    """Check a submitted row's receipt for up to ``wait_seconds`` (a page does, right after relaying, to show the
-    result at once; the beat confirms whatever still waits)."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        row = GovernanceTransaction.objects.select_related("contracts__rewards").get(id=row.id)
-        if row.status != Status.SUBMITTED:
-            return row
-        try:
-            transactions.confirm_one(GOVERNANCE, row, latest=chain.block_number())
-        except chain.ChainError as e:
-            logger.warning("governance %s: confirmation check failed: %s", row.id, e)
-        row.refresh_from_db()
-        if row.status != Status.SUBMITTED or time.monotonic() >= deadline:
-            return row
-        time.sleep(0.2)
+    """Check a submitted row's receipt for up to ``wait_seconds`` (``transactions.confirm_waiting``)."""
+    return transactions.confirm_waiting(GOVERNANCE, row.id, wait_seconds=wait_seconds, poll_seconds=0.2)
 
 
 def governance_dispatch(*, now: datetime | None = None) -> dict[str, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -337,21 +336,8 @@ def claim_send(*, claim_id: int, now: datetime | None = None) -> RewardClaim | N
 
 
 def claim_confirm(*, claim: RewardClaim, wait_seconds: float = 0.0) -> RewardClaim:
-    """Check a submitted claim's receipt, for up to ``wait_seconds`` (the page does, right after relaying, so that
-    it can show the result; the beat confirms whatever is still waiting afterwards)."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        claim = RewardClaim.objects.select_related("entry__epoch", "contracts").get(id=claim.id)
-        if claim.status != RewardTransaction.Status.SUBMITTED:
-            return claim
-        try:
-            transactions.confirm_one(CLAIM, claim, latest=chain.block_number())
-        except chain.ChainError as e:
-            logger.warning("claim %s: confirmation check failed: %s", claim.id, e)
-        claim.refresh_from_db()
-        if claim.status != RewardTransaction.Status.SUBMITTED or time.monotonic() >= deadline:
-            return claim
-        time.sleep(0.1)
+    """Check a submitted claim's receipt for up to ``wait_seconds`` (``transactions.confirm_waiting``)."""
+    return transactions.confirm_waiting(CLAIM, claim.id, wait_seconds=wait_seconds)
 
 
 # The beat

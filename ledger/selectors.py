@@ -116,8 +116,11 @@ def _registry(row: ChainDeployment) -> dict[str, Any]:
     )
 
 
-def _rewards(row: RewardContracts) -> list[dict[str, Any]]:
-    # RewardContracts stores the block of its last transaction only: each contract's own block comes from the chain
+def _contracts(
+    row: RewardContracts | GovernanceContracts, contracts: list[tuple[str, str, str, str]]
+) -> list[dict[str, Any]]:
+    """``(name, address, deploy tx hash, artifact sha256)`` of each contract a row deployed. The rows store the block
+    of their last transaction only: each contract's own block comes from the chain."""
     return [
         _contract(
             name,
@@ -127,30 +130,31 @@ def _rewards(row: RewardContracts) -> list[dict[str, Any]]:
             tx_hash=tx_hash,
             artifact_sha256=artifact_sha256,
         )
-        for name, address, tx_hash, artifact_sha256 in [
+        for name, address, tx_hash, artifact_sha256 in contracts
+    ]
+
+
+def _rewards(row: RewardContracts) -> list[dict[str, Any]]:
+    return _contracts(
+        row,
+        [
             ("RewardToken", row.token_address, row.token_tx_hash, row.token_artifact_sha256),
             ("RewardDistributor", row.distributor_address, row.distributor_tx_hash, row.distributor_artifact_sha256),
-        ]
-    ]
+        ],
+    )
 
 
 def _governance(row: GovernanceContracts) -> list[dict[str, Any]]:
-    return [
-        _contract(
-            name,
-            row,
-            address=address,
-            deploy_block=_deploy_block(row, row.transactions[step]),
-            tx_hash=row.transactions[step],
-            artifact_sha256=row.artifacts_sha256.get(name, ""),
-        )
-        for name, address, step in [
-            ("OpenLedgerTimelock", row.timelock_address, "timelock"),
-            ("OpenLedgerGovernor", row.governor_address, "governor"),
-            ("ProtocolParameters", row.parameters_address, "parameters"),
-            ("ModelRegistry", row.registry_address, "registry"),
-        ]
+    steps = [
+        ("OpenLedgerTimelock", row.timelock_address, "timelock"),
+        ("OpenLedgerGovernor", row.governor_address, "governor"),
+        ("ProtocolParameters", row.parameters_address, "parameters"),
+        ("ModelRegistry", row.registry_address, "registry"),
     ]
+    return _contracts(
+        row,
+        [(name, address, row.transactions[step], row.artifacts_sha256.get(name, "")) for name, address, step in steps],
+    )
 
 
 def chain_facts() -> dict[str, Any]:

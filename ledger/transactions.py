@@ -18,6 +18,7 @@ governance call, a receipt) is a model deriving from SignedTransaction and a ``S
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -364,6 +365,24 @@ def confirm_one(spec: Spec, row: Row, *, latest: int) -> str:
         return "waiting"  # reorganised away: the receipt moves with the transaction
     _finish(spec, row.id, receipt, status=Status.CONFIRMED, confirmations=confirmations)
     return "confirmed"
+
+
+def confirm_waiting(spec: Spec, row_id: int, *, wait_seconds: float = 0.0, poll_seconds: float = 0.1) -> Row:
+    """Check a submitted row's receipt for up to ``wait_seconds`` (a page does, right after relaying, to show the
+    result at once; the beat confirms whatever still waits); returns the row as it stands then."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        row = spec.model.objects.select_related(spec.target_field, *spec.related).get(id=row_id)
+        if row.status != Status.SUBMITTED:
+            return row
+        try:
+            confirm_one(spec, row, latest=chain.block_number())
+        except chain.ChainError as e:
+            logger.warning("%s %s: confirmation check failed: %s", spec.name, row.id, e)
+        row.refresh_from_db()
+        if row.status != Status.SUBMITTED or time.monotonic() >= deadline:
+            return row
+        time.sleep(poll_seconds)
 
 
 def confirm(specs: Sequence[Spec]) -> dict[str, int]:

@@ -22,9 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from django.core.exceptions import ImproperlyConfigured
-
-from common.registry import Registry
+from common.registry import Registry, Slot
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -68,21 +66,19 @@ class VersionIndexer(Protocol):
 VersionTrained = Callable[..., None]  # receiver(*, version: ModelVersion, base: training.LoadedBase)
 VersionSection = Callable[["HttpRequest", "ModelVersion"], str]  # (request, version) -> HTML
 
-_indexer: list[VersionIndexer] = []
+_indexer: Slot[VersionIndexer] = Slot("a version indexer")
 _trained: Registry[VersionTrained] = Registry()
 _sections: Registry[VersionSection] = Registry()
 
 
 def version_indexer_register(indexer: VersionIndexer) -> None:
     """Make ``indexer`` build every new version's index; there is one index slot in the manifest, so one indexer."""
-    if _indexer and _indexer[0] is not indexer:
-        raise ImproperlyConfigured(f"a version indexer is registered already: {_indexer[0]!r}")
-    _indexer[:] = [indexer]
+    _indexer.set(indexer)
 
 
 def version_indexer() -> VersionIndexer | None:
     """The registered indexer; None when no app indexes versions (their manifests then have no index entry)."""
-    return _indexer[0] if _indexer else None
+    return _indexer.get()
 
 
 def version_trained_connect(receiver: VersionTrained) -> None:

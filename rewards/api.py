@@ -28,6 +28,7 @@ from ledger.models import RewardEpoch, RewardEpochEntry
 from ledger.rewards_selectors import claim_proof
 
 from . import lineage, selectors
+from .split import RewardPolicy
 
 TAGS = ["rewards"]
 MAX_NUMBER = 2**31 - 1  # the columns are PostgreSQL integers: a larger number names nothing
@@ -201,6 +202,16 @@ class RewardClaimListApi(RewardsApi):
         return paginator.get_paginated_response(data)
 
 
+def _rules_data(policy: RewardPolicy) -> dict[str, Any]:
+    return {
+        "policy_version": policy.version,
+        "contributors_bps": policy.contributors_bps,
+        "builder_bps": policy.builder_bps,
+        "pool_bps": policy.protocol_bps,
+        **policy.rules_as_dict(),
+    }
+
+
 def run_rewards_data(*, run: InferenceRun, user: Any) -> list[dict[str, Any]]:
     """The run's reward split: each part of its fee (kind, user, contribution, amount as a decimal string, the
     exact share of the fee it was entitled to, "p/q", and ``rules``: the policy version and basis points it was
@@ -214,7 +225,7 @@ def run_rewards_data(*, run: InferenceRun, user: Any) -> list[dict[str, Any]]:
             "contribution": a.contribution_id,
             "amount": str(int(a.amount)),
             "share": a.share,
-            "rules": rules.as_dict() if rules is not None else None,
+            "rules": _rules_data(rules) if rules is not None else None,
         }
         for a in accruals
     ]

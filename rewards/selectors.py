@@ -8,7 +8,7 @@ their number and date and link to a run only for the person who ran it and for s
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,7 @@ from modelfactory.selectors import versions_visible_to
 
 from .models import RewardAccrual
 from .services import user_label
-from .split import BASIS_POINTS, REWARD_POLICIES, REWARD_POLICY_V1
+from .split import REWARD_POLICIES, REWARD_POLICY_V1, RewardPolicy
 
 TOKEN_DECIMALS = 18
 TOKEN_SYMBOL = "OLTR"
@@ -150,46 +150,24 @@ def run_accruals(*, run: Any) -> list[RewardAccrual]:
     )
 
 
-@dataclass(frozen=True)
-class SplitRules:
-    """The basis points a run's fee was split by and where they were read (``RewardAccrual.rules_*``)."""
-
-    policy_version: int
-    contributors_bps: int
-    builder_bps: int
-    source: str  # policy (the version's fixed basis points), chain, cached, settings, fallback
-    address: str
-    block: int | None
-
-    @property
-    def pool_bps(self) -> int:
-        return BASIS_POINTS - self.contributors_bps - self.builder_bps
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "policy_version": self.policy_version,
-            "contributors_bps": self.contributors_bps,
-            "builder_bps": self.builder_bps,
-            "pool_bps": self.pool_bps,
-            "source": self.source,
-            "address": self.address or None,
-            "block": self.block,
-        }
-
-
-def split_rules(accruals: list[RewardAccrual]) -> SplitRules | None:
-    """The rules ``accruals`` (one run's) were split by; None without accruals. Accruals split before governance
+def split_rules(accruals: list[RewardAccrual]) -> RewardPolicy | None:
+    """The reward policy ``accruals`` (one run's) were split by, with the basis points and where they were read as
+    the accruals recorded them (``RewardAccrual.rules_*``); None without accruals. Accruals split before governance
     carry none: their policy version's fixed basis points (``split.REWARD_POLICIES``)."""
     if not accruals:
         return None
     a = accruals[0]
+    policy = REWARD_POLICIES.get(a.policy_version, REWARD_POLICY_V1)
     if not a.rules_source:
-        fixed = REWARD_POLICIES.get(a.policy_version, REWARD_POLICY_V1)
-        return SplitRules(a.policy_version, fixed.contributors_bps, fixed.builder_bps, "policy", "", None)
-    return SplitRules(
-        a.policy_version, int(a.contributors_bps or 0), int(a.builder_bps or 0), a.rules_source, a.rules_address,
-        a.rules_block,
-    )  # fmt: skip
+        return policy
+    return replace(
+        policy,
+        contributors_bps=int(a.contributors_bps or 0),
+        builder_bps=int(a.builder_bps or 0),
+        rules_source=a.rules_source,
+        rules_address=a.rules_address,
+        rules_block=a.rules_block,
+    )
 
 
 # Reward epochs, in the open

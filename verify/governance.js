@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 
 import { ethers } from "ethers";
 
-import { Chain } from "./lib/chain.js";
+import { Chain, rpc } from "./lib/chain.js";
 import { runCli } from "./lib/cli.js";
 import { NetworkError, UsageError } from "./lib/http.js";
 
@@ -125,16 +125,6 @@ function parse(argv) {
   const fromBlock = Number(values["from-block"] ?? 0);
   if (!Number.isSafeInteger(fromBlock) || fromBlock < 0) throw new UsageError("--from-block must be a block number");
   return { rpc: values.rpc, governor: ethers.getAddress(values.governor), proposalId, fromBlock, json: values.json };
-}
-
-/** Run an RPC read; a revert stays an error for the caller, anything else is the endpoint's fault (exit 2). */
-async function rpc(what, call) {
-  try {
-    return await call();
-  } catch (e) {
-    if (ethers.isError(e, "CALL_EXCEPTION") || ethers.isError(e, "BAD_DATA")) throw e;
-    throw new NetworkError(`${what}: ${e.shortMessage ?? e.message}`);
-  }
 }
 
 /** The decoded `iface` logs of `address` (any address when null) in blocks from..to, in chain order. */

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from attribution.models import AttributionIndex
-from common.registry import Registry
+from common.registry import Registry, Slot
 from modelfactory import hooks, services
 from modelfactory.models import FineTuneJob
 from modelfactory.tests.factories import UserFactory, default_base, frozen_snapshot, tiny_config
@@ -41,7 +41,7 @@ def test_the_manifest_has_one_index_slot_so_a_second_indexer_is_refused() -> Non
 @pytest.mark.slow
 def test_without_an_indexer_a_job_stores_its_version_with_no_index_entry(db: None, monkeypatch: Any) -> None:
     # given no app above modelfactory plugged in
-    monkeypatch.setattr(hooks, "_indexer", [])
+    monkeypatch.setattr(hooks, "_indexer", Slot("a version indexer"))
     monkeypatch.setattr(hooks, "_trained", Registry())
     owner = UserFactory()
     job = services.job_launch(

@@ -25,7 +25,7 @@ const registryInterface = new ethers.Interface(REGISTRY_ABI);
 const distributorInterface = new ethers.Interface(DISTRIBUTOR_ABI);
 
 /** Run an RPC call; an unreachable or failing endpoint becomes a NetworkError (exit 2), a revert stays an error. */
-async function rpc(what, call) {
+export async function rpc(what, call) {
   try {
     return await call();
   } catch (e) {
