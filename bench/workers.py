@@ -12,6 +12,16 @@ Phases, one after another in this run: one worker; a second worker started (two)
 ``two_workers_over_one`` is the two-worker throughput (completion tokens per second of wall time) over the mean of
 the two one-worker phases, so a drift in the machine's load during the run counts against neither side. The target
 is 1.6 on 2 cores; the load average is reported beside it (other work on the machine takes cores from both).
+
+Then, for reference, a last phase: the one worker restarted with every core as its torch threads
+(``INFERENCE_TORCH_THREADS`` = cores, what ``make run`` gives ``INFERENCE_WORKERS=1``), and
+``two_workers_over_one_all_cores``, the two-worker throughput over it: which of the two ways to spend the cores
+serves more. Each phase also reports where the CPU went (``worker_cpu_s``: each worker process's CPU seconds;
+``busy_cores``: the whole machine's busy cores on average, other sessions' work included) and each worker engine's
+mean rows per decode step (``rows_per_step``, from the state the workers publish). ``INFERENCE_MAX_BATCH_SIZE``
+(default 32) sets the workers' batch rows: below ``CLIENTS`` one worker's batch is full and runs wait for a row,
+the load two workers are for (more clients than 32 need more PostgreSQL connections than its default 100 allow:
+every client and every worker task thread holds one).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ PG_URL = os.getenv("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = os.getenv("BENCH_WORKERS_DB", "openledger_bench_workers")
 BROKER = os.getenv("BENCH_BROKER_URL", "redis://127.0.0.1:6379/11")
 CLIENTS = int(os.getenv("BENCH_WORKERS_CLIENTS", "32"))
+ALL_CORES_PHASE = os.getenv("BENCH_WORKERS_ALL_CORES", "1") == "1"
 RUNS = int(os.getenv("BENCH_WORKERS_RUNS", "64"))
 MAX_TOKENS = int(os.getenv("BENCH_WORKERS_MAX_TOKENS", "32"))
 TARGET = 1.6
@@ -69,7 +80,7 @@ def _environment(work: Path) -> dict[str, str]:
     return env
 
 
-def _start(name: str, env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
+def _start(name: str, env: dict[str, str], work: Path, threads: int = 1) -> subprocess.Popen[bytes]:
     """Inference worker ``name`` of scripts/run.py (``worker-inference``, ``worker-inference-2``), once it is live."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import run as runner  # scripts/run.py
@@ -80,8 +91,8 @@ def _start(name: str, env: dict[str, str], work: Path) -> subprocess.Popen[bytes
     node = argv[argv.index("-n") + 1]
     log = work / f"{name}.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env, "INFERENCE_TORCH_THREADS": str(threads)},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 180
     while node not in routing.live_workers():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -100,20 +111,36 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-_submit_lock = threading.Lock()
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system, every thread) of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores: not idle, not waiting for I/O) since it started."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _engine_counters() -> dict[str, tuple[int, int]]:
+    """Each live worker node's engine counters as it last published them: (tokens, decode steps)."""
+    from inference.selectors import engine_states
+
+    return {state["node"]: (state["tokens"], state["steps"]) for state in engine_states() if state.get("node")}
 
 
 def _ask(user: Any, base: Any, question: str) -> Any:
     from inference import services
     from inference.models import InferenceRun
 
-    # one submission at a time in this process: in a first try, concurrent submissions from its threads failed with
-    # Redis "Bad file descriptor" errors (not investigated further)
-    with _submit_lock:
-        run = services.run_submit(
-            user=user, version=None, base_model=base, messages=[{"role": "user", "content": question}],
-            options={"max_tokens": MAX_TOKENS, "temperature": 0},
-        )  # fmt: skip
+    # the clients submit concurrently, as the web's requests do (a first try of this bench had to serialize them:
+    # the Redis client streams._client() made twice by threads that missed its cache together, and closed under a
+    # pipeline when collected; fixed there)
+    run = services.run_submit(
+        user=user, version=None, base_model=base, messages=[{"role": "user", "content": question}],
+        options={"max_tokens": MAX_TOKENS, "temperature": 0},
+    )  # fmt: skip
     # the client waits for the run's end on its row rather than reading every token's event from the stream: this one
     # process holds all the clients, and on a loaded machine its share of a core may limit them before the workers
     while InferenceRun.objects.filter(pk=run.pk, status__in=InferenceRun.FINISHED).count() == 0:
@@ -121,8 +148,11 @@ def _ask(user: Any, base: Any, question: str) -> Any:
     return run
 
 
-def _phase(user: Any, base: Any, runs: int) -> dict[str, Any]:
-    """``runs`` questions by CLIENTS closed-loop clients: completion tokens per second and where the runs went."""
+def _phase(
+    user: Any, base: Any, runs: int, workers: dict[str, subprocess.Popen[bytes]] | None = None
+) -> dict[str, Any]:
+    """``runs`` questions by CLIENTS closed-loop clients: completion tokens per second, where the runs went, and
+    (with ``workers``, node -> process) the CPU each worker used and its engine's mean rows per decode step."""
     from django.db import connection
 
     from inference.models import InferenceRun
@@ -144,6 +174,10 @@ def _phase(user: Any, base: Any, runs: int) -> dict[str, Any]:
         finally:
             connection.close()
 
+    workers = workers or {}
+    counters = _engine_counters()
+    worker_cpu = {node: _cpu_seconds(proc.pid) for node, proc in workers.items()}
+    busy = _busy_seconds()
     started, cpu = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for thread in threads:
@@ -152,6 +186,15 @@ def _phase(user: Any, base: Any, runs: int) -> dict[str, Any]:
         thread.join()
     seconds = time.perf_counter() - started
     client_cpu = time.process_time() - cpu
+    busy = _busy_seconds() - busy
+    worker_cpu = {node: round(_cpu_seconds(proc.pid) - worker_cpu[node], 1) for node, proc in workers.items()}
+    time.sleep(0.5)  # each worker publishes its engine's counters right after finishing a run
+    after = _engine_counters()
+    rows_per_step = {
+        node: round((after[node][0] - counters.get(node, (0, 0))[0]) / steps, 1)
+        for node in workers
+        if node in after and (steps := after[node][1] - counters.get(node, (0, 0))[1]) > 0
+    }
     done = InferenceRun.objects.filter(pk__in=ids)
     failed = done.exclude(status=InferenceRun.Status.SUCCEEDED).count()
     if failed:
@@ -162,7 +205,10 @@ def _phase(user: Any, base: Any, runs: int) -> dict[str, Any]:
         split[node] = split.get(node, 0) + 1
     return {
         "seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 2), "split": split,
-        "client_cpu_s": round(client_cpu, 1),
+        "client_cpu_s": round(client_cpu, 1), "worker_cpu_s": worker_cpu,
+        "worker_cpu_ms_per_token": round(1000 * sum(worker_cpu.values()) / tokens, 2) if worker_cpu else None,
+        "busy_cores": round(busy / seconds, 2),
+        "rows_per_step": rows_per_step,
     }  # fmt: skip
 
 
@@ -176,6 +222,7 @@ def measure() -> dict[str, Any]:
         import django
 
         django.setup()
+        from django.conf import settings
         from django.core.management import call_command
 
         from accounts.models import User
@@ -196,18 +243,30 @@ def measure() -> dict[str, Any]:
         first = _start("worker-inference", env, work)
         procs.append(first)
         _phase(user, base, 2)  # warm-up: the engine loads
-        one_before = _phase(user, base, RUNS)
+        one_before = _phase(user, base, RUNS, {"inference@bench": first})
         print(f"one worker: {one_before}", flush=True)
         second = _start("worker-inference-2", env, work)
         procs.append(second)
         _phase(user, base, 4)  # warm-up: the bounded load sends the second worker one of 4 at once: its engine loads
-        two = _phase(user, base, RUNS)
+        two = _phase(user, base, RUNS, {"inference@bench": first, "inference-2@bench": second})
         print(f"two workers: {two}", flush=True)
         _stop(second)
-        one_after = _phase(user, base, RUNS)
+        one_after = _phase(user, base, RUNS, {"inference@bench": first})
         print(f"one worker again: {one_after}", flush=True)
         one = statistics.mean([one_before["tokens_per_s"], one_after["tokens_per_s"]])
         ratio = two["tokens_per_s"] / one
+        all_cores: dict[str, Any] = {}
+        if ALL_CORES_PHASE:
+            _stop(first)
+            first = _start("worker-inference", env, work, threads=os.cpu_count() or 1)
+            procs.append(first)
+            _phase(user, base, 2)  # warm-up: the engine loads
+            one_all = _phase(user, base, RUNS, {"inference@bench": first})
+            print(f"one worker, every core as its torch threads: {one_all}", flush=True)
+            all_cores = {
+                "one_worker_all_cores_tokens_per_s": one_all["tokens_per_s"],
+                "two_workers_over_one_all_cores": round(two["tokens_per_s"] / one_all["tokens_per_s"], 3),
+            }
         return {
             "one_worker_tokens_per_s": round(one, 2),
             "one_worker_phases_tokens_per_s": [one_before["tokens_per_s"], one_after["tokens_per_s"]],
@@ -219,9 +278,15 @@ def measure() -> dict[str, Any]:
             "clients": CLIENTS,
             "runs_per_phase": RUNS,
             "max_tokens": MAX_TOKENS,
+            "max_batch_size": settings.INFERENCE_MAX_BATCH_SIZE,
+            "worker_cpu_ms_per_token": {
+                "one": [one_before["worker_cpu_ms_per_token"], one_after["worker_cpu_ms_per_token"]],
+                "two": two["worker_cpu_ms_per_token"],
+            },
             "torch_threads_per_worker": 1,
             "cores": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
+            **all_cores,
         }
     finally:
         for proc in procs:

@@ -9,6 +9,10 @@ Adding a worker moves only the keys it now ranks first for (about 1/n of them); 
 Bounded load (consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam 2018): a worker already
 holding more than INFERENCE_ROUTE_LOAD_FACTOR times the average number of unfinished routed runs is passed over for
 the next one in the key's ranking, so a single hot key spreads to a second worker instead of queueing behind itself.
+Within that bound a worker whose batch is already full (INFERENCE_MAX_BATCH_SIZE unfinished runs: the next one would
+wait in its engine's queue) is passed over for the next one in the key's ranking that has a free row, so no run
+waits behind a full batch while another worker could start it at once; a key stays on its home worker wherever that
+costs no wait.
 
 Liveness is the project's worker heartbeats (``openledger_web.models.WorkerHeartbeat``, through
 ``hooks.live_workers``). With no live worker known the run goes to the shared ``inference`` queue, which any
@@ -57,18 +61,21 @@ def ranked(key: str, nodes: Iterable[str]) -> list[str]:
     return sorted(set(nodes), key=lambda node: (-_weight(key, node), node))
 
 
-def pick(key: str, loads: dict[str, int], *, load_factor: float) -> str | None:
+def pick(key: str, loads: dict[str, int], *, load_factor: float, slots: int = 0) -> str | None:
     """The node for ``key`` among ``loads`` (live node -> its unfinished routed runs): the first in the key's
-    ranking whose load, this run included, stays within ``load_factor`` times the average (at least 1). None when
-    there is no node."""
+    ranking whose load, this run included, stays within ``load_factor`` times the average (at least 1). With
+    ``slots`` (the runs a worker's batch holds at once), the first of those whose batch still has a free row, when
+    one has. None when there is no node."""
     if not loads:
         return None
     order = ranked(key, loads)
     capacity = max(1, math.ceil(load_factor * (sum(loads.values()) + 1) / len(loads)))
-    for node in order:
-        if loads[node] + 1 <= capacity:
-            return node
-    return order[0]  # unreachable with load_factor >= 1; the key's home otherwise
+    within = [node for node in order if loads[node] + 1 <= capacity]
+    if slots > 0:
+        for node in within:
+            if loads[node] < slots:
+                return node
+    return within[0] if within else order[0]  # none within: unreachable with load_factor >= 1
 
 
 def live_workers() -> list[str]:
@@ -107,10 +114,16 @@ def run_key(run: InferenceRun) -> str:
 
 def route_for(key: str, *, nodes: Sequence[str] | None = None, exclude: Iterable[str] = ()) -> Route:
     """The worker that should answer a run with affinity ``key`` now: among ``nodes`` (default: the live inference
-    workers) less ``exclude``, ranked by rendezvous hashing with bounded load; the shared queue when none is left."""
+    workers) less ``exclude``, ranked by rendezvous hashing with bounded load, a full batch passed over for a free
+    row (INFERENCE_MAX_BATCH_SIZE); the shared queue when none is left."""
     excluded = set(exclude)
     candidates = [node for node in (live_workers() if nodes is None else nodes) if node not in excluded]
-    node = pick(key, worker_loads(candidates), load_factor=settings.INFERENCE_ROUTE_LOAD_FACTOR)
+    node = pick(
+        key,
+        worker_loads(candidates),
+        load_factor=settings.INFERENCE_ROUTE_LOAD_FACTOR,
+        slots=settings.INFERENCE_MAX_BATCH_SIZE,
+    )
     if node is None:
         return Route(node="", queue=SHARED_QUEUE)
     return Route(node=node, queue=own_queue(node))

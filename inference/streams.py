@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 import weakref
@@ -62,11 +63,24 @@ def uses_redis() -> bool:
     return settings.BROKER_KIND in ("redis", "rediss")
 
 
+_client_lock = threading.Lock()
+
+
 @cache
-def _client() -> Any:
+def _client_made() -> Any:
     import redis
 
     return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def _client() -> Any:
+    """The process's one Redis client (thread-safe: its connection pool hands each thread a connection of its own).
+    Made under a lock: ``functools.cache`` alone lets threads that miss together each make one, and a client
+    dropped that way closes its own connection pool when collected, under a pipeline another thread is still
+    running on it (a Redis "Bad file descriptor" or "I/O operation on closed file" error at the first burst of
+    concurrent runs, seen with 32 threads submitting)."""
+    with _client_lock:
+        return _client_made()
 
 
 def _key(public_id: uuid.UUID | str) -> str:

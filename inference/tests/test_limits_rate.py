@@ -53,6 +53,34 @@ def test_concurrent_requests_never_take_more_than_the_allowance(settings) -> Non
     assert outcomes.count("ok") == 5 and outcomes.count("limited") == 15
 
 
+def test_threads_that_meet_the_redis_client_first_together_share_one(settings) -> None:
+    # a client made twice by threads that missed the cache together was closed under the other's pipeline when
+    # collected: Redis "Bad file descriptor" errors at the first burst of concurrent submissions
+    if not streams.uses_redis():
+        pytest.skip("the broker is not Redis here")
+    settings.INFERENCE_RATE_LIMIT = "1000/hour"
+    user = UserFactory()
+    streams._client_made.cache_clear()
+    start = threading.Barrier(32)
+    clients: list[int] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        start.wait()
+        try:
+            clients.append(id(streams._client()))
+            services._rate_check(user)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(clients) == 32 and len(set(clients)) == 1
+
+
 def test_without_redis_the_cache_counts_the_window(settings) -> None:
     settings.BROKER_KIND = "filesystem"
     settings.INFERENCE_RATE_LIMIT = "2/minute"

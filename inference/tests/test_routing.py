@@ -70,6 +70,21 @@ def test_a_hot_key_stays_home_until_its_worker_holds_more_than_its_share() -> No
     assert routing.pick("hot", {}, load_factor=1.25) is None
 
 
+def test_a_full_batch_passes_a_run_to_the_next_worker_with_a_free_row_within_the_bound() -> None:
+    nodes = ["a@h", "b@h", "c@h"]
+    home, second, third = routing.ranked("hot", nodes)
+
+    # home's batch (4 rows) is full: the run starts at once on the next worker in the key's ranking instead of
+    # waiting in home's queue, although home is within the bound (ceil(2 * 9 / 3) = 6)
+    assert routing.pick("hot", {home: 4, second: 2, third: 2}, load_factor=2, slots=4) == second
+    assert routing.pick("hot", {home: 4, second: 4, third: 0}, load_factor=2, slots=4) == third
+    # without slots, or with a free row at home, affinity as before
+    assert routing.pick("hot", {home: 4, second: 2, third: 2}, load_factor=2) == home
+    assert routing.pick("hot", {home: 3, second: 1, third: 1}, load_factor=2, slots=4) == home
+    # every batch full: the bounded load alone decides (the key's home while within the bound)
+    assert routing.pick("hot", {home: 4, second: 4, third: 4}, load_factor=2, slots=4) == home
+
+
 def test_a_node_name_too_long_for_an_outbox_row_gets_a_hashed_queue() -> None:
     node = "inference@" + "h" * 200
     queue = routing.own_queue(node)
@@ -134,6 +149,22 @@ def test_one_adapters_runs_go_to_one_worker_and_two_adapters_spread(settings) ->
     assert {node for nodes in routed.values() for node in nodes} == {"inference-1@h", "inference-2@h", "inference-3@h"}
     for sha, nodes in routed.items():
         assert nodes == {routing.ranked(sha, ["inference-1@h", "inference-2@h", "inference-3@h"])[0]}
+
+
+def test_runs_of_one_key_fill_its_home_workers_batch_then_go_to_the_next(settings) -> None:
+    settings.INFERENCE_ROUTE_LOAD_FACTOR = 1000.0  # the bound never binds: only the batch size moves a run
+    settings.INFERENCE_MAX_BATCH_SIZE = 2
+    owner, base = UserFactory(), default_base()
+    nodes = ["inference-1@h", "inference-2@h"]
+    for node in nodes:
+        beat(node)
+    home, second = routing.ranked(routing.route_key(adapter_sha256=None, base_model_path=base.path), nodes)
+
+    routed = [
+        services.run_submit(user=owner, version=None, base_model=base, prompt=f"q{i}").routed_to for i in range(5)
+    ]
+
+    assert routed == [home, home, second, second, home]  # both batches full: the key's home (pure affinity)
 
 
 def test_the_reaper_sends_a_dead_workers_runs_to_a_live_one_once(settings) -> None:
