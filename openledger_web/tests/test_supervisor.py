@@ -158,6 +158,11 @@ def test_the_procfile_runs_the_same_processes_as_make_run() -> None:
     for name, argv in made.items():
         # the attribution worker's process count comes from the environment in both, with the same default
         line = procfile[name].replace("${ATTRIBUTION_WORKERS:-2}", os.getenv("ATTRIBUTION_WORKERS", "2"))
+        if name.startswith("worker-inference"):
+            # the two inference processes split the cores between them, as make run's do (run.inference_torch_threads)
+            threads = "INFERENCE_TORCH_THREADS=${INFERENCE_TORCH_THREADS:-$(( $(nproc) / 2 ))} "
+            assert line.startswith(threads), name
+            line = line.removeprefix(threads)
         assert line == " ".join(["python", *argv[1:]]), name
 
 
