@@ -561,7 +561,9 @@ class Engine:
     ``submit`` queues a request for the background scheduler, which batches at the level of decode steps: an idle
     engine gathers requests for ``batch_window_ms`` (up to ``max_batch_size``) into a new batch, and while it decodes,
     a request that arrives joins it before the next step (up to ``max_batch_size`` rows in flight) rather than
-    waiting for it to end; finished and cancelled rows leave it after each step. A joining request that fails (its
+    waiting for it to end, prefill first: requests that arrive while others are prefilled are prefilled too before
+    that step, so a request's first token waits for the step in flight and the prefills ahead of it, not for decode
+    steps; finished and cancelled rows leave it after each step. A joining request that fails (its
     adapter, its prompt, its prefill) fails alone. ``generate_batch`` runs a batch now, in the calling thread.
     Thread-safe; one batch computes at a time.
     """
@@ -1089,8 +1091,9 @@ class Engine:
 
     def _schedule(self) -> None:
         """The scheduler thread, iteration-level: an idle engine gathers requests for ``batch_window_ms`` into a new
-        batch; while a batch runs, the requests that arrived since the last step join it before the next one (up to
-        ``max_batch_size`` rows), and finished or cancelled rows leave it after each step."""
+        batch; while a batch runs, the requests that arrived since the last step (and those that arrive while they are
+        prefilled) join it before the next one (up to ``max_batch_size`` rows), and finished or cancelled rows leave
+        it after each step."""
         batch: _Batch | None = None
         while True:
             if batch is None:
@@ -1172,26 +1175,41 @@ class Engine:
         return batch if batch.rows else None
 
     def _admit(self, batch: _Batch) -> None:
-        """Let the requests queued since the last step join ``batch``: prepared alone, prefilled together in a cache
-        of their own, then merged. A joining request that fails (its adapter, its prompt, even its prefill) fails
-        alone; the running rows never see it."""
+        """Let the requests queued since the last step join ``batch``, prefill first: the requests waiting now are
+        prepared alone and prefilled together in a cache of their own, and as long as more arrive meanwhile (and the
+        batch has room for them) they are prefilled too, before the running rows' next step; then all of them are
+        merged into ``batch`` at once. A request's first token so waits for at most the step in flight and the
+        prefills queued before it, never for decode steps; the running rows wait for at most ``max_batch_size``
+        prefills. A joining request that fails (its adapter, its prompt, even its prefill) fails alone; the running
+        rows never see it."""
         if not _joinable(batch.cache):
             return
-        handles = self._waiting(self.max_batch_size - len(batch.rows))
-        if not handles:
+        joining: list[_Batch] = []
+        while not self._closed:
+            room = self.max_batch_size - len(batch.rows) - sum(len(j.rows) for j in joining)
+            handles = self._waiting(room)
+            if not handles:
+                break
+            try:
+                rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
+                if not rows:
+                    continue
+                prefilled = self._prefill(rows)
+            except Exception as e:
+                for handle in handles:
+                    _fail(handle, f"joining the running batch failed: {type(e).__name__}: {e}")
+                continue
+            self._stats["joined"] += len(rows)
+            if prefilled.rows:
+                joining.append(prefilled)
+        if not joining:
             return
         try:
-            rows = [row for handle in handles if (row := self._prepare(handle)) is not None]
-            if not rows:
-                return
-            joining = self._prefill(rows)
-            if joining.rows:
-                self._merge(batch, joining)
+            self._merge(batch, joining)
         except Exception as e:
-            for handle in handles:
-                _fail(handle, f"joining the running batch failed: {type(e).__name__}: {e}")
-            return
-        self._stats["joined"] += len(rows)
+            for prefilled in joining:
+                for row in prefilled.rows:
+                    _fail(row.handle, f"joining the running batch failed: {type(e).__name__}: {e}")
 
     def _advance(self, batch: _Batch) -> _Batch | None:
         """One decode step of ``batch``; None when no row is left. A failure of the step fails the batch's rows."""
@@ -1330,13 +1348,14 @@ class Engine:
                     layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
                 batch.mask = batch.mask[:, unused:]
 
-    def _merge(self, batch: _Batch, joining: _Batch) -> None:
-        """Append ``joining``'s rows to ``batch``. Both caches are left-padded, so the shorter one is padded further
-        on the left with zero keys and values that its mask hides; each row keeps its own positions. The running
-        batch changes only once every merged tensor exists, so a failure here leaves it as it was."""
+    def _merge(self, batch: _Batch, joining: list[_Batch]) -> None:
+        """Append the rows of the ``joining`` batches to ``batch``. All caches are left-padded, so the shorter ones are
+        padded further on the left with zero keys and values that their masks hide; each row keeps its own positions.
+        The running batch changes only once every merged tensor exists, so a failure here leaves it as it was."""
         import torch
 
-        length = max(batch.mask.shape[1], joining.mask.shape[1])
+        parts = [batch, *joining]
+        length = max(p.mask.shape[1] for p in parts)
 
         def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
             missing = length - t.shape[dim]
@@ -1347,16 +1366,17 @@ class Engine:
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
         layers = [
-            (torch.cat([pad(a.keys, 2), pad(b.keys, 2)]), torch.cat([pad(a.values, 2), pad(b.values, 2)]))
-            for a, b in zip(batch.cache.layers, joining.cache.layers, strict=True)
+            (torch.cat([pad(p.keys, 2) for p in per_layer]), torch.cat([pad(p.values, 2) for p in per_layer]))
+            for per_layer in zip(*(p.cache.layers for p in parts), strict=True)
         ]
-        mask = torch.cat([pad(batch.mask, 1), pad(joining.mask, 1)])
-        positions = torch.cat([batch.positions, joining.positions])
-        rows = batch.rows + joining.rows
+        mask = torch.cat([pad(p.mask, 1) for p in parts])
+        positions = torch.cat([p.positions for p in parts])
+        rows = [row for p in parts for row in p.rows]
+        next_ids = [token for p in parts for token in p.next_ids]
         plan = self._plan([r.adapter for r in rows])
         for layer, (keys, values) in zip(batch.cache.layers, layers, strict=True):
             layer.keys, layer.values = keys, values
-        batch.rows, batch.next_ids = rows, batch.next_ids + joining.next_ids
+        batch.rows, batch.next_ids = rows, next_ids
         batch.mask, batch.positions, batch.plan = mask, positions, plan
 
     def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
@@ -1418,17 +1438,27 @@ class Engine:
         """Per-row A^T [n, in, r] and B^T [n, r, out], zero for rows whose adapter skips this layer and zero-padded to
         the batch's largest rank, so one bmm pair serves every row exactly."""
         import torch
+        import torch.nn.functional as F
 
         linear = self._linears[key]
         r = max(a.layers[key][0].shape[0] for a in adapters if a is not None and key in a.layers)
-        a_stack = torch.zeros((len(adapters), linear.in_features, r), dtype=self.dtype, device=self.device)
-        b_stack = torch.zeros((len(adapters), r, linear.out_features), dtype=self.dtype, device=self.device)
-        for i, adapter in enumerate(adapters):
+        # One stack of per-row views (a copy per row, in one call: a per-row slice assignment costs a Python call
+        # each, tens of milliseconds a plan for a full batch); the rows that skip this layer share one zero pair.
+        zero_a = zero_b = None
+        a_parts, b_parts = [], []
+        for adapter in adapters:
             if adapter is not None and key in adapter.layers:
                 a, b = adapter.layers[key]
-                a_stack[i, :, : a.shape[0]] = a.t()
-                b_stack[i, : a.shape[0], :] = b.t()
-        return a_stack, b_stack
+                missing = r - a.shape[0]
+                a_parts.append(F.pad(a.t(), (0, missing)) if missing else a.t())
+                b_parts.append(F.pad(b.t(), (0, 0, 0, missing)) if missing else b.t())
+                continue
+            if zero_a is None:
+                zero_a = torch.zeros((linear.in_features, r), dtype=self.dtype, device=self.device)
+                zero_b = torch.zeros((r, linear.out_features), dtype=self.dtype, device=self.device)
+            a_parts.append(zero_a)
+            b_parts.append(zero_b)
+        return torch.stack(a_parts), torch.stack(b_parts)
 
     def forward_logits(self, prompt: str, adapter_id: str | None = None) -> torch.Tensor:
         """Logits [1, tokens, vocab] of ``prompt`` under ``adapter_id`` (None: the base): for checking the LoRA math."""

@@ -69,6 +69,40 @@ def test_a_request_submitted_while_a_batch_decodes_joins_it_and_gives_its_tokens
     assert tokens == by_itself.token_ids[: len(tokens)]
 
 
+def test_a_request_arriving_while_another_joins_is_prefilled_before_the_next_decode_step(engine: Engine) -> None:
+    # given a running batch and two adapters only a resolver knows (the folder of "qv"): resolving the first submits
+    # a request for the second, which so arrives while the first is being admitted; each resolution notes how many
+    # forward passes (prefills and decode steps) the engine had run by then
+    folder = engine._paths["qv"]
+    alone = engine.generate(ask("qv"))
+    forwards: dict[str, int] = {}
+    arrived: list[GenerationHandle] = []
+
+    def resolver(adapter_id: str) -> Path:
+        forwards[adapter_id] = engine.state()["steps"]
+        if adapter_id == "late-1":
+            arrived.append(engine.submit(ask("late-2")))
+        return folder
+
+    engine.adapter_resolver = resolver
+    try:
+        long, _ = start_long_batch(engine)
+        first = engine.submit(ask("late-1")).result(timeout=120)
+        second = arrived[0].result(timeout=120)
+    finally:
+        engine.adapter_resolver = None
+        for adapter_id in ("late-1", "late-2"):
+            engine.unload_adapter(adapter_id)
+    # then the second was prefilled right after the first, with no decode step of the running rows between them
+    assert forwards["late-2"] == forwards["late-1"] + 1
+    # and both joined the batch and gave the tokens they give alone
+    assert first.ok and second.ok
+    assert first.token_ids == second.token_ids == alone.token_ids
+    assert not long.done()
+    long.cancel()
+    assert long.result(timeout=60).finish_reason == "cancelled"
+
+
 def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(engine: Engine) -> None:
     # given a running batch of a long row and a short one
     long, stream = start_long_batch(engine)
