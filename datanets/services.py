@@ -29,8 +29,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from eth_utils import to_checksum_address
 
-from ledger import merkle
-from ledger.chain import verify_on_chain
+from ledger import chain, merkle
 from ledger.proofs import PROOF_SCHEMA, anchor_facts_for
 from ledger.rules import rules_in_force
 from ledger.services import anchor_request, anchor_subject
@@ -1348,7 +1347,7 @@ def proof_verify_on_chain(*, snapshot: Snapshot, record: Record) -> bool:
     """Ask ``LineageRegistry.verify`` (an eth_call) whether the record's proof leads to the snapshot's anchored root.
     Raises ``ledger.chain.ChainError`` when the chain can't be reached."""
     proof = record_proof(snapshot=snapshot, record=record)
-    return verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
+    return chain.verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
 
 
 def snapshot_rebuild_root(*, snapshot: Snapshot) -> str:
