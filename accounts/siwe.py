@@ -12,6 +12,8 @@ import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from eth_utils import to_checksum_address
+
 NONCE_ALPHABET = string.ascii_letters + string.digits
 NONCE_LENGTH = 24  # 142 bits; EIP-4361 asks for at least 8 alphanumeric characters
 SIGNATURE_RE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
@@ -131,8 +133,6 @@ def new_nonce() -> str:
 def checksum_address(value: str) -> str:
     """The EIP-55 form of ``value``. Mixed case must already be a valid checksum: a typo must not pass as another
     address. All-lower or all-upper hex carries no checksum and is accepted."""
-    from eth_utils import to_checksum_address
-
     value = value.strip()
     if not ADDRESS_RE.match(value):
         raise SiweError("An address is 0x followed by 40 hexadecimal digits", code="malformed_address")
@@ -157,7 +157,7 @@ def normalize_signature(value: str) -> str:
 
 def recover_signer(message: str, signature: str) -> str:
     """The checksummed address whose key made ``signature`` over ``message`` with EIP-191 ``personal_sign``."""
-    from eth_account import Account
+    from eth_account import Account  # 0.9-1.3 s and 120 modules: only a sign-in pays them
     from eth_account.messages import encode_defunct
 
     signature = normalize_signature(signature)

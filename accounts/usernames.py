@@ -13,6 +13,7 @@ from __future__ import annotations
 import unicodedata
 from functools import cache
 
+from confusable_homoglyphs.categories import alias
 from django.core.exceptions import ValidationError
 
 SKELETON_MAX_LENGTH = 300
@@ -49,8 +50,6 @@ def _invisible(char: str) -> bool:
 
 def username_scripts(name: str) -> set[str]:
     """The scripts ``name`` is written in, leaving out those shared by all (digits, punctuation, marks)."""
-    from confusable_homoglyphs.categories import alias
-
     return {alias(char) for char in name} - _NEUTRAL_SCRIPTS
 
 
@@ -77,7 +76,7 @@ def username_problem(name: str) -> ValidationError | None:
 
 @cache
 def _prototypes() -> dict[str, str]:
-    from confusable_homoglyphs.confusables import confusables_data
+    from confusable_homoglyphs.confusables import confusables_data  # its 7 MB table: loaded on the first username check
 
     table: dict[str, str] = {}
     for char, entries in confusables_data.items():

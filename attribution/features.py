@@ -12,12 +12,14 @@ the outputs gives ``g = dL/dy`` per example (examples do not interact, so each r
 gradient); the weight gradient of example ``b`` is ``sum_t g[b, t] x[b, t]^T``. No loop of backward passes, and
 no per-parameter ``.grad`` accumulation.
 
-torch is imported only inside functions: importing this module (for ``FeatureMatrix.load`` and scoring) stays light.
+torch, transformers and peft are imported only inside functions: importing this module (for ``FeatureMatrix.load``
+and scoring) stays light.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -232,8 +234,6 @@ def _labelled_logits(
     The vocabulary projection is a fifth of this model's forward cost and an answer's prompt is never scored, so
     only the needed positions are projected where the model supports ``logits_to_keep``.
     """
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     keep, kept_labels = _kept_positions(labels)
     if "logits_to_keep" not in inspect.signature(base.forward).parameters or keep is None:

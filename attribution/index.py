@@ -39,6 +39,9 @@ from attribution.features import (
     gradient_features,
     gradient_features_packed,
     lora_blocks,
+    packed_inputs,
+    packed_segments,
+    rows_independent,
     sketch_for,
 )
 from attribution.projection import CountSketch
@@ -575,8 +578,6 @@ class Scorer:
         packs of at most ``MAX_PACKED_TOKENS`` tokens, when the model runs the sdpa attention and this process's
         matrix products give each row the same bits whatever the number of rows (``features.rows_independent``);
         every other sequence alone."""
-        from attribution.features import rows_independent
-
         model = self.model if self.model is not None else self.base.model
         long = [i for i, s in enumerate(sequences) if len(s) >= MIN_PACKED_TOKENS]
         sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"  # what the packed attention calls
@@ -670,8 +671,6 @@ class Scorer:
         sequences laid end to end, ``features.packed_segments``), then each one's vocabulary projection on its own
         rows exactly as ``_base_surprisal`` does it alone."""
         import torch
-
-        from attribution.features import packed_inputs, packed_segments
 
         if len(answers) == 1:
             return [self._base_surprisal(answers[0][0], answers[0][1], asked=answers[0][2])]
@@ -861,7 +860,7 @@ _SCORERS_LOCK = threading.Lock()
 
 def scorer_for(base_model_dir: str) -> Scorer:
     """One Scorer per worker process and base model path (the model loads once)."""
-    from modelfactory import training
+    from modelfactory import training  # torch: see the module docstring
 
     with _SCORERS_LOCK:  # a threads pool must not load the model twice
         if base_model_dir not in _SCORERS:

@@ -10,7 +10,7 @@ from inference.models import InferenceRun
 from modelfactory.models import ModelVersion
 from outbox.services import enqueue_on_commit
 
-from . import selfcheck, services, tasks
+from . import selfcheck, services, storage, tasks
 
 
 class VersionIndexer:
@@ -26,7 +26,7 @@ class VersionIndexer:
     def discard(self, build: services.PendingIndex) -> None:
         # never a folder that any index row names (``index_folder_drop``): index folders are content-addressed
         if build.built is not None and build.path:
-            services.index_folder_drop(build.path)
+            storage.index_folder_drop(build.path)
 
 
 INDEXER = VersionIndexer()

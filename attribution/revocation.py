@@ -23,6 +23,7 @@ hashes stay.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -38,11 +39,15 @@ from datanets.models import REVOCATION_POLICY, RevokedRecord
 from datanets.storage import content_path, media_path
 from outbox.services import enqueue_on_commit
 
+from . import index as index_mod
+from . import storage
 from .models import AttributionIndex, IndexReissue, SpanMatch
 
 logger = logging.getLogger(__name__)
 
 POLICY = REVOCATION_POLICY
+# Queued by its registered name: attribution.tasks imports this module (its name routes it: CELERY_TASK_ROUTES).
+REVOCATION_ERASE_TASK = "attribution.tasks.attribution_revocation_erase_task"
 
 
 def excluded_records(*, record_ids: Iterable[int], asked_at: datetime) -> frozenset[int]:
@@ -69,10 +74,8 @@ def records_revoked(*, revocation_ids: Sequence[int], erased: bool) -> None:
     policy reads the revocations when an answer is scored)."""
     if not erased:
         return
-    from . import tasks
-
     with transaction.atomic():
-        enqueue_on_commit(tasks.attribution_revocation_erase_task, sorted(int(r) for r in revocation_ids))
+        enqueue_on_commit(REVOCATION_ERASE_TASK, sorted(int(r) for r in revocation_ids))
 
 
 def _erased_ids(revocation_ids: Sequence[int]) -> list[int]:
@@ -98,8 +101,6 @@ def revocation_erase(*, revocation_ids: Sequence[int]) -> list[IndexReissue]:
     without them (``index_reissue``), the folders that held their tokens are deleted once no index names them,
     and the stored spans forget where their text was. Idempotent: an index already without them is left alone.
     Returns the re-issues made."""
-    from . import services
-
     erased = _erased_ids(revocation_ids)
     if not erased:
         return []
@@ -113,7 +114,7 @@ def revocation_erase(*, revocation_ids: Sequence[int]) -> list[IndexReissue]:
             made.append(reissue)
             old_paths.append(reissue.old_path)
     for path in dict.fromkeys(old_paths):
-        services.index_folder_drop(path)  # never one that an index row still names
+        storage.index_folder_drop(path)  # never one that an index row still names
     return made
 
 
@@ -121,9 +122,6 @@ def index_reissue(*, index_id: int, revocation_ids: Sequence[int] = ()) -> Index
     """Re-issue one index without every erased record it holds (whichever revocation erased it); None when it holds
     no erased record that its files still have. The new files are stored content-addressed before the row names
     them; the row and its ``IndexReissue`` commit together. The old folder stays for the caller to drop."""
-    from . import index as index_mod
-    from . import services
-
     with transaction.atomic():
         index = AttributionIndex.objects.select_for_update().get(pk=index_id)
         if not index.is_ok:
@@ -146,8 +144,8 @@ def index_reissue(*, index_id: int, revocation_ids: Sequence[int] = ()) -> Index
             erased=sorted(erased | already),
             scratch=media_path("tmp/attribution"),
         )
-        relative = content_path(services.INDEX_PREFIX, index_mod.storage_key(reissued.feature_hash, reissued.span_hash))
-        services.lock_index_path(relative)  # as index_folder_drop does
+        relative = content_path(storage.INDEX_PREFIX, index_mod.storage_key(reissued.feature_hash, reissued.span_hash))
+        storage.lock_index_path(relative)  # as index_folder_drop does
         index_mod.place(reissued, media_path(relative))
         old = (index.feature_hash, index.span_hash, index.path)
         index.feature_hash, index.span_hash, index.path = reissued.feature_hash, reissued.span_hash, relative
@@ -175,8 +173,6 @@ def index_reissue(*, index_id: int, revocation_ids: Sequence[int] = ()) -> Index
 
 def anchored_hashes(version: Any) -> dict[str, str]:
     """The index hashes the version's lineage manifest anchored (empty when it anchored none)."""
-    import json
-
     entry = json.loads(version.manifest or "{}").get("attribution_index") or {}
     return {"feature_hash": entry.get("feature_hash") or "", "span_hash": entry.get("span_hash") or ""}
 

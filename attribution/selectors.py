@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from django.contrib.auth import get_user_model
+
 from datanets.models import Datanet, Record, SnapshotRecord
 from datanets.revocation import ERASED_CANONICAL
 from datanets.selectors import primary_addresses, user_can_view
+from datanets.storage import media_path
 
+from .index import load_index
 from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .scoring import SIGNAL_LABELS, SIGNALS
 
@@ -204,8 +208,6 @@ def _latest_proofs(record_ids: list[int]) -> dict[int, SnapshotRecord]:
 
 def run_panel(*, run: Any, user: Any) -> Panel:
     """The panel of ``run`` as ``user`` sees it: records of Datanets they may not view are counted but not shown."""
-    from django.contrib.auth import get_user_model
-
     if run.version_id is None and not run.composition:
         return Panel(run=run, state="base_model")
     attribution = RunAttribution.objects.select_related("index").filter(run=run).first()
@@ -314,10 +316,6 @@ def index_holds_record(version: Any, record_id: int) -> bool:
     index or a non-zero gradient feature row. Read from the stored files, checked against the hashes the index row
     names (after an erasure, the re-issue's); False for a version without a usable index or a record it never held.
     """
-    from datanets.storage import media_path
-
-    from .index import load_index
-
     index = AttributionIndex.objects.filter(version=version, status=AttributionIndex.Status.OK).first()
     if index is None or int(record_id) not in set(index.record_ids):
         return False

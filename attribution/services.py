@@ -18,8 +18,8 @@ contributor (the split pays the builder and the protocol pool only).
 from __future__ import annotations
 
 import copy
+import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -43,15 +44,19 @@ from modelfactory.models import ModelVersion
 from outbox.services import enqueue_on_commit
 
 from . import hooks, revocation, scoring
+from . import index as index_mod
 from .features import FeatureIndexError
+from .index import SPANS_FILE, AnswerRequest, RecordGroup, answer_char_range
 from .models import AttributionIndex, RecordAttribution, RunAttribution, SpanMatch
 from .selectors import locate_in_record, record_display_text
 from .spans import SpanIndexError
+from .storage import INDEX_PREFIX, lock_index_path
 
 logger = logging.getLogger(__name__)
 
-INDEX_PREFIX = "attribution"
 MAX_SPAN_ROWS_PER_MATCH = 20
+# Queued by its registered name: attribution.tasks imports this module (its name routes it: CELERY_TASK_ROUTES).
+ATTRIBUTION_RUN_TASK = "attribution.tasks.attribution_run_task"
 
 
 # --- the training-time index -------------------------------------------------------------------------------------
@@ -86,8 +91,6 @@ class PendingIndex:
 def _job_records(job: Any) -> list[tuple[int, dict[str, Any]]]:
     """A job's training input as ``modelfactory.services._snapshot_records`` reads it (snapshots in id order, each
     in leaf order, a repeated hash once), with each record's id."""
-    import json
-
     records: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
     for snapshot in job.snapshots.order_by("pk"):
@@ -105,8 +108,6 @@ def _job_records(job: Any) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _records_by_id(ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
-    import json
-
     canonical = dict(Record.objects.filter(pk__in=ids).values_list("pk", "canonical"))
     # an erased record is gone from its parent's index: a child's index does not take it back
     return [(pk, json.loads(canonical[pk])) for pk in ids if canonical.get(pk, ERASED_CANONICAL) != ERASED_CANONICAL]
@@ -115,8 +116,6 @@ def _records_by_id(ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
 def _version_groups(version: Any) -> list[Any]:
     """The record groups that trained ``version``: from its index when it has one (exactly what was indexed),
     else rebuilt from its job's lineage."""
-    from .index import RecordGroup
-
     index = AttributionIndex.objects.filter(version=version, status=AttributionIndex.Status.OK).first()
     if index is not None and index.groups:
         return [
@@ -129,8 +128,6 @@ def _version_groups(version: Any) -> list[Any]:
 def job_groups(job: Any) -> list[Any]:
     """Every record that shaped a job's adapter, grouped by how it was tokenized: for a fine-tune its own train
     split then its parent's records; for a merge every parent's records, in the merge's parent order."""
-    from .index import RecordGroup
-
     if job.is_merge:
         groups: list[Any] = []
         for parent, _weight in job.merge_sources():
@@ -164,10 +161,8 @@ def index_build_for_job(
     """
     started = time.monotonic()
     try:
-        from . import index
-
         seed = int(job.config.get("seed", 0)) if not job.is_merge else 0
-        built = index.build_index(
+        built = index_mod.build_index(
             base=base,
             adapter_dir=adapter_dir,
             groups=job_groups(job),
@@ -177,8 +172,8 @@ def index_build_for_job(
             progress=progress,
         )
         # stored before the manifest is written, so the manifest never anchors an index that is not on disk
-        relative = content_path(INDEX_PREFIX, index.storage_key(built.feature_hash, built.span_hash))
-        index.place(built, media_path(relative))
+        relative = content_path(INDEX_PREFIX, index_mod.storage_key(built.feature_hash, built.span_hash))
+        index_mod.place(built, media_path(relative))
         return PendingIndex(built=built, path=relative, seconds=built.seconds, train_step_seconds=train_step_seconds)
     except Exception as exc:
         logger.exception("job %s: the attribution index could not be built", job.pk)
@@ -196,8 +191,6 @@ def index_record(*, version: Any, pending: PendingIndex | None) -> AttributionIn
         pending = PendingIndex(error="no index was built for this version")
     built = pending.built
     if built is not None:
-        from .index import SPANS_FILE
-
         lock_index_path(pending.path)  # held until the version commits: see index_folder_drop
         if not (media_path(pending.path) / SPANS_FILE).exists():
             # removed as the unkept index of another job with identical content: the manifest already names it, so
@@ -445,8 +438,6 @@ def run_score(
     SpanIndexError when the stored files do not match the hashes the index row (and the anchored manifest)
     names: checked when this process first reads them and whenever a file changes (``index.load_index_kept``), or
     on this call with ``fresh_index``."""
-    from . import index as index_mod
-
     load = index_mod.load_index if fresh_index else index_mod.load_index_kept
     matrix, spans = load(media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash)
     asked_at, excluded = _exclusion(run, index)
@@ -460,8 +451,6 @@ def run_score_many(
 ) -> list[Scored]:
     """``run_score`` of each of ``runs`` (answers of ``index``'s version), their model passes packed together
     (``index.Scorer.score_many``): each run's result is the one ``run_score`` gives it alone, bit for bit."""
-    from . import index as index_mod
-
     matrix, spans = index_mod.load_index_kept(
         media_path(index.path), feature_hash=index.feature_hash, span_hash=index.span_hash
     )
@@ -487,8 +476,6 @@ def _exclusion(run: Any, index: AttributionIndex) -> tuple[Any, frozenset[int]]:
 def _answer_request(
     run: Any, matrix: Any, spans: Any, policy: scoring.AttributionPolicy, excluded: frozenset[int]
 ) -> Any:
-    from .index import AnswerRequest
-
     return AnswerRequest(
         adapter_dir=media_path(run.version.adapter_path),
         matrix=matrix,
@@ -644,8 +631,6 @@ def _failed(*, run: Any, exc: Exception, started: float) -> RunAttribution | Non
 
 @transaction.atomic
 def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float) -> RunAttribution:
-    from django.contrib.auth import get_user_model
-
     attribution = _claim(run)
     if attribution is None:
         return RunAttribution.objects.get(run=run)
@@ -704,8 +689,6 @@ def _store(*, run: Any, index: AttributionIndex, scored: Scored, seconds: float)
 
 def _store_spans(*, attribution: RunAttribution, run: Any, scores: Any) -> None:
     """One row per (span, record containing it), with the answer's and the record's character ranges."""
-    from .index import answer_char_range
-
     record_ids = {r.record_id for m in scores.matches for r in m.records[:MAX_SPAN_ROWS_PER_MATCH]}
     records = {r.pk: r for r in Record.objects.filter(pk__in=record_ids).select_related("datanet")}
     rows = []
@@ -746,8 +729,6 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
     on commit. A retry that races a late result of the same run is harmless: the first to store wins, the other
     finds the row credited (``_claim``).
     """
-    from . import tasks
-
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=stale_after_seconds())
     done = {"lost": 0, "unqueued": 0, "requeued": 0}
@@ -779,7 +760,7 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
     for run_id in list(unattributed[:500]):
         _, created = RunAttribution.objects.get_or_create(run_id=run_id, defaults={"queued_at": now})
         if created:  # else a worker made the row meanwhile
-            enqueue_on_commit(tasks.attribution_run_task, run_id)
+            enqueue_on_commit(ATTRIBUTION_RUN_TASK, run_id)
             done["unqueued"] += 1
     with transaction.atomic():
         due = RunAttribution.objects.select_for_update(skip_locked=True).filter(
@@ -793,43 +774,9 @@ def run_attributions_retry(*, now: datetime | None = None) -> dict[str, int]:
             attribution.finished_at = None
             attribution.save()
             run_id = attribution.run_id
-            enqueue_on_commit(tasks.attribution_run_task, run_id)
+            enqueue_on_commit(ATTRIBUTION_RUN_TASK, run_id)
             done["requeued"] += 1
     return done
-
-
-def index_folder_drop(relative: str) -> bool:
-    """Remove an attribution index folder a job built but did not keep (cancelled, failed, or lost the job to a
-    newer attempt); True when it was removed.
-
-    Index folders are content-addressed, so an identical index may be shared: a folder that any AttributionIndex row
-    names (of any version, published or not) is never touched. The check and the removal run under a transaction
-    advisory lock on the path, which ``index_record`` takes too, so a version storing the same index at the same
-    moment either commits its row first (and the folder stays) or finds the folder gone (and records the index as
-    failed rather than naming a missing folder).
-    """
-    if not relative or not relative.startswith(f"{INDEX_PREFIX}/"):
-        return False
-    folder = media_path(relative)
-    with transaction.atomic():
-        lock_index_path(relative)
-        if AttributionIndex.objects.filter(path=relative).exists():
-            return False
-        if not folder.exists():
-            return False
-        shutil.rmtree(folder, ignore_errors=True)
-    logger.info("dropped the unkept attribution index %s", relative)
-    return not folder.exists()
-
-
-def lock_index_path(relative: str) -> None:
-    """A transaction-scoped lock on one index path (PostgreSQL advisory lock; a no-op elsewhere)."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"attribution-index:{relative}"])
 
 
 def run_attribution_recompute(*, run: Any) -> Scored:

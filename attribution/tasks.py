@@ -8,7 +8,7 @@ import sys
 
 from celery import shared_task
 
-from . import services
+from . import revocation, services
 
 
 @shared_task(acks_late=True)
@@ -25,8 +25,6 @@ def attribution_revocation_erase_task(revocation_ids: list[int]) -> int:
     """Take erased records out of every attribution index and stored span (``revocation.revocation_erase``);
     idempotent, so a failure is retried with backoff and a redelivered message does nothing more. Returns how many
     indexes were re-issued."""
-    from . import revocation
-
     return len(revocation.revocation_erase(revocation_ids=revocation_ids))
 
 
@@ -79,6 +77,6 @@ def _share_the_cores() -> None:
     _threads_set = True
     threads = torch_threads_for(sys.argv, os.cpu_count() or 1)
     if threads:
-        import torch
+        import torch  # every process imports this module (receivers): only an attribution worker loads torch
 
         torch.set_num_threads(threads)

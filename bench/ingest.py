@@ -144,7 +144,7 @@ def database_floor(path: Path) -> float:
     from datanets.models import Contribution, StagedRecord
 
     table = StagedRecord._meta.db_table
-    columns = services._UPLOAD_COLUMNS
+    columns = services.UPLOAD_COLUMNS
     raw = connection.connection
     with path.open("wb") as out, raw.cursor().copy(f"COPY (SELECT {columns} FROM {table}) TO STDOUT") as copy:
         for chunk in copy:

@@ -39,6 +39,7 @@ from common.api.pagination import page_serializer, paginated
 from common.api.views import BaseApi
 from common.jsonguard import JsonLimits
 from common.ratelimit import chain_read_limited
+from ledger.chain import ChainError
 from ledger.proofs import anchor_facts
 
 from . import exports, revocation, selectors, services, statistics
@@ -1149,7 +1150,6 @@ class RecordProofVerifyApi(BaseApi):
         tags=TAGS,
     )
     def post(self, request: Request, slug: str, number: int, record_id: int) -> Response:
-        from ledger.chain import ChainError  # web3 stays out of the web process until a view needs it
 
         snapshot = _snapshot_for(request.user, slug, number)
         record = _record_in(snapshot, record_id)

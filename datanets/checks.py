@@ -21,12 +21,13 @@ from datetime import timedelta
 from typing import Any, Final
 
 import numpy as np
+from celery import current_app
 from django.db import connection, transaction
 from django.utils import timezone
 
 from . import language as languages
 from .models import Contribution, Record
-from .services import contribution_records_settle, contribution_records_settle_in_steps
+from .staging import contribution_records_settle, contribution_records_settle_in_steps
 
 logger = logging.getLogger(__name__)
 
@@ -586,6 +587,8 @@ def contribution_check(*, contribution_id: int) -> Contribution | None:
 # once done.
 CHECKS_REQUEUE_AFTER: Final = timedelta(minutes=10)
 CHECKS_REQUEUE_MAX: Final = 500
+# The checks task's registered name: queued by name, here and in services, since datanets.tasks imports the checks.
+CONTRIBUTION_CHECK_TASK: Final = "datanets.tasks.contribution_check_task"
 
 
 def contributions_checks_requeue(*, older_than: timedelta = CHECKS_REQUEUE_AFTER) -> int:
@@ -593,8 +596,6 @@ def contributions_checks_requeue(*, older_than: timedelta = CHECKS_REQUEUE_AFTER
     checks never started (at most ``CHECKS_REQUEUE_MAX`` a call, oldest first); returns how many. A large upload's
     records wait in the staging table until its checks start, and an accepted contribution can't enter a snapshot
     until it is scanned, so a lost message must not leave either there."""
-    from .tasks import contribution_check_task
-
     ids = list(
         Contribution.objects.filter(
             status__in=CHECKED_STATUSES,
@@ -605,7 +606,7 @@ def contributions_checks_requeue(*, older_than: timedelta = CHECKS_REQUEUE_AFTER
         .values_list("pk", flat=True)[:CHECKS_REQUEUE_MAX]
     )
     for contribution_id in ids:
-        contribution_check_task.delay(contribution_id)
+        current_app.send_task(CONTRIBUTION_CHECK_TASK, args=[contribution_id])
     if ids:
         logger.warning("queued the checks again for %d contributions that waited over %s", len(ids), older_than)
     return len(ids)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db.models import Count
+from eth_utils import to_checksum_address
 
 from ledger import merkle
 
@@ -88,7 +89,7 @@ def snapshot_parquet_path(*, snapshot: Snapshot) -> Path:
     """The snapshot's Parquet file, built on first use (atomically: a half-written file never has the final name)
     and kept, since a snapshot never changes. Rows stream from the JSONL export in batches: memory stays that of one
     row group whatever the snapshot's size."""
-    import pyarrow as pa
+    import pyarrow as pa  # 28 MB more in a process: loaded by the first Parquet download only, as above
     import pyarrow.parquet as pq
 
     root = snapshot.merkle_root.removeprefix("0x")
@@ -126,8 +127,6 @@ def snapshot_parquet_path(*, snapshot: Snapshot) -> Path:
 def snapshot_jsonl_lines(*, snapshot: Snapshot) -> Iterator[bytes]:
     """Each leaf of ``snapshot`` as one UTF-8 JSON line (ending in ``\\n``), in leaf order. Rows are read with a
     database cursor in batches, so memory stays constant whatever the snapshot's size."""
-    from eth_utils import to_checksum_address
-
     fields = FIELDS_BY_RECORD_TYPE[snapshot.datanet.record_type]
     checksummed: dict[str, str] = {}  # few contributors, many rows: checksum each address once
     rows = (
@@ -172,8 +171,6 @@ def snapshot_manifest(*, snapshot: Snapshot) -> dict[str, Any]:
     JSONL's SHA-256 (computed by streaming it), contributors and licences with their record counts, the Merkle root
     and leaf encoding, and the anchor's chain, contract, transaction, block, subject and status (null until it is
     sent)."""
-    from eth_utils import to_checksum_address
-
     digest = hashlib.sha256()
     size = 0
     for line in snapshot_jsonl_lines(snapshot=snapshot):

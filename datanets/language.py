@@ -24,10 +24,9 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from py3langid.langid import LanguageIdentifier
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 DECLARABLE: Final = ("en", "fr", "de", "es", "it", "pt", "nl")
 CANDIDATES: Final = (*DECLARABLE, "ru", "pl", "tr", "sv", "el", "he", "ar", "hi", "th", "zh", "ja", "ko")
@@ -48,8 +47,6 @@ _lock = threading.Lock()
 def _identifier() -> LanguageIdentifier:
     # set_languages changes the identifier in place: done once, under a lock, before anyone classifies with it
     with _lock:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
         identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         identifier.set_languages(list(CANDIDATES))
         return identifier

@@ -27,14 +27,16 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.text import slugify
+from eth_utils import to_checksum_address
 
-from ledger import merkle
+from ledger import chain, merkle
 from ledger.proofs import PROOF_SCHEMA, anchor_facts_for
 from ledger.rules import rules_in_force
 from ledger.services import anchor_request, anchor_subject
 from outbox.services import enqueue_on_commit
 
 from . import receipts, selectors
+from .checks import CONTRIBUTION_CHECK_TASK, contribution_check
 from .licences import LICENCES, compatible_licences, licence_compatible
 from .models import (
     PARSE_ERRORS_KEPT,
@@ -49,6 +51,7 @@ from .models import (
     StagedRecord,
 )
 from .parsing import ParsedRow, ParseLimits, RowError, UploadRejected, parse_upload
+from .staging import RECORD_EXTRA_COLUMNS, UPLOAD_COLUMNS, contribution_records_settle
 from .storage import StoredFile, TooLarge, media_path, store_bytes_file, storing_stream
 
 logger = logging.getLogger(__name__)
@@ -311,9 +314,7 @@ def _mb(size: int) -> str:
 
 
 def _enqueue_checks(contribution_id: int) -> None:
-    from .tasks import contribution_check_task
-
-    enqueue_on_commit(contribution_check_task, contribution_id)
+    enqueue_on_commit(CONTRIBUTION_CHECK_TASK, contribution_id)
 
 
 class _Parsed(NamedTuple):
@@ -492,7 +493,7 @@ def _staged_writer(
     ids = _Ids(contribution_id, datanet_id)
     if postgres:
         connection.ensure_connection()
-        statement = f"COPY {StagedRecord._meta.db_table} ({_UPLOAD_COLUMNS}) FROM STDIN"
+        statement = f"COPY {StagedRecord._meta.db_table} ({UPLOAD_COLUMNS}) FROM STDIN"
         # inside a caller's transaction (tests), a savepoint: an aborted COPY then leaves that transaction usable
         savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
         with (
@@ -506,7 +507,7 @@ def _staged_writer(
             rows.flush()
         return
     insert = (
-        f"INSERT INTO {StagedRecord._meta.db_table} ({_UPLOAD_COLUMNS}) "  # noqa: S608 (our own table and columns)
+        f"INSERT INTO {StagedRecord._meta.db_table} ({UPLOAD_COLUMNS}) "  # noqa: S608 (our own table and columns)
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
     )
 
@@ -529,9 +530,6 @@ class _Ids(NamedTuple):
     datanet_id: int
 
 
-# What an upload writes: StagedRecord has exactly these; Record adds its exclusion fields, flags and minhash.
-_UPLOAD_COLUMNS = "contribution_id, datanet_id, position, source, line, canonical, record_hash, words, size_bytes"
-_RECORD_EXTRA_COLUMNS = ", excluded, excluded_reason, flags"
 # Rows per COPY statement: the foreign-key checks run at the end of each, while the parser works on the next ones.
 _COPY_ROWS = 5_000
 _COPY_QUEUE = 4  # encoded chunks (~1.5 MB each) waiting for the writer thread: bounds what the pipeline holds
@@ -557,7 +555,7 @@ def _record_writer(contribution: Contribution) -> Iterator[Callable[[list[Parsed
     connection.ensure_connection()
     # Record's other columns have no database default (Django fills them in Python): given here, as new rows have them
     tail = b"\tf\t\t[]\n"
-    statement = f"COPY {Record._meta.db_table} ({_UPLOAD_COLUMNS + _RECORD_EXTRA_COLUMNS}) FROM STDIN"
+    statement = f"COPY {Record._meta.db_table} ({UPLOAD_COLUMNS + RECORD_EXTRA_COLUMNS}) FROM STDIN"
     foreign_keys = _record_foreign_keys()
     with connection.cursor() as cursor:
         cursor.execute(f"SET CONSTRAINTS {foreign_keys} IMMEDIATE")
@@ -575,7 +573,7 @@ def _record_writer(contribution: Contribution) -> Iterator[Callable[[list[Parsed
 
 
 class _CopyRows:
-    """Encodes parsed rows of ``contribution`` as lines of COPY text (``_UPLOAD_COLUMNS``, then ``tail``) and hands
+    """Encodes parsed rows of ``contribution`` as lines of COPY text (``UPLOAD_COLUMNS``, then ``tail``) and hands
     ``send`` a chunk of them every ``_COPY_ROWS`` rows, and the rest on ``flush()``."""
 
     def __init__(self, contribution: Contribution | _Ids, tail: bytes, send: Callable[[bytes], object]) -> None:
@@ -848,72 +846,6 @@ def contribution_submit_pasted(
     )
 
 
-def contribution_records_settle(contribution: Contribution) -> int:
-    """Move the records of a large upload from ``StagedRecord`` into ``Record``, in file order, and return how many
-    moved (0 when none wait: it is safe to call again).
-
-    Runs in the caller's transaction, which must hold the contribution's row lock (``select_for_update``): the
-    checks task calls it first, and so does any decision or withdrawal that comes before the checks, so a
-    contribution leaves ``pending`` only with its records in place. Done by the database in two statements, with
-    no row through Python.
-    """
-    if not contribution.records_staged:
-        return 0
-    postgres = connection.vendor == "postgresql"
-    # Record's columns that an upload leaves to their defaults, spelled for the database at hand
-    defaults = "false, '', '[]'::jsonb" if postgres else "0, '', '[]'"
-    record, staged = Record._meta.db_table, StagedRecord._meta.db_table
-    with connection.cursor() as cursor:  # the names below are our own tables and columns, no input
-        move = (
-            f"INSERT INTO {record} ({_UPLOAD_COLUMNS}{_RECORD_EXTRA_COLUMNS}) "  # noqa: S608
-            f"SELECT {_UPLOAD_COLUMNS}, {defaults} FROM {staged} WHERE contribution_id = %s ORDER BY position"
-        )
-        cursor.execute(move, [contribution.pk])
-        moved = cursor.rowcount
-        cursor.execute(f"DELETE FROM {staged} WHERE contribution_id = %s", [contribution.pk])  # noqa: S608
-    Contribution.objects.filter(pk=contribution.pk).update(records_staged=False)
-    contribution.records_staged = False
-    return moved
-
-
-SETTLE_BATCH = 5_000
-
-
-def contribution_records_settle_in_steps(contribution_id: int, *, batch: int = SETTLE_BATCH) -> int:
-    """``contribution_records_settle`` in short transactions of ``batch`` rows each, for SQLite, where a write
-    transaction holds the database's only write lock: moving a million rows in one would stop every other writer for
-    as long. Each step moves the next rows (in id order, which is file order) and deletes them from the staging
-    table in one transaction, so a step is whole or not done and a crash between steps leaves the rest to move;
-    a decision that settles meanwhile just leaves less. Returns how many rows moved; marks the contribution settled
-    once none wait. Needs no transaction of the caller's."""
-    record, staged = Record._meta.db_table, StagedRecord._meta.db_table
-    defaults = "false, '', '[]'::jsonb" if connection.vendor == "postgresql" else "0, '', '[]'"
-    moved, last = 0, 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:  # our own tables and columns below, no input
-            cursor.execute(
-                f"SELECT MAX(id) FROM (SELECT id FROM {staged} WHERE contribution_id = %s AND id > %s "  # noqa: S608
-                "ORDER BY id LIMIT %s) AS step",
-                [contribution_id, last, batch],
-            )
-            upto = cursor.fetchone()[0]
-            if upto is None:
-                Contribution.objects.filter(pk=contribution_id).update(records_staged=False)
-                return moved
-            cursor.execute(
-                f"INSERT INTO {record} ({_UPLOAD_COLUMNS}{_RECORD_EXTRA_COLUMNS}) "  # noqa: S608
-                f"SELECT {_UPLOAD_COLUMNS}, {defaults} FROM {staged} "
-                "WHERE contribution_id = %s AND id > %s AND id <= %s ORDER BY id",
-                [contribution_id, last, upto],
-            )
-            moved += cursor.rowcount
-            cursor.execute(
-                f"DELETE FROM {staged} WHERE contribution_id = %s AND id > %s AND id <= %s",  # noqa: S608
-                [contribution_id, last, upto],
-            )
-        last = upto
-
-
 def _locked_pending(contribution: Contribution, action: str, *, settle: bool = True) -> Contribution:
     # the contribution's row only: nothing locks a Datanet after a contribution (docs/decisions.md, "One lock order")
     locked = Contribution.objects.select_for_update(of=("self",)).select_related("datanet").get(pk=contribution.pk)
@@ -1175,8 +1107,6 @@ def _accepted_unscanned(datanet: Datanet) -> list[Contribution]:
 def _scan_accepted(datanet: Datanet) -> None:
     """Run the checks, here and now, of every accepted contribution of ``datanet`` that has none yet (accepted
     before they ran): outside any transaction, as the checks task does."""
-    from .checks import contribution_check
-
     for contribution in _accepted_unscanned(datanet):
         try:
             contribution_check(contribution_id=contribution.pk)
@@ -1392,7 +1322,6 @@ def record_proof(*, snapshot: Snapshot, record: Record) -> dict[str, Any]:
         snapshot.merkle_root, merkle.DEFAULT_LEAF_TYPES, value, proof
     ):
         raise ValueError(f"the stored tree of snapshot {snapshot.pk} does not prove record {record.pk}")
-    from eth_utils import to_checksum_address
 
     return {
         "schema": PROOF_SCHEMA,
@@ -1417,10 +1346,8 @@ def record_proof(*, snapshot: Snapshot, record: Record) -> dict[str, Any]:
 def proof_verify_on_chain(*, snapshot: Snapshot, record: Record) -> bool:
     """Ask ``LineageRegistry.verify`` (an eth_call) whether the record's proof leads to the snapshot's anchored root.
     Raises ``ledger.chain.ChainError`` when the chain can't be reached."""
-    from ledger.chain import verify_on_chain
-
     proof = record_proof(snapshot=snapshot, record=record)
-    return verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
+    return chain.verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
 
 
 def snapshot_rebuild_root(*, snapshot: Snapshot) -> str:

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Mod
+from tokenizers import Tokenizer  # the Rust tokenizer alone: no torch, no transformers in the web process
 
 from . import language
 from .checks import record_text
@@ -127,8 +128,6 @@ def _tokenizer() -> Any | None:
     path = Path(settings.DEFAULT_BASE_MODEL_DIR) / "tokenizer.json"
     if not path.is_file():
         return None
-    from tokenizers import Tokenizer  # the Rust tokenizer alone: no torch, no transformers in the web process
-
     return Tokenizer.from_file(str(path))
 
 

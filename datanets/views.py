@@ -31,8 +31,9 @@ from django_htmx.middleware import HtmxDetails
 
 from common.ratelimit import chain_read_limited
 from common.redirects import safe_next
+from ledger.chain import ChainError
 
-from . import revocation, selectors, services, statistics, viewer
+from . import exports, revocation, selectors, services, statistics, viewer
 from .forms import (
     BAD_ROWS_HELP,
     MAX_FILES_PER_UPLOAD,
@@ -934,8 +935,6 @@ def snapshot_detail(request: HtmxHttpRequest, slug: str, number: int) -> HttpRes
 
 @require_GET
 def snapshot_jsonl(request: HttpRequest, slug: str, number: int) -> StreamingHttpResponse:
-    from . import exports
-
     snapshot = _snapshot_for(request, slug, number)
     response = StreamingHttpResponse(exports.snapshot_jsonl_lines(snapshot=snapshot), content_type="application/jsonl")
     response["Content-Disposition"] = f'attachment; filename="{snapshot.datanet.slug}-{snapshot.number}.jsonl"'
@@ -944,8 +943,6 @@ def snapshot_jsonl(request: HttpRequest, slug: str, number: int) -> StreamingHtt
 
 @require_GET
 def snapshot_parquet(request: HttpRequest, slug: str, number: int) -> FileResponse:
-    from . import exports
-
     snapshot = _snapshot_for(request, slug, number)
     path = exports.snapshot_parquet_path(snapshot=snapshot)
     response = FileResponse(path.open("rb"), as_attachment=True, filename=exports.parquet_filename(snapshot))
@@ -1002,8 +999,6 @@ def datanet_statistics(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_GET
 def snapshot_manifest(request: HttpRequest, slug: str, number: int) -> JsonResponse:
-    from . import exports
-
     snapshot = _snapshot_for(request, slug, number)
     response = JsonResponse(exports.snapshot_manifest(snapshot=snapshot), json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{snapshot.datanet.slug}-{snapshot.number}.manifest.json"'
@@ -1030,8 +1025,6 @@ def record_proof(request: HttpRequest, slug: str, number: int, record_id: int) -
 
 @require_POST
 def proof_verify(request: HtmxHttpRequest, slug: str, number: int, record_id: int) -> HttpResponse:
-    from ledger.chain import ChainError
-
     snapshot, record = _proof_record(request, slug, number, record_id)
     context: dict[str, Any] = {"snapshot": snapshot, "record": record, "verified": None, "error": ""}
     status = 200

@@ -22,7 +22,7 @@ from django.db.models import Count
 
 from datanets.models import Datanet, Snapshot, SnapshotRecord
 from datanets.selectors import datanets_visible_to
-from ledger import hashing
+from ledger import chain, deployments, hashing
 from ledger.models import Anchor
 from modelfactory.models import BaseModel, ModelVersion, ModelVersionParent
 from modelfactory.selectors import versions_visible_to
@@ -357,8 +357,6 @@ class RootCheck:
 
 
 def _root_check(root: str, *, kind: str, extra_ok: bool = True, problems: tuple[str, ...] = ()) -> RootCheck:
-    from ledger import chain, deployments
-
     deployment = deployments.active_deployment()
     info = chain.root_info(root, deployment=deployment)
     found: list[str] = list(problems)
@@ -398,8 +396,6 @@ def run_inclusion_check(*, proof: dict[str, Any]) -> RootCheck:
     """Ask the chain whether the batch root in ``proof`` (OpenZeppelin StandardMerkleTree JSON with ``root``,
     ``leaf`` and ``proof``) is anchored as an inference batch, and whether ``LineageRegistry.verify`` accepts the
     proof of the run's leaf."""
-    from ledger import chain
-
     included = chain.verify_on_chain(proof["root"], proof["leaf"], proof["proof"])
     problems = () if included else ("LineageRegistry.verify rejected the run's inclusion proof",)
     return _root_check(proof["root"], kind=Anchor.Kind.INFERENCE_BATCH, extra_ok=included, problems=problems)

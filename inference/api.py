@@ -35,7 +35,7 @@ from common.jsonguard import GuardedJSONParser, PayloadTooLarge
 from modelfactory.models import BaseModel, ModelVersion
 from modelfactory.selectors import version_anchor_facts, version_revoked_records
 
-from . import composites, hooks, selectors, services, streams
+from . import composites, hooks, ids, selectors, services, streams
 from .models import InferenceRun
 
 RUN_HEADER = "X-OpenLedger-Run"
@@ -148,7 +148,7 @@ class ModelListApi(OpenAIApiView):
     def get(self, request: Request) -> Response:
         data = [
             {
-                "id": selectors.model_id_of(v, v.base_model),
+                "id": ids.model_id_of(v, v.base_model),
                 "object": "model",
                 "created": int(v.created_at.timestamp()),
                 "owned_by": v.owner.get_username(),
@@ -161,7 +161,7 @@ class ModelListApi(OpenAIApiView):
         ]
         data += [
             {
-                "id": selectors.model_id_of(None, b),
+                "id": ids.model_id_of(None, b),
                 "object": "model",
                 "created": int(b.created_at.timestamp()),
                 "owned_by": "openledger",

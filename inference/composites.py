@@ -29,10 +29,10 @@ from modelfactory.models import BaseModel, ModelVersion
 
 from . import services
 from .engine import COMPOSITION_METHODS
+from .ids import COMPOSITE_PREFIX
 from .selectors import versions_askable_by
 
 COMPOSITE_MODEL = "mix"
-COMPOSITE_PREFIX = "mix:"
 MAX_COMPONENTS = 4
 MAX_WEIGHT = 100.0
 MAX_ID_CHARS = 400
@@ -232,17 +232,6 @@ def _method_options(spec: dict[str, Any]) -> tuple[str, float | None, int | None
 
 def _fraction(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
-
-
-def composite_id(document: dict[str, Any]) -> str:
-    """The canonical composite model id of a stored composition (components in version order)."""
-    parts = ",".join(f"mv-{c['version']}={c['weight']!r}" for c in document["components"])
-    text = f"{COMPOSITE_PREFIX}{parts};method={document['method']}"
-    if document.get("density") is not None:
-        text += f";density={document['density']!r}"
-    if document.get("seed") is not None:
-        text += f";seed={document['seed']}"
-    return text
 
 
 def component_shares(document: dict[str, Any]) -> list[tuple[int, Fraction]]:

@@ -32,6 +32,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from modelfactory.encoding import chat_prompt_ids
 
 if TYPE_CHECKING:
@@ -129,8 +131,6 @@ class Composition:
     def key(self) -> str:
         """The composite's cache key: a hash of its canonical description (sorted components and weights, method,
         density, seed), so that equal composites share one cached adapter."""
-        import hashlib
-
         document = {
             "components": [[c.adapter_id, repr(float(c.weight))] for c in self.ordered()],
             "method": self.method,
@@ -835,8 +835,6 @@ class Engine:
         """A folder of this engine's own under ``warm_dir`` (another process's engine may share ``warm_dir``), after
         removing the folders of engines whose process is gone: a warm file is trusted only by the engine that wrote
         it, whose memory holds its hash."""
-        import psutil
-
         root = Path(warm_dir)
         root.mkdir(parents=True, exist_ok=True)
         for folder in root.iterdir():
@@ -1517,7 +1515,6 @@ class Engine:
 
     def state(self) -> dict[str, Any]:
         """A JSON-ready snapshot for the status page: adapters, cache counters, memory, queue, device."""
-        import psutil
         import torch
 
         with self._cache_lock:

@@ -10,6 +10,8 @@ from django.db.models import Q
 
 from ledger.batches import SealedBatch
 
+from .ids import composite_id, model_id_of
+
 
 class RunBatch(SealedBatch):
     """A sealed batch of finished runs: its leaves are their ``run_hash`` (layout in ``SealedBatch``)."""
@@ -112,9 +114,6 @@ class InferenceRun(models.Model):
     @property
     def model_name(self) -> str:
         """The id the OpenAI-compatible API shows for the run's model (a composite's canonical id for a composite)."""
-        from .composites import composite_id
-        from .selectors import model_id_of
-
         if self.composition:
             return composite_id(self.composition)
         return model_id_of(self.version, self.base_model)

@@ -57,12 +57,6 @@ def _narrowed(versions: QuerySet[ModelVersion], field: str, value: Any, *, key: 
     return versions.filter(**{f"{field}__{key}": str(value)})
 
 
-def model_id_of(version: ModelVersion | None, base_model: BaseModel) -> str:
-    """The ``model`` id of the OpenAI-compatible API: ``mv-<version id>``, or ``base-<base model id>`` for a base
-    model alone."""
-    return f"mv-{version.pk}" if version is not None else f"base-{base_model.pk}"
-
-
 def model_for_id(*, user: Any, model: str) -> tuple[ModelVersion | None, BaseModel] | None:
     """Resolve an API ``model`` id to (version, base model) if ``user`` may ask it; None when unknown to them."""
     if not isinstance(model, str):

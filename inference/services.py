@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from tokenizers import Tokenizer
 
 from common import ratelimit
 from ledger import chain, governance, hashing
@@ -223,8 +224,6 @@ def _tokenizer(folder: str) -> Any:
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         return None
-    from tokenizers import Tokenizer
-
     return Tokenizer.from_file(str(path))
 
 
@@ -280,10 +279,12 @@ def _rate_check(user: Any) -> None:
 # -- submit -------------------------------------------------------------------------------------------------------
 
 
-def _enqueue(run_id: int, route: routing.Route) -> None:
-    from .tasks import run_generate_task
+# Queued by its registered name: inference.tasks imports this module.
+RUN_GENERATE_TASK = "inference.tasks.run_generate_task"
 
-    enqueue_on_commit(run_generate_task, run_id, queue=route.queue)
+
+def _enqueue(run_id: int, route: routing.Route) -> None:
+    enqueue_on_commit(RUN_GENERATE_TASK, run_id, queue=route.queue)
 
 
 @transaction.atomic

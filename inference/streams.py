@@ -28,8 +28,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import redis
+import redis.asyncio
 from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from .models import InferenceRun
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +72,6 @@ _client_lock = threading.Lock()
 
 @cache
 def _client_made() -> Any:
-    import redis
-
     return redis.Redis.from_url(settings.CELERY_BROKER_URL)
 
 
@@ -89,8 +91,6 @@ def _key(public_id: uuid.UUID | str) -> str:
 
 def _public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
     if isinstance(run_id, int):
-        from .models import InferenceRun
-
         return InferenceRun.objects.values_list("public_id", flat=True).get(pk=run_id)
     return run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
 
@@ -163,7 +163,6 @@ class RunStreamWriter:
         """Without Redis: write the answer so far to the row (only while the run is still running)."""
         if self._redis or self._flushed == len(self.answer):
             return
-        from .models import InferenceRun
 
         InferenceRun.objects.filter(pk=self.run_id, status=InferenceRun.Status.RUNNING).update(answer=self.answer)
         self._flushed = len(self.answer)
@@ -230,8 +229,6 @@ async def arun_events(
 
 
 def _existing_public_id(run_id: uuid.UUID | str | int) -> uuid.UUID:
-    from .models import InferenceRun
-
     public_id = _public_id(run_id)
     if not InferenceRun.objects.filter(public_id=public_id).exists():
         raise InferenceRun.DoesNotExist(f"no run {public_id}")
@@ -253,8 +250,6 @@ class _Progress:
 
 def is_redis_error(error: BaseException) -> bool:
     """Whether ``error`` is redis-py's (Redis unreachable, a connection lost): the caller falls back to the database."""
-    import redis
-
     return isinstance(error, redis.RedisError)
 
 
@@ -296,8 +291,6 @@ async def _adb_fallback_events(public_id: uuid.UUID, progress: _Progress, timeou
 
 
 def _finished_row(public_id: uuid.UUID) -> Any | None:
-    from .models import InferenceRun
-
     run = InferenceRun.objects.get(public_id=public_id)
     return run if run.is_finished else None
 
@@ -399,8 +392,6 @@ def _redis_events(public_id: uuid.UUID, timeout_s: float, progress: _Progress) -
 
 async def _aredis_events(public_id: uuid.UUID, timeout_s: float, progress: _Progress) -> AsyncIterator[RunEvent]:
     """``_redis_events`` with redis.asyncio: a connection of its own for the blocking XREAD, closed at the end."""
-    import redis.asyncio
-
     client = redis.asyncio.Redis.from_url(settings.CELERY_BROKER_URL)
     finished_row = sync_to_async(_finished_row)
     try:
@@ -449,8 +440,6 @@ def _row_events(run: Any, offset: int) -> tuple[list[RunEvent], int]:
 
 
 def _db_events(public_id: uuid.UUID, last_id: str, timeout_s: float) -> Iterator[RunEvent]:
-    from .models import InferenceRun
-
     offset = _offset(last_id)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -482,8 +471,6 @@ class _SharedPolls:
                 self.polled_at = started
             polled_at = self.polled_at
             if public_id not in self.rows:
-                from .models import InferenceRun
-
                 raise InferenceRun.DoesNotExist(f"no run {public_id}")
             return self.rows[public_id], polled_at
 
@@ -492,8 +479,6 @@ _shared_polls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPolls
 
 
 def _rows_of(public_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    from .models import InferenceRun
-
     rows = InferenceRun.objects.only("public_id", *_ROW_FIELDS).filter(public_id__in=public_ids)
     return {run.public_id: run for run in rows}
 

@@ -14,6 +14,7 @@ from celery import shared_task
 from celery.signals import celeryd_after_setup
 
 from . import routing, services
+from .engine_host import run_generate
 
 
 @celeryd_after_setup.connect
@@ -29,8 +30,6 @@ def add_own_inference_queue(sender: str, instance: Any, **kwargs: Any) -> None:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_generate_task(self: Any, run_id: int) -> None:
     """Generate one run's answer; a redelivered message finds the run claimed or finished and does nothing."""
-    from .engine_host import run_generate
-
     run_generate(run_id=run_id, node=self.request.hostname or "")
 
 

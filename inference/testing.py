@@ -7,6 +7,7 @@ transformers), so a bench runs after ``make setup`` alone; torch and peft are im
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,6 @@ def copy_synthetic_adapter(template_dir: str | Path, out_dir: str | Path, *, see
     """Save a new adapter of ``template_dir``'s config, tensor names and shapes (one ``make_synthetic_adapter`` made)
     with seeded random weights drawn as ``make_synthetic_adapter`` draws them, without building a peft model: for
     benches that need a thousand distinct adapters in seconds."""
-    import shutil
-
     import torch
     from safetensors.torch import load_file, save_file
 

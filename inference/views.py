@@ -31,6 +31,7 @@ from common.ratelimit import chain_read_limited
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
 from datanets.services import snapshot_anchor_facts
+from ledger.chain import ChainError
 from modelfactory.models import BaseModel, ModelVersion
 from modelfactory.selectors import version_anchor_facts
 
@@ -335,8 +336,6 @@ def history(request: HttpRequest) -> HttpResponse:
 
 
 def _verify_page(request: HttpRequest, subject: dict[str, Any], check: Any) -> HttpResponse:
-    from ledger.chain import ChainError
-
     context: dict[str, Any] = {"subject": subject, "check": None, "error": ""}
     status = 200
     if limited := chain_read_limited(request):

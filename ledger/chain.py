@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import requests
 from django.conf import settings
+from eth_utils import keccak
 
 from . import hashing
 from .models import ChainDeployment, RewardContracts
@@ -120,7 +122,6 @@ def redacted_rpc_url(url: str) -> str:
 
 @contextmanager
 def _rpc(what: str) -> Iterator[None]:
-    import requests
     from web3.exceptions import (
         ContractLogicError,
         ProviderConnectionError,
@@ -151,8 +152,6 @@ def _revert_reason(error: Exception) -> str:
     """The custom error's name when it is one of ours or OpenZeppelin's, else what web3 said."""
     data = getattr(error, "data", None)
     if isinstance(data, str) and len(data) >= 10:
-        from eth_utils import keccak
-
         abis = [
             load_artifact()["abi"],
             *(load_contract_artifact(name)["abi"] for name in (*REWARD_CONTRACTS, *GOVERNANCE_CONTRACTS)),
@@ -659,8 +658,6 @@ def transaction(name: str, address: str, function: str, *args: Any, chain_id: in
 
 
 def _event_abis(name: str) -> dict[bytes, dict[str, Any]]:
-    from eth_utils import keccak
-
     abis = {}
     for item in load_contract_artifact(name)["abi"]:
         if item["type"] == "event":

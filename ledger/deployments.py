@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
+from eth_utils import is_address, to_checksum_address
 
 from . import chain
 from .models import ChainDeployment, GovernanceContracts, RewardContracts, SignerNonce
@@ -298,8 +299,6 @@ def governance_deploy_settings() -> dict[str, int | bool | str]:
 
 
 def _pool_address() -> str:
-    from eth_utils import is_address, to_checksum_address
-
     configured = settings.REWARDS_POOL_ADDRESS.strip()
     if configured and not is_address(configured):
         raise chain.ChainError(f"REWARDS_POOL_ADDRESS {configured!r} is not an EVM address")

@@ -28,6 +28,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from eth_abi import encode as abi_encode
 from eth_utils import is_address, to_checksum_address
 
 from . import chain, deployments, hashing, transactions
@@ -338,7 +339,7 @@ def permit_typed_data(
 
 def recover_typed(typed_data: dict[str, Any], signature: str) -> str:
     """Who signed ``typed_data`` (EIP-712); GovernanceRefused when the signature is malformed."""
-    from eth_account import Account
+    from eth_account import Account  # 1.3 s and 120 modules a web process pays only when a vote is relayed
     from eth_account.messages import encode_typed_data
 
     try:
@@ -352,9 +353,7 @@ def recover_typed(typed_data: dict[str, Any], signature: str) -> str:
 
 def proposal_id_of(targets: Sequence[str], values: Sequence[int], calldatas: Sequence[str], description: str) -> int:
     """The id the Governor gives this proposal (``getProposalId``: the hash of its actions and description)."""
-    from eth_abi import encode
-
-    encoded = encode(
+    encoded = abi_encode(
         ["address[]", "uint256[]", "bytes[]", "bytes32"],
         [
             [to_checksum_address(t) for t in targets],

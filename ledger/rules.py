@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+
 from . import chain, deployments, governance
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,6 @@ def rules_in_force() -> governance.Parameters:
 
 def fallback_parameters() -> governance.Parameters:
     """The GOVERNANCE_* settings' values, as ``source="fallback"`` (the pool may be unknown: then empty)."""
-    from django.conf import settings
-
     contributors, builder = settings.GOVERNANCE_CONTRIBUTORS_BPS, settings.GOVERNANCE_BUILDER_BPS
     try:
         pool = str(deployments.governance_deploy_settings()["pool"])

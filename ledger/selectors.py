@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, QuerySet
 
+from . import chain
 from .models import Anchor, ChainDeployment, GovernanceContracts, RewardContracts
 
 
@@ -54,8 +55,6 @@ _DEPLOY_BLOCK_KEY = "ledger:deploy-block:{chain_id}:{anchor_block}:{tx_hash}"
 def _abi(name: str, deployed_sha256: str) -> list[dict[str, Any]] | None:
     """The committed ABI of ``name`` when the deployed creation bytecode is the committed one, else None: an older
     deployment may have been compiled from another source, whose ABI this server no longer has."""
-    from . import chain
-
     if deployed_sha256 != chain.contract_artifact_sha256(name):
         return None
     return chain.load_contract_artifact(name)["abi"]
@@ -66,8 +65,6 @@ def _deploy_block(row: RewardContracts | GovernanceContracts, tx_hash: str) -> i
     while the chain cannot be asked. RewardContracts stores only the block of the last of its three transactions.
     The key holds that block's hash: a reset chain replays the same transactions (same hashes) into other blocks,
     and its new row has another block hash."""
-    from . import chain
-
     key = _DEPLOY_BLOCK_KEY.format(chain_id=row.chain_id, anchor_block=row.deploy_block_hash, tx_hash=tx_hash.lower())
     if (block := cache.get(key)) is not None or not (row.active and row.chain_id == settings.EVM_CHAIN_ID):
         return block  # a retired row's chain may be gone, or hold the same transaction in another block now

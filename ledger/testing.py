@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from . import deployments
 from .devchain import ANVIL_CHAIN_ID, ROOT, Anvil, anvil_binary, free_port, stop_process
 
 __all__ = ["ANVIL_CHAIN_ID", "ROOT", "Anvil", "anvil_binary", "free_port", "stop_process"]
@@ -46,6 +47,4 @@ def chain_settings(anvil: Anvil, settings: Any) -> Anvil:
 @pytest.fixture
 def deployed_chain(chain_settings: Anvil, db: None) -> Any:
     """The active ChainDeployment of LineageRegistry on the session's anvil (deployed now if the database has none)."""
-    from ledger import deployments
-
     return deployments.ensure_deployed()

@@ -32,6 +32,8 @@ from outbox.services import enqueue_on_commit
 from .models import ModelVersion, ModelVersionParent, VersionNotice, VersionRevocation
 
 logger = logging.getLogger(__name__)
+# Queued by its registered name: modelfactory.tasks imports this module.
+VERSION_NOTICES_EMAIL_TASK = "modelfactory.tasks.version_notices_email_task"
 
 
 def _tables() -> dict[str, str]:
@@ -162,9 +164,7 @@ def versions_flag(*, version_ids: Iterable[int]) -> list[int]:
         .values_list("pk", flat=True)
     )
     if unsent:
-        from .tasks import version_notices_email_task
-
-        enqueue_on_commit(version_notices_email_task, sorted(unsent))
+        enqueue_on_commit(VERSION_NOTICES_EMAIL_TASK, sorted(unsent))
     return sorted(reached)
 
 

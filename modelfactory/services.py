@@ -42,6 +42,8 @@ DEFAULT_STALE_SECONDS = 120
 HEARTBEAT_SECONDS = 10.0
 PROGRESS_MIN_INTERVAL = 1.0
 CHECKPOINT_EVERY = 25
+# Queued by its registered name: modelfactory.tasks imports this module (its name routes it: CELERY_TASK_ROUTES).
+TRAINING_RUN_TASK = "modelfactory.tasks.training_run_task"
 
 
 @transaction.atomic
@@ -233,15 +235,13 @@ def _refuse_revoked_snapshots(snapshots: list[Snapshot]) -> None:
 
 
 def _enqueue_run(job: FineTuneJob) -> None:
-    from .tasks import training_run_task
-
     # the id is ours, written before the message exists, so a job always names the task that runs it
     task_id = str(uuid.uuid4())
     FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
     job.celery_task_id = task_id
     # a job that needs CUDA waits on training-gpu, which only CUDA workers consume (openledger_web.signals)
     queue = "" if job.is_merge else TrainingConfig.from_dict(job.config).queue
-    enqueue_on_commit(training_run_task, job.pk, task_id=task_id, queue="" if queue == TRAINING_QUEUE else queue)
+    enqueue_on_commit(TRAINING_RUN_TASK, job.pk, task_id=task_id, queue="" if queue == TRAINING_QUEUE else queue)
 
 
 @transaction.atomic
@@ -754,7 +754,7 @@ _LOADED_BASES: dict[str, Any] = {}
 
 def _loaded_base(path: str) -> Any:
     """One loaded base model per worker process and path, shared by the jobs it runs one after another."""
-    from . import training
+    from . import training  # torch: imported only by a worker that trains
 
     if path not in _LOADED_BASES:
         _LOADED_BASES.clear()  # one model in memory at a time: a worker serves one device
@@ -1074,7 +1074,7 @@ def _merge_run(job: FineTuneJob, worker: str) -> ModelVersion | None:
     Sample answers of the base and the merged model on a few prompts from the parents' snapshots go with it; no
     evaluation pass (a merge has no eval split of its own).
     """
-    from . import training
+    from . import training  # torch: imported only by a worker that merges
 
     output = media_path(f"tmp/adapters/job-{job.pk}-{uuid.uuid4().hex[:12]}")
     sources = job.merge_sources()

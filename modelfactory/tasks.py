@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
-from . import services
+from . import revocations, services
 
 
 @shared_task(bind=True, acks_late=True)
@@ -29,6 +29,4 @@ def jobs_reap_stale_task() -> int:
 @shared_task(acks_late=True)
 def version_notices_email_task(notice_ids: list[int]) -> int:
     """E-mail the owners of versions a revocation reached (each notice once)."""
-    from . import revocations
-
     return revocations.version_notices_email(notice_ids=notice_ids)

@@ -31,7 +31,7 @@ CONTEXT = 512
 
 def tiny_config(family: str, *, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> Any:
     """The transformers config of a two-layer model of ``family`` (a ``model_type`` of ``ARCHITECTURES``)."""
-    import transformers
+    import transformers  # heavy: a build loads it, not the tests' collection that reads FAMILIES
 
     if family not in ARCHITECTURES:
         raise ValueError(f"no tiny model for {family!r}; families: {', '.join(FAMILIES)}")
@@ -67,7 +67,7 @@ def build_tiny_model(family: str, target: str | Path, *, tokenizer_dir: str | Pa
     """Write a tiny random-weight ``family`` model (safetensors, config, the tokenizer of ``tokenizer_dir``) into
     ``target``, which must not exist yet; the same seed gives the same weights. The folder is written beside and
     renamed into place, so it appears complete or not at all. Returns the folder."""
-    import torch
+    import torch  # heavy: a build loads it, not the tests' collection that reads FAMILIES
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = Path(target)

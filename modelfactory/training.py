@@ -12,6 +12,8 @@ above that must tokenize a version's records exactly as its job did.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import importlib.util
 import json
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from peft.utils import load_peft_weights
+from safetensors import safe_open
 from torch.utils.checkpoint import checkpoint
 from transformers import (
     AutoModelForCausalLM,
@@ -295,9 +298,6 @@ def return_freed_memory() -> None:
     over a few steps (bench/train.py: a LoRA step's peak went from 1.4 to 1.9 GiB in four steps). A fixed
     threshold keeps every block above 128 KiB in its own mapping, returned when freed. Process-wide and idempotent.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name or os.uname().sysname != "Linux":
         return
@@ -1000,8 +1000,6 @@ def require_finite_adapter(adapter_dir: str | Path, *, what: str = "the adapter"
 
     Reads the saved file, not the model in memory: the file is what would be stored, hashed and anchored.
     """
-    from safetensors import safe_open
-
     bad: list[str] = []
     with safe_open(str(Path(adapter_dir) / ADAPTER_WEIGHTS), framework="pt") as weights:
         names = list(weights.keys())

@@ -108,7 +108,7 @@ def bundled_gguf_path() -> Path:
 
 def bundled_model_convert(*, gguf: Path, target: Path) -> None:
     """Dequantise the GGUF file into a float32 Hugging Face folder (safetensors, tokenizer, chat template)."""
-    import torch
+    import torch  # only the conversion loads torch: the web process inspects model folders without it
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

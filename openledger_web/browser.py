@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from django.conf import settings
+from django.test import Client
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -48,7 +50,7 @@ def playwright_browser() -> Iterator[Browser]:
     """
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # every test session loads this plugin: only browser tests pay
 
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -121,8 +123,6 @@ def screenshot(page: Page, name: str) -> Path:
 @pytest.fixture
 def login_as(live_server: Any) -> Callable[[Page, Any], None]:
     """``login_as(page, user)``: give the page's browser context a session for ``user`` without the login form."""
-    from django.conf import settings
-    from django.test import Client
 
     def _login(page: Page, user: Any) -> None:
         client = Client()
@@ -160,7 +160,7 @@ def install_wallet(page: Page, account: LocalAccount, *, chain_id: int = 31337) 
     Call before the first navigation. Returns the list of messages signed so far (it grows as the page signs; a
     typed message is listed as its JSON text). The key stays in this process, as it would stay in a real wallet.
     """
-    from eth_account import Account
+    from eth_account import Account  # 1.3 s on import: only the wallet tests pay it
     from eth_account.messages import encode_defunct, encode_typed_data
 
     signed: list[str] = []

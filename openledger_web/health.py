@@ -11,8 +11,12 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from kombu import Connection
 
 from inference.selectors import engine_states
+from ledger import chain
+from modelfactory import weights
+from outbox.selectors import outbox_backlog
 
 from .models import WorkerHeartbeat
 
@@ -47,8 +51,6 @@ def database_health() -> dict[str, Any]:
 
 
 def broker_health() -> dict[str, Any]:
-    from kombu import Connection
-
     url = settings.CELERY_BROKER_URL
     with Connection(url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS, connect_timeout=2) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
@@ -113,14 +115,10 @@ def engines_health() -> dict[str, Any]:
 
 
 def chain_health() -> dict[str, Any]:
-    from ledger import chain
-
     return chain.chain_status()
 
 
 def model_health() -> dict[str, Any]:
-    from modelfactory import weights
-
     return weights.default_model_status()
 
 
@@ -146,8 +144,6 @@ def processes_health(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def outbox_health() -> dict[str, Any]:
-    from outbox.selectors import outbox_backlog
-
     backlog = outbox_backlog()
     result = {"ok": backlog["stale"] == 0, **backlog}
     if backlog["stale"]:

@@ -9,20 +9,19 @@ import threading
 from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections
 
 from modelfactory.config import TRAINING_GPU_QUEUE, TRAINING_QUEUE
 from modelfactory.selectors import training_device
+
+from .services import worker_heartbeat_forget, worker_heartbeat_touch
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
 def _beat(hostname: str, queues: list[str]) -> None:
-    from django.conf import settings
-    from django.db import close_old_connections
-
-    from .services import worker_heartbeat_touch
-
     fresh = True
     while not _stop.is_set():
         try:
@@ -73,7 +72,6 @@ def _start_heartbeat(sender, **kwargs) -> None:  # type: ignore[no-untyped-def]
 @worker_shutdown.connect
 def _stop_heartbeat(sender, **kwargs) -> None:  # type: ignore[no-untyped-def]
     _stop.set()
-    from .services import worker_heartbeat_forget
 
     try:
         worker_heartbeat_forget(hostname=sender.hostname)

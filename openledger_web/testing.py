@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import requests
 from django.conf import settings
 from django.db import connection
 
 from ledger.testing import free_port, stop_process
+from openledger_web.models import WorkerHeartbeat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,8 +62,6 @@ def celery_worker_process(
     Waits until the worker's heartbeat row appears, so the caller may enqueue at once. Tests using it must commit
     their data (``transactional_db``), since the worker reads through its own connection.
     """
-    from openledger_web.models import WorkerHeartbeat
-
     hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@localhost"
     log = Path(settings.DATA_DIR) / f"worker-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +95,6 @@ def gunicorn_process(
     """A real gunicorn serving the app (``server``: the app module and worker options) on a free port, with ``env``
     (default: ``service_env()``, the test database), logging to ``log``; yields its base URL once ``ready_path``
     answers, and stops it when the block ends."""
-    import requests
-
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:

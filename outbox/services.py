@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -74,8 +75,6 @@ def outbox_send(*, message_id: int) -> bool:
     broker takes to answer (seconds, when it is away), so there the row is read, published and marked without one:
     the two senders are kept apart by the resend's age cut-off, and a second publish is harmless (at least once).
     """
-    from celery import current_app
-
     hold_lock = connection.vendor != "sqlite"
     with transaction.atomic() if hold_lock else nullcontext():
         rows = OutboxMessage.objects.select_for_update(skip_locked=True) if hold_lock else OutboxMessage.objects

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
 from celery import current_app
 
 
@@ -57,7 +58,6 @@ class RedisServer:
                 "--appendonly", "yes", "--appendfsync", "always"]  # fmt: skip
         with (self.folder / "redis.log").open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        import redis
 
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10

@@ -411,7 +411,7 @@ def test_a_file_refused_after_chunks_were_written_stores_nothing(small_copy_chun
 def test_a_database_error_while_copying_is_raised_and_stores_nothing(
     small_copy_chunks: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "_UPLOAD_COLUMNS", services._UPLOAD_COLUMNS + ", no_such_column")
+    monkeypatch.setattr(services, "UPLOAD_COLUMNS", services.UPLOAD_COLUMNS + ", no_such_column")
     with pytest.raises(DatabaseError, match="no_such_column"):
         submit(DatanetFactory(), content=texts(*(f"good record number {i}" for i in range(10))))
     assert not Contribution.objects.exists() and not Record.objects.exists() and not StagedRecord.objects.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,7 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
-from datanets import checks, services
+from datanets import checks, services, staging
 from datanets.models import Contribution, Record, StagedRecord
 from datanets.parsing import canonical_json, record_hash
 
@@ -195,10 +196,9 @@ def test_a_lost_checks_message_is_queued_again_and_a_real_worker_moves_the_recor
 def test_only_pending_or_accepted_contributions_whose_checks_never_started_are_queued_again(
     staged, monkeypatch
 ) -> None:
-    from datanets import tasks
-
-    queued: list[int] = []
-    monkeypatch.setattr(tasks.contribution_check_task, "delay", queued.append)  # no worker here: what was sent
+    sent: list[tuple[str, list[int]]] = []
+    app = SimpleNamespace(send_task=lambda name, args: sent.append((name, args)))  # no worker here: what was sent
+    monkeypatch.setattr(checks, "current_app", app)
     datanet = DatanetFactory(record_type="text")
     late = [submit(datanet, content=jsonl({"text": f"late upload number {i}"})) for i in range(5)]
     services.contribution_accept(curator=datanet.owner, contribution=late[1])  # still to be scanned
@@ -207,7 +207,8 @@ def test_only_pending_or_accepted_contributions_whose_checks_never_started_are_q
     checks.contribution_check(contribution_id=late[3].pk)
     Contribution.objects.filter(pk__in=[c.pk for c in late]).update(submitted_at=timezone.now() - timedelta(hours=1))
     submit(datanet, content=jsonl({"text": "an upload from a minute ago"}))
-    assert checks.contributions_checks_requeue() == 2 and queued == [late[0].pk, late[1].pk]
+    task = "datanets.tasks.contribution_check_task"
+    assert checks.contributions_checks_requeue() == 2 and sent == [(task, [late[0].pk]), (task, [late[1].pk])]
 
 
 @pytest.mark.django_db
@@ -238,8 +239,8 @@ def test_records_move_in_short_steps_in_file_order_and_a_second_run_moves_nothin
     datanet = DatanetFactory(record_type="text")
     contribution = submit(datanet, content=jsonl(*values))
     other = submit(datanet, content=jsonl({"text": "another upload staged meanwhile"}))
-    assert services.contribution_records_settle_in_steps(contribution.pk, batch=3) == 11
-    assert services.contribution_records_settle_in_steps(contribution.pk, batch=3) == 0
+    assert staging.contribution_records_settle_in_steps(contribution.pk, batch=3) == 11
+    assert staging.contribution_records_settle_in_steps(contribution.pk, batch=3) == 0
     contribution.refresh_from_db()
     assert not contribution.records_staged
     assert [r.canonical for r in Record.objects.filter(contribution=contribution).order_by("position")] == [

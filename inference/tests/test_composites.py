@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.services import api_token_create
-from inference import composites, services
+from inference import composites, ids, services
 from inference.models import InferenceRun
 from modelfactory.models import BaseModel
 from modelfactory.tests.factories import UserFactory, default_base
@@ -122,7 +122,7 @@ def test_the_composition_field_and_the_composite_id_ask_the_same_composite(asker
     other = composites.composition_clean(user=asker, spec=from_field).document
     assert one == other
     assert [c["share"] for c in one["components"]] == ["1/4", "1/2", "1/4"]
-    assert composites.composite_id(one).endswith(";method=dare_ties;density=0.6;seed=42")
+    assert ids.composite_id(one).endswith(";method=dare_ties;density=0.6;seed=42")
 
 
 def test_a_composite_runs_facts_name_every_component(asker, versions) -> None:

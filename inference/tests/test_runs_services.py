@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from inference import selectors, services, streams
+from inference import ids, selectors, services, streams
 from inference.models import InferenceRun, RunBatch
 from ledger import chain, hashing, merkle
 from ledger import services as ledger_services
@@ -76,7 +76,7 @@ def test_a_submitted_run_is_queued_with_clean_options_and_its_token_count(owner,
     assert run.options == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256, "stop": [], "seed": None}
     assert 5 <= run.prompt_tokens <= 12
     assert run.base_model == version.base_model
-    assert selectors.model_id_of(run.version, run.base_model) == f"mv-{version.pk}"
+    assert ids.model_id_of(run.version, run.base_model) == f"mv-{version.pk}"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 from django.db import OperationalError
 
 from attribution import services as attribution_services
+from attribution import storage as attribution_storage
 from attribution.models import AttributionIndex
 from datanets.storage import media_path
 from modelfactory import services
@@ -140,8 +141,8 @@ def test_index_folder_drop_removes_only_unnamed_folders_under_the_index_prefix(d
         version=version, status=AttributionIndex.Status.OK, feature_hash="f", span_hash="s", path=named
     )
 
-    assert attribution_services.index_folder_drop(named) is False
-    assert attribution_services.index_folder_drop("adapters/ee/ff/" + "ef" * 32) is False
-    assert attribution_services.index_folder_drop(unnamed) is True
+    assert attribution_storage.index_folder_drop(named) is False
+    assert attribution_storage.index_folder_drop("adapters/ee/ff/" + "ef" * 32) is False
+    assert attribution_storage.index_folder_drop(unnamed) is True
     assert media_path(named).is_dir() and media_path("adapters/ee/ff/" + "ef" * 32).is_dir()
     assert not media_path(unnamed).exists()

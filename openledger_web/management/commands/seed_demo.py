@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
+from datanets.models import Datanet
+from datanets.services import contribution_submit_pasted, datanet_add_curator, datanet_create
 
 DEMO_DATANETS = (
     {
@@ -80,9 +82,6 @@ class Command(BaseCommand):
         self._seed_datanets()
 
     def _seed_datanets(self) -> None:
-        from datanets.models import Datanet
-        from datanets.services import contribution_submit_pasted, datanet_add_curator, datanet_create
-
         for spec in DEMO_DATANETS:
             if Datanet.objects.filter(name=spec["name"]).exists():
                 continue
