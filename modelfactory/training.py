@@ -302,14 +302,14 @@ def return_freed_memory() -> None:
 
 def reuse_freed_memory() -> None:
     """The opposite of ``return_freed_memory``, for a process that runs the same short passes over and over (an
-    attribution worker's scoring): blocks up to 32 MiB come from the heap and stay there when freed (64 MiB may lie
-    free at its top), which is where glibc's own dynamic threshold settles. With every block above 128 KiB in its own
-    mapping, each activation of a scoring pass was a fresh mapping whose pages the kernel zeroed and faulted in
-    again: 12-30% of a packed scoring pass's CPU on this machine. Later ``return_freed_memory`` calls (``load_base``)
-    leave it so. Process-wide and idempotent."""
+    attribution worker's scoring): blocks up to 32 MiB (glibc's own largest dynamic threshold) come from the heap and
+    stay there when freed, up to 512 MiB free at its top (a packed pass's activations). With every block above 128 KiB
+    in its own mapping, each activation of a scoring pass was a fresh mapping whose pages the kernel zeroed and
+    faulted in again: 10-20% of a packed scoring pass's CPU on this machine. Later ``return_freed_memory`` calls
+    (``load_base``) leave it so. Process-wide and idempotent."""
     global _reused_freed_memory
     _reused_freed_memory = True
-    _mallopt({_M_MMAP_THRESHOLD: 32 * 1024 * 1024, _M_TRIM_THRESHOLD: 64 * 1024 * 1024})
+    _mallopt({_M_MMAP_THRESHOLD: 32 * 1024 * 1024, _M_TRIM_THRESHOLD: 512 * 1024 * 1024})
 
 
 def _mallopt(values: dict[int, int]) -> None:
