@@ -275,33 +275,62 @@ def per_example_gradients(
 # The attention implementation a packed pass runs under: the examples' tokens lie end to end in one row, and each
 # example attends only to its own tokens, through the very SDPA call it gets when it is alone (``_segmented_sdpa``).
 SEGMENTED_ATTENTION = "openledger_segmented_sdpa"
-_SEGMENTS: ContextVar[tuple[int, ...] | None] = ContextVar("attribution_packed_segments", default=None)
+# (shared opening, each example's own length): see ``packed_segments``
+_SEGMENTS: ContextVar[tuple[int, tuple[int, ...]] | None] = ContextVar("attribution_packed_segments", default=None)
 _registered = False
+
+
+class SharedOpeningMismatch(RuntimeError):
+    """A packed pass with a shared opening found that an example's opening would not have had the numbers of the
+    others' alone (the attention over it depended on the example's length); the caller runs it without sharing."""
 
 
 def _segmented_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
     """transformers' SDPA attention called once for each packed example on its own queries, keys and values (with no
-    mask: causal, as for an example alone); outside a packed pass, transformers' SDPA attention itself."""
+    mask: causal, as for an example alone); outside a packed pass, transformers' SDPA attention itself.
+
+    With a shared opening (``packed_segments(..., shared=n)``) the row holds the opening's ``n`` tokens once, then
+    each example's tokens after it: each example's call gets the opening's queries, keys and values put back before
+    its own, laid out in memory as the layer lays out one example's, so the call is the one it gets alone; the
+    opening's output is taken once, after checking that every example's call gave it the same bits."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    lengths = _SEGMENTS.get()
-    if lengths is None:
+    spec = _SEGMENTS.get()
+    if spec is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    outputs, start = [], 0
-    for n in lengths:
-        part = slice(start, start + n)
-        out, _ = sdpa_attention_forward(module, query[:, :, part], key[:, :, part], value[:, :, part], None, **kwargs)
-        outputs.append(out)  # [1, n, heads, head_dim]
-        start += n
+    shared, lengths = spec
+    # split, not slices: the backward of a split is one concatenation, of a slice a zero tensor of the whole row each
+    parts = [t.split([shared, *lengths] if shared else list(lengths), dim=2) for t in (query, key, value)]
+    if not shared:
+        outputs = [sdpa_attention_forward(module, q, k, v, None, **kwargs)[0] for q, k, v in zip(*parts, strict=True)]
+        return torch.cat(outputs, dim=1), None  # each [1, n, heads, head_dim]
+    opening = [t[0] for t in parts]
+    outputs, first = [], None
+    for own in zip(*(t[1:] for t in parts), strict=True):
+        # [1, heads, n, dim] as a layer makes it: a transposed view of [1, n, heads, dim]
+        q, k, v = (
+            torch.cat([o.transpose(1, 2), x.transpose(1, 2)], dim=1).transpose(1, 2)
+            for o, x in zip(opening, own, strict=True)
+        )
+        out = sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
+        if first is None:
+            first = out[:, :shared]
+            outputs.append(first)
+        elif not torch.equal(out[:, :shared], first):
+            raise SharedOpeningMismatch("the shared opening's attention differs between the packed examples")
+        outputs.append(out[:, shared:])
     return torch.cat(outputs, dim=1), None
 
 
 @contextmanager
-def packed_segments(model: Any, lengths: Sequence[int]) -> Iterator[None]:
+def packed_segments(model: Any, lengths: Sequence[int], *, shared: int = 0) -> Iterator[None]:
     """Run ``model`` (a causal LM whose config is shared by its attention layers) with the segmented attention over
     examples of ``lengths`` tokens laid end to end in one row; the config's attention implementation is restored
-    after. Not for concurrent use of one model from several threads (the scorer holds its lock)."""
+    after. With ``shared``, the row starts with an opening of that many tokens that every example begins with, given
+    once, and ``lengths`` are the examples' tokens after it (``packed_inputs(..., shared=)``); for passes without a
+    backward (one through the opening would add the examples' gradients together). Not for concurrent use of one
+    model from several threads (the scorer holds its lock)."""
     global _registered
     from transformers import AttentionInterface
 
@@ -312,7 +341,7 @@ def packed_segments(model: Any, lengths: Sequence[int]) -> Iterator[None]:
     previous = config._attn_implementation
     if previous != "sdpa":
         raise ValueError(f"packed passes need the sdpa attention (the model runs {previous!r})")
-    token = _SEGMENTS.set(tuple(int(n) for n in lengths))
+    token = _SEGMENTS.set((int(shared), tuple(int(n) for n in lengths)))
     config._attn_implementation = SEGMENTED_ATTENTION
     try:
         yield
@@ -321,17 +350,35 @@ def packed_segments(model: Any, lengths: Sequence[int]) -> Iterator[None]:
         _SEGMENTS.reset(token)
 
 
-def packed_inputs(sequences: Sequence[Sequence[int]], device: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every sequence has in common, leaving each at least one token of its own."""
+    if not sequences:
+        return 0
+    shortest = min(len(s) for s in sequences) - 1
+    n = 0
+    while n < shortest and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+def packed_inputs(
+    sequences: Sequence[Sequence[int]], device: Any, *, shared: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """One row of every sequence's tokens end to end, each sequence's positions counted from 0, and where each
-    sequence starts in the row."""
+    sequence starts in the row. With ``shared``, the first ``shared`` tokens (which every sequence begins with) are
+    given once at the start of the row, then each sequence's tokens after them (positions from ``shared`` on); each
+    sequence's start is then where its own tokens start."""
     import torch
 
-    starts, at = [], 0
+    starts, at = [], shared
     for sequence in sequences:
         starts.append(at)
-        at += len(sequence)
-    ids = torch.tensor([[int(t) for sequence in sequences for t in sequence]], dtype=torch.long, device=device)
-    positions = torch.tensor([[p for sequence in sequences for p in range(len(sequence))]], device=device)
+        at += len(sequence) - shared
+    tokens = [int(t) for t in sequences[0][:shared]] if shared else []
+    tokens += [int(t) for sequence in sequences for t in sequence[shared:]]
+    places = list(range(shared)) + [p for sequence in sequences for p in range(shared, len(sequence))]
+    ids = torch.tensor([tokens], dtype=torch.long, device=device)
+    positions = torch.tensor([places], device=device)
     return ids, positions, starts
 
 
@@ -378,13 +425,17 @@ def packed_per_example_gradients(
             ids, positions, starts = packed_inputs([e.input_ids for e in examples], device)
             with packed_segments(causal_lm, [len(e.input_ids) for e in examples]):
                 hidden = causal_lm.get_decoder()(input_ids=ids, position_ids=positions).last_hidden_state
-            total = None
+            wanted, labels = [], []
             for example, start in zip(examples, starts, strict=True):
                 n = len(example.input_ids)
-                labels = torch.tensor([list(example.labels)], dtype=torch.long, device=device)
-                kept, labels = _kept_positions(labels)
-                rows = hidden[:, start : start + n] if kept is None else hidden[:, start + kept]
-                loss = per_example_losses(causal_lm.get_output_embeddings()(rows), labels)
+                own = torch.tensor([list(example.labels)], dtype=torch.long, device=device)
+                kept, kept_labels = _kept_positions(own)
+                wanted.append(torch.arange(start, start + n, device=device) if kept is None else start + kept)
+                labels.append(kept_labels)
+            logits = project_rows(causal_lm, hidden[0], wanted)
+            total = None
+            for rows, kept_labels in zip(logits, labels, strict=True):
+                loss = per_example_losses(rows.unsqueeze(0), kept_labels)
                 total = loss if total is None else total + loss
             output_grads = _output_gradients(blocks, captured, total.sum(), adapter_name)
     finally:
@@ -396,6 +447,64 @@ def packed_per_example_gradients(
             part = slice(start, start + len(example.input_ids))
             out[row][name] = torch.einsum("bto,bti->boi", grad[:, part].float(), x[:, part].float())
     return out
+
+
+# a matrix product gives a row the same bits whatever the number of rows only from this many rows on (MKL's float32
+# GEMM at one thread; fewer may use other kernels): packed examples' rows share a product only when each has as many
+INDEPENDENT_ROWS = 16
+
+
+def project_rows(causal_lm: Any, hidden: torch.Tensor, positions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The vocabulary projection (``[len(p), vocab]``) of ``hidden``'s rows (``[T, width]``) at each of ``positions``,
+    the rows each would get projected alone: the sets of at least ``INDEPENDENT_ROWS`` rows share one product when
+    the projection's rows are independent of their number in this process (``projection_rows_independent``), the
+    rest are projected each alone. Reading the projection's weight (49,152 x 576 floats here) once instead of once
+    for each example is most of its cost for an answer's few rows."""
+    import torch
+
+    head = causal_lm.get_output_embeddings()
+    together = [i for i, p in enumerate(positions) if len(p) >= INDEPENDENT_ROWS]
+    if len(together) < 2 or not projection_rows_independent(causal_lm):
+        together = []
+    out: list[torch.Tensor | None] = [None] * len(positions)
+    if together:
+        joined = head(hidden[torch.cat([positions[i] for i in together])])
+        for i, rows in zip(together, joined.split([len(positions[i]) for i in together]), strict=True):
+            out[i] = rows
+    for i, p in enumerate(positions):
+        if out[i] is None:
+            out[i] = head(hidden[p])
+    return out  # type: ignore[return-value]
+
+
+_HEAD_ROWS_INDEPENDENT: dict[tuple[int, tuple[int, ...]], bool] = {}
+
+
+def projection_rows_independent(model: Any) -> bool:
+    """``rows_independent`` for the vocabulary projection of ``model`` (a causal LM), forward and backward: whether
+    its product gives a row the same bits from ``INDEPENDENT_ROWS`` rows on whatever their number (rows of 16 to 160,
+    at the start and the end, against 256; once per process and thread count, under a second at one thread here)."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if torch.get_num_threads() != 1 or not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return False
+    key = (torch.get_num_threads(), tuple(head.weight.shape))
+    if key not in _HEAD_ROWS_INDEPENDENT:
+        out_features, in_features = head.weight.shape
+        generator = torch.Generator().manual_seed(0)
+        same = True
+        with torch.no_grad():
+            weight = torch.randn((out_features, in_features), generator=generator)
+            x = torch.randn((256, in_features), generator=generator)
+            g = torch.randn((256, out_features), generator=generator)
+            forward, backward = torch.nn.functional.linear(x, weight), g @ weight
+            for rows, start in ((16, 0), (23, 233), (61, 0), (160, 96)):
+                part = slice(start, start + rows)
+                same = same and torch.equal(torch.nn.functional.linear(x[part], weight), forward[part])
+                same = same and torch.equal(g[part] @ weight, backward[part])
+        _HEAD_ROWS_INDEPENDENT[key] = same
+    return _HEAD_ROWS_INDEPENDENT[key]
 
 
 class TorchSketch:

@@ -32,6 +32,7 @@ from attribution.features import (
     META_FILE,
     RECORD_IDS_FILE,
     FeatureMatrix,
+    SharedOpeningMismatch,
     TokenizedExample,
     TorchSketch,
     answer_example,
@@ -41,7 +42,10 @@ from attribution.features import (
     lora_blocks,
     packed_inputs,
     packed_segments,
+    project_rows,
+    projection_rows_independent,
     rows_independent,
+    shared_prefix,
     sketch_for,
 )
 from attribution.projection import CountSketch
@@ -281,6 +285,9 @@ MIN_PROJECTED_ROWS = 16
 # at most MAX_PACKED_TOKENS tokens (its activations are kept for the backward pass)
 MIN_PACKED_TOKENS = 16
 MAX_PACKED_TOKENS = 4096
+# answers whose base passes are packed together give the opening they all begin with (a chat template's system turn)
+# once when it is at least this many tokens (``features.packed_segments``'s ``shared``)
+MIN_SHARED_OPENING = 8
 
 
 def question_positions(tokenizer: Any, prompt_ids: Sequence[int], question: str) -> list[int]:
@@ -423,6 +430,10 @@ class Scorer:
             self.loaded[adapter_dir] = name
             self._tuner_layers = None
             self.model.eval()  # a loaded adapter's new modules start in training mode (dropout on)
+            # what a packed pass checks once a process (and thread count), done while the adapter loads rather than
+            # in the time of the first answers packed together
+            rows_independent(self.model)
+            projection_rows_independent(self.model.get_base_model())
         self.model.set_adapter(name)
         if self.model.training:
             self.model.eval()
@@ -668,22 +679,46 @@ class Scorer:
 
     def _base_surprisals(self, answers: Sequence[tuple[list[int], list[int], Sequence[int]]]) -> list[dict[int, float]]:
         """``_base_surprisal`` of each ``(prompt_ids, ids, asked)``; several in one packed decoder pass (their
-        sequences laid end to end, ``features.packed_segments``), then each one's vocabulary projection on its own
-        rows exactly as ``_base_surprisal`` does it alone."""
+        sequences laid end to end, ``features.packed_segments``), the opening they all share (a chat template's
+        system turn) given once when it is at least ``MIN_SHARED_OPENING`` tokens, then the vocabulary projections
+        of the rows each reads in one product where their rows are independent (``features.project_rows``): each
+        answer's numbers are those ``_base_surprisal`` gives it alone, bit for bit."""
         import torch
 
         if len(answers) == 1:
             return [self._base_surprisal(answers[0][0], answers[0][1], asked=answers[0][2])]
         sequences = [[*prompt_ids, *ids] for prompt_ids, ids, _ in answers]
+        shared = shared_prefix(sequences)
+        shared = shared if shared >= MIN_SHARED_OPENING else 0
         with torch.no_grad(), self._base_only() as base:
-            device = next(base.parameters()).device
-            packed, positions, starts = packed_inputs(sequences, device)
-            with packed_segments(base, [len(s) for s in sequences]):
-                hidden = base.get_decoder()(input_ids=packed, position_ids=positions).last_hidden_state
-            return [
-                self._surprisal_from(base, hidden[0, start : start + len(tokens)], tokens, len(prompt_ids), asked)
-                for (prompt_ids, _, asked), tokens, start in zip(answers, sequences, starts, strict=True)
+            try:
+                hidden, starts = self._packed_hidden(base, sequences, shared)
+            except SharedOpeningMismatch:  # never seen here: then the opening is computed for each answer
+                shared = 0
+                hidden, starts = self._packed_hidden(base, sequences, shared)
+            reads = [
+                _surprisal_rows(tokens, len(prompt_ids), asked)
+                for (prompt_ids, _, asked), tokens in zip(answers, sequences, strict=True)
             ]
+            rows = [
+                torch.tensor([p if p < shared else start + p - shared for p in predictors], device=hidden.device)
+                for (_, predictors, _), start in zip(reads, starts, strict=True)
+            ]
+            logits = project_rows(base, hidden, rows)
+            return [
+                _surprisal_taken(found.float(), tokens, read)
+                for found, tokens, read in zip(logits, sequences, reads, strict=True)
+            ]
+
+    @staticmethod
+    def _packed_hidden(base: Any, sequences: list[list[int]], shared: int) -> tuple[Any, list[int]]:
+        """The base model's last hidden states (``[rows, width]``) of ``sequences`` in one packed pass, the first
+        ``shared`` tokens given once, and where each sequence's own rows start."""
+
+        device = next(base.parameters()).device
+        packed, positions, starts = packed_inputs(sequences, device, shared=shared)
+        with packed_segments(base, [len(s) - shared for s in sequences], shared=shared):
+            return base.get_decoder()(input_ids=packed, position_ids=positions).last_hidden_state[0], starts
 
     def _base_surprisal(self, prompt_ids: list[int], ids: list[int], *, asked: Sequence[int]) -> dict[int, float]:
         """The surprisal (nats) under the base model without the adapter, given the tokens before it, of the tokens
@@ -711,22 +746,14 @@ class Scorer:
         ``tokens`` (the prompt's ``n_prompt`` then the answer's); under ``torch.no_grad()``."""
         import torch
 
-        wanted = sorted({*asked, *range(n_prompt, len(tokens))} - {0})
-        surprisal = {0: 0.0} if tokens else {}
-        if not wanted:
-            return surprisal
-        device = hidden.device
-        # the hidden state at position p - 1 predicts token p
-        if len(wanted) >= MIN_PROJECTED_ROWS:
-            predictors = [p - 1 for p in wanted]
-            logits = base.get_output_embeddings()(hidden[torch.tensor(predictors, device=device)]).float()
-        else:  # every position, as the full pass projects them (fewer rows than that may use other kernels)
-            wanted = list(range(1, len(tokens)))
-            logits = base.get_output_embeddings()(hidden).float()[:-1]
-        targets = torch.tensor([tokens[p] for p in wanted], device=device)
-        taken = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        surprisal.update(zip(wanted, (-taken).tolist(), strict=True))
-        return surprisal
+        read = _surprisal_rows(tokens, n_prompt, asked)
+        if not read[0]:
+            return _surprisal_taken(None, tokens, read)
+        if read[2]:  # every position, as the full pass projects them (fewer rows than that may use other kernels)
+            logits = base.get_output_embeddings()(hidden).float()
+        else:
+            logits = base.get_output_embeddings()(hidden[torch.tensor(read[1], device=hidden.device)]).float()
+        return _surprisal_taken(logits, tokens, read)
 
     def _in_context(
         self,
@@ -842,6 +869,32 @@ class Scorer:
             candidates=tuple(evidence),
             word_start=tuple(word_starts([self.base.tokenizer.decode([t]) for t in ids])),
         )
+
+
+def _surprisal_rows(tokens: Sequence[int], n_prompt: int, asked: Sequence[int]) -> tuple[list[int], list[int], bool]:
+    """What the base pass reads of ``tokens`` (the prompt's ``n_prompt`` then the answer's): the positions whose
+    surprisal it gives (the question's at ``asked`` and every answer token's), the rows it projects onto the
+    vocabulary to get them (the row before each; every row when they are fewer than ``MIN_PROJECTED_ROWS``), and
+    whether it projected every row (then the last row's logits are dropped)."""
+    wanted = sorted({*asked, *range(n_prompt, len(tokens))} - {0})
+    if not wanted or len(wanted) >= MIN_PROJECTED_ROWS:
+        return wanted, [p - 1 for p in wanted], False
+    return list(range(1, len(tokens))), list(range(len(tokens))), True
+
+
+def _surprisal_taken(logits: Any, tokens: Sequence[int], read: tuple[list[int], list[int], bool]) -> dict[int, float]:
+    """The surprisals from the projected rows' float logits (``_surprisal_rows``' ``read``)."""
+    import torch
+
+    wanted, _, every_row = read
+    surprisal = {0: 0.0} if tokens else {}
+    if not wanted:
+        return surprisal
+    logits = logits[:-1] if every_row else logits
+    targets = torch.tensor([tokens[p] for p in wanted], device=logits.device)
+    taken = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    surprisal.update(zip(wanted, (-taken).tolist(), strict=True))
+    return surprisal
 
 
 def _without(scores: dict[int, float], exclude: frozenset[int], top_k: int | None) -> dict[int, float]:

@@ -79,4 +79,8 @@ def _share_the_cores() -> None:
     if threads:
         import torch  # every process imports this module (receivers): only an attribution worker loads torch
 
+        from modelfactory import training
+
         torch.set_num_threads(threads)
+        # a process that only scores: freed activations stay in the heap for the next pass (``reuse_freed_memory``)
+        training.reuse_freed_memory()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from attribution import index as index_mod
-from attribution.features import FEATURES_FILE, FeatureIndexError, FeatureMatrix
+from attribution.features import FEATURES_FILE, FeatureIndexError, FeatureMatrix, shared_prefix
 from attribution.index import SPANS_FILE, RecordGroup, Scorer, load_index, load_index_kept
 from attribution.projection import CountSketch
 from attribution.spans import SpanIndex, SpanIndexError
@@ -242,6 +242,9 @@ def test_answers_scored_together_get_the_numbers_each_gets_alone_bit_for_bit(set
     sequences = [[0] * (n + 30) for n in lengths[:-1]] + [[0] * 3]
     packs = scorer._packs(sequences)
     assert max(len(p) for p in packs) == len(requests) - 1 and [len(requests) - 1] in packs
+    # and the chat answers' base pass gave the opening they share (the chat template's system turn) once
+    chats = [scorer._prepare(r) for r in requests if r.messages is not None]
+    assert shared_prefix([[*p.prompt_ids, *p.ids] for p in chats]) >= index_mod.MIN_SHARED_OPENING
 
 
 def test_answers_are_scored_one_at_a_time_where_rows_are_not_independent(setup) -> None:
