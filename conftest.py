@@ -8,23 +8,26 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from openledger_web.pytest_workers import worker_index
+
 pytest_plugins: list[str] = ["openledger_web.browser", "ledger.testing"]
 
 
-TEST_REDIS_DB = 14
+TEST_REDIS_DB = 14  # scripts/test.sh's; an xdist worker gwK has 14 + K (openledger_web.pytest_workers)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _broker_is_clean() -> None:
     """Drop messages a crashed earlier run left in the test broker, so no stale task reaches a new worker.
 
-    Only the test database (scripts/test.sh points the broker at it) is flushed, never the one `make run` uses.
+    Only the test database (scripts/test.sh points the broker at it; an xdist worker's own, see
+    openledger_web.pytest_workers) is flushed, never the one `make run` uses.
     """
     if settings.BROKER_KIND == "redis":
         import redis
 
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        if client.connection_pool.connection_kwargs.get("db") == TEST_REDIS_DB:
+        if client.connection_pool.connection_kwargs.get("db") == TEST_REDIS_DB + worker_index():
             client.flushdb()
 
 

@@ -20,5 +20,22 @@ export ATTRIBUTION_SELFCHECK_SAMPLE="${ATTRIBUTION_SELFCHECK_SAMPLE:-0}"
 export DEFAULT_BASE_MODEL_DIR="${DEFAULT_BASE_MODEL_DIR:-$PWD/var/models/smollm2-135m-instruct}"
 export PLAYWRIGHT_BROWSERS_PATH=0 PYTHONUNBUFFERED=1
 rm -rf "$DATA_DIR" && mkdir -p "$DATA_DIR"
-echo "tests: database ${DATABASE_URL:-sqlite}, broker ${CELERY_BROKER_URL:-filesystem}"
-exec .venv/bin/python -m pytest "$@"
+# The whole suite runs on two pytest-xdist processes, a test file each at a time (a module's shared fixtures, a trained
+# version or a browser, are made once); openledger_web.pytest_workers gives each process its own database, broker
+# database, DATA_DIR folder and torch thread. Chosen files run in this one process unless TEST_WORKERS says otherwise.
+workers="${TEST_WORKERS:-2}"
+if [[ -z "${TEST_WORKERS:-}" ]]; then
+  for arg in "$@"; do
+    if [[ -e "${arg%%::*}" ]]; then workers=0; fi
+  done
+fi
+parallel=()
+if [[ "$workers" != 0 ]] && ! .venv/bin/python -c "import xdist" 2>/dev/null; then
+  echo "tests: pytest-xdist is not installed (make setup-dev installs requirements-dev.txt); one process" >&2
+  workers=0
+fi
+if [[ "$workers" != 0 ]]; then
+  parallel=(-n "$workers" --dist loadfile)
+fi
+echo "tests: database ${DATABASE_URL:-sqlite}, broker ${CELERY_BROKER_URL:-filesystem}, xdist workers ${workers}"
+exec .venv/bin/python -m pytest "${parallel[@]}" "$@"
