@@ -50,10 +50,10 @@ def redis_server(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
     the workers it starts."""
     with RedisServer(port=free_port(), folder=tmp_path / "redis") as server, celery_broker(server.url):
         settings.CELERY_BROKER_URL = server.url
-        streams._client.cache_clear()
+        streams._client_made.cache_clear()
         clear_rate_limits()
         yield server
-    streams._client.cache_clear()
+    streams._client_made.cache_clear()
 
 
 def _upload(client: APIClient, slug: str, content: bytes, name: str) -> Any:
