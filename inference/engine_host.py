@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from modelfactory.models import BaseModel, ModelVersion
 
@@ -223,11 +223,20 @@ def run_generate(*, run_id: int, node: str = "") -> InferenceRun | None:
             _active.pop(run.pk, None)
 
 
+def _release_connection() -> None:
+    """Give this task thread's database connection back while its answer streams (through Redis: seconds to
+    minutes, and no query), so that a worker's pool of 32 threads does not hold 32 idle connections; ``run_finish``
+    opens one again. Inside a transaction (a test calling ``run_generate`` in its own) the connection stays."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _generate(run: InferenceRun, *, worker: str, lost: threading.Event) -> InferenceRun | None:
     try:
         engine = engine_for(run.base_model)
         writer = RunStreamWriter(run_id=run.pk, public_id=run.public_id, retry=run.attempts > 1)
         handle = engine.submit(_request_for(run))
+        _release_connection()
         try:
             for delta in handle:
                 if lost.is_set():

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.services import api_token_create
 from inference import selectors, services, streams
@@ -132,6 +133,38 @@ def test_tokens_stream_before_the_answer_ends(setup) -> None:
     assert "".join(e.text for _, e in tokens) == run.answer
     assert run.first_token_ms < run.latency_ms
     assert done.data["completion_tokens"] == run.completion_tokens
+
+
+def postgres_connections(proc: object) -> int:
+    """The PostgreSQL connections the worker process holds now (task threads, heartbeats, its main thread)."""
+    port = int(connection.settings_dict.get("PORT") or 5432)
+    sockets = psutil.Process(proc.pid).net_connections(kind="tcp")
+    return sum(1 for s in sockets if s.raddr and s.raddr.port == port)
+
+
+def test_runs_streaming_their_answers_hold_no_database_connection(setup, inference_worker) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("counts the worker's PostgreSQL connections")
+    owner, base, _ = setup
+    story = [{"role": "user", "content": "Tell me a long story about a brave knight and a dragon."}]
+    with transaction.atomic():  # the four tasks are queued together: one on each of the worker's four threads
+        runs = [
+            services.run_submit(user=owner, version=None, base_model=base, messages=story,
+                                options={"max_tokens": 64, "temperature": 0})
+            for _ in range(4)
+        ]  # fmt: skip
+    for run in runs:  # each is past its claim and its prefill: its first token is out
+        first = next(streams.run_events(run_id=run.public_id, timeout_s=180), None)
+        assert first is not None and first.type == streams.TOKEN, first
+
+    held = postgres_connections(inference_worker)
+    still_running = InferenceRun.objects.filter(pk__in=[r.pk for r in runs], status=InferenceRun.Status.RUNNING)
+
+    assert still_running.count() == 4, "a run ended before the count: it measured nothing"
+    # the heartbeat thread's and the main thread's at most; a thread per streaming run would make it 4 more
+    assert held <= 2, f"the worker holds {held} PostgreSQL connections while 4 runs stream"
+    finished = wait_finished(*runs)
+    assert all(run.status == InferenceRun.Status.SUCCEEDED for run in finished), [r.error for r in finished]
 
 
 def test_a_run_whose_adapter_cannot_load_fails_alone_not_its_batch(setup) -> None:
