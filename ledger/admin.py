@@ -55,8 +55,14 @@ class OutboxRowAdmin(ReadOnlyAdmin):
         )
 
 
+class ActiveRowAdmin(ReadOnlyAdmin):
+    """A deployment record (``ActiveRow``): the active one per chain and the ones a reset retired."""
+
+    list_filter = ["active", "chain_id"]
+
+
 @admin.register(ChainDeployment)
-class ChainDeploymentAdmin(ReadOnlyAdmin):
+class ChainDeploymentAdmin(ActiveRowAdmin):
     list_display = [
         "contract_address",
         "chain_id",
@@ -66,7 +72,6 @@ class ChainDeploymentAdmin(ReadOnlyAdmin):
         "created_at",
         "retired_at",
     ]
-    list_filter = ["active", "chain_id"]
     search_fields = ["contract_address", "deploy_tx_hash", "deploy_block_hash"]
     date_hierarchy = "created_at"
 
@@ -128,9 +133,8 @@ class SignerNonceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(RewardContracts)
-class RewardContractsAdmin(ReadOnlyAdmin):
+class RewardContractsAdmin(ActiveRowAdmin):
     list_display = ["distributor_address", "token_address", "chain_id", "active", "deploy_block_number", "created_at"]
-    list_filter = ["active", "chain_id"]
     search_fields = ["=distributor_address", "=token_address"]
 
 
@@ -174,9 +178,8 @@ class RewardClaimAdmin(ReadOnlyAdmin):
 
 
 @admin.register(GovernanceContracts)
-class GovernanceContractsAdmin(ReadOnlyAdmin):
+class GovernanceContractsAdmin(ActiveRowAdmin):
     list_display = ["governor_address", "timelock_address", "chain_id", "active", "deploy_block_number", "created_at"]
-    list_filter = ["active", "chain_id"]
     search_fields = ["=governor_address", "=timelock_address", "=parameters_address", "=registry_address"]
 
 
