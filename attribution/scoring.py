@@ -130,17 +130,12 @@ POLICY_V1 = AttributionPolicy(
     # a record under half the best record's gradient cosine is background, not influence
     relative_floor=0.5,
 )
-# v2: credit only for supported content. Both signals are kept only for the records that support the answer
+# v2: v1 but credit only for supported content. Both signals are kept only for the records that support the answer
 # (``assess``); the span signal is the information-weighted share of the answer's content each supporting record
 # contains (not copied from the prompt); the gradient is taken over the answer's content tokens; shares sum to the
 # paid fraction, not to 1.
-POLICY_V2 = AttributionPolicy(
-    version=2,
-    weights={"gradient": 0.3, "span": 0.7, "retrieval": 0.0},
-    top_k=20,
-    min_score={"gradient": 0.0, "span": 0.0, "retrieval": 0.0},
-    relative_floor=0.5,
-    support=SupportPolicy(),
+POLICY_V2 = replace(
+    POLICY_V1, version=2, weights={"gradient": 0.3, "span": 0.7, "retrieval": 0.0}, support=SupportPolicy()
 )
 # v3: v2, and a content token is also supported by a relevant record that contains its whole word in any casing
 # (the same-word rule), so a right answer worded otherwise than its record pays that record's contributor
