@@ -112,9 +112,26 @@ def _snapshot_for(user: Any, slug: str, number: int) -> Snapshot:
     return get_object_or_404(selectors.snapshots_of(datanet=datanet).select_related("datanet"), number=number)
 
 
+def _all_visible(user: Any, model: type[Contribution | Record], ids: Iterable[int], what: str) -> list[Any]:
+    """The ``model`` rows with these ids, all in Datanets ``user`` can see, or a 404 naming every id that is not."""
+    wanted = set(ids)
+    visible = selectors.datanets_visible_to(user=user).values("pk")
+    found = list(model.objects.filter(pk__in=wanted, datanet__in=visible))
+    if missing := sorted(wanted - {row.pk for row in found}):
+        raise exceptions.NotFound(f"no such {what}: {', '.join(f'#{i}' for i in missing)}")
+    return found
+
+
 def _require(allowed: bool, message: str) -> None:
     if not allowed:
         raise exceptions.PermissionDenied(message)
+
+
+def _require_curator(user: Any, datanet: Datanet, action: str) -> None:
+    _require(
+        selectors.user_can_curate(user=user, datanet=datanet),
+        f"only the owner or a curator of {datanet.name!r} may {action}",
+    )
 
 
 # Shared output shapes
@@ -229,6 +246,16 @@ def _idempotency_key(request: Request) -> str:
     if len(key) > 255 or not key.isascii() or not key.isprintable():
         raise exceptions.ValidationError({"Idempotency-Key": ["at most 255 printable ASCII characters"]})
     return key
+
+
+def _licence_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
+    )
+
+
+def _bad_rows_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE)
 
 
 def _submit_responses(too_large: str) -> dict[int, Any]:
@@ -594,12 +621,8 @@ class ContributionUploadApi(BaseApi):
     @extend_schema_serializer(component_name="ContributionUploadRequest")
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField(max_length=255)
-        licence = serializers.ChoiceField(
-            choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
-        )
-        bad_rows = serializers.ChoiceField(
-            choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE
-        )
+        licence = _licence_field()
+        bad_rows = _bad_rows_field()
 
     def max_body_bytes(self) -> int:
         return settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES
@@ -650,12 +673,8 @@ class ContributionPasteApi(BaseApi):
             child=serializers.DictField(), required=False, min_length=1, max_length=MAX_PASTED_RECORDS
         )
         text = serializers.CharField(required=False, trim_whitespace=False)
-        licence = serializers.ChoiceField(
-            choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
-        )
-        bad_rows = serializers.ChoiceField(
-            choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE
-        )
+        licence = _licence_field()
+        bad_rows = _bad_rows_field()
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("records" in attrs) == ("text" in attrs):
@@ -809,12 +828,7 @@ class ContributionDecideApi(BaseApi):
     @schema.write("Accept or reject contributions", InputSerializer, ContributionSerializer(many=True))
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
-        ids = set(data["contribution_ids"])
-        visible = selectors.datanets_visible_to(user=request.user).values("pk")
-        contributions = list(Contribution.objects.filter(pk__in=ids, datanet__in=visible))
-        missing = sorted(ids - {c.pk for c in contributions})
-        if missing:
-            raise exceptions.NotFound(f"no such contribution: {', '.join(f'#{i}' for i in missing)}")
+        contributions = _all_visible(request.user, Contribution, data["contribution_ids"], "contribution")
         decided = services.contributions_decide(
             curator=request.user, contributions=contributions, action=data["action"], reason=data["reason"]
         )
@@ -839,10 +853,7 @@ class RecordExcludeApi(BaseApi):
         record = get_object_or_404(
             Record.objects.select_related("contribution__datanet").filter(datanet__in=visible), pk=record_id
         )
-        _require(
-            selectors.user_can_curate(user=request.user, datanet=record.contribution.datanet),
-            f"only the owner or a curator of {record.contribution.datanet.name!r} may exclude records",
-        )
+        _require_curator(request.user, record.contribution.datanet, "exclude records")
         data = self.validated(self.InputSerializer, request.data)
         record = services.record_exclude(curator=request.user, record=record, reason=data["reason"])
         return Response(RecordSerializer(record).data)
@@ -898,10 +909,7 @@ class SnapshotFreezeApi(BaseApi):
     @schema.write("Freeze a snapshot", None, SnapshotSerializer, status=201)
     def post(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
-        _require(
-            selectors.user_can_curate(user=request.user, datanet=datanet),
-            f"only the owner or a curator of {datanet.name!r} may freeze a snapshot",
-        )
+        _require_curator(request.user, datanet, "freeze a snapshot")
         snapshot = services.snapshot_freeze(datanet=datanet, user=request.user)
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
@@ -1202,12 +1210,7 @@ class RecordTakedownApi(BaseApi):
     )
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
-        ids = set(data.pop("record_ids"))
-        visible = selectors.datanets_visible_to(user=request.user).values("pk")
-        records = list(Record.objects.filter(pk__in=ids, datanet__in=visible))
-        missing = sorted(ids - {r.pk for r in records})
-        if missing:
-            raise exceptions.NotFound(f"no such record: {', '.join(f'#{i}' for i in missing)}")
+        records = _all_visible(request.user, Record, data.pop("record_ids"), "record")
         done = _conflicts(lambda: revocation.records_take_down(records=records, user=request.user, **data))
         return Response(_revocation_rows(done), status=201)
 

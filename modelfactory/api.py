@@ -429,6 +429,12 @@ def _snapshots_for(user: Any, ids: list[int]) -> list[Snapshot]:
     return [found[i] for i in ids]
 
 
+# What every new job is given, a fine-tune or a merge (a docstring here would become both requests' description).
+class _NewJobFields(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+
 class JobLaunchApi(ModelFactoryApi):
     """Launch a LoRA fine-tune: from a base model or from a version (continue training), on one or more snapshots.
 
@@ -437,9 +443,7 @@ class JobLaunchApi(ModelFactoryApi):
     """
 
     @extend_schema_serializer(component_name="FineTuneJobLaunchRequest")
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+    class InputSerializer(_NewJobFields):
         base_model = serializers.IntegerField(
             min_value=1,
             max_value=MAX_ID,
@@ -521,9 +525,7 @@ class MergeLaunchApi(ModelFactoryApi):
         )
 
     @extend_schema_serializer(component_name="MergeLaunchRequest")
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+    class InputSerializer(_NewJobFields):
         parents = serializers.ListField(
             child=serializers.DictField(), min_length=2, max_length=services.MAX_MERGE_PARENTS
         )
