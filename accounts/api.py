@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api.errors import error_response
+from common.api.schema import ApiSchema
 from common.api.views import BaseApi
 
 from .selectors import user_roles, wallets_of
 from .services import WalletError, signing_site, wallet_challenge_issue, wallet_link, wallet_unlink
+
+# the signed-in user's own things: nothing to find or not find; a refusal of a wallet is a 400 in the one shape
+schema = ApiSchema(["accounts"], read_errors={}, write_errors={400: error_response()})
 
 
 def _refused(error: WalletError) -> Response:
@@ -44,7 +48,7 @@ class MeApi(BaseApi):
         is_staff = serializers.BooleanField()
         wallets = WalletSerializer(many=True)
 
-    @extend_schema(summary="Who am I", responses={200: OutputSerializer}, tags=["accounts"])
+    @schema.read("Who am I", OutputSerializer)
     def get(self, request: Request) -> Response:
         user = request.user
         data = {
@@ -82,11 +86,12 @@ class WalletChallengeApi(BaseApi):
         issued_at = serializers.DateTimeField()
         expires_at = serializers.DateTimeField()
 
-    @extend_schema(
-        summary="Get a message to sign",
-        request=InputSerializer,
-        responses={201: OutputSerializer, 400: error_response("Malformed or taken")},
-        tags=["accounts"],
+    @schema.write(
+        "Get a message to sign",
+        InputSerializer,
+        OutputSerializer,
+        status=201,
+        errors={400: error_response("Malformed or taken")},
     )
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
@@ -109,28 +114,22 @@ class WalletListApi(BaseApi):
         message = serializers.CharField(trim_whitespace=False, help_text="The challenge's message, unchanged")
         signature = serializers.CharField(max_length=200, help_text="0x + 130 hex digits (65 bytes)")
 
-    @extend_schema(
-        summary="List my wallets",
-        description="Newest first; the first is the primary wallet.",
-        responses={200: WalletSerializer(many=True)},
-        tags=["accounts"],
+    @schema.read(
+        "List my wallets", WalletSerializer(many=True), description="Newest first; the first is the primary wallet."
     )
     def get(self, request: Request) -> Response:
         return Response(WalletSerializer(wallets_of(user=request.user), many=True).data)
 
-    @extend_schema(
-        summary="Link a wallet",
+    @schema.write(
+        "Link a wallet",
+        InputSerializer,
+        WalletSerializer,
+        status=201,
         description=(
             "Verify a signed challenge from `POST /api/wallets/challenge/` and link its address. The challenge is "
             "single-use and expires; a refusal (reused, expired, forged, malformed, wrong nonce, address taken) "
             "changes nothing."
         ),
-        request=InputSerializer,
-        responses={
-            201: WalletSerializer,
-            400: error_response(),
-        },
-        tags=["accounts"],
     )
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
@@ -146,7 +145,7 @@ class WalletUnlinkApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(summary="Unlink a wallet", responses={204: None}, tags=["accounts"])
+    @schema.operation("Unlink a wallet", {204: None})
     def delete(self, request: Request, wallet_id: int) -> Response:
         wallet = get_object_or_404(wallets_of(user=request.user), id=wallet_id)
         wallet_unlink(wallet=wallet)

@@ -23,7 +23,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
-    extend_schema,
     extend_schema_field,
     extend_schema_serializer,
     extend_schema_view,
@@ -34,8 +33,9 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.errors import READ_ERRORS, WRITE_ERRORS, ChainUnavailable, error_response
+from common.api.errors import READ_ERRORS, SIGNED_IN_ERRORS, WRITE_ERRORS, ChainUnavailable, error_response
 from common.api.pagination import page_serializer, paginated
+from common.api.schema import ApiSchema
 from common.api.views import BaseApi
 from common.jsonguard import JsonLimits
 from common.ratelimit import chain_read_limited
@@ -57,6 +57,7 @@ from .models import (
 )
 
 TAGS = ["datanets"]
+schema = ApiSchema(TAGS)
 # Room for the multipart boundaries, part headers and the small fields sent beside the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
@@ -111,9 +112,26 @@ def _snapshot_for(user: Any, slug: str, number: int) -> Snapshot:
     return get_object_or_404(selectors.snapshots_of(datanet=datanet).select_related("datanet"), number=number)
 
 
+def _all_visible(user: Any, model: type[Contribution | Record], ids: Iterable[int], what: str) -> list[Any]:
+    """The ``model`` rows with these ids, all in Datanets ``user`` can see, or a 404 naming every id that is not."""
+    wanted = set(ids)
+    visible = selectors.datanets_visible_to(user=user).values("pk")
+    found = list(model.objects.filter(pk__in=wanted, datanet__in=visible))
+    if missing := sorted(wanted - {row.pk for row in found}):
+        raise exceptions.NotFound(f"no such {what}: {', '.join(f'#{i}' for i in missing)}")
+    return found
+
+
 def _require(allowed: bool, message: str) -> None:
     if not allowed:
         raise exceptions.PermissionDenied(message)
+
+
+def _require_curator(user: Any, datanet: Datanet, action: str) -> None:
+    _require(
+        selectors.user_can_curate(user=user, datanet=datanet),
+        f"only the owner or a curator of {datanet.name!r} may {action}",
+    )
 
 
 # Shared output shapes
@@ -228,6 +246,16 @@ def _idempotency_key(request: Request) -> str:
     if len(key) > 255 or not key.isascii() or not key.isprintable():
         raise exceptions.ValidationError({"Idempotency-Key": ["at most 255 printable ASCII characters"]})
     return key
+
+
+def _licence_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
+    )
+
+
+def _bad_rows_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE)
 
 
 def _submit_responses(too_large: str) -> dict[int, Any]:
@@ -422,13 +450,7 @@ class DatanetListApi(BaseApi):
         sort = serializers.ChoiceField(choices=list(selectors.SORTS), required=False, default="newest")
         page = serializers.IntegerField(required=False, min_value=1)
 
-    @extend_schema(
-        summary="List Datanets",
-        operation_id="datanets_list",
-        parameters=[FilterSerializer],
-        responses={200: DatanetPage, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("List Datanets", DatanetPage, operation_id="datanets_list", parameters=[FilterSerializer])
     def get(self, request: Request) -> Response:
         filters = self.validated(self.FilterSerializer, request.query_params)
         query = {k: v for k, v in filters.items() if k != "page"}
@@ -444,12 +466,7 @@ class DatanetCreateApi(BaseApi):
     class InputSerializer(_DatanetFields):
         name = serializers.CharField(max_length=120)
 
-    @extend_schema(
-        summary="Create a Datanet",
-        request=InputSerializer,
-        responses={201: DatanetDetailSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Create a Datanet", InputSerializer, DatanetDetailSerializer, status=201)
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
         datanet = services.datanet_create(owner=request.user, **data)
@@ -461,7 +478,7 @@ class DatanetDetailApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(summary="Get a Datanet", responses={200: DatanetDetailSerializer, **READ_ERRORS}, tags=TAGS)
+    @schema.read("Get a Datanet", DatanetDetailSerializer)
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug, with_numbers=True)
         return Response(DatanetDetailSerializer(datanet, context={"user": request.user}).data)
@@ -476,12 +493,7 @@ class DatanetUpdateApi(BaseApi):
     class InputSerializer(_DatanetFields):
         pass
 
-    @extend_schema(
-        summary="Update a Datanet",
-        request=InputSerializer,
-        responses={200: DatanetDetailSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Update a Datanet", InputSerializer, DatanetDetailSerializer)
     def patch(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         _require(
@@ -529,12 +541,7 @@ class _RoleApi(BaseApi):
 
 
 def _role_schema(summary: str) -> Any:
-    return extend_schema(
-        summary=summary,
-        request=UsernameSerializer,
-        responses={200: DatanetDetailSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    return schema.write(summary, UsernameSerializer, DatanetDetailSerializer)
 
 
 @extend_schema_view(post=_role_schema("Add a curator"))
@@ -576,12 +583,7 @@ class DatanetLeaderboardApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Datanet leaderboard",
-        operation_id="datanets_leaderboard",
-        responses={200: LeaderboardRowSerializer(many=True), **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("Datanet leaderboard", LeaderboardRowSerializer(many=True), operation_id="datanets_leaderboard")
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         return Response(LeaderboardRowSerializer(selectors.leaderboard(datanet=datanet), many=True).data)
@@ -592,11 +594,11 @@ class LeaderboardApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Overall leaderboard",
+    @schema.read(
+        "Overall leaderboard",
+        LeaderboardRowSerializer(many=True),
+        errors={},
         operation_id="datanets_leaderboard_overall",
-        responses={200: LeaderboardRowSerializer(many=True)},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         return Response(LeaderboardRowSerializer(selectors.leaderboard(), many=True).data)
@@ -619,22 +621,17 @@ class ContributionUploadApi(BaseApi):
     @extend_schema_serializer(component_name="ContributionUploadRequest")
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField(max_length=255)
-        licence = serializers.ChoiceField(
-            choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
-        )
-        bad_rows = serializers.ChoiceField(
-            choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE
-        )
+        licence = _licence_field()
+        bad_rows = _bad_rows_field()
 
     def max_body_bytes(self) -> int:
         return settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES
 
-    @extend_schema(
-        summary="Upload a contribution",
+    @schema.operation(
+        "Upload a contribution",
+        _submit_responses("Over the upload size limit; not read"),
         request={"multipart/form-data": InputSerializer},
         parameters=[IDEMPOTENCY_KEY],
-        responses=_submit_responses("Over the upload size limit; not read"),
-        tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
@@ -676,24 +673,19 @@ class ContributionPasteApi(BaseApi):
             child=serializers.DictField(), required=False, min_length=1, max_length=MAX_PASTED_RECORDS
         )
         text = serializers.CharField(required=False, trim_whitespace=False)
-        licence = serializers.ChoiceField(
-            choices=LICENCE_CHOICES, required=False, help_text="Default: the Datanet's own licence"
-        )
-        bad_rows = serializers.ChoiceField(
-            choices=Contribution.BadRows.choices, default=Contribution.BadRows.REJECT_WHOLE
-        )
+        licence = _licence_field()
+        bad_rows = _bad_rows_field()
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("records" in attrs) == ("text" in attrs):
                 raise serializers.ValidationError("send either records or text", code="records_or_text")
             return attrs
 
-    @extend_schema(
-        summary="Contribute records in the body",
+    @schema.operation(
+        "Contribute records in the body",
+        _submit_responses("The body is too large; not read"),
         request=InputSerializer,
         parameters=[IDEMPOTENCY_KEY],
-        responses=_submit_responses("The body is too large; not read"),
-        tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
@@ -729,12 +721,12 @@ class ContributionListApi(BaseApi):
         datanet = serializers.SlugField(required=False)
         page = serializers.IntegerField(required=False, min_value=1)
 
-    @extend_schema(
-        summary="My contributions",
+    @schema.read(
+        "My contributions",
+        ContributionPage,
+        errors=SIGNED_IN_ERRORS,
         operation_id="datanets_contributions_mine",
         parameters=[FilterSerializer],
-        responses={200: ContributionPage, 401: error_response("Not signed in")},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         filters = self.validated(self.FilterSerializer, request.query_params)
@@ -751,9 +743,7 @@ class ContributionQueueApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="Curation queue", responses={200: ContributionPage, 401: error_response("Not signed in")}, tags=TAGS
-    )
+    @schema.read("Curation queue", ContributionPage, errors=SIGNED_IN_ERRORS)
     def get(self, request: Request) -> Response:
         return paginated(self, request, selectors.contributions_for_curator(user=request.user), ContributionSerializer)
 
@@ -778,11 +768,7 @@ class ContributionDetailApi(BaseApi):
             snapshots = selectors.contribution_snapshots(contribution=contribution)
             return HoldingSnapshotSerializer(snapshots, many=True).data
 
-    @extend_schema(
-        summary="Get a contribution",
-        responses={200: OutputSerializer, 401: error_response("Not signed in"), **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("Get a contribution", OutputSerializer, errors={**SIGNED_IN_ERRORS, **READ_ERRORS})
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = _readable_contribution(request.user, contribution_id)
         return Response(self.OutputSerializer(contribution).data)
@@ -793,15 +779,14 @@ class ContributionRecordListApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="List a contribution's records",
-        responses={
-            200: RecordPage,
-            401: error_response("Not signed in"),
+    @schema.read(
+        "List a contribution's records",
+        RecordPage,
+        errors={
+            **SIGNED_IN_ERRORS,
             **READ_ERRORS,
             409: error_response("The records of a large upload are still being indexed"),
         },
-        tags=TAGS,
     )
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = _readable_contribution(request.user, contribution_id)
@@ -819,12 +804,7 @@ class ContributionWithdrawApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="Withdraw a contribution",
-        request=None,
-        responses={200: ContributionSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Withdraw a contribution", None, ContributionSerializer)
     def post(self, request: Request, contribution_id: int) -> Response:
         contribution = _contribution_for(request.user, contribution_id)
         contribution = services.contribution_withdraw(contribution=contribution, user=request.user)
@@ -845,20 +825,10 @@ class ContributionDecideApi(BaseApi):
         action = serializers.ChoiceField(choices=[("accept", "accept"), ("reject", "reject")])
         reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
 
-    @extend_schema(
-        summary="Accept or reject contributions",
-        request=InputSerializer,
-        responses={200: ContributionSerializer(many=True), **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Accept or reject contributions", InputSerializer, ContributionSerializer(many=True))
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
-        ids = set(data["contribution_ids"])
-        visible = selectors.datanets_visible_to(user=request.user).values("pk")
-        contributions = list(Contribution.objects.filter(pk__in=ids, datanet__in=visible))
-        missing = sorted(ids - {c.pk for c in contributions})
-        if missing:
-            raise exceptions.NotFound(f"no such contribution: {', '.join(f'#{i}' for i in missing)}")
+        contributions = _all_visible(request.user, Contribution, data["contribution_ids"], "contribution")
         decided = services.contributions_decide(
             curator=request.user, contributions=contributions, action=data["action"], reason=data["reason"]
         )
@@ -877,21 +847,13 @@ class RecordExcludeApi(BaseApi):
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=5000)
 
-    @extend_schema(
-        summary="Exclude a record",
-        request=InputSerializer,
-        responses={200: RecordSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Exclude a record", InputSerializer, RecordSerializer)
     def post(self, request: Request, record_id: int) -> Response:
         visible = selectors.datanets_visible_to(user=request.user).values("pk")
         record = get_object_or_404(
             Record.objects.select_related("contribution__datanet").filter(datanet__in=visible), pk=record_id
         )
-        _require(
-            selectors.user_can_curate(user=request.user, datanet=record.contribution.datanet),
-            f"only the owner or a curator of {record.contribution.datanet.name!r} may exclude records",
-        )
+        _require_curator(request.user, record.contribution.datanet, "exclude records")
         data = self.validated(self.InputSerializer, request.data)
         record = services.record_exclude(curator=request.user, record=record, reason=data["reason"])
         return Response(RecordSerializer(record).data)
@@ -906,12 +868,7 @@ class DatanetReceiptListApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="List a Datanet's receipts",
-        operation_id="datanets_receipts_list",
-        responses={200: ReceiptPage, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("List a Datanet's receipts", ReceiptPage, operation_id="datanets_receipts_list")
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         return paginated(self, request, selectors.receipts_of_datanet(datanet=datanet), ReceiptSerializer)
@@ -922,12 +879,7 @@ class ContributionReceiptListApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="List a contribution's receipts",
-        operation_id="datanets_contribution_receipts_list",
-        responses={200: ReceiptPage, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("List a contribution's receipts", ReceiptPage, operation_id="datanets_contribution_receipts_list")
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = _contribution_for(request.user, contribution_id)
         receipts = selectors.receipts_of_contribution(contribution=contribution)
@@ -942,12 +894,7 @@ class SnapshotListApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="List snapshots",
-        operation_id="datanets_snapshots_list",
-        responses={200: SnapshotPage, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("List snapshots", SnapshotPage, operation_id="datanets_snapshots_list")
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
         snapshots = selectors.snapshots_of(datanet=datanet).select_related("datanet", "previous", "anchor__deployment")
@@ -959,15 +906,10 @@ class SnapshotFreezeApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="Freeze a snapshot", request=None, responses={201: SnapshotSerializer, **WRITE_ERRORS}, tags=TAGS
-    )
+    @schema.write("Freeze a snapshot", None, SnapshotSerializer, status=201)
     def post(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
-        _require(
-            selectors.user_can_curate(user=request.user, datanet=datanet),
-            f"only the owner or a curator of {datanet.name!r} may freeze a snapshot",
-        )
+        _require_curator(request.user, datanet, "freeze a snapshot")
         snapshot = services.snapshot_freeze(datanet=datanet, user=request.user)
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
@@ -977,7 +919,7 @@ class SnapshotDetailApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(summary="Get a snapshot", responses={200: SnapshotSerializer, **READ_ERRORS}, tags=TAGS)
+    @schema.read("Get a snapshot", SnapshotSerializer)
     def get(self, request: Request, slug: str, number: int) -> Response:
         return Response(SnapshotSerializer(_snapshot_for(request.user, slug, number)).data)
 
@@ -1003,11 +945,7 @@ class SnapshotDownloadApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Download a snapshot (JSONL)",
-        responses={(200, "application/jsonl"): OpenApiTypes.BINARY, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("Download a snapshot (JSONL)", OpenApiTypes.BINARY, status=(200, "application/jsonl"))
     def get(self, request: Request, slug: str, number: int) -> StreamingHttpResponse:
         snapshot = _snapshot_for(request.user, slug, number)
         response = StreamingHttpResponse(
@@ -1025,11 +963,7 @@ class SnapshotParquetApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Download a snapshot (Parquet)",
-        responses={(200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("Download a snapshot (Parquet)", OpenApiTypes.BINARY, status=(200, "application/vnd.apache.parquet"))
     def get(self, request: Request, slug: str, number: int) -> FileResponse:
         snapshot = _snapshot_for(request.user, slug, number)
         path = exports.snapshot_parquet_path(snapshot=snapshot)
@@ -1045,11 +979,10 @@ class DatanetStatisticsApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Get a Datanet's statistics",
+    @schema.read(
+        "Get a Datanet's statistics",
+        OpenApiTypes.OBJECT,
         parameters=[OpenApiParameter("snapshot", int, description="A snapshot's number; absent: the accepted records")],
-        responses={200: OpenApiTypes.OBJECT, **READ_ERRORS},
-        tags=TAGS,
     )
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
@@ -1069,7 +1002,7 @@ class SnapshotManifestApi(BaseApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(summary="Get a snapshot's manifest", responses={200: OpenApiTypes.OBJECT, **READ_ERRORS}, tags=TAGS)
+    @schema.read("Get a snapshot's manifest", OpenApiTypes.OBJECT)
     def get(self, request: Request, slug: str, number: int) -> Response:
         snapshot = _snapshot_for(request.user, slug, number)
         response = Response(exports.snapshot_manifest(snapshot=snapshot))
@@ -1117,9 +1050,7 @@ class RecordProofApi(BaseApi):
         snapshot = ProofSnapshotSerializer()
         anchor = AnchorSerializer(allow_null=True)
 
-    @extend_schema(
-        summary="Get a record's inclusion proof", responses={200: OutputSerializer, **READ_ERRORS}, tags=TAGS
-    )
+    @schema.read("Get a record's inclusion proof", OutputSerializer)
     def get(self, request: Request, slug: str, number: int, record_id: int) -> Response:
         snapshot = _snapshot_for(request.user, slug, number)
         return Response(self.OutputSerializer(_proof(snapshot, _record_in(snapshot, record_id))).data)
@@ -1138,16 +1069,15 @@ class RecordProofVerifyApi(BaseApi):
         root = serializers.CharField()
         leaf = serializers.CharField()
 
-    @extend_schema(
-        summary="Verify a record's proof on chain",
-        request=None,
-        responses={
-            200: OutputSerializer,
+    @schema.write(
+        "Verify a record's proof on chain",
+        None,
+        OutputSerializer,
+        errors={
             429: error_response("Too many chain checks from this client (CHAIN_READ_RATE_LIMIT)"),
             503: error_response("Chain unreachable"),
             **READ_ERRORS,
         },
-        tags=TAGS,
     )
     def post(self, request: Request, slug: str, number: int, record_id: int) -> Response:
 
@@ -1244,15 +1174,12 @@ class ContributionRevokeApi(BaseApi):
     class InputSerializer(_RevokeFields):
         reason = serializers.ChoiceField(choices=Revocation.Reason.choices, default=Revocation.Reason.CONSENT)
 
-    @extend_schema(
-        summary="Withdraw an accepted contribution",
-        request=InputSerializer,
-        responses={
-            201: RevocationSerializer,
-            409: error_response("Revoked already, or never accepted"),
-            **WRITE_ERRORS,
-        },
-        tags=TAGS,
+    @schema.write(
+        "Withdraw an accepted contribution",
+        InputSerializer,
+        RevocationSerializer,
+        status=201,
+        errors={409: error_response("Revoked already, or never accepted"), **WRITE_ERRORS},
     )
     def post(self, request: Request, contribution_id: int) -> Response:
         contribution = _contribution_for(request.user, contribution_id)
@@ -1274,24 +1201,16 @@ class RecordTakedownApi(BaseApi):
         )
         explanation = _TextField(max_length=revocation.EXPLANATION_MAX_CHARS)
 
-    @extend_schema(
-        summary="Take records down",
-        request=InputSerializer,
-        responses={
-            201: RevocationSerializer(many=True),
-            409: error_response("A record was revoked already, or never accepted"),
-            **WRITE_ERRORS,
-        },
-        tags=TAGS,
+    @schema.write(
+        "Take records down",
+        InputSerializer,
+        RevocationSerializer(many=True),
+        status=201,
+        errors={409: error_response("A record was revoked already, or never accepted"), **WRITE_ERRORS},
     )
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
-        ids = set(data.pop("record_ids"))
-        visible = selectors.datanets_visible_to(user=request.user).values("pk")
-        records = list(Record.objects.filter(pk__in=ids, datanet__in=visible))
-        missing = sorted(ids - {r.pk for r in records})
-        if missing:
-            raise exceptions.NotFound(f"no such record: {', '.join(f'#{i}' for i in missing)}")
+        records = _all_visible(request.user, Record, data.pop("record_ids"), "record")
         done = _conflicts(lambda: revocation.records_take_down(records=records, user=request.user, **data))
         return Response(_revocation_rows(done), status=201)
 
@@ -1302,11 +1221,11 @@ class RevocationEraseApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="Erase a revocation's records",
-        request=None,
-        responses={200: RevocationSerializer, 409: error_response("Erased already"), **WRITE_ERRORS},
-        tags=TAGS,
+    @schema.write(
+        "Erase a revocation's records",
+        None,
+        RevocationSerializer,
+        errors={409: error_response("Erased already"), **WRITE_ERRORS},
     )
     def post(self, request: Request, revocation_id: int) -> Response:
         visible = selectors.datanets_visible_to(user=request.user).values("pk")
@@ -1325,11 +1244,7 @@ class ContributionRevocationListApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="List a contribution's revocations",
-        responses={200: RevocationPage, **READ_ERRORS},
-        tags=TAGS,
-    )
+    @schema.read("List a contribution's revocations", RevocationPage)
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = _readable_contribution(request.user, contribution_id)
         rows = selectors.revocations_of_contribution(contribution=contribution)
@@ -1341,10 +1256,10 @@ class DatanetRevocationListApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="List a Datanet's revocations",
-        responses={200: RevocationPage, **READ_ERRORS, 403: error_response("Not a curator of the Datanet")},
-        tags=TAGS,
+    @schema.read(
+        "List a Datanet's revocations",
+        RevocationPage,
+        errors={**READ_ERRORS, 403: error_response("Not a curator of the Datanet")},
     )
     def get(self, request: Request, slug: str) -> Response:
         datanet = _datanet_for(request.user, slug)
@@ -1360,10 +1275,6 @@ class MyRevocationListApi(BaseApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="List the revocations of my contributions",
-        responses={200: RevocationPage, 401: error_response("Not signed in")},
-        tags=TAGS,
-    )
+    @schema.read("List the revocations of my contributions", RevocationPage, errors=SIGNED_IN_ERRORS)
     def get(self, request: Request) -> Response:
         return paginated(self, request, selectors.revocations_of_contributor(user=request.user), RevocationSerializer)

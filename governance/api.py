@@ -26,7 +26,6 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
-    extend_schema,
     extend_schema_field,
     extend_schema_serializer,
     extend_schema_view,
@@ -37,8 +36,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common import ratelimit
-from common.api.errors import ChainUnavailable, error_response
+from common.api.errors import SIGNED_IN_ERRORS, ChainUnavailable, error_response
 from common.api.pagination import page_serializer, paginated
+from common.api.schema import ApiSchema
 from common.api.views import BaseApi
 from common.jsonguard import JsonLimits
 from common.ratelimit import chain_read_limited
@@ -81,13 +81,14 @@ REFUSAL_STATUS = {
 READ_ERRORS = {404: error_response("No such proposal (or transaction), or not yours to read")}
 WRITE_ERRORS = {
     400: error_response("The input or the signature is wrong; nothing written or sent"),
-    401: error_response("Not signed in"),
+    **SIGNED_IN_ERRORS,
     403: error_response("Not your wallet or version, or too few votes or tokens; nothing written or sent"),
     409: error_response("The proposal or the signature does not allow it now; nothing written or sent"),
     429: error_response("Too many governance requests; Retry-After says when to try again"),
     503: error_response("Governance or the chain is unavailable; Retry-After says when to try again"),
 }
 PROPOSAL_WRITE_ERRORS = {**WRITE_ERRORS, **READ_ERRORS}
+schema = ApiSchema(TAGS, read_errors=READ_ERRORS, write_errors=WRITE_ERRORS)
 PROPOSAL_ID = OpenApiParameter(
     "proposal_id", str, OpenApiParameter.PATH, description="The Governor's proposal id (uint256, decimal)"
 )
@@ -307,15 +308,15 @@ class TypedDataSerializer(serializers.Serializer):
 class ProposalListApi(GovernanceApi):
     """The current governance contracts' proposals, newest first, from the mirror."""
 
-    @extend_schema(
-        summary="List proposals",
+    @schema.read(
+        "List proposals",
+        page_serializer(ProposalSerializer, "GovernanceProposal"),
+        errors={400: error_response()},
         operation_id="governance_proposals_list",
         parameters=[
             OpenApiParameter("state", str, enum=Proposal.State.values, description="Only proposals in this state"),
             OpenApiParameter("kind", str, enum=Proposal.Kind.values, description="Only proposals of this kind"),
         ],
-        responses={200: page_serializer(ProposalSerializer, "GovernanceProposal"), 400: error_response()},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         state, kind = request.query_params.get("state") or None, request.query_params.get("kind") or None
@@ -340,12 +341,11 @@ class ProposalDetailApi(GovernanceApi):
     deployment proposal's stake. ``chain_state`` is the Governor's own reading, asked now (within
     CHAIN_READ_RATE_LIMIT per client)."""
 
-    @extend_schema(
-        summary="Get a proposal",
+    @schema.read(
+        "Get a proposal",
+        ProposalDetailSerializer,
         operation_id="governance_proposal_retrieve",
         parameters=[PROPOSAL_ID],
-        responses={200: ProposalDetailSerializer, **READ_ERRORS},
-        tags=TAGS,
     )
     def get(self, request: Request, proposal_id: str) -> Response:
         proposal = _proposal(proposal_id)
@@ -419,12 +419,7 @@ class ProposalPrepareParametersApi(GovernanceWriteApi):
         body = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
         changes = _Changes(many=True, allow_empty=False, max_length=len(services.PARAMETERS))
 
-    @extend_schema(
-        summary="Prepare a parameter proposal",
-        request=InputSerializer,
-        responses={200: PreparedSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Prepare a parameter proposal", InputSerializer, PreparedSerializer)
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
         changes = [
@@ -449,11 +444,11 @@ class ProposalPrepareDeploymentApi(GovernanceWriteApi):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         body = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
 
-    @extend_schema(
-        summary="Prepare a deployment proposal",
-        request=InputSerializer,
-        responses={200: PreparedSerializer, **WRITE_ERRORS, 404: error_response("No such model version")},
-        tags=TAGS,
+    @schema.write(
+        "Prepare a deployment proposal",
+        InputSerializer,
+        PreparedSerializer,
+        errors={**WRITE_ERRORS, 404: error_response("No such model version")},
     )
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
@@ -497,15 +492,15 @@ def operation(
     def decorate(view: type[OperationApi]) -> type[OperationApi]:
         view.service = staticmethod(service)
         view.relays = relays
-        answer = {202: TransactionSerializer} if relays else {200: TypedDataSerializer}
-        schema = extend_schema(
-            summary=summary,
+        post = schema.write(
+            summary,
+            view.InputSerializer,
+            TransactionSerializer if relays else TypedDataSerializer,
+            status=202 if relays else 200,
+            errors=PROPOSAL_WRITE_ERRORS if on_proposal else WRITE_ERRORS,
             parameters=[PROPOSAL_ID] if on_proposal else None,
-            request=view.InputSerializer,
-            responses={**answer, **(PROPOSAL_WRITE_ERRORS if on_proposal else WRITE_ERRORS)},
-            tags=TAGS,
         )
-        return extend_schema_view(post=schema)(view)
+        return extend_schema_view(post=post)(view)
 
     return decorate
 
@@ -621,11 +616,11 @@ class TransactionDetailApi(GovernanceApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="Get a relayed transaction",
+    @schema.read(
+        "Get a relayed transaction",
+        TransactionSerializer,
+        errors={**SIGNED_IN_ERRORS, **READ_ERRORS},
         parameters=[OpenApiParameter("transaction_id", int, OpenApiParameter.PATH)],
-        responses={200: TransactionSerializer, 401: error_response("Not signed in"), **READ_ERRORS},
-        tags=TAGS,
     )
     def get(self, request: Request, transaction_id: str) -> Response:
         if not (transaction_id.isascii() and transaction_id.isdigit()) or int(transaction_id) > MAX_ID:
@@ -678,10 +673,10 @@ class ParameterListApi(GovernanceApi):
         block = serializers.IntegerField(allow_null=True, help_text="The block they were read at")
         parameters = ParameterSerializer(many=True)
 
-    @extend_schema(
-        summary="The parameters in force",
-        responses={200: OutputSerializer, 503: error_response("The chain cannot be read and nothing was read before")},
-        tags=TAGS,
+    @schema.read(
+        "The parameters in force",
+        OutputSerializer,
+        errors={503: error_response("The chain cannot be read and nothing was read before")},
     )
     def get(self, request: Request) -> Response:
         rules = ledger_governance.parameters()
@@ -692,15 +687,15 @@ class ParameterListApi(GovernanceApi):
 class ParameterHistoryApi(GovernanceApi):
     """Every change of the parameters, newest first (the first ones come from the deployment), from the mirror."""
 
-    @extend_schema(
-        summary="The parameters' history",
+    @schema.read(
+        "The parameters' history",
+        page_serializer(ChangeSerializer, "GovernanceParameterChange"),
+        errors={400: error_response()},
         parameters=[
             OpenApiParameter(
                 "name", str, enum=list(selectors.PARAMETER_LABELS), description="Only this parameter's changes"
             )
         ],
-        responses={200: page_serializer(ChangeSerializer, "GovernanceParameterChange"), 400: error_response()},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         name = request.query_params.get("name") or None
@@ -724,10 +719,6 @@ class VotingPowerApi(GovernanceApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="My voting power",
-        responses={200: VotingPowerSerializer(many=True), 401: error_response("Not signed in")},
-        tags=TAGS,
-    )
+    @schema.read("My voting power", VotingPowerSerializer(many=True), errors=SIGNED_IN_ERRORS)
     def get(self, request: Request) -> Response:
         return Response(VotingPowerSerializer(selectors.voting_power(request.user), many=True).data)

@@ -22,14 +22,15 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.errors import READ_ERRORS, WRITE_ERRORS, error_response
+from common.api.errors import READ_ERRORS, SIGNED_IN_ERRORS, WRITE_ERRORS, error_response
 from common.api.pagination import page_serializer, paginated
+from common.api.schema import ApiSchema
 from common.api.views import BaseApi
 from datanets.models import Snapshot
 from datanets.selectors import datanets_visible_to
@@ -41,9 +42,9 @@ from .models import BaseModel, FineTuneJob, ModelVersion
 from .selectors import jobs_visible_to, version_adapter_files, version_training_data, versions_visible_to
 
 TAGS = ["modelfactory"]
-LIST_ERRORS = {401: error_response("Not signed in")}
 PUBLIC_READ_ERRORS = READ_ERRORS  # the reads anyone may make: no 401
-READ_ERRORS = {**LIST_ERRORS, **READ_ERRORS}
+READ_ERRORS = {**SIGNED_IN_ERRORS, **READ_ERRORS}
+schema = ApiSchema(TAGS, read_errors=READ_ERRORS)
 ADAPTER_FILES = (lineage.ADAPTER_WEIGHTS, lineage.ADAPTER_CONFIG)
 MAX_SNAPSHOTS = 20
 MAX_CONFIG_KEYS = 64
@@ -359,9 +360,7 @@ VersionPage = page_serializer(VersionSerializer, "ModelVersion")
 class BaseModelListApi(ModelFactoryApi):
     """The base models fine-tunes can start from: the bundled default first."""
 
-    @extend_schema(
-        summary="List base models", responses={200: BaseModelSerializer(many=True), **LIST_ERRORS}, tags=TAGS
-    )
+    @schema.read("List base models", BaseModelSerializer(many=True), errors=SIGNED_IN_ERRORS)
     def get(self, request: Request) -> Response:
         models = BaseModel.objects.order_by("-is_default", "name")
         return Response(BaseModelSerializer(models, many=True).data)
@@ -376,12 +375,7 @@ class BaseModelRegisterApi(ModelFactoryApi):
         path = serializers.CharField(max_length=1000, help_text="Absolute path of the folder")
         licence = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
-    @extend_schema(
-        summary="Register a base model",
-        request=InputSerializer,
-        responses={201: BaseModelSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Register a base model", InputSerializer, BaseModelSerializer, status=201)
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
         base = services.base_model_register(user=request.user, **data)
@@ -400,12 +394,12 @@ class JobListApi(ModelFactoryApi):
         kind = serializers.ChoiceField(choices=FineTuneJob.Kind.choices, required=False)
         page = serializers.IntegerField(required=False, min_value=1)
 
-    @extend_schema(
-        summary="List jobs",
+    @schema.read(
+        "List jobs",
+        JobPage,
+        errors={400: WRITE_ERRORS[400], **SIGNED_IN_ERRORS},
         operation_id="modelfactory_jobs_list",
         parameters=[FilterSerializer],
-        responses={200: JobPage, 400: WRITE_ERRORS[400], **LIST_ERRORS},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         filters = self.validated(self.FilterSerializer, request.query_params)
@@ -435,6 +429,12 @@ def _snapshots_for(user: Any, ids: list[int]) -> list[Snapshot]:
     return [found[i] for i in ids]
 
 
+# What every new job is given, a fine-tune or a merge (a docstring here would become both requests' description).
+class _NewJobFields(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+
 class JobLaunchApi(ModelFactoryApi):
     """Launch a LoRA fine-tune: from a base model or from a version (continue training), on one or more snapshots.
 
@@ -443,9 +443,7 @@ class JobLaunchApi(ModelFactoryApi):
     """
 
     @extend_schema_serializer(component_name="FineTuneJobLaunchRequest")
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+    class InputSerializer(_NewJobFields):
         base_model = serializers.IntegerField(
             min_value=1,
             max_value=MAX_ID,
@@ -474,12 +472,7 @@ class JobLaunchApi(ModelFactoryApi):
                 )
             return value
 
-    @extend_schema(
-        summary="Launch a fine-tune job",
-        request=InputSerializer,
-        responses={201: JobSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Launch a fine-tune job", InputSerializer, JobSerializer, status=201)
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
         parent = None
@@ -532,9 +525,7 @@ class MergeLaunchApi(ModelFactoryApi):
         )
 
     @extend_schema_serializer(component_name="MergeLaunchRequest")
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+    class InputSerializer(_NewJobFields):
         parents = serializers.ListField(
             child=serializers.DictField(), min_length=2, max_length=services.MAX_MERGE_PARENTS
         )
@@ -553,12 +544,7 @@ class MergeLaunchApi(ModelFactoryApi):
                 parsed.append(parent.validated_data)
             return parsed
 
-    @extend_schema(
-        summary="Launch a merge job",
-        request=InputSerializer,
-        responses={201: JobSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Launch a merge job", InputSerializer, JobSerializer, status=201)
     def post(self, request: Request) -> Response:
         data = self.validated(self.InputSerializer, request.data)
         ids = [p["version"] for p in data["parents"]]
@@ -579,7 +565,7 @@ class MergeLaunchApi(ModelFactoryApi):
 class JobDetailApi(ModelFactoryApi):
     """A job's state and progress: step of total, losses, learning rate, tokens/s, ETA, loss history, log tail."""
 
-    @extend_schema(summary="Get a job", responses={200: JobSerializer, **READ_ERRORS}, tags=TAGS)
+    @schema.read("Get a job", JobSerializer)
     def get(self, request: Request, job_id: int) -> Response:
         return Response(JobSerializer(_job_for(request.user, job_id)).data)
 
@@ -587,7 +573,7 @@ class JobDetailApi(ModelFactoryApi):
 class JobCancelApi(ModelFactoryApi):
     """Cancel a queued or running job: it stops before its next step and keeps nothing."""
 
-    @extend_schema(summary="Cancel a job", request=None, responses={200: JobSerializer, **WRITE_ERRORS}, tags=TAGS)
+    @schema.write("Cancel a job", None, JobSerializer)
     def post(self, request: Request, job_id: int) -> Response:
         job = services.job_cancel(job=_job_for(request.user, job_id), user=request.user)
         return Response(JobSerializer(job).data)
@@ -596,7 +582,7 @@ class JobCancelApi(ModelFactoryApi):
 class JobRetryApi(ModelFactoryApi):
     """Queue a failed or cancelled job again; a run lost with its worker resumes from its last checkpoint."""
 
-    @extend_schema(summary="Retry a job", request=None, responses={200: JobSerializer, **WRITE_ERRORS}, tags=TAGS)
+    @schema.write("Retry a job", None, JobSerializer)
     def post(self, request: Request, job_id: int) -> Response:
         job = services.job_retry(job=_job_for(request.user, job_id), user=request.user)
         return Response(JobSerializer(job).data)
@@ -619,12 +605,12 @@ class VersionListApi(ModelFactoryApi):
         mine = serializers.BooleanField(required=False, default=False)
         page = serializers.IntegerField(required=False, min_value=1)
 
-    @extend_schema(
-        summary="List model versions",
+    @schema.read(
+        "List model versions",
+        VersionPage,
+        errors={400: WRITE_ERRORS[400]},
         operation_id="modelfactory_versions_list",
         parameters=[FilterSerializer],
-        responses={200: VersionPage, 400: WRITE_ERRORS[400]},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         wanted = self.validated(self.FilterSerializer, request.query_params)
@@ -650,9 +636,7 @@ class VersionDetailApi(ModelFactoryApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Get a model version", responses={200: VersionDetailSerializer, **PUBLIC_READ_ERRORS}, tags=TAGS
-    )
+    @schema.read("Get a model version", VersionDetailSerializer, errors=PUBLIC_READ_ERRORS)
     def get(self, request: Request, version_id: int) -> Response:
         version = _version_for(request.user, version_id)
         return Response(VersionDetailSerializer(version, context={"request": request}).data)
@@ -665,12 +649,7 @@ class VersionPublishApi(ModelFactoryApi):
     class InputSerializer(serializers.Serializer):
         published = serializers.BooleanField()
 
-    @extend_schema(
-        summary="Publish or unpublish a model version",
-        request=InputSerializer,
-        responses={200: VersionDetailSerializer, **WRITE_ERRORS},
-        tags=TAGS,
-    )
+    @schema.write("Publish or unpublish a model version", InputSerializer, VersionDetailSerializer)
     def post(self, request: Request, version_id: int) -> Response:
         data = self.validated(self.InputSerializer, request.data)
         version = services.version_publish(
@@ -693,15 +672,12 @@ class VersionRetrainApi(ModelFactoryApi):
     frozen for the owner when there is none). The new job, and its version, supersede this one. 409 when the version
     is not flagged, is being (or was) retrained, or is a merge (the message names the sources to retrain)."""
 
-    @extend_schema(
-        summary="Retrain a model version without its withdrawn records",
-        request=None,
-        responses={
-            201: JobSerializer,
-            409: error_response("Not flagged, already retrained, or a merge"),
-            **WRITE_ERRORS,
-        },
-        tags=TAGS,
+    @schema.write(
+        "Retrain a model version without its withdrawn records",
+        None,
+        JobSerializer,
+        status=201,
+        errors={409: error_response("Not flagged, already retrained, or a merge"), **WRITE_ERRORS},
     )
     def post(self, request: Request, version_id: int) -> Response:
         version = _version_for(request.user, version_id)
@@ -718,10 +694,11 @@ class VersionManifestApi(ModelFactoryApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Download a version's manifest",
-        responses={(200, "application/json"): OpenApiTypes.BINARY, **PUBLIC_READ_ERRORS},
-        tags=TAGS,
+    @schema.read(
+        "Download a version's manifest",
+        OpenApiTypes.BINARY,
+        status=(200, "application/json"),
+        errors=PUBLIC_READ_ERRORS,
     )
     def get(self, request: Request, version_id: int) -> HttpResponse:
         version = _version_for(request.user, version_id)
@@ -739,13 +716,11 @@ class VersionAdapterFileApi(ModelFactoryApi):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="Download a file of a version's adapter",
-        responses={
-            (200, "application/octet-stream"): OpenApiTypes.BINARY,
-            **PUBLIC_READ_ERRORS,
-        },
-        tags=TAGS,
+    @schema.read(
+        "Download a file of a version's adapter",
+        OpenApiTypes.BINARY,
+        status=(200, "application/octet-stream"),
+        errors=PUBLIC_READ_ERRORS,
     )
     def get(self, request: Request, version_id: int, filename: str) -> FileResponse:
         if filename not in ADAPTER_FILES:

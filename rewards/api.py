@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema_serializer
 from rest_framework import exceptions, serializers
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.errors import READ_ERRORS, error_response
-from common.api.pagination import page_serializer
+from common.api.errors import SIGNED_IN_ERRORS, error_response
+from common.api.pagination import page_serializer, paginated
+from common.api.schema import ApiSchema
 from common.api.views import BaseApi
 from datanets.api import AnchorSerializer
 from inference.models import InferenceRun
@@ -34,6 +34,7 @@ TAGS = ["rewards"]
 MAX_NUMBER = 2**31 - 1  # the columns are PostgreSQL integers: a larger number names nothing
 LEAF_INDEX = OpenApiParameter("index", int, OpenApiParameter.PATH, description="The leaf's index (from 0)")
 EPOCH_NUMBER = OpenApiParameter("number", int, OpenApiParameter.PATH, description="The epoch's number (from 1)")
+schema = ApiSchema(TAGS)
 
 
 def _number(text: str, *, what: str) -> int:
@@ -111,17 +112,15 @@ class EpochSerializer(serializers.Serializer):
 class RewardEpochListApi(RewardsApi):
     """Every reward epoch, newest first."""
 
-    @extend_schema(
-        summary="List reward epochs",
+    @schema.read(
+        "List reward epochs",
+        page_serializer(EpochSerializer, "RewardEpoch"),
+        errors={},
         operation_id="rewards_epochs_list",
-        responses={200: page_serializer(EpochSerializer, "RewardEpoch")},
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.epochs_listed(), request, view=self)
-        data = EpochSerializer([selectors.epoch_summary(e) for e in page], many=True).data
-        return paginator.get_paginated_response(data)
+        epochs = selectors.epochs_listed()
+        return paginated(self, request, epochs, EpochSerializer, shown=lambda page: map(selectors.epoch_summary, page))
 
 
 class RewardEpochDetailApi(RewardsApi):
@@ -136,12 +135,8 @@ class RewardEpochDetailApi(RewardsApi):
         document = serializers.JSONField(allow_null=True)
         document_anchor = AnchorSerializer(allow_null=True)
 
-    @extend_schema(
-        summary="Get a reward epoch",
-        operation_id="rewards_epoch_retrieve",
-        parameters=[EPOCH_NUMBER],
-        responses={200: OutputSerializer, **READ_ERRORS},
-        tags=TAGS,
+    @schema.read(
+        "Get a reward epoch", OutputSerializer, operation_id="rewards_epoch_retrieve", parameters=[EPOCH_NUMBER]
     )
     def get(self, request: Request, number: str) -> Response:
         return Response(self.OutputSerializer(selectors.epoch_full(_epoch(number))).data)
@@ -151,12 +146,11 @@ class RewardLeafProofApi(RewardsApi):
     """The claim proof of leaf ``index`` of an epoch, kept after the leaf is paid (``claim`` then names the
     transaction)."""
 
-    @extend_schema(
-        summary="Get a leaf's claim proof",
+    @schema.read(
+        "Get a leaf's claim proof",
+        ClaimProofSerializer,
         operation_id="rewards_leaf_proof",
         parameters=[EPOCH_NUMBER, LEAF_INDEX],
-        responses={200: ClaimProofSerializer, **READ_ERRORS},
-        tags=TAGS,
     )
     def get(self, request: Request, number: str, index: str) -> Response:
         epoch = _epoch(number)
@@ -186,20 +180,15 @@ class RewardClaimListApi(RewardsApi):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
-        summary="List my reward claims",
+    @schema.read(
+        "List my reward claims",
+        page_serializer(ClaimSerializer, "RewardClaim"),
+        errors=SIGNED_IN_ERRORS,
         operation_id="rewards_claims_mine",
-        responses={
-            200: page_serializer(ClaimSerializer, "RewardClaim"),
-            401: error_response("Not signed in"),
-        },
-        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.entries_of(user=request.user), request, view=self)
-        data = ClaimSerializer(selectors.claims_with_proofs(list(page)), many=True).data
-        return paginator.get_paginated_response(data)
+        entries = selectors.entries_of(user=request.user)
+        return paginated(self, request, entries, ClaimSerializer, shown=selectors.claims_with_proofs)
 
 
 def _rules_data(policy: RewardPolicy) -> dict[str, Any]:
@@ -368,12 +357,12 @@ class LineageApi(RewardsApi):
 
 def lineage_schema(summary: str, operation_id: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """The schema of a ``LineageApi``'s ``get``: the page cursors, the lineage or a refusal."""
-    return extend_schema(
-        summary=summary,
+    return schema.read(
+        summary,
+        LineageSerializer,
+        errors={400: error_response("A malformed page cursor"), **schema.read_errors},
         operation_id=operation_id,
         parameters=CURSOR_PARAMETERS,
-        responses={200: LineageSerializer, 400: error_response("A malformed page cursor"), **READ_ERRORS},
-        tags=TAGS,
     )
 
 

@@ -25,10 +25,11 @@ def error_response(description: str = "Refused; nothing changed") -> OpenApiResp
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
+SIGNED_IN_ERRORS = {401: error_response("Not signed in")}
 READ_ERRORS = {404: error_response("No such thing, or not visible to you")}
 WRITE_ERRORS = {
     400: error_response("The input is wrong; nothing changed"),
-    401: error_response("Not signed in"),
+    **SIGNED_IN_ERRORS,
     403: error_response("Signed in, but not allowed to do this"),
-    404: error_response("No such thing, or not visible to you"),
+    **READ_ERRORS,
 }

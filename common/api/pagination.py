@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -27,9 +28,16 @@ def page_serializer(item: type[serializers.Serializer], name: str) -> type[seria
 
 
 def paginated(
-    view: APIView, request: Request, items: QuerySet[Any] | list[Any], serializer: type[serializers.Serializer]
+    view: APIView,
+    request: Request,
+    items: QuerySet[Any] | list[Any],
+    serializer: type[serializers.Serializer],
+    *,
+    shown: Callable[[list[Any]], Iterable[Any]] | None = None,
 ) -> Response:
-    """One page of ``items`` in the envelope ``page_serializer`` describes."""
+    """One page of ``items`` in the envelope ``page_serializer`` describes; ``shown`` turns the page's items into
+    what ``serializer`` reads, when it reads something else."""
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(items, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True, context={"request": request}).data)
+    rows = page if shown is None else shown(page)
+    return paginator.get_paginated_response(serializer(rows, many=True, context={"request": request}).data)
