@@ -5,8 +5,14 @@ Redis broker (``BENCH_BROKER_URL``, database 11 by default). The inference worke
 ``scripts/run.py`` starts them (``celery_argvs``: ``-P threads -c 32``, node names ``inference@bench``,
 ``inference-2@bench``), each with ``INFERENCE_TORCH_THREADS=1``. The load is a closed loop of ``CLIENTS`` clients,
 each submitting a question to the default base model through ``inference.services.run_submit`` (so through the
-routing ring, as the web does) and waiting for the run to finish (polling its row) before asking the next,
-``RUNS`` runs a phase, greedy, ``MAX_TOKENS`` new tokens at most.
+routing ring, as the web does) and waiting for the run to finish before asking the next, ``RUNS`` runs a phase,
+greedy, ``MAX_TOKENS`` new tokens at most. One poller thread reads the unfinished runs' rows every 0.25 s for all the
+clients, and a client gives its database connection back after each submission: the load costs the machine little
+CPU and few PostgreSQL connections (the workers' task threads hold none while their answers stream).
+
+``CLIENTS`` defaults to twice ``INFERENCE_MAX_BATCH_SIZE`` (32 rows): the load a second worker is for, where one
+worker's batch is full and runs wait for a row. At ``BENCH_WORKERS_CLIENTS=32`` one worker holds every client in its
+one batch, and a second one only adds a core at the price of two half batches (docs/benchmarks.md has both).
 
 Phases, one after another in this run: one worker; a second worker started (two); the second stopped (one again).
 ``two_workers_over_one`` is the two-worker throughput (completion tokens per second of wall time) over the mean of
@@ -18,10 +24,7 @@ Then, for reference, a last phase: the one worker restarted with every core as i
 ``two_workers_over_one_all_cores``, the two-worker throughput over it: which of the two ways to spend the cores
 serves more. Each phase also reports where the CPU went (``worker_cpu_s``: each worker process's CPU seconds;
 ``busy_cores``: the whole machine's busy cores on average, other sessions' work included) and each worker engine's
-mean rows per decode step (``rows_per_step``, from the state the workers publish). ``INFERENCE_MAX_BATCH_SIZE``
-(default 32) sets the workers' batch rows: below ``CLIENTS`` one worker's batch is full and runs wait for a row,
-the load two workers are for (more clients than 32 need more PostgreSQL connections than its default 100 allow:
-every client and every worker task thread holds one).
+mean rows per decode step (``rows_per_step``, from the state the workers publish).
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.getenv("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = os.getenv("BENCH_WORKERS_DB", "openledger_bench_workers")
 BROKER = os.getenv("BENCH_BROKER_URL", "redis://127.0.0.1:6379/11")
-CLIENTS = int(os.getenv("BENCH_WORKERS_CLIENTS", "32"))
+CLIENTS = int(os.getenv("BENCH_WORKERS_CLIENTS", "64"))
 ALL_CORES_PHASE = os.getenv("BENCH_WORKERS_ALL_CORES", "1") == "1"
-RUNS = int(os.getenv("BENCH_WORKERS_RUNS", "64"))
+RUNS = int(os.getenv("BENCH_WORKERS_RUNS", "192"))
 MAX_TOKENS = int(os.getenv("BENCH_WORKERS_MAX_TOKENS", "32"))
 TARGET = 1.6
 POLL_SECONDS = 0.25
@@ -131,21 +134,62 @@ def _engine_counters() -> dict[str, tuple[int, int]]:
 
 
 def _ask(user: Any, base: Any, question: str) -> Any:
+    from django.db import connection
+
     from inference import services
-    from inference.models import InferenceRun
 
     # the clients submit concurrently, as the web's requests do (a first try of this bench had to serialize them:
     # the Redis client streams._client() made twice by threads that missed its cache together, and closed under a
     # pipeline when collected; fixed there)
-    run = services.run_submit(
-        user=user, version=None, base_model=base, messages=[{"role": "user", "content": question}],
-        options={"max_tokens": MAX_TOKENS, "temperature": 0},
-    )  # fmt: skip
-    # the client waits for the run's end on its row rather than reading every token's event from the stream: this one
-    # process holds all the clients, and on a loaded machine its share of a core may limit them before the workers
-    while InferenceRun.objects.filter(pk=run.pk, status__in=InferenceRun.FINISHED).count() == 0:
-        time.sleep(POLL_SECONDS)
-    return run
+    try:
+        return services.run_submit(
+            user=user, version=None, base_model=base, messages=[{"role": "user", "content": question}],
+            options={"max_tokens": MAX_TOKENS, "temperature": 0},
+        )  # fmt: skip
+    finally:
+        connection.close()
+
+
+class _Poller:
+    """One thread that reads the unfinished runs' rows every ``POLL_SECONDS`` and wakes each run's client when it
+    ends: the clients wait on the row, not on every token's event (this one process holds all of them, and on a
+    loaded machine its share of a core may limit them before the workers), and 64 clients polling alone would hold
+    64 connections."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def wait(self, run_id: int) -> None:
+        event = threading.Event()
+        with self._lock:
+            self._waiting[run_id] = event
+        event.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        from django.db import connection
+
+        from inference.models import InferenceRun
+
+        try:
+            while not self._stop.wait(POLL_SECONDS):
+                with self._lock:
+                    ids = list(self._waiting)
+                if not ids:
+                    continue
+                done = InferenceRun.objects.filter(pk__in=ids, status__in=InferenceRun.FINISHED)
+                for run_id in done.values_list("pk", flat=True):
+                    with self._lock:
+                        self._waiting.pop(run_id).set()
+        finally:
+            connection.close()
 
 
 def _phase(
@@ -153,26 +197,23 @@ def _phase(
 ) -> dict[str, Any]:
     """``runs`` questions by CLIENTS closed-loop clients: completion tokens per second, where the runs went, and
     (with ``workers``, node -> process) the CPU each worker used and its engine's mean rows per decode step."""
-    from django.db import connection
-
     from inference.models import InferenceRun
 
     left = list(range(runs))
     lock = threading.Lock()
     ids: list[int] = []
+    poller = _Poller()
 
     def client() -> None:
-        try:
-            while True:
-                with lock:
-                    if not left:
-                        return
-                    i = left.pop()
-                run = _ask(user, base, QUESTIONS[i % len(QUESTIONS)])
-                with lock:
-                    ids.append(run.pk)
-        finally:
-            connection.close()
+        while True:
+            with lock:
+                if not left:
+                    return
+                i = left.pop()
+            run = _ask(user, base, QUESTIONS[i % len(QUESTIONS)])
+            poller.wait(run.pk)
+            with lock:
+                ids.append(run.pk)
 
     workers = workers or {}
     counters = _engine_counters()
@@ -185,6 +226,7 @@ def _phase(
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
+    poller.stop()
     client_cpu = time.process_time() - cpu
     busy = _busy_seconds() - busy
     worker_cpu = {node: round(_cpu_seconds(proc.pid) - worker_cpu[node], 1) for node, proc in workers.items()}
