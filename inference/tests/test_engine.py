@@ -317,3 +317,91 @@ def test_packed_weights_give_the_plain_results_bit_for_bit(engine: Engine) -> No
             for rows in (1, 7, PACKED_ROWS.start, 40, PACKED_ROWS.stop - 1, 100):
                 x = torch.randn((rows, 1, module.in_features), generator=generator)
                 assert torch.equal(module.forward(x), F.linear(x, module.weight, module.bias))
+
+
+HEAD_PROMPTS = [
+    "The capital of France is", "Bees make", "Name three colours:", "def add(a, b):", "Once upon a time",
+    "Water is made of", "The largest planet is", "1, 2, 3, 4,", "Translate 'good morning' to French:",
+    "Why is the sky blue?", "A haiku about the sea:", "The opposite of hot is",
+]  # fmt: skip
+
+
+def screened_logits(engine: Engine, states, greedy: tuple[bool, ...] | None = None):
+    """The output head on ``states`` [rows, hidden] as a decode step of rows (all greedy unless ``greedy`` says)."""
+    from inference import engine as engine_module
+
+    token = engine_module._GREEDY_ROWS.set(greedy or (True,) * len(states))
+    try:
+        return engine.model.get_output_embeddings()(states.unsqueeze(1))[:, 0, :]
+    finally:
+        engine_module._GREEDY_ROWS.reset(token)
+
+
+def test_the_screened_head_picks_the_float32_heads_argmax_even_at_near_ties(engine: Engine) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    if not engine.head_screen_bytes:
+        pytest.skip("no bfloat16 dot products on this CPU (or not float32 on CPU): the head is not screened")
+    weight = engine.model.get_output_embeddings().weight
+    with torch.inference_mode():
+        # the model's real final hidden states, at every position of each prompt
+        hidden = torch.cat([
+            engine.model(**engine.tokenizer(p, return_tensors="pt"), output_hidden_states=True).hidden_states[-1][0]
+            for p in HEAD_PROMPTS
+        ])  # fmt: skip
+        full = F.linear(hidden, weight)
+        # the same states moved so that their two best tokens tie in exact arithmetic: the hardest case for a screen
+        first, second = full.topk(2, dim=1).indices.unbind(1)
+        apart = weight[first] - weight[second]
+        tied = hidden - ((hidden * apart).sum(1, keepdim=True) / (apart * apart).sum(1, keepdim=True)) * apart
+        tied_full = F.linear(tied, weight)
+        gap = (tied_full.gather(1, first[:, None]) - tied_full.gather(1, second[:, None])).abs()
+        assert float(gap.median()) < 1e-4, "the near ties were not made"
+
+        picked = torch.cat([screened_logits(engine, part).argmax(1) for part in tied.split(32)])
+        best = tied_full.max(1).values
+        got = tied_full.gather(1, picked[:, None])[:, 0]
+        # the picked token has the best float32 logit (to float32's rounding: a tie that close goes either way)
+        assert bool((got >= best - 1e-5 * best.abs().clamp(min=1)).all())
+
+        # and the two best apart by a few hundredths either way: far above float32's rounding (one argmax), well
+        # under bfloat16's (a head in bfloat16 alone picks the wrong one of the two in some of these)
+        signs = torch.where(torch.arange(len(tied)) % 2 == 0, 1.0, -1.0).unsqueeze(1)
+        near = tied + (0.03 * signs / (apart * apart).sum(1, keepdim=True)) * apart
+        for states in (hidden, near):
+            picked = torch.cat([screened_logits(engine, part).argmax(1) for part in states.split(32)])
+            assert torch.equal(picked, F.linear(states, weight).argmax(1))
+        bf16_alone = F.linear(near.to(torch.bfloat16), weight.to(torch.bfloat16)).argmax(1)
+        assert not torch.equal(bf16_alone, F.linear(near, weight).argmax(1)), "the near cases are not hard enough"
+
+
+def test_a_step_with_a_sampled_row_gets_the_float32_head_bit_for_bit(engine: Engine) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    head = engine.model.get_output_embeddings()
+    states = torch.randn((6, head.in_features), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        logits = screened_logits(engine, states, greedy=(True, True, False, True, True, True))
+        assert torch.equal(logits, F.linear(states.unsqueeze(1), head.weight)[:, 0, :])
+
+
+def test_greedy_answers_are_the_same_with_and_without_the_screened_head(engine: Engine, adapters) -> None:
+    if not engine.head_screen_bytes:
+        pytest.skip("no bfloat16 dot products on this CPU (or not float32 on CPU): the head is not screened")
+    plain = Engine(BASE_MODEL_DIR, max_adapters=8, max_batch_size=16, head_screen=False)
+    try:
+        assert plain.head_screen_bytes == 0
+        for name in ("qv0", "qv1", "all"):
+            plain.register_adapter(name, adapters[name])
+        requests = [
+            ask((None, "qv0", "qv1", "all")[i % 4], content, max_new_tokens=24)
+            for i, content in enumerate(HEAD_PROMPTS)
+        ]
+        screened = engine.generate_batch(requests)
+        expected = plain.generate_batch(requests)
+    finally:
+        plain.close()
+    assert [r.text for r in screened] == [r.text for r in expected]
+    assert all(r.ok and r.completion_tokens > 0 for r in screened)
