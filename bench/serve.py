@@ -484,7 +484,9 @@ def main() -> None:
     base_rss = rss()
     print(
         f"engine: {base_rss / 1e6:.0f} MB RSS with the base loaded, of which {engine.packed_weight_bytes / 1e6:.0f} MB "
-        "are the MKL-packed copies of its Linear weights (CPU float32 only: faster decode steps)"
+        f"are the MKL-packed copies of its Linear weights (CPU float32 only: faster decode steps) and "
+        f"{engine.head_screen_bytes / 1e6:.0f} MB the output head's bfloat16 screen (greedy steps on a CPU with bf16 "
+        "dot products)"
     )
 
     cold = []
@@ -554,6 +556,7 @@ def main() -> None:
     extra_1000_mb = (scale_rss - base_rss) / 1e6
     print(f"  extra memory serving {ADAPTERS_AT_SCALE} adapters: {extra_1000_mb:.0f} MB over the base engine")
     packed_mb = engine.packed_weight_bytes / 1e6
+    screen_mb = engine.head_screen_bytes / 1e6
     engine.close()
     del engine
     gc.collect()
@@ -593,6 +596,7 @@ def main() -> None:
         peft_load_adapter_ms=round(peft_ms, 1),
         base_engine_rss_mb=round(base_rss / 1e6, 1),
         packed_weight_mb=round(packed_mb, 1),
+        head_screen_mb=round(screen_mb, 1),
         engine_over_peft_mixed_32=round(figures["mixed_tokens_per_s_32"] / peft_cpu, 3),
         peft_mixed_tokens_per_s_32=round(peft_cpu, 1),
         peft_mixed_wall_tokens_per_s_32=round(peft_wall, 1),
