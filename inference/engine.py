@@ -789,13 +789,9 @@ class Engine:
 
         key = composition.key
         with self._cache_lock:
-            adapter = self._cache.get(key)
+            adapter = self._cached(key)
             if adapter is not None:
-                self._stats["hits"] += 1
-                self._cache.move_to_end(key)
-                adapter.last_used = time.time()
                 return adapter
-            self._stats["misses"] += 1
             started = time.perf_counter()
             try:
                 parts = [
@@ -842,17 +838,25 @@ class Engine:
             scalings[module] = scaling
         return ComponentLayers(weight=float(weight), layers=layers, scalings=scalings)
 
+    def _cached(self, key: str) -> _Adapter | None:
+        """The adapter cached under ``key``, now the most recently used (a hit), or None (a miss); counted either way.
+        Called under the cache lock."""
+        adapter = self._cache.get(key)
+        if adapter is None:
+            self._stats["misses"] += 1
+            return None
+        self._stats["hits"] += 1
+        self._cache.move_to_end(key)
+        adapter.last_used = time.time()
+        return adapter
+
     def _acquire(self, adapter_id: str, path: str | Path | None) -> _Adapter:
         with self._cache_lock:
             if path is not None:
                 self._paths[adapter_id] = Path(path)
-            adapter = self._cache.get(adapter_id)
+            adapter = self._cached(adapter_id)
             if adapter is not None:
-                self._stats["hits"] += 1
-                self._cache.move_to_end(adapter_id)
-                adapter.last_used = time.time()
                 return adapter
-            self._stats["misses"] += 1
             try:
                 folder = self._resolve(adapter_id)
                 started = time.perf_counter()
