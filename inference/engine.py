@@ -51,6 +51,9 @@ GROUP_LOOP_MAX_ADAPTERS = 2
 # and bit for bit the same result (measured for every layer shape of the bundled model). Below 16 rows MKL's plain
 # path uses other kernels, whose sums differ in the last bits, and above 64 (prefill) the plain path is as fast.
 PACKED_ROWS = range(16, 65)
+# Prompts of different lengths are prefilled in groups of similar length: a cut saves the shorter group's padding and
+# costs one more forward pass (its dispatch and its reads of the weights), worth about this many tokens of prefill.
+PREFILL_SPLIT_TOKENS = 32
 # LoRA variants whose forward pass differs from base(x) + B(A(x)) * scaling: served wrongly if ignored, so refused.
 # ``fan_in_fan_out`` only says how the base weight is stored (GPT-2's transposed Conv1D layers): the LoRA matrices
 # keep their usual shapes and the forward pass is the same, so it is accepted where every target is a Conv1D layer.
@@ -567,6 +570,27 @@ class _Batch:
         self.next_ids: list[int] = []
 
 
+def _length_groups(lengths: Sequence[int], split_tokens: int = PREFILL_SPLIT_TOKENS) -> list[list[int]]:
+    """The indexes of ``lengths`` (prompt lengths) in the groups to prefill apart, each padded to its longest: sorted
+    by length and cut where the padding a cut saves outweighs ``split_tokens`` (a forward pass's own cost, in
+    tokens). The fewest padded tokens plus ``split_tokens`` a group, by dynamic programming over the sorted lengths."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    cost = [0] + [math.inf] * len(order)
+    start_of = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(end):
+            total = cost[start] + split_tokens + longest * (end - start)
+            if total < cost[end]:
+                cost[end], start_of[end] = total, start
+    groups = []
+    end = len(order)
+    while end > 0:
+        groups.append(order[start_of[end] : end])
+        end = start_of[end]
+    return groups[::-1]
+
+
 def _joinable(cache: Any) -> bool:
     """Whether rows can join and leave a running batch with this cache: every layer a plain ``DynamicLayer`` (a
     growing tensor per layer, which can be padded and sliced along the sequence). A sliding-window or otherwise
@@ -629,7 +653,8 @@ class Engine:
         head_screen: bool = True,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         self.base_model_dir = Path(base_model_dir).resolve()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -662,6 +687,10 @@ class Engine:
                 self._linears[name] = layer
                 module.register_forward_hook(partial(_lora_hook, name))
         self.packed_weight_bytes = self._pack_weights()
+        # every layer of the model's cache a plain DynamicLayer: rows can join and leave it, prefills can be merged
+        self._mergeable_cache = all(
+            type(layer) is DynamicLayer for layer in DynamicCache(config=self.model.config).layers
+        )
         self.head_screen_bytes = self._screen_head() if head_screen else 0
 
         self._cache: OrderedDict[str, _Adapter] = OrderedDict()
@@ -1333,8 +1362,19 @@ class Engine:
         return list(self.tokenizer(request.prompt)["input_ids"])
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
-        """Run the left-padded prompts of ``rows`` in a fresh KV cache and give each row its first token; returns them
-        as a batch ready for its next decode step (rows that already finished have left it)."""
+        """Prefill ``rows`` and give each its first token; returns them as one batch ready for its next decode step
+        (rows that already finished have left it). Prompts of different lengths are prefilled in groups of similar
+        length (``_length_groups``) whose caches are then merged, where the model's cache can be merged: padding
+        every prompt to the longest would compute the padding too."""
+        groups = _length_groups([len(r.prompt_ids) for r in rows]) if self._mergeable_cache else [range(len(rows))]
+        parts = [self._prefill_padded([rows[i] for i in group]) for group in groups]
+        live = [part for part in parts if part.rows]
+        if len(live) > 1:
+            self._merge(live[0], live[1:])
+        return live[0] if live else parts[0]
+
+    def _prefill_padded(self, rows: list[_Row]) -> _Batch:
+        """Run the left-padded prompts of ``rows`` in a fresh KV cache and give each row its first token."""
         import torch
         from transformers import DynamicCache
 

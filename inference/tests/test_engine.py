@@ -405,3 +405,38 @@ def test_greedy_answers_are_the_same_with_and_without_the_screened_head(engine: 
         plain.close()
     assert [r.text for r in screened] == [r.text for r in expected]
     assert all(r.ok and r.completion_tokens > 0 for r in screened)
+
+
+def test_prefill_groups_cut_only_where_the_padding_saved_outweighs_a_forward_pass() -> None:
+    from inference.engine import PREFILL_SPLIT_TOKENS, _length_groups
+
+    assert _length_groups([]) == []
+    assert _length_groups([7]) == [[0]]
+    assert _length_groups([20, 22, 21, 23]) == [[0, 2, 1, 3]]  # 6 padded tokens: one pass
+    assert _length_groups([500, 20, 20, 480, 30]) == [[1, 2, 4], [3, 0]]
+    # a cut that saves exactly a pass's worth is not taken; one token more is
+    edge = [10] * PREFILL_SPLIT_TOKENS + [11]
+    assert _length_groups(edge) == [list(range(len(edge)))]
+    assert len(_length_groups([10] * (PREFILL_SPLIT_TOKENS + 1) + [11])) == 2
+    for lengths in ([3, 90, 4, 88, 5, 200, 6], list(range(1, 64))):
+        groups = _length_groups(lengths)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+
+
+def test_prompts_of_very_different_lengths_are_prefilled_apart_and_answer_as_each_alone(engine: Engine) -> None:
+    story = "Summarise this: " + "The quick brown fox jumps over the lazy dog near the river bank. " * 20
+    requests = [
+        ask(None, "Hi", ignore_eos=True),
+        ask("qv0", story, ignore_eos=True),
+        ask("qv1", "What is 2+2?", ignore_eos=True),
+        ask(None, story + " Once more.", ignore_eos=True),
+    ]
+    alone = [engine.generate_batch([request])[0] for request in requests]
+    steps = engine.state()["steps"]
+
+    together = engine.generate_batch(requests)
+
+    # two prefill passes (the short prompts, the long ones), then the 7 decode steps of 8 tokens each
+    assert engine.state()["steps"] - steps == 2 + 7
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert all(r.ok and r.completion_tokens == 8 for r in together)
