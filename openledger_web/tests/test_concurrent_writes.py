@@ -136,7 +136,7 @@ def test_small_writes_and_a_training_job_complete_while_slow_uploads_run(
         name="trained meanwhile",
         base_model=default_base(),
         snapshots=[frozen_snapshot(owner=owner)],
-        config=tiny_config(max_steps=1),
+        config=tiny_config(),
     )
     datanet = datanet_services.datanet_create(
         owner=owner, name="Busy", record_type="text", daily_quota_files=1_000, daily_quota_bytes=2**40
