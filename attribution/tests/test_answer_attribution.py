@@ -74,7 +74,7 @@ class Lineage:
     bob_records: list[Any]
     carol_records: list[Any]
     version: Any
-    child: Any
+    child: Any | None
     merged: Any | None
     media: Path
 
@@ -89,7 +89,7 @@ def _contribute(datanet: Any, user: Any, facts: list[dict[str, str]], curator: A
     return datanet_services.contribution_accept(curator=curator, contribution=contribution)
 
 
-def build_lineage(media: Path, *, with_merge: bool) -> Lineage:
+def build_lineage(media: Path, *, with_merge: bool, with_child: bool = True) -> Lineage:
     from accounts.models import Wallet
     from datanets import services as datanet_services
     from datanets.models import Record
@@ -120,18 +120,19 @@ def build_lineage(media: Path, *, with_merge: bool) -> Lineage:
     version = mf.job_run(job_id=job.pk, worker="attribution-tests")
     job.refresh_from_db()
     assert version is not None, job.error
-    child_job = mf.job_launch(
-        owner=builder,
-        name="places and lanterns",
-        base_model=base,
-        snapshots=[lantern_snapshot],
-        config=config.with_changes(seed=12, max_steps=1),
-        parent_version=version,
-    )
-    child = mf.job_run(job_id=child_job.pk, worker="attribution-tests")
-    child_job.refresh_from_db()
-    assert child is not None, child_job.error
-    merged = None
+    child = merged = None
+    if with_child or with_merge:
+        child_job = mf.job_launch(
+            owner=builder,
+            name="places and lanterns",
+            base_model=base,
+            snapshots=[lantern_snapshot],
+            config=config.with_changes(seed=12, max_steps=1),
+            parent_version=version,
+        )
+        child = mf.job_run(job_id=child_job.pk, worker="attribution-tests")
+        child_job.refresh_from_db()
+        assert child is not None, child_job.error
     if with_merge:
         merge_job = mf.merge_launch(owner=builder, name="merged", parents=[(version, 0.5), (child, 0.5)])
         merged = mf.job_run(job_id=merge_job.pk, worker="attribution-tests")
@@ -168,12 +169,16 @@ def _drop_training_messages() -> None:
 
 
 @contextmanager
-def module_lineage(django_db_blocker: Any, tmp_path_factory: Any, *, with_merge: bool) -> Iterator[Lineage]:
-    """A lineage built once for a test module, in media of its own; the database is flushed afterwards."""
+def module_lineage(
+    django_db_blocker: Any, tmp_path_factory: Any, *, with_merge: bool, with_child: bool = True
+) -> Iterator[Lineage]:
+    """A lineage built once for a test module, in media of its own; the database is flushed afterwards. Without
+    ``with_child`` (and the merge) only the first version is trained: a module whose tests read that version alone
+    skips the second job."""
     media = tmp_path_factory.mktemp("attribution-media")
     with override_settings(MEDIA_ROOT=str(media)), django_db_blocker.unblock():
         try:
-            yield build_lineage(media, with_merge=with_merge)
+            yield build_lineage(media, with_merge=with_merge, with_child=with_child)
         finally:
             call_command("flush", interactive=False, verbosity=0)
             shutil.rmtree(media, ignore_errors=True)

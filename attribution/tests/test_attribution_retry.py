@@ -1,10 +1,11 @@
 """Failed and lost attributions are retried, a bounded number of times, with backoff, by the beat task; a permanent
 failure is not retried; a retried attribution credits its run exactly once.
 
-A real (tiny) training lineage (``test_answer_attribution.build_lineage``, without the merge) gives a version with
-a real index. Faults are injected once (``run_score`` raising, the index folder moved away for a moment); every
-retry goes through the real code: ``run_attributions_retry`` (the beat task's service) called directly, then the
-task function it queues, or a real worker on the attribution queue (last: it commits and flushes the database).
+A real (tiny) training lineage (``test_answer_attribution.build_lineage``, its first version only: these tests read
+no other) gives a version with a real index. Faults are injected once (``run_score`` raising, the index folder moved
+away for a moment); every retry goes through the real code: ``run_attributions_retry`` (the beat task's service)
+called directly, then the task function it queues, or a real worker on the attribution queue (last: it commits and
+flushes the database).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def lineage(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Lineage]:
-    with module_lineage(django_db_blocker, tmp_path_factory, with_merge=False) as built:
+    with module_lineage(django_db_blocker, tmp_path_factory, with_merge=False, with_child=False) as built:
         yield built
 
 

@@ -2,8 +2,9 @@
 them, ``index.Scorer.score_many`` packs their model passes), each stored with the shares it gets alone, exact to the
 unit; the waiting answers are shared between the worker's processes; a run another worker is scoring is left to it.
 
-A real (tiny) training lineage (``test_answer_attribution.build_lineage``, without the merge) gives a version with a
-real index; torch runs at one thread, as each attribution process does on this machine (``tasks.torch_threads_for``).
+A real (tiny) training lineage (``test_answer_attribution.build_lineage``, its first version only: these tests read
+no other) gives a version with a real index; torch runs at one thread, as each attribution process does on this
+machine (``tasks.torch_threads_for``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def lineage(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Lineage]:
-    with module_lineage(django_db_blocker, tmp_path_factory, with_merge=False) as built:
+    with module_lineage(django_db_blocker, tmp_path_factory, with_merge=False, with_child=False) as built:
         yield built
 
 

@@ -144,8 +144,8 @@ def test_a_failing_self_check_never_fails_the_job(trained: Trained, db: None, me
     from modelfactory.models import FineTuneJob
     from modelfactory.tests.factories import tiny_config
 
-    # given a scoring that breaks
-    settings.ATTRIBUTION_SELFCHECK_SAMPLE = SAMPLE
+    # given a scoring that breaks (on the first answer: one question is enough to reach it)
+    settings.ATTRIBUTION_SELFCHECK_SAMPLE = 1
     job = mf.job_launch(
         owner=trained.builder,
         name="places, once more",

@@ -24,7 +24,7 @@ from openledger_web.testing import celery_worker_process
 
 pytestmark = pytest.mark.slow
 # Long enough to be killed mid-run after its first step is reported, short enough to retry to the end.
-STEPS = 12
+STEPS = 4
 
 TINY = tiny_config()
 

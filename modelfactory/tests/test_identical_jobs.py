@@ -35,7 +35,7 @@ def test_a_second_identical_fine_tune_gets_a_version_of_its_own(settings: Any, t
     # given two jobs with the same snapshot, base model, config and seed
     owner = UserFactory()
     snapshot, base = frozen_snapshot(owner=owner), default_base()
-    launch = {"owner": owner, "base_model": base, "snapshots": [snapshot], "config": tiny_config()}
+    launch = {"owner": owner, "base_model": base, "snapshots": [snapshot], "config": tiny_config(max_steps=1)}
     first = services.job_launch(name="first", **launch)
     second = services.job_launch(name="second", **launch)
 

@@ -353,7 +353,7 @@ def test_it_trains_through_the_api_on_a_real_worker_and_the_downloads_check_out(
                 "name": "zorblat continued",
                 "snapshots": [snapshot.pk],
                 "parent_version": job.version.pk,
-                "config": TINY.with_changes(seed=8).to_dict(),
+                "config": TINY.with_changes(seed=8, max_steps=1).to_dict(),
             },
             format="json",
         )

@@ -237,7 +237,7 @@ def test_continuing_from_a_parent_trains_the_parent_adapter(
     child = _train(
         base,
         workdir / "child",
-        config=TINY.with_changes(lora_rank=16, max_steps=2, seed=8),
+        config=TINY.with_changes(lora_rank=16, max_steps=1, seed=8),
         parent_adapter_dir=parent.output_dir,
     )
     assert child.lora["rank"] == 4  # the parent's shape wins over the config's

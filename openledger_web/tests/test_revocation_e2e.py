@@ -201,9 +201,10 @@ def test_an_erasure_while_a_job_reads_the_record_lets_the_job_finish_and_flags_i
         snapshot = datanet_services.snapshot_freeze(datanet=places, user=builder)
         job = mf.job_launch(
             owner=builder, name="places", base_model=default_base(), snapshots=[snapshot],
-            config=tiny_config(eval_fraction=0.0, seed=11, max_steps=12),
+            config=tiny_config(eval_fraction=0.0, seed=11, max_steps=4),
         )  # fmt: skip
-        # the worker has read the records once the first step is done
+        # the worker has read the records once the first step is done; three more steps, the samples and the index
+        # are left to it
         deadline = time.monotonic() + WAIT
         while job.step < 1:
             assert time.monotonic() < deadline, f"job #{job.pk} is {job.status} at step {job.step}"
