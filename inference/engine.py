@@ -92,7 +92,7 @@ _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])
 # The adapters of the rows of the batch now in a forward pass; read by the LoRA hooks on the base model's layers.
 _PLAN: contextvars.ContextVar[_Plan | None] = contextvars.ContextVar("inference_engine_plan", default=None)
 # Per row of the step the engine is running, whether its next token is the argmax (greedy) rather than sampled: the
-# output head's screen (``_screened_head``) serves the greedy rows.
+# output head's screen (``_screened_head``) serves a step only when all of its rows are greedy.
 _GREEDY_ROWS: contextvars.ContextVar[tuple[bool, ...] | None] = contextvars.ContextVar(
     "inference_engine_greedy_rows", default=None
 )
